@@ -1,0 +1,336 @@
+//! The FUSE adapter (Linux, macOS): each callback converts its arguments, calls one `Vfs`
+//! method on the runtime, and replies or maps the error. Callbacks that may wait on the network
+//! are spawned onto the tokio runtime with their reply object, so the single FUSE session
+//! thread never blocks and slow requests do not hold up fast ones.
+
+mod errno;
+
+use fuser::{
+    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use nuage::cli::{MountedFs, Platform, PlatformMountOptions};
+use nuage::vfs::{Attr, Fh, FileKind, Ino, Vfs};
+use nuage::{Error, ErrorKind};
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The FUSE platform.
+pub struct FusePlatform;
+
+struct NuageFs {
+    vfs: Arc<Vfs>,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+}
+
+struct FuseMount {
+    session: fuser::BackgroundSession,
+}
+
+impl MountedFs for FuseMount {
+    fn is_alive(&self) -> bool {
+        !self.session.guard.is_finished()
+    }
+    fn unmount(self: Box<Self>) {
+        // Dropping the session unmounts; the session thread then ends on its own.
+        drop(self.session);
+    }
+}
+
+impl Platform for FusePlatform {
+    fn mount(
+        &self,
+        vfs: Arc<Vfs>,
+        rt: tokio::runtime::Handle,
+        mountpoint: &Path,
+        opts: &PlatformMountOptions,
+    ) -> anyhow::Result<Box<dyn MountedFs>> {
+        let ttl = vfs.config().attr_ttl;
+        let mut options = vec![
+            MountOption::FSName(opts.fsname.clone()),
+            MountOption::Subtype("nuage".into()),
+            MountOption::DefaultPermissions,
+            MountOption::NoAtime,
+            MountOption::NoDev,
+            MountOption::NoSuid,
+        ];
+        if opts.read_only {
+            options.push(MountOption::RO);
+        }
+        if opts.allow_other {
+            options.push(MountOption::AllowOther);
+        }
+        let session = fuser::spawn_mount2(NuageFs { vfs, rt, ttl }, mountpoint, &options)?;
+        Ok(Box::new(FuseMount { session }))
+    }
+
+    fn unmount(&self, mountpoint: &Path) -> anyhow::Result<()> {
+        let out = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(mountpoint)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            other => {
+                // Without fusermount3 (or for root), umount(8) does the same.
+                let um = std::process::Command::new("umount")
+                    .arg(mountpoint)
+                    .output();
+                match um {
+                    Ok(o) if o.status.success() => Ok(()),
+                    _ => {
+                        let why = match other {
+                            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        anyhow::bail!("cannot unmount {}: {why}", mountpoint.display())
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_mounted(&self, mountpoint: &Path) -> bool {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        let want = mountpoint.to_string_lossy();
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|mp| unescape_mountinfo(mp) == want)
+    }
+}
+
+/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let (kind, nlink) = match a.kind {
+        FileKind::Dir => (FileType::Directory, 2),
+        FileKind::File => (FileType::RegularFile, 1),
+    };
+    FileAttr {
+        ino: a.ino.0,
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind,
+        perm: a.perm,
+        nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn fail(op: &str, e: &Error) -> i32 {
+    match e.kind {
+        ErrorKind::NotFound => tracing::debug!(op, error = %e, "not found"),
+        _ => tracing::warn!(op, error = %e, "operation failed"),
+    }
+    errno::errno(e.kind)
+}
+
+fn name_str(name: &OsStr) -> Option<String> {
+    name.to_str().map(str::to_string)
+}
+
+impl Filesystem for NuageFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
+        // Large reads (1 MiB) keep the request count low on sequential reads.
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.add_capabilities(
+            fuser::consts::FUSE_PARALLEL_DIROPS | fuser::consts::FUSE_AUTO_INVAL_DATA,
+        );
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let Some(name) = name_str(name) else {
+            return reply.error(libc::ENOENT);
+        };
+        let (vfs, ttl) = (self.vfs.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match vfs.lookup(Ino(parent), &name).await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), 0),
+                Err(e) => reply.error(fail("lookup", &e)),
+            }
+        });
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        let (vfs, ttl) = (self.vfs.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match vfs.getattr(Ino(ino)).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(fail("getattr", &e)),
+            }
+        });
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.open(Ino(ino), write).await {
+                Ok(o) => {
+                    let f = if o.keep_cache {
+                        fuser::consts::FOPEN_KEEP_CACHE
+                    } else {
+                        0
+                    };
+                    reply.opened(o.fh.0, f)
+                }
+                Err(e) => reply.error(fail("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(libc::EINVAL);
+        };
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.read(Fh(fh), offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(fail("read", &e)),
+            }
+        });
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.release(Fh(fh));
+        reply.ok();
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.opendir(Ino(ino)).await {
+                Ok(fh) => reply.opened(fh.0, 0),
+                Err(e) => reply.error(fail("opendir", &e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let (parent, entries) = match self.vfs.readdir_handle(Fh(fh)) {
+            Ok(x) => x,
+            Err(e) => return reply.error(fail("readdir", &e)),
+        };
+        let dots = [
+            (ino, FileType::Directory, "."),
+            (parent.0, FileType::Directory, ".."),
+        ];
+        let all = dots.into_iter().chain(entries.iter().map(|e| {
+            let t = match e.kind {
+                FileKind::Dir => FileType::Directory,
+                FileKind::File => FileType::RegularFile,
+            };
+            (e.ino.0, t, e.name.as_str())
+        }));
+        for (i, (ino, kind, name)) in all.enumerate().skip(offset.max(0) as usize) {
+            if reply.add(ino, (i + 1) as i64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.vfs.releasedir(Fh(fh));
+        reply.ok();
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.statfs().await {
+                Ok(s) => {
+                    let bs = s.bsize as u64;
+                    reply.statfs(
+                        s.total / bs,
+                        s.free / bs,
+                        s.free / bs,
+                        0,
+                        0,
+                        s.bsize,
+                        255,
+                        s.bsize,
+                    )
+                }
+                Err(e) => reply.error(fail("statfs", &e)),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/tmp/a\\040b"), "/tmp/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,18 @@
+//! The `nuage` binary: picks the OS adapter and hands it to the platform-independent CLI.
+
+#[cfg(unix)]
+mod fuse;
+// The NTSTATUS table is plain data, built and tested on every platform.
+#[allow(dead_code)]
+mod winfsp;
+
+fn main() -> std::process::ExitCode {
+    #[cfg(unix)]
+    {
+        nuage::cli::run(&fuse::FusePlatform)
+    }
+    #[cfg(windows)]
+    {
+        nuage::cli::run(&winfsp::WinFspPlatform)
+    }
+}

@@ -1,0 +1,650 @@
+//! The on-disk block store.
+//!
+//! ## What it owns
+//! Blocks of remote files, stored at their own offset in one sparse data file per *file
+//! version* under `<cache dir>/blocks/`, and an SQLite index (`<cache dir>/index.sqlite`) of
+//! which blocks are present. A file version is identified by `(identity, etag)`, where the
+//! identity names the remote file (server root + path). A file that changed on the server has
+//! a new etag, hence a new version id, hence no blocks: old bytes can never be served for it.
+//! The old version's blocks are dropped as soon as a newer version is registered.
+//!
+//! ## Invariants
+//! * A block listed in the SQLite index has its bytes on disk: rows are committed only after
+//!   the data file was `fdatasync`ed ([`BlockCache::flush`]). A crash loses at most the index
+//!   rows of recently written blocks, which are simply downloaded again.
+//! * The total size of clean blocks stays at or under the limit; least recently used blocks go
+//!   first. Eviction punches holes in the data files so disk use really shrinks.
+//! * `cache` stores; it never fetches.
+//!
+//! ## Concurrency
+//! Lock order: `gate` (RwLock) → `state` → `db`; `fds` is a leaf lock. Readers and writers of
+//! block bytes hold `gate` shared; eviction holds it exclusively while it re-checks that a
+//! victim is still absent and punches its hole, so a block written again meanwhile is never
+//! zeroed. All methods do blocking disk I/O: call them from `spawn_blocking` in async code.
+
+use lru::LruCache;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Default block size: 1 MiB.
+pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
+
+/// Errors of the block store.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// A local I/O failure on the cache directory.
+    #[error("cache I/O error on {path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The index database failed.
+    #[error("cache index error: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+impl From<CacheError> for crate::error::Error {
+    fn from(e: CacheError) -> Self {
+        use crate::error::ErrorKind;
+        let kind = match &e {
+            CacheError::Io { source, .. } if source.raw_os_error() == Some(28) => {
+                ErrorKind::NoSpace
+            }
+            _ => ErrorKind::Io,
+        };
+        crate::error::Error::new(kind, e.to_string())
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Id of one version of one remote file in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VersionId(pub i64);
+
+/// Index of a block within a file (offset / block size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlockIdx(pub u64);
+
+/// A block of a file version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// The file version.
+    pub version: VersionId,
+    /// The block.
+    pub idx: BlockIdx,
+}
+
+struct State {
+    /// Present blocks and their lengths.
+    blocks: HashMap<BlockKey, u32>,
+    /// Recency order of present blocks (unbounded; eviction is by bytes).
+    lru: LruCache<BlockKey, ()>,
+    /// Present blocks per version, to delete a data file when it empties.
+    per_version: HashMap<VersionId, u64>,
+    /// Bytes of present blocks.
+    total: u64,
+    /// Blocks written but not yet in the index.
+    pending: Vec<(BlockKey, u32)>,
+    /// `(identity, etag)` to version id.
+    versions: HashMap<(String, String), VersionId>,
+    /// Version id to identity, to drop older versions of the same file.
+    identity_of: HashMap<VersionId, String>,
+    limit: u64,
+}
+
+/// Usage figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheUsage {
+    /// Bytes of cached blocks.
+    pub bytes: u64,
+    /// Number of cached blocks.
+    pub blocks: u64,
+    /// The configured limit.
+    pub limit: u64,
+}
+
+/// The block store. See the module documentation.
+pub struct BlockCache {
+    dir: PathBuf,
+    block_size: u64,
+    gate: RwLock<()>,
+    state: Mutex<State>,
+    db: Mutex<Connection>,
+    fds: Mutex<LruCache<VersionId, Arc<File>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere already; the data it guards stays consistent
+    // because every critical section here only does infallible map updates.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl BlockCache {
+    /// Opens (or creates) the cache in `dir`, keeping at most `limit` bytes of blocks.
+    pub fn open(dir: &Path, block_size: u64, limit: u64) -> Result<Self, CacheError> {
+        let blocks_dir = dir.join("blocks");
+        std::fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
+        let db_path = dir.join("index.sqlite");
+        let db = Connection::open(&db_path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(std::time::Duration::from_secs(10))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS versions (
+                 id INTEGER PRIMARY KEY, identity TEXT NOT NULL, etag TEXT NOT NULL,
+                 UNIQUE(identity, etag));
+             CREATE TABLE IF NOT EXISTS blocks (
+                 version INTEGER NOT NULL, idx INTEGER NOT NULL, len INTEGER NOT NULL,
+                 last_used INTEGER NOT NULL, PRIMARY KEY (version, idx));",
+        )?;
+        let stored_bs: Option<String> = db
+            .query_row("SELECT value FROM meta WHERE key='block_size'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if stored_bs.as_deref() != Some(&block_size.to_string()) {
+            // A different block size makes every stored block unusable: start afresh.
+            db.execute_batch("DELETE FROM blocks; DELETE FROM versions;")?;
+            if let Ok(rd) = std::fs::read_dir(&blocks_dir) {
+                for e in rd.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            db.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('block_size', ?1)",
+                params![block_size.to_string()],
+            )?;
+        }
+        let mut state = State {
+            blocks: HashMap::new(),
+            lru: LruCache::unbounded(),
+            per_version: HashMap::new(),
+            total: 0,
+            pending: Vec::new(),
+            versions: HashMap::new(),
+            identity_of: HashMap::new(),
+            limit,
+        };
+        {
+            let mut st = db.prepare("SELECT id, identity, etag FROM versions")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, identity, etag) = row?;
+                state.identity_of.insert(VersionId(id), identity.clone());
+                state.versions.insert((identity, etag), VersionId(id));
+            }
+            let mut st =
+                db.prepare("SELECT version, idx, len FROM blocks ORDER BY last_used ASC")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (v, idx, len) = row?;
+                let key = BlockKey {
+                    version: VersionId(v),
+                    idx: BlockIdx(idx as u64),
+                };
+                state.blocks.insert(key, len as u32);
+                state.lru.put(key, ());
+                *state.per_version.entry(key.version).or_default() += 1;
+                state.total += len as u64;
+            }
+        }
+        let cache = BlockCache {
+            dir: dir.to_path_buf(),
+            block_size,
+            gate: RwLock::new(()),
+            state: Mutex::new(state),
+            db: Mutex::new(db),
+            // 128 open data files at most.
+            fds: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(128).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+        };
+        cache.evict_if_needed()?;
+        Ok(cache)
+    }
+
+    /// The block size in bytes.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Changes the byte limit and evicts down to it.
+    pub fn set_limit(&self, limit: u64) -> Result<(), CacheError> {
+        lock(&self.state).limit = limit;
+        self.evict_if_needed()
+    }
+
+    /// The version id of `(identity, etag)`, registering it (and dropping the blocks of every
+    /// other version of the same identity) when it is new.
+    pub fn version(&self, identity: &str, etag: &str) -> Result<VersionId, CacheError> {
+        let key = (identity.to_string(), etag.to_string());
+        if let Some(v) = lock(&self.state).versions.get(&key) {
+            return Ok(*v);
+        }
+        let id = {
+            let db = lock(&self.db);
+            db.execute(
+                "INSERT OR IGNORE INTO versions(identity, etag) VALUES (?1, ?2)",
+                params![identity, etag],
+            )?;
+            db.query_row(
+                "SELECT id FROM versions WHERE identity=?1 AND etag=?2",
+                params![identity, etag],
+                |r| r.get::<_, i64>(0),
+            )?
+        };
+        let v = VersionId(id);
+        let older: Vec<VersionId> = {
+            let mut st = lock(&self.state);
+            st.versions.insert(key, v);
+            st.identity_of.insert(v, identity.to_string());
+            st.identity_of
+                .iter()
+                .filter(|(o, ident)| **o != v && ident.as_str() == identity)
+                .map(|(o, _)| *o)
+                .collect()
+        };
+        for o in older {
+            self.drop_version(o)?;
+        }
+        Ok(v)
+    }
+
+    /// Forgets a version and all its blocks.
+    fn drop_version(&self, v: VersionId) -> Result<(), CacheError> {
+        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut st = lock(&self.state);
+            let keys: Vec<BlockKey> = st
+                .blocks
+                .keys()
+                .filter(|k| k.version == v)
+                .copied()
+                .collect();
+            for k in keys {
+                if let Some(len) = st.blocks.remove(&k) {
+                    st.total -= len as u64;
+                }
+                st.lru.pop(&k);
+            }
+            st.pending.retain(|(k, _)| k.version != v);
+            st.per_version.remove(&v);
+            if let Some(ident) = st.identity_of.remove(&v) {
+                st.versions.retain(|(i, _), id| !(i == &ident && *id == v));
+            }
+        }
+        lock(&self.fds).pop(&v);
+        {
+            let db = lock(&self.db);
+            db.execute("DELETE FROM blocks WHERE version=?1", params![v.0])?;
+            db.execute("DELETE FROM versions WHERE id=?1", params![v.0])?;
+        }
+        let _ = std::fs::remove_file(self.data_path(v));
+        Ok(())
+    }
+
+    fn data_path(&self, v: VersionId) -> PathBuf {
+        self.dir.join("blocks").join(format!("{}.data", v.0))
+    }
+
+    fn file(&self, v: VersionId) -> Result<Arc<File>, CacheError> {
+        if let Some(f) = lock(&self.fds).get(&v) {
+            return Ok(f.clone());
+        }
+        let p = self.data_path(v);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(io_err(&p))?;
+        let f = Arc::new(f);
+        lock(&self.fds).put(v, f.clone());
+        Ok(f)
+    }
+
+    /// True when the block is present.
+    pub fn has(&self, key: BlockKey) -> bool {
+        lock(&self.state).blocks.contains_key(&key)
+    }
+
+    /// Stores a block (its full length, or the tail of the file for the last block).
+    pub fn insert(&self, key: BlockKey, data: &[u8]) -> Result<(), CacheError> {
+        {
+            let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            let f = self.file(key.version)?;
+            write_all_at(&f, data, key.idx.0 * self.block_size)
+                .map_err(io_err(&self.data_path(key.version)))?;
+            let mut st = lock(&self.state);
+            let len = data.len() as u32;
+            if let Some(old) = st.blocks.insert(key, len) {
+                st.total -= old as u64;
+            } else {
+                *st.per_version.entry(key.version).or_default() += 1;
+            }
+            st.total += len as u64;
+            st.lru.put(key, ());
+            st.pending.push((key, len));
+        }
+        self.evict_if_needed()
+    }
+
+    /// Reads from a present block into `buf`, starting `offset` bytes into the block.
+    /// Answers `Ok(false)` when the block is not (or no longer) present.
+    pub fn read(&self, key: BlockKey, offset: u64, buf: &mut [u8]) -> Result<bool, CacheError> {
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut st = lock(&self.state);
+            match st.blocks.get(&key) {
+                Some(len) if offset + buf.len() as u64 <= *len as u64 => {}
+                _ => return Ok(false),
+            }
+            st.lru.get(&key);
+        }
+        let f = self.file(key.version)?;
+        read_exact_at(&f, buf, key.idx.0 * self.block_size + offset)
+            .map_err(io_err(&self.data_path(key.version)))?;
+        Ok(true)
+    }
+
+    /// Makes recently written blocks durable: syncs their data files, then records them in the
+    /// index, along with the current recency order.
+    pub fn flush(&self) -> Result<(), CacheError> {
+        let (pending, order): (Vec<(BlockKey, u32)>, Vec<BlockKey>) = {
+            let mut st = lock(&self.state);
+            let p = std::mem::take(&mut st.pending);
+            let order = if p.is_empty() {
+                Vec::new()
+            } else {
+                st.lru.iter().map(|(k, _)| *k).collect()
+            };
+            (p, order)
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut versions: Vec<VersionId> = pending.iter().map(|(k, _)| k.version).collect();
+        versions.sort();
+        versions.dedup();
+        for v in versions {
+            if let Ok(f) = self.file(v) {
+                f.sync_data().map_err(io_err(&self.data_path(v)))?;
+            }
+        }
+        let pending: Vec<(BlockKey, u32)> =
+            pending.into_iter().filter(|(k, _)| self.has(*k)).collect();
+        let mut db = lock(&self.db);
+        let tx = db.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO blocks(version, idx, len, last_used) VALUES (?1,?2,?3,0)",
+            )?;
+            for (k, len) in &pending {
+                ins.execute(params![k.version.0, k.idx.0 as i64, *len as i64])?;
+            }
+            // Recency: most recent first in `order`; store a decreasing rank.
+            let mut upd =
+                tx.prepare_cached("UPDATE blocks SET last_used=?3 WHERE version=?1 AND idx=?2")?;
+            let n = order.len() as i64;
+            for (i, k) in order.iter().enumerate() {
+                upd.execute(params![k.version.0, k.idx.0 as i64, n - i as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Current usage.
+    pub fn usage(&self) -> CacheUsage {
+        let st = lock(&self.state);
+        CacheUsage {
+            bytes: st.total,
+            blocks: st.blocks.len() as u64,
+            limit: st.limit,
+        }
+    }
+
+    /// Evicts least recently used blocks until the total is within the limit.
+    fn evict_if_needed(&self) -> Result<(), CacheError> {
+        {
+            let st = lock(&self.state);
+            if st.total <= st.limit {
+                return Ok(());
+            }
+        }
+        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        let mut victims = Vec::new();
+        let mut emptied = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            while st.total > st.limit {
+                let Some((k, ())) = st.lru.pop_lru() else {
+                    break;
+                };
+                if let Some(len) = st.blocks.remove(&k) {
+                    st.total -= len as u64;
+                    victims.push((k, len));
+                    if let Some(c) = st.per_version.get_mut(&k.version) {
+                        *c -= 1;
+                        if *c == 0 {
+                            st.per_version.remove(&k.version);
+                            emptied.push(k.version);
+                        }
+                    }
+                }
+            }
+            let st = &mut *st;
+            let blocks = &st.blocks;
+            st.pending.retain(|(k, _)| blocks.contains_key(k));
+        }
+        {
+            let db = lock(&self.db);
+            let mut del = db.prepare_cached("DELETE FROM blocks WHERE version=?1 AND idx=?2")?;
+            for (k, _) in &victims {
+                del.execute(params![k.version.0, k.idx.0 as i64])?;
+            }
+        }
+        for v in &emptied {
+            lock(&self.fds).pop(v);
+            let _ = std::fs::remove_file(self.data_path(*v));
+        }
+        for (k, len) in victims {
+            if emptied.contains(&k.version) {
+                continue;
+            }
+            if let Ok(f) = self.file(k.version) {
+                punch_hole(&f, k.idx.0 * self.block_size, len as u64);
+            }
+        }
+        tracing::debug!(usage = ?self.usage(), "cache eviction done");
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, data, off)
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !data.is_empty() {
+        let n = f.seek_write(data, off)?;
+        data = &data[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_read(buf, off)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Frees the disk space of a byte range, keeping the file size.
+#[cfg(target_os = "linux")]
+fn punch_hole(f: &File, off: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate only reads its integer arguments; the fd is valid for the life of `f`.
+    let rc = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(err = %std::io::Error::last_os_error(), "punching a cache hole failed");
+    }
+}
+
+/// Other platforms: the space is reclaimed when the whole version is dropped.
+#[cfg(not(target_os = "linux"))]
+fn punch_hole(_f: &File, _off: u64, _len: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(v: VersionId, i: u64) -> BlockKey {
+        BlockKey {
+            version: v,
+            idx: BlockIdx(i),
+        }
+    }
+
+    #[test]
+    fn store_read_and_survive_reopen() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let v = c.version("f", "\"e1\"").expect("v");
+        c.insert(key(v, 0), &[1u8; 16]).expect("ins");
+        c.insert(key(v, 2), &[3u8; 5]).expect("ins");
+        let mut buf = [0u8; 4];
+        assert!(c.read(key(v, 2), 1, &mut buf).expect("read"));
+        assert_eq!(buf, [3u8; 4]);
+        assert!(
+            !c.read(key(v, 1), 0, &mut buf).expect("read"),
+            "absent block"
+        );
+        assert!(
+            !c.read(key(v, 2), 3, &mut buf).expect("read"),
+            "past block end"
+        );
+        c.flush().expect("flush");
+        drop(c);
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("reopen");
+        let v2 = c.version("f", "\"e1\"").expect("v");
+        assert_eq!(v, v2);
+        assert!(c.has(key(v, 0)) && c.has(key(v, 2)));
+        assert_eq!(c.usage().bytes, 21);
+    }
+
+    #[test]
+    fn unflushed_blocks_are_not_trusted_after_reopen() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let v = c.version("f", "e").expect("v");
+        c.insert(key(v, 0), &[1u8; 16]).expect("ins");
+        drop(c);
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("reopen");
+        assert!(!c.has(key(v, 0)));
+    }
+
+    #[test]
+    fn new_etag_drops_old_blocks() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let v1 = c.version("f", "a").expect("v");
+        c.insert(key(v1, 0), &[1u8; 16]).expect("ins");
+        let v2 = c.version("f", "b").expect("v");
+        assert_ne!(v1, v2);
+        assert!(!c.has(key(v1, 0)));
+        assert!(!c.has(key(v2, 0)));
+        assert_eq!(c.usage().bytes, 0);
+        let other = c.version("g", "a").expect("v");
+        c.insert(key(other, 0), &[2u8; 16]).expect("ins");
+        c.version("f", "c").expect("v");
+        assert!(c.has(key(other, 0)), "other files keep their blocks");
+    }
+
+    #[test]
+    fn lru_eviction_keeps_within_limit() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 48).expect("open");
+        let v = c.version("f", "e").expect("v");
+        for i in 0..3 {
+            c.insert(key(v, i), &[i as u8; 16]).expect("ins");
+        }
+        let mut b = [0u8; 1];
+        assert!(c.read(key(v, 0), 0, &mut b).expect("read")); // 0 becomes most recent
+        c.insert(key(v, 3), &[3u8; 16]).expect("ins");
+        assert!(c.usage().bytes <= 48);
+        assert!(c.has(key(v, 0)), "recently read block kept");
+        assert!(!c.has(key(v, 1)), "least recently used block evicted");
+        assert!(c.has(key(v, 3)));
+        // The evicted range reads back as a hole, the kept ones intact.
+        assert!(c.read(key(v, 2), 0, &mut b).expect("read"));
+        assert_eq!(b, [2u8]);
+        c.set_limit(16).expect("limit");
+        assert_eq!(c.usage().blocks, 1);
+    }
+
+    #[test]
+    fn block_size_change_wipes() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let v = c.version("f", "e").expect("v");
+        c.insert(key(v, 0), &[1u8; 16]).expect("ins");
+        c.flush().expect("flush");
+        drop(c);
+        let c = BlockCache::open(d.path(), 32, 1 << 20).expect("reopen");
+        assert_eq!(c.usage().blocks, 0);
+    }
+}

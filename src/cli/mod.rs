@@ -1,0 +1,199 @@
+//! The command line: `nuage mount`, `nuage unmount`, `nuage demo`.
+//!
+//! The CLI owns the tokio runtime and the mount lifecycle. It mounts through the [`Platform`]
+//! trait, which the binary (`platform/main.rs`) implements with FUSE or WinFsp, so nothing here
+//! depends on an OS filesystem API. Errors reach people as one line: `error: <what>: <why>`.
+
+mod demo;
+mod mount;
+
+use crate::vfs::Vfs;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Options the platform adapter needs at mount time.
+#[derive(Debug, Clone)]
+pub struct PlatformMountOptions {
+    /// Name shown as the mount's source (`df`, `mount`).
+    pub fsname: String,
+    /// Mount read-only.
+    pub read_only: bool,
+    /// Let other users see the mount.
+    pub allow_other: bool,
+}
+
+/// A live mount.
+pub trait MountedFs: Send {
+    /// False once the OS ended the mount (`fusermount3 -u`, `nuage unmount`).
+    fn is_alive(&self) -> bool;
+    /// Unmounts (if still mounted) and waits for the adapter to stop.
+    fn unmount(self: Box<Self>);
+}
+
+/// What an OS adapter provides.
+pub trait Platform: Sync {
+    /// Mounts `vfs` on `mountpoint`; the adapter calls into `vfs` on `rt`.
+    fn mount(
+        &self,
+        vfs: Arc<Vfs>,
+        rt: tokio::runtime::Handle,
+        mountpoint: &Path,
+        opts: &PlatformMountOptions,
+    ) -> anyhow::Result<Box<dyn MountedFs>>;
+    /// Unmounts a mount point made by another process (`nuage unmount`).
+    fn unmount(&self, mountpoint: &Path) -> anyhow::Result<()>;
+    /// True when something is already mounted on `mountpoint`.
+    fn is_mounted(&self, mountpoint: &Path) -> bool;
+}
+
+/// nuage: mount a Nextcloud or WebDAV folder as a local folder.
+#[derive(Debug, Parser)]
+#[command(name = "nuage", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Mount a Nextcloud server or a WebDAV folder.
+    Mount(MountArgs),
+    /// Unmount a mount point.
+    Unmount(UnmountArgs),
+    /// Serve a demo cloud with sample files on 127.0.0.1 and mount it (no account needed).
+    Demo(DemoArgs),
+}
+
+/// Options shared by `mount` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonMountArgs {
+    /// Cache folder (default: $XDG_CACHE_HOME/nuage/<account>).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Largest size of downloaded blocks kept in the cache (e.g. 500M, 10G).
+    #[arg(long, value_name = "SIZE", default_value = "10G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Return once the mount is live and keep serving it in the background.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Mount read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Seconds for which file attributes are trusted before asking the server again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub attr_ttl: u64,
+    /// Seconds for which a folder listing is trusted before asking the server again.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub dir_ttl: u64,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Write the log to this file (daemon default: <cache dir>/../nuage.log).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// `nuage mount`.
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// Nextcloud server address (https://cloud.example.org) or URL of a WebDAV folder.
+    pub url: String,
+    /// Where to mount (an existing empty folder).
+    pub mountpoint: PathBuf,
+    /// Login name.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// File holding the password on its first line (else $NUAGE_PASSWORD, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Trust this extra CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate (dangerous; only for test servers).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Options shared by the mounting commands.
+    #[command(flatten)]
+    pub common: CommonMountArgs,
+}
+
+/// `nuage unmount`.
+#[derive(Debug, Clone, Args)]
+pub struct UnmountArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+}
+
+/// `nuage demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where to mount the demo cloud.
+    pub mountpoint: PathBuf,
+    /// Folder for the demo server's files (default: $XDG_CACHE_HOME/nuage/demo-server).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Options shared by the mounting commands.
+    #[command(flatten)]
+    pub common: CommonMountArgs,
+}
+
+/// Parses `500M`, `10G`, `1.5GiB`, `4096`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 500M, 10G)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown unit (use K, M, G or T)")),
+    };
+    Ok((n * mult as f64) as u64)
+}
+
+/// Runs the command line with the given platform adapter.
+pub fn run(platform: &dyn Platform) -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Command::Mount(a) => mount::mount_command(platform, a),
+        Command::Demo(a) => demo::demo_command(platform, a),
+        Command::Unmount(a) => platform.unmount(&a.mountpoint).map(|_| ExitCode::SUCCESS),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10G"), Ok(10 << 30));
+        assert_eq!(parse_size("500M"), Ok(500 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5X").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,457 @@
+//! The mount lifecycle: password, daemonizing, discovery, mounting, waiting, unmounting.
+//!
+//! `--daemon` re-executes the same command as a child in its own process group, hands it the
+//! password over a pipe (never in arguments or the environment), and waits for one status line
+//! on the child's standard output: `READY` once the mount answers `ls`, or `ERROR <message>`.
+//! The parent exits 0 only after `READY`; a failed mount leaves nothing mounted.
+
+use super::{CommonMountArgs, MountArgs, Platform, PlatformMountOptions};
+use crate::cache::{BlockCache, DEFAULT_BLOCK_SIZE};
+use crate::vfs::{Vfs, VfsConfig};
+use crate::webdav::{self, Credentials, DavClient, DavConfig, Secret};
+use anyhow::{anyhow, bail, Context};
+use std::ffi::OsString;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Set in the environment of the background child of `--daemon`.
+const DAEMON_CHILD_ENV: &str = "NUAGE_DAEMON_CHILD";
+
+/// Everything needed to mount once the password is known.
+pub(super) struct MountPlan {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub mountpoint: PathBuf,
+    pub common: CommonMountArgs,
+    pub dav: DavConfig,
+}
+
+/// Is this process the background child of `--daemon`?
+pub(super) fn is_daemon_child() -> bool {
+    std::env::var_os(DAEMON_CHILD_ENV).is_some()
+}
+
+pub(super) fn mount_command(platform: &dyn Platform, a: MountArgs) -> anyhow::Result<ExitCode> {
+    let child = is_daemon_child();
+    let password = if child {
+        read_password_from_parent()?
+    } else {
+        obtain_password(a.user.as_deref(), a.password_file.as_deref())?
+    };
+    if a.common.daemon && !child {
+        return daemonize(password.as_ref());
+    }
+    let plan = MountPlan {
+        url: a.url.clone(),
+        user: a.user.clone(),
+        password,
+        mountpoint: a.mountpoint.clone(),
+        common: a.common.clone(),
+        dav: DavConfig {
+            insecure: a.insecure,
+            ca_cert: a.ca_cert.clone(),
+            ..DavConfig::default()
+        },
+    };
+    let rt = runtime()?;
+    report(run_mount(platform, &rt, plan))
+}
+
+/// In the daemon child, tells the parent how the mount went; elsewhere passes the result on.
+pub(super) fn report(res: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
+    if is_daemon_child() {
+        if let Err(e) = &res {
+            let line = format!("{e:#}").replace('\n', " ");
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "ERROR {line}");
+            let _ = out.flush();
+            tracing::error!("{line}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    res
+}
+
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .thread_name("nuage-rt")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The password from `--password-file`, `$NUAGE_PASSWORD`, or a prompt without echo.
+pub(super) fn obtain_password(
+    user: Option<&str>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<Secret>> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the password file {}", f.display()))?;
+        let line = s.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            bail!("the password file {} is empty", f.display());
+        }
+        return Ok(Some(Secret::new(line)));
+    }
+    if let Ok(p) = std::env::var("NUAGE_PASSWORD") {
+        return Ok(Some(Secret::new(p)));
+    }
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    if !std::io::stdin().is_terminal() {
+        bail!("no password for {user}: use --password-file FILE or set NUAGE_PASSWORD");
+    }
+    let p = rpassword::prompt_password(format!("Password (or app password) for {user}: "))
+        .context("cannot read the password from the terminal")?;
+    Ok(Some(Secret::new(p)))
+}
+
+fn read_password_from_parent() -> anyhow::Result<Option<Secret>> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from the parent process")?;
+    let line = line.trim_end_matches(['\n', '\r']);
+    Ok(line.strip_prefix('P').map(Secret::new))
+}
+
+/// Starts the background child and waits for its status line.
+pub(super) fn daemonize(password: Option<&Secret>) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the nuage executable")?;
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--daemon")
+        .collect();
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env(DAEMON_CHILD_ENV, "1")
+        .env_remove("NUAGE_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the background mount process")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let line = match password {
+            Some(p) => format!("P{}\n", p.expose()),
+            None => "N\n".to_string(),
+        };
+        stdin
+            .write_all(line.as_bytes())
+            .context("cannot hand the password to the background process")?;
+    }
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow!("no status pipe from the background process"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(line) if line.trim() == "READY" => Ok(ExitCode::SUCCESS),
+        Ok(line) if line.starts_with("ERROR ") => {
+            let _ = child.wait();
+            bail!("{}", line.trim_end().trim_start_matches("ERROR "))
+        }
+        Ok(_) => {
+            let status = child.wait().ok();
+            bail!("the background mount process ended unexpectedly ({status:?})")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the mount did not come up within 120 s; nothing was left mounted")
+        }
+    }
+}
+
+fn init_logging(common: &CommonMountArgs, default_file: Option<PathBuf>) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("NUAGE_LOG").unwrap_or_else(|_| EnvFilter::new("nuage=info,warn"));
+    let file = common.log_file.clone().or(default_file);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let res = match file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    }) {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+    let _ = res;
+}
+
+/// `$XDG_CACHE_HOME/nuage`.
+pub(super) fn cache_base() -> anyhow::Result<PathBuf> {
+    let base = directories::BaseDirs::new()
+        .ok_or_else(|| anyhow!("cannot find the home folder; give --cache-dir"))?;
+    Ok(base.cache_dir().join("nuage"))
+}
+
+fn account_dir_name(user: Option<&str>, url: &reqwest::Url) -> String {
+    let raw = format!(
+        "{}@{}{}{}",
+        user.unwrap_or("anonymous"),
+        url.host_str().unwrap_or("host"),
+        url.port().map(|p| format!("_{p}")).unwrap_or_default(),
+        url.path()
+    );
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '@' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    s.truncate(100);
+    s.trim_end_matches('_').to_string()
+}
+
+fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
+    let md = match std::fs::metadata(mp) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "mount point {} does not exist (create it with: mkdir -p {})",
+            mp.display(),
+            mp.display()
+        ),
+        Err(e) => bail!(
+            "mount point {} is not usable ({e}); if a mount died there, run: nuage unmount {}",
+            mp.display(),
+            mp.display()
+        ),
+    };
+    if !md.is_dir() {
+        bail!("mount point {} is not a folder", mp.display());
+    }
+    let abs = std::fs::canonicalize(mp)
+        .with_context(|| format!("cannot resolve the mount point {}", mp.display()))?;
+    if platform.is_mounted(&abs) {
+        bail!(
+            "mount point {} is busy: something is already mounted there (unmount it with: nuage unmount {})",
+            abs.display(),
+            abs.display()
+        );
+    }
+    Ok(abs)
+}
+
+/// Mounts and serves until unmounted or signalled.
+pub(super) fn run_mount(
+    platform: &dyn Platform,
+    rt: &tokio::runtime::Runtime,
+    plan: MountPlan,
+) -> anyhow::Result<ExitCode> {
+    let url = reqwest::Url::parse(plan.url.trim()).map_err(|e| {
+        anyhow!(
+            "invalid URL {:?}: {e} (example: https://cloud.example.org)",
+            plan.url
+        )
+    })?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        bail!(
+            "invalid URL {}: it must start with https:// or http://",
+            plan.url
+        );
+    }
+    let cache_dir = match &plan.common.cache_dir {
+        Some(d) => d.clone(),
+        None => cache_base()?.join(account_dir_name(plan.user.as_deref(), &url)),
+    };
+    let default_log = if is_daemon_child() {
+        cache_dir.parent().map(|p| p.join("nuage.log"))
+    } else {
+        None
+    };
+    if let Some(parent) = default_log.as_ref().and_then(|p| p.parent()) {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    init_logging(&plan.common, default_log);
+    let mountpoint = check_mountpoint(platform, &plan.mountpoint)?;
+
+    let http = webdav::http_client(&plan.dav)?;
+    let creds = match (&plan.user, &plan.password) {
+        (Some(u), Some(p)) => Some(Credentials {
+            user: u.clone(),
+            password: p.clone(),
+        }),
+        (Some(u), None) => {
+            bail!("no password for {u}: use --password-file FILE or set NUAGE_PASSWORD")
+        }
+        (None, _) => None,
+    };
+    let what = format!("cannot mount {}", url);
+    let endpoint = rt
+        .block_on(webdav::nextcloud::discover(
+            &http,
+            &url,
+            plan.user.as_deref(),
+            plan.password.as_ref(),
+        ))
+        .map_err(|e| anyhow!("{what}: {e}"))?;
+    tracing::info!(root = %endpoint.dav_root, nextcloud = endpoint.nextcloud_base.is_some(), "server found");
+    let dav = DavClient::new(http, endpoint.dav_root.clone(), creds, &plan.dav);
+
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
+    let cache = Arc::new(
+        BlockCache::open(&cache_dir, DEFAULT_BLOCK_SIZE, plan.common.cache_size)
+            .with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?,
+    );
+    let cfg = VfsConfig {
+        attr_ttl: Duration::from_secs(plan.common.attr_ttl),
+        dir_ttl: Duration::from_secs(plan.common.dir_ttl),
+        // Writing arrives with the write-back journal; until then every mount is read-only.
+        read_only: true,
+        uid: current_uid(),
+        gid: current_gid(),
+        max_readahead: 64 << 20,
+        cache_identity: endpoint.dav_root.to_string(),
+    };
+    let vfs = Arc::new(
+        rt.block_on(Vfs::new(dav, cache, cfg))
+            .map_err(|e| anyhow!("{what}: {e}"))?,
+    );
+    let opts = PlatformMountOptions {
+        fsname: format!("nuage:{}", url.host_str().unwrap_or("webdav")),
+        read_only: true,
+        allow_other: plan.common.allow_other,
+    };
+    let mounted = platform
+        .mount(vfs.clone(), rt.handle().clone(), &mountpoint, &opts)
+        .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;
+
+    // The mount is live only when it answers a listing.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mp2 = mountpoint.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_dir(&mp2).map(|rd| rd.count()));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(_)) => {}
+        other => {
+            mounted.unmount();
+            bail!(
+                "the mount on {} did not answer a listing: {other:?}",
+                mountpoint.display()
+            );
+        }
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    if is_daemon_child() {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "READY");
+        let _ = out.flush();
+    } else {
+        eprintln!(
+            "mounted {} on {} (Ctrl-C to unmount)",
+            url,
+            mountpoint.display()
+        );
+    }
+
+    rt.block_on(wait_for_end(&*mounted, &vfs));
+    mounted.unmount();
+    if let Err(e) = rt.block_on(vfs.flush_cache()) {
+        tracing::warn!(error = %e, "cache index flush failed at unmount");
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n: u64 = 0;
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    loop {
+        #[cfg(unix)]
+        let term_fut = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term_fut = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted, unmounting"); return; }
+            _ = term_fut => { tracing::info!("terminated, unmounting"); return; }
+            _ = tick.tick() => {
+                if !mounted.is_alive() {
+                    return;
+                }
+                n += 1;
+                if n % 8 == 0 {
+                    if let Err(e) = vfs.flush_cache().await {
+                        tracing::warn!(error = %e, "cache index flush failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+#[cfg(unix)]
+fn current_gid() -> u32 {
+    // SAFETY: getgid has no preconditions and cannot fail.
+    unsafe { libc::getgid() }
+}
+
+#[cfg(not(unix))]
+fn current_uid() -> u32 {
+    0
+}
+
+#[cfg(not(unix))]
+fn current_gid() -> u32 {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_dirs_are_safe_names() {
+        let u = reqwest::Url::parse("https://cloud-aca.ac-besancon.fr/remote.php/dav/files/a b/")
+            .expect("url");
+        let n = account_dir_name(Some("jean.dupont@ac-besancon.fr"), &u);
+        assert!(!n.contains('/') && !n.contains(' '), "{n}");
+        assert!(n.starts_with("jean.dupont@ac-besancon.fr@cloud-aca.ac-besancon.fr"));
+    }
+}

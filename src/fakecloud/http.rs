@@ -1,0 +1,1115 @@
+//! The server itself: routing, DAV methods, OCS endpoints.
+
+use base64::Engine;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct FakeCloudConfig {
+    /// Folder whose content is the user's files.
+    pub root: PathBuf,
+    /// Login name (what the user types).
+    pub login: String,
+    /// User id (what DAV paths use).
+    pub user_id: String,
+    /// Accepted passwords (account password and app passwords).
+    pub passwords: Vec<String>,
+    /// Quota in bytes; `None` is unlimited (`-3`).
+    pub quota: Option<u64>,
+}
+
+/// What the server counted.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Body bytes sent in GET responses.
+    pub get_body_bytes: AtomicU64,
+    /// PROPFIND requests with `Depth: infinity`.
+    pub propfind_infinity: AtomicU64,
+    /// Requests per method.
+    pub methods: Mutex<HashMap<String, u64>>,
+    /// Requests that failed authentication.
+    pub unauthorized: AtomicU64,
+}
+
+impl Stats {
+    /// Number of requests seen with `method`.
+    pub fn count(&self, method: &str) -> u64 {
+        self.methods
+            .lock()
+            .map(|m| m.get(method).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// Fault injection.
+#[derive(Debug, Default)]
+pub struct Knobs {
+    /// Answer 503 to this many next DAV requests.
+    pub fail_next: AtomicU32,
+    /// Answer every DAV request with 503 and `status.php` with maintenance.
+    pub maintenance: AtomicBool,
+    /// Delay before answering each DAV request, in milliseconds.
+    pub delay_ms: AtomicU64,
+}
+
+struct Shared {
+    cfg: FakeCloudConfig,
+    stats: Arc<Stats>,
+    knobs: Arc<Knobs>,
+    addr: SocketAddr,
+}
+
+/// A running server on `127.0.0.1`. Dropping it stops it and closes every connection.
+pub struct FakeCloud {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeCloud {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeCloud {
+    /// Starts a server on `127.0.0.1:port` (0 picks a free port).
+    pub async fn start(cfg: FakeCloudConfig, port: u16) -> std::io::Result<FakeCloud> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            cfg,
+            stats: Arc::new(Stats::default()),
+            knobs: Arc::new(Knobs::default()),
+            addr,
+        });
+        let s2 = shared.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let s3 = s2.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let s4 = s3.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(s4, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Ok(FakeCloud { shared, task })
+    }
+
+    /// The server's base URL (`http://127.0.0.1:PORT`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The user's DAV root URL.
+    pub fn dav_url(&self) -> String {
+        format!(
+            "{}/remote.php/dav/files/{}/",
+            self.base_url(),
+            crate::webdav::path::encode_segment(&self.shared.cfg.user_id)
+        )
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.shared.stats
+    }
+
+    /// The fault knobs.
+    pub fn knobs(&self) -> &Arc<Knobs> {
+        &self.shared.knobs
+    }
+
+    /// The folder served.
+    pub fn root(&self) -> &Path {
+        &self.shared.cfg.root
+    }
+}
+
+/// Response body: a whole buffer or a stream of chunks, counting bytes as hyper takes them.
+pub enum FakeBody {
+    /// A complete body.
+    Full(Option<Bytes>),
+    /// Chunks from a reader task.
+    Stream(mpsc::Receiver<std::io::Result<Bytes>>, Arc<Stats>),
+}
+
+impl Body for FakeBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            FakeBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            FakeBody::Stream(rx, stats) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    stats
+                        .get_body_bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FakeBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            FakeBody::Full(None) => SizeHint::with_exact(0),
+            FakeBody::Stream(..) => SizeHint::default(),
+        }
+    }
+}
+
+type Resp = Response<FakeBody>;
+
+fn resp(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(FakeBody::Full(Some(body.into())));
+    *r.status_mut() = status;
+    r
+}
+
+fn sabre_error(status: StatusCode, exception: &str, message: &str) -> Resp {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<d:error xmlns:d=\"DAV:\" xmlns:s=\"http://sabredav.org/ns\">\
+         <s:exception>Sabre\\DAV\\Exception\\{exception}</s:exception><s:message>{}</s:message></d:error>",
+        xml_escape(message)
+    );
+    let mut r = resp(status, body);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    r
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Resp {
+    let mut r = resp(status, v.to_string());
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn authorized(shared: &Shared, h: &HeaderMap) -> bool {
+    let Some(v) = header(h, "authorization") else {
+        return false;
+    };
+    let Some(b64) = v.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
+    let raw = String::from_utf8_lossy(&raw);
+    let Some((user, pw)) = raw.split_once(':') else {
+        return false;
+    };
+    (user == shared.cfg.login || user == shared.cfg.user_id)
+        && shared.cfg.passwords.iter().any(|p| p == pw)
+}
+
+fn unauthorized(shared: &Shared) -> Resp {
+    shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let mut r = sabre_error(
+        StatusCode::UNAUTHORIZED,
+        "NotAuthenticated",
+        "No public access to this resource., Username or password was incorrect",
+    );
+    r.headers_mut().insert(
+        "WWW-Authenticate",
+        HeaderValue::from_static("Basic realm=\"Nextcloud\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    if let Ok(mut m) = shared.stats.methods.lock() {
+        *m.entry(method.to_string()).or_default() += 1;
+    }
+    let path = req.uri().path().to_string();
+    tracing::debug!(%method, %path, "fake cloud request");
+    if path == "/status.php" {
+        let maint = shared.knobs.maintenance.load(Ordering::Relaxed);
+        return json(
+            StatusCode::OK,
+            serde_json::json!({"installed": true, "maintenance": maint, "needsDbUpgrade": false,
+                "version": "30.0.4.1", "versionstring": "30.0.4", "edition": "",
+                "productname": "Nextcloud", "extendedSupport": false}),
+        );
+    }
+    if path.starts_with("/ocs/") {
+        return ocs(&shared, &req, &path);
+    }
+    let prefix = format!(
+        "/remote.php/dav/files/{}",
+        crate::webdav::path::encode_segment(&shared.cfg.user_id)
+    );
+    let rest = if let Some(r) = path.strip_prefix(&prefix) {
+        r.to_string()
+    } else if let Some(r) =
+        path.strip_prefix(&format!("/remote.php/dav/files/{}", shared.cfg.user_id))
+    {
+        r.to_string()
+    } else if let Some(r) = path.strip_prefix("/remote.php/webdav") {
+        r.to_string()
+    } else {
+        return resp(StatusCode::NOT_FOUND, "not found");
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return resp(StatusCode::NOT_FOUND, "not found");
+    }
+    if shared.knobs.maintenance.load(Ordering::Relaxed) {
+        return sabre_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "System is in maintenance mode.",
+        );
+    }
+    if !authorized(&shared, req.headers()) {
+        return unauthorized(&shared);
+    }
+    let delay = shared.knobs.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if shared
+        .knobs
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return sabre_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "injected failure",
+        );
+    }
+    let Some(rel) = decode_rel(&rest) else {
+        return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "invalid path");
+    };
+    let dav = Dav {
+        shared: shared.clone(),
+        prefix,
+    };
+    match method.as_str() {
+        "PROPFIND" => dav.propfind(&req, &rel),
+        "GET" => dav.get(&req, &rel, true).await,
+        "HEAD" => dav.get(&req, &rel, false).await,
+        "PUT" => dav.put(req, &rel).await,
+        "MKCOL" => dav.mkcol(&rel),
+        "DELETE" => dav.delete(&req, &rel),
+        "MOVE" => dav.move_copy(&req, &rel, true),
+        "COPY" => dav.move_copy(&req, &rel, false),
+        "OPTIONS" => {
+            let mut r = resp(StatusCode::OK, "");
+            r.headers_mut()
+                .insert("DAV", HeaderValue::from_static("1, 3, extended-mkcol"));
+            r
+        }
+        _ => sabre_error(
+            StatusCode::NOT_IMPLEMENTED,
+            "NotImplemented",
+            "method not supported by the fake server",
+        ),
+    }
+}
+
+/// Decodes `/a%20b/c` into `["a b", "c"]`, refusing `.`/`..` segments.
+fn decode_rel(rest: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for seg in rest.split('/').filter(|s| !s.is_empty()) {
+        let d = percent_decode_str(seg).decode_utf8().ok()?.into_owned();
+        if d == "." || d == ".." || d.contains('/') || d.contains('\0') {
+            return None;
+        }
+        out.push(d);
+    }
+    Some(out)
+}
+
+fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
+    let v2 = path.starts_with("/ocs/v2.php/");
+    if !authorized(shared, req.headers()) {
+        shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"ocs":{"meta":{"status":"failure","statuscode":997,
+                "message":"Current user is not logged in"},"data":[]}}),
+        );
+    }
+    let ok_code = if v2 { 200 } else { 100 };
+    let meta = serde_json::json!({"status":"ok","statuscode":ok_code,"message":"OK"});
+    let endpoint = path
+        .trim_start_matches("/ocs/v2.php")
+        .trim_start_matches("/ocs/v1.php");
+    match endpoint {
+        "/cloud/user" => {
+            let used = tree_size(&shared.cfg.root);
+            let (quota, free) = match shared.cfg.quota {
+                Some(q) => (q as i64, q.saturating_sub(used) as i64),
+                None => (-3, 1 << 40),
+            };
+            json(
+                StatusCode::OK,
+                serde_json::json!({"ocs":{"meta":meta,"data":{
+                    "id": shared.cfg.user_id, "display-name": shared.cfg.login,
+                    "email": null,
+                    "quota":{"free":free,"used":used,"total":used as i64 + free,
+                             "relative":0.0,"quota":quota}}}}),
+            )
+        }
+        "/cloud/capabilities" => json(
+            StatusCode::OK,
+            serde_json::json!({"ocs":{"meta":meta,"data":{
+                "version":{"major":30,"minor":0,"micro":4,"string":"30.0.4","edition":""},
+                "capabilities":{
+                    "core":{"pollinterval":60,"webdav-root":"remote.php/webdav"},
+                    "bruteforce":{"delay":0},
+                    "dav":{"chunking":"1.0"},
+                    "files":{"bigfilechunking":true,
+                        "blacklisted_files":[".htaccess"],
+                        "forbidden_filenames":[".htaccess"],
+                        "forbidden_filename_basenames":[],
+                        "forbidden_filename_characters":["\\","/"],
+                        "forbidden_filename_extensions":[".filepart",".part"]}}}}}),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"ocs":{"meta":{"status":"failure","statuscode":998,
+                "message":"Invalid query"},"data":[]}}),
+        ),
+    }
+}
+
+fn tree_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => total += tree_size(&e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+const UPLOAD_PREFIX: &str = ".fake-upload-";
+
+fn mtime_nanos(m: &std::fs::Metadata) -> u128 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Etag of a file: changes with content (mtime and size) like Nextcloud's.
+fn file_etag(m: &std::fs::Metadata) -> String {
+    format!("\"{:x}{:x}\"", mtime_nanos(m), m.len())
+}
+
+/// Etag of a folder: a hash of its whole subtree (names, types, mtimes, sizes), so that any
+/// change below changes it, as Nextcloud's etag propagation does.
+fn dir_etag(p: &Path) -> String {
+    fn walk(p: &Path, h: &mut std::collections::hash_map::DefaultHasher) {
+        let mut names: Vec<_> = std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        for n in names {
+            if let Ok(m) = std::fs::symlink_metadata(&n) {
+                n.file_name().hash(h);
+                m.is_dir().hash(h);
+                if m.is_dir() {
+                    walk(&n, h);
+                } else {
+                    mtime_nanos(&m).hash(h);
+                    m.len().hash(h);
+                }
+            }
+        }
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    walk(p, &mut h);
+    format!("\"d{:016x}\"", h.finish())
+}
+
+struct Dav {
+    shared: Arc<Shared>,
+    prefix: String,
+}
+
+impl Dav {
+    fn local(&self, rel: &[String]) -> PathBuf {
+        let mut p = self.shared.cfg.root.clone();
+        for s in rel {
+            p.push(s);
+        }
+        p
+    }
+
+    fn href(&self, rel: &[String], dir: bool) -> String {
+        let mut s = self.prefix.clone();
+        for seg in rel {
+            s.push('/');
+            s.push_str(&crate::webdav::path::encode_segment(seg));
+        }
+        if dir || rel.is_empty() {
+            s.push('/');
+        }
+        s
+    }
+
+    fn etag_of(&self, p: &Path, m: &std::fs::Metadata) -> String {
+        if m.is_dir() {
+            dir_etag(p)
+        } else {
+            file_etag(m)
+        }
+    }
+
+    fn prop_response(&self, rel: &[String], p: &Path, m: &std::fs::Metadata, root: bool) -> String {
+        let mtime = m.modified().unwrap_or(UNIX_EPOCH);
+        let mut props = String::new();
+        if m.is_dir() {
+            props.push_str("<d:resourcetype><d:collection/></d:resourcetype>");
+        } else {
+            props.push_str("<d:resourcetype/>");
+        }
+        props.push_str(&format!(
+            "<d:getetag>{}</d:getetag><d:getlastmodified>{}</d:getlastmodified>",
+            xml_escape(&self.etag_of(p, m)),
+            httpdate::fmt_http_date(mtime)
+        ));
+        let size = if m.is_dir() { tree_size(p) } else { m.len() };
+        if !m.is_dir() {
+            props.push_str(&format!(
+                "<d:getcontentlength>{}</d:getcontentlength><d:getcontenttype>application/octet-stream</d:getcontenttype>",
+                m.len()
+            ));
+        }
+        let perms = match (m.is_dir(), root) {
+            (true, _) => "RGDNVCK",
+            (false, _) => "RGDNVW",
+        };
+        props.push_str(&format!(
+            "<oc:fileid>{}</oc:fileid><oc:id>{:08}ocfake</oc:id><oc:permissions>{perms}</oc:permissions><oc:size>{size}</oc:size>",
+            m.ino(),
+            m.ino()
+        ));
+        if m.is_dir() {
+            let used = tree_size(&self.shared.cfg.root);
+            let avail: i64 = match self.shared.cfg.quota {
+                Some(q) => q.saturating_sub(used) as i64,
+                None => -3,
+            };
+            props.push_str(&format!(
+                "<d:quota-used-bytes>{used}</d:quota-used-bytes><d:quota-available-bytes>{avail}</d:quota-available-bytes>"
+            ));
+        }
+        format!(
+            "<d:response><d:href>{}</d:href><d:propstat><d:prop>{props}</d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>",
+            xml_escape(&self.href(rel, m.is_dir()))
+        )
+    }
+
+    fn propfind(&self, req: &Request<Incoming>, rel: &[String]) -> Resp {
+        let depth = header(req.headers(), "depth")
+            .unwrap_or("1")
+            .to_ascii_lowercase();
+        let p = self.local(rel);
+        let Ok(m) = std::fs::metadata(&p) else {
+            return sabre_error(StatusCode::NOT_FOUND, "NotFound", "File not found");
+        };
+        let mut out = String::from(
+            "<?xml version=\"1.0\"?>\n<d:multistatus xmlns:d=\"DAV:\" xmlns:s=\"http://sabredav.org/ns\" xmlns:oc=\"http://owncloud.org/ns\" xmlns:nc=\"http://nextcloud.org/ns\">",
+        );
+        out.push_str(&self.prop_response(rel, &p, &m, rel.is_empty()));
+        let levels = match depth.as_str() {
+            "0" => 0,
+            "infinity" => {
+                self.shared
+                    .stats
+                    .propfind_infinity
+                    .fetch_add(1, Ordering::Relaxed);
+                u32::MAX
+            }
+            _ => 1,
+        };
+        if m.is_dir() && levels > 0 {
+            self.list_into(&mut out, rel, &p, levels);
+        }
+        out.push_str("</d:multistatus>");
+        let mut r = resp(StatusCode::MULTI_STATUS, out);
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/xml; charset=utf-8"),
+        );
+        r
+    }
+
+    fn list_into(&self, out: &mut String, rel: &[String], p: &Path, levels: u32) {
+        let mut names: Vec<String> = std::fs::read_dir(p)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| !n.starts_with(UPLOAD_PREFIX))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for n in names {
+            let cp = p.join(&n);
+            if let Ok(cm) = std::fs::metadata(&cp) {
+                let mut crel = rel.to_vec();
+                crel.push(n);
+                out.push_str(&self.prop_response(&crel, &cp, &cm, false));
+                if cm.is_dir() && levels > 1 {
+                    self.list_into(out, &crel, &cp, levels - 1);
+                }
+            }
+        }
+    }
+
+    async fn get(&self, req: &Request<Incoming>, rel: &[String], body: bool) -> Resp {
+        let p = self.local(rel);
+        let Ok(m) = std::fs::metadata(&p) else {
+            return sabre_error(StatusCode::NOT_FOUND, "NotFound", "File not found");
+        };
+        if m.is_dir() {
+            return resp(
+                StatusCode::OK,
+                "This is the WebDAV interface. It can only be accessed by WebDAV clients.",
+            );
+        }
+        let etag = file_etag(&m);
+        if let Some(im) = header(req.headers(), "if-match") {
+            if im.trim() != "*" && !im.split(',').any(|t| t.trim() == etag) {
+                let mut r = sabre_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "An If-Match header was specified, but none of the specified ETags matched.",
+                );
+                r.headers_mut().insert("ETag", hv(&etag));
+                return r;
+            }
+        }
+        if let Some(inm) = header(req.headers(), "if-none-match") {
+            if inm.split(',').any(|t| t.trim() == etag || t.trim() == "*") {
+                let mut r = resp(StatusCode::NOT_MODIFIED, "");
+                r.headers_mut().insert("ETag", hv(&etag));
+                return r;
+            }
+        }
+        let size = m.len();
+        let range = header(req.headers(), "range").and_then(|r| parse_range(r, size));
+        let (status, start, len) = match range {
+            Some(Ok((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+            Some(Err(())) => {
+                let mut r = resp(StatusCode::RANGE_NOT_SATISFIABLE, "");
+                r.headers_mut()
+                    .insert("Content-Range", hv(&format!("bytes */{size}")));
+                return r;
+            }
+            None => (StatusCode::OK, 0, size),
+        };
+        let mut r = if body && len > 0 {
+            let (tx, rx) = mpsc::channel(8);
+            let path = p.clone();
+            tokio::task::spawn_blocking(move || stream_file(&path, start, len, tx));
+            let mut r = Response::new(FakeBody::Stream(rx, self.shared.stats.clone()));
+            *r.status_mut() = status;
+            r
+        } else {
+            let mut r = Response::new(FakeBody::Full(None));
+            *r.status_mut() = status;
+            r
+        };
+        let h = r.headers_mut();
+        h.insert("Content-Length", hv(&len.to_string()));
+        h.insert("Accept-Ranges", HeaderValue::from_static("bytes"));
+        h.insert("ETag", hv(&etag));
+        h.insert("OC-ETag", hv(&etag));
+        h.insert(
+            "Last-Modified",
+            hv(&httpdate::fmt_http_date(m.modified().unwrap_or(UNIX_EPOCH))),
+        );
+        h.insert(
+            "Content-Type",
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if status == StatusCode::PARTIAL_CONTENT {
+            h.insert(
+                "Content-Range",
+                hv(&format!("bytes {}-{}/{}", start, start + len - 1, size)),
+            );
+        }
+        r
+    }
+
+    async fn put(&self, req: Request<Incoming>, rel: &[String]) -> Resp {
+        if rel.is_empty() {
+            return sabre_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "PUT is not allowed on non-files.",
+            );
+        }
+        let p = self.local(rel);
+        let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !parent.is_dir() {
+            return sabre_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "Parent folder does not exist",
+            );
+        }
+        let existing = std::fs::metadata(&p).ok();
+        if existing.as_ref().map(|m| m.is_dir()).unwrap_or(false) {
+            return sabre_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "PUT is not allowed on non-files.",
+            );
+        }
+        let h = req.headers().clone();
+        if let Some(im) = header(&h, "if-match") {
+            let cur = existing.as_ref().map(file_etag);
+            if im.trim() != "*" && cur.as_deref() != Some(im.trim()) || existing.is_none() {
+                return sabre_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "An If-Match header was specified, but none of the specified ETags matched.",
+                );
+            }
+        }
+        if header(&h, "if-none-match")
+            .map(|v| v.trim() == "*")
+            .unwrap_or(false)
+            && existing.is_some()
+        {
+            return sabre_error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "An If-None-Match header was specified, but the file exists.",
+            );
+        }
+        let expected: Option<u64> = header(&h, "content-length").and_then(|v| v.parse().ok());
+        if let (Some(q), Some(len)) = (self.shared.cfg.quota, expected) {
+            let used =
+                tree_size(&self.shared.cfg.root) - existing.as_ref().map(|m| m.len()).unwrap_or(0);
+            if used + len > q {
+                return sabre_error(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "InsufficientStorage",
+                    "Insufficient space",
+                );
+            }
+        }
+        let tmp = parent.join(format!(
+            "{UPLOAD_PREFIX}{}",
+            std::process::id() as u64 * 1_000_000 + rand_suffix()
+        ));
+        let Ok(mut f) = std::fs::File::create(&tmp) else {
+            return sabre_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Exception",
+                "cannot create part file",
+            );
+        };
+        let mut body = req.into_body();
+        let mut written = 0u64;
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        written += data.len() as u64;
+                        if f.write_all(&data).is_err() {
+                            let _ = std::fs::remove_file(&tmp);
+                            return sabre_error(
+                                StatusCode::INSUFFICIENT_STORAGE,
+                                "InsufficientStorage",
+                                "write failed",
+                            );
+                        }
+                    }
+                }
+                Some(Err(_)) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "body read failed");
+                }
+                None => break,
+            }
+        }
+        if let Some(exp) = expected {
+            if exp != written {
+                let _ = std::fs::remove_file(&tmp);
+                return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", &format!("Expected filesize of {exp} bytes but read (from Nextcloud client) and wrote (to Nextcloud storage) {written} bytes. Could either be a network problem on the sending side or a problem writing to the storage on the server side."));
+            }
+        }
+        let mtime_ok = header(&h, "x-oc-mtime")
+            .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+            .filter(|s| *s > 86400);
+        if let Some(secs) = mtime_ok {
+            let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(secs));
+        }
+        let _ = f.sync_all();
+        drop(f);
+        if std::fs::rename(&tmp, &p).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return sabre_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Exception",
+                "rename failed",
+            );
+        }
+        let m = match std::fs::metadata(&p) {
+            Ok(m) => m,
+            Err(_) => {
+                return sabre_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Exception",
+                    "stat failed",
+                )
+            }
+        };
+        let mut r = resp(
+            if existing.is_some() {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::CREATED
+            },
+            "",
+        );
+        let etag = file_etag(&m);
+        let hm = r.headers_mut();
+        hm.insert("ETag", hv(&etag));
+        hm.insert("OC-ETag", hv(&etag));
+        hm.insert("OC-FileId", hv(&format!("{:08}ocfake", m.ino())));
+        if mtime_ok.is_some() {
+            hm.insert("X-OC-MTime", HeaderValue::from_static("accepted"));
+        }
+        r
+    }
+
+    fn mkcol(&self, rel: &[String]) -> Resp {
+        let p = self.local(rel);
+        if p.exists() {
+            return sabre_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "The resource you tried to create already exists",
+            );
+        }
+        if !p.parent().map(Path::is_dir).unwrap_or(false) {
+            return sabre_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "Parent node does not exist",
+            );
+        }
+        match std::fs::create_dir(&p) {
+            Ok(()) => resp(StatusCode::CREATED, ""),
+            Err(_) => sabre_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Exception",
+                "mkdir failed",
+            ),
+        }
+    }
+
+    fn delete(&self, req: &Request<Incoming>, rel: &[String]) -> Resp {
+        if rel.is_empty() {
+            return sabre_error(StatusCode::FORBIDDEN, "Forbidden", "cannot delete the root");
+        }
+        let p = self.local(rel);
+        let Ok(m) = std::fs::metadata(&p) else {
+            return sabre_error(StatusCode::NOT_FOUND, "NotFound", "File not found");
+        };
+        if let Some(im) = header(req.headers(), "if-match") {
+            if im.trim() != self.etag_of(&p, &m) && im.trim() != "*" {
+                return sabre_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "etag mismatch",
+                );
+            }
+        }
+        let r = if m.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Ok(()) => resp(StatusCode::NO_CONTENT, ""),
+            Err(_) => sabre_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Exception",
+                "delete failed",
+            ),
+        }
+    }
+
+    fn move_copy(&self, req: &Request<Incoming>, rel: &[String], is_move: bool) -> Resp {
+        let Some(dest) = header(req.headers(), "destination") else {
+            return sabre_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The destination header was not supplied",
+            );
+        };
+        let dest_path = match dest.find("://") {
+            Some(i) => dest[i + 3..]
+                .find('/')
+                .map(|j| &dest[i + 3 + j..])
+                .unwrap_or("/"),
+            None => dest,
+        };
+        let Some(drest) = dest_path.strip_prefix(&self.prefix) else {
+            return sabre_error(
+                StatusCode::BAD_GATEWAY,
+                "BadGateway",
+                "destination outside this server's files",
+            );
+        };
+        let Some(drel) = decode_rel(drest) else {
+            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "invalid destination");
+        };
+        if rel.is_empty() || drel.is_empty() {
+            return sabre_error(StatusCode::FORBIDDEN, "Forbidden", "cannot move the root");
+        }
+        let src = self.local(rel);
+        let dst = self.local(&drel);
+        let Ok(sm) = std::fs::metadata(&src) else {
+            return sabre_error(StatusCode::NOT_FOUND, "NotFound", "source not found");
+        };
+        if !dst.parent().map(Path::is_dir).unwrap_or(false) {
+            return sabre_error(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "destination parent missing",
+            );
+        }
+        if drel.starts_with(rel) && sm.is_dir() {
+            return sabre_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "cannot move a folder into itself",
+            );
+        }
+        let overwrite = header(req.headers(), "overwrite")
+            .map(|v| !v.trim().eq_ignore_ascii_case("F"))
+            .unwrap_or(true);
+        let existed = std::fs::symlink_metadata(&dst).ok();
+        if let Some(dm) = &existed {
+            if !overwrite {
+                return sabre_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "destination exists",
+                );
+            }
+            let r = if dm.is_dir() {
+                std::fs::remove_dir_all(&dst)
+            } else {
+                std::fs::remove_file(&dst)
+            };
+            if r.is_err() {
+                return sabre_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Exception",
+                    "cannot replace destination",
+                );
+            }
+        }
+        let r = if is_move {
+            std::fs::rename(&src, &dst)
+        } else {
+            copy_tree(&src, &dst)
+        };
+        match r {
+            Ok(()) => resp(
+                if existed.is_some() {
+                    StatusCode::NO_CONTENT
+                } else {
+                    StatusCode::CREATED
+                },
+                "",
+            ),
+            Err(_) => sabre_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Exception",
+                "move failed",
+            ),
+        }
+    }
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    if src.is_dir() {
+        std::fs::create_dir(dst)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dst.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(src, dst).map(|_| ())
+    }
+}
+
+fn rand_suffix() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+        + SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0)
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// Parses one `bytes=` range against `size`. `None`: no usable Range header (serve all);
+/// `Some(Err)`: unsatisfiable (416). Multi-range is ignored like sabre does (§3).
+fn parse_range(v: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 || size == 0 {
+            return Some(Err(()));
+        }
+        return Some(Ok((size.saturating_sub(n), size - 1)));
+    }
+    let start: u64 = a.parse().ok()?;
+    if start >= size {
+        return Some(Err(()));
+    }
+    let end = if b.is_empty() {
+        size - 1
+    } else {
+        b.parse::<u64>().ok()?.min(size - 1)
+    };
+    if end < start {
+        return None;
+    }
+    Some(Ok((start, end)))
+}
+
+fn stream_file(path: &Path, start: u64, len: u64, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    if let Err(e) = f.seek(SeekFrom::Start(start)) {
+        let _ = tx.blocking_send(Err(e));
+        return;
+    }
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(256 * 1024) as usize;
+        let mut buf = vec![0u8; n];
+        match f.read_exact(&mut buf) {
+            Ok(()) => {
+                left -= n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(Ok((95, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-9", 100), None);
+    }
+
+    #[test]
+    fn rel_paths() {
+        assert_eq!(
+            decode_rel("/a%20b/c"),
+            Some(vec!["a b".to_string(), "c".to_string()])
+        );
+        assert_eq!(decode_rel("/a/../b"), None);
+        assert_eq!(decode_rel("/"), Some(vec![]));
+    }
+}

@@ -1,0 +1,278 @@
+//! The read path: serve blocks from the cache, or download them with ranged GETs.
+//!
+//! ## Design
+//! A read asks [`Fetcher::ensure`] for the blocks it touches (`need`) and, when the handle sees
+//! a sequential pattern, for a read-ahead window after them (`ahead`). Missing blocks that are
+//! not already being downloaded are grouped into runs of contiguous blocks (at most
+//! `max_run` blocks, so a large window becomes several GETs in parallel) and each run is one
+//! `GET` with `Range` and `If-Match: <etag>`, streamed block by block into the cache. Every block
+//! being downloaded has one entry in `inflight`: a second reader of the same block waits on it
+//! instead of asking the server again. The reader only waits for `need`; read-ahead continues
+//! in the background.
+//!
+//! The number of concurrent GETs is bounded by a semaphore. A response that stops short, or
+//! whose `Content-Range` does not match, fails the blocks it should have carried; a `412` means
+//! the file changed on the server and fails them with [`ErrorKind::Stale`].
+//!
+//! ## Concurrency
+//! `inflight` is a short `std::sync::Mutex` section; a block is inserted into the cache
+//! *before* it is removed from `inflight`, so a reader that finds neither the block nor an
+//! in-flight entry can safely start a download.
+
+use crate::cache::{BlockCache, BlockIdx, BlockKey, VersionId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::webdav::{DavClient, RemotePath};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Semaphore};
+
+/// One version of one remote file, as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct FileVersion {
+    /// Remote path.
+    pub path: RemotePath,
+    /// Etag the bytes must match (sent as `If-Match` when strong).
+    pub etag: Option<String>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Cache version id.
+    pub version: VersionId,
+}
+
+type Done = Option<std::result::Result<(), Error>>;
+
+/// Downloads blocks into the cache, deduplicating concurrent requests.
+pub struct Fetcher {
+    dav: DavClient,
+    cache: Arc<BlockCache>,
+    inflight: Mutex<HashMap<BlockKey, watch::Receiver<Done>>>,
+    gets: Arc<Semaphore>,
+    max_run: u64,
+    bytes_downloaded: AtomicU64,
+}
+
+impl Fetcher {
+    /// A fetcher with at most `parallel` concurrent GETs of at most `max_run` blocks each.
+    pub fn new(dav: DavClient, cache: Arc<BlockCache>, parallel: usize, max_run: u64) -> Self {
+        Fetcher {
+            dav,
+            cache,
+            inflight: Mutex::new(HashMap::new()),
+            gets: Arc::new(Semaphore::new(parallel.max(1))),
+            max_run: max_run.max(1),
+            bytes_downloaded: AtomicU64::new(0),
+        }
+    }
+
+    /// The block cache.
+    pub fn cache(&self) -> &Arc<BlockCache> {
+        &self.cache
+    }
+
+    /// Total body bytes received from the server.
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.bytes_downloaded.load(Ordering::Relaxed)
+    }
+
+    /// Number of blocks of a file of `size` bytes.
+    pub fn block_count(&self, size: u64) -> u64 {
+        size.div_ceil(self.cache.block_size())
+    }
+
+    /// Makes sure the `need` blocks are cached (waiting for them) and starts downloading the
+    /// `ahead` blocks without waiting.
+    pub async fn ensure(
+        self: &Arc<Self>,
+        f: &FileVersion,
+        need: Range<u64>,
+        ahead: Range<u64>,
+    ) -> Result<()> {
+        let last = self.block_count(f.size);
+        let need = need.start.min(last)..need.end.min(last);
+        let ahead = ahead.start.min(last)..ahead.end.min(last);
+        let mut waits = Vec::new();
+        let mut starts: Vec<(u64, watch::Sender<Done>)> = Vec::new();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for idx in need.clone().chain(ahead.clone()) {
+                let key = BlockKey {
+                    version: f.version,
+                    idx: BlockIdx(idx),
+                };
+                let needed = need.contains(&idx);
+                if self.cache.has(key) {
+                    continue;
+                }
+                if let Some(rx) = inflight.get(&key) {
+                    if needed {
+                        waits.push(rx.clone());
+                    }
+                    continue;
+                }
+                let (tx, rx) = watch::channel(None);
+                inflight.insert(key, rx.clone());
+                if needed {
+                    waits.push(rx);
+                }
+                starts.push((idx, tx));
+            }
+        }
+        // Group into runs of contiguous blocks.
+        let mut run: Vec<(u64, watch::Sender<Done>)> = Vec::new();
+        for (idx, tx) in starts {
+            let contiguous = run.last().map(|(l, _)| *l + 1 == idx).unwrap_or(true);
+            if !contiguous || run.len() as u64 >= self.max_run {
+                self.spawn_run(f, std::mem::take(&mut run));
+            }
+            run.push((idx, tx));
+        }
+        if !run.is_empty() {
+            self.spawn_run(f, run);
+        }
+        for mut rx in waits {
+            let res = rx
+                .wait_for(|d| d.is_some())
+                .await
+                .map_err(|_| Error::new(ErrorKind::Io, "download task ended unexpectedly"))?
+                .clone();
+            if let Some(Err(e)) = res {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_run(self: &Arc<Self>, f: &FileVersion, run: Vec<(u64, watch::Sender<Done>)>) {
+        if run.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        let f = f.clone();
+        tokio::spawn(async move {
+            let first = run[0].0;
+            let mut senders = run.into_iter().map(|(_, tx)| tx).collect::<Vec<_>>();
+            let n = senders.len() as u64;
+            let res = me.download_run(&f, first, n, &mut senders).await;
+            // Whatever did not complete fails with the run's error.
+            let err = match res {
+                Ok(()) => Error::new(ErrorKind::Io, format!("download of {} ended early", f.path)),
+                Err(e) => {
+                    tracing::warn!(path = %f.path, error = %e, "download failed");
+                    e
+                }
+            };
+            for (i, tx) in senders.iter().enumerate() {
+                if tx.borrow().is_none() {
+                    me.finish(&f, first + i as u64, tx, Err(err.clone()));
+                }
+            }
+        });
+    }
+
+    fn finish(
+        &self,
+        f: &FileVersion,
+        idx: u64,
+        tx: &watch::Sender<Done>,
+        res: std::result::Result<(), Error>,
+    ) {
+        let key = BlockKey {
+            version: f.version,
+            idx: BlockIdx(idx),
+        };
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        tx.send_replace(Some(res));
+    }
+
+    async fn download_run(
+        &self,
+        f: &FileVersion,
+        first: u64,
+        n: u64,
+        senders: &mut [watch::Sender<Done>],
+    ) -> Result<()> {
+        let bs = self.cache.block_size();
+        let start = first * bs;
+        let end = ((first + n) * bs).min(f.size);
+        let _permit = self
+            .gets
+            .acquire()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
+        let mut body = self
+            .dav
+            .get_range(&f.path, start, end - start, f.etag.as_deref())
+            .await?;
+        let mut idx = first;
+        let mut buf: Vec<u8> = Vec::with_capacity(bs as usize);
+        while idx < first + n {
+            let block_len = (f.size - idx * bs).min(bs) as usize;
+            if buf.len() < block_len {
+                match body.chunk().await? {
+                    Some(c) => {
+                        self.bytes_downloaded
+                            .fetch_add(c.len() as u64, Ordering::Relaxed);
+                        let want = block_len - buf.len();
+                        if c.len() <= want {
+                            buf.extend_from_slice(&c);
+                        } else {
+                            buf.extend_from_slice(&c[..want]);
+                            // Carry the rest into the next block(s).
+                            let rest = c.slice(want..);
+                            self.store(f, idx, std::mem::take(&mut buf)).await?;
+                            self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
+                            idx += 1;
+                            buf = Vec::with_capacity(bs as usize);
+                            buf.extend_from_slice(&rest);
+                            // The rest may itself span several blocks.
+                            while idx < first + n {
+                                let bl = (f.size - idx * bs).min(bs) as usize;
+                                if buf.len() < bl {
+                                    break;
+                                }
+                                let tail = buf.split_off(bl);
+                                self.store(f, idx, std::mem::replace(&mut buf, tail))
+                                    .await?;
+                                self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
+                                idx += 1;
+                            }
+                        }
+                        continue;
+                    }
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::Io,
+                            format!(
+                                "the server sent a short body for {} ({} bytes missing)",
+                                f.path,
+                                end.saturating_sub(idx * bs + buf.len() as u64)
+                            ),
+                        ))
+                    }
+                }
+            }
+            self.store(f, idx, std::mem::take(&mut buf)).await?;
+            self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
+            idx += 1;
+            buf = Vec::with_capacity(bs as usize);
+        }
+        Ok(())
+    }
+
+    async fn store(&self, f: &FileVersion, idx: u64, data: Vec<u8>) -> Result<()> {
+        let cache = self.cache.clone();
+        let key = BlockKey {
+            version: f.version,
+            idx: BlockIdx(idx),
+        };
+        tokio::task::spawn_blocking(move || cache.insert(key, &data))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cache writer failed: {e}")))??;
+        Ok(())
+    }
+}

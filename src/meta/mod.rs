@@ -1,0 +1,252 @@
+//! The inode table and directory cache.
+//!
+//! Inode numbers are handed out per remote path on first sight and never reused while mounted,
+//! so they are stable for the life of a mount. A path whose type changes (file to folder or back)
+//! gets a new inode. Each folder remembers its last listing and when it was fetched; each node
+//! remembers when its attributes were last confirmed by the server. Freshness decisions (TTL)
+//! are the caller's (`vfs`); this module only stores.
+
+use crate::webdav::{Entry, RemotePath};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+/// Inode number. The root is 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    /// The root folder.
+    pub const ROOT: Ino = Ino(1);
+}
+
+/// A folder's last listing.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// Children by name.
+    pub children: BTreeMap<String, Ino>,
+    /// When the server answered it.
+    pub fetched: Instant,
+}
+
+/// What the mount knows of one file or folder.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Remote path.
+    pub path: RemotePath,
+    /// Parent folder (the root is its own parent).
+    pub parent: Ino,
+    /// The server's description.
+    pub entry: Entry,
+    /// When `entry` was last confirmed by the server.
+    pub confirmed: Instant,
+    /// The folder's listing, when one was fetched.
+    pub listing: Option<Listing>,
+    /// The etag whose content the kernel may still hold in its page cache.
+    pub kernel_etag: Option<String>,
+}
+
+/// All known nodes.
+#[derive(Debug)]
+pub struct InodeTable {
+    nodes: HashMap<Ino, Node>,
+    by_path: HashMap<RemotePath, Ino>,
+    next: u64,
+}
+
+impl InodeTable {
+    /// A table holding only the root.
+    pub fn new(root: Entry) -> Self {
+        let mut t = InodeTable {
+            nodes: HashMap::new(),
+            by_path: HashMap::new(),
+            next: 2,
+        };
+        let path = RemotePath::root();
+        t.by_path.insert(path.clone(), Ino::ROOT);
+        t.nodes.insert(
+            Ino::ROOT,
+            Node {
+                path,
+                parent: Ino::ROOT,
+                entry: Entry {
+                    is_dir: true,
+                    ..root
+                },
+                confirmed: Instant::now(),
+                listing: None,
+                kernel_etag: None,
+            },
+        );
+        t
+    }
+
+    /// The node of `ino`.
+    pub fn get(&self, ino: Ino) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// The node of `ino`, mutable.
+    pub fn get_mut(&mut self, ino: Ino) -> Option<&mut Node> {
+        self.nodes.get_mut(&ino)
+    }
+
+    /// The inode of a path, if known.
+    pub fn by_path(&self, p: &RemotePath) -> Option<Ino> {
+        self.by_path.get(p).copied()
+    }
+
+    /// Records a fresh server description of a path under `parent`; answers its inode.
+    pub fn upsert(&mut self, parent: Ino, entry: Entry, now: Instant) -> Ino {
+        let path = entry.path.clone();
+        if let Some(ino) = self.by_path.get(&path).copied() {
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                if n.entry.is_dir == entry.is_dir || ino == Ino::ROOT {
+                    let is_dir = n.entry.is_dir;
+                    n.entry = entry;
+                    n.entry.is_dir = is_dir;
+                    n.confirmed = now;
+                    n.parent = parent;
+                    return ino;
+                }
+            }
+        }
+        let ino = Ino(self.next);
+        self.next += 1;
+        self.by_path.insert(path.clone(), ino);
+        self.nodes.insert(
+            ino,
+            Node {
+                path,
+                parent,
+                entry,
+                confirmed: now,
+                listing: None,
+                kernel_etag: None,
+            },
+        );
+        ino
+    }
+
+    /// Applies a Depth-1 listing of folder `dir`: the folder's own entry and its children.
+    /// Children that disappeared are unlinked from the path map (their inodes stay valid for
+    /// open handles).
+    pub fn apply_listing(&mut self, dir: Ino, entries: Vec<Entry>, now: Instant) {
+        let Some(dir_path) = self.nodes.get(&dir).map(|n| n.path.clone()) else {
+            return;
+        };
+        let mut children = BTreeMap::new();
+        for e in entries {
+            if e.path == dir_path {
+                if let Some(n) = self.nodes.get_mut(&dir) {
+                    n.entry = Entry { is_dir: true, ..e };
+                    n.confirmed = now;
+                }
+                continue;
+            }
+            if e.path.parent().as_ref() != Some(&dir_path) || e.path.name().is_empty() {
+                tracing::debug!(path = %e.path, "entry outside the listed folder, ignored");
+                continue;
+            }
+            let name = e.path.name().to_string();
+            let ino = self.upsert(dir, e, now);
+            children.insert(name, ino);
+        }
+        let old = self.nodes.get_mut(&dir).and_then(|n| {
+            n.listing.replace(Listing {
+                children: children.clone(),
+                fetched: now,
+            })
+        });
+        if let Some(old) = old {
+            for (name, ino) in old.children {
+                if children.get(&name) != Some(&ino) {
+                    self.forget_path(&dir_path.join(&name), ino);
+                }
+            }
+        }
+    }
+
+    /// Removes a path (and everything known below it) from the path map.
+    pub fn forget_path(&mut self, p: &RemotePath, ino: Ino) {
+        if self.by_path.get(p) == Some(&ino) {
+            self.by_path.remove(p);
+        }
+        let prefix = format!("{}/", p.as_str());
+        let below: Vec<RemotePath> = self
+            .by_path
+            .keys()
+            .filter(|k| k.as_str().starts_with(&prefix))
+            .cloned()
+            .collect();
+        if !below.is_empty() {
+            for k in below {
+                self.by_path.remove(&k);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.listing = None;
+        }
+    }
+
+    /// Removes a child from its parent's listing (the server said it is gone).
+    pub fn remove_child(&mut self, parent: Ino, name: &str) {
+        let Some(pp) = self.nodes.get(&parent).map(|n| n.path.clone()) else {
+            return;
+        };
+        let ino = self
+            .nodes
+            .get_mut(&parent)
+            .and_then(|n| n.listing.as_mut())
+            .and_then(|l| l.children.remove(name));
+        if let Some(ino) = ino {
+            self.forget_path(&pp.join(name), ino);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn e(p: &str, dir: bool) -> Entry {
+        Entry {
+            path: RemotePath::new(p),
+            is_dir: dir,
+            size: 1,
+            mtime: SystemTime::UNIX_EPOCH,
+            etag: None,
+            fileid: None,
+            permissions: None,
+            quota_used: None,
+            quota_available: None,
+        }
+    }
+
+    #[test]
+    fn stable_inodes_and_type_change() {
+        let now = Instant::now();
+        let mut t = InodeTable::new(e("", true));
+        t.apply_listing(
+            Ino::ROOT,
+            vec![e("", true), e("a", false), e("b", true)],
+            now,
+        );
+        let a = t.by_path(&RemotePath::new("a")).expect("a");
+        t.apply_listing(
+            Ino::ROOT,
+            vec![e("", true), e("a", false), e("b", true)],
+            now,
+        );
+        assert_eq!(
+            t.by_path(&RemotePath::new("a")),
+            Some(a),
+            "same inode on relisting"
+        );
+        t.apply_listing(Ino::ROOT, vec![e("", true), e("a", true)], now);
+        let a2 = t.by_path(&RemotePath::new("a")).expect("a");
+        assert_ne!(a, a2, "file became folder: new inode");
+        assert_eq!(t.by_path(&RemotePath::new("b")), None, "b is gone");
+        assert!(t.get(a).is_some(), "old inode still valid for open handles");
+    }
+}

@@ -1,0 +1,569 @@
+//! HTTP and XML only: the WebDAV client.
+//!
+//! `webdav` knows nothing about inodes or blocks. It turns [`RemotePath`]s into requests against
+//! one DAV root (a Nextcloud `remote.php/dav/files/<uid>/` folder or any WebDAV collection), and
+//! answers with [`Entry`]s or response bodies. Every request has bounded connect and read
+//! timeouts so a dead server never hangs a caller. Credentials are only ever placed in the
+//! `Authorization` header; [`Secret`] never prints its value.
+
+pub mod nextcloud;
+pub mod path;
+pub mod xml;
+
+pub use path::RemotePath;
+
+use crate::error::{Error, ErrorKind};
+use reqwest::{header, Method, StatusCode, Url};
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// A password or app password. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// User name and password for HTTP Basic authentication.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The login name.
+    pub user: String,
+    /// The (app) password.
+    pub password: Secret,
+}
+
+/// Errors of the WebDAV layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DavError {
+    /// The server could not be reached (DNS, refused, reset).
+    #[error("cannot reach {0}")]
+    Connect(String),
+    /// The server did not answer in time.
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    /// The TLS handshake failed, usually an untrusted certificate.
+    #[error("TLS failure talking to {0}")]
+    Tls(String),
+    /// 401: wrong user name or password, or a revoked app password.
+    #[error("the server refused the login (HTTP 401): check the user name and the (app) password")]
+    Unauthorized,
+    /// 403.
+    #[error("forbidden by the server (HTTP 403): {0}")]
+    Forbidden(String),
+    /// 404.
+    #[error("not found on the server: {0}")]
+    NotFound(String),
+    /// 412: the resource changed (etag mismatch) or exists.
+    #[error("the file changed on the server: {0}")]
+    PreconditionFailed(String),
+    /// 423.
+    #[error("locked on the server: {0}")]
+    Locked(String),
+    /// 507.
+    #[error("the account is out of quota (HTTP 507)")]
+    InsufficientStorage,
+    /// 429: brute-force throttling.
+    #[error(
+        "the server throttles this client (HTTP 429, too many failed logins); wait before retrying"
+    )]
+    TooManyRequests,
+    /// 503: maintenance or overload.
+    #[error("the server is unavailable (HTTP 503, maintenance or overload)")]
+    Unavailable,
+    /// Any other unexpected status.
+    #[error("unexpected HTTP {status} for {method} {what}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The method.
+        method: String,
+        /// The decoded path or URL.
+        what: String,
+    },
+    /// A body that does not make sense (not XML, wrong Content-Range...).
+    #[error("the server answered nonsense: {0}")]
+    BadResponse(String),
+    /// Bad configuration (URL, certificate file).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl DavError {
+    /// True when the same request may succeed later (network, 5xx, 423, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            DavError::Connect(_)
+                | DavError::Timeout(_)
+                | DavError::Locked(_)
+                | DavError::Unavailable
+                | DavError::TooManyRequests
+        ) || matches!(self, DavError::Status { status, .. } if *status >= 500)
+    }
+
+    /// Classifies a reqwest transport error, walking its source chain to tell TLS apart.
+    pub fn from_reqwest(e: &reqwest::Error, what: &str) -> Self {
+        let mut chain = String::new();
+        let mut src: Option<&dyn std::error::Error> = Some(e);
+        while let Some(s) = src {
+            chain.push_str(&s.to_string());
+            chain.push_str(": ");
+            src = s.source();
+        }
+        let lower = chain.to_lowercase();
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            let reason = chain
+                .split(": ")
+                .filter(|p| !p.is_empty())
+                .last()
+                .unwrap_or("handshake failed")
+                .to_string();
+            return DavError::Tls(format!("{what} ({reason})"));
+        }
+        if e.is_timeout() {
+            return DavError::Timeout(what.to_string());
+        }
+        let reason = chain
+            .split(": ")
+            .filter(|p| !p.is_empty())
+            .last()
+            .unwrap_or("connection failed")
+            .to_string();
+        DavError::Connect(format!("{what} ({reason})"))
+    }
+
+    /// Maps a non-success status to an error.
+    pub fn from_status(status: StatusCode, method: &Method, what: &str) -> Self {
+        match status.as_u16() {
+            401 => DavError::Unauthorized,
+            403 => DavError::Forbidden(what.to_string()),
+            404 | 410 => DavError::NotFound(what.to_string()),
+            412 => DavError::PreconditionFailed(what.to_string()),
+            423 => DavError::Locked(what.to_string()),
+            429 => DavError::TooManyRequests,
+            503 => DavError::Unavailable,
+            507 => DavError::InsufficientStorage,
+            s => DavError::Status {
+                status: s,
+                method: method.to_string(),
+                what: what.to_string(),
+            },
+        }
+    }
+}
+
+/// The one place where DAV failures become portable filesystem error kinds.
+impl From<DavError> for Error {
+    fn from(e: DavError) -> Self {
+        let kind = match &e {
+            DavError::Connect(_) => ErrorKind::Offline,
+            DavError::Timeout(_) => ErrorKind::TimedOut,
+            DavError::Tls(_) => ErrorKind::Io,
+            DavError::Unauthorized => ErrorKind::PermissionDenied,
+            DavError::Forbidden(_) => ErrorKind::PermissionDenied,
+            DavError::NotFound(_) => ErrorKind::NotFound,
+            DavError::PreconditionFailed(_) => ErrorKind::Stale,
+            DavError::Locked(_) => ErrorKind::Busy,
+            DavError::InsufficientStorage => ErrorKind::NoSpace,
+            DavError::TooManyRequests | DavError::Unavailable => ErrorKind::Busy,
+            DavError::Status { status, .. } if *status == 409 => ErrorKind::NotFound,
+            DavError::Status { status, .. } if *status == 405 => ErrorKind::AlreadyExists,
+            DavError::Status { .. } | DavError::BadResponse(_) | DavError::Config(_) => {
+                ErrorKind::Io
+            }
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+/// PROPFIND depth. `infinity` is deliberately not offered (§2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// The resource only.
+    Zero,
+    /// The resource and its direct children.
+    One,
+}
+
+/// One file or folder as the server describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Path below the DAV root.
+    pub path: RemotePath,
+    /// True for a collection.
+    pub is_dir: bool,
+    /// Size in bytes (content length for files, `oc:size` for folders when given).
+    pub size: u64,
+    /// Last modification time (epoch when the server gives none).
+    pub mtime: SystemTime,
+    /// The etag as sent by the server, quotes included.
+    pub etag: Option<String>,
+    /// Nextcloud file id.
+    pub fileid: Option<u64>,
+    /// Nextcloud permission letters.
+    pub permissions: Option<String>,
+    /// Quota used (folders, when the server gives it).
+    pub quota_used: Option<i64>,
+    /// Quota available (folders; negative = unknown or unlimited).
+    pub quota_available: Option<i64>,
+}
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct DavConfig {
+    /// Accept any TLS certificate. Only when the user explicitly asks.
+    pub insecure: bool,
+    /// An extra PEM CA certificate to trust.
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response.
+    pub read_timeout: Duration,
+    /// Total time for small requests (PROPFIND, OCS).
+    pub request_timeout: Duration,
+}
+
+impl Default for DavConfig {
+    fn default() -> Self {
+        DavConfig {
+            insecure: false,
+            ca_cert: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Builds the shared HTTP client (rustls, verified TLS unless `insecure`).
+pub fn http_client(cfg: &DavConfig) -> Result<reqwest::Client, DavError> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(concat!("nuage/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(cfg.connect_timeout)
+        .read_timeout(cfg.read_timeout)
+        .pool_max_idle_per_host(32)
+        .tcp_nodelay(true);
+    if cfg.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(path) = &cfg.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            DavError::Config(format!(
+                "cannot read CA certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            DavError::Config(format!("{} is not a PEM certificate: {e}", path.display()))
+        })?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build()
+        .map_err(|e| DavError::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// A WebDAV client bound to one root collection.
+#[derive(Debug, Clone)]
+pub struct DavClient {
+    http: reqwest::Client,
+    root: Url,
+    root_path: String,
+    creds: Option<Credentials>,
+    request_timeout: Duration,
+}
+
+impl DavClient {
+    /// A client for the collection at `root` (a trailing `/` is added if missing).
+    pub fn new(
+        http: reqwest::Client,
+        mut root: Url,
+        creds: Option<Credentials>,
+        cfg: &DavConfig,
+    ) -> Self {
+        if !root.path().ends_with('/') {
+            let p = format!("{}/", root.path());
+            root.set_path(&p);
+        }
+        let root_path = path::decode(root.path());
+        DavClient {
+            http,
+            root,
+            root_path,
+            creds,
+            request_timeout: cfg.request_timeout,
+        }
+    }
+
+    /// The root URL.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The URL of `p` (with a trailing `/` for folders).
+    pub fn url(&self, p: &RemotePath, dir: bool) -> Url {
+        let mut s = self.root.as_str().to_string();
+        if !p.is_root() {
+            s.push_str(&p.encoded());
+            if dir {
+                s.push('/');
+            }
+        }
+        // The root is a valid URL and the encoded path only holds URL-safe characters.
+        Url::parse(&s).unwrap_or_else(|_| self.root.clone())
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.creds {
+            Some(c) => rb.basic_auth(&c.user, Some(c.password.expose())),
+            None => rb,
+        }
+    }
+
+    /// PROPFIND with the given depth. With `Depth::One` the first entry is the folder itself.
+    pub async fn propfind(&self, p: &RemotePath, depth: Depth) -> Result<Vec<Entry>, DavError> {
+        let method =
+            Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
+        let what = p.to_string();
+        let resp = self
+            .request(method.clone(), self.url(p, true))
+            .header(
+                "Depth",
+                match depth {
+                    Depth::Zero => "0",
+                    Depth::One => "1",
+                },
+            )
+            .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .header("Prefer", "return=minimal")
+            .timeout(self.request_timeout)
+            .body(xml::PROPFIND_BODY)
+            .send()
+            .await
+            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+        let status = resp.status();
+        if status != StatusCode::MULTI_STATUS {
+            if status.is_success() {
+                return Err(DavError::BadResponse(format!(
+                    "PROPFIND {what} answered HTTP {} instead of 207 Multi-Status: not a WebDAV folder",
+                    status.as_u16()
+                )));
+            }
+            return Err(DavError::from_status(status, &method, &what));
+        }
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+        let raw = xml::parse_multistatus(&body)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for r in raw {
+            match self.relative(&r.href) {
+                Some(rel) => out.push(Entry {
+                    path: rel,
+                    is_dir: r.is_dir,
+                    size: if r.is_dir {
+                        r.oc_size.unwrap_or(0)
+                    } else {
+                        r.content_length.or(r.oc_size).unwrap_or(0)
+                    },
+                    mtime: r.mtime.unwrap_or(SystemTime::UNIX_EPOCH),
+                    etag: r.etag,
+                    fileid: r.fileid,
+                    permissions: r.permissions,
+                    quota_used: r.quota_used,
+                    quota_available: r.quota_available,
+                }),
+                None => {
+                    tracing::warn!(href = %r.href, "PROPFIND answer outside the mount root, ignored")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Maps a decoded absolute href to a path below the root.
+    fn relative(&self, href: &str) -> Option<RemotePath> {
+        let root = self.root_path.trim_end_matches('/');
+        let href_t = href.trim_end_matches('/');
+        if href_t == root {
+            return Some(RemotePath::root());
+        }
+        href_t
+            .strip_prefix(root)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .map(RemotePath::new)
+    }
+
+    /// Starts a ranged GET of `len` bytes at `start`, conditional on `etag` when it is strong.
+    /// Answers the response (status 206, or 200 when the server ignored the range and sends the
+    /// whole file) so the caller can stream the body.
+    pub async fn get_range(
+        &self,
+        p: &RemotePath,
+        start: u64,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<RangeBody, DavError> {
+        let what = p.to_string();
+        let mut rb = self.request(Method::GET, self.url(p, false)).header(
+            header::RANGE,
+            format!("bytes={}-{}", start, start + len.saturating_sub(1)),
+        );
+        if let Some(tag) = etag.filter(|t| !t.starts_with("W/")) {
+            rb = rb.header(header::IF_MATCH, tag);
+        }
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+        let status = resp.status();
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let got = parse_content_range_start(cr).ok_or_else(|| {
+                    DavError::BadResponse(format!("GET {what}: bad Content-Range {cr:?}"))
+                })?;
+                if got != start {
+                    return Err(DavError::BadResponse(format!(
+                        "GET {what}: asked for offset {start}, got {got}"
+                    )));
+                }
+                Ok(RangeBody {
+                    resp,
+                    skip: 0,
+                    what,
+                    host: self.root.to_string(),
+                })
+            }
+            StatusCode::OK => Ok(RangeBody {
+                resp,
+                skip: start,
+                what,
+                host: self.root.to_string(),
+            }),
+            s => Err(DavError::from_status(s, &Method::GET, &what)),
+        }
+    }
+}
+
+/// A GET body positioned at the requested start offset.
+pub struct RangeBody {
+    resp: reqwest::Response,
+    skip: u64,
+    what: String,
+    host: String,
+}
+
+impl RangeBody {
+    /// The next piece of the body, `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, DavError> {
+        loop {
+            let c = self
+                .resp
+                .chunk()
+                .await
+                .map_err(|e| DavError::from_reqwest(&e, &self.host))?;
+            match c {
+                None => return Ok(None),
+                Some(mut b) => {
+                    if self.skip > 0 {
+                        let n = (self.skip as usize).min(b.len());
+                        self.skip -= n as u64;
+                        let _ = b.split_to(n);
+                        if b.is_empty() {
+                            continue;
+                        }
+                    }
+                    return Ok(Some(b));
+                }
+            }
+        }
+    }
+
+    /// The decoded path being downloaded (for messages).
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+fn parse_content_range_start(v: &str) -> Option<u64> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, _total) = rest.split_once('/')?;
+    let (a, _b) = range.split_once('-')?;
+    a.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range_start("bytes 100-199/1000"), Some(100));
+        assert_eq!(parse_content_range_start("bytes */1000"), None);
+        assert_eq!(parse_content_range_start("nonsense"), None);
+    }
+
+    #[test]
+    fn secret_is_redacted() {
+        let c = Credentials {
+            user: "u".into(),
+            password: Secret::new("hunter2"),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn relative_paths_and_urls() {
+        let root = Url::parse("http://127.0.0.1:1/remote.php/dav/files/al%20ice").expect("url");
+        let c = DavClient::new(reqwest::Client::new(), root, None, &DavConfig::default());
+        assert_eq!(
+            c.relative("/remote.php/dav/files/al ice/"),
+            Some(RemotePath::root())
+        );
+        assert_eq!(
+            c.relative("/remote.php/dav/files/al ice/a b/c"),
+            Some(RemotePath::new("a b/c"))
+        );
+        assert_eq!(c.relative("/elsewhere/x"), None);
+        assert_eq!(
+            c.url(&RemotePath::new("a b/#"), false).as_str(),
+            "http://127.0.0.1:1/remote.php/dav/files/al%20ice/a%20b/%23"
+        );
+    }
+
+    #[test]
+    fn retryable_and_kinds() {
+        assert!(DavError::Unavailable.is_retryable());
+        assert!(!DavError::Unauthorized.is_retryable());
+        assert_eq!(
+            Error::from(DavError::InsufficientStorage).kind,
+            ErrorKind::NoSpace
+        );
+        assert_eq!(
+            Error::from(DavError::NotFound("x".into())).kind,
+            ErrorKind::NotFound
+        );
+    }
+}

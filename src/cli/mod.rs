@@ -114,6 +114,9 @@ pub struct MountArgs {
     /// Do not verify the server's TLS certificate (dangerous; only for test servers).
     #[arg(long)]
     pub insecure: bool,
+    /// Seconds of silence from the server after which a request fails (ETIMEDOUT).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
     /// Options shared by the mounting commands.
     #[command(flatten)]
     pub common: CommonMountArgs,

@@ -54,7 +54,9 @@ pub(super) fn mount_command(platform: &dyn Platform, a: MountArgs) -> anyhow::Re
         dav: DavConfig {
             insecure: a.insecure,
             ca_cert: a.ca_cert.clone(),
-            ..DavConfig::default()
+            read_timeout: Duration::from_secs(a.timeout.max(1)),
+            request_timeout: Duration::from_secs(a.timeout.max(1) * 2),
+            connect_timeout: Duration::from_secs(a.timeout.clamp(1, 10)),
         },
     };
     let rt = runtime()?;

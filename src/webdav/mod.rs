@@ -180,7 +180,7 @@ impl From<DavError> for Error {
             DavError::PreconditionFailed(_) => ErrorKind::Stale,
             DavError::Locked(_) => ErrorKind::Busy,
             DavError::InsufficientStorage => ErrorKind::NoSpace,
-            DavError::TooManyRequests | DavError::Unavailable => ErrorKind::Busy,
+            DavError::TooManyRequests | DavError::Unavailable => ErrorKind::Io,
             DavError::Status { status, .. } if *status == 409 => ErrorKind::NotFound,
             DavError::Status { status, .. } if *status == 405 => ErrorKind::AlreadyExists,
             DavError::Status { .. } | DavError::BadResponse(_) | DavError::Config(_) => {

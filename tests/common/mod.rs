@@ -1,0 +1,592 @@
+//! Test fixtures: real servers on 127.0.0.1 and real FUSE mounts of the `nuage` binary, each
+//! ended by its guard's `Drop` (also when a test fails), with every wait bounded.
+#![allow(dead_code)]
+
+use nuage::fakecloud::{FakeCloud, FakeCloudConfig};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "alice@example.org";
+pub const USER_ID: &str = "alice";
+pub const PASSWORD: &str = "app-pass-1234-abcd";
+
+/// Fails loudly when FUSE is unavailable: FUSE tests must never skip silently.
+pub fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the FUSE tests need it (run scripts/test.sh as root)"
+    );
+}
+
+/// Polls `cond` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}
+
+pub fn is_mounted(mp: &Path) -> bool {
+    let want = std::fs::canonicalize(mp).unwrap_or_else(|_| mp.to_path_buf());
+    let want = want.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes a large pseudo-random file without holding it all in memory.
+pub fn write_big(path: &Path, len: u64, seed: u64) {
+    let mut f = std::fs::File::create(path).expect("create big file");
+    let chunk = 4 << 20;
+    let mut done = 0u64;
+    let mut i = 0;
+    while done < len {
+        let n = chunk.min((len - done) as usize);
+        f.write_all(&pattern(n, seed + i)).expect("write big file");
+        done += n as u64;
+        i += 1;
+    }
+}
+
+/// The FakeNextcloud server, with its own runtime.
+pub struct Cloud {
+    pub server: FakeCloud,
+    pub dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Cloud {
+    pub fn start() -> Cloud {
+        Self::start_with(None)
+    }
+
+    pub fn start_with(quota: Option<u64>) -> Cloud {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(dir.path().join("files")).expect("mkdir");
+        let server = rt
+            .block_on(FakeCloud::start(
+                FakeCloudConfig {
+                    root: dir.path().join("files"),
+                    login: USER.into(),
+                    user_id: USER_ID.into(),
+                    passwords: vec![PASSWORD.into()],
+                    quota,
+                },
+                0,
+            ))
+            .expect("start fake cloud");
+        Cloud { server, dir, rt }
+    }
+
+    pub fn files(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    pub fn url(&self) -> String {
+        self.server.base_url()
+    }
+
+    pub fn get_bytes(&self) -> u64 {
+        self.server
+            .stats()
+            .get_body_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+}
+
+/// Apache httpd with mod_dav serving a folder under `/dav/`, with Basic authentication.
+pub struct Apache {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub tls: bool,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+impl Apache {
+    pub fn start() -> Apache {
+        Self::start_opts(false)
+    }
+
+    pub fn start_opts(tls: bool) -> Apache {
+        assert!(
+            Path::new("/usr/sbin/apache2").exists(),
+            "apache2 is missing: run scripts/test.sh, which installs it"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("data")).expect("mkdir");
+        std::fs::create_dir_all(d.join("run")).expect("mkdir");
+        let mut perms = std::fs::metadata(d).expect("md").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(d, perms).expect("chmod");
+        let mut hp = Command::new("htpasswd")
+            .args(["-ci", &d.join("htpasswd").to_string_lossy(), USER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("htpasswd");
+        hp.stdin
+            .take()
+            .expect("stdin")
+            .write_all(PASSWORD.as_bytes())
+            .expect("write");
+        assert!(hp.wait().expect("wait").success(), "htpasswd failed");
+        let port = free_port();
+        let m = "/usr/lib/apache2/modules";
+        let mut conf = format!(
+            r#"ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile {d}/run/httpd.pid
+DefaultRuntimeDir {d}/run
+Mutex file:{d}/run default
+ErrorLog {d}/error.log
+LogFormat "%h %u \"%r\" %>s %O" dav
+CustomLog {d}/access.log dav
+User www-data
+Group www-data
+LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule authz_user_module {m}/mod_authz_user.so
+LoadModule authn_core_module {m}/mod_authn_core.so
+LoadModule authn_file_module {m}/mod_authn_file.so
+LoadModule auth_basic_module {m}/mod_auth_basic.so
+LoadModule alias_module {m}/mod_alias.so
+LoadModule dav_module {m}/mod_dav.so
+LoadModule dav_fs_module {m}/mod_dav_fs.so
+DavLockDB {d}/run/davlock
+Alias /dav {d}/data
+<Directory {d}/data>
+  Dav On
+  AuthType Basic
+  AuthName "nuage test"
+  AuthUserFile {d}/htpasswd
+  Require valid-user
+  AllowOverride None
+</Directory>
+"#,
+            d = d.display()
+        );
+        if tls {
+            let ok = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(d.join("key.pem"))
+                .arg("-out")
+                .arg(d.join("cert.pem"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(ok.success(), "openssl req failed");
+            conf.push_str(&format!(
+                "LoadModule ssl_module {m}/mod_ssl.so\nLoadModule socache_shmcb_module {m}/mod_socache_shmcb.so\n\
+                 SSLEngine on\nSSLCertificateFile {d}/cert.pem\nSSLCertificateKeyFile {d}/key.pem\n",
+                d = d.display()
+            ));
+        }
+        std::fs::write(d.join("httpd.conf"), conf).expect("conf");
+        chown_www(&d.join("data"));
+        chown_www(&d.join("run"));
+        let child = Command::new("/usr/sbin/apache2")
+            .arg("-f")
+            .arg(d.join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start apache2");
+        let a = Apache {
+            dir,
+            port,
+            tls,
+            child,
+        };
+        let up = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "apache did not start: {}", a.error_log());
+        a
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/dav/", self.port)
+    }
+
+    /// Makes files written by the test readable and writable by Apache.
+    pub fn fix_owner(&self) {
+        chown_www(&self.data());
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// Sum of response bytes (`%O`) of GET requests in the access log.
+    pub fn get_bytes(&self) -> u64 {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET "))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+fn chown_www(p: &Path) {
+    let st = Command::new("chown")
+        .arg("-R")
+        .arg("www-data:www-data")
+        .arg(p)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A mount made by the real `nuage` binary, in the foreground, ended by `Drop`.
+pub struct Mount {
+    pub mp: PathBuf,
+    pub cache: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub fn nuage() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nuage"))
+}
+
+pub struct MountSpec {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub extra: Vec<String>,
+    pub cache: Option<PathBuf>,
+}
+
+impl MountSpec {
+    pub fn new(url: &str) -> MountSpec {
+        MountSpec {
+            url: url.into(),
+            user: Some(USER.into()),
+            password: Some(PASSWORD.into()),
+            extra: Vec::new(),
+            cache: None,
+        }
+    }
+    pub fn args(mut self, a: &[&str]) -> Self {
+        self.extra.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+    pub fn cache(mut self, p: &Path) -> Self {
+        self.cache = Some(p.to_path_buf());
+        self
+    }
+}
+
+impl Mount {
+    /// Mounts and waits (bounded) until the mount answers a listing.
+    pub fn new(spec: MountSpec) -> Mount {
+        require_fuse();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mp = tmp.path().join("mnt");
+        std::fs::create_dir(&mp).expect("mkdir");
+        let cache = spec
+            .cache
+            .clone()
+            .unwrap_or_else(|| tmp.path().join("cache"));
+        let log = tmp.path().join("nuage.log");
+        let mut cmd = nuage();
+        cmd.arg("mount")
+            .arg(&spec.url)
+            .arg(&mp)
+            .arg("--cache-dir")
+            .arg(&cache);
+        if let Some(u) = &spec.user {
+            cmd.arg("--user").arg(u);
+        }
+        if let Some(p) = &spec.password {
+            let pf = tmp.path().join("password");
+            std::fs::write(&pf, p).expect("pw file");
+            cmd.arg("--password-file").arg(pf);
+        }
+        cmd.args(&spec.extra)
+            .env("NUAGE_LOG", "nuage=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        let mut child = cmd.spawn().expect("spawn nuage");
+        let ok = wait_until(Duration::from_secs(30), || {
+            is_mounted(&mp) || matches!(child.try_wait(), Ok(Some(_)))
+        });
+        let m = Mount {
+            mp: mp.clone(),
+            cache,
+            log: log.clone(),
+            child: Some(child),
+            _tmp: Some(tmp),
+        };
+        assert!(
+            ok && is_mounted(&mp),
+            "mount did not come up; log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            wait_until(Duration::from_secs(20), || std::fs::read_dir(&mp).is_ok()),
+            "mount does not answer"
+        );
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Unmounts with `nuage unmount` and waits (bounded) for the process to exit 0.
+    pub fn unmount(mut self) {
+        let out = nuage()
+            .arg("unmount")
+            .arg(&self.mp)
+            .output()
+            .expect("unmount");
+        assert!(
+            out.status.success(),
+            "unmount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut child = self.child.take().expect("child");
+        let exited = wait_until(Duration::from_secs(15), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nuage did not exit after unmount");
+        }
+        assert!(!is_mounted(&self.mp), "still mounted after unmount");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mp) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.mp)
+                .status();
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) with the pid of a child we own and have not reaped.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let exited = wait_until(Duration::from_secs(10), || {
+                matches!(c.try_wait(), Ok(Some(_)))
+            });
+            if !exited {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if is_mounted(&self.mp) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+        }
+    }
+}
+
+/// Runs `nuage mount --daemon` expecting failure; answers (stderr, exit code).
+pub fn failed_mount(
+    url: &str,
+    mp: &Path,
+    user: Option<&str>,
+    password: Option<&str>,
+    extra: &[&str],
+) -> (String, i32) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cmd = nuage();
+    cmd.arg("mount")
+        .arg(url)
+        .arg(mp)
+        .arg("--daemon")
+        .arg("--cache-dir")
+        .arg(tmp.path().join("c"));
+    if let Some(u) = user {
+        cmd.arg("--user").arg(u);
+    }
+    if let Some(p) = password {
+        let pf = tmp.path().join("pw");
+        std::fs::write(&pf, p).expect("pw");
+        cmd.arg("--password-file").arg(pf);
+    }
+    cmd.args(extra).stdin(Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// Runs a command with a time bound; kills it when the bound passes.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("output"),
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of the child we spawned; worst case it already exited.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+            panic!("command did not finish within {limit:?}");
+        }
+    }
+}
+
+/// Reads `len` bytes at `off` of a file.
+pub fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(p).expect("open");
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        let n = f
+            .read_at(&mut buf[done..], off + done as u64)
+            .expect("read_at");
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    buf.truncate(done);
+    buf
+}
+
+/// Compares two trees: same names, types, sizes and bytes.
+pub fn assert_same_tree(expected: &Path, actual: &Path) {
+    let mut e: Vec<_> = std::fs::read_dir(expected)
+        .expect("read expected")
+        .map(|d| d.expect("entry").file_name())
+        .collect();
+    let mut a: Vec<_> = std::fs::read_dir(actual)
+        .expect("read actual")
+        .map(|d| d.expect("entry").file_name())
+        .collect();
+    e.sort();
+    a.sort();
+    assert_eq!(e, a, "names differ in {}", actual.display());
+    for n in e {
+        let (ep, ap) = (expected.join(&n), actual.join(&n));
+        let (em, am) = (
+            std::fs::metadata(&ep).expect("md"),
+            std::fs::metadata(&ap).expect("md"),
+        );
+        assert_eq!(em.is_dir(), am.is_dir(), "type of {}", ap.display());
+        if em.is_dir() {
+            assert_same_tree(&ep, &ap);
+        } else {
+            assert_eq!(em.len(), am.len(), "size of {}", ap.display());
+            assert!(
+                std::fs::read(&ep).expect("read") == std::fs::read(&ap).expect("read"),
+                "content of {}",
+                ap.display()
+            );
+        }
+    }
+}
+
+/// The awkward names every server must round-trip.
+pub fn awkward_names() -> Vec<String> {
+    vec![
+        "with space.txt".into(),
+        "hash#tag.txt".into(),
+        "100% sure.txt".into(),
+        "what?.txt".into(),
+        "a&b=c;d.txt".into(),
+        "it's \"quoted\".txt".into(),
+        "emoji 😀🎉.txt".into(),
+        "Élève — été.txt".into(),
+        "caf\u{e9} nfc.txt".into(),
+        "cafe\u{301} nfd.txt".into(),
+        "+plus+ [brackets] {braces}.txt".into(),
+    ]
+}

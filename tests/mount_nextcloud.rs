@@ -1,0 +1,387 @@
+//! Real FUSE mounts of the `nuage` binary against the FakeNextcloud server on 127.0.0.1.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn sample_tree(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("docs/sub")).expect("mkdir");
+    std::fs::create_dir_all(root.join("empty folder")).expect("mkdir");
+    std::fs::write(root.join("docs/a.txt"), b"hello from the cloud\n").expect("w");
+    std::fs::write(
+        root.join("docs/sub/b.bin"),
+        pattern(3 * 1024 * 1024 + 123, 7),
+    )
+    .expect("w");
+    std::fs::write(root.join("empty.txt"), b"").expect("w");
+    write_big(&root.join("twenty.bin"), 20 << 20, 3);
+}
+
+#[test]
+fn listing_stat_and_reads_match_the_server() {
+    let cloud = Cloud::start();
+    sample_tree(&cloud.files());
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    assert_same_tree(&cloud.files(), &m.mp);
+
+    // Stat: sizes, types and mtimes (whole seconds, as DAV gives them).
+    let sm = std::fs::metadata(cloud.files().join("docs/sub/b.bin")).expect("md");
+    let mm = std::fs::metadata(m.path("docs/sub/b.bin")).expect("md");
+    assert_eq!(mm.len(), sm.len());
+    assert_eq!(mm.mtime(), sm.mtime());
+    assert!(std::fs::metadata(m.path("empty folder"))
+        .expect("md")
+        .is_dir());
+    assert_eq!(
+        mm.mode() & 0o777,
+        0o444,
+        "read-only mount shows read-only files"
+    );
+
+    // Inode numbers are stable while mounted.
+    let ino1 = std::fs::metadata(m.path("docs/a.txt")).expect("md").ino();
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = std::fs::read_dir(m.path("docs")).expect("ls").count();
+    assert_eq!(
+        std::fs::metadata(m.path("docs/a.txt")).expect("md").ino(),
+        ino1
+    );
+
+    // Ranged reads at awkward offsets, byte for byte.
+    let src = std::fs::read(cloud.files().join("twenty.bin")).expect("read");
+    for (off, len) in [
+        (0u64, 1usize),
+        (4095, 2),
+        (1 << 20, 4096),
+        ((1 << 20) - 7, 100),
+        (19 << 20, 1 << 20),
+        ((20 << 20) - 10, 100),
+    ] {
+        let got = read_at(&m.path("twenty.bin"), off, len);
+        let end = (off as usize + len).min(src.len());
+        assert_eq!(got, src[off as usize..end], "range {off}+{len}");
+    }
+    // Reading past the end answers nothing.
+    assert!(read_at(&m.path("twenty.bin"), 21 << 20, 10).is_empty());
+    assert_eq!(
+        cloud
+            .server
+            .stats()
+            .propfind_infinity
+            .load(Ordering::SeqCst),
+        0,
+        "never Depth: infinity"
+    );
+    m.unmount();
+}
+
+#[test]
+fn opening_downloads_nothing_and_a_sparse_read_downloads_little() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("big.bin"), 200 << 20, 11);
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let before = cloud.get_bytes();
+    let gets_before = cloud.server.stats().count("GET");
+    let f = std::fs::File::open(m.path("big.bin")).expect("open");
+    assert_eq!(cloud.get_bytes(), before, "open must not download");
+    assert_eq!(cloud.server.stats().count("GET"), gets_before);
+    let mut buf = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 100 << 20).expect("read");
+    let sent = cloud.get_bytes() - before;
+    assert!(
+        sent <= 8 << 20,
+        "a 4 KiB read at 100 MiB made the server send {sent} bytes"
+    );
+    assert!(sent >= 4096, "the bytes must come from the server");
+    let expected = read_at(&cloud.files().join("big.bin"), 100 << 20, 4096);
+    assert_eq!(buf, expected);
+    drop(f);
+    m.unmount();
+}
+
+#[test]
+fn concurrent_readers_download_each_block_once() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("shared.bin"), 16 << 20, 5);
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let expected = std::fs::read(cloud.files().join("shared.bin")).expect("read");
+    let before = cloud.get_bytes();
+    let path = m.path("shared.bin");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let p = path.clone();
+            std::thread::spawn(move || std::fs::read(p).expect("read"))
+        })
+        .collect();
+    for t in threads {
+        assert!(
+            t.join().expect("join") == expected,
+            "a reader got different bytes"
+        );
+    }
+    let sent = cloud.get_bytes() - before;
+    assert!(
+        sent <= (16 << 20) + (1 << 20),
+        "4 readers of 16 MiB made the server send {sent} bytes"
+    );
+    m.unmount();
+}
+
+#[test]
+fn awkward_names_round_trip() {
+    let cloud = Cloud::start();
+    let names = awkward_names();
+    std::fs::create_dir(cloud.files().join("dir #1 & ?")).expect("mkdir");
+    for n in &names {
+        std::fs::write(cloud.files().join(n), n.as_bytes()).expect("w");
+        std::fs::write(cloud.files().join("dir #1 & ?").join(n), n.as_bytes()).expect("w");
+    }
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let mut listed: Vec<String> = std::fs::read_dir(m.path("dir #1 & ?"))
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().into_string().expect("utf8"))
+        .collect();
+    listed.sort();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(
+        listed, want,
+        "names must round-trip byte for byte (NFC and NFD distinct)"
+    );
+    for n in &names {
+        assert_eq!(std::fs::read(m.path(n)).expect("read"), n.as_bytes(), "{n}");
+    }
+    assert_same_tree(&cloud.files(), &m.mp);
+    m.unmount();
+}
+
+#[test]
+fn a_file_changed_on_the_server_is_seen_after_the_ttl() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("notes.txt"), b"version one").expect("w");
+    std::fs::create_dir(cloud.files().join("d")).expect("mkdir");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--attr-ttl", "1", "--dir-ttl", "1"]));
+    assert_eq!(
+        std::fs::read(m.path("notes.txt")).expect("read"),
+        b"version one"
+    );
+    // Same size, new content; then a size change; then a new file and a deleted one.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(cloud.files().join("notes.txt"), b"version two").expect("w");
+    std::fs::write(cloud.files().join("d/new.txt"), b"new").expect("w");
+    let seen = wait_until(Duration::from_secs(5), || {
+        std::fs::read(m.path("notes.txt")).ok().as_deref() == Some(&b"version two"[..])
+    });
+    assert!(seen, "new content not seen after the TTL");
+    std::fs::write(
+        cloud.files().join("notes.txt"),
+        b"third, and longer than before",
+    )
+    .expect("w");
+    let seen = wait_until(Duration::from_secs(5), || {
+        std::fs::read(m.path("notes.txt")).ok().as_deref()
+            == Some(&b"third, and longer than before"[..])
+    });
+    assert!(seen, "size change not seen after the TTL");
+    assert!(
+        wait_until(Duration::from_secs(5), || m.path("d/new.txt").exists()),
+        "new file not listed"
+    );
+    std::fs::remove_file(cloud.files().join("notes.txt")).expect("rm");
+    assert!(
+        wait_until(Duration::from_secs(5), || !m.path("notes.txt").exists()),
+        "deleted file still there"
+    );
+    let err = std::fs::File::open(m.path("notes.txt")).expect_err("gone");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    m.unmount();
+}
+
+#[test]
+fn the_cache_is_reused_after_a_remount_only_while_the_etag_matches() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("movie.bin"), 8 << 20, 9);
+    let cache = tempfile::tempdir().expect("tmp");
+    let expected = std::fs::read(cloud.files().join("movie.bin")).expect("read");
+
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()));
+    assert!(std::fs::read(m.path("movie.bin")).expect("read") == expected);
+    m.unmount();
+
+    let before = cloud.get_bytes();
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()));
+    assert!(std::fs::read(m.path("movie.bin")).expect("read") == expected);
+    assert_eq!(
+        cloud.get_bytes(),
+        before,
+        "a remount must serve cached blocks without downloading"
+    );
+    m.unmount();
+
+    // Changed on the server while unmounted: the old bytes must never be served.
+    let changed = pattern(8 << 20, 10);
+    std::fs::write(cloud.files().join("movie.bin"), &changed).expect("w");
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()));
+    assert!(
+        std::fs::read(m.path("movie.bin")).expect("read") == changed,
+        "stale bytes served"
+    );
+    m.unmount();
+}
+
+#[test]
+fn statfs_reports_the_quota() {
+    let cloud = Cloud::start_with(Some(5 << 30));
+    std::fs::write(cloud.files().join("f"), vec![1u8; 1 << 20]).expect("w");
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let c = std::ffi::CString::new(m.mp.to_string_lossy().as_bytes()).expect("cstr");
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0);
+    let total = st.f_blocks * st.f_frsize;
+    let free = st.f_bavail * st.f_frsize;
+    assert_eq!(total, 5 << 30, "total is the quota");
+    assert_eq!(free, (5 << 30) - (1 << 20), "free is quota minus used");
+    m.unmount();
+}
+
+#[test]
+fn errors_reach_programs_as_errno() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("f.txt"), b"x").expect("w");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--timeout",
+        "2",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    let e = std::fs::metadata(m.path("missing")).expect_err("missing");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f.txt"))
+        .expect_err("ro");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    let e = std::fs::File::create(m.path("new.txt")).expect_err("ro");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+
+    // A server that stops answering: the operation fails with ETIMEDOUT, bounded.
+    std::thread::sleep(Duration::from_millis(1100));
+    cloud.server.knobs().delay_ms.store(6000, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    let e = std::fs::metadata(m.path("f.txt")).expect_err("slow server");
+    assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        t.elapsed()
+    );
+    cloud.server.knobs().delay_ms.store(0, Ordering::SeqCst);
+
+    // A failing server (503): EIO, and a log line.
+    std::thread::sleep(Duration::from_millis(1100));
+    cloud.server.knobs().fail_next.store(5, Ordering::SeqCst);
+    let e = std::fs::read_dir(&m.mp)
+        .and_then(|rd| rd.collect::<Result<Vec<_>, _>>())
+        .expect_err("503");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    cloud.server.knobs().fail_next.store(0, Ordering::SeqCst);
+    assert!(m.log_text().contains("HTTP 503"), "the failure is logged");
+    m.unmount();
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("f.txt"), b"x").expect("w");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, PASSWORD).expect("pw");
+    let mut child = nuage()
+        .args(["mount", &cloud.url()])
+        .arg(&mp)
+        .args(["--user", USER, "--password-file"])
+        .arg(&pw)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("c"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        wait_until(Duration::from_secs(30), || is_mounted(&mp)),
+        "not mounted"
+    );
+    assert_eq!(std::fs::read(mp.join("f.txt")).expect("read"), b"x");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let exited = wait_until(Duration::from_secs(15), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = child.kill();
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&mp)
+            .status();
+        panic!("nuage did not exit on SIGTERM");
+    }
+    assert!(child.wait().expect("wait").success());
+    assert!(!is_mounted(&mp), "SIGTERM left the mount behind");
+}
+
+#[test]
+fn daemon_mode_returns_once_the_mount_is_live() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("hello.txt"), b"hi").expect("w");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let mut cmd = nuage();
+    cmd.args(["mount", &cloud.url()])
+        .arg(&mp)
+        .args(["--daemon", "--user", USER, "--cache-dir"])
+        .arg(tmp.path().join("c"))
+        .env("NUAGE_PASSWORD", PASSWORD)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let guard = scopeguard_unmount(&mp);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Live at once: no waiting allowed here.
+    assert_eq!(std::fs::read(mp.join("hello.txt")).expect("read"), b"hi");
+    let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
+    assert!(out.status.success());
+    assert!(!is_mounted(&mp));
+    drop(guard);
+}
+
+/// Unmounts on drop, in case an assertion failed first.
+struct Unmounter(std::path::PathBuf);
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+fn scopeguard_unmount(p: &std::path::Path) -> Unmounter {
+    Unmounter(p.to_path_buf())
+}

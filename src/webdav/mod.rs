@@ -126,14 +126,22 @@ impl DavError {
             src = s.source();
         }
         let lower = chain.to_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-            let reason = chain
-                .split(": ")
-                .filter(|p| !p.is_empty())
-                .last()
-                .unwrap_or("handshake failed")
-                .to_string();
-            return DavError::Tls(format!("{what} ({reason})"));
+        if ["certificate", "tls", "handshake", "unknownissuer"]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
+            let hint = if lower.contains("unknownissuer") || lower.contains("causedasendentity") {
+                "the certificate is not signed by a trusted authority (to trust a private authority, give it with --ca-cert FILE)"
+            } else if lower.contains("notvalidforname") {
+                "the certificate was issued for another name than the one in the URL"
+            } else if lower.contains("expired") {
+                "the certificate has expired"
+            } else if lower.contains("corrupt") || lower.contains("invalidcontenttype") {
+                "the server does not speak TLS on this port (try http://)"
+            } else {
+                "the secure connection could not be established"
+            };
+            return DavError::Tls(format!("{what}: {hint}"));
         }
         if e.is_timeout() {
             return DavError::Timeout(what.to_string());
@@ -362,6 +370,12 @@ impl DavClient {
             if status.is_success() {
                 return Err(DavError::BadResponse(format!(
                     "PROPFIND {what} answered HTTP {} instead of 207 Multi-Status: not a WebDAV folder",
+                    status.as_u16()
+                )));
+            }
+            if matches!(status.as_u16(), 405 | 501) {
+                return Err(DavError::BadResponse(format!(
+                    "PROPFIND {what} answered HTTP {}: the server does not speak WebDAV here, not a WebDAV folder",
                     status.as_u16()
                 )));
             }

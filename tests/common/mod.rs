@@ -214,6 +214,10 @@ Alias /dav {d}/data
                     "1",
                     "-subj",
                     "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-addext",
+                    "basicConstraints=critical,CA:FALSE",
                 ])
                 .arg("-keyout")
                 .arg(d.join("key.pem"))

@@ -1,0 +1,204 @@
+//! Every way a mount can fail: one readable line, a non-zero status, nothing left mounted.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn mountpoint() -> (tempfile::TempDir, std::path::PathBuf) {
+    let t = tempfile::tempdir().expect("tmp");
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    (t, mp)
+}
+
+fn assert_failed(stderr: &str, code: i32, mp: &std::path::Path, needle: &str) {
+    assert_ne!(code, 0, "must fail; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one readable line, got: {stderr:?}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(
+        lines[0].to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in {stderr:?}"
+    );
+    assert!(
+        !stderr.contains(PASSWORD),
+        "the password leaked into the message"
+    );
+    assert!(!is_mounted(mp), "a failed mount left something mounted");
+}
+
+/// A plain HTTP server that answers every request with `status` and an HTML body.
+struct NotDav {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotDav {
+    fn start(status: &'static str) -> NotDav {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if s2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 8192];
+                let _ = c.read(&mut buf);
+                let body = "<html><body>It works!</body></html>";
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        NotDav {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NotDav {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn unreachable_server() {
+    let (_t, mp) = mountpoint();
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let (err, code) = failed_mount(
+        &format!("http://127.0.0.1:{port}/dav/"),
+        &mp,
+        Some(USER),
+        Some(PASSWORD),
+        &[],
+    );
+    assert_failed(&err, code, &mp, "cannot reach");
+}
+
+#[test]
+fn invalid_urls() {
+    let (_t, mp) = mountpoint();
+    let (err, code) = failed_mount("ftp://example.org/files", &mp, None, None, &[]);
+    assert_failed(&err, code, &mp, "must start with https://");
+    let (err, code) = failed_mount("not a url", &mp, None, None, &[]);
+    assert_failed(&err, code, &mp, "invalid URL");
+}
+
+#[test]
+fn wrong_password_on_nextcloud_and_apache() {
+    let (_t, mp) = mountpoint();
+    let cloud = Cloud::start();
+    let (err, code) = failed_mount(&cloud.url(), &mp, Some(USER), Some("wrong"), &[]);
+    assert_failed(&err, code, &mp, "refused the login");
+    let apache = Apache::start();
+    let (err, code) = failed_mount(&apache.url(), &mp, Some(USER), Some("wrong"), &[]);
+    assert_failed(&err, code, &mp, "refused the login");
+}
+
+#[test]
+fn not_a_webdav_server() {
+    let (_t, mp) = mountpoint();
+    let ok = NotDav::start("200 OK");
+    let (err, code) = failed_mount(
+        &format!("http://127.0.0.1:{}/", ok.port),
+        &mp,
+        None,
+        None,
+        &[],
+    );
+    assert_failed(&err, code, &mp, "not a WebDAV folder");
+    let refused = NotDav::start("405 Method Not Allowed");
+    let (err, code) = failed_mount(
+        &format!("http://127.0.0.1:{}/", refused.port),
+        &mp,
+        None,
+        None,
+        &[],
+    );
+    assert_failed(&err, code, &mp, "not a WebDAV folder");
+}
+
+#[test]
+fn tls_certificate_is_verified() {
+    let (_t, mp) = mountpoint();
+    let apache = Apache::start_opts(true);
+    std::fs::write(apache.data().join("secret.txt"), b"tls ok").expect("w");
+    apache.fix_owner();
+    let (err, code) = failed_mount(&apache.url(), &mp, Some(USER), Some(PASSWORD), &[]);
+    assert_failed(&err, code, &mp, "TLS");
+    assert!(err.contains("not signed by a trusted authority"), "{err}");
+    // Trusting the certificate explicitly makes it work.
+    let cert = apache.dir.path().join("cert.pem");
+    let m = Mount::new(MountSpec::new(&apache.url()).args(&["--ca-cert", &cert.to_string_lossy()]));
+    assert_eq!(
+        std::fs::read(m.path("secret.txt")).expect("read"),
+        b"tls ok"
+    );
+    m.unmount();
+}
+
+#[test]
+fn mount_point_missing_not_a_folder_or_busy() {
+    let cloud = Cloud::start();
+    let (t, mp) = mountpoint();
+    let missing = t.path().join("nope");
+    let (err, code) = failed_mount(&cloud.url(), &missing, Some(USER), Some(PASSWORD), &[]);
+    assert_failed(&err, code, &missing, "does not exist");
+    let file = t.path().join("file");
+    std::fs::write(&file, b"").expect("w");
+    let (err, code) = failed_mount(&cloud.url(), &file, Some(USER), Some(PASSWORD), &[]);
+    assert_failed(&err, code, &file, "not a folder");
+
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let (err, code) = failed_mount(&cloud.url(), &m.mp, Some(USER), Some(PASSWORD), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("busy"), "{err}");
+    assert!(is_mounted(&m.mp), "the first mount must survive");
+    m.unmount();
+    let _ = mp;
+}
+
+#[test]
+fn maintenance_mode() {
+    let (_t, mp) = mountpoint();
+    let cloud = Cloud::start();
+    cloud
+        .server
+        .knobs()
+        .maintenance
+        .store(true, Ordering::SeqCst);
+    let (err, code) = failed_mount(&cloud.url(), &mp, Some(USER), Some(PASSWORD), &[]);
+    assert_failed(&err, code, &mp, "maintenance");
+}
+
+#[test]
+fn nextcloud_needs_a_login_and_a_password() {
+    let (_t, mp) = mountpoint();
+    let cloud = Cloud::start();
+    let (err, code) = failed_mount(&cloud.url(), &mp, None, None, &[]);
+    assert_failed(&err, code, &mp, "--user");
+    let (err, code) = failed_mount(&cloud.url(), &mp, Some(USER), None, &[]);
+    assert_failed(&err, code, &mp, "NUAGE_PASSWORD");
+}

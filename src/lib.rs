@@ -20,7 +20,7 @@
 //! ## Layering rules
 //! * `platform/*` uses only `vfs`, `cli`, `error` (checked by `scripts/check-layering.sh`).
 //! * `webdav` knows nothing of inodes or blocks; `cache` stores and never fetches.
-//! * Nothing in `src/` names `fuser::`, `winfsp::` or an errno constant.
+//! * Nothing in `src/` names the FUSE or WinFsp crates or an errno constant.
 
 pub mod cache;
 pub mod cli;

@@ -155,18 +155,14 @@ pub fn parse_multistatus(body: &str) -> Result<Vec<PropResponse>, DavError> {
                     }
                 }
             }
-            Event::Text(t) => {
-                if text_target != Prop::None {
-                    let s = t
-                        .unescape()
-                        .map_err(|e| DavError::BadResponse(format!("bad XML text: {e}")))?;
-                    text.push_str(&s);
-                }
+            Event::Text(t) if text_target != Prop::None => {
+                let s = t
+                    .unescape()
+                    .map_err(|e| DavError::BadResponse(format!("bad XML text: {e}")))?;
+                text.push_str(&s);
             }
-            Event::CData(t) => {
-                if text_target != Prop::None {
-                    text.push_str(&String::from_utf8_lossy(&t.into_inner()));
-                }
+            Event::CData(t) if text_target != Prop::None => {
+                text.push_str(&String::from_utf8_lossy(&t.into_inner()));
             }
             Event::End(e) => {
                 let local = e.local_name();

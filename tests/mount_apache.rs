@@ -1,0 +1,80 @@
+//! Real FUSE mounts against Apache httpd with mod_dav (a WebDAV server nobody here wrote).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn apache_listing_reads_and_names() {
+    let apache = Apache::start();
+    let d = apache.data();
+    std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");
+    std::fs::write(d.join("Cours/Semaine 1/plan.txt"), b"plan du cours\n").expect("w");
+    std::fs::write(d.join("Cours/slides.bin"), pattern(5 * 1024 * 1024 + 17, 2)).expect("w");
+    for n in awkward_names() {
+        std::fs::write(d.join(&n), n.as_bytes()).expect("w");
+    }
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()));
+    assert_same_tree(&d, &m.mp);
+    let src = std::fs::read(d.join("Cours/slides.bin")).expect("read");
+    for (off, len) in [
+        (0u64, 10usize),
+        ((1 << 20) - 3, 10),
+        (5 << 20, 17),
+        (3 << 20, 1 << 20),
+    ] {
+        let got = read_at(&m.path("Cours/slides.bin"), off, len);
+        let end = (off as usize + len).min(src.len());
+        assert_eq!(got, src[off as usize..end], "range {off}+{len}");
+    }
+    m.unmount();
+}
+
+#[test]
+fn apache_sparse_read_counted_by_the_server() {
+    let apache = Apache::start();
+    write_big(&apache.data().join("big.bin"), 200 << 20, 4);
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()));
+    let before = apache.get_bytes();
+    let got = read_at(&m.path("big.bin"), 100 << 20, 4096);
+    assert_eq!(
+        got,
+        read_at(&apache.data().join("big.bin"), 100 << 20, 4096)
+    );
+    // Apache writes its access log line after the response; give it a moment (bounded).
+    wait_until(Duration::from_secs(5), || apache.get_bytes() > before);
+    let sent = apache.get_bytes() - before;
+    assert!(sent > 4096, "the server must have sent the block ({sent})");
+    assert!(
+        sent <= 8 << 20,
+        "a 4 KiB read at 100 MiB made Apache send {sent} bytes"
+    );
+    m.unmount();
+}
+
+#[test]
+fn apache_change_on_the_server_is_seen() {
+    let apache = Apache::start();
+    std::fs::write(apache.data().join("f.txt"), b"before").expect("w");
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(&["--attr-ttl", "1", "--dir-ttl", "1"]));
+    assert_eq!(std::fs::read(m.path("f.txt")).expect("read"), b"before");
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(apache.data().join("f.txt"), b"after, longer").expect("w");
+    std::fs::write(apache.data().join("g.txt"), b"new").expect("w");
+    apache.fix_owner();
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read(m.path("f.txt"))
+            .ok()
+            .as_deref()
+            == Some(&b"after, longer"[..])),
+        "change not seen"
+    );
+    assert!(wait_until(Duration::from_secs(5), || m
+        .path("g.txt")
+        .exists()));
+    m.unmount();
+}

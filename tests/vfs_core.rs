@@ -1,0 +1,135 @@
+//! The core (`Vfs`) in-process against the FakeNextcloud server: request deduplication,
+//! read-ahead and the cost of opening, measured by the server's own counters.
+
+mod common;
+
+use common::*;
+use nuage::cache::BlockCache;
+use nuage::vfs::{Ino, Vfs, VfsConfig};
+use nuage::webdav::{Credentials, DavClient, DavConfig, Secret};
+use std::sync::Arc;
+
+fn vfs_for(cloud: &Cloud, cache_dir: &std::path::Path) -> Arc<Vfs> {
+    let cfg = DavConfig::default();
+    let http = nuage::webdav::http_client(&cfg).expect("client");
+    let root = reqwest::Url::parse(&cloud.server.dav_url()).expect("url");
+    let dav = DavClient::new(
+        http,
+        root,
+        Some(Credentials {
+            user: USER.into(),
+            password: Secret::new(PASSWORD),
+        }),
+        &cfg,
+    );
+    let cache = Arc::new(BlockCache::open(cache_dir, 1 << 20, 1 << 30).expect("cache"));
+    let v = cloud
+        .runtime()
+        .block_on(Vfs::new(dav, cache, VfsConfig::default()))
+        .expect("vfs");
+    Arc::new(v)
+}
+
+#[test]
+fn two_readers_of_one_block_cause_one_request() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("f.bin"), 4 << 20, 1);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vfs = vfs_for(&cloud, tmp.path());
+    let rt = cloud.runtime();
+    let attr = rt.block_on(vfs.lookup(Ino::ROOT, "f.bin")).expect("lookup");
+    let gets = cloud.server.stats().count("GET");
+    let before = cloud.get_bytes();
+    // Open downloads nothing.
+    let a = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let b = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    assert_eq!(cloud.server.stats().count("GET"), gets);
+    // Two random (non-sequential) reads of the same block, at the same time.
+    let (v1, v2) = (vfs.clone(), vfs.clone());
+    let (r1, r2) = rt.block_on(async move {
+        tokio::join!(
+            v1.read(a.fh, (2 << 20) + 100, 4096),
+            v2.read(b.fh, (2 << 20) + 5000, 4096)
+        )
+    });
+    let src = std::fs::read(cloud.files().join("f.bin")).expect("read");
+    assert_eq!(r1.expect("r1"), src[(2 << 20) + 100..(2 << 20) + 4196]);
+    assert_eq!(r2.expect("r2"), src[(2 << 20) + 5000..(2 << 20) + 9096]);
+    assert_eq!(
+        cloud.server.stats().count("GET") - gets,
+        1,
+        "one GET for one block"
+    );
+    assert_eq!(
+        cloud.get_bytes() - before,
+        1 << 20,
+        "exactly one block sent"
+    );
+}
+
+#[test]
+fn sequential_reads_prefetch_and_random_reads_do_not() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("seq.bin"), 64 << 20, 2);
+    write_big(&cloud.files().join("rnd.bin"), 64 << 20, 3);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vfs = vfs_for(&cloud, tmp.path());
+    let rt = cloud.runtime();
+
+    let attr = rt
+        .block_on(vfs.lookup(Ino::ROOT, "rnd.bin"))
+        .expect("lookup");
+    let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let before = cloud.get_bytes();
+    for i in [50u64, 3, 40, 17, 29, 8, 61, 22] {
+        rt.block_on(vfs.read(h.fh, i << 20, 4096)).expect("read");
+    }
+    assert_eq!(
+        cloud.get_bytes() - before,
+        8 << 20,
+        "random reads fetch only their blocks"
+    );
+
+    let attr = rt
+        .block_on(vfs.lookup(Ino::ROOT, "seq.bin"))
+        .expect("lookup");
+    let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let before = cloud.get_bytes();
+    let mut off = 0u64;
+    while off < 4 << 20 {
+        let d = rt.block_on(vfs.read(h.fh, off, 128 * 1024)).expect("read");
+        assert_eq!(d.len(), 128 * 1024);
+        off += d.len() as u64;
+    }
+    // The read-ahead runs in the background; wait (bounded) for it to land.
+    let grown = wait_until(std::time::Duration::from_secs(10), || {
+        cloud.get_bytes() - before > 4 << 20
+    });
+    assert!(
+        grown,
+        "sequential reads must read ahead ({} bytes)",
+        cloud.get_bytes() - before
+    );
+}
+
+#[test]
+fn block_index_survives_a_restart_only_for_flushed_blocks() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("a.txt"), b"abc").expect("w");
+    let tmp = tempfile::tempdir().expect("tmp");
+    {
+        let vfs = vfs_for(&cloud, tmp.path());
+        let rt = cloud.runtime();
+        let attr = rt.block_on(vfs.lookup(Ino::ROOT, "a.txt")).expect("lookup");
+        let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+        assert_eq!(rt.block_on(vfs.read(h.fh, 0, 10)).expect("read"), b"abc");
+        rt.block_on(vfs.flush_cache()).expect("flush");
+    }
+    let vfs = vfs_for(&cloud, tmp.path());
+    let rt = cloud.runtime();
+    let before = cloud.get_bytes();
+    let attr = rt.block_on(vfs.lookup(Ino::ROOT, "a.txt")).expect("lookup");
+    let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    assert_eq!(rt.block_on(vfs.read(h.fh, 0, 10)).expect("read"), b"abc");
+    assert_eq!(cloud.get_bytes(), before, "served from the reopened cache");
+}

@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# Throughput benchmark (not a test): nuage against Apache mod_dav on 127.0.0.1, each figure
+# beside its limit measured in the same run (curl, the local disk), and beside
+# `rclone mount --vfs-cache-mode full` when rclone is installed.
+#   bash scripts/bench.sh [SIZE_MIB]     (default 1024)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB="${1:-1024}"
+NFILES=5000
+for c in apache2 htpasswd curl python3 fusermount3; do
+  command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || { echo "missing $c: run scripts/test.sh first" >&2; exit 1; }
+done
+cargo build --release --locked --quiet
+NUAGE="$PWD/target/release/nuage"
+
+W=$(mktemp -d /tmp/nuage-bench.XXXXXX)
+chmod 755 "$W"
+mkdir -p "$W/data/many" "$W/run" "$W/mnt" "$W/rmnt"
+APID=""; NPID=""; RPID=""
+cleanup() {
+  for mp in "$W/mnt" "$W/rmnt"; do
+    grep -q " $mp " /proc/mounts && fusermount3 -uz "$mp" 2>/dev/null || true
+  done
+  [ -n "$NPID" ] && kill "$NPID" 2>/dev/null || true
+  [ -n "$RPID" ] && kill "$RPID" 2>/dev/null || true
+  [ -n "$APID" ] && kill "$APID" 2>/dev/null || true
+  sleep 0.5
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+PASS=bench-password
+printf '%s' "$PASS" | htpasswd -ci "$W/htpasswd" bench >/dev/null 2>&1
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+M=/usr/lib/apache2/modules
+cat > "$W/httpd.conf" <<CONF
+ServerName 127.0.0.1
+Listen 127.0.0.1:$PORT
+PidFile $W/run/httpd.pid
+DefaultRuntimeDir $W/run
+Mutex file:$W/run default
+ErrorLog $W/error.log
+LogFormat "%h %u \"%r\" %>s %O" dav
+CustomLog $W/access.log dav
+User www-data
+Group www-data
+KeepAliveTimeout 30
+MaxKeepAliveRequests 0
+LoadModule mpm_event_module $M/mod_mpm_event.so
+LoadModule authz_core_module $M/mod_authz_core.so
+LoadModule authz_user_module $M/mod_authz_user.so
+LoadModule authn_core_module $M/mod_authn_core.so
+LoadModule authn_file_module $M/mod_authn_file.so
+LoadModule auth_basic_module $M/mod_auth_basic.so
+LoadModule alias_module $M/mod_alias.so
+LoadModule dav_module $M/mod_dav.so
+LoadModule dav_fs_module $M/mod_dav_fs.so
+DavLockDB $W/run/davlock
+Alias /dav $W/data
+<Directory $W/data>
+  Dav On
+  AuthType Basic
+  AuthName bench
+  AuthUserFile $W/htpasswd
+  Require valid-user
+</Directory>
+CONF
+echo "preparing ${SIZE_MIB} MiB files and $NFILES small files..." >&2
+head -c "${SIZE_MIB}M" /dev/urandom > "$W/data/big.bin"
+head -c "${SIZE_MIB}M" /dev/urandom > "$W/data/big2.bin"
+head -c "${SIZE_MIB}M" /dev/urandom > "$W/data/big3.bin"
+python3 - "$W/data/many" "$NFILES" <<'PY'
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    with open(os.path.join(d, f"file-{i:05d}.txt"), "w") as f:
+        f.write("x" * (i % 100))
+PY
+chown -R www-data:www-data "$W/data" "$W/run"
+/usr/sbin/apache2 -f "$W/httpd.conf" -DFOREGROUND & APID=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.1; done
+URL="http://127.0.0.1:$PORT/dav/"
+printf '%s\n' "$PASS" > "$W/pw"; chmod 600 "$W/pw"
+printf 'user = "bench:%s"\n' "$PASS" > "$W/curlrc"; chmod 600 "$W/curlrc"
+
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2-$1:.3f}')"; }
+mibs() { python3 -c "print(f'{$SIZE_MIB/($2-$1):.0f}')"; }
+served() { awk '/"GET /{s+=$NF} END{print s+0}' "$W/access.log"; }
+randread() { # file: 16 reads of 4 KiB at fixed pseudo-random offsets
+  python3 - "$1" <<'PY'
+import os, sys, random
+r = random.Random(42)
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+for _ in range(16):
+    off = r.randrange(0, size - 4096) & ~4095
+    assert len(os.pread(fd, 4096, off)) == 4096
+os.close(fd)
+PY
+}
+
+rows=()
+row() { rows+=("$(printf '| %-44s | %14s | %-34s |' "$1" "$2" "$3")"); }
+
+# Limits measured in the same run.
+t0=$(now); curl -s -K "$W/curlrc" -o /dev/null "${URL}big.bin"; t1=$(now)
+CURL_MIBS=$(mibs "$t0" "$t1")
+cat "$W/data/big.bin" > /dev/null
+t0=$(now); cat "$W/data/big.bin" > /dev/null; t1=$(now)
+LOCAL_MIBS=$(mibs "$t0" "$t1")
+t0=$(now); curl -s -K "$W/curlrc" -o /dev/null -X PROPFIND -H "Depth: 1" "${URL}many/"; t1=$(now)
+PROPFIND_S=$(secs "$t0" "$t1")
+
+run_fs() { # name mountpoint
+  local name="$1" mp="$2" pid="$3"
+  local t0 t1 before after
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  t0=$(now); cat "$mp/big.bin" > /dev/null; t1=$(now)
+  local cold; cold=$(mibs "$t0" "$t1")
+  local rss; rss=$(awk '/VmHWM/{printf "%.0f", $2/1024}' "/proc/$pid/status")
+  t0=$(now); cat "$mp/big.bin" > /dev/null; t1=$(now)
+  local warm; warm=$(mibs "$t0" "$t1")
+  before=$(served)
+  t0=$(now); randread "$mp/big2.bin"; t1=$(now)
+  sleep 0.5; after=$(served)
+  local rnd; rnd=$(secs "$t0" "$t1")
+  local rndb=$(( (after - before) / 1024 ))
+  t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
+  local lcold; lcold=$(secs "$t0" "$t1")
+  t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
+  local lwarm; lwarm=$(secs "$t0" "$t1")
+  echo "$cold $warm $rnd $rndb $lcold $lwarm $rss"
+}
+
+"$NUAGE" mount "$URL" "$W/mnt" --user bench --password-file "$W/pw" --cache-dir "$W/cache" \
+  --dir-ttl 60 --attr-ttl 60 2>"$W/nuage.log" & NPID=$!
+for _ in $(seq 200); do grep -q " $W/mnt " /proc/mounts && break; sleep 0.05; done
+read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS < <(run_fs nuage "$W/mnt" "$NPID")
+
+HAVE_RCLONE=0
+if command -v rclone >/dev/null 2>&1; then
+  HAVE_RCLONE=1
+  OBS=$(rclone obscure "$PASS")
+  RCLONE_CONFIG="$W/rclone.conf" rclone config create bench webdav url "$URL" vendor other user bench pass "$OBS" >/dev/null
+  RCLONE_CONFIG="$W/rclone.conf" rclone mount bench: "$W/rmnt" --vfs-cache-mode full \
+     --cache-dir "$W/rcache" --dir-cache-time 60s 2>"$W/rclone.log" & RPID=$!
+  for _ in $(seq 200); do grep -q " $W/rmnt " /proc/mounts && break; sleep 0.05; done
+  # A fresh file for rclone's cold read, so both read a file neither has cached.
+  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS < <(run_fs rclone "$W/rmnt" "$RPID" | sed 's/big2/big3/')
+fi
+
+echo
+echo "nuage benchmark: Apache mod_dav on 127.0.0.1, ${SIZE_MIB} MiB files, $(nproc) cores"
+echo
+printf '| %-44s | %14s | %-34s |\n' "workload" "nuage" "limit (same run)"
+printf '|%s|%s|%s|\n' "----------------------------------------------" "----------------" "------------------------------------"
+row "cold sequential read (MiB/s)" "$N_COLD" "curl: $CURL_MIBS (target >= 50%)"
+row "warm re-read (MiB/s)" "$N_WARM" "local file: $LOCAL_MIBS (target >= 90%)"
+row "16 x 4 KiB random reads, cold (s)" "$N_RND" "-"
+row "  bytes sent by the server (KiB)" "$N_RNDB" "16 blocks of 1 MiB = 16384"
+row "ls -l of $NFILES files, cold (s)" "$N_LCOLD" "one PROPFIND: $PROPFIND_S (target <= 1.5x)"
+row "ls -l of $NFILES files, warm (s)" "$N_LWARM" "target < 0.100"
+row "peak RSS while reading (MiB)" "$N_RSS" "target < 150"
+printf '%s\n' "${rows[@]}"
+if [ "$HAVE_RCLONE" = 1 ]; then
+  echo
+  echo "rclone mount --vfs-cache-mode full, same workloads:"
+  printf '| cold %s MiB/s | warm %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | RSS %s MiB |\n' \
+    "$R_COLD" "$R_WARM" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$R_RSS"
+else
+  echo
+  echo "(rclone not installed: apt-get install rclone to compare)"
+fi

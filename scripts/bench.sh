@@ -86,7 +86,7 @@ printf 'user = "bench:%s"\n' "$PASS" > "$W/curlrc"; chmod 600 "$W/curlrc"
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2-$1:.3f}')"; }
 mibs() { python3 -c "print(f'{$SIZE_MIB/($2-$1):.0f}')"; }
-served() { awk '/"GET /{s+=$NF} END{print s+0}' "$W/access.log"; }
+served() { awk '/"GET /{s+=$NF} END{printf "%.0f\n", s}' "$W/access.log"; }
 randread() { # file: 16 reads of 4 KiB at fixed pseudo-random offsets
   python3 - "$1" <<'PY'
 import os, sys, random

@@ -7,7 +7,7 @@ mod errno;
 
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
 };
 use nuage::cli::{MountedFs, Platform, PlatformMountOptions};
 use nuage::vfs::{Attr, Fh, FileKind, Ino, Vfs};
@@ -64,6 +64,7 @@ impl Platform for FusePlatform {
             options.push(MountOption::AllowOther);
         }
         let session = fuser::spawn_mount2(NuageFs { vfs, rt, ttl }, mountpoint, &options)?;
+        raise_readahead(mountpoint);
         Ok(Box::new(FuseMount { session }))
     }
 
@@ -103,6 +104,29 @@ impl Platform for FusePlatform {
             .any(|mp| unescape_mountinfo(mp) == want)
     }
 }
+
+/// The kernel caps FUSE read-ahead at the device's `read_ahead_kb` (128 KiB), whatever the
+/// filesystem asks in `init`; raising it to 1 MiB makes sequential reads arrive as 1 MiB requests
+/// (8 times fewer round trips). Needs root; without it reads stay at 128 KiB.
+#[cfg(target_os = "linux")]
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = md.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    if let Err(e) = std::fs::write(&path, "1024") {
+        tracing::debug!(%path, error = %e, "could not raise the read-ahead");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_readahead(_mountpoint: &Path) {}
 
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &str) -> String {
@@ -165,7 +189,9 @@ impl Filesystem for NuageFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         let _ = config.add_capabilities(
-            fuser::consts::FUSE_PARALLEL_DIROPS | fuser::consts::FUSE_AUTO_INVAL_DATA,
+            fuser::consts::FUSE_PARALLEL_DIROPS
+                | fuser::consts::FUSE_AUTO_INVAL_DATA
+                | fuser::consts::FUSE_DO_READDIRPLUS,
         );
         Ok(())
     }
@@ -174,6 +200,11 @@ impl Filesystem for NuageFs {
         let Some(name) = name_str(name) else {
             return reply.error(libc::ENOENT);
         };
+        match self.vfs.lookup_cached(Ino(parent), &name) {
+            Some(Ok(a)) => return reply.entry(&self.ttl, &file_attr(&a), 0),
+            Some(Err(e)) => return reply.error(fail("lookup", &e)),
+            None => {}
+        }
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
         self.rt.spawn(async move {
             match vfs.lookup(Ino(parent), &name).await {
@@ -184,6 +215,9 @@ impl Filesystem for NuageFs {
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        if let Some(a) = self.vfs.getattr_cached(Ino(ino)) {
+            return reply.attr(&self.ttl, &file_attr(&a));
+        }
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
         self.rt.spawn(async move {
             match vfs.getattr(Ino(ino)).await {
@@ -283,6 +317,59 @@ impl Filesystem for NuageFs {
         }));
         for (i, (ino, kind, name)) in all.enumerate().skip(offset.max(0) as usize) {
             if reply.add(ino, (i + 1) as i64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (_parent, entries) = match self.vfs.readdir_handle(Fh(fh)) {
+            Ok(x) => x,
+            Err(e) => return reply.error(fail("readdirplus", &e)),
+        };
+        // The kernel makes no dentries for "." and "..": their attributes are not used.
+        let dot = entries
+            .first()
+            .map(|e| file_attr(&e.attr))
+            .unwrap_or_else(|| {
+                let mut a = file_attr(&Attr {
+                    ino: Ino(ino),
+                    kind: FileKind::Dir,
+                    size: 0,
+                    mtime: std::time::UNIX_EPOCH,
+                    perm: 0o555,
+                    uid: 0,
+                    gid: 0,
+                });
+                a.ino = ino;
+                a
+            });
+        let start = offset.max(0) as usize;
+        for i in start..entries.len() + 2 {
+            let full = match i {
+                0 => reply.add(ino, 1, ".", &self.ttl, &dot, 0),
+                1 => reply.add(ino, 2, "..", &self.ttl, &dot, 0),
+                _ => {
+                    let e = &entries[i - 2];
+                    reply.add(
+                        e.ino.0,
+                        (i + 1) as i64,
+                        &e.name,
+                        &self.ttl,
+                        &file_attr(&e.attr),
+                        0,
+                    )
+                }
+            };
+            if full {
                 break;
             }
         }

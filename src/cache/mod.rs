@@ -32,6 +32,17 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 /// Default block size: 1 MiB.
 pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
 
+/// Bytes of recently written or read blocks also kept in memory, so that the reads right after
+/// a download are answered without touching the disk (and without copying: a read inside one
+/// block is a slice of it).
+pub const HOT_BYTES: u64 = 48 << 20;
+
+/// Recently used blocks in memory, bounded by bytes.
+struct Hot {
+    blocks: LruCache<BlockKey, bytes::Bytes>,
+    bytes: u64,
+}
+
 /// Errors of the block store.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -122,6 +133,7 @@ pub struct BlockCache {
     state: Mutex<State>,
     db: Mutex<Connection>,
     fds: Mutex<LruCache<VersionId, Arc<File>>>,
+    hot: Mutex<Hot>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -222,6 +234,10 @@ impl BlockCache {
             fds: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(128).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            hot: Mutex::new(Hot {
+                blocks: LruCache::unbounded(),
+                bytes: 0,
+            }),
         };
         cache.evict_if_needed()?;
         Ok(cache)
@@ -304,6 +320,20 @@ impl BlockCache {
         }
         lock(&self.fds).pop(&v);
         {
+            let mut h = lock(&self.hot);
+            let keys: Vec<BlockKey> = h
+                .blocks
+                .iter()
+                .filter(|(k, _)| k.version == v)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in keys {
+                if let Some(b) = h.blocks.pop(&k) {
+                    h.bytes -= b.len() as u64;
+                }
+            }
+        }
+        {
             let db = lock(&self.db);
             db.execute("DELETE FROM blocks WHERE version=?1", params![v.0])?;
             db.execute("DELETE FROM versions WHERE id=?1", params![v.0])?;
@@ -336,6 +366,46 @@ impl BlockCache {
     /// True when the block is present.
     pub fn has(&self, key: BlockKey) -> bool {
         lock(&self.state).blocks.contains_key(&key)
+    }
+
+    /// A block kept in memory, if it is there. Block contents never change (a new etag is a
+    /// new version), so a hot block is valid even after its disk copy was evicted.
+    pub fn hot(&self, key: BlockKey) -> Option<bytes::Bytes> {
+        let mut h = lock(&self.hot);
+        let b = h.blocks.get(&key).cloned();
+        if b.is_some() {
+            drop(h);
+            lock(&self.state).lru.get(&key);
+        }
+        b
+    }
+
+    /// True when the block is in memory.
+    pub fn is_hot(&self, key: BlockKey) -> bool {
+        lock(&self.hot).blocks.contains(&key)
+    }
+
+    /// Keeps a block in memory (the disk copy is written separately with [`Self::insert`]).
+    pub fn keep_hot(&self, key: BlockKey, data: bytes::Bytes) {
+        let mut h = lock(&self.hot);
+        h.bytes += data.len() as u64;
+        if let Some(old) = h.blocks.put(key, data) {
+            h.bytes -= old.len() as u64;
+        }
+        while h.bytes > HOT_BYTES {
+            match h.blocks.pop_lru() {
+                Some((_, b)) => h.bytes -= b.len() as u64,
+                None => break,
+            }
+        }
+    }
+
+    /// Stores a block (its full length, or the tail of the file for the last block) on disk,
+    /// and keeps it in memory for the reads that follow.
+    pub fn insert_hot(&self, key: BlockKey, data: bytes::Bytes) -> Result<(), CacheError> {
+        self.insert(key, &data)?;
+        self.keep_hot(key, data);
+        Ok(())
     }
 
     /// Stores a block (its full length, or the tail of the file for the last block).

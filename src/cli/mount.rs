@@ -224,7 +224,7 @@ fn account_dir_name(user: Option<&str>, url: &reqwest::Url) -> String {
     let mut s: String = raw
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '@' || c == '.' {
+            if c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-') {
                 c
             } else {
                 '_'

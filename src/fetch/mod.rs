@@ -15,9 +15,10 @@
 //! the file changed on the server and fails them with [`ErrorKind::Stale`].
 //!
 //! ## Concurrency
-//! `inflight` is a short `std::sync::Mutex` section; a block is inserted into the cache
-//! *before* it is removed from `inflight`, so a reader that finds neither the block nor an
-//! in-flight entry can safely start a download.
+//! `inflight` is a short `std::sync::Mutex` section; a block is made readable (kept in the
+//! cache's memory tier, then written to disk in the background) *before* it is removed from
+//! `inflight`, so a reader that finds neither the block nor an in-flight entry can safely
+//! start a download.
 
 use crate::cache::{BlockCache, BlockIdx, BlockKey, VersionId};
 use crate::error::{Error, ErrorKind, Result};
@@ -43,12 +44,16 @@ pub struct FileVersion {
 
 type Done = Option<std::result::Result<(), Error>>;
 
+/// Downloaded blocks that may wait in memory for the disk writer.
+const DISK_WRITES: usize = 16;
+
 /// Downloads blocks into the cache, deduplicating concurrent requests.
 pub struct Fetcher {
     dav: DavClient,
     cache: Arc<BlockCache>,
     inflight: Mutex<HashMap<BlockKey, watch::Receiver<Done>>>,
     gets: Arc<Semaphore>,
+    disk_writes: Arc<Semaphore>,
     max_run: u64,
     bytes_downloaded: AtomicU64,
 }
@@ -61,6 +66,7 @@ impl Fetcher {
             cache,
             inflight: Mutex::new(HashMap::new()),
             gets: Arc::new(Semaphore::new(parallel.max(1))),
+            disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
             bytes_downloaded: AtomicU64::new(0),
         }
@@ -102,7 +108,7 @@ impl Fetcher {
                     idx: BlockIdx(idx),
                 };
                 let needed = need.contains(&idx);
-                if self.cache.has(key) {
+                if self.cache.has(key) || self.cache.is_hot(key) {
                     continue;
                 }
                 if let Some(rx) = inflight.get(&key) {
@@ -264,15 +270,36 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Makes a downloaded block readable at once (in memory) and writes it to disk in the
+    /// background; at most `DISK_WRITES` blocks wait for the disk, which slows the download
+    /// down when the disk is slower than the network.
     async fn store(&self, f: &FileVersion, idx: u64, data: Vec<u8>) -> Result<()> {
-        let cache = self.cache.clone();
         let key = BlockKey {
             version: f.version,
             idx: BlockIdx(idx),
         };
-        tokio::task::spawn_blocking(move || cache.insert(key, &data))
+        let data = bytes::Bytes::from(data);
+        let permit = self
+            .disk_writes
+            .clone()
+            .acquire_owned()
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cache writer failed: {e}")))??;
+            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
+        self.cache.keep_hot(key, data.clone());
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = cache.insert(key, &data) {
+                tracing::warn!(error = %e, "could not write a downloaded block to the cache");
+            }
+            drop(permit);
+        });
         Ok(())
+    }
+
+    /// Waits until every block handed to the disk writer is written.
+    pub async fn drain_disk_writes(&self) {
+        if let Ok(all) = self.disk_writes.acquire_many(DISK_WRITES as u32).await {
+            drop(all);
+        }
     }
 }

@@ -25,6 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
 use crate::meta::{InodeTable, Node};
 use crate::webdav::{DavClient, DavError, Depth, Entry, RemotePath};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -73,6 +74,8 @@ pub struct DirEntry {
     pub kind: FileKind,
     /// Name, exactly as the server has it.
     pub name: String,
+    /// The entry's attributes, as of the listing.
+    pub attr: Attr,
 }
 
 /// Filesystem usage for `statfs`.
@@ -289,6 +292,33 @@ impl Vfs {
         }
     }
 
+    /// Answers `lookup` from memory when the folder's listing is fresh; `None` when the server
+    /// must be asked (then call [`Vfs::lookup`]).
+    pub fn lookup_cached(&self, parent: Ino, name: &str) -> Option<Result<Attr>> {
+        let t = lock(&self.table);
+        let l = t.get(parent)?.listing.as_ref()?;
+        if l.fetched.elapsed() >= self.cfg.dir_ttl {
+            return None;
+        }
+        Some(
+            match l
+                .children
+                .get(name)
+                .and_then(|c| t.get(*c).map(|n| (*c, n)))
+            {
+                Some((c, n)) => Ok(self.attr_of(c, n)),
+                None => Err(Error::new(ErrorKind::NotFound, format!("no {name:?} here"))),
+            },
+        )
+    }
+
+    /// Answers `getattr` from memory when the attributes are fresh; `None` otherwise.
+    pub fn getattr_cached(&self, ino: Ino) -> Option<Attr> {
+        let t = lock(&self.table);
+        let n = t.get(ino)?;
+        (n.confirmed.elapsed() < self.cfg.attr_ttl).then(|| self.attr_of(ino, n))
+    }
+
     /// Finds `name` in folder `parent`.
     pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
         self.fresh_listing(parent).await?;
@@ -362,6 +392,7 @@ impl Vfs {
                         ino: *c,
                         kind: kind_of(&cn.entry),
                         name: name.clone(),
+                        attr: self.attr_of(*c, cn),
                     });
                 }
             }
@@ -458,7 +489,8 @@ impl Vfs {
     }
 
     /// Reads up to `size` bytes at `offset`.
-    pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Vec<u8>> {
+    pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Bytes> {
+        tracing::trace!(fh = fh.0, offset, size, "read");
         let bs = self.cache().block_size();
         let (file, ahead) = {
             let mut hs = lock(&self.handles);
@@ -481,21 +513,34 @@ impl Vfs {
             (h.file.clone(), h.window)
         };
         if offset >= file.size || size == 0 {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let end = (offset + size as u64).min(file.size);
         let first = offset / bs;
         let last = (end - 1) / bs;
-        let mut out = vec![0u8; (end - offset) as usize];
         // A block can be evicted between download and copy when the cache is tiny; retry.
         for attempt in 0..4 {
             self.fetcher
                 .ensure(&file, first..last + 1, last + 1..last + 1 + ahead)
                 .await?;
+            // Inside one block that is still in memory: a slice of it, no copy, no disk.
+            if first == last {
+                let key = BlockKey {
+                    version: file.version,
+                    idx: BlockIdx(first),
+                };
+                if let Some(b) = self.cache().hot(key) {
+                    let from = (offset - first * bs) as usize;
+                    let to = (end - first * bs) as usize;
+                    if to <= b.len() {
+                        return Ok(b.slice(from..to));
+                    }
+                }
+            }
             let cache = self.cache().clone();
             let version = file.version;
-            let (buf, ok) = tokio::task::spawn_blocking(move || {
-                let mut buf = out;
+            let res = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; (end - offset) as usize];
                 let mut pos = offset;
                 while pos < end {
                     let idx = pos / bs;
@@ -506,21 +551,18 @@ impl Vfs {
                         version,
                         idx: BlockIdx(idx),
                     };
-                    match cache.read(key, in_block, dst) {
-                        Ok(true) => {}
-                        Ok(false) => return (buf, Ok(false)),
-                        Err(e) => return (buf, Err(e)),
+                    if !cache.read(key, in_block, dst)? {
+                        return Ok(None);
                     }
                     pos += n as u64;
                 }
-                (buf, Ok(true))
+                Ok::<_, crate::cache::CacheError>(Some(Bytes::from(buf)))
             })
             .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))?;
-            if ok? {
-                return Ok(buf);
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))??;
+            if let Some(b) = res {
+                return Ok(b);
             }
-            out = buf;
             tracing::debug!(attempt, path = %file.path, "block evicted before it was read, retrying");
         }
         Err(Error::new(
@@ -587,6 +629,7 @@ impl Vfs {
 
     /// Writes the cache index to disk (called periodically and at unmount).
     pub async fn flush_cache(&self) -> Result<()> {
+        self.fetcher.drain_disk_writes().await;
         let cache = self.cache().clone();
         tokio::task::spawn_blocking(move || cache.flush())
             .await

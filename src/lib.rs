@@ -31,5 +31,6 @@ pub mod fetch;
 pub mod meta;
 pub mod vfs;
 pub mod webdav;
+pub mod writeback;
 
 pub use error::{Error, ErrorKind, Result};

@@ -23,9 +23,17 @@ fn vfs_for(cloud: &Cloud, cache_dir: &std::path::Path) -> Arc<Vfs> {
         &cfg,
     );
     let cache = Arc::new(BlockCache::open(cache_dir, 1 << 20, 1 << 30).expect("cache"));
+    let wb = nuage::writeback::WriteBackConfig {
+        dir: cache_dir.to_path_buf(),
+        upload_delay: std::time::Duration::from_millis(100),
+        parallel: 2,
+        chunk_threshold: 10 << 20,
+        chunk_size: 10 << 20,
+        identity: cloud.server.dav_url(),
+    };
     let v = cloud
         .runtime()
-        .block_on(Vfs::new(dav, cache, VfsConfig::default()))
+        .block_on(Vfs::new(dav, cache, VfsConfig::default(), wb, false))
         .expect("vfs");
     Arc::new(v)
 }
@@ -41,8 +49,8 @@ fn two_readers_of_one_block_cause_one_request() {
     let gets = cloud.server.stats().count("GET");
     let before = cloud.get_bytes();
     // Open downloads nothing.
-    let a = rt.block_on(vfs.open(attr.ino, false)).expect("open");
-    let b = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let a = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    let b = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
     assert_eq!(cloud.server.stats().count("GET"), gets);
     // Two random (non-sequential) reads of the same block, at the same time.
     let (v1, v2) = (vfs.clone(), vfs.clone());
@@ -79,7 +87,7 @@ fn sequential_reads_prefetch_and_random_reads_do_not() {
     let attr = rt
         .block_on(vfs.lookup(Ino::ROOT, "rnd.bin"))
         .expect("lookup");
-    let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let h = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
     let before = cloud.get_bytes();
     for i in [50u64, 3, 40, 17, 29, 8, 61, 22] {
         rt.block_on(vfs.read(h.fh, i << 20, 4096)).expect("read");
@@ -93,7 +101,7 @@ fn sequential_reads_prefetch_and_random_reads_do_not() {
     let attr = rt
         .block_on(vfs.lookup(Ino::ROOT, "seq.bin"))
         .expect("lookup");
-    let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let h = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
     let before = cloud.get_bytes();
     let mut off = 0u64;
     while off < 4 << 20 {
@@ -121,7 +129,7 @@ fn block_index_survives_a_restart_only_for_flushed_blocks() {
         let vfs = vfs_for(&cloud, tmp.path());
         let rt = cloud.runtime();
         let attr = rt.block_on(vfs.lookup(Ino::ROOT, "a.txt")).expect("lookup");
-        let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+        let h = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
         assert_eq!(
             &rt.block_on(vfs.read(h.fh, 0, 10)).expect("read")[..],
             b"abc"
@@ -132,7 +140,7 @@ fn block_index_survives_a_restart_only_for_flushed_blocks() {
     let rt = cloud.runtime();
     let before = cloud.get_bytes();
     let attr = rt.block_on(vfs.lookup(Ino::ROOT, "a.txt")).expect("lookup");
-    let h = rt.block_on(vfs.open(attr.ino, false)).expect("open");
+    let h = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
     assert_eq!(
         &rt.block_on(vfs.read(h.fh, 0, 10)).expect("read")[..],
         b"abc"

@@ -6,8 +6,9 @@
 mod errno;
 
 use fuser::{
-    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
 };
 use nuage::cli::{MountedFs, Platform, PlatformMountOptions};
 use nuage::vfs::{Attr, Fh, FileKind, Ino, Vfs};
@@ -228,10 +229,11 @@ impl Filesystem for NuageFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags & libc::O_TRUNC != 0;
         let vfs = self.vfs.clone();
         self.rt.spawn(async move {
-            match vfs.open(Ino(ino), write).await {
+            match vfs.open(Ino(ino), write, truncate).await {
                 Ok(o) => {
                     let f = if o.keep_cache {
                         fuser::consts::FOPEN_KEEP_CACHE
@@ -278,8 +280,246 @@ impl Filesystem for NuageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.vfs.release(Fh(fh));
-        reply.ok();
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.release(Fh(fh)).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("release", &e)),
+            }
+        });
+    }
+
+    fn flush(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _lock_owner: u64,
+        reply: ReplyEmpty,
+    ) {
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.flush(Fh(fh)).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("flush", &e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.fsync(Fh(fh)).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("fsync", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(libc::EINVAL);
+        };
+        let (vfs, data) = (self.vfs.clone(), data.to_vec());
+        self.rt.spawn(async move {
+            match vfs.write(Fh(fh), offset, data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(fail("write", &e)),
+            }
+        });
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(name) = name_str(name) else {
+            return reply.error(libc::EINVAL);
+        };
+        let (vfs, ttl) = (self.vfs.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match vfs.create(Ino(parent), &name).await {
+                Ok((a, o)) => reply.created(&ttl, &file_attr(&a), 0, o.fh.0, 0),
+                Err(e) => reply.error(fail("create", &e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let Some(name) = name_str(name) else {
+            return reply.error(libc::EINVAL);
+        };
+        let (vfs, ttl) = (self.vfs.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match vfs.mkdir(Ino(parent), &name).await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a), 0),
+                Err(e) => reply.error(fail("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(libc::ENOENT);
+        };
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.unlink(Ino(parent), &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name_str(name) else {
+            return reply.error(libc::ENOENT);
+        };
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs.rmdir(Ino(parent), &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rmdir", &e)),
+            }
+        });
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (Some(name), Some(newname)) = (name_str(name), name_str(newname)) else {
+            return reply.error(libc::EINVAL);
+        };
+        // RENAME_EXCHANGE cannot be done atomically over WebDAV: refused deliberately.
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            return reply.error(libc::EINVAL);
+        }
+        let no_replace = flags & libc::RENAME_NOREPLACE != 0;
+        let vfs = self.vfs.clone();
+        self.rt.spawn(async move {
+            match vfs
+                .rename(Ino(parent), &name, Ino(newparent), &newname, no_replace)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("rename", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        // Modes and owners cannot be stored on the server: accepted and ignored, so that
+        // cp -a, rsync -a and tar work (the mount shows fixed permissions).
+        let mtime = mtime.map(|t| match t {
+            TimeOrNow::SpecificTime(t) => t,
+            TimeOrNow::Now => std::time::SystemTime::now(),
+        });
+        let (vfs, ttl) = (self.vfs.clone(), self.ttl);
+        self.rt.spawn(async move {
+            match vfs.setattr(Ino(ino), size, mtime).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a)),
+                Err(e) => reply.error(fail("setattr", &e)),
+            }
+        });
+    }
+
+    // Links cannot be represented over WebDAV: refused deliberately.
+    fn symlink(
+        &mut self,
+        _req: &Request<'_>,
+        _parent: u64,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EPERM);
+    }
+
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EPERM);
+    }
+
+    // No extended attributes yet: "none" rather than "not implemented", so copies do not warn.
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(libc::ENODATA);
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, _ino: u64, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {

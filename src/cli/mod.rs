@@ -87,6 +87,9 @@ pub struct CommonMountArgs {
     /// Seconds for which a folder listing is trusted before asking the server again.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub dir_ttl: u64,
+    /// Seconds between the last close of a changed file and its upload.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
+    pub upload_delay: f64,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,

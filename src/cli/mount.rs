@@ -9,6 +9,7 @@ use super::{CommonMountArgs, MountArgs, Platform, PlatformMountOptions};
 use crate::cache::{BlockCache, DEFAULT_BLOCK_SIZE};
 use crate::vfs::{Vfs, VfsConfig};
 use crate::webdav::{self, Credentials, DavClient, DavConfig, Secret};
+use crate::writeback::WriteBackConfig;
 use anyhow::{anyhow, bail, Context};
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
@@ -318,7 +319,21 @@ pub(super) fn run_mount(
         ))
         .map_err(|e| anyhow!("{what}: {e}"))?;
     tracing::info!(root = %endpoint.dav_root, nextcloud = endpoint.nextcloud_base.is_some(), "server found");
-    let dav = DavClient::new(http, endpoint.dav_root.clone(), creds, &plan.dav);
+    let mut dav = DavClient::new(http.clone(), endpoint.dav_root.clone(), creds, &plan.dav);
+    let mut chunking = false;
+    if let (Some(base), Some(user), Some(pw)) =
+        (&endpoint.nextcloud_base, &plan.user, &plan.password)
+    {
+        match rt.block_on(webdav::nextcloud::capabilities(&http, base, user, pw)) {
+            Ok(caps) => chunking = webdav::nextcloud::has_chunking(&caps),
+            Err(e) => tracing::warn!(error = %e, "could not read the server capabilities"),
+        }
+        if let (true, Some(up)) = (chunking, webdav::nextcloud::uploads_url(&endpoint.dav_root)) {
+            dav = dav.with_uploads(up);
+        } else {
+            chunking = false;
+        }
+    }
 
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
@@ -329,20 +344,28 @@ pub(super) fn run_mount(
     let cfg = VfsConfig {
         attr_ttl: Duration::from_secs(plan.common.attr_ttl),
         dir_ttl: Duration::from_secs(plan.common.dir_ttl),
-        // Writing arrives with the write-back journal; until then every mount is read-only.
-        read_only: true,
+        read_only: plan.common.read_only,
         uid: current_uid(),
         gid: current_gid(),
         max_readahead: 64 << 20,
         cache_identity: endpoint.dav_root.to_string(),
+        nextcloud: endpoint.nextcloud_base.is_some(),
+    };
+    let wb_cfg = WriteBackConfig {
+        dir: cache_dir.clone(),
+        upload_delay: Duration::from_secs_f64(plan.common.upload_delay.max(0.0)),
+        parallel: 4,
+        chunk_threshold: 10 << 20,
+        chunk_size: 10 << 20,
+        identity: endpoint.dav_root.to_string(),
     };
     let vfs = Arc::new(
-        rt.block_on(Vfs::new(dav, cache, cfg))
+        rt.block_on(Vfs::new(dav, cache, cfg, wb_cfg, chunking))
             .map_err(|e| anyhow!("{what}: {e}"))?,
     );
     let opts = PlatformMountOptions {
         fsname: format!("nuage:{}", url.host_str().unwrap_or("webdav")),
-        read_only: true,
+        read_only: plan.common.read_only,
         allow_other: plan.common.allow_other,
     };
     let mounted = platform

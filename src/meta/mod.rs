@@ -188,6 +188,94 @@ impl InodeTable {
         }
     }
 
+    /// Adds (or replaces) a child in a folder's listing, when the folder has one.
+    pub fn add_child(&mut self, dir: Ino, name: &str, ino: Ino) {
+        let Some(dp) = self.nodes.get(&dir).map(|n| n.path.clone()) else {
+            return;
+        };
+        let old = self
+            .nodes
+            .get_mut(&dir)
+            .and_then(|n| n.listing.as_mut())
+            .and_then(|l| l.children.insert(name.to_string(), ino));
+        if let Some(old) = old.filter(|o| *o != ino) {
+            self.forget_path(&dp.join(name), old);
+            self.by_path.insert(dp.join(name), ino);
+        }
+    }
+
+    /// Forgets a folder's listing so that the next access lists it again.
+    pub fn invalidate_listing(&mut self, dir: Ino) {
+        if let Some(n) = self.nodes.get_mut(&dir) {
+            n.listing = None;
+        }
+    }
+
+    /// Moves node `ino` to `new_parent/new_name`, with everything known below it. A node that
+    /// was at the destination is unlinked first.
+    pub fn move_node(&mut self, ino: Ino, new_parent: Ino, new_name: &str) {
+        let Some(node) = self.nodes.get(&ino).cloned() else {
+            return;
+        };
+        let Some(np_path) = self.nodes.get(&new_parent).map(|n| n.path.clone()) else {
+            return;
+        };
+        let from = node.path.clone();
+        let to = np_path.join(new_name);
+        // Unlink from the old parent's listing.
+        if let Some(l) = self
+            .nodes
+            .get_mut(&node.parent)
+            .and_then(|n| n.listing.as_mut())
+        {
+            if l.children.get(from.name()) == Some(&ino) {
+                l.children.remove(from.name());
+            }
+        }
+        // Whatever was at the destination goes away.
+        if let Some(victim) = self.by_path.get(&to).copied().filter(|v| *v != ino) {
+            self.forget_path(&to, victim);
+            if let Some(l) = self
+                .nodes
+                .get_mut(&new_parent)
+                .and_then(|n| n.listing.as_mut())
+            {
+                l.children.remove(new_name);
+            }
+        }
+        // Re-key this node and its descendants.
+        let prefix = format!("{}/", from.as_str());
+        let moved: Vec<(RemotePath, Ino)> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| **p == from || p.as_str().starts_with(&prefix))
+            .map(|(p, i)| (p.clone(), *i))
+            .collect();
+        for (p, i) in moved {
+            self.by_path.remove(&p);
+            let np = if p == from {
+                to.clone()
+            } else {
+                RemotePath::new(&format!("{}/{}", to.as_str(), &p.as_str()[prefix.len()..]))
+            };
+            if let Some(n) = self.nodes.get_mut(&i) {
+                n.path = np.clone();
+                n.entry.path = np.clone();
+            }
+            self.by_path.insert(np, i);
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = new_parent;
+        }
+        if let Some(l) = self
+            .nodes
+            .get_mut(&new_parent)
+            .and_then(|n| n.listing.as_mut())
+        {
+            l.children.insert(new_name.to_string(), ino);
+        }
+    }
+
     /// Removes a child from its parent's listing (the server said it is gone).
     pub fn remove_child(&mut self, parent: Ino, name: &str) {
         let Some(pp) = self.nodes.get(&parent).map(|n| n.path.clone()) else {
@@ -248,5 +336,35 @@ mod tests {
         assert_ne!(a, a2, "file became folder: new inode");
         assert_eq!(t.by_path(&RemotePath::new("b")), None, "b is gone");
         assert!(t.get(a).is_some(), "old inode still valid for open handles");
+    }
+
+    #[test]
+    fn move_node_rekeys_descendants() {
+        let now = Instant::now();
+        let mut t = InodeTable::new(e("", true));
+        t.apply_listing(
+            Ino::ROOT,
+            vec![e("", true), e("d", true), e("x", false)],
+            now,
+        );
+        let d = t.by_path(&RemotePath::new("d")).expect("d");
+        t.apply_listing(d, vec![e("d", true), e("d/f", false)], now);
+        let f = t.by_path(&RemotePath::new("d/f")).expect("f");
+        let x = t.by_path(&RemotePath::new("x")).expect("x");
+        t.move_node(d, Ino::ROOT, "x");
+        assert_eq!(t.by_path(&RemotePath::new("x")), Some(d));
+        assert_eq!(t.by_path(&RemotePath::new("x/f")), Some(f));
+        assert_eq!(
+            t.get(f).map(|n| n.path.clone()),
+            Some(RemotePath::new("x/f"))
+        );
+        assert_eq!(t.by_path(&RemotePath::new("d/f")), None);
+        assert!(t.get(x).is_some());
+        let root = t
+            .get(Ino::ROOT)
+            .and_then(|n| n.listing.clone())
+            .expect("listing");
+        assert_eq!(root.children.get("x"), Some(&d));
+        assert_eq!(root.children.get("d"), None);
     }
 }

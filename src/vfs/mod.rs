@@ -15,6 +15,14 @@
 //! window (doubling up to `max_readahead`), random reads reset it, so a sparse read downloads
 //! only the blocks it touches.
 //!
+//! ## Writes
+//! File content changes go to the write-back queue ([`crate::writeback`]): `write` lands in a
+//! local file at disk speed, `flush`/`fsync` make it durable in the journal, and the upload
+//! happens in the background. Namespace changes (mkdir, unlink, rmdir, rename) are sent to the
+//! server at once, in order, so the server's tree follows the programs' order of operations; a
+//! file that was never uploaded is renamed or deleted locally without any transfer. Folder
+//! listings merge the server's answer with the files still waiting for their first upload.
+//!
 //! ## Concurrency
 //! `table` and `handles` are `std::sync::Mutex`es held for map updates only, never across an
 //! `.await`; they are never held together. Listing fetches of one folder are serialized by a
@@ -25,6 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
 use crate::meta::{InodeTable, Node};
 use crate::webdav::{DavClient, DavError, Depth, Entry, RemotePath};
+use crate::writeback::{Base, DirtyFile, Event, WriteBack, WriteBackConfig};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +125,8 @@ pub struct VfsConfig {
     pub max_readahead: u64,
     /// Identity prefix of cache entries (the server root URL).
     pub cache_identity: String,
+    /// The server is a Nextcloud (mtime can be set with PROPPATCH).
+    pub nextcloud: bool,
 }
 
 impl Default for VfsConfig {
@@ -128,6 +139,7 @@ impl Default for VfsConfig {
             gid: 0,
             max_readahead: 64 << 20,
             cache_identity: String::new(),
+            nextcloud: false,
         }
     }
 }
@@ -140,6 +152,8 @@ struct DirHandle {
 
 struct Handle {
     ino: Ino,
+    /// The changed file this handle writes to (opened for writing).
+    dirty: Option<Arc<DirtyFile>>,
     file: FileVersion,
     /// Where the last read ended.
     next_offset: u64,
@@ -152,7 +166,11 @@ pub struct Vfs {
     dav: DavClient,
     fetcher: Arc<Fetcher>,
     cfg: VfsConfig,
-    table: Mutex<InodeTable>,
+    table: Arc<Mutex<InodeTable>>,
+    wb: Arc<WriteBack>,
+    /// Modification times set on files that have no pending upload (plain WebDAV cannot store
+    /// them): kept for the life of the mount.
+    mtimes: Mutex<HashMap<Ino, SystemTime>>,
     handles: Mutex<HashMap<Fh, Handle>>,
     dir_handles: Mutex<HashMap<Fh, DirHandle>>,
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
@@ -175,8 +193,15 @@ fn kind_of(e: &Entry) -> FileKind {
 }
 
 impl Vfs {
-    /// Connects the core: checks that the root answers PROPFIND and builds the tables.
-    pub async fn new(dav: DavClient, cache: Arc<BlockCache>, cfg: VfsConfig) -> Result<Self> {
+    /// Connects the core: checks that the root answers PROPFIND, builds the tables, and opens
+    /// the write-back journal (resuming what a previous run left pending).
+    pub async fn new(
+        dav: DavClient,
+        cache: Arc<BlockCache>,
+        cfg: VfsConfig,
+        wb_cfg: WriteBackConfig,
+        chunking: bool,
+    ) -> Result<Self> {
         let mut root = dav.propfind(&RemotePath::root(), Depth::Zero).await?;
         let root = root.drain(..).find(|e| e.path.is_root()).ok_or_else(|| {
             Error::new(ErrorKind::Io, "the server did not describe the root folder")
@@ -188,17 +213,34 @@ impl Vfs {
             ));
         }
         let fetcher = Arc::new(Fetcher::new(dav.clone(), cache, 8, 8));
+        let wb = {
+            let (dav, fetcher) = (dav.clone(), fetcher.clone());
+            tokio::task::spawn_blocking(move || WriteBack::open(wb_cfg, dav, fetcher, chunking))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("journal task failed: {e}")))??
+        };
+        let table = Arc::new(Mutex::new(InodeTable::new(root)));
+        let t2 = table.clone();
+        wb.set_listener(move |ev| apply_event(&t2, ev));
+        wb.start();
         Ok(Vfs {
             dav,
             fetcher,
             cfg,
-            table: Mutex::new(InodeTable::new(root)),
+            table,
+            wb,
+            mtimes: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             listing_locks: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             quota: Mutex::new(None),
         })
+    }
+
+    /// The write-back queue.
+    pub fn writeback(&self) -> &Arc<WriteBack> {
+        &self.wb
     }
 
     /// The settings.
@@ -230,7 +272,7 @@ impl Vfs {
             (false, true) => 0o644,
             (false, false) => 0o444,
         };
-        Attr {
+        let mut a = Attr {
             ino,
             kind: kind_of(e),
             size: if e.is_dir { 0 } else { e.size },
@@ -238,7 +280,17 @@ impl Vfs {
             perm,
             uid: self.cfg.uid,
             gid: self.cfg.gid,
+        };
+        if !e.is_dir {
+            if let Some(d) = self.wb.get(&n.path) {
+                let st = d.state();
+                a.size = st.size;
+                a.mtime = st.mtime;
+            } else if let Some(t) = lock(&self.mtimes).get(&ino) {
+                a.mtime = *t;
+            }
         }
+        a
     }
 
     fn node(&self, ino: Ino) -> Result<Node> {
@@ -272,7 +324,13 @@ impl Vfs {
             ));
         }
         match self.dav.propfind(&node.path, Depth::One).await {
-            Ok(entries) => {
+            Ok(mut entries) => {
+                // Files not uploaded yet are part of the folder too.
+                for (name, st) in self.wb.children_of(&node.path) {
+                    if st.base.is_none() && !entries.iter().any(|e| e.path.name() == name) {
+                        entries.push(local_entry(&st.path, st.size, st.mtime));
+                    }
+                }
                 lock(&self.table).apply_listing(dir, entries, Instant::now());
                 Ok(())
             }
@@ -338,6 +396,12 @@ impl Vfs {
         let node = self.node(ino)?;
         if node.confirmed.elapsed() < self.cfg.attr_ttl {
             return Ok(node);
+        }
+        if let Some(d) = self.wb.get(&node.path) {
+            if d.state().base.is_none() {
+                // Not on the server yet: the local state is the truth.
+                return Ok(node);
+            }
         }
         match self.dav.propfind(&node.path, Depth::Zero).await {
             Ok(mut entries) => {
@@ -427,16 +491,10 @@ impl Vfs {
         lock(&self.dir_handles).remove(&fh);
     }
 
-    /// Opens a file for reading. `write` asks for write access.
-    pub async fn open(&self, ino: Ino, write: bool) -> Result<Opened> {
-        if write && self.cfg.read_only {
+    /// Opens a file. `write` asks for write access; `truncate` empties it (`O_TRUNC`).
+    pub async fn open(&self, ino: Ino, write: bool, truncate: bool) -> Result<Opened> {
+        if (write || truncate) && self.cfg.read_only {
             return Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"));
-        }
-        if write {
-            return Err(Error::new(
-                ErrorKind::ReadOnly,
-                "writing is not supported yet; the mount is read-only",
-            ));
         }
         let node = self.revalidate(ino).await?;
         if node.entry.is_dir {
@@ -445,22 +503,30 @@ impl Vfs {
                 format!("{} is a folder", node.path),
             ));
         }
-        // A file version is (path, etag); without an etag, mtime and size stand in for it.
-        let validator = node.entry.etag.clone().unwrap_or_else(|| {
-            let secs = node
-                .entry
-                .mtime
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            format!("mtime:{secs}:size:{}", node.entry.size)
-        });
-        let identity = format!("{}\n{}", self.cfg.cache_identity, node.path.as_str());
-        let cache = self.cache().clone();
-        let v = validator.clone();
-        let version = tokio::task::spawn_blocking(move || cache.version(&identity, &v))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))??;
+        let base_version = self.base_of(&node).await?;
+        let mut dirty = None;
+        if write || truncate {
+            let d = match self.wb.get(&node.path) {
+                Some(d) => {
+                    self.wb.reopen(&d);
+                    if truncate {
+                        let (wb, d2) = (self.wb.clone(), d.clone());
+                        blocking(move || wb.truncate(&d2, 0)).await?;
+                    }
+                    d
+                }
+                None => {
+                    let (wb, p, b) = (self.wb.clone(), node.path.clone(), base_version.clone());
+                    let mtime = node.entry.mtime;
+                    blocking(move || wb.open_existing(&p, b, truncate, mtime)).await?
+                }
+            };
+            dirty = Some(d);
+        }
+        let validator = match self.wb.get(&node.path) {
+            Some(d) => d.validator(),
+            None => validator_of(&node.entry),
+        };
         let keep_cache = {
             let mut t = lock(&self.table);
             let n = t
@@ -475,11 +541,12 @@ impl Vfs {
             fh,
             Handle {
                 ino,
+                dirty,
                 file: FileVersion {
                     path: node.path.clone(),
                     etag: node.entry.etag.clone(),
                     size: node.entry.size,
-                    version,
+                    version: base_version.version,
                 },
                 next_offset: 0,
                 window: 0,
@@ -488,9 +555,69 @@ impl Vfs {
         Ok(Opened { fh, keep_cache })
     }
 
+    /// The cache version of a node's server content.
+    async fn base_of(&self, node: &Node) -> Result<Base> {
+        let validator = validator_of(&node.entry);
+        let identity = format!("{}\n{}", self.cfg.cache_identity, node.path.as_str());
+        let cache = self.cache().clone();
+        let version = blocking(move || Ok(cache.version(&identity, &validator)?)).await?;
+        Ok(Base {
+            etag: node.entry.etag.clone(),
+            size: node.entry.size,
+            version,
+        })
+    }
+
     /// Reads up to `size` bytes at `offset`.
     pub async fn read(&self, fh: Fh, offset: u64, size: u32) -> Result<Bytes> {
         tracing::trace!(fh = fh.0, offset, size, "read");
+        let (ino, own) = {
+            let hs = lock(&self.handles);
+            let h = hs
+                .get(&fh)
+                .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "bad file handle"))?;
+            (h.ino, h.dirty.clone())
+        };
+        let dirty = match own {
+            Some(d) => Some(d),
+            None => lock(&self.table)
+                .get(ino)
+                .map(|n| n.path.clone())
+                .and_then(|p| self.wb.get(&p)),
+        };
+        match dirty {
+            Some(d) => self.read_dirty(&d, offset, size).await,
+            None => self.read_clean(fh, offset, size).await,
+        }
+    }
+
+    /// Reads a changed file: local bytes, with ranges still on the server fetched from its
+    /// base version first.
+    async fn read_dirty(&self, d: &Arc<DirtyFile>, offset: u64, size: u32) -> Result<Bytes> {
+        let end = offset + size as u64;
+        let missing = self.wb.missing(d, offset, end);
+        if !missing.is_empty() {
+            let st = d.state();
+            if let Some(base) = st.base {
+                let fv = FileVersion {
+                    path: st.path.clone(),
+                    etag: base.etag.clone(),
+                    size: base.size,
+                    version: base.version,
+                };
+                for (a, b) in missing {
+                    let data = self.read_version(&fv, a, (b - a) as u32, 0).await?;
+                    let (wb, d2) = (self.wb.clone(), d.clone());
+                    blocking(move || wb.fill(&d2, a, &data)).await?;
+                }
+            }
+        }
+        let (wb, d2) = (self.wb.clone(), d.clone());
+        let v = blocking(move || wb.read_local(&d2, offset, size as usize)).await?;
+        Ok(Bytes::from(v))
+    }
+
+    async fn read_clean(&self, fh: Fh, offset: u64, size: u32) -> Result<Bytes> {
         let bs = self.cache().block_size();
         let (file, ahead) = {
             let mut hs = lock(&self.handles);
@@ -512,6 +639,19 @@ impl Vfs {
             }
             (h.file.clone(), h.window)
         };
+        self.read_version(&file, offset, size, ahead).await
+    }
+
+    /// Reads from one server version through the block cache, with `ahead` blocks of
+    /// read-ahead.
+    async fn read_version(
+        &self,
+        file: &FileVersion,
+        offset: u64,
+        size: u32,
+        ahead: u64,
+    ) -> Result<Bytes> {
+        let bs = self.cache().block_size();
         if offset >= file.size || size == 0 {
             return Ok(Bytes::new());
         }
@@ -521,7 +661,7 @@ impl Vfs {
         // A block can be evicted between download and copy when the cache is tiny; retry.
         for attempt in 0..4 {
             self.fetcher
-                .ensure(&file, first..last + 1, last + 1..last + 1 + ahead)
+                .ensure(file, first..last + 1, last + 1..last + 1 + ahead)
                 .await?;
             // Inside one block that is still in memory: a slice of it, no copy, no disk.
             if first == last {
@@ -574,9 +714,426 @@ impl Vfs {
         ))
     }
 
-    /// Closes a handle.
-    pub fn release(&self, fh: Fh) {
-        lock(&self.handles).remove(&fh);
+    /// Closes a handle. A writer's changes are made durable and scheduled for upload.
+    pub async fn release(&self, fh: Fh) -> Result<()> {
+        let h = lock(&self.handles).remove(&fh);
+        if let Some(d) = h.and_then(|h| h.dirty) {
+            let (wb, d2) = (self.wb.clone(), d.clone());
+            let res = blocking(move || wb.persist(&d2)).await;
+            self.wb.release(&d);
+            match res {
+                Err(e) if e.kind != ErrorKind::NoSpace => {
+                    tracing::error!(error = %e, "could not make a closed file durable");
+                    return Err(e);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `close()` of one descriptor: the data written so far becomes durable locally.
+    pub async fn flush(&self, fh: Fh) -> Result<()> {
+        self.fsync(fh).await
+    }
+
+    /// Returns once the handle's data is durable locally; fails with `NoSpace` when the
+    /// server already refused the file for quota.
+    pub async fn fsync(&self, fh: Fh) -> Result<()> {
+        let dirty = lock(&self.handles).get(&fh).and_then(|h| h.dirty.clone());
+        match dirty {
+            Some(d) => {
+                let wb = self.wb.clone();
+                blocking(move || wb.persist(&d)).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `data` at `offset` through a handle opened for writing.
+    pub async fn write(&self, fh: Fh, offset: u64, data: Vec<u8>) -> Result<u32> {
+        let d = lock(&self.handles)
+            .get(&fh)
+            .and_then(|h| h.dirty.clone())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "file not open for writing"))?;
+        let n = data.len() as u32;
+        let wb = self.wb.clone();
+        blocking(move || wb.write(&d, offset, &data).map(|_| ())).await?;
+        Ok(n)
+    }
+
+    /// Changes size and/or modification time.
+    pub async fn setattr(
+        &self,
+        ino: Ino,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+    ) -> Result<Attr> {
+        let node = self.revalidate(ino).await?;
+        if node.entry.is_dir {
+            if size.is_some() {
+                return Err(Error::new(ErrorKind::IsADirectory, "a folder has no size"));
+            }
+            return Ok(self.attr_of(ino, &node));
+        }
+        if self.cfg.read_only && (size.is_some() || mtime.is_some()) {
+            return Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"));
+        }
+        if let Some(sz) = size {
+            let d = match self.wb.get(&node.path) {
+                Some(d) => {
+                    self.wb.reopen(&d);
+                    d
+                }
+                None => {
+                    let base = self.base_of(&node).await?;
+                    let (wb, p) = (self.wb.clone(), node.path.clone());
+                    let mt = node.entry.mtime;
+                    blocking(move || wb.open_existing(&p, base, false, mt)).await?
+                }
+            };
+            let (wb, d2) = (self.wb.clone(), d.clone());
+            let res = blocking(move || {
+                wb.truncate(&d2, sz)?;
+                wb.persist(&d2)
+            })
+            .await;
+            self.wb.release(&d);
+            res?;
+        }
+        if let Some(t) = mtime {
+            match self.wb.get(&node.path) {
+                Some(d) => {
+                    self.wb.set_mtime(&d, t);
+                    let wb = self.wb.clone();
+                    blocking(move || wb.persist(&d)).await?;
+                }
+                None => {
+                    if self.cfg.nextcloud {
+                        if let Err(e) = self.dav.set_mtime(&node.path, t).await {
+                            tracing::debug!(path = %node.path, error = %e, "server did not take the mtime");
+                        }
+                    }
+                    lock(&self.mtimes).insert(ino, t);
+                }
+            }
+        }
+        let n = self.node(ino)?;
+        Ok(self.attr_of(ino, &n))
+    }
+
+    fn child(&self, parent: Ino, name: &str) -> Option<(Ino, Node)> {
+        let t = lock(&self.table);
+        let c = t
+            .get(parent)?
+            .listing
+            .as_ref()?
+            .children
+            .get(name)
+            .copied()?;
+        t.get(c).map(|n| (c, n.clone()))
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.cfg.read_only {
+            Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Creates and opens a new file. It exists locally at once and on the server after its
+    /// upload.
+    pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Opened)> {
+        self.writable()?;
+        check_name(name)?;
+        self.fresh_listing(parent).await?;
+        if self.child(parent, name).is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{name:?} exists"),
+            ));
+        }
+        let ppath = self.node(parent)?.path;
+        let path = ppath.join(name);
+        let (wb, p) = (self.wb.clone(), path.clone());
+        let d = blocking(move || wb.create(&p)).await?;
+        let st = d.state();
+        let ino = {
+            let mut t = lock(&self.table);
+            let ino = t.upsert(parent, local_entry(&path, 0, st.mtime), Instant::now());
+            t.add_child(parent, name, ino);
+            if let Some(n) = t.get_mut(ino) {
+                n.kernel_etag = Some(d.validator());
+            }
+            ino
+        };
+        lock(&self.mtimes).remove(&ino);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        lock(&self.handles).insert(
+            fh,
+            Handle {
+                ino,
+                dirty: Some(d),
+                file: FileVersion {
+                    path: path.clone(),
+                    etag: None,
+                    size: 0,
+                    version: crate::cache::VersionId(-1),
+                },
+                next_offset: 0,
+                window: 0,
+            },
+        );
+        let n = self.node(ino)?;
+        Ok((
+            self.attr_of(ino, &n),
+            Opened {
+                fh,
+                keep_cache: true,
+            },
+        ))
+    }
+
+    /// Creates a folder on the server.
+    pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
+        self.writable()?;
+        check_name(name)?;
+        self.fresh_listing(parent).await?;
+        if self.child(parent, name).is_some() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{name:?} exists"),
+            ));
+        }
+        let path = self.node(parent)?.path.join(name);
+        self.dav.mkcol(&path).await.map_err(|e| match e {
+            DavError::Status { status: 405, .. } => Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{path} exists on the server"),
+            ),
+            e => e.into(),
+        })?;
+        let entry = match self.dav.propfind(&path, Depth::Zero).await {
+            Ok(v) => v.into_iter().find(|e| e.path == path),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| Entry {
+            is_dir: true,
+            ..local_entry(&path, 0, SystemTime::now())
+        });
+        let mut t = lock(&self.table);
+        let ino = t.upsert(parent, entry, Instant::now());
+        t.add_child(parent, name, ino);
+        if let Some(n) = t.get_mut(ino) {
+            // A new folder is empty: no need to ask the server for its listing.
+            n.listing = Some(crate::meta::Listing {
+                children: Default::default(),
+                fetched: Instant::now(),
+            });
+        }
+        let n = t
+            .get(ino)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::Io, "vanished"))?;
+        drop(t);
+        Ok(self.attr_of(ino, &n))
+    }
+
+    /// Deletes a file: a file never uploaded is dropped locally, otherwise the server copy is
+    /// deleted (only if it is still the version we know: a newer server copy is kept).
+    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+        self.writable()?;
+        self.fresh_listing(parent).await?;
+        let (ino, node) = self
+            .child(parent, name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no {name:?} here")))?;
+        if node.entry.is_dir {
+            return Err(Error::new(
+                ErrorKind::IsADirectory,
+                format!("{} is a folder", node.path),
+            ));
+        }
+        let dropped = self.wb.remove(&node.path).await;
+        let on_server = match &dropped {
+            Some(st) => st.base.clone().map(|b| b.etag),
+            None => Some(node.entry.etag.clone()),
+        };
+        if let Some(etag) = on_server {
+            match self.dav.delete(&node.path, false, etag.as_deref()).await {
+                Ok(()) | Err(DavError::NotFound(_)) => {}
+                Err(DavError::PreconditionFailed(_)) => {
+                    tracing::warn!(path = %node.path, "not deleted on the server: it changed there meanwhile");
+                    lock(&self.table).invalidate_listing(parent);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut t = lock(&self.table);
+        t.remove_child(parent, name);
+        if let Some(n) = t.get_mut(ino) {
+            n.kernel_etag = None;
+        }
+        Ok(())
+    }
+
+    /// Deletes an empty folder (`NotEmpty` otherwise, checked on the server too, since a
+    /// DELETE of a folder is recursive there).
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+        self.writable()?;
+        self.fresh_listing(parent).await?;
+        let (ino, node) = self
+            .child(parent, name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no {name:?} here")))?;
+        if !node.entry.is_dir {
+            return Err(Error::new(
+                ErrorKind::NotADirectory,
+                format!("{} is a file", node.path),
+            ));
+        }
+        self.ensure_empty(ino, &node.path).await?;
+        match self.dav.delete(&node.path, true, None).await {
+            Ok(()) | Err(DavError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        lock(&self.table).remove_child(parent, name);
+        Ok(())
+    }
+
+    async fn ensure_empty(&self, ino: Ino, path: &RemotePath) -> Result<()> {
+        if self.wb.has_below(path) {
+            return Err(Error::new(
+                ErrorKind::NotEmpty,
+                format!("{path} is not empty"),
+            ));
+        }
+        lock(&self.table).invalidate_listing(ino);
+        self.fresh_listing(ino).await?;
+        let empty = lock(&self.table)
+            .get(ino)
+            .and_then(|n| n.listing.as_ref().map(|l| l.children.is_empty()))
+            .unwrap_or(false);
+        if empty {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::NotEmpty,
+                format!("{path} is not empty"),
+            ))
+        }
+    }
+
+    /// Renames `parent/name` to `new_parent/new_name`, replacing a file there (POSIX rules: a
+    /// folder only replaces an empty folder). `no_replace` fails if the target exists.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<()> {
+        self.writable()?;
+        check_name(new_name)?;
+        self.fresh_listing(parent).await?;
+        self.fresh_listing(new_parent).await?;
+        let (ino, src) = self
+            .child(parent, name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no {name:?} here")))?;
+        let to = self.node(new_parent)?.path.join(new_name);
+        if to == src.path {
+            return Ok(());
+        }
+        if src.entry.is_dir && to.as_str().starts_with(&format!("{}/", src.path.as_str())) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "cannot move a folder into itself",
+            ));
+        }
+        let target = self.child(new_parent, new_name);
+        if let Some((tino, tnode)) = &target {
+            if no_replace {
+                return Err(Error::new(ErrorKind::AlreadyExists, format!("{to} exists")));
+            }
+            match (src.entry.is_dir, tnode.entry.is_dir) {
+                (true, false) => {
+                    return Err(Error::new(
+                        ErrorKind::NotADirectory,
+                        format!("{to} is a file"),
+                    ))
+                }
+                (false, true) => {
+                    return Err(Error::new(
+                        ErrorKind::IsADirectory,
+                        format!("{to} is a folder"),
+                    ))
+                }
+                (true, true) => self.ensure_empty(*tino, &to).await?,
+                (false, false) => {}
+            }
+        }
+        let src_dirty = self.wb.get(&src.path);
+        let src_local_only = src_dirty
+            .as_ref()
+            .map(|d| d.state().base.is_none())
+            .unwrap_or(false);
+        // What the target was on the server (to replace it conditionally).
+        let target_dropped = match &target {
+            Some((_, t)) if !t.entry.is_dir => self.wb.remove(&to).await,
+            _ => None,
+        };
+        let target_on_server: Option<Option<String>> = match (&target, &target_dropped) {
+            (Some(_), Some(st)) => st.base.clone().map(|b| b.etag),
+            (Some((_, t)), None) => Some(t.entry.etag.clone()),
+            (None, _) => None,
+        };
+        if src_local_only {
+            // Never uploaded: rename locally; if it replaces a server file, the upload will
+            // replace that version (conditionally on its etag).
+            let held = self.wb.hold(&src.path).await;
+            self.wb.rename(held, &src.path, &to, None);
+            if let (Some(tag), Some((_, t))) = (target_on_server, &target) {
+                if let Some(d) = self.wb.get(&to) {
+                    let base = self.base_of(t).await?;
+                    self.wb.rebase(&d, Base { etag: tag, ..base });
+                }
+            }
+        } else {
+            if let (Some(tag), Some((_, t))) = (&target_on_server, &target) {
+                match self.dav.delete(&to, t.entry.is_dir, tag.as_deref()).await {
+                    Ok(()) | Err(DavError::NotFound(_)) => {}
+                    Err(DavError::PreconditionFailed(_)) => {
+                        lock(&self.table).invalidate_listing(new_parent);
+                        return Err(Error::new(
+                            ErrorKind::Busy,
+                            format!("{to} changed on the server; not replaced"),
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let held = self.wb.hold(&src.path).await;
+            let etag = self
+                .dav
+                .move_to(&src.path, &to, src.entry.is_dir, false)
+                .await
+                .map_err(|e| match e {
+                    DavError::PreconditionFailed(_) => Error::new(
+                        ErrorKind::AlreadyExists,
+                        format!("{to} exists on the server"),
+                    ),
+                    e => e.into(),
+                })?;
+            self.wb.rename(held, &src.path, &to, etag.clone());
+            if let Some(e) = etag {
+                if let Some(n) = lock(&self.table).get_mut(ino) {
+                    n.entry.etag = Some(e);
+                }
+            }
+        }
+        lock(&self.table).move_node(ino, new_parent, new_name);
+        Ok(())
     }
 
     /// The inode behind a handle.
@@ -635,5 +1192,88 @@ impl Vfs {
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))??;
         Ok(())
+    }
+}
+
+/// Runs blocking disk work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("disk task failed: {e}")))?
+}
+
+/// Identifies a server version: its etag, or mtime and size when the server gives no etag.
+fn validator_of(e: &Entry) -> String {
+    e.etag.clone().unwrap_or_else(|| {
+        let secs = e
+            .mtime
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        format!("mtime:{secs}:size:{}", e.size)
+    })
+}
+
+/// The entry of a file that exists only locally so far.
+fn local_entry(path: &RemotePath, size: u64, mtime: SystemTime) -> Entry {
+    Entry {
+        path: path.clone(),
+        is_dir: false,
+        size,
+        mtime,
+        etag: None,
+        fileid: None,
+        permissions: None,
+        quota_used: None,
+        quota_available: None,
+    }
+}
+
+/// Names no server accepts.
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!("{name:?} is not a valid name"),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies a write-back event to the inode table.
+fn apply_event(table: &Mutex<InodeTable>, ev: Event) {
+    let mut t = lock(table);
+    match ev {
+        Event::Uploaded {
+            path,
+            etag,
+            size,
+            mtime,
+        } => {
+            if let Some(ino) = t.by_path(&path) {
+                if let Some(n) = t.get_mut(ino) {
+                    n.entry.etag = etag;
+                    n.entry.size = size;
+                    n.entry.mtime = mtime;
+                    n.confirmed = Instant::now();
+                }
+            }
+        }
+        Event::Conflict {
+            path,
+            conflict_path,
+        } => {
+            for p in [path, conflict_path] {
+                if let Some(dir) = p.parent().and_then(|d| t.by_path(&d)) {
+                    t.invalidate_listing(dir);
+                }
+                if let Some(ino) = t.by_path(&p) {
+                    if let Some(n) = t.get_mut(ino) {
+                        n.confirmed = Instant::now() - Duration::from_secs(3600 * 24);
+                        n.kernel_etag = None;
+                    }
+                }
+            }
+        }
     }
 }

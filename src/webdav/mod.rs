@@ -8,9 +8,11 @@
 
 pub mod nextcloud;
 pub mod path;
+mod write;
 pub mod xml;
 
 pub use path::RemotePath;
+pub use write::{PutOptions, PutResult};
 
 use crate::error::{Error, ErrorKind};
 use reqwest::{header, Method, StatusCode, Url};
@@ -294,6 +296,7 @@ pub struct DavClient {
     root_path: String,
     creds: Option<Credentials>,
     request_timeout: Duration,
+    uploads: Option<Url>,
 }
 
 impl DavClient {
@@ -315,7 +318,19 @@ impl DavClient {
             root_path,
             creds,
             request_timeout: cfg.request_timeout,
+            uploads: None,
         }
+    }
+
+    /// Enables Nextcloud chunked upload through the upload area at `uploads` (a trailing `/`
+    /// is added).
+    pub fn with_uploads(mut self, mut uploads: Url) -> Self {
+        if !uploads.path().ends_with('/') {
+            let p = format!("{}/", uploads.path());
+            uploads.set_path(&p);
+        }
+        self.uploads = Some(uploads);
+        self
     }
 
     /// The root URL.

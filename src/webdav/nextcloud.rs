@@ -107,6 +107,62 @@ pub async fn user_id(
         .ok_or_else(|| DavError::BadResponse("OCS user answer has no ocs.data.id".into()))
 }
 
+/// Reads `ocs/v2.php/cloud/capabilities` (§8.2); answers the `capabilities` object.
+pub async fn capabilities(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+) -> Result<serde_json::Value, DavError> {
+    let url = join(base, "ocs/v2.php/cloud/capabilities?format=json")?;
+    let resp = http
+        .get(url)
+        .basic_auth(login, Some(password.expose()))
+        .header("OCS-APIRequest", "true")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let st = resp.status();
+    if !st.is_success() {
+        return Err(DavError::from_status(
+            st,
+            &Method::GET,
+            "ocs/v2.php/cloud/capabilities",
+        ));
+    }
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| DavError::BadResponse(format!("capabilities answer is not JSON: {e}")))?;
+    Ok(v.pointer("/ocs/data/capabilities")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null))
+}
+
+/// True when the capabilities offer chunked upload (`dav.chunking` >= 1.0).
+pub fn has_chunking(caps: &serde_json::Value) -> bool {
+    caps.pointer("/dav/chunking")
+        .and_then(|v| v.as_str())
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        .map(|major| major >= 1)
+        .unwrap_or(false)
+}
+
+/// The chunked-upload area matching a files URL (`…/dav/files/<uid>/` → `…/dav/uploads/<uid>/`).
+pub fn uploads_url(dav_root: &Url) -> Option<Url> {
+    let path = dav_root.path();
+    let i = path.find("/remote.php/dav/files/")?;
+    let mut u = dav_root.clone();
+    u.set_path(&format!(
+        "{}/remote.php/dav/uploads/{}",
+        &path[..i],
+        &path[i + "/remote.php/dav/files/".len()..]
+    ));
+    Some(u)
+}
+
 /// Finds the DAV root for `url`.
 pub async fn discover(
     http: &reqwest::Client,
@@ -153,6 +209,17 @@ pub async fn discover(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uploads_area_and_chunking() {
+        let u = Url::parse("https://h/nc/remote.php/dav/files/al%20ice/").expect("url");
+        assert_eq!(
+            uploads_url(&u).expect("uploads").as_str(),
+            "https://h/nc/remote.php/dav/uploads/al%20ice/"
+        );
+        assert!(has_chunking(&serde_json::json!({"dav":{"chunking":"1.0"}})));
+        assert!(!has_chunking(&serde_json::json!({"dav":{}})));
+    }
 
     #[test]
     fn base_from_dav_url() {

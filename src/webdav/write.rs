@@ -1,0 +1,373 @@
+//! Writing requests: PUT (streamed from a local file), MKCOL, DELETE, MOVE, and Nextcloud
+//! chunked upload (nextcloud-protocol.md §4, §5, §6).
+//!
+//! Every write that replaces or creates content is conditional: `If-Match: <etag>` when it
+//! replaces a known version, `If-None-Match: *` when it creates, so a newer server copy is never
+//! overwritten silently (the caller turns the 412 into a conflict copy).
+
+use super::{path, xml, DavClient, DavError, RemotePath};
+use bytes::Bytes;
+use futures_core::Stream;
+use reqwest::{header, Method, StatusCode, Url};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// Preconditions and metadata of an upload.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// Replace only this version (`If-Match`).
+    pub if_match: Option<String>,
+    /// Create only (`If-None-Match: *`).
+    pub create_only: bool,
+    /// Modification time to keep (`X-OC-Mtime`, Nextcloud).
+    pub mtime: Option<SystemTime>,
+}
+
+/// What the server says about the uploaded file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutResult {
+    /// The new etag, when the response carries one (`OC-ETag` first, then `ETag`).
+    pub etag: Option<String>,
+}
+
+/// A body stream that counts the bytes handed to the connection.
+struct Counted<S> {
+    inner: S,
+    sent: Arc<AtomicU64>,
+}
+
+impl<S> Stream for Counted<S>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Unpin,
+{
+    type Item = std::io::Result<Bytes>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let p = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(b))) = &p {
+            self.sent.fetch_add(b.len() as u64, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
+async fn file_body(
+    file: &Path,
+    offset: u64,
+    len: u64,
+    sent: Arc<AtomicU64>,
+) -> Result<reqwest::Body, DavError> {
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| DavError::Config(format!("cannot read {}: {e}", file.display())))?;
+    f.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(|e| DavError::Config(format!("cannot read {}: {e}", file.display())))?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+    Ok(reqwest::Body::wrap_stream(Counted {
+        inner: stream,
+        sent,
+    }))
+}
+
+fn mtime_header(t: SystemTime) -> Option<String> {
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    // Nextcloud rejects values at or below 86400 (§4.1).
+    (secs > 86400).then(|| secs.to_string())
+}
+
+fn etag_of(resp: &reqwest::Response) -> Option<String> {
+    let h = resp.headers();
+    h.get("OC-ETag")
+        .or_else(|| h.get(header::ETAG))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+impl DavClient {
+    fn method(name: &str) -> Result<Method, DavError> {
+        Method::from_bytes(name.as_bytes()).map_err(|e| DavError::Config(e.to_string()))
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, DavError> {
+        rb.send()
+            .await
+            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))
+    }
+
+    /// Uploads `len` bytes of `file` from `offset` as the content of `p`.
+    pub async fn put_file(
+        &self,
+        p: &RemotePath,
+        file: &Path,
+        offset: u64,
+        len: u64,
+        opts: &PutOptions,
+        sent: Arc<AtomicU64>,
+    ) -> Result<PutResult, DavError> {
+        let what = p.to_string();
+        let mut rb = self
+            .request(Method::PUT, self.url(p, false))
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(file_body(file, offset, len, sent).await?);
+        if let Some(tag) = &opts.if_match {
+            rb = rb.header(header::IF_MATCH, tag);
+        }
+        if opts.create_only {
+            rb = rb.header(header::IF_NONE_MATCH, "*");
+        }
+        if let Some(m) = opts.mtime.and_then(mtime_header) {
+            rb = rb.header("X-OC-Mtime", m);
+        }
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if !st.is_success() {
+            return Err(DavError::from_status(st, &Method::PUT, &what));
+        }
+        Ok(PutResult {
+            etag: etag_of(&resp),
+        })
+    }
+
+    /// Creates a folder. 405 (exists) answers `Status { 405 }`.
+    pub async fn mkcol(&self, p: &RemotePath) -> Result<(), DavError> {
+        let m = Self::method("MKCOL")?;
+        let resp = self
+            .send(self.request(m.clone(), self.url(p, true)))
+            .await?;
+        let st = resp.status();
+        if st.is_success() {
+            Ok(())
+        } else {
+            Err(DavError::from_status(st, &m, &p.to_string()))
+        }
+    }
+
+    /// Deletes a file or folder (a folder recursively on the server: check emptiness first).
+    pub async fn delete(
+        &self,
+        p: &RemotePath,
+        dir: bool,
+        if_match: Option<&str>,
+    ) -> Result<(), DavError> {
+        let mut rb = self.request(Method::DELETE, self.url(p, dir));
+        if let Some(tag) = if_match.filter(|t| !t.starts_with("W/")) {
+            rb = rb.header(header::IF_MATCH, tag);
+        }
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if st.is_success() {
+            Ok(())
+        } else {
+            Err(DavError::from_status(st, &Method::DELETE, &p.to_string()))
+        }
+    }
+
+    /// Moves `from` to `to`. With `overwrite == false` an existing target answers 412.
+    pub async fn move_to(
+        &self,
+        from: &RemotePath,
+        to: &RemotePath,
+        dir: bool,
+        overwrite: bool,
+    ) -> Result<Option<String>, DavError> {
+        let m = Self::method("MOVE")?;
+        let rb = self
+            .request(m.clone(), self.url(from, dir))
+            .header("Destination", self.url(to, dir).as_str())
+            .header("Overwrite", if overwrite { "T" } else { "F" });
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if st.is_success() {
+            Ok(etag_of(&resp))
+        } else {
+            Err(DavError::from_status(st, &m, &from.to_string()))
+        }
+    }
+
+    /// Sets the modification time with PROPPATCH `d:lastmodified` (Nextcloud, §6.4).
+    pub async fn set_mtime(&self, p: &RemotePath, t: SystemTime) -> Result<(), DavError> {
+        let Some(secs) = mtime_header(t) else {
+            return Ok(());
+        };
+        let m = Self::method("PROPPATCH")?;
+        let body = format!(
+            "<?xml version=\"1.0\"?>\n<d:propertyupdate xmlns:d=\"DAV:\"><d:set><d:prop>\
+             <d:lastmodified>{secs}</d:lastmodified></d:prop></d:set></d:propertyupdate>"
+        );
+        let resp = self
+            .send(
+                self.request(m.clone(), self.url(p, false))
+                    .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+                    .body(body),
+            )
+            .await?;
+        let st = resp.status();
+        if st.is_success() {
+            Ok(())
+        } else {
+            Err(DavError::from_status(st, &m, &p.to_string()))
+        }
+    }
+
+    /// The Nextcloud upload area (`…/remote.php/dav/uploads/<uid>/`), when known.
+    pub fn uploads_root(&self) -> Option<&Url> {
+        self.uploads.as_ref()
+    }
+
+    fn upload_url(&self, id: &str, chunk: Option<&str>) -> Result<Url, DavError> {
+        let root = self
+            .uploads
+            .as_ref()
+            .ok_or_else(|| DavError::Config("this server has no chunked upload area".into()))?;
+        let mut s = format!("{}{}/", root.as_str(), path::encode_segment(id));
+        if let Some(c) = chunk {
+            s.push_str(&path::encode_segment(c));
+        }
+        Url::parse(&s).map_err(|e| DavError::Config(e.to_string()))
+    }
+
+    /// Starts a chunked upload session `id` for destination `dest` (§5.2 step 1).
+    pub async fn chunk_start(
+        &self,
+        id: &str,
+        dest: &RemotePath,
+        total: u64,
+    ) -> Result<(), DavError> {
+        let m = Self::method("MKCOL")?;
+        let rb = self
+            .request(m.clone(), self.upload_url(id, None)?)
+            .header("Destination", self.url(dest, false).as_str())
+            .header("OC-Total-Length", total);
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if st.is_success() || st == StatusCode::METHOD_NOT_ALLOWED {
+            Ok(())
+        } else {
+            Err(DavError::from_status(st, &m, "upload session"))
+        }
+    }
+
+    /// The chunks already on the server for session `id` (number, size); `None` when the
+    /// session does not exist (expired or never created).
+    pub async fn chunk_list(&self, id: &str) -> Result<Option<Vec<(u32, u64)>>, DavError> {
+        let m = Self::method("PROPFIND")?;
+        let resp = self
+            .send(
+                self.request(m.clone(), self.upload_url(id, None)?)
+                    .header("Depth", "1")
+                    .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+                    .body(xml::PROPFIND_BODY),
+            )
+            .await?;
+        let st = resp.status();
+        if st == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if st != StatusCode::MULTI_STATUS {
+            return Err(DavError::from_status(st, &m, "upload session"));
+        }
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+        let mut out = Vec::new();
+        for r in xml::parse_multistatus(&body)? {
+            if r.is_dir {
+                continue;
+            }
+            let name = r
+                .href
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            if let Ok(n) = name.parse::<u32>() {
+                out.push((n, r.content_length.unwrap_or(0)));
+            }
+        }
+        out.sort();
+        Ok(Some(out))
+    }
+
+    /// Uploads chunk number `n` (from 1) of session `id` (§5.2 step 2).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn chunk_put(
+        &self,
+        id: &str,
+        n: u32,
+        dest: &RemotePath,
+        total: u64,
+        file: &Path,
+        offset: u64,
+        len: u64,
+        sent: Arc<AtomicU64>,
+    ) -> Result<(), DavError> {
+        let rb = self
+            .request(Method::PUT, self.upload_url(id, Some(&format!("{n:05}")))?)
+            .header("Destination", self.url(dest, false).as_str())
+            .header("OC-Total-Length", total)
+            .header(header::CONTENT_LENGTH, len)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(file_body(file, offset, len, sent).await?);
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if st.is_success() {
+            Ok(())
+        } else {
+            Err(DavError::from_status(st, &Method::PUT, "upload chunk"))
+        }
+    }
+
+    /// Assembles session `id` into `dest` (§5.2 step 3). `if_match` guards the destination
+    /// with an RFC 4918 `If` header, as the desktop client does.
+    pub async fn chunk_finish(
+        &self,
+        id: &str,
+        dest: &RemotePath,
+        total: u64,
+        mtime: Option<SystemTime>,
+        if_match: Option<&str>,
+    ) -> Result<PutResult, DavError> {
+        let m = Self::method("MOVE")?;
+        let dest_url = self.url(dest, false);
+        let mut rb = self
+            .request(m.clone(), self.upload_url(id, Some(".file"))?)
+            .header("Destination", dest_url.as_str())
+            .header("OC-Total-Length", total)
+            // Assembly of large files takes time on the server (§5.2: ~3 min per GB).
+            .timeout(Duration::from_secs(180 + total / (1 << 30) * 180));
+        if let Some(t) = mtime.and_then(mtime_header) {
+            rb = rb.header("X-OC-Mtime", t);
+        }
+        if let Some(tag) = if_match {
+            rb = rb.header("If", format!("<{}> ([{}])", dest_url.as_str(), tag));
+        }
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if !st.is_success() {
+            return Err(DavError::from_status(st, &m, &dest.to_string()));
+        }
+        Ok(PutResult {
+            etag: etag_of(&resp),
+        })
+    }
+
+    /// Abandons session `id`.
+    pub async fn chunk_abort(&self, id: &str) -> Result<(), DavError> {
+        let resp = self
+            .send(self.request(Method::DELETE, self.upload_url(id, None)?))
+            .await?;
+        let st = resp.status();
+        if st.is_success() || st == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(DavError::from_status(st, &Method::DELETE, "upload session"))
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The durable write-back journal (SQLite, `journal.sqlite` beside the cache).
+//!
+//! One row per changed file with everything needed to finish its upload after a crash: path,
+//! size, mtime, the server version it was based on, which byte ranges are held locally, and the
+//! chunked-upload session in progress. Rows are written with `synchronous=FULL` after the data
+//! file was synced, so what `close()`/`fsync()` reported durable survives `kill -9` and power
+//! loss.
+
+use super::ranges::RangeSet;
+use crate::webdav::RemotePath;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A journal row.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Row id (also names the data file).
+    pub id: i64,
+    /// Current path.
+    pub path: RemotePath,
+    /// Size.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Etag of the server version this change is based on (`None`: a new file).
+    pub base_etag: Option<String>,
+    /// Whether a server version exists at all.
+    pub has_base: bool,
+    /// Size of the base version.
+    pub base_size: u64,
+    /// Leading bytes that may still come from the base version.
+    pub base_len: u64,
+    /// Ranges held locally.
+    pub present: RangeSet,
+}
+
+/// A chunked upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkSession {
+    /// Upload id on the server.
+    pub upload_id: String,
+    /// Chunk size used.
+    pub chunk_size: u64,
+    /// Total size being uploaded.
+    pub total: u64,
+    /// Content generation the session uploads.
+    pub generation: i64,
+}
+
+/// A conflict that was resolved by keeping both copies.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conflict {
+    /// The path whose server copy was kept.
+    pub path: String,
+    /// Where our copy went.
+    pub conflict_path: String,
+    /// Unix time.
+    pub at: u64,
+}
+
+/// The journal database.
+pub struct Journal {
+    db: Connection,
+}
+
+fn secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Journal {
+    /// Opens or creates the journal in `dir`.
+    pub fn open(dir: &Path) -> rusqlite::Result<Journal> {
+        let db = Connection::open(dir.join("journal.sqlite"))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS dirty (
+                 id INTEGER PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
+                 mtime INTEGER NOT NULL, base_etag TEXT, has_base INTEGER NOT NULL,
+                 base_size INTEGER NOT NULL, base_len INTEGER NOT NULL, present TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS chunk_sessions (
+                 dirty_id INTEGER PRIMARY KEY, upload_id TEXT NOT NULL, chunk_size INTEGER NOT NULL,
+                 total INTEGER NOT NULL, generation INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS conflicts (
+                 id INTEGER PRIMARY KEY, path TEXT NOT NULL, conflict_path TEXT NOT NULL,
+                 at INTEGER NOT NULL);",
+        )?;
+        Ok(Journal { db })
+    }
+
+    /// All pending rows.
+    pub fn rows(&self) -> rusqlite::Result<Vec<Row>> {
+        let mut st = self.db.prepare(
+            "SELECT id, path, size, mtime, base_etag, has_base, base_size, base_len, present
+             FROM dirty ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                path: RemotePath::new(&r.get::<_, String>(1)?),
+                size: r.get::<_, i64>(2)? as u64,
+                mtime: UNIX_EPOCH + Duration::from_secs(r.get::<_, i64>(3)?.max(0) as u64),
+                base_etag: r.get(4)?,
+                has_base: r.get::<_, i64>(5)? != 0,
+                base_size: r.get::<_, i64>(6)? as u64,
+                base_len: r.get::<_, i64>(7)? as u64,
+                present: RangeSet::decode(&r.get::<_, String>(8)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The largest row id in use.
+    pub fn max_id(&self) -> rusqlite::Result<i64> {
+        self.db
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM dirty", [], |r| r.get(0))
+    }
+
+    /// Writes (inserts or replaces) a row.
+    pub fn save(&self, r: &Row) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO dirty (id, path, size, mtime, base_etag, has_base, base_size,
+                 base_len, present) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                r.id,
+                r.path.as_str(),
+                r.size as i64,
+                secs(r.mtime),
+                r.base_etag,
+                r.has_base as i64,
+                r.base_size as i64,
+                r.base_len as i64,
+                r.present.encode()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a row and its chunk session.
+    pub fn delete(&self, id: i64) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM dirty WHERE id=?1", params![id])?;
+        self.db
+            .execute("DELETE FROM chunk_sessions WHERE dirty_id=?1", params![id])?;
+        Ok(())
+    }
+
+    /// Updates the path of a row.
+    pub fn set_path(&self, id: i64, p: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE dirty SET path=?2 WHERE id=?1",
+            params![id, p.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// The chunk session of a row.
+    pub fn session(&self, id: i64) -> rusqlite::Result<Option<ChunkSession>> {
+        self.db
+            .query_row(
+                "SELECT upload_id, chunk_size, total, generation FROM chunk_sessions WHERE dirty_id=?1",
+                params![id],
+                |r| {
+                    Ok(ChunkSession {
+                        upload_id: r.get(0)?,
+                        chunk_size: r.get::<_, i64>(1)? as u64,
+                        total: r.get::<_, i64>(2)? as u64,
+                        generation: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// Records the chunk session of a row.
+    pub fn save_session(&self, id: i64, s: &ChunkSession) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO chunk_sessions (dirty_id, upload_id, chunk_size, total, generation)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, s.upload_id, s.chunk_size as i64, s.total as i64, s.generation],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the chunk session of a row.
+    pub fn delete_session(&self, id: i64) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM chunk_sessions WHERE dirty_id=?1", params![id])?;
+        Ok(())
+    }
+
+    /// Records a conflict.
+    pub fn add_conflict(&self, path: &RemotePath, conflict: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT INTO conflicts (path, conflict_path, at) VALUES (?1, ?2, ?3)",
+            params![path.as_str(), conflict.as_str(), secs(SystemTime::now())],
+        )?;
+        Ok(())
+    }
+
+    /// Recorded conflicts, newest first.
+    pub fn conflicts(&self) -> rusqlite::Result<Vec<Conflict>> {
+        let mut st = self
+            .db
+            .prepare("SELECT path, conflict_path, at FROM conflicts ORDER BY id DESC LIMIT 100")?;
+        let rows = st.query_map([], |r| {
+            Ok(Conflict {
+                path: r.get(0)?,
+                conflict_path: r.get(1)?,
+                at: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        rows.collect()
+    }
+}

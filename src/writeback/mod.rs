@@ -1,0 +1,1242 @@
+//! Write-back: local changes land in files under `<cache dir>/dirty/` at disk speed, are
+//! recorded in a durable journal, and are uploaded in the background.
+//!
+//! ## Model
+//! Each changed file is a [`DirtyFile`], keyed by its current remote path: a local data file
+//! holding the new content, plus the server version it is based on (`base`: etag and size, or
+//! none for a new file). A write into an existing file that is not fully cached does not
+//! download it first: the byte ranges held locally are tracked (`present`), reads of the other
+//! ranges come from the base version, and before upload every missing range is fetched from the
+//! base version (conditional on its etag), so a file with holes is never uploaded.
+//!
+//! ## Durability
+//! `persist` (called by `flush`/`fsync`, hence before `close()` returns) syncs the data file and
+//! then writes the journal row (`synchronous=FULL`). After `kill -9` or a power cut the next
+//! mount finds the rows and uploads them. Nothing is removed from the journal before the server
+//! confirmed the upload.
+//!
+//! ## Uploads
+//! A background actor uploads files whose last writer closed them at least `upload_delay` ago
+//! (so a file created and deleted within seconds is never sent), several at once. Every upload
+//! is conditional: `If-Match: <base etag>` to replace, `If-None-Match: *` to create. A 412 means
+//! someone changed the server copy: it is kept, and ours is uploaded beside it as
+//! `name (conflicted copy YYYY-MM-DD HHMMSS).ext` (UTC). 507 keeps the data and reports the
+//! quota; 423, 5xx and network errors retry with capped exponential backoff, forever. Large
+//! files use Nextcloud chunked upload when the server offers it, resumable after a restart.
+//!
+//! ## Concurrency
+//! `files` (the registry) and each file's `st` are `std::sync::Mutex`es held for short
+//! updates; lock order `files` → `st` → `journal`. Each file's `upload_lock` (async) is held for
+//! a whole upload; renames and deletions take it too, so they wait for an upload in flight
+//! instead of racing it (the server then holds a consistent state to rename or delete).
+
+pub mod journal;
+pub mod ranges;
+
+use crate::cache::{BlockCache, BlockIdx, BlockKey, VersionId};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fetch::{Fetcher, FileVersion};
+use crate::webdav::{DavClient, DavError, Depth, PutOptions, RemotePath};
+use journal::{ChunkSession, Journal, Row};
+use ranges::RangeSet;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+pub use journal::Conflict;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data consistent; recover from poisoning.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> Error {
+    let s = e.to_string();
+    let kind = if s.contains("No space left") {
+        ErrorKind::NoSpace
+    } else {
+        ErrorKind::Io
+    };
+    Error::new(kind, format!("{what}: {s}"))
+}
+
+/// Write-back settings.
+#[derive(Debug, Clone)]
+pub struct WriteBackConfig {
+    /// Folder holding `journal.sqlite` and `dirty/`.
+    pub dir: PathBuf,
+    /// Time between the last close and the upload.
+    pub upload_delay: Duration,
+    /// Uploads at once.
+    pub parallel: usize,
+    /// Files larger than this use chunked upload (when the server offers it).
+    pub chunk_threshold: u64,
+    /// Chunk size.
+    pub chunk_size: u64,
+    /// Cache identity prefix (server root URL), to keep uploaded content as cached blocks.
+    pub identity: String,
+}
+
+/// The server version a change is based on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    /// Its etag, when the server gives one.
+    pub etag: Option<String>,
+    /// Its size.
+    pub size: u64,
+    /// Its id in the block cache.
+    pub version: VersionId,
+}
+
+/// Mutable state of a changed file.
+#[derive(Debug, Clone)]
+pub struct DirtyState {
+    /// Current remote path.
+    pub path: RemotePath,
+    /// Current size.
+    pub size: u64,
+    /// Current modification time.
+    pub mtime: SystemTime,
+    /// The server version this change replaces (`None`: a new file).
+    pub base: Option<Base>,
+    base_len: u64,
+    present: RangeSet,
+    /// Bumped by every change of content, size or mtime.
+    pub generation: u64,
+    persisted: u64,
+    /// Handles open for writing.
+    pub open_writers: u32,
+    /// Editor lock and swap files: never uploaded, never journaled.
+    pub local_only: bool,
+    /// Upload attempts that failed.
+    pub attempts: u32,
+    /// The last upload error.
+    pub last_error: Option<String>,
+    /// The server refused the last upload for quota (507).
+    pub quota_error: bool,
+    next_attempt: Option<Instant>,
+    uploading: bool,
+}
+
+/// One changed file. See the module documentation.
+pub struct DirtyFile {
+    id: i64,
+    data_path: PathBuf,
+    file: File,
+    st: Mutex<DirtyState>,
+    upload_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes sent by the upload in progress.
+    pub sent: Arc<AtomicU64>,
+}
+
+impl DirtyFile {
+    /// A snapshot of the state.
+    pub fn state(&self) -> DirtyState {
+        lock(&self.st).clone()
+    }
+
+    /// A validator for the kernel page cache: changes whenever the local content does.
+    pub fn validator(&self) -> String {
+        format!("local:{}", self.id)
+    }
+}
+
+/// What the write-back tells the filesystem layer.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// `path` is on the server with this etag, size and mtime.
+    Uploaded {
+        /// The path.
+        path: RemotePath,
+        /// New etag.
+        etag: Option<String>,
+        /// Size uploaded.
+        size: u64,
+        /// Mtime uploaded.
+        mtime: SystemTime,
+    },
+    /// The server copy of `path` changed; ours now lives at `conflict_path`.
+    Conflict {
+        /// The path whose server copy was kept.
+        path: RemotePath,
+        /// Where our copy goes.
+        conflict_path: RemotePath,
+    },
+}
+
+/// One pending upload, for `nuage status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingInfo {
+    /// Path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes sent by the upload in progress.
+    pub bytes_sent: u64,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Being uploaded now.
+    pub uploading: bool,
+}
+
+type Listener = Box<dyn Fn(Event) + Send + Sync>;
+
+/// Upload locks of pending files, held across a server-side rename.
+pub struct Held(Vec<(Arc<DirtyFile>, tokio::sync::OwnedMutexGuard<()>)>);
+
+/// The write-back queue and its upload actor.
+pub struct WriteBack {
+    cfg: WriteBackConfig,
+    dav: DavClient,
+    fetcher: Arc<Fetcher>,
+    journal: Mutex<Journal>,
+    files: Mutex<HashMap<RemotePath, Arc<DirtyFile>>>,
+    next_id: AtomicU64,
+    wake: Notify,
+    listener: Mutex<Option<Listener>>,
+    chunking: bool,
+}
+
+/// Editor lock and swap files stay local (like the Nextcloud client's exclude list).
+pub fn is_excluded(name: &str) -> bool {
+    (name.starts_with(".~lock.") && name.ends_with('#'))
+        || name.starts_with("~$")
+        || (name.starts_with('.')
+            && (name.ends_with(".swp") || name.ends_with(".swx") || name.ends_with(".swo")))
+        || name.ends_with('~')
+}
+
+/// `name (conflicted copy YYYY-MM-DD HHMMSS).ext`, in UTC.
+pub fn conflict_name(name: &str, now: SystemTime) -> String {
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let stamp = format!(
+        "{y:04}-{m:02}-{d:02} {:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    );
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    format!("{stem} (conflicted copy {stamp}){ext}")
+}
+
+impl WriteBack {
+    /// Opens the journal in `cfg.dir` and reloads every pending change.
+    pub fn open(
+        cfg: WriteBackConfig,
+        dav: DavClient,
+        fetcher: Arc<Fetcher>,
+        chunking: bool,
+    ) -> Result<Arc<WriteBack>> {
+        let dirty_dir = cfg.dir.join("dirty");
+        std::fs::create_dir_all(&dirty_dir)
+            .map_err(|e| io("cannot create the journal folder", e))?;
+        let journal = Journal::open(&cfg.dir).map_err(|e| io("cannot open the journal", e))?;
+        let rows = journal
+            .rows()
+            .map_err(|e| io("cannot read the journal", e))?;
+        let max = journal
+            .max_id()
+            .map_err(|e| io("cannot read the journal", e))?;
+        let wb = WriteBack {
+            cfg,
+            dav,
+            fetcher,
+            journal: Mutex::new(journal),
+            files: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(max as u64 + 1),
+            wake: Notify::new(),
+            listener: Mutex::new(None),
+            chunking,
+        };
+        let now = Instant::now();
+        for r in rows {
+            let data_path = wb.data_path(r.id);
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&data_path)
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(path = %r.path, error = %e, "journal entry without its data file; it cannot be uploaded");
+                    continue;
+                }
+            };
+            tracing::info!(path = %r.path, size = r.size, "resuming a pending upload from the journal");
+            let base = r.has_base.then(|| Base {
+                etag: r.base_etag.clone(),
+                size: r.base_size,
+                version: VersionId(-1),
+            });
+            let df = DirtyFile {
+                id: r.id,
+                data_path,
+                file,
+                st: Mutex::new(DirtyState {
+                    path: r.path.clone(),
+                    size: r.size,
+                    mtime: r.mtime,
+                    base,
+                    base_len: r.base_len,
+                    present: r.present,
+                    generation: 1,
+                    persisted: 1,
+                    open_writers: 0,
+                    local_only: false,
+                    attempts: 0,
+                    last_error: None,
+                    quota_error: false,
+                    next_attempt: Some(now),
+                    uploading: false,
+                }),
+                upload_lock: Arc::new(tokio::sync::Mutex::new(())),
+                sent: Arc::new(AtomicU64::new(0)),
+            };
+            lock(&wb.files).insert(r.path, Arc::new(df));
+        }
+        let wb = Arc::new(wb);
+        // Base versions of resumed entries need cache ids for hole filling.
+        for d in wb.all() {
+            let mut st = lock(&d.st);
+            let path = st.path.clone();
+            if let Some(b) = st.base.as_mut() {
+                let ident = wb.identity(&path);
+                let etag = b.etag.clone().unwrap_or_else(|| format!("size:{}", b.size));
+                if let Ok(v) = wb.fetcher.cache().version(&ident, &etag) {
+                    b.version = v;
+                }
+            }
+        }
+        Ok(wb)
+    }
+
+    /// Registers the function that receives [`Event`]s.
+    pub fn set_listener(&self, f: impl Fn(Event) + Send + Sync + 'static) {
+        *lock(&self.listener) = Some(Box::new(f));
+    }
+
+    fn emit(&self, e: Event) {
+        if let Some(f) = lock(&self.listener).as_ref() {
+            f(e);
+        }
+    }
+
+    fn identity(&self, p: &RemotePath) -> String {
+        format!("{}\n{}", self.cfg.identity, p.as_str())
+    }
+
+    fn data_path(&self, id: i64) -> PathBuf {
+        self.cfg.dir.join("dirty").join(format!("{id}.data"))
+    }
+
+    /// Every changed file.
+    pub fn all(&self) -> Vec<Arc<DirtyFile>> {
+        lock(&self.files).values().cloned().collect()
+    }
+
+    /// The changed file at `p`.
+    pub fn get(&self, p: &RemotePath) -> Option<Arc<DirtyFile>> {
+        lock(&self.files).get(p).cloned()
+    }
+
+    /// Changed files directly inside folder `dir`.
+    pub fn children_of(&self, dir: &RemotePath) -> Vec<(String, DirtyState)> {
+        lock(&self.files)
+            .iter()
+            .filter(|(p, _)| p.parent().as_ref() == Some(dir))
+            .map(|(p, d)| (p.name().to_string(), d.state()))
+            .collect()
+    }
+
+    /// True when something below folder `dir` is pending.
+    pub fn has_below(&self, dir: &RemotePath) -> bool {
+        let prefix = format!("{}/", dir.as_str());
+        lock(&self.files)
+            .keys()
+            .any(|p| dir.is_root() || p.as_str().starts_with(&prefix))
+    }
+
+    fn new_file(&self, st: DirtyState, size_hint: u64) -> Result<Arc<DirtyFile>> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst) as i64;
+        let data_path = self.data_path(id);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&data_path)
+            .map_err(|e| io("cannot create a local file in the cache", e))?;
+        file.set_len(size_hint)
+            .map_err(|e| io("cannot size a local file in the cache", e))?;
+        Ok(Arc::new(DirtyFile {
+            id,
+            data_path,
+            file,
+            st: Mutex::new(st),
+            upload_lock: Arc::new(tokio::sync::Mutex::new(())),
+            sent: Arc::new(AtomicU64::new(0)),
+        }))
+    }
+
+    /// A new, empty file at `p` (not on the server yet), opened for writing.
+    pub fn create(&self, p: &RemotePath) -> Result<Arc<DirtyFile>> {
+        let local_only = is_excluded(p.name());
+        let st = DirtyState {
+            path: p.clone(),
+            size: 0,
+            mtime: SystemTime::now(),
+            base: None,
+            base_len: 0,
+            present: RangeSet::new(),
+            generation: 1,
+            persisted: 0,
+            open_writers: 1,
+            local_only,
+            attempts: 0,
+            last_error: None,
+            quota_error: false,
+            next_attempt: None,
+            uploading: false,
+        };
+        let d = self.new_file(st, 0)?;
+        lock(&self.files).insert(p.clone(), d.clone());
+        Ok(d)
+    }
+
+    /// Opens the existing file `p` (server version `base`) for writing; `truncate` empties it.
+    pub fn open_existing(
+        &self,
+        p: &RemotePath,
+        base: Base,
+        truncate: bool,
+        mtime: SystemTime,
+    ) -> Result<Arc<DirtyFile>> {
+        if let Some(d) = self.get(p) {
+            lock(&d.st).open_writers += 1;
+            if truncate {
+                self.truncate(&d, 0)?;
+            }
+            return Ok(d);
+        }
+        let size = if truncate { 0 } else { base.size };
+        let st = DirtyState {
+            path: p.clone(),
+            size,
+            mtime,
+            base_len: size,
+            base: Some(base),
+            present: RangeSet::new(),
+            generation: if truncate { 1 } else { 0 },
+            persisted: 0,
+            open_writers: 1,
+            local_only: is_excluded(p.name()),
+            attempts: 0,
+            last_error: None,
+            quota_error: false,
+            next_attempt: None,
+            uploading: false,
+        };
+        let d = self.new_file(st, size)?;
+        lock(&self.files).insert(p.clone(), d.clone());
+        Ok(d)
+    }
+
+    /// One more writer on an already changed file.
+    pub fn reopen(&self, d: &DirtyFile) {
+        let mut st = lock(&d.st);
+        st.open_writers += 1;
+        st.next_attempt = None;
+    }
+
+    /// Writes `data` at `off`; answers the new size.
+    pub fn write(&self, d: &DirtyFile, off: u64, data: &[u8]) -> Result<u64> {
+        write_all_at(&d.file, data, off).map_err(|e| io("cannot write to the cache", e))?;
+        let mut st = lock(&d.st);
+        let end = off + data.len() as u64;
+        if off > st.size {
+            let s = st.size;
+            st.present.insert(s, off);
+        }
+        st.present.insert(off, end);
+        st.size = st.size.max(end);
+        st.mtime = SystemTime::now();
+        st.generation += 1;
+        Ok(st.size)
+    }
+
+    /// Sets the size.
+    pub fn truncate(&self, d: &DirtyFile, size: u64) -> Result<()> {
+        let mut st = lock(&d.st);
+        d.file
+            .set_len(size)
+            .map_err(|e| io("cannot truncate in the cache", e))?;
+        if size < st.size {
+            st.present.truncate(size);
+            st.base_len = st.base_len.min(size);
+        } else {
+            let s = st.size;
+            st.present.insert(s, size);
+        }
+        st.size = size;
+        st.mtime = SystemTime::now();
+        st.generation += 1;
+        Ok(())
+    }
+
+    /// Sets the modification time (sent as `X-OC-Mtime` with the upload).
+    pub fn set_mtime(&self, d: &DirtyFile, t: SystemTime) {
+        let mut st = lock(&d.st);
+        st.mtime = t;
+        st.generation += 1;
+    }
+
+    /// The ranges of `[a, b)` that must still come from the base version.
+    pub fn missing(&self, d: &DirtyFile, a: u64, b: u64) -> Vec<(u64, u64)> {
+        let st = lock(&d.st);
+        let limit = st.base_len.min(st.size);
+        if a >= limit {
+            return Vec::new();
+        }
+        st.present.missing(a, b.min(limit))
+    }
+
+    /// Stores base-version bytes at `off`, only where nothing newer was written meanwhile.
+    pub fn fill(&self, d: &DirtyFile, off: u64, data: &[u8]) -> Result<()> {
+        let mut st = lock(&d.st);
+        let end = (off + data.len() as u64).min(st.base_len.min(st.size));
+        if end <= off {
+            return Ok(());
+        }
+        for (a, b) in st.present.missing(off, end) {
+            let from = (a - off) as usize;
+            let to = (b - off) as usize;
+            write_all_at(&d.file, &data[from..to], a)
+                .map_err(|e| io("cannot write to the cache", e))?;
+            st.present.insert(a, b);
+        }
+        Ok(())
+    }
+
+    /// Reads local bytes (the caller filled missing ranges first).
+    pub fn read_local(&self, d: &DirtyFile, off: u64, len: usize) -> Result<Vec<u8>> {
+        let size = lock(&d.st).size;
+        if off >= size {
+            return Ok(Vec::new());
+        }
+        let n = (len as u64).min(size - off) as usize;
+        let mut buf = vec![0u8; n];
+        read_exact_at(&d.file, &mut buf, off).map_err(|e| io("cannot read the cache", e))?;
+        Ok(buf)
+    }
+
+    /// Makes the file's current state durable: data synced, then the journal row written.
+    /// Fails with `NoSpace` when the server already refused it for quota.
+    pub fn persist(&self, d: &DirtyFile) -> Result<()> {
+        let row = {
+            let st = lock(&d.st);
+            if st.local_only || st.persisted == st.generation {
+                None
+            } else {
+                Some((st.generation, self.row_of(d.id, &st)))
+            }
+        };
+        if let Some((generation, row)) = row {
+            d.file
+                .sync_data()
+                .map_err(|e| io("cannot sync the cache", e))?;
+            lock(&self.journal)
+                .save(&row)
+                .map_err(|e| io("cannot write the journal", e))?;
+            let mut st = lock(&d.st);
+            st.persisted = st.persisted.max(generation);
+        }
+        if lock(&d.st).quota_error {
+            return Err(Error::new(
+                ErrorKind::NoSpace,
+                "the server refused this file: the account is out of quota (it stays in the journal)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn row_of(&self, id: i64, st: &DirtyState) -> Row {
+        Row {
+            id,
+            path: st.path.clone(),
+            size: st.size,
+            mtime: st.mtime,
+            base_etag: st.base.as_ref().and_then(|b| b.etag.clone()),
+            has_base: st.base.is_some(),
+            base_size: st.base.as_ref().map(|b| b.size).unwrap_or(0),
+            base_len: st.base_len,
+            present: st.present.clone(),
+        }
+    }
+
+    /// A writer closed the file: once nobody writes, the upload is scheduled.
+    pub fn release(&self, d: &DirtyFile) {
+        let mut st = lock(&d.st);
+        st.open_writers = st.open_writers.saturating_sub(1);
+        if st.open_writers == 0 && !st.local_only {
+            if st.generation == 0 {
+                // Opened for writing but never changed: nothing to upload.
+                drop(st);
+                self.discard(d);
+                return;
+            }
+            st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
+            drop(st);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Forgets a change that was never modified (opened for writing, closed untouched).
+    fn discard(&self, d: &DirtyFile) {
+        let p = lock(&d.st).path.clone();
+        let mut files = lock(&self.files);
+        if files.get(&p).map(|x| x.id == d.id).unwrap_or(false) {
+            files.remove(&p);
+            drop(files);
+            let _ = lock(&self.journal).delete(d.id);
+            let _ = std::fs::remove_file(&d.data_path);
+        }
+    }
+
+    /// Drops the pending change at `p` (unlink, or replaced by a rename); waits for an upload
+    /// in flight to end first. Answers the dropped state.
+    pub async fn remove(&self, p: &RemotePath) -> Option<DirtyState> {
+        let d = self.get(p)?;
+        let _g = d.upload_lock.lock().await;
+        let mut files = lock(&self.files);
+        if files.get(p).map(|x| x.id != d.id).unwrap_or(true) {
+            return None;
+        }
+        files.remove(p);
+        drop(files);
+        let st = d.state();
+        let _ = lock(&self.journal).delete(d.id);
+        let _ = std::fs::remove_file(&d.data_path);
+        Some(st)
+    }
+
+    /// Waits for the uploads in flight of every pending file at or below `p` and keeps new ones
+    /// from starting until the returned [`Held`] is given to [`WriteBack::rename`] or dropped.
+    pub async fn hold(&self, p: &RemotePath) -> Held {
+        let prefix = format!("{}/", p.as_str());
+        let affected: Vec<Arc<DirtyFile>> = lock(&self.files)
+            .iter()
+            .filter(|(q, _)| *q == p || p.is_root() || q.as_str().starts_with(&prefix))
+            .map(|(_, d)| d.clone())
+            .collect();
+        let mut held = Vec::with_capacity(affected.len());
+        for d in affected {
+            let g = d.upload_lock.clone().lock_owned().await;
+            held.push((d, g));
+        }
+        Held(held)
+    }
+
+    /// Moves the held pending changes from below `from` to below `to` (after the server-side
+    /// MOVE, or for a file that is not on the server yet). `moved_etag` is the etag the server
+    /// gave the moved file, which becomes its new base etag.
+    pub fn rename(
+        &self,
+        held: Held,
+        from: &RemotePath,
+        to: &RemotePath,
+        moved_etag: Option<String>,
+    ) {
+        let prefix = format!("{}/", from.as_str());
+        for (d, _guard) in held.0 {
+            let mut files = lock(&self.files);
+            let mut st = lock(&d.st);
+            let old = st.path.clone();
+            let new = if old == *from {
+                to.clone()
+            } else if let Some(rest) = old.as_str().strip_prefix(&prefix) {
+                RemotePath::new(&format!("{}/{}", to.as_str(), rest))
+            } else {
+                continue;
+            };
+            if files.get(&old).map(|x| x.id == d.id).unwrap_or(false) {
+                files.remove(&old);
+            }
+            st.path = new.clone();
+            if old == *from {
+                if let (Some(b), Some(e)) = (st.base.as_mut(), moved_etag.clone()) {
+                    b.etag = Some(e);
+                }
+            }
+            let was_local = st.local_only;
+            st.local_only = is_excluded(new.name()) && st.base.is_none();
+            if was_local && !st.local_only {
+                // Renamed from a lock/swap name to a real one: journal and upload it.
+                st.persisted = 0;
+                if st.open_writers == 0 {
+                    st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
+                }
+            }
+            let row = self.row_of(d.id, &st);
+            let journaled = !st.local_only;
+            let persisted_now = st.persisted == st.generation;
+            drop(st);
+            files.insert(new, d.clone());
+            drop(files);
+            if journaled && (persisted_now || was_local) {
+                if was_local {
+                    let _ = d.file.sync_data();
+                }
+                if lock(&self.journal).save(&row).is_ok() {
+                    let mut st = lock(&d.st);
+                    if was_local {
+                        st.persisted = st.generation;
+                    }
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// Makes a pending new file replace the server version `base` when it is uploaded (a file
+    /// renamed over an existing one).
+    pub fn rebase(&self, d: &DirtyFile, base: Base) {
+        let row = {
+            let mut st = lock(&d.st);
+            st.base = Some(base);
+            st.base_len = 0;
+            st.generation += 1;
+            (!st.local_only && st.open_writers == 0)
+                .then(|| (st.generation, self.row_of(d.id, &st)))
+        };
+        if let Some((generation, row)) = row {
+            if lock(&self.journal).save(&row).is_ok() {
+                let mut st = lock(&d.st);
+                st.persisted = st.persisted.max(generation);
+            }
+        }
+    }
+
+    /// Number of changes waiting for upload (lock and swap files excluded).
+    pub fn pending_count(&self) -> usize {
+        lock(&self.files)
+            .values()
+            .filter(|d| !lock(&d.st).local_only)
+            .count()
+    }
+
+    /// Pending uploads for `nuage status`.
+    pub fn pending(&self) -> Vec<PendingInfo> {
+        let mut v: Vec<PendingInfo> = lock(&self.files)
+            .values()
+            .filter_map(|d| {
+                let st = lock(&d.st);
+                (!st.local_only).then(|| PendingInfo {
+                    path: st.path.to_string(),
+                    size: st.size,
+                    bytes_sent: d.sent.load(Ordering::Relaxed),
+                    attempts: st.attempts,
+                    last_error: st.last_error.clone(),
+                    uploading: st.uploading,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v
+    }
+
+    /// Conflicts recorded so far.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        lock(&self.journal).conflicts().unwrap_or_default()
+    }
+
+    /// Runs the upload actor until the runtime ends.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move { me.run().await });
+    }
+
+    async fn run(self: Arc<Self>) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
+        loop {
+            let now = Instant::now();
+            let mut next: Option<Instant> = None;
+            let mut due = Vec::new();
+            for d in self.all() {
+                let st = lock(&d.st);
+                if st.uploading || st.local_only || st.open_writers > 0 {
+                    continue;
+                }
+                match st.next_attempt {
+                    Some(t) if t <= now => due.push(d.clone()),
+                    Some(t) => next = Some(next.map_or(t, |n: Instant| n.min(t))),
+                    None => {}
+                }
+            }
+            for d in due {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    next = Some(Instant::now() + Duration::from_millis(100));
+                    break;
+                };
+                lock(&d.st).uploading = true;
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.upload(&d).await;
+                    lock(&d.st).uploading = false;
+                    drop(permit);
+                    me.wake.notify_one();
+                });
+            }
+            let sleep = next
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Uploads one file and applies the outcome.
+    async fn upload(&self, d: &Arc<DirtyFile>) {
+        let _g = d.upload_lock.lock().await;
+        let snap = {
+            let files = lock(&self.files);
+            let st = lock(&d.st);
+            let registered = files.get(&st.path).map(|x| x.id == d.id).unwrap_or(false);
+            if !registered || st.open_writers > 0 || st.local_only {
+                return;
+            }
+            st.clone()
+        };
+        d.sent.store(0, Ordering::Relaxed);
+        let res = self.try_upload(d, &snap).await;
+        match res {
+            Ok(etag) => self.uploaded(d, &snap, etag).await,
+            Err(UploadError::Dav(DavError::PreconditionFailed(_))) => self.conflict(d, &snap),
+            Err(e) => self.failed(d, e),
+        }
+    }
+
+    async fn try_upload(
+        &self,
+        d: &Arc<DirtyFile>,
+        snap: &DirtyState,
+    ) -> std::result::Result<Option<String>, UploadError> {
+        // 1. Never upload holes: fetch what is still missing from the base version.
+        if let Some(base) = &snap.base {
+            let missing = self.missing(d, 0, snap.size);
+            if !missing.is_empty() {
+                let fv = FileVersion {
+                    path: snap.path.clone(),
+                    etag: base.etag.clone(),
+                    size: base.size,
+                    version: base.version,
+                };
+                for (a, b) in missing {
+                    self.fill_from_base(d, &fv, a, b).await?;
+                }
+            }
+        }
+        let file = d
+            .file
+            .try_clone()
+            .map_err(|e| UploadError::Local(io("cache", e)))?;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| UploadError::Local(io("cache", e)))?
+            .map_err(|e| UploadError::Local(io("cannot sync the cache", e)))?;
+        // 2. Send it, conditional on the base version.
+        let opts = PutOptions {
+            if_match: snap.base.as_ref().and_then(|b| b.etag.clone()),
+            create_only: snap.base.is_none(),
+            mtime: Some(snap.mtime),
+        };
+        let chunked = self.chunking && snap.size > self.cfg.chunk_threshold;
+        let put = if chunked {
+            self.upload_chunked(d, snap, &opts).await?
+        } else {
+            self.dav
+                .put_file(
+                    &snap.path,
+                    &d.data_path,
+                    0,
+                    snap.size,
+                    &opts,
+                    d.sent.clone(),
+                )
+                .await?
+        };
+        Ok(put.etag)
+    }
+
+    async fn fill_from_base(
+        &self,
+        d: &DirtyFile,
+        fv: &FileVersion,
+        a: u64,
+        b: u64,
+    ) -> std::result::Result<(), UploadError> {
+        let bs = self.fetcher.cache().block_size();
+        let mut pos = a;
+        while pos < b {
+            let idx = pos / bs;
+            let block_end = ((idx + 1) * bs).min(b).min(fv.size);
+            if block_end <= pos {
+                break;
+            }
+            self.fetcher
+                .ensure(fv, idx..idx + 1, idx + 1..(idx + 9).min(b.div_ceil(bs)))
+                .await
+                .map_err(|e| {
+                    if e.kind == ErrorKind::Stale {
+                        UploadError::BaseChanged
+                    } else {
+                        UploadError::Local(e)
+                    }
+                })?;
+            let key = BlockKey {
+                version: fv.version,
+                idx: BlockIdx(idx),
+            };
+            let in_block = pos - idx * bs;
+            let n = (block_end - pos) as usize;
+            let data = match self.fetcher.cache().hot(key) {
+                Some(h) if h.len() >= in_block as usize + n => {
+                    h.slice(in_block as usize..in_block as usize + n).to_vec()
+                }
+                _ => {
+                    let mut buf = vec![0u8; n];
+                    let cache: Arc<BlockCache> = self.fetcher.cache().clone();
+                    let (buf, ok) = tokio::task::spawn_blocking(move || {
+                        let ok = cache.read(key, in_block, &mut buf);
+                        (buf, ok)
+                    })
+                    .await
+                    .map_err(|e| UploadError::Local(io("cache", e)))?;
+                    if !ok.map_err(|e| UploadError::Local(e.into()))? {
+                        continue; // evicted meanwhile: fetch again
+                    }
+                    buf
+                }
+            };
+            self.fill(d, pos, &data).map_err(UploadError::Local)?;
+            pos = block_end;
+        }
+        Ok(())
+    }
+
+    async fn upload_chunked(
+        &self,
+        d: &Arc<DirtyFile>,
+        snap: &DirtyState,
+        opts: &PutOptions,
+    ) -> std::result::Result<crate::webdav::PutResult, UploadError> {
+        let total = snap.size;
+        let gen = snap.generation as i64;
+        let saved = lock(&self.journal).session(d.id).ok().flatten();
+        let mut session = match saved {
+            Some(s) if s.total == total && s.generation == gen => s,
+            other => {
+                if let Some(old) = other {
+                    let _ = self.dav.chunk_abort(&old.upload_id).await;
+                }
+                let nonce = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|x| x.as_nanos())
+                    .unwrap_or(0);
+                ChunkSession {
+                    upload_id: format!("nuage-{}-{:x}", d.id, nonce),
+                    chunk_size: self.cfg.chunk_size,
+                    total,
+                    generation: gen,
+                }
+            }
+        };
+        let done = match self.dav.chunk_list(&session.upload_id).await? {
+            Some(chunks) => chunks,
+            None => {
+                if lock(&self.journal).session(d.id).ok().flatten().is_some() {
+                    tracing::info!(path = %snap.path, "chunked upload session expired on the server, starting over");
+                    let nonce = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|x| x.as_nanos())
+                        .unwrap_or(0);
+                    session.upload_id = format!("nuage-{}-{:x}", d.id, nonce);
+                }
+                self.dav
+                    .chunk_start(&session.upload_id, &snap.path, total)
+                    .await?;
+                let _ = lock(&self.journal).save_session(d.id, &session);
+                Vec::new()
+            }
+        };
+        let cs = session.chunk_size;
+        let count = total.div_ceil(cs).max(1) as u32;
+        // Keep the chunks already there, consecutive from 1 and of the right size.
+        let mut next = 1u32;
+        for (n, len) in &done {
+            let expected = (total - (*n as u64 - 1) * cs).min(cs);
+            if *n == next && *len == expected {
+                next += 1;
+                d.sent.fetch_add(*len, Ordering::Relaxed);
+            } else {
+                break;
+            }
+        }
+        if next > 1 {
+            tracing::info!(path = %snap.path, chunks = next - 1, "resuming chunked upload");
+        }
+        for n in next..=count {
+            let off = (n as u64 - 1) * cs;
+            let len = (total - off).min(cs);
+            self.dav
+                .chunk_put(
+                    &session.upload_id,
+                    n,
+                    &snap.path,
+                    total,
+                    &d.data_path,
+                    off,
+                    len,
+                    d.sent.clone(),
+                )
+                .await?;
+        }
+        let res = self
+            .dav
+            .chunk_finish(
+                &session.upload_id,
+                &snap.path,
+                total,
+                opts.mtime,
+                opts.if_match.as_deref(),
+            )
+            .await;
+        if res.is_ok() || matches!(res, Err(DavError::PreconditionFailed(_))) {
+            let _ = lock(&self.journal).delete_session(d.id);
+            if res.is_err() {
+                let _ = self.dav.chunk_abort(&session.upload_id).await;
+            }
+        }
+        Ok(res?)
+    }
+
+    async fn uploaded(&self, d: &Arc<DirtyFile>, snap: &DirtyState, etag: Option<String>) {
+        let etag = match etag {
+            Some(e) => Some(e),
+            None => self
+                .dav
+                .propfind(&snap.path, Depth::Zero)
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next())
+                .and_then(|e| e.etag),
+        };
+        tracing::info!(path = %snap.path, size = snap.size, "uploaded");
+        let unchanged = {
+            let mut files = lock(&self.files);
+            let mut st = lock(&d.st);
+            st.attempts = 0;
+            st.last_error = None;
+            st.quota_error = false;
+            let version = self
+                .fetcher
+                .cache()
+                .version(
+                    &self.identity(&snap.path),
+                    etag.as_deref().unwrap_or("unknown"),
+                )
+                .unwrap_or(VersionId(-1));
+            if st.generation == snap.generation && st.open_writers == 0 {
+                files.remove(&snap.path);
+                true
+            } else {
+                // Changed again meanwhile: the next upload is based on what we just sent.
+                st.base = Some(Base {
+                    etag: etag.clone(),
+                    size: snap.size,
+                    version,
+                });
+                st.base_len = st.base_len.min(snap.size);
+                if st.open_writers == 0 {
+                    st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
+                }
+                false
+            }
+        };
+        if unchanged {
+            let _ = lock(&self.journal).delete(d.id);
+            let _ = std::fs::remove_file(&d.data_path);
+        } else {
+            let st = d.state();
+            let _ = lock(&self.journal).save(&self.row_of(d.id, &st));
+        }
+        self.emit(Event::Uploaded {
+            path: snap.path.clone(),
+            etag,
+            size: snap.size,
+            mtime: snap.mtime,
+        });
+    }
+
+    fn conflict(&self, d: &Arc<DirtyFile>, snap: &DirtyState) {
+        let parent = snap.path.parent().unwrap_or_default();
+        let cpath = parent.join(&conflict_name(snap.path.name(), SystemTime::now()));
+        tracing::warn!(path = %snap.path, conflict = %cpath, "the server copy changed meanwhile: kept it, uploading ours beside it");
+        {
+            let mut files = lock(&self.files);
+            let mut st = lock(&d.st);
+            if files.get(&snap.path).map(|x| x.id == d.id).unwrap_or(false) {
+                files.remove(&snap.path);
+            }
+            st.path = cpath.clone();
+            st.base = None;
+            st.base_len = 0;
+            st.next_attempt = Some(Instant::now());
+            st.generation += 1;
+            let row = self.row_of(d.id, &st);
+            drop(st);
+            files.insert(cpath.clone(), d.clone());
+            drop(files);
+            let j = lock(&self.journal);
+            let _ = j.save(&row);
+            let _ = j.delete_session(d.id);
+            let _ = j.add_conflict(&snap.path, &cpath);
+        }
+        self.emit(Event::Conflict {
+            path: snap.path.clone(),
+            conflict_path: cpath,
+        });
+    }
+
+    fn failed(&self, d: &Arc<DirtyFile>, e: UploadError) {
+        let mut st = lock(&d.st);
+        st.attempts += 1;
+        let backoff = Duration::from_secs((1u64 << st.attempts.min(6)).min(60));
+        let (msg, wait) = match &e {
+            UploadError::Dav(DavError::InsufficientStorage) => {
+                st.quota_error = true;
+                (e.to_string(), Duration::from_secs(60))
+            }
+            UploadError::Dav(DavError::Unauthorized) => (e.to_string(), Duration::from_secs(300)),
+            UploadError::Dav(DavError::Forbidden(_)) => (
+                format!("{e} (the server refuses this name or place)"),
+                Duration::from_secs(600),
+            ),
+            UploadError::BaseChanged => (e.to_string(), Duration::from_secs(300)),
+            _ => (e.to_string(), backoff),
+        };
+        tracing::warn!(path = %st.path, attempts = st.attempts, retry_in = ?wait, error = %msg, "upload failed; kept in the journal");
+        st.last_error = Some(msg);
+        st.next_attempt = Some(Instant::now() + wait);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error("{0}")]
+    Dav(#[from] DavError),
+    #[error("{0}")]
+    Local(Error),
+    #[error("the server copy changed before the rest of the file could be downloaded; the local part stays in the journal")]
+    BaseChanged,
+}
+
+#[cfg(unix)]
+fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, data, off)
+}
+
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !data.is_empty() {
+        let n = f.seek_write(data, off)?;
+        data = &data[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_read(buf, off)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusions() {
+        for n in [
+            ".~lock.report.odt#",
+            "~$report.docx",
+            ".notes.txt.swp",
+            "notes.txt~",
+        ] {
+            assert!(is_excluded(n), "{n}");
+        }
+        for n in ["report.odt", "lock", ".bashrc", "a~b"] {
+            assert!(!is_excluded(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn conflict_names() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000); // 2026-11-18 11:06:40 UTC
+        assert_eq!(
+            conflict_name("report.odt", t),
+            "report (conflicted copy 2026-11-18 110640).odt"
+        );
+        assert_eq!(
+            conflict_name("Makefile", t),
+            "Makefile (conflicted copy 2026-11-18 110640)"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", t),
+            ".bashrc (conflicted copy 2026-11-18 110640)"
+        );
+        assert_eq!(
+            conflict_name("a.tar.gz", t),
+            "a.tar (conflicted copy 2026-11-18 110640).gz"
+        );
+    }
+}

@@ -29,6 +29,7 @@ pub mod error;
 pub mod fakecloud;
 pub mod fetch;
 pub mod meta;
+pub mod status;
 pub mod vfs;
 pub mod webdav;
 pub mod writeback;

@@ -255,6 +255,7 @@ fn errors_reach_programs_as_errno() {
     let cloud = Cloud::start();
     std::fs::write(cloud.files().join("f.txt"), b"x").expect("w");
     let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--read-only",
         "--timeout",
         "2",
         "--attr-ttl",

@@ -6,6 +6,7 @@
 
 mod demo;
 mod mount;
+mod status;
 
 use crate::vfs::Vfs;
 use clap::{Args, Parser, Subcommand};
@@ -60,8 +61,10 @@ pub struct Cli {
 enum Command {
     /// Mount a Nextcloud server or a WebDAV folder.
     Mount(MountArgs),
-    /// Unmount a mount point.
+    /// Unmount a mount point (waiting for pending uploads first).
     Unmount(UnmountArgs),
+    /// Show pending uploads, conflicts and cache use of a mount.
+    Status(StatusArgs),
     /// Serve a demo cloud with sample files on 127.0.0.1 and mount it (no account needed).
     Demo(DemoArgs),
 }
@@ -130,6 +133,19 @@ pub struct MountArgs {
 pub struct UnmountArgs {
     /// The mount point.
     pub mountpoint: PathBuf,
+    /// Seconds to wait for pending uploads before unmounting.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub wait: u64,
+}
+
+/// `nuage status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// Print JSON (with at least `pending_uploads`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `nuage demo`.
@@ -172,7 +188,8 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
     let res = match cli.cmd {
         Command::Mount(a) => mount::mount_command(platform, a),
         Command::Demo(a) => demo::demo_command(platform, a),
-        Command::Unmount(a) => platform.unmount(&a.mountpoint).map(|_| ExitCode::SUCCESS),
+        Command::Unmount(a) => status::unmount_command(platform, a),
+        Command::Status(a) => status::status_command(a),
     };
     match res {
         Ok(code) => code,

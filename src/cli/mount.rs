@@ -401,8 +401,24 @@ pub(super) fn run_mount(
         );
     }
 
-    rt.block_on(wait_for_end(&*mounted, &vfs));
+    let reg_path = crate::status::registry_path(&cache_base()?, &mountpoint);
+    let reg = crate::status::Registration {
+        pid: std::process::id(),
+        cache_dir: cache_dir.clone(),
+    };
+    if let Err(e) = crate::status::write_json(&reg_path, &reg) {
+        tracing::warn!(error = %e, "cannot register the mount for nuage status");
+    }
+    let info = SnapshotInfo {
+        mountpoint: mountpoint.to_string_lossy().into_owned(),
+        url: url.to_string(),
+        dir: cache_dir.clone(),
+    };
+    write_snapshot(&vfs, &info);
+    rt.block_on(wait_for_end(&*mounted, &vfs, &info));
     mounted.unmount();
+    write_snapshot(&vfs, &info);
+    let _ = std::fs::remove_file(&reg_path);
     if let Err(e) = rt.block_on(vfs.flush_cache()) {
         tracing::warn!(error = %e, "cache index flush failed at unmount");
     }
@@ -410,7 +426,38 @@ pub(super) fn run_mount(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs) {
+struct SnapshotInfo {
+    mountpoint: String,
+    url: String,
+    dir: PathBuf,
+}
+
+fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
+    let wb = vfs.writeback();
+    let usage = vfs.cache().usage();
+    let st = crate::status::Status {
+        pid: std::process::id(),
+        mountpoint: info.mountpoint.clone(),
+        url: info.url.clone(),
+        pending_uploads: wb.pending_count(),
+        uploads: wb.pending().into_iter().map(Into::into).collect(),
+        conflicts: wb.conflicts().into_iter().map(Into::into).collect(),
+        cache: crate::status::CacheInfo {
+            bytes: usage.bytes,
+            limit: usage.limit,
+            blocks: usage.blocks,
+        },
+        updated: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    if let Err(e) = crate::status::write_json(&info.dir.join("status.json"), &st) {
+        tracing::debug!(error = %e, "cannot write the status snapshot");
+    }
+}
+
+async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs, info: &SnapshotInfo) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut n: u64 = 0;
     #[cfg(unix)]
@@ -435,6 +482,9 @@ async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs) {
                     return;
                 }
                 n += 1;
+                if n % 2 == 0 {
+                    write_snapshot(vfs, info);
+                }
                 if n % 8 == 0 {
                     if let Err(e) = vfs.flush_cache().await {
                         tracing::warn!(error = %e, "cache index flush failed");

@@ -1,0 +1,114 @@
+//! `nuage status` and `nuage unmount`.
+
+use super::{Platform, StatusArgs, UnmountArgs};
+use crate::status::{human, read_json, registry_path, Registration, Status};
+use anyhow::{anyhow, Context};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+fn find(mountpoint: &Path) -> anyhow::Result<(PathBuf, Registration)> {
+    let mp = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let base = super::mount::cache_base()?;
+    let reg_path = registry_path(&base, &mp);
+    let reg: Registration = read_json(&reg_path)
+        .map_err(|_| anyhow!("no nuage mount is registered at {}", mp.display()))?;
+    Ok((mp, reg))
+}
+
+fn snapshot(reg: &Registration) -> anyhow::Result<Status> {
+    read_json(&reg.cache_dir.join("status.json")).with_context(|| {
+        format!(
+            "cannot read the status of the mount in {}",
+            reg.cache_dir.display()
+        )
+    })
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let (mp, reg) = find(&a.mountpoint)?;
+    let st = snapshot(&reg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let alive = pid_alive(st.pid);
+    println!(
+        "{} on {}{}",
+        st.url,
+        mp.display(),
+        if alive { "" } else { " (process gone)" }
+    );
+    println!(
+        "cache: {} of {} ({} blocks)",
+        human(st.cache.bytes),
+        human(st.cache.limit),
+        st.cache.blocks
+    );
+    if st.uploads.is_empty() {
+        println!("pending uploads: none");
+    } else {
+        println!("pending uploads: {}", st.pending_uploads);
+        for u in &st.uploads {
+            let state = match (&u.last_error, u.uploading) {
+                (_, true) => format!("uploading, {} sent", human(u.bytes_sent)),
+                (Some(e), false) => format!("{} failed attempt(s): {e}", u.attempts),
+                (None, false) => "waiting".to_string(),
+            };
+            println!("  {} ({}): {state}", u.path, human(u.size));
+        }
+    }
+    if !st.conflicts.is_empty() {
+        println!("conflicts (the server copy was kept, ours saved beside it):");
+        for c in &st.conflicts {
+            println!("  {} -> {}", c.path, c.conflict_path);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow::Result<ExitCode> {
+    let found = find(&a.mountpoint).ok();
+    if let Some((_, reg)) = &found {
+        let end = Instant::now() + Duration::from_secs(a.wait);
+        let mut last = usize::MAX;
+        while Instant::now() < end && pid_alive(reg.pid) {
+            match snapshot(reg) {
+                Ok(s) if s.pending_uploads == 0 => break,
+                Ok(s) => {
+                    if s.pending_uploads != last {
+                        eprintln!("waiting for {} pending upload(s)...", s.pending_uploads);
+                        last = s.pending_uploads;
+                    }
+                }
+                Err(_) => break,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    platform.unmount(&a.mountpoint)?;
+    if let Some((_, reg)) = found {
+        // Let the mount process write its last snapshot and exit (bounded).
+        let end = Instant::now() + Duration::from_secs(10);
+        while pid_alive(reg.pid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Ok(s) = snapshot(&reg) {
+            if s.pending_uploads > 0 {
+                eprintln!(
+                    "{} upload(s) still pending in the journal (in {}); they resume at the next mount:",
+                    s.pending_uploads,
+                    reg.cache_dir.display()
+                );
+                for u in s.uploads {
+                    eprintln!("  {}", u.path);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

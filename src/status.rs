@@ -1,0 +1,159 @@
+//! What a running mount tells `nuage status` and `nuage unmount`.
+//!
+//! The mount process writes a snapshot (`status.json` in its cache folder) every second and a
+//! registry entry (`<cache base>/mounts/<mount point>.json`) pointing from the mount point to
+//! that folder. Both are plain files: `nuage status` works without talking to the daemon, and
+//! still shows the journal's pending uploads when the daemon is gone.
+
+use crate::writeback::{Conflict, PendingInfo};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Cache usage.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CacheInfo {
+    /// Bytes of cached blocks.
+    pub bytes: u64,
+    /// The limit.
+    pub limit: u64,
+    /// Number of cached blocks.
+    pub blocks: u64,
+}
+
+/// One pending upload as shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadInfo {
+    /// Path in the mount.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes sent by the attempt in progress.
+    pub bytes_sent: u64,
+    /// Failed attempts.
+    pub attempts: u32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Being uploaded now.
+    pub uploading: bool,
+}
+
+impl From<PendingInfo> for UploadInfo {
+    fn from(p: PendingInfo) -> Self {
+        UploadInfo {
+            path: p.path,
+            size: p.size,
+            bytes_sent: p.bytes_sent,
+            attempts: p.attempts,
+            last_error: p.last_error,
+            uploading: p.uploading,
+        }
+    }
+}
+
+/// One recorded conflict.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConflictInfo {
+    /// The path whose server copy was kept.
+    pub path: String,
+    /// Where the local copy went.
+    pub conflict_path: String,
+    /// Unix time.
+    pub at: u64,
+}
+
+impl From<Conflict> for ConflictInfo {
+    fn from(c: Conflict) -> Self {
+        ConflictInfo {
+            path: c.path,
+            conflict_path: c.conflict_path,
+            at: c.at,
+        }
+    }
+}
+
+/// The snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Process id of the mount.
+    pub pid: u32,
+    /// Mount point.
+    pub mountpoint: String,
+    /// Server URL.
+    pub url: String,
+    /// Number of pending uploads.
+    pub pending_uploads: usize,
+    /// Pending uploads.
+    pub uploads: Vec<UploadInfo>,
+    /// Conflicts, newest first.
+    pub conflicts: Vec<ConflictInfo>,
+    /// Cache usage.
+    pub cache: CacheInfo,
+    /// Unix time of the snapshot.
+    pub updated: u64,
+}
+
+/// Registry entry of a mount point.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    /// Process id of the mount.
+    pub pid: u32,
+    /// Its cache folder.
+    pub cache_dir: PathBuf,
+}
+
+/// Registry file of a mount point under `base`.
+pub fn registry_path(base: &Path, mountpoint: &Path) -> PathBuf {
+    let key: String = mountpoint
+        .to_string_lossy()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    base.join("mounts").join(format!("{key}.json"))
+}
+
+/// Writes `v` as JSON atomically (temporary file, then rename).
+pub fn write_json<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let data = serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a JSON file.
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T> {
+    let data = std::fs::read(path)?;
+    serde_json::from_slice(&data).map_err(std::io::Error::other)
+}
+
+/// Human-readable sizes.
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_keys_and_sizes() {
+        let a = registry_path(Path::new("/b"), Path::new("/mnt/a b"));
+        let b = registry_path(Path::new("/b"), Path::new("/mnt/a_b"));
+        assert_ne!(a, b);
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}

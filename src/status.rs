@@ -90,6 +90,8 @@ pub struct Status {
     pub cache: CacheInfo,
     /// Unix time of the snapshot.
     pub updated: u64,
+    /// Unix time of the snapshot in milliseconds.
+    pub updated_ms: u64,
 }
 
 /// Registry entry of a mount point.

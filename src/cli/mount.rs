@@ -451,6 +451,10 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        updated_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
     };
     if let Err(e) = crate::status::write_json(&info.dir.join("status.json"), &st) {
         tracing::debug!(error = %e, "cannot write the status snapshot");

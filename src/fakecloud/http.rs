@@ -45,6 +45,12 @@ pub struct Stats {
     pub methods: Mutex<HashMap<String, u64>>,
     /// Requests that failed authentication.
     pub unauthorized: AtomicU64,
+    /// Chunks received by chunked uploads.
+    pub chunk_puts: AtomicU64,
+    /// Chunked uploads assembled.
+    pub chunk_assemblies: AtomicU64,
+    /// Plain PUT requests of whole files.
+    pub file_puts: AtomicU64,
 }
 
 impl Stats {
@@ -294,6 +300,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if path.starts_with("/ocs/") {
         return ocs(&shared, &req, &path);
     }
+    let uploads_prefix = format!(
+        "/remote.php/dav/uploads/{}",
+        crate::webdav::path::encode_segment(&shared.cfg.user_id)
+    );
+    if let Some(rest) = path.strip_prefix(&uploads_prefix) {
+        if !authorized(&shared, req.headers()) {
+            return unauthorized(&shared);
+        }
+        let Some(rel) = decode_rel(rest) else {
+            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "invalid path");
+        };
+        let up = Uploads {
+            shared: shared.clone(),
+            prefix: uploads_prefix,
+        };
+        return up.handle(req, rel).await;
+    }
     let prefix = format!(
         "/remote.php/dav/files/{}",
         crate::webdav::path::encode_segment(&shared.cfg.user_id)
@@ -349,7 +372,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         "PROPFIND" => dav.propfind(&req, &rel),
         "GET" => dav.get(&req, &rel, true).await,
         "HEAD" => dav.get(&req, &rel, false).await,
-        "PUT" => dav.put(req, &rel).await,
+        "PUT" => {
+            shared.stats.file_puts.fetch_add(1, Ordering::Relaxed);
+            dav.put(req, &rel).await
+        }
         "MKCOL" => dav.mkcol(&rel),
         "DELETE" => dav.delete(&req, &rel),
         "MOVE" => dav.move_copy(&req, &rel, true),
@@ -998,6 +1024,237 @@ impl Dav {
                 "move failed",
             ),
         }
+    }
+}
+
+/// The chunked-upload area (`/remote.php/dav/uploads/<uid>/<upload-id>/<chunk>`, §5.2).
+struct Uploads {
+    shared: Arc<Shared>,
+    prefix: String,
+}
+
+impl Uploads {
+    fn area(&self) -> PathBuf {
+        let mut p = self.shared.cfg.root.clone().into_os_string();
+        p.push(".uploads");
+        PathBuf::from(p)
+    }
+
+    fn files_prefix(&self) -> String {
+        format!(
+            "/remote.php/dav/files/{}",
+            crate::webdav::path::encode_segment(&self.shared.cfg.user_id)
+        )
+    }
+
+    fn destination(&self, h: &HeaderMap) -> Option<Vec<String>> {
+        let dest = header(h, "destination")?;
+        let p = match dest.find("://") {
+            Some(i) => dest[i + 3..]
+                .find('/')
+                .map(|j| &dest[i + 3 + j..])
+                .unwrap_or("/"),
+            None => dest,
+        };
+        decode_rel(p.strip_prefix(&self.files_prefix())?)
+    }
+
+    async fn handle(&self, req: Request<Incoming>, rel: Vec<String>) -> Resp {
+        let method = req.method().as_str().to_string();
+        match (method.as_str(), rel.len()) {
+            ("MKCOL", 1) => {
+                let d = self.area().join(&rel[0]);
+                if d.exists() {
+                    return sabre_error(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "MethodNotAllowed",
+                        "exists",
+                    );
+                }
+                match std::fs::create_dir_all(&d) {
+                    Ok(()) => resp(StatusCode::CREATED, ""),
+                    Err(_) => sabre_error(StatusCode::INTERNAL_SERVER_ERROR, "Exception", "mkdir"),
+                }
+            }
+            ("PUT", 2) => {
+                let d = self.area().join(&rel[0]);
+                if !d.is_dir() {
+                    return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such upload");
+                }
+                if let (Some(q), Some(total)) = (
+                    self.shared.cfg.quota,
+                    header(req.headers(), "oc-total-length").and_then(|v| v.parse::<u64>().ok()),
+                ) {
+                    if tree_size(&self.shared.cfg.root) + total > q {
+                        return sabre_error(
+                            StatusCode::INSUFFICIENT_STORAGE,
+                            "InsufficientStorage",
+                            "Insufficient space",
+                        );
+                    }
+                }
+                self.shared.stats.chunk_puts.fetch_add(1, Ordering::Relaxed);
+                let target = d.join(&rel[1]);
+                let mut body = req.into_body();
+                let mut data = Vec::new();
+                loop {
+                    match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                        Some(Ok(frame)) => {
+                            if let Ok(b) = frame.into_data() {
+                                data.extend_from_slice(&b);
+                            }
+                        }
+                        Some(Err(_)) => {
+                            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "body")
+                        }
+                        None => break,
+                    }
+                }
+                match std::fs::write(&target, &data) {
+                    Ok(()) => resp(StatusCode::CREATED, ""),
+                    Err(_) => sabre_error(StatusCode::INTERNAL_SERVER_ERROR, "Exception", "write"),
+                }
+            }
+            ("PROPFIND", 1) => {
+                let d = self.area().join(&rel[0]);
+                let Ok(rd) = std::fs::read_dir(&d) else {
+                    return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such upload");
+                };
+                let mut out =
+                    String::from("<?xml version=\"1.0\"?>\n<d:multistatus xmlns:d=\"DAV:\">");
+                out.push_str(&format!(
+                    "<d:response><d:href>{}/{}/</d:href><d:propstat><d:prop><d:resourcetype><d:collection/></d:resourcetype></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>",
+                    self.prefix,
+                    crate::webdav::path::encode_segment(&rel[0])
+                ));
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    out.push_str(&format!(
+                        "<d:response><d:href>{}/{}/{}</d:href><d:propstat><d:prop><d:resourcetype/><d:getcontentlength>{len}</d:getcontentlength></d:prop><d:status>HTTP/1.1 200 OK</d:status></d:propstat></d:response>",
+                        self.prefix,
+                        crate::webdav::path::encode_segment(&rel[0]),
+                        crate::webdav::path::encode_segment(&name)
+                    ));
+                }
+                out.push_str("</d:multistatus>");
+                resp(StatusCode::MULTI_STATUS, out)
+            }
+            ("MOVE", 2) if rel[1] == ".file" => self.assemble(&req, &rel[0]),
+            ("DELETE", 1) => {
+                let _ = std::fs::remove_dir_all(self.area().join(&rel[0]));
+                resp(StatusCode::NO_CONTENT, "")
+            }
+            _ => sabre_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                "not in the upload area",
+            ),
+        }
+    }
+
+    fn assemble(&self, req: &Request<Incoming>, id: &str) -> Resp {
+        let d = self.area().join(id);
+        let Some(dest_rel) = self.destination(req.headers()) else {
+            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "bad Destination");
+        };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such upload");
+        };
+        let mut chunks: Vec<(u64, PathBuf)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().parse::<u64>().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        chunks.sort();
+        let total: u64 = chunks
+            .iter()
+            .map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        if let Some(expected) =
+            header(req.headers(), "oc-total-length").and_then(|v| v.parse::<u64>().ok())
+        {
+            if expected != total {
+                return sabre_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "Chunks on server do not sum up to the expected size",
+                );
+            }
+        }
+        let mut dest = self.shared.cfg.root.clone();
+        for s in &dest_rel {
+            dest.push(s);
+        }
+        let existing = std::fs::metadata(&dest).ok();
+        // The overwrite guard: `If: <dest> (["etag"])` (§5.2).
+        if let Some(ifh) = header(req.headers(), "if") {
+            let want = ifh
+                .split("([")
+                .nth(1)
+                .and_then(|r| r.split("])").next())
+                .map(str::trim);
+            let cur = existing.as_ref().map(file_etag);
+            if want.is_some() && want != cur.as_deref() {
+                return sabre_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "PreconditionFailed",
+                    "destination changed",
+                );
+            }
+        }
+        if !dest.parent().map(Path::is_dir).unwrap_or(false) {
+            return sabre_error(StatusCode::CONFLICT, "Conflict", "parent missing");
+        }
+        let tmp = dest.with_file_name(format!("{UPLOAD_PREFIX}{}", rand_suffix()));
+        let res = (|| -> std::io::Result<()> {
+            let mut out = std::fs::File::create(&tmp)?;
+            for (_, p) in &chunks {
+                let mut f = std::fs::File::open(p)?;
+                std::io::copy(&mut f, &mut out)?;
+            }
+            if let Some(secs) = header(req.headers(), "x-oc-mtime")
+                .and_then(|v| v.split('.').next()?.parse::<u64>().ok())
+                .filter(|s| *s > 86400)
+            {
+                out.set_modified(UNIX_EPOCH + Duration::from_secs(secs))?;
+            }
+            out.sync_all()?;
+            std::fs::rename(&tmp, &dest)
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return sabre_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Exception",
+                "assembly failed",
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        self.shared
+            .stats
+            .chunk_assemblies
+            .fetch_add(1, Ordering::Relaxed);
+        let m = match std::fs::metadata(&dest) {
+            Ok(m) => m,
+            Err(_) => return sabre_error(StatusCode::INTERNAL_SERVER_ERROR, "Exception", "stat"),
+        };
+        let mut r = resp(
+            if existing.is_some() {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::CREATED
+            },
+            "",
+        );
+        let etag = file_etag(&m);
+        r.headers_mut().insert("ETag", hv(&etag));
+        r.headers_mut().insert("OC-ETag", hv(&etag));
+        r.headers_mut()
+            .insert("OC-FileId", hv(&format!("{:08}ocfake", m.ino())));
+        r
     }
 }
 

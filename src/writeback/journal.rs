@@ -33,6 +33,8 @@ pub struct Row {
     pub base_len: u64,
     /// Ranges held locally.
     pub present: RangeSet,
+    /// Content generation this row describes (matches a chunk session's).
+    pub generation: i64,
 }
 
 /// A chunked upload in progress.
@@ -81,7 +83,8 @@ impl Journal {
             "CREATE TABLE IF NOT EXISTS dirty (
                  id INTEGER PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
                  mtime INTEGER NOT NULL, base_etag TEXT, has_base INTEGER NOT NULL,
-                 base_size INTEGER NOT NULL, base_len INTEGER NOT NULL, present TEXT NOT NULL);
+                 base_size INTEGER NOT NULL, base_len INTEGER NOT NULL, present TEXT NOT NULL,
+                 generation INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE IF NOT EXISTS chunk_sessions (
                  dirty_id INTEGER PRIMARY KEY, upload_id TEXT NOT NULL, chunk_size INTEGER NOT NULL,
                  total INTEGER NOT NULL, generation INTEGER NOT NULL);
@@ -95,8 +98,8 @@ impl Journal {
     /// All pending rows.
     pub fn rows(&self) -> rusqlite::Result<Vec<Row>> {
         let mut st = self.db.prepare(
-            "SELECT id, path, size, mtime, base_etag, has_base, base_size, base_len, present
-             FROM dirty ORDER BY id",
+            "SELECT id, path, size, mtime, base_etag, has_base, base_size, base_len, present,
+                    generation FROM dirty ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
             Ok(Row {
@@ -109,6 +112,7 @@ impl Journal {
                 base_size: r.get::<_, i64>(6)? as u64,
                 base_len: r.get::<_, i64>(7)? as u64,
                 present: RangeSet::decode(&r.get::<_, String>(8)?),
+                generation: r.get(9)?,
             })
         })?;
         rows.collect()
@@ -124,7 +128,7 @@ impl Journal {
     pub fn save(&self, r: &Row) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT OR REPLACE INTO dirty (id, path, size, mtime, base_etag, has_base, base_size,
-                 base_len, present) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 base_len, present, generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 r.id,
                 r.path.as_str(),
@@ -134,7 +138,8 @@ impl Journal {
                 r.has_base as i64,
                 r.base_size as i64,
                 r.base_len as i64,
-                r.present.encode()
+                r.present.encode(),
+                r.generation
             ],
         )?;
         Ok(())

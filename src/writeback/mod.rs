@@ -302,8 +302,8 @@ impl WriteBack {
                     base,
                     base_len: r.base_len,
                     present: r.present,
-                    generation: 1,
-                    persisted: 1,
+                    generation: r.generation.max(1) as u64,
+                    persisted: r.generation.max(1) as u64,
                     open_writers: 0,
                     local_only: false,
                     attempts: 0,
@@ -593,6 +593,7 @@ impl WriteBack {
             base_size: st.base.as_ref().map(|b| b.size).unwrap_or(0),
             base_len: st.base_len,
             present: st.present.clone(),
+            generation: st.generation as i64,
         }
     }
 

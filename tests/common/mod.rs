@@ -74,6 +74,7 @@ pub struct Cloud {
     pub server: FakeCloud,
     pub dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
+    quota: Option<u64>,
 }
 
 impl Cloud {
@@ -101,7 +102,59 @@ impl Cloud {
                 0,
             ))
             .expect("start fake cloud");
-        Cloud { server, dir, rt }
+        Cloud {
+            server,
+            dir,
+            rt,
+            quota,
+        }
+    }
+
+    fn config(&self) -> FakeCloudConfig {
+        FakeCloudConfig {
+            root: self.files(),
+            login: USER.into(),
+            user_id: USER_ID.into(),
+            passwords: vec![PASSWORD.into()],
+            quota: self.quota,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    }
+
+    /// Stops the server: its port refuses connections and open connections close.
+    pub fn stop(&mut self) {
+        let cfg = self.config();
+        // Park a placeholder server on another port so `server` stays valid.
+        let placeholder = self
+            .rt
+            .block_on(FakeCloud::start(cfg, 0))
+            .expect("placeholder");
+        let old = std::mem::replace(&mut self.server, placeholder);
+        drop(old);
+    }
+
+    /// Starts the server again on `port`, with the same files.
+    pub fn restart(&mut self, port: u16) {
+        let cfg = self.config();
+        let mut last = None;
+        for _ in 0..50 {
+            match self.rt.block_on(FakeCloud::start(cfg.clone(), port)) {
+                Ok(s) => {
+                    self.server = s;
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cannot restart the server on port {port}: {last:?}");
     }
 
     pub fn files(&self) -> PathBuf {
@@ -416,6 +469,22 @@ impl Mount {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the mount process with SIGKILL (a crash) and cleans the dead mount up.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("fusermount3")
+            .arg("-uz")
+            .arg(&self.mp)
+            .status();
+        assert!(
+            wait_until(Duration::from_secs(10), || !is_mounted(&self.mp)),
+            "dead mount not cleaned up"
+        );
     }
 
     /// Unmounts with `nuage unmount` and waits (bounded) for the process to exit 0.

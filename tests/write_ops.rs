@@ -1,0 +1,499 @@
+//! Writes through real FUSE mounts: each operation, orderings, holes, crash safety, conflicts,
+//! quota, server outages and chunked uploads. The server's files are compared byte for byte.
+
+mod common;
+
+use common::*;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const FAST: &[&str] = &["--upload-delay", "0.2", "--attr-ttl", "1", "--dir-ttl", "1"];
+
+fn server_file_is(root: &Path, rel: &str, want: &[u8]) -> bool {
+    std::fs::read(root.join(rel))
+        .map(|b| b == want)
+        .unwrap_or(false)
+}
+
+fn wait_server(root: &Path, rel: &str, want: &[u8]) {
+    let ok = wait_until(Duration::from_secs(20), || server_file_is(root, rel, want));
+    let got = std::fs::read(root.join(rel))
+        .map(|b| b.len() as i64)
+        .unwrap_or(-1);
+    assert!(
+        ok,
+        "server never got {rel} ({} bytes wanted, has {got})",
+        want.len()
+    );
+}
+
+fn puts(cloud: &Cloud) -> u64 {
+    cloud.server.stats().file_puts.load(Ordering::SeqCst)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `nuage status --json`, taken after everything this test did so far.
+fn status(m: &Mount) -> serde_json::Value {
+    let since = now_ms();
+    let mut last = serde_json::Value::Null;
+    let fresh = wait_until(Duration::from_secs(10), || {
+        let out = nuage()
+            .arg("status")
+            .arg(&m.mp)
+            .arg("--json")
+            .output()
+            .expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last = serde_json::from_slice(&out.stdout).expect("json");
+        last["updated_ms"].as_u64().unwrap_or(0) > since
+    });
+    assert!(fresh, "no fresh status snapshot");
+    last
+}
+
+fn pending(m: &Mount) -> u64 {
+    status(m)["pending_uploads"]
+        .as_u64()
+        .expect("pending_uploads is a number")
+}
+
+fn wait_drained(m: &Mount) {
+    assert!(
+        wait_until(Duration::from_secs(30), || pending(m) == 0),
+        "uploads never drained; log:\n{}",
+        m.log_text()
+    );
+}
+
+#[test]
+fn each_operation_reaches_the_server() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    std::fs::write(srv.join("existing.txt"), b"0123456789").expect("w");
+    std::fs::create_dir(srv.join("full")).expect("mkdir");
+    std::fs::write(srv.join("full/x"), b"x").expect("w");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+
+    // create + write + close: close returns before the upload; the server gets exact bytes.
+    std::fs::write(m.path("new.txt"), b"hello world").expect("create");
+    assert_eq!(
+        std::fs::read(m.path("new.txt")).expect("read back"),
+        b"hello world"
+    );
+    wait_server(&srv, "new.txt", b"hello world");
+
+    // append, overwrite in place, O_TRUNC
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("existing.txt"))
+        .expect("append");
+    f.write_all(b"abc").expect("w");
+    drop(f);
+    wait_server(&srv, "existing.txt", b"0123456789abc");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("existing.txt"))
+        .expect("rw");
+    f.write_all_at(b"XY", 2).expect("w");
+    drop(f);
+    wait_server(&srv, "existing.txt", b"01XY456789abc");
+    std::fs::write(m.path("existing.txt"), b"short").expect("trunc");
+    wait_server(&srv, "existing.txt", b"short");
+
+    // truncate(path) while pending and after upload
+    std::fs::write(m.path("t.txt"), b"0123456789").expect("w");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("t.txt"))
+        .expect("o");
+    f.set_len(4).expect("truncate while pending");
+    drop(f);
+    wait_server(&srv, "t.txt", b"0123");
+    std::process::Command::new("truncate")
+        .args(["-s", "6"])
+        .arg(m.path("t.txt"))
+        .status()
+        .expect("truncate");
+    wait_server(&srv, "t.txt", b"0123\0\0");
+
+    // mtime is kept (X-OC-Mtime on Nextcloud)
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+    std::fs::write(m.path("dated.txt"), b"d").expect("w");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(m.path("dated.txt"))
+        .expect("o");
+    f.set_modified(when).expect("utimens");
+    drop(f);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::metadata(srv.join("dated.txt"))
+                .and_then(|md| md.modified())
+                .ok()
+                == Some(when)
+        }),
+        "server mtime not set"
+    );
+
+    // mkdir, rmdir, rmdir of a non-empty folder
+    std::fs::create_dir(m.path("folder")).expect("mkdir");
+    assert!(
+        srv.join("folder").is_dir(),
+        "mkdir is on the server at once"
+    );
+    let e = std::fs::create_dir(m.path("folder")).expect_err("exists");
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    let e = std::fs::remove_dir(m.path("full")).expect_err("not empty");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    std::fs::remove_dir(m.path("folder")).expect("rmdir");
+    assert!(!srv.join("folder").exists());
+
+    // rename: plain, across folders, onto an existing file, folder onto non-empty folder
+    std::fs::create_dir(m.path("a")).expect("mkdir");
+    std::fs::create_dir(m.path("b")).expect("mkdir");
+    std::fs::rename(m.path("new.txt"), m.path("a/renamed.txt")).expect("rename");
+    assert!(!srv.join("new.txt").exists() && server_file_is(&srv, "a/renamed.txt", b"hello world"));
+    std::fs::rename(m.path("a/renamed.txt"), m.path("b/moved.txt")).expect("rename across");
+    assert!(server_file_is(&srv, "b/moved.txt", b"hello world"));
+    std::fs::write(m.path("b/target.txt"), b"old target").expect("w");
+    wait_server(&srv, "b/target.txt", b"old target");
+    std::fs::rename(m.path("b/moved.txt"), m.path("b/target.txt")).expect("replace");
+    assert!(server_file_is(&srv, "b/target.txt", b"hello world"));
+    assert!(!srv.join("b/moved.txt").exists());
+    let e = std::fs::rename(m.path("a"), m.path("full")).expect_err("non-empty target");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    assert!(
+        server_file_is(&srv, "full/x", b"x"),
+        "the non-empty target must survive"
+    );
+    std::fs::rename(m.path("a"), m.path("b/a2")).expect("move folder");
+    assert!(srv.join("b/a2").is_dir() && !srv.join("a").exists());
+
+    // unlink
+    std::fs::remove_file(m.path("b/target.txt")).expect("unlink");
+    assert!(!srv.join("b/target.txt").exists());
+    assert_eq!(
+        std::fs::metadata(m.path("b/target.txt"))
+            .expect_err("gone")
+            .raw_os_error(),
+        Some(libc::ENOENT)
+    );
+
+    // fsync returns once durable; the file is then uploaded
+    let mut f = std::fs::File::create(m.path("synced.bin")).expect("create");
+    f.write_all(&pattern(100_000, 1)).expect("w");
+    f.sync_all().expect("fsync");
+    drop(f);
+    wait_server(&srv, "synced.bin", &pattern(100_000, 1));
+    wait_drained(&m);
+    m.unmount();
+}
+
+#[test]
+fn orderings_end_right_without_needless_transfers() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--upload-delay",
+        "1.5",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    let before = puts(&cloud);
+
+    // written then renamed (before upload): only the final name is uploaded, once.
+    std::fs::write(m.path("draft.txt"), b"draft").expect("w");
+    std::fs::rename(m.path("draft.txt"), m.path("final.txt")).expect("rename");
+    // written then deleted: never uploaded.
+    std::fs::write(m.path("tmp.txt"), b"temporary").expect("w");
+    std::fs::remove_file(m.path("tmp.txt")).expect("rm");
+    // a folder renamed while files inside are pending
+    std::fs::create_dir(m.path("dir")).expect("mkdir");
+    for i in 0..5 {
+        std::fs::write(m.path(&format!("dir/f{i}")), format!("file {i}")).expect("w");
+    }
+    std::fs::rename(m.path("dir"), m.path("dir2")).expect("rename dir");
+    // a path that changes type: file, then folder, then file again
+    std::fs::write(m.path("shape"), b"file").expect("w");
+    std::fs::remove_file(m.path("shape")).expect("rm");
+    std::fs::create_dir(m.path("shape")).expect("mkdir");
+    std::fs::remove_dir(m.path("shape")).expect("rmdir");
+    std::fs::write(m.path("shape"), b"file again").expect("w");
+
+    wait_drained(&m);
+    assert!(server_file_is(&srv, "final.txt", b"draft"));
+    assert!(!srv.join("draft.txt").exists());
+    assert!(!srv.join("tmp.txt").exists());
+    for i in 0..5 {
+        assert!(server_file_is(
+            &srv,
+            &format!("dir2/f{i}"),
+            format!("file {i}").as_bytes()
+        ));
+    }
+    assert!(!srv.join("dir").exists());
+    assert!(server_file_is(&srv, "shape", b"file again"));
+    assert_eq!(
+        puts(&cloud) - before,
+        7,
+        "one PUT per surviving file, nothing else"
+    );
+    assert_same_tree(&srv, &m.mp);
+    m.unmount();
+}
+
+#[test]
+fn a_partial_write_into_an_uncached_large_file_never_uploads_holes() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    write_big(&srv.join("big.bin"), 30 << 20, 21);
+    let mut expected = std::fs::read(srv.join("big.bin")).expect("read");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("big.bin"))
+        .expect("open rw");
+    f.write_all_at(b"PATCHED", 15 << 20).expect("write");
+    drop(f);
+    expected[15 << 20..(15 << 20) + 7].copy_from_slice(b"PATCHED");
+    wait_drained(&m);
+    assert!(
+        std::fs::read(srv.join("big.bin")).expect("read") == expected,
+        "server copy has holes or wrong bytes"
+    );
+    assert!(std::fs::read(m.path("big.bin")).expect("read") == expected);
+    m.unmount();
+}
+
+#[test]
+fn kill_9_with_pending_uploads_then_remount_finishes_them() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let cache = tempfile::tempdir().expect("tmp");
+    let m = Mount::new(
+        MountSpec::new(&cloud.url())
+            .cache(cache.path())
+            .args(&["--upload-delay", "600"]),
+    );
+    std::fs::create_dir(m.path("docs")).expect("mkdir");
+    let files: Vec<(String, Vec<u8>)> = (0..20)
+        .map(|i| {
+            (
+                format!("docs/file{i}.bin"),
+                pattern(1000 + i * 5000, i as u64),
+            )
+        })
+        .collect();
+    for (p, d) in &files {
+        std::fs::write(m.path(p), d).expect("write");
+    }
+    assert_eq!(pending(&m), 20);
+    m.kill9();
+    for (p, _) in &files {
+        assert!(
+            !srv.join(p).exists(),
+            "nothing was uploaded before the crash"
+        );
+    }
+    // The next mount of the same account resumes and finishes every pending upload.
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST));
+    wait_drained(&m);
+    for (p, d) in &files {
+        assert!(server_file_is(&srv, p, d), "{p} lost");
+    }
+    m.unmount();
+}
+
+#[test]
+fn a_conflict_keeps_both_copies() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    std::fs::write(srv.join("report.odt"), b"original").expect("w");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--upload-delay",
+        "2",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    assert_eq!(
+        std::fs::read(m.path("report.odt")).expect("read"),
+        b"original"
+    );
+    std::fs::write(m.path("report.odt"), b"ours").expect("write");
+    // Someone else saves on the server before our upload.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(srv.join("report.odt"), b"theirs, newer").expect("w");
+    wait_drained(&m);
+    assert!(
+        server_file_is(&srv, "report.odt", b"theirs, newer"),
+        "the server copy must be kept"
+    );
+    let copies: Vec<String> = std::fs::read_dir(&srv)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().into_string().expect("utf8"))
+        .filter(|n| n.starts_with("report (conflicted copy ") && n.ends_with(").odt"))
+        .collect();
+    assert_eq!(copies.len(), 1, "one conflicted copy: {copies:?}");
+    assert!(server_file_is(&srv, &copies[0], b"ours"));
+    let out = nuage().arg("status").arg(&m.mp).output().expect("status");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("conflicted copy"),
+        "conflict reported"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || m.path(&copies[0]).exists()),
+        "copy visible in the mount"
+    );
+    m.unmount();
+}
+
+#[test]
+fn quota_refusal_keeps_the_data_and_fsync_reports_it() {
+    let cloud = Cloud::start_with(Some(1 << 20));
+    let srv = cloud.files();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let data = pattern(2 << 20, 3);
+    std::fs::write(m.path("too-big.bin"), &data).expect("write lands locally");
+    let refused = wait_until(Duration::from_secs(20), || {
+        status(&m).to_string().contains("quota")
+    });
+    assert!(refused, "the 507 must be reported in the status");
+    assert!(!srv.join("too-big.bin").exists());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("too-big.bin"))
+        .expect("reopen");
+    let e = f.sync_all().expect_err("fsync must report the quota");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    drop(f);
+    assert_eq!(pending(&m), 1, "kept in the journal");
+    assert!(
+        std::fs::read(m.path("too-big.bin")).expect("read") == data,
+        "still readable locally"
+    );
+    m.kill9();
+}
+
+#[test]
+fn uploads_survive_a_server_outage() {
+    let mut cloud = Cloud::start();
+    let srv = cloud.files();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    std::fs::create_dir(m.path("d")).expect("mkdir");
+    let port = cloud.port();
+    cloud.stop();
+    for i in 0..5 {
+        std::fs::write(
+            m.path(&format!("d/{i}.txt")),
+            format!("written offline {i}"),
+        )
+        .expect("write while down");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(pending(&m) == 5, "kept while the server is down");
+    cloud.restart(port);
+    wait_drained(&m);
+    for i in 0..5 {
+        assert!(server_file_is(
+            &srv,
+            &format!("d/{i}.txt"),
+            format!("written offline {i}").as_bytes()
+        ));
+    }
+    m.unmount();
+}
+
+#[test]
+fn large_files_use_chunked_upload_and_resume_after_a_kill() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let cache = tempfile::tempdir().expect("tmp");
+    let data = pattern(45 << 20, 8);
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST));
+    // Slow the server down so the upload is still running when we kill the mount.
+    cloud.server.knobs().delay_ms.store(700, Ordering::SeqCst);
+    let mut f = std::fs::File::create(m.path("video.mp4")).expect("create");
+    f.write_all(&data).expect("write");
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    drop(f);
+    let stats = cloud.server.stats().clone();
+    assert!(
+        wait_until(Duration::from_secs(30), || stats
+            .chunk_puts
+            .load(Ordering::SeqCst)
+            >= 2),
+        "chunked upload did not start"
+    );
+    m.kill9();
+    let sent_before = stats.chunk_puts.load(Ordering::SeqCst);
+    assert!(
+        !srv.join("video.mp4").exists(),
+        "not assembled before the kill"
+    );
+    cloud.server.knobs().delay_ms.store(0, Ordering::SeqCst);
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST));
+    wait_drained(&m);
+    assert!(
+        server_file_is(&srv, "video.mp4", &data),
+        "assembled content differs"
+    );
+    let total = stats.chunk_puts.load(Ordering::SeqCst);
+    assert!(
+        total - sent_before < 5,
+        "resumed: only the missing chunks are sent ({} after {} before)",
+        total - sent_before,
+        sent_before
+    );
+    assert_eq!(stats.chunk_assemblies.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        cloud.server.stats().file_puts.load(Ordering::SeqCst),
+        0,
+        "no plain PUT for a large file"
+    );
+    m.unmount();
+}
+
+#[test]
+fn editor_lock_and_swap_files_stay_local() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    for n in [
+        ".~lock.report.odt#",
+        "~$report.docx",
+        ".notes.txt.swp",
+        "notes.txt~",
+    ] {
+        std::fs::write(m.path(n), b"lock").expect("w");
+    }
+    std::fs::write(m.path("real.txt"), b"real").expect("w");
+    wait_server(&srv, "real.txt", b"real");
+    wait_drained(&m);
+    for n in [
+        ".~lock.report.odt#",
+        "~$report.docx",
+        ".notes.txt.swp",
+        "notes.txt~",
+    ] {
+        assert!(m.path(n).exists(), "{n} visible locally");
+        assert!(!srv.join(n).exists(), "{n} must not be uploaded");
+    }
+    m.unmount();
+}

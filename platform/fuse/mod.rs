@@ -174,7 +174,14 @@ fn file_attr(a: &Attr) -> FileAttr {
 
 fn fail(op: &str, e: &Error) -> i32 {
     match e.kind {
-        ErrorKind::NotFound => tracing::debug!(op, error = %e, "not found"),
+        // Answers a program expects in normal use: not worth a warning.
+        ErrorKind::NotFound
+        | ErrorKind::AlreadyExists
+        | ErrorKind::NotEmpty
+        | ErrorKind::NotADirectory
+        | ErrorKind::IsADirectory
+        | ErrorKind::ReadOnly
+        | ErrorKind::InvalidArgument => tracing::debug!(op, error = %e, "refused"),
         _ => tracing::warn!(op, error = %e, "operation failed"),
     }
     errno::errno(e.kind)

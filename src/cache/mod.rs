@@ -155,7 +155,7 @@ impl BlockCache {
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS versions (
-                 id INTEGER PRIMARY KEY, identity TEXT NOT NULL, etag TEXT NOT NULL,
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, identity TEXT NOT NULL, etag TEXT NOT NULL,
                  UNIQUE(identity, etag));
              CREATE TABLE IF NOT EXISTS blocks (
                  version INTEGER NOT NULL, idx INTEGER NOT NULL, len INTEGER NOT NULL,
@@ -369,7 +369,8 @@ impl BlockCache {
     }
 
     /// A block kept in memory, if it is there. Block contents never change (a new etag is a
-    /// new version), so a hot block is valid even after its disk copy was evicted.
+    /// new version, and version ids are never reused), so a hot block is valid even after its
+    /// disk copy was evicted.
     pub fn hot(&self, key: BlockKey) -> Option<bytes::Bytes> {
         let mut h = lock(&self.hot);
         let b = h.blocks.get(&key).cloned();
@@ -380,6 +381,11 @@ impl BlockCache {
         b
     }
 
+    /// True while the version is registered (not dropped because its file changed).
+    pub fn is_registered(&self, v: VersionId) -> bool {
+        lock(&self.state).identity_of.contains_key(&v)
+    }
+
     /// True when the block is in memory.
     pub fn is_hot(&self, key: BlockKey) -> bool {
         lock(&self.hot).blocks.contains(&key)
@@ -387,6 +393,9 @@ impl BlockCache {
 
     /// Keeps a block in memory (the disk copy is written separately with [`Self::insert`]).
     pub fn keep_hot(&self, key: BlockKey, data: bytes::Bytes) {
+        if !lock(&self.state).identity_of.contains_key(&key.version) {
+            return;
+        }
         let mut h = lock(&self.hot);
         h.bytes += data.len() as u64;
         if let Some(old) = h.blocks.put(key, data) {
@@ -412,6 +421,10 @@ impl BlockCache {
     pub fn insert(&self, key: BlockKey, data: &[u8]) -> Result<(), CacheError> {
         {
             let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+            if !lock(&self.state).identity_of.contains_key(&key.version) {
+                // The version was dropped (the file changed) while this block was on its way.
+                return Ok(());
+            }
             let f = self.file(key.version)?;
             write_all_at(&f, data, key.idx.0 * self.block_size)
                 .map_err(io_err(&self.data_path(key.version)))?;

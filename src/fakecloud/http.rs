@@ -485,9 +485,17 @@ fn mtime_nanos(m: &std::fs::Metadata) -> u128 {
         .unwrap_or(0)
 }
 
-/// Etag of a file: changes with content (mtime and size) like Nextcloud's.
+/// Etag of a file: changes with every write, like Nextcloud's. The change time (in
+/// nanoseconds) moves on every write, rename and mtime change, even when size and mtime end up
+/// the same as before.
 fn file_etag(m: &std::fs::Metadata) -> String {
-    format!("\"{:x}{:x}\"", mtime_nanos(m), m.len())
+    format!(
+        "\"{:x}{:x}{:x}{:x}\"",
+        mtime_nanos(m),
+        m.len(),
+        m.ctime() as u64 * 1_000_000_000 + m.ctime_nsec() as u64,
+        m.ino()
+    )
 }
 
 /// Etag of a folder: a hash of its whole subtree (names, types, mtimes, sizes), so that any
@@ -1010,14 +1018,25 @@ impl Dav {
             copy_tree(&src, &dst)
         };
         match r {
-            Ok(()) => resp(
-                if existed.is_some() {
-                    StatusCode::NO_CONTENT
-                } else {
-                    StatusCode::CREATED
-                },
-                "",
-            ),
+            Ok(()) => {
+                let mut r = resp(
+                    if existed.is_some() {
+                        StatusCode::NO_CONTENT
+                    } else {
+                        StatusCode::CREATED
+                    },
+                    "",
+                );
+                // The destination's etag after a MOVE/COPY of a file (§6.3).
+                if let Ok(m) = std::fs::metadata(&dst) {
+                    if m.is_file() {
+                        let etag = file_etag(&m);
+                        r.headers_mut().insert("ETag", hv(&etag));
+                        r.headers_mut().insert("OC-ETag", hv(&etag));
+                    }
+                }
+                r
+            }
             Err(_) => sabre_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Exception",

@@ -270,6 +270,38 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Downloads `[offset, offset + len)` of `f` into memory without caching it: for a reader of
+    /// a version the cache no longer keeps (the file changed after the handle was opened).
+    pub async fn fetch_direct(
+        &self,
+        f: &FileVersion,
+        offset: u64,
+        len: u64,
+    ) -> Result<bytes::Bytes> {
+        let _permit = self
+            .gets
+            .acquire()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
+        let mut body = self
+            .dav
+            .get_range(&f.path, offset, len, f.etag.as_deref())
+            .await?;
+        let mut out = Vec::with_capacity(len as usize);
+        while (out.len() as u64) < len {
+            match body.chunk().await? {
+                Some(c) => {
+                    let n = c.len().min(len as usize - out.len());
+                    out.extend_from_slice(&c[..n]);
+                }
+                None => break,
+            }
+        }
+        self.bytes_downloaded
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(bytes::Bytes::from(out))
+    }
+
     /// Makes a downloaded block readable at once (in memory) and writes it to disk in the
     /// background; at most `DISK_WRITES` blocks wait for the disk, which slows the download
     /// down when the disk is slower than the network.

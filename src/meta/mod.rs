@@ -51,6 +51,9 @@ pub struct InodeTable {
     nodes: HashMap<Ino, Node>,
     by_path: HashMap<RemotePath, Ino>,
     next: u64,
+    /// Per folder, bumped by every local change of its children: a listing fetched while it
+    /// moved must not be applied (it could bring back what was just deleted).
+    changes: HashMap<Ino, u64>,
 }
 
 impl InodeTable {
@@ -60,6 +63,7 @@ impl InodeTable {
             nodes: HashMap::new(),
             by_path: HashMap::new(),
             next: 2,
+            changes: HashMap::new(),
         };
         let path = RemotePath::root();
         t.by_path.insert(path.clone(), Ino::ROOT);
@@ -95,11 +99,17 @@ impl InodeTable {
         self.by_path.get(p).copied()
     }
 
-    /// Records a fresh server description of a path under `parent`; answers its inode.
+    /// Records a server description of a path under `parent`, asked for at `now`; answers its
+    /// inode. A node updated locally after `now` keeps its newer description.
     pub fn upsert(&mut self, parent: Ino, entry: Entry, now: Instant) -> Ino {
         let path = entry.path.clone();
         if let Some(ino) = self.by_path.get(&path).copied() {
             if let Some(n) = self.nodes.get_mut(&ino) {
+                if n.confirmed > now {
+                    // Updated locally after this answer was asked for: the answer is older.
+                    n.parent = parent;
+                    return ino;
+                }
                 if n.entry.is_dir == entry.is_dir || ino == Ino::ROOT {
                     let is_dir = n.entry.is_dir;
                     n.entry = entry;
@@ -160,6 +170,7 @@ impl InodeTable {
         if let Some(old) = old {
             for (name, ino) in old.children {
                 if children.get(&name) != Some(&ino) {
+                    tracing::debug!(dir = %dir_path, %name, "listing: child gone or replaced");
                     self.forget_path(&dir_path.join(&name), ino);
                 }
             }
@@ -188,8 +199,18 @@ impl InodeTable {
         }
     }
 
+    /// The change counter of folder `dir` (see `changes`).
+    pub fn dir_gen(&self, dir: Ino) -> u64 {
+        self.changes.get(&dir).copied().unwrap_or(0)
+    }
+
+    fn bump(&mut self, dir: Ino) {
+        *self.changes.entry(dir).or_default() += 1;
+    }
+
     /// Adds (or replaces) a child in a folder's listing, when the folder has one.
     pub fn add_child(&mut self, dir: Ino, name: &str, ino: Ino) {
+        self.bump(dir);
         let Some(dp) = self.nodes.get(&dir).map(|n| n.path.clone()) else {
             return;
         };
@@ -206,6 +227,7 @@ impl InodeTable {
 
     /// Forgets a folder's listing so that the next access lists it again.
     pub fn invalidate_listing(&mut self, dir: Ino) {
+        self.bump(dir);
         if let Some(n) = self.nodes.get_mut(&dir) {
             n.listing = None;
         }
@@ -222,6 +244,8 @@ impl InodeTable {
         };
         let from = node.path.clone();
         let to = np_path.join(new_name);
+        self.bump(node.parent);
+        self.bump(new_parent);
         // Unlink from the old parent's listing.
         if let Some(l) = self
             .nodes
@@ -278,6 +302,7 @@ impl InodeTable {
 
     /// Removes a child from its parent's listing (the server said it is gone).
     pub fn remove_child(&mut self, parent: Ino, name: &str) {
+        self.bump(parent);
         let Some(pp) = self.nodes.get(&parent).map(|n| n.path.clone()) else {
             return;
         };

@@ -154,6 +154,8 @@ struct Handle {
     ino: Ino,
     /// The changed file this handle writes to (opened for writing).
     dirty: Option<Arc<DirtyFile>>,
+    /// Opened while the file had local changes: `file` is not the server version.
+    from_local: bool,
     file: FileVersion,
     /// Where the last read ended.
     next_offset: u64,
@@ -318,36 +320,52 @@ impl Vfs {
         }
         let node = self.node(dir)?;
         if !node.entry.is_dir {
-            return Err(Error::new(
-                ErrorKind::NotADirectory,
-                format!("{} is a file", node.path),
-            ));
+            return Err(Error::new(ErrorKind::NotADirectory, format!("{} is a file", node.path)));
         }
-        match self.dav.propfind(&node.path, Depth::One).await {
-            Ok(mut entries) => {
-                // Files not uploaded yet are part of the folder too.
-                for (name, st) in self.wb.children_of(&node.path) {
-                    if st.base.is_none() && !entries.iter().any(|e| e.path.name() == name) {
-                        entries.push(local_entry(&st.path, st.size, st.mtime));
+        for _attempt in 0..3 {
+            let gen = lock(&self.table).dir_gen(dir);
+            // Taken before asking the server: a file whose first upload ends meanwhile is in
+            // one of the two answers.
+            let local = self.wb.children_of(&node.path);
+            let asked = Instant::now();
+            match self.dav.propfind(&node.path, Depth::One).await {
+                Ok(mut entries) => {
+                    // A file with local changes is a file here, whatever the server says
+                    // (it is not uploaded yet, or its upload will settle the difference).
+                    for (name, st) in local {
+                        match entries.iter().position(|e| e.path.name() == name) {
+                            Some(i) if !entries[i].is_dir => {}
+                            Some(i) => entries[i] = local_entry(&st.path, st.size, st.mtime),
+                            None => entries.push(local_entry(&st.path, st.size, st.mtime)),
+                        }
                     }
+                    let mut t = lock(&self.table);
+                    if t.dir_gen(dir) != gen {
+                        // Changed locally while the server answered: ask again.
+                        continue;
+                    }
+                    t.apply_listing(dir, entries, asked);
+                    return Ok(());
                 }
-                lock(&self.table).apply_listing(dir, entries, Instant::now());
-                Ok(())
-            }
-            Err(DavError::NotFound(_)) => {
-                let mut t = lock(&self.table);
-                t.remove_child(node.parent, node.path.name());
-                Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!("{} no longer exists", node.path),
-                ))
-            }
-            Err(e) => {
-                let e: Error = e.into();
-                tracing::warn!(path = %node.path, error = %e, "listing failed");
-                Err(e)
+                Err(DavError::NotFound(_)) => {
+                    let mut t = lock(&self.table);
+                    t.remove_child(node.parent, node.path.name());
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!("{} no longer exists", node.path),
+                    ));
+                }
+                Err(e) => {
+                    let e: Error = e.into();
+                    tracing::warn!(path = %node.path, error = %e, "listing failed");
+                    return Err(e);
+                }
             }
         }
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!("{} keeps changing; try again", node.path),
+        ))
     }
 
     /// Answers `lookup` from memory when the folder's listing is fresh; `None` when the server
@@ -403,6 +421,7 @@ impl Vfs {
                 return Ok(node);
             }
         }
+        let asked = Instant::now();
         match self.dav.propfind(&node.path, Depth::Zero).await {
             Ok(mut entries) => {
                 let Some(e) = entries.drain(..).find(|e| e.path == node.path) else {
@@ -419,7 +438,7 @@ impl Vfs {
                         format!("{} changed type", node.path),
                     ));
                 }
-                t.upsert(node.parent, e, Instant::now());
+                t.upsert(node.parent, e, asked);
                 t.get(ino)
                     .cloned()
                     .ok_or_else(|| Error::new(ErrorKind::NotFound, "vanished"))
@@ -506,9 +525,8 @@ impl Vfs {
         let base_version = self.base_of(&node).await?;
         let mut dirty = None;
         if write || truncate {
-            let d = match self.wb.get(&node.path) {
+            let d = match self.wb.acquire(&node.path) {
                 Some(d) => {
-                    self.wb.reopen(&d);
                     if truncate {
                         let (wb, d2) = (self.wb.clone(), d.clone());
                         blocking(move || wb.truncate(&d2, 0)).await?;
@@ -523,7 +541,9 @@ impl Vfs {
             };
             dirty = Some(d);
         }
-        let validator = match self.wb.get(&node.path) {
+        let local = self.wb.get(&node.path);
+        let from_local = local.is_some();
+        let validator = match local {
             Some(d) => d.validator(),
             None => validator_of(&node.entry),
         };
@@ -542,6 +562,7 @@ impl Vfs {
             Handle {
                 ino,
                 dirty,
+                from_local,
                 file: FileVersion {
                     path: node.path.clone(),
                     etag: node.entry.etag.clone(),
@@ -619,6 +640,24 @@ impl Vfs {
 
     async fn read_clean(&self, fh: Fh, offset: u64, size: u32) -> Result<Bytes> {
         let bs = self.cache().block_size();
+        // A handle opened while the file had local changes reads what is now on the server.
+        let stale = lock(&self.handles)
+            .get(&fh)
+            .map(|h| h.from_local.then_some(h.ino))
+            .unwrap_or(None);
+        if let Some(ino) = stale {
+            let node = self.node(ino)?;
+            let base = self.base_of(&node).await?;
+            if let Some(h) = lock(&self.handles).get_mut(&fh) {
+                h.file = FileVersion {
+                    path: node.path.clone(),
+                    etag: node.entry.etag.clone(),
+                    size: node.entry.size,
+                    version: base.version,
+                };
+                h.from_local = false;
+            }
+        }
         let (file, ahead) = {
             let mut hs = lock(&self.handles);
             let h = hs
@@ -703,6 +742,10 @@ impl Vfs {
             if let Some(b) = res {
                 return Ok(b);
             }
+            if !self.cache().is_registered(file.version) {
+                // This version was superseded while the handle was open: read it directly.
+                return self.fetcher.fetch_direct(file, offset, end - offset).await;
+            }
             tracing::debug!(attempt, path = %file.path, "block evicted before it was read, retrying");
         }
         Err(Error::new(
@@ -780,11 +823,8 @@ impl Vfs {
             return Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"));
         }
         if let Some(sz) = size {
-            let d = match self.wb.get(&node.path) {
-                Some(d) => {
-                    self.wb.reopen(&d);
-                    d
-                }
+            let d = match self.wb.acquire(&node.path) {
+                Some(d) => d,
                 None => {
                     let base = self.base_of(&node).await?;
                     let (wb, p) = (self.wb.clone(), node.path.clone());
@@ -856,6 +896,7 @@ impl Vfs {
         }
         let ppath = self.node(parent)?.path;
         let path = ppath.join(name);
+        tracing::debug!(%path, "create");
         let (wb, p) = (self.wb.clone(), path.clone());
         let d = blocking(move || wb.create(&p)).await?;
         let st = d.state();
@@ -875,6 +916,7 @@ impl Vfs {
             Handle {
                 ino,
                 dirty: Some(d),
+                from_local: true,
                 file: FileVersion {
                     path: path.clone(),
                     etag: None,
@@ -907,6 +949,7 @@ impl Vfs {
             ));
         }
         let path = self.node(parent)?.path.join(name);
+        tracing::debug!(%path, "mkdir");
         self.dav.mkcol(&path).await.map_err(|e| match e {
             DavError::Status { status: 405, .. } => Error::new(
                 ErrorKind::AlreadyExists,
@@ -954,10 +997,12 @@ impl Vfs {
                 format!("{} is a folder", node.path),
             ));
         }
+        tracing::debug!(path = %node.path, "unlink");
         let dropped = self.wb.remove(&node.path).await;
+        // Read the etag after the removal: an upload that finished meanwhile changed it.
         let on_server = match &dropped {
             Some(st) => st.base.clone().map(|b| b.etag),
-            None => Some(node.entry.etag.clone()),
+            None => Some(self.node(ino).map(|n| n.entry.etag).unwrap_or(node.entry.etag.clone())),
         };
         if let Some(etag) = on_server {
             match self.dav.delete(&node.path, false, etag.as_deref()).await {
@@ -993,6 +1038,7 @@ impl Vfs {
             ));
         }
         self.ensure_empty(ino, &node.path).await?;
+        tracing::debug!(path = %node.path, "rmdir");
         match self.dav.delete(&node.path, true, None).await {
             Ok(()) | Err(DavError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
@@ -1073,6 +1119,7 @@ impl Vfs {
                 (false, false) => {}
             }
         }
+        tracing::debug!(from = %src.path, %to, replaces = target.is_some(), "rename");
         let src_dirty = self.wb.get(&src.path);
         let src_local_only = src_dirty
             .as_ref()
@@ -1085,20 +1132,31 @@ impl Vfs {
         };
         let target_on_server: Option<Option<String>> = match (&target, &target_dropped) {
             (Some(_), Some(st)) => st.base.clone().map(|b| b.etag),
-            (Some((_, t)), None) => Some(t.entry.etag.clone()),
+            (Some((tino, t)), None) => Some(
+                self.node(*tino)
+                    .map(|n| n.entry.etag)
+                    .unwrap_or(t.entry.etag.clone()),
+            ),
             (None, _) => None,
         };
         if src_local_only {
             // Never uploaded: rename locally; if it replaces a server file, the upload will
             // replace that version (conditionally on its etag).
+            let rebase = match (target_on_server, &target) {
+                (Some(tag), Some((_, t))) => Some(Base {
+                    etag: tag,
+                    ..self.base_of(t).await?
+                }),
+                _ => None,
+            };
             let held = self.wb.hold(&src.path).await;
+            // The table and the write-back move together: nobody sees one without the other.
+            let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, None);
-            if let (Some(tag), Some((_, t))) = (target_on_server, &target) {
-                if let Some(d) = self.wb.get(&to) {
-                    let base = self.base_of(t).await?;
-                    self.wb.rebase(&d, Base { etag: tag, ..base });
-                }
+            if let (Some(b), Some(d)) = (rebase, self.wb.get(&to)) {
+                self.wb.rebase(&d, b);
             }
+            t.move_node(ino, new_parent, new_name);
         } else {
             if let (Some(tag), Some((_, t))) = (&target_on_server, &target) {
                 match self.dav.delete(&to, t.entry.is_dir, tag.as_deref()).await {
@@ -1125,14 +1183,25 @@ impl Vfs {
                     ),
                     e => e.into(),
                 })?;
+            // A server that does not say the moved file's etag (Apache) may still have
+            // changed it: ask, so that later conditional requests use the right one.
+            let etag = match (etag, src.entry.is_dir) {
+                (None, false) => self
+                    .dav
+                    .propfind(&to, Depth::Zero)
+                    .await
+                    .ok()
+                    .and_then(|v| v.into_iter().next())
+                    .and_then(|e| e.etag),
+                (e, _) => e,
+            };
+            let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, etag.clone());
-            if let Some(e) = etag {
-                if let Some(n) = lock(&self.table).get_mut(ino) {
-                    n.entry.etag = Some(e);
-                }
+            if let (Some(e), Some(n)) = (etag, t.get_mut(ino)) {
+                n.entry.etag = Some(e);
             }
+            t.move_node(ino, new_parent, new_name);
         }
-        lock(&self.table).move_node(ino, new_parent, new_name);
         Ok(())
     }
 

@@ -460,15 +460,35 @@ impl WriteBack {
             uploading: false,
         };
         let d = self.new_file(st, size)?;
-        lock(&self.files).insert(p.clone(), d.clone());
+        let mut files = lock(&self.files);
+        if let Some(other) = files.get(p).cloned() {
+            // Another writer registered a change meanwhile: join it.
+            drop(files);
+            let _ = std::fs::remove_file(&d.data_path);
+            let mut st = lock(&other.st);
+            st.open_writers += 1;
+            st.next_attempt = None;
+            drop(st);
+            if truncate {
+                self.truncate(&other, 0)?;
+            }
+            return Ok(other);
+        }
+        files.insert(p.clone(), d.clone());
         Ok(d)
     }
 
-    /// One more writer on an already changed file.
-    pub fn reopen(&self, d: &DirtyFile) {
+    /// One more writer on the changed file at `p`, if there is one. Done under the registry
+    /// lock, so a file whose upload just finished is either still registered (and kept, since
+    /// it now has a writer) or already gone (and the caller starts a new change).
+    pub fn acquire(&self, p: &RemotePath) -> Option<Arc<DirtyFile>> {
+        let files = lock(&self.files);
+        let d = files.get(p)?.clone();
         let mut st = lock(&d.st);
         st.open_writers += 1;
         st.next_attempt = None;
+        drop(st);
+        Some(d)
     }
 
     /// Writes `data` at `off`; answers the new size.
@@ -1057,6 +1077,14 @@ impl WriteBack {
                 .and_then(|e| e.etag),
         };
         tracing::info!(path = %snap.path, size = snap.size, "uploaded");
+        // The filesystem learns the new server state before the local change is forgotten,
+        // so that nobody sees the old server attributes in between.
+        self.emit(Event::Uploaded {
+            path: snap.path.clone(),
+            etag: etag.clone(),
+            size: snap.size,
+            mtime: snap.mtime,
+        });
         let unchanged = {
             let mut files = lock(&self.files);
             let mut st = lock(&d.st);
@@ -1095,12 +1123,6 @@ impl WriteBack {
             let st = d.state();
             let _ = lock(&self.journal).save(&self.row_of(d.id, &st));
         }
-        self.emit(Event::Uploaded {
-            path: snap.path.clone(),
-            etag,
-            size: snap.size,
-            mtime: snap.mtime,
-        });
     }
 
     fn conflict(&self, d: &Arc<DirtyFile>, snap: &DirtyState) {

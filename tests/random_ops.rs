@@ -1,0 +1,293 @@
+//! Randomized operations: the same sequence applied to the mount and to a plain local folder,
+//! compared after every operation (results and errno) and regularly as whole trees; then the
+//! server is compared with the local folder once the upload queue drained.
+//!
+//! `NUAGE_RANDOM_OPS` sets the number of operations (default 10000), `NUAGE_RANDOM_SEED` the
+//! seed (default: from the clock). The seed is printed in every failure message.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const DIRS: [&str; 5] = ["", "a", "b", "a/c", "b/d"];
+const NAMES: [&str; 6] = ["f0", "f1", "f2.txt", "g", "a", "b"];
+
+fn random_path(r: &mut Rng) -> String {
+    let d = DIRS[r.below(DIRS.len() as u64) as usize];
+    let n = NAMES[r.below(NAMES.len() as u64) as usize];
+    if d.is_empty() {
+        n.to_string()
+    } else {
+        format!("{d}/{n}")
+    }
+}
+
+/// Outcome of an operation: Ok with optional data, or the errno.
+type Outcome = Result<Option<Vec<u8>>, i32>;
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write {
+        path: String,
+        off: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        path: String,
+        len: u64,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Read {
+        path: String,
+    },
+}
+
+fn gen(r: &mut Rng) -> Op {
+    match r.below(100) {
+        0..=34 => {
+            let len = r.below(3) as usize * 4000 + r.below(3000) as usize;
+            let seed = r.next();
+            Op::Write {
+                path: random_path(r),
+                off: r.below(3) * 5000 + r.below(100),
+                data: pattern(len, seed),
+            }
+        }
+        35..=44 => Op::Truncate {
+            path: random_path(r),
+            len: r.below(12000),
+        },
+        45..=59 => Op::Rename {
+            from: random_path(r),
+            to: random_path(r),
+        },
+        60..=69 => Op::Unlink {
+            path: random_path(r),
+        },
+        70..=79 => Op::Mkdir {
+            path: random_path(r),
+        },
+        80..=84 => Op::Rmdir {
+            path: random_path(r),
+        },
+        _ => Op::Read {
+            path: random_path(r),
+        },
+    }
+}
+
+fn apply(root: &Path, op: &Op) -> Outcome {
+    let p = |s: &str| root.join(s);
+    match op {
+        Op::Write { path, off, data } => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p(path))
+                .map_err(errno)?;
+            f.write_all_at(data, *off).map_err(errno)?;
+            let mut f = f;
+            f.flush().map_err(errno)?;
+            Ok(None)
+        }
+        Op::Truncate { path, len } => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(p(path))
+                .map_err(errno)?;
+            f.set_len(*len).map_err(errno)?;
+            Ok(None)
+        }
+        Op::Rename { from, to } => std::fs::rename(p(from), p(to)).map(|_| None).map_err(errno),
+        Op::Unlink { path } => std::fs::remove_file(p(path)).map(|_| None).map_err(errno),
+        Op::Mkdir { path } => std::fs::create_dir(p(path)).map(|_| None).map_err(errno),
+        Op::Rmdir { path } => std::fs::remove_dir(p(path)).map(|_| None).map_err(errno),
+        Op::Read { path } => std::fs::read(p(path)).map(Some).map_err(errno),
+    }
+}
+
+fn tree(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, Option<Vec<u8>>)>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.map(|e| e.expect("entry").path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for e in entries {
+            let rel = e
+                .strip_prefix(base)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with(".fake-upload-") {
+                continue;
+            }
+            if e.is_dir() {
+                out.push((rel, None));
+                walk(base, &e, out);
+            } else {
+                out.push((rel, Some(std::fs::read(&e).expect("read"))));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn summary(t: &[(String, Option<Vec<u8>>)]) -> Vec<String> {
+    t.iter()
+        .map(|(p, d)| match d {
+            None => format!("{p}/"),
+            Some(d) => format!("{p} ({} bytes)", d.len()),
+        })
+        .collect()
+}
+
+#[test]
+fn random_operations_match_a_local_folder_and_the_server() {
+    let count: usize = std::env::var("NUAGE_RANDOM_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let seed: u64 = std::env::var("NUAGE_RANDOM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    eprintln!("random operations: {count} ops, NUAGE_RANDOM_SEED={seed}");
+    let cloud = Cloud::start();
+    let local = tempfile::tempdir().expect("tmp");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--upload-delay",
+        "0.05",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    let mut r = Rng(seed);
+    let mut log: Vec<Op> = Vec::new();
+    for i in 0..count {
+        let op = gen(&mut r);
+        let want = apply(local.path(), &op);
+        let got = apply(&m.mp, &op);
+        log.push(op.clone());
+        if want != got {
+            let srv_note = match (&op, &want, &got) {
+                (Op::Read { path }, Ok(Some(w)), Ok(Some(g))) => {
+                    let srv = std::fs::read(cloud.files().join(path)).ok();
+                    format!(
+                        "first differing byte {:?}; server equals local: {}, server equals mount: {}",
+                        w.iter().zip(g.iter()).position(|(u, v)| u != v),
+                        srv.as_ref() == Some(w),
+                        srv.as_ref() == Some(g)
+                    )
+                }
+                _ => String::new(),
+            };
+            eprintln!("{srv_note}");
+            let _ = std::fs::write("/tmp/nuage-random-ops-failure.log", m.log_text());
+            let tail: Vec<String> = log
+                .iter()
+                .rev()
+                .take(8)
+                .map(|o| format!("{o:?}").chars().take(120).collect())
+                .collect();
+            let warnings: Vec<String> = m
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .map(|l| l.chars().take(300).collect())
+                .collect();
+            panic!(
+                "seed {seed}: op #{i} {:?} gave {:?} on the mount, {:?} locally; last ops (newest first): {tail:#?}\nwarnings: {warnings:#?}",
+                format!("{op:?}").chars().take(200).collect::<String>(),
+                got.as_ref().map(|d| d.as_ref().map(|v| v.len())),
+                want.as_ref().map(|d| d.as_ref().map(|v| v.len())),
+            );
+        }
+        if i % 1000 == 999 {
+            let (a, b) = (tree(local.path()), tree(&m.mp));
+            if a != b {
+                let diff: Vec<String> = a
+                    .iter()
+                    .zip(b.iter())
+                    .filter(|(x, y)| x != y)
+                    .map(|((p, x), (_, y))| {
+                        let first = match (x, y) {
+                            (Some(x), Some(y)) => x.iter().zip(y.iter()).position(|(u, v)| u != v),
+                            _ => None,
+                        };
+                        let srv = std::fs::read(cloud.files().join(p)).ok();
+                        format!(
+                            "{p}: first differing byte {first:?}; server equals local: {}, server equals mount: {}",
+                            srv.as_ref() == x.as_ref(),
+                            srv.as_ref() == y.as_ref()
+                        )
+                    })
+                    .collect();
+                let _ = std::fs::write("/tmp/nuage-random-ops-failure.log", m.log_text());
+                panic!(
+                    "seed {seed}: trees differ after op #{i}:\nlocal {:?}\nmount {:?}\n{diff:#?}",
+                    summary(&a),
+                    summary(&b)
+                );
+            }
+        }
+    }
+    let expected = tree(local.path());
+    assert!(
+        expected == tree(&m.mp),
+        "seed {seed}: final mount tree differs"
+    );
+    // Then the server, once every upload is done.
+    let srv = cloud.files();
+    let same = wait_until(Duration::from_secs(60), || tree(&srv) == expected);
+    assert!(
+        same,
+        "seed {seed}: the server differs after the queue drained:\nlocal  {:?}\nserver {:?}\nlog:\n{}",
+        summary(&expected),
+        summary(&tree(&srv)),
+        m.log_text().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    m.unmount();
+}

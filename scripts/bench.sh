@@ -134,9 +134,31 @@ run_fs() { # name mountpoint
 }
 
 "$NUAGE" mount "$URL" "$W/mnt" --user bench --password-file "$W/pw" --cache-dir "$W/cache" \
-  --dir-ttl 60 --attr-ttl 60 2>"$W/nuage.log" & NPID=$!
+  --dir-ttl 60 --attr-ttl 60 --upload-delay 0 2>"$W/nuage.log" & NPID=$!
 for _ in $(seq 200); do grep -q " $W/mnt " /proc/mounts && break; sleep 0.05; done
 read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS < <(run_fs nuage "$W/mnt" "$NPID")
+
+# Writes: 1,000 files of 4 KiB, then one large file; close time and time until on the server.
+pending() { "$NUAGE" status "$W/mnt" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_uploads"])' 2>/dev/null || echo 1; }
+wait_uploaded() { for _ in $(seq 6000); do [ "$(pending)" = 0 ] && return; sleep 0.1; done; }
+mkdir -p "$W/small"
+python3 - "$W/small" <<'PY'
+import os, sys
+for i in range(1000):
+    with open(os.path.join(sys.argv[1], f"s{i:04d}.bin"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+t0=$(now); cp -r "$W/small" "$W/mnt/small"; t1=$(now); wait_uploaded; t2=$(now)
+N_SMALL_CLOSE=$(secs "$t0" "$t1"); N_SMALL_SERVER=$(secs "$t0" "$t2")
+curl -s -K "$W/curlrc" -X MKCOL -o /dev/null "${URL}curlsmall/"
+t0=$(now)
+ls "$W/small" | xargs -P 4 -I{} curl -s -K "$W/curlrc" -o /dev/null -T "$W/small/{}" "${URL}curlsmall/{}"
+t1=$(now); CURL_SMALL=$(secs "$t0" "$t1")
+head -c "${SIZE_MIB}M" /dev/urandom > "$W/upload.bin"
+t0=$(now); cp "$W/upload.bin" "$W/mnt/upload.bin"; t1=$(now); wait_uploaded; t2=$(now)
+N_BIG_CLOSE=$(secs "$t0" "$t1"); N_BIG_UP=$(mibs "$t1" "$t2")
+t0=$(now); curl -s -K "$W/curlrc" -o /dev/null -T "$W/upload.bin" "${URL}curl-upload.bin"; t1=$(now)
+CURL_UP=$(mibs "$t0" "$t1")
 
 HAVE_RCLONE=0
 if command -v rclone >/dev/null 2>&1; then
@@ -162,6 +184,10 @@ row "  bytes sent by the server (KiB)" "$N_RNDB" "16 blocks of 1 MiB = 16384"
 row "ls -l of $NFILES files, cold (s)" "$N_LCOLD" "one PROPFIND: $PROPFIND_S (target <= 1.5x)"
 row "ls -l of $NFILES files, warm (s)" "$N_LWARM" "target < 0.100"
 row "peak RSS while reading (MiB)" "$N_RSS" "target < 150"
+row "1000 x 4 KiB created, last close (s)" "$N_SMALL_CLOSE" "-"
+row "1000 x 4 KiB all on the server (s)" "$N_SMALL_SERVER" "4 parallel curl PUTs: $CURL_SMALL (target <= 2x)"
+row "${SIZE_MIB} MiB written, close (s)" "$N_BIG_CLOSE" "-"
+row "${SIZE_MIB} MiB upload (MiB/s)" "$N_BIG_UP" "curl PUT: $CURL_UP (target >= 80%)"
 printf '%s\n' "${rows[@]}"
 if [ "$HAVE_RCLONE" = 1 ]; then
   echo

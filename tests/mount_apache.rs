@@ -78,3 +78,44 @@ fn apache_change_on_the_server_is_seen() {
         .exists()));
     m.unmount();
 }
+
+#[test]
+fn apache_writes_renames_and_deletes() {
+    let apache = Apache::start();
+    std::fs::create_dir(apache.data().join("docs")).expect("mkdir");
+    std::fs::write(apache.data().join("docs/old.txt"), b"old").expect("w");
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(&[
+        "--upload-delay",
+        "0.2",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    let data = pattern(12 << 20, 77);
+    std::fs::write(m.path("docs/big.bin"), &data).expect("write");
+    std::fs::write(m.path("docs/old.txt"), b"replaced").expect("overwrite");
+    std::fs::create_dir(m.path("new folder")).expect("mkdir");
+    std::fs::write(m.path("new folder/n.txt"), b"n").expect("w");
+    std::fs::rename(m.path("new folder"), m.path("renamed folder")).expect("rename");
+    let d = apache.data();
+    let ok = wait_until(Duration::from_secs(30), || {
+        std::fs::read(d.join("docs/big.bin"))
+            .map(|b| b == data)
+            .unwrap_or(false)
+            && std::fs::read(d.join("docs/old.txt")).ok().as_deref() == Some(&b"replaced"[..])
+            && std::fs::read(d.join("renamed folder/n.txt"))
+                .ok()
+                .as_deref()
+                == Some(&b"n"[..])
+    });
+    assert!(ok, "Apache never got the writes; log:\n{}", m.log_text());
+    assert!(!d.join("new folder").exists());
+    std::fs::remove_file(m.path("docs/old.txt")).expect("unlink");
+    assert!(!d.join("docs/old.txt").exists());
+    std::fs::remove_file(m.path("renamed folder/n.txt")).expect("unlink");
+    std::fs::remove_dir(m.path("renamed folder")).expect("rmdir");
+    assert!(!d.join("renamed folder").exists());
+    m.unmount();
+}

@@ -194,11 +194,14 @@ fn random_operations_match_a_local_folder_and_the_server() {
                 | 1
         });
     eprintln!("random operations: {count} ops, NUAGE_RANDOM_SEED={seed}");
+    // Uploads run while operations go on; NUAGE_RANDOM_UPLOAD_DELAY shortens the delay to make
+    // races between uploads and renames more frequent.
+    let upload_delay = std::env::var("NUAGE_RANDOM_UPLOAD_DELAY").unwrap_or_else(|_| "1".into());
     let cloud = Cloud::start();
     let local = tempfile::tempdir().expect("tmp");
     let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
         "--upload-delay",
-        "0.05",
+        &upload_delay,
         "--attr-ttl",
         "1",
         "--dir-ttl",

@@ -320,7 +320,10 @@ impl Vfs {
         }
         let node = self.node(dir)?;
         if !node.entry.is_dir {
-            return Err(Error::new(ErrorKind::NotADirectory, format!("{} is a file", node.path)));
+            return Err(Error::new(
+                ErrorKind::NotADirectory,
+                format!("{} is a file", node.path),
+            ));
         }
         for _attempt in 0..3 {
             let gen = lock(&self.table).dir_gen(dir);
@@ -1002,7 +1005,11 @@ impl Vfs {
         // Read the etag after the removal: an upload that finished meanwhile changed it.
         let on_server = match &dropped {
             Some(st) => st.base.clone().map(|b| b.etag),
-            None => Some(self.node(ino).map(|n| n.entry.etag).unwrap_or(node.entry.etag.clone())),
+            None => Some(
+                self.node(ino)
+                    .map(|n| n.entry.etag)
+                    .unwrap_or(node.entry.etag.clone()),
+            ),
         };
         if let Some(etag) = on_server {
             match self.dav.delete(&node.path, false, etag.as_deref()).await {
@@ -1120,11 +1127,7 @@ impl Vfs {
             }
         }
         tracing::debug!(from = %src.path, %to, replaces = target.is_some(), "rename");
-        let src_dirty = self.wb.get(&src.path);
-        let src_local_only = src_dirty
-            .as_ref()
-            .map(|d| d.state().base.is_none())
-            .unwrap_or(false);
+
         // What the target was on the server (to replace it conditionally).
         let target_dropped = match &target {
             Some((_, t)) if !t.entry.is_dir => self.wb.remove(&to).await,
@@ -1139,6 +1142,14 @@ impl Vfs {
             ),
             (None, _) => None,
         };
+        // Decide only once no upload of the source is in flight: one that just finished put
+        // the file on the server.
+        let held = self.wb.hold(&src.path).await;
+        let src_local_only = self
+            .wb
+            .get(&src.path)
+            .map(|d| d.state().base.is_none())
+            .unwrap_or(false);
         if src_local_only {
             // Never uploaded: rename locally; if it replaces a server file, the upload will
             // replace that version (conditionally on its etag).
@@ -1149,7 +1160,6 @@ impl Vfs {
                 }),
                 _ => None,
             };
-            let held = self.wb.hold(&src.path).await;
             // The table and the write-back move together: nobody sees one without the other.
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, None);
@@ -1171,7 +1181,6 @@ impl Vfs {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let held = self.wb.hold(&src.path).await;
             let etag = self
                 .dav
                 .move_to(&src.path, &to, src.entry.is_dir, false)
@@ -1318,8 +1327,8 @@ fn apply_event(table: &Mutex<InodeTable>, ev: Event) {
             etag,
             size,
             mtime,
-        } => {
-            if let Some(ino) = t.by_path(&path) {
+        } => match t.by_path(&path) {
+            Some(ino) => {
                 if let Some(n) = t.get_mut(ino) {
                     n.entry.etag = etag;
                     n.entry.size = size;
@@ -1327,7 +1336,8 @@ fn apply_event(table: &Mutex<InodeTable>, ev: Event) {
                     n.confirmed = Instant::now();
                 }
             }
-        }
+            None => tracing::debug!(%path, "uploaded file not in the table"),
+        },
         Event::Conflict {
             path,
             conflict_path,

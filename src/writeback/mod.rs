@@ -422,7 +422,12 @@ impl WriteBack {
             uploading: false,
         };
         let d = self.new_file(st, 0)?;
-        lock(&self.files).insert(p.clone(), d.clone());
+        let replaced = lock(&self.files).insert(p.clone(), d.clone());
+        if let Some(old) = replaced {
+            // A pending change at this path was replaced by a new file of the same name.
+            let _ = lock(&self.journal).delete(old.id);
+            let _ = std::fs::remove_file(&old.data_path);
+        }
         Ok(d)
     }
 
@@ -695,6 +700,10 @@ impl WriteBack {
             let mut files = lock(&self.files);
             let mut st = lock(&d.st);
             let old = st.path.clone();
+            if files.get(&old).map(|x| x.id != d.id).unwrap_or(true) {
+                // Uploaded and forgotten (or replaced) while we waited: nothing to move.
+                continue;
+            }
             let new = if old == *from {
                 to.clone()
             } else if let Some(rest) = old.as_str().strip_prefix(&prefix) {
@@ -724,7 +733,11 @@ impl WriteBack {
             let journaled = !st.local_only;
             let persisted_now = st.persisted == st.generation;
             drop(st);
-            files.insert(new, d.clone());
+            if let Some(old) = files.insert(new, d.clone()).filter(|o| o.id != d.id) {
+                // The destination's pending change is replaced by the renamed file.
+                let _ = lock(&self.journal).delete(old.id);
+                let _ = std::fs::remove_file(&old.data_path);
+            }
             drop(files);
             if journaled && (persisted_now || was_local) {
                 if was_local {
@@ -845,9 +858,11 @@ impl WriteBack {
         let _g = d.upload_lock.lock().await;
         let snap = {
             let files = lock(&self.files);
-            let st = lock(&d.st);
+            let mut st = lock(&d.st);
             let registered = files.get(&st.path).map(|x| x.id == d.id).unwrap_or(false);
             if !registered || st.open_writers > 0 || st.local_only {
+                // Dropped, being written, or local: not due any more (release reschedules).
+                st.next_attempt = None;
                 return;
             }
             st.clone()
@@ -1100,7 +1115,9 @@ impl WriteBack {
                 )
                 .unwrap_or(VersionId(-1));
             if st.generation == snap.generation && st.open_writers == 0 {
-                files.remove(&snap.path);
+                if files.get(&snap.path).map(|x| x.id == d.id).unwrap_or(false) {
+                    files.remove(&snap.path);
+                }
                 true
             } else {
                 // Changed again meanwhile: the next upload is based on what we just sent.

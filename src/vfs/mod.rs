@@ -1012,7 +1012,10 @@ impl Vfs {
             ),
         };
         if let Some(etag) = on_server {
-            match self.dav.delete(&node.path, false, etag.as_deref()).await {
+            match self
+                .delete_if_unchanged(&node.path, false, etag.as_deref())
+                .await
+            {
                 Ok(()) | Err(DavError::NotFound(_)) => {}
                 Err(DavError::PreconditionFailed(_)) => {
                     tracing::warn!(path = %node.path, "not deleted on the server: it changed there meanwhile");
@@ -1052,6 +1055,36 @@ impl Vfs {
         }
         lock(&self.table).remove_child(parent, name);
         Ok(())
+    }
+
+    /// DELETE conditional on `etag`. A 412 is double-checked: Apache refuses `If-Match` for a
+    /// file changed within the last second (its etag is weak then) although it is still the
+    /// version we know; only a server copy with another etag is really newer.
+    async fn delete_if_unchanged(
+        &self,
+        path: &RemotePath,
+        dir: bool,
+        etag: Option<&str>,
+    ) -> std::result::Result<(), DavError> {
+        match self.dav.delete(path, dir, etag).await {
+            Err(DavError::PreconditionFailed(m)) => {
+                let strong = |t: &str| t.trim_start_matches("W/").to_string();
+                let now = self
+                    .dav
+                    .propfind(path, Depth::Zero)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .and_then(|e| e.etag);
+                match (now, etag) {
+                    (Some(n), Some(e)) if strong(&n) == strong(e) => {
+                        self.dav.delete(path, dir, None).await
+                    }
+                    _ => Err(DavError::PreconditionFailed(m)),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn ensure_empty(&self, ino: Ino, path: &RemotePath) -> Result<()> {
@@ -1169,7 +1202,10 @@ impl Vfs {
             t.move_node(ino, new_parent, new_name);
         } else {
             if let (Some(tag), Some((_, t))) = (&target_on_server, &target) {
-                match self.dav.delete(&to, t.entry.is_dir, tag.as_deref()).await {
+                match self
+                    .delete_if_unchanged(&to, t.entry.is_dir, tag.as_deref())
+                    .await
+                {
                     Ok(()) | Err(DavError::NotFound(_)) => {}
                     Err(DavError::PreconditionFailed(_)) => {
                         lock(&self.table).invalidate_listing(new_parent);

@@ -365,7 +365,8 @@ impl DavClient {
             Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
         let what = p.to_string();
         let resp = self
-            .request(method.clone(), self.url(p, true))
+            // No trailing slash: a file with one is a 404 on Apache; folders answer either way.
+            .request(method.clone(), self.url(p, false))
             .header(
                 "Depth",
                 match depth {

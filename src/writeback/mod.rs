@@ -871,7 +871,15 @@ impl WriteBack {
         let res = self.try_upload(d, &snap).await;
         match res {
             Ok(etag) => self.uploaded(d, &snap, etag).await,
-            Err(UploadError::Dav(DavError::PreconditionFailed(_))) => self.conflict(d, &snap),
+            Err(UploadError::Dav(DavError::PreconditionFailed(m))) => {
+                if self.really_changed(&snap).await {
+                    self.conflict(d, &snap)
+                } else {
+                    // Apache refuses If-Match for a file changed within the last second (its
+                    // etag is weak then): the server copy is still ours to replace. Retry.
+                    self.failed(d, UploadError::Dav(DavError::Locked(m)))
+                }
+            }
             Err(e) => self.failed(d, e),
         }
     }
@@ -1078,6 +1086,27 @@ impl WriteBack {
             }
         }
         Ok(res?)
+    }
+
+    /// After a 412: does the server hold another version than the one this change is based
+    /// on (or, for a new file, any file at all)?
+    async fn really_changed(&self, snap: &DirtyState) -> bool {
+        let strong = |t: &str| t.trim_start_matches("W/").to_string();
+        match self.dav.propfind(&snap.path, Depth::Zero).await {
+            Ok(v) => match (v.into_iter().next(), &snap.base) {
+                (Some(e), Some(b)) => match (&e.etag, &b.etag) {
+                    (Some(now), Some(was)) => {
+                        tracing::debug!(path = %snap.path, %now, %was, "412: comparing etags");
+                        strong(now) != strong(was)
+                    }
+                    _ => true,
+                },
+                (Some(_), None) => true,
+                (None, _) => false,
+            },
+            Err(DavError::NotFound(_)) => snap.base.is_some(),
+            Err(_) => true,
+        }
     }
 
     async fn uploaded(&self, d: &Arc<DirtyFile>, snap: &DirtyState, etag: Option<String>) {

@@ -25,8 +25,17 @@ fn snapshot(reg: &Registration) -> anyhow::Result<Status> {
     })
 }
 
+/// True while the process runs (a zombie waiting for its parent counts as ended).
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|state| state != "Z" && state != "X")
+            .unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {

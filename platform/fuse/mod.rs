@@ -8,7 +8,7 @@ mod errno;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    Request, TimeOrNow,
 };
 use nuage::cli::{MountedFs, Platform, PlatformMountOptions};
 use nuage::vfs::{Attr, Fh, FileKind, Ino, Vfs};
@@ -509,25 +509,8 @@ impl Filesystem for NuageFs {
         reply.error(libc::EPERM);
     }
 
-    // No extended attributes yet: "none" rather than "not implemented", so copies do not warn.
-    fn getxattr(
-        &mut self,
-        _req: &Request<'_>,
-        _ino: u64,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(libc::ENODATA);
-    }
-
-    fn listxattr(&mut self, _req: &Request<'_>, _ino: u64, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
-    }
+    // Extended attributes are not stored: getxattr/listxattr keep fuser's ENOSYS answer, which
+    // the kernel remembers, so `ls -l` does not ask again for every file.
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let vfs = self.vfs.clone();

@@ -27,8 +27,9 @@ fn run(cmd: &mut Command) {
     );
     assert!(
         out.status.success(),
-        "{:?} failed: {}\n{}",
+        "{:?} failed ({:?}): {}\n{}",
         cmd,
+        out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

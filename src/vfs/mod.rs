@@ -156,6 +156,8 @@ struct Handle {
     dirty: Option<Arc<DirtyFile>>,
     /// Opened while the file had local changes: `file` is not the server version.
     from_local: bool,
+    /// Opened while the file had local changes: reads follow the newest server version.
+    follows_local: bool,
     file: FileVersion,
     /// Where the last read ended.
     next_offset: u64,
@@ -566,6 +568,7 @@ impl Vfs {
                 ino,
                 dirty,
                 from_local,
+                follows_local: from_local,
                 file: FileVersion {
                     path: node.path.clone(),
                     etag: node.entry.etag.clone(),
@@ -681,7 +684,39 @@ impl Vfs {
             }
             (h.file.clone(), h.window)
         };
-        self.read_version(&file, offset, size, ahead).await
+        match self.read_version(&file, offset, size, ahead).await {
+            Err(e) if e.kind == ErrorKind::Stale && self.follows_local(fh) => {
+                // Opened while the file had local changes, which became a newer server
+                // version meanwhile (a later upload): follow it instead of failing.
+                let ino = lock(&self.handles).get(&fh).map(|h| h.ino);
+                let Some(ino) = ino else {
+                    return Err(e);
+                };
+                if let Some(n) = lock(&self.table).get_mut(ino) {
+                    n.confirmed = Instant::now() - self.cfg.attr_ttl - Duration::from_secs(1);
+                }
+                let node = self.revalidate(ino).await?;
+                let base = self.base_of(&node).await?;
+                let file = FileVersion {
+                    path: node.path.clone(),
+                    etag: node.entry.etag.clone(),
+                    size: node.entry.size,
+                    version: base.version,
+                };
+                if let Some(h) = lock(&self.handles).get_mut(&fh) {
+                    h.file = file.clone();
+                }
+                self.read_version(&file, offset, size, 0).await
+            }
+            other => other,
+        }
+    }
+
+    fn follows_local(&self, fh: Fh) -> bool {
+        lock(&self.handles)
+            .get(&fh)
+            .map(|h| h.follows_local)
+            .unwrap_or(false)
     }
 
     /// Reads from one server version through the block cache, with `ahead` blocks of
@@ -920,6 +955,7 @@ impl Vfs {
                 ino,
                 dirty: Some(d),
                 from_local: true,
+                follows_local: true,
                 file: FileVersion {
                     path: path.clone(),
                     etag: None,

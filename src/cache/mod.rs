@@ -574,18 +574,21 @@ impl BlockCache {
     }
 }
 
+/// Writes all of `data` at `off` (positioned write, no shared cursor).
 #[cfg(unix)]
-fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+pub(crate) fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(f, data, off)
 }
 
+/// Fills `buf` from `off` (positioned read, no shared cursor).
 #[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+pub(crate) fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
 }
 
+/// Writes all of `data` at `off` (positioned write, no shared cursor).
 #[cfg(windows)]
-fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> {
+pub(crate) fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !data.is_empty() {
         let n = f.seek_write(data, off)?;
@@ -595,8 +598,9 @@ fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Fills `buf` from `off` (positioned read, no shared cursor).
 #[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
+pub(crate) fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
     use std::os::windows::fs::FileExt;
     while !buf.is_empty() {
         let n = f.seek_read(buf, off)?;

@@ -72,14 +72,15 @@ pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerS
         .filter(|s| s.installed || s.maintenance || !s.versionstring.is_empty()))
 }
 
-/// Asks `ocs/v2.php/cloud/user` for the user id that DAV paths need.
-pub async fn user_id(
+/// An authenticated OCS GET (§1.4): `OCS-APIRequest: true`, JSON, bounded time.
+async fn ocs_get(
     http: &reqwest::Client,
     base: &Url,
+    endpoint: &str,
     login: &str,
     password: &Secret,
-) -> Result<String, DavError> {
-    let url = join(base, "ocs/v2.php/cloud/user?format=json")?;
+) -> Result<serde_json::Value, DavError> {
+    let url = join(base, &format!("ocs/v2.php/{endpoint}?format=json"))?;
     let resp = http
         .get(url)
         .basic_auth(login, Some(password.expose()))
@@ -94,13 +95,22 @@ pub async fn user_id(
         return Err(DavError::from_status(
             st,
             &Method::GET,
-            "ocs/v2.php/cloud/user",
+            &format!("ocs/v2.php/{endpoint}"),
         ));
     }
-    let v: serde_json::Value = resp
-        .json()
+    resp.json()
         .await
-        .map_err(|e| DavError::BadResponse(format!("OCS user answer is not JSON: {e}")))?;
+        .map_err(|e| DavError::BadResponse(format!("{endpoint} answer is not JSON: {e}")))
+}
+
+/// Asks `ocs/v2.php/cloud/user` for the user id that DAV paths need.
+pub async fn user_id(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+) -> Result<String, DavError> {
+    let v = ocs_get(http, base, "cloud/user", login, password).await?;
     v.pointer("/ocs/data/id")
         .and_then(|id| id.as_str())
         .map(str::to_string)
@@ -114,28 +124,7 @@ pub async fn capabilities(
     login: &str,
     password: &Secret,
 ) -> Result<serde_json::Value, DavError> {
-    let url = join(base, "ocs/v2.php/cloud/capabilities?format=json")?;
-    let resp = http
-        .get(url)
-        .basic_auth(login, Some(password.expose()))
-        .header("OCS-APIRequest", "true")
-        .header(reqwest::header::ACCEPT, "application/json")
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
-    let st = resp.status();
-    if !st.is_success() {
-        return Err(DavError::from_status(
-            st,
-            &Method::GET,
-            "ocs/v2.php/cloud/capabilities",
-        ));
-    }
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| DavError::BadResponse(format!("capabilities answer is not JSON: {e}")))?;
+    let v = ocs_get(http, base, "cloud/capabilities", login, password).await?;
     Ok(v.pointer("/ocs/data/capabilities")
         .cloned()
         .unwrap_or(serde_json::Value::Null))

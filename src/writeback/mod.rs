@@ -33,7 +33,7 @@
 pub mod journal;
 pub mod ranges;
 
-use crate::cache::{BlockCache, BlockIdx, BlockKey, VersionId};
+use crate::cache::{read_exact_at, write_all_at, BlockCache, BlockIdx, BlockKey, VersionId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
 use crate::webdav::{DavClient, DavError, Depth, PutOptions, RemotePath};
@@ -1232,41 +1232,6 @@ enum UploadError {
     Local(Error),
     #[error("the server copy changed before the rest of the file could be downloaded; the local part stays in the journal")]
     BaseChanged,
-}
-
-#[cfg(unix)]
-fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(f, data, off)
-}
-
-#[cfg(unix)]
-fn read_exact_at(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
-}
-
-#[cfg(windows)]
-fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !data.is_empty() {
-        let n = f.seek_write(data, off)?;
-        data = &data[n..];
-        off += n as u64;
-    }
-    Ok(())
-}
-
-#[cfg(windows)]
-fn read_exact_at(f: &File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
-    use std::os::windows::fs::FileExt;
-    while !buf.is_empty() {
-        let n = f.seek_read(buf, off)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf = &mut buf[n..];
-        off += n as u64;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -92,6 +92,12 @@ impl Journal {
                  id INTEGER PRIMARY KEY, path TEXT NOT NULL, conflict_path TEXT NOT NULL,
                  at INTEGER NOT NULL);",
         )?;
+        // Journals written before the generation column existed get it (0: unknown).
+        if db.prepare("SELECT generation FROM dirty LIMIT 0").is_err() {
+            db.execute_batch(
+                "ALTER TABLE dirty ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
         Ok(Journal { db })
     }
 
@@ -220,5 +226,37 @@ impl Journal {
             })
         })?;
         rows.collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_old_journals_are_upgraded() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let db = Connection::open(d.path().join("journal.sqlite")).expect("db");
+            db.execute_batch(
+                "CREATE TABLE dirty (id INTEGER PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL,
+                 mtime INTEGER NOT NULL, base_etag TEXT, has_base INTEGER NOT NULL,
+                 base_size INTEGER NOT NULL, base_len INTEGER NOT NULL, present TEXT NOT NULL);
+                 INSERT INTO dirty VALUES (7, 'a/b', 3, 100000, NULL, 0, 0, 0, '0-3');",
+            )
+            .expect("old schema");
+        }
+        let j = Journal::open(d.path()).expect("open upgrades");
+        let rows = j.rows().expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].path, RemotePath::new("a/b"));
+        assert_eq!(rows[0].generation, 0);
+        let mut r = rows[0].clone();
+        r.generation = 5;
+        r.size = 9;
+        j.save(&r).expect("save");
+        assert_eq!(j.rows().expect("rows")[0].size, 9);
+        j.delete(7).expect("delete");
+        assert!(j.rows().expect("rows").is_empty());
     }
 }

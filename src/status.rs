@@ -20,35 +20,8 @@ pub struct CacheInfo {
     pub blocks: u64,
 }
 
-/// One pending upload as shown.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UploadInfo {
-    /// Path in the mount.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Bytes sent by the attempt in progress.
-    pub bytes_sent: u64,
-    /// Failed attempts.
-    pub attempts: u32,
-    /// The last error.
-    pub last_error: Option<String>,
-    /// Being uploaded now.
-    pub uploading: bool,
-}
-
-impl From<PendingInfo> for UploadInfo {
-    fn from(p: PendingInfo) -> Self {
-        UploadInfo {
-            path: p.path,
-            size: p.size,
-            bytes_sent: p.bytes_sent,
-            attempts: p.attempts,
-            last_error: p.last_error,
-            uploading: p.uploading,
-        }
-    }
-}
+/// One pending upload as shown (the write-back queue's own description).
+pub type UploadInfo = PendingInfo;
 
 /// One recorded conflict.
 #[derive(Debug, Clone, Serialize, Deserialize)]

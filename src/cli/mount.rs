@@ -440,7 +440,7 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
         mountpoint: info.mountpoint.clone(),
         url: info.url.clone(),
         pending_uploads: wb.pending_count(),
-        uploads: wb.pending().into_iter().map(Into::into).collect(),
+        uploads: wb.pending(),
         conflicts: wb.conflicts().into_iter().map(Into::into).collect(),
         cache: crate::status::CacheInfo {
             bytes: usage.bytes,

@@ -169,7 +169,7 @@ pub enum Event {
 }
 
 /// One pending upload, for `nuage status`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PendingInfo {
     /// Path.
     pub path: String,

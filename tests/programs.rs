@@ -47,16 +47,8 @@ fn mount(cloud: &Cloud) -> Mount {
 }
 
 fn drained(m: &Mount, srv: &Path, local: &Path) {
-    let ok = wait_until(Duration::from_secs(120), || {
-        let out = nuage()
-            .arg("status")
-            .arg(&m.mp)
-            .arg("--json")
-            .output()
-            .expect("status");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        v["pending_uploads"].as_u64() == Some(0) && trees_equal(local, srv)
-    });
+    m.wait_drained();
+    let ok = wait_until(Duration::from_secs(30), || trees_equal(local, srv));
     assert!(ok, "the server never matched {}", local.display());
 }
 

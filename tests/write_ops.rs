@@ -34,50 +34,6 @@ fn puts(cloud: &Cloud) -> u64 {
     cloud.server.stats().file_puts.load(Ordering::SeqCst)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `nuage status --json`, taken after everything this test did so far.
-fn status(m: &Mount) -> serde_json::Value {
-    let since = now_ms();
-    let mut last = serde_json::Value::Null;
-    let fresh = wait_until(Duration::from_secs(10), || {
-        let out = nuage()
-            .arg("status")
-            .arg(&m.mp)
-            .arg("--json")
-            .output()
-            .expect("status");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        last = serde_json::from_slice(&out.stdout).expect("json");
-        last["updated_ms"].as_u64().unwrap_or(0) > since
-    });
-    assert!(fresh, "no fresh status snapshot");
-    last
-}
-
-fn pending(m: &Mount) -> u64 {
-    status(m)["pending_uploads"]
-        .as_u64()
-        .expect("pending_uploads is a number")
-}
-
-fn wait_drained(m: &Mount) {
-    assert!(
-        wait_until(Duration::from_secs(30), || pending(m) == 0),
-        "uploads never drained; log:\n{}",
-        m.log_text()
-    );
-}
-
 #[test]
 fn each_operation_reaches_the_server() {
     let cloud = Cloud::start();
@@ -198,7 +154,7 @@ fn each_operation_reaches_the_server() {
     f.sync_all().expect("fsync");
     drop(f);
     wait_server(&srv, "synced.bin", &pattern(100_000, 1));
-    wait_drained(&m);
+    m.wait_drained();
     m.unmount();
 }
 
@@ -235,7 +191,7 @@ fn orderings_end_right_without_needless_transfers() {
     std::fs::remove_dir(m.path("shape")).expect("rmdir");
     std::fs::write(m.path("shape"), b"file again").expect("w");
 
-    wait_drained(&m);
+    m.wait_drained();
     assert!(server_file_is(&srv, "final.txt", b"draft"));
     assert!(!srv.join("draft.txt").exists());
     assert!(!srv.join("tmp.txt").exists());
@@ -271,7 +227,7 @@ fn a_partial_write_into_an_uncached_large_file_never_uploads_holes() {
     f.write_all_at(b"PATCHED", 15 << 20).expect("write");
     drop(f);
     expected[15 << 20..(15 << 20) + 7].copy_from_slice(b"PATCHED");
-    wait_drained(&m);
+    m.wait_drained();
     assert!(
         std::fs::read(srv.join("big.bin")).expect("read") == expected,
         "server copy has holes or wrong bytes"
@@ -302,7 +258,7 @@ fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     for (p, d) in &files {
         std::fs::write(m.path(p), d).expect("write");
     }
-    assert_eq!(pending(&m), 20);
+    assert_eq!(m.pending(), 20);
     m.kill9();
     for (p, _) in &files {
         assert!(
@@ -312,7 +268,7 @@ fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     }
     // The next mount of the same account resumes and finishes every pending upload.
     let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST));
-    wait_drained(&m);
+    m.wait_drained();
     for (p, d) in &files {
         assert!(server_file_is(&srv, p, d), "{p} lost");
     }
@@ -340,7 +296,7 @@ fn a_conflict_keeps_both_copies() {
     // Someone else saves on the server before our upload.
     std::thread::sleep(Duration::from_millis(50));
     std::fs::write(srv.join("report.odt"), b"theirs, newer").expect("w");
-    wait_drained(&m);
+    m.wait_drained();
     assert!(
         server_file_is(&srv, "report.odt", b"theirs, newer"),
         "the server copy must be kept"
@@ -372,7 +328,7 @@ fn quota_refusal_keeps_the_data_and_fsync_reports_it() {
     let data = pattern(2 << 20, 3);
     std::fs::write(m.path("too-big.bin"), &data).expect("write lands locally");
     let refused = wait_until(Duration::from_secs(20), || {
-        status(&m).to_string().contains("quota")
+        m.status().to_string().contains("quota")
     });
     assert!(refused, "the 507 must be reported in the status");
     assert!(!srv.join("too-big.bin").exists());
@@ -383,7 +339,7 @@ fn quota_refusal_keeps_the_data_and_fsync_reports_it() {
     let e = f.sync_all().expect_err("fsync must report the quota");
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     drop(f);
-    assert_eq!(pending(&m), 1, "kept in the journal");
+    assert_eq!(m.pending(), 1, "kept in the journal");
     assert!(
         std::fs::read(m.path("too-big.bin")).expect("read") == data,
         "still readable locally"
@@ -407,9 +363,9 @@ fn uploads_survive_a_server_outage() {
         .expect("write while down");
     }
     std::thread::sleep(Duration::from_secs(2));
-    assert!(pending(&m) == 5, "kept while the server is down");
+    assert!(m.pending() == 5, "kept while the server is down");
     cloud.restart(port);
-    wait_drained(&m);
+    m.wait_drained();
     for i in 0..5 {
         assert!(server_file_is(
             &srv,
@@ -449,7 +405,7 @@ fn large_files_use_chunked_upload_and_resume_after_a_kill() {
     );
     cloud.server.knobs().delay_ms.store(0, Ordering::SeqCst);
     let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST));
-    wait_drained(&m);
+    m.wait_drained();
     assert!(
         server_file_is(&srv, "video.mp4", &data),
         "assembled content differs"
@@ -485,7 +441,7 @@ fn editor_lock_and_swap_files_stay_local() {
     }
     std::fs::write(m.path("real.txt"), b"real").expect("w");
     wait_server(&srv, "real.txt", b"real");
-    wait_drained(&m);
+    m.wait_drained();
     for n in [
         ".~lock.report.odt#",
         "~$report.docx",

@@ -25,7 +25,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::webdav::{DavClient, RemotePath};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
 
@@ -55,7 +54,6 @@ pub struct Fetcher {
     gets: Arc<Semaphore>,
     disk_writes: Arc<Semaphore>,
     max_run: u64,
-    bytes_downloaded: AtomicU64,
 }
 
 impl Fetcher {
@@ -68,7 +66,6 @@ impl Fetcher {
             gets: Arc::new(Semaphore::new(parallel.max(1))),
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
-            bytes_downloaded: AtomicU64::new(0),
         }
     }
 
@@ -77,14 +74,103 @@ impl Fetcher {
         &self.cache
     }
 
-    /// Total body bytes received from the server.
-    pub fn bytes_downloaded(&self) -> u64 {
-        self.bytes_downloaded.load(Ordering::Relaxed)
-    }
-
     /// Number of blocks of a file of `size` bytes.
     pub fn block_count(&self, size: u64) -> u64 {
         size.div_ceil(self.cache.block_size())
+    }
+
+    /// Reads `size` bytes at `offset` of `file` (less at its end): cached blocks are served
+    /// from memory or disk, missing ones downloaded first, with `ahead` blocks of read-ahead.
+    /// A read inside one block still in memory is a slice of it (no copy, no disk).
+    pub async fn read(
+        self: &Arc<Self>,
+        file: &FileVersion,
+        offset: u64,
+        size: u32,
+        ahead: u64,
+    ) -> Result<bytes::Bytes> {
+        let bs = self.cache.block_size();
+        if offset >= file.size || size == 0 {
+            return Ok(bytes::Bytes::new());
+        }
+        let end = (offset + size as u64).min(file.size);
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+        // A block can be evicted between download and copy when the cache is tiny; retry.
+        for attempt in 0..4 {
+            self.ensure(file, first..last + 1, last + 1..last + 1 + ahead)
+                .await?;
+            if first == last {
+                let key = BlockKey {
+                    version: file.version,
+                    idx: BlockIdx(first),
+                };
+                if let Some(b) = self.cache.hot(key) {
+                    let from = (offset - first * bs) as usize;
+                    let to = (end - first * bs) as usize;
+                    if to <= b.len() {
+                        return Ok(b.slice(from..to));
+                    }
+                }
+            }
+            let cache = self.cache.clone();
+            let version = file.version;
+            let res = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; (end - offset) as usize];
+                let mut pos = offset;
+                while pos < end {
+                    let idx = pos / bs;
+                    let in_block = pos - idx * bs;
+                    let n = (bs - in_block).min(end - pos) as usize;
+                    let dst = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
+                    let key = BlockKey {
+                        version,
+                        idx: BlockIdx(idx),
+                    };
+                    if !cache.read(key, in_block, dst)? {
+                        return Ok(None);
+                    }
+                    pos += n as u64;
+                }
+                Ok::<_, crate::cache::CacheError>(Some(bytes::Bytes::from(buf)))
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))??;
+            if let Some(b) = res {
+                return Ok(b);
+            }
+            if !self.cache.is_registered(file.version) {
+                // This version was superseded while the handle was open: read it directly.
+                return self.fetch_direct(file, offset, end - offset).await;
+            }
+            tracing::debug!(attempt, path = %file.path, "block evicted before it was read, retrying");
+        }
+        Err(Error::new(
+            ErrorKind::NoSpace,
+            format!(
+                "the cache is too small to hold the blocks of one read of {}",
+                file.path
+            ),
+        ))
+    }
+
+    /// Waits for a GET slot and starts a ranged GET.
+    async fn get(
+        &self,
+        f: &FileVersion,
+        start: u64,
+        len: u64,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, crate::webdav::RangeBody)> {
+        let permit = self
+            .gets
+            .acquire()
+            .await
+            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
+        let body = self
+            .dav
+            .get_range(&f.path, start, len, f.etag.as_deref())
+            .await?;
+        Ok((permit, body))
     }
 
     /// Makes sure the `need` blocks are cached (waiting for them) and starts downloading the
@@ -205,15 +291,7 @@ impl Fetcher {
         let bs = self.cache.block_size();
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
-        let _permit = self
-            .gets
-            .acquire()
-            .await
-            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
-        let mut body = self
-            .dav
-            .get_range(&f.path, start, end - start, f.etag.as_deref())
-            .await?;
+        let (_permit, mut body) = self.get(f, start, end - start).await?;
         let mut idx = first;
         let mut buf: Vec<u8> = Vec::with_capacity(bs as usize);
         while idx < first + n {
@@ -221,8 +299,6 @@ impl Fetcher {
             if buf.len() < block_len {
                 match body.chunk().await? {
                     Some(c) => {
-                        self.bytes_downloaded
-                            .fetch_add(c.len() as u64, Ordering::Relaxed);
                         let want = block_len - buf.len();
                         if c.len() <= want {
                             buf.extend_from_slice(&c);
@@ -278,15 +354,7 @@ impl Fetcher {
         offset: u64,
         len: u64,
     ) -> Result<bytes::Bytes> {
-        let _permit = self
-            .gets
-            .acquire()
-            .await
-            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
-        let mut body = self
-            .dav
-            .get_range(&f.path, offset, len, f.etag.as_deref())
-            .await?;
+        let (_permit, mut body) = self.get(f, offset, len).await?;
         let mut out = Vec::with_capacity(len as usize);
         while (out.len() as u64) < len {
             match body.chunk().await? {
@@ -297,8 +365,6 @@ impl Fetcher {
                 None => break,
             }
         }
-        self.bytes_downloaded
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
         Ok(bytes::Bytes::from(out))
     }
 

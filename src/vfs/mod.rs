@@ -28,7 +28,7 @@
 //! `.await`; they are never held together. Listing fetches of one folder are serialized by a
 //! per-folder async lock so that concurrent lookups cause one PROPFIND.
 
-use crate::cache::{BlockCache, BlockIdx, BlockKey};
+use crate::cache::BlockCache;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
 use crate::meta::{InodeTable, Node};
@@ -728,71 +728,7 @@ impl Vfs {
         size: u32,
         ahead: u64,
     ) -> Result<Bytes> {
-        let bs = self.cache().block_size();
-        if offset >= file.size || size == 0 {
-            return Ok(Bytes::new());
-        }
-        let end = (offset + size as u64).min(file.size);
-        let first = offset / bs;
-        let last = (end - 1) / bs;
-        // A block can be evicted between download and copy when the cache is tiny; retry.
-        for attempt in 0..4 {
-            self.fetcher
-                .ensure(file, first..last + 1, last + 1..last + 1 + ahead)
-                .await?;
-            // Inside one block that is still in memory: a slice of it, no copy, no disk.
-            if first == last {
-                let key = BlockKey {
-                    version: file.version,
-                    idx: BlockIdx(first),
-                };
-                if let Some(b) = self.cache().hot(key) {
-                    let from = (offset - first * bs) as usize;
-                    let to = (end - first * bs) as usize;
-                    if to <= b.len() {
-                        return Ok(b.slice(from..to));
-                    }
-                }
-            }
-            let cache = self.cache().clone();
-            let version = file.version;
-            let res = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; (end - offset) as usize];
-                let mut pos = offset;
-                while pos < end {
-                    let idx = pos / bs;
-                    let in_block = pos - idx * bs;
-                    let n = (bs - in_block).min(end - pos) as usize;
-                    let dst = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
-                    let key = BlockKey {
-                        version,
-                        idx: BlockIdx(idx),
-                    };
-                    if !cache.read(key, in_block, dst)? {
-                        return Ok(None);
-                    }
-                    pos += n as u64;
-                }
-                Ok::<_, crate::cache::CacheError>(Some(Bytes::from(buf)))
-            })
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))??;
-            if let Some(b) = res {
-                return Ok(b);
-            }
-            if !self.cache().is_registered(file.version) {
-                // This version was superseded while the handle was open: read it directly.
-                return self.fetcher.fetch_direct(file, offset, end - offset).await;
-            }
-            tracing::debug!(attempt, path = %file.path, "block evicted before it was read, retrying");
-        }
-        Err(Error::new(
-            ErrorKind::NoSpace,
-            format!(
-                "the cache is too small to hold the blocks of one read of {}",
-                file.path
-            ),
-        ))
+        self.fetcher.read(file, offset, size, ahead).await
     }
 
     /// Closes a handle. A writer's changes are made durable and scheduled for upload.
@@ -920,9 +856,9 @@ impl Vfs {
         }
     }
 
-    /// Creates and opens a new file. It exists locally at once and on the server after its
-    /// upload.
-    pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Opened)> {
+    /// The path of a new entry `name` in `parent`: the mount is writable, the name valid and
+    /// free.
+    async fn new_child_path(&self, parent: Ino, name: &str) -> Result<RemotePath> {
         self.writable()?;
         check_name(name)?;
         self.fresh_listing(parent).await?;
@@ -932,8 +868,13 @@ impl Vfs {
                 format!("{name:?} exists"),
             ));
         }
-        let ppath = self.node(parent)?.path;
-        let path = ppath.join(name);
+        Ok(self.node(parent)?.path.join(name))
+    }
+
+    /// Creates and opens a new file. It exists locally at once and on the server after its
+    /// upload.
+    pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Opened)> {
+        let path = self.new_child_path(parent, name).await?;
         tracing::debug!(%path, "create");
         let (wb, p) = (self.wb.clone(), path.clone());
         let d = blocking(move || wb.create(&p)).await?;
@@ -978,16 +919,7 @@ impl Vfs {
 
     /// Creates a folder on the server.
     pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
-        self.writable()?;
-        check_name(name)?;
-        self.fresh_listing(parent).await?;
-        if self.child(parent, name).is_some() {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{name:?} exists"),
-            ));
-        }
-        let path = self.node(parent)?.path.join(name);
+        let path = self.new_child_path(parent, name).await?;
         tracing::debug!(%path, "mkdir");
         self.dav.mkcol(&path).await.map_err(|e| match e {
             DavError::Status { status: 405, .. } => Error::new(
@@ -1284,11 +1216,6 @@ impl Vfs {
             t.move_node(ino, new_parent, new_name);
         }
         Ok(())
-    }
-
-    /// The inode behind a handle.
-    pub fn handle_ino(&self, fh: Fh) -> Option<Ino> {
-        lock(&self.handles).get(&fh).map(|h| h.ino)
     }
 
     /// Usage figures: the Nextcloud quota when the server gives one (§11), else a large

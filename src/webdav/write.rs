@@ -88,6 +88,16 @@ fn strong(tag: &str) -> &str {
     tag.strip_prefix("W/").unwrap_or(tag)
 }
 
+/// `Ok` for a 2xx answer, else the error its status means.
+fn success(resp: &reqwest::Response, method: &Method, what: &str) -> Result<(), DavError> {
+    let st = resp.status();
+    if st.is_success() {
+        Ok(())
+    } else {
+        Err(DavError::from_status(st, method, what))
+    }
+}
+
 fn etag_of(resp: &reqwest::Response) -> Option<String> {
     let h = resp.headers();
     h.get("OC-ETag")
@@ -148,12 +158,7 @@ impl DavClient {
         let resp = self
             .send(self.request(m.clone(), self.url(p, true)))
             .await?;
-        let st = resp.status();
-        if st.is_success() {
-            Ok(())
-        } else {
-            Err(DavError::from_status(st, &m, &p.to_string()))
-        }
+        success(&resp, &m, &p.to_string())
     }
 
     /// Deletes a file or folder (a folder recursively on the server: check emptiness first).
@@ -168,12 +173,7 @@ impl DavClient {
             rb = rb.header(header::IF_MATCH, strong(tag));
         }
         let resp = self.send(rb).await?;
-        let st = resp.status();
-        if st.is_success() {
-            Ok(())
-        } else {
-            Err(DavError::from_status(st, &Method::DELETE, &p.to_string()))
-        }
+        success(&resp, &Method::DELETE, &p.to_string())
     }
 
     /// Moves `from` to `to`. With `overwrite == false` an existing target answers 412.
@@ -215,12 +215,7 @@ impl DavClient {
                     .body(body),
             )
             .await?;
-        let st = resp.status();
-        if st.is_success() {
-            Ok(())
-        } else {
-            Err(DavError::from_status(st, &m, &p.to_string()))
-        }
+        success(&resp, &m, &p.to_string())
     }
 
     /// The Nextcloud upload area (`…/remote.php/dav/uploads/<uid>/`), when known.
@@ -324,12 +319,7 @@ impl DavClient {
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(file_body(file, offset, len, sent).await?);
         let resp = self.send(rb).await?;
-        let st = resp.status();
-        if st.is_success() {
-            Ok(())
-        } else {
-            Err(DavError::from_status(st, &Method::PUT, "upload chunk"))
-        }
+        success(&resp, &Method::PUT, "upload chunk")
     }
 
     /// Assembles session `id` into `dest` (§5.2 step 3). `if_match` guards the destination

@@ -33,7 +33,7 @@
 pub mod journal;
 pub mod ranges;
 
-use crate::cache::{read_exact_at, write_all_at, BlockCache, BlockIdx, BlockKey, VersionId};
+use crate::cache::{read_exact_at, write_all_at, VersionId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
 use crate::webdav::{DavClient, DavError, Depth, PutOptions, RemotePath};
@@ -943,16 +943,15 @@ impl WriteBack {
         a: u64,
         b: u64,
     ) -> std::result::Result<(), UploadError> {
-        let bs = self.fetcher.cache().block_size();
+        // In pieces of 8 MiB, each read ahead of the next.
+        const PIECE: u64 = 8 << 20;
+        let ahead = PIECE / self.fetcher.cache().block_size();
         let mut pos = a;
-        while pos < b {
-            let idx = pos / bs;
-            let block_end = ((idx + 1) * bs).min(b).min(fv.size);
-            if block_end <= pos {
-                break;
-            }
-            self.fetcher
-                .ensure(fv, idx..idx + 1, idx + 1..(idx + 9).min(b.div_ceil(bs)))
+        while pos < b.min(fv.size) {
+            let n = (b.min(fv.size) - pos).min(PIECE);
+            let data = self
+                .fetcher
+                .read(fv, pos, n as u32, ahead)
                 .await
                 .map_err(|e| {
                     if e.kind == ErrorKind::Stale {
@@ -961,33 +960,11 @@ impl WriteBack {
                         UploadError::Local(e)
                     }
                 })?;
-            let key = BlockKey {
-                version: fv.version,
-                idx: BlockIdx(idx),
-            };
-            let in_block = pos - idx * bs;
-            let n = (block_end - pos) as usize;
-            let data = match self.fetcher.cache().hot(key) {
-                Some(h) if h.len() >= in_block as usize + n => {
-                    h.slice(in_block as usize..in_block as usize + n).to_vec()
-                }
-                _ => {
-                    let mut buf = vec![0u8; n];
-                    let cache: Arc<BlockCache> = self.fetcher.cache().clone();
-                    let (buf, ok) = tokio::task::spawn_blocking(move || {
-                        let ok = cache.read(key, in_block, &mut buf);
-                        (buf, ok)
-                    })
-                    .await
-                    .map_err(|e| UploadError::Local(io("cache", e)))?;
-                    if !ok.map_err(|e| UploadError::Local(e.into()))? {
-                        continue; // evicted meanwhile: fetch again
-                    }
-                    buf
-                }
-            };
+            if data.is_empty() {
+                break;
+            }
             self.fill(d, pos, &data).map_err(UploadError::Local)?;
-            pos = block_end;
+            pos += data.len() as u64;
         }
         Ok(())
     }

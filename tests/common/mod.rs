@@ -20,6 +20,14 @@ pub fn require_fuse() {
     );
 }
 
+/// Milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Polls `cond` until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -469,6 +477,45 @@ impl Mount {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `nuage status --json`, from a snapshot taken after everything the test did so far.
+    pub fn status(&self) -> serde_json::Value {
+        let since = now_ms();
+        let mut last = serde_json::Value::Null;
+        let fresh = wait_until(Duration::from_secs(10), || {
+            let out = nuage()
+                .arg("status")
+                .arg(&self.mp)
+                .arg("--json")
+                .output()
+                .expect("status");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            last = serde_json::from_slice(&out.stdout).expect("json");
+            last["updated_ms"].as_u64().unwrap_or(0) > since
+        });
+        assert!(fresh, "no fresh status snapshot");
+        last
+    }
+
+    /// Number of pending uploads, from a fresh snapshot.
+    pub fn pending(&self) -> u64 {
+        self.status()["pending_uploads"]
+            .as_u64()
+            .expect("pending_uploads is a number")
+    }
+
+    /// Waits (bounded) until every upload is done.
+    pub fn wait_drained(&self) {
+        assert!(
+            wait_until(Duration::from_secs(60), || self.pending() == 0),
+            "uploads never drained; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// Kills the mount process with SIGKILL (a crash) and cleans the dead mount up.

@@ -47,6 +47,8 @@ pub struct Stats {
     pub unauthorized: AtomicU64,
     /// Chunks received by chunked uploads.
     pub chunk_puts: AtomicU64,
+    /// Chunks stored completely (the whole body received and written).
+    pub chunks_stored: AtomicU64,
     /// Chunked uploads assembled.
     pub chunk_assemblies: AtomicU64,
     /// Plain PUT requests of whole files.
@@ -1130,7 +1132,10 @@ impl Uploads {
                     }
                 }
                 match std::fs::write(&target, &data) {
-                    Ok(()) => resp(StatusCode::CREATED, ""),
+                    Ok(()) => {
+                        self.shared.stats.chunks_stored.fetch_add(1, Ordering::Relaxed);
+                        resp(StatusCode::CREATED, "")
+                    }
                     Err(_) => sabre_error(StatusCode::INTERNAL_SERVER_ERROR, "Exception", "write"),
                 }
             }

@@ -461,8 +461,13 @@ impl Vfs {
 
     /// Attributes of `ino`.
     pub async fn getattr(&self, ino: Ino) -> Result<Attr> {
-        let n = self.revalidate(ino).await?;
-        Ok(self.attr_of(ino, &n))
+        self.revalidate(ino).await?;
+        // Under the table lock (see `open`): the node and the local overlay agree.
+        let t = lock(&self.table);
+        let n = t
+            .get(ino)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("unknown inode {}", ino.0)))?;
+        Ok(self.attr_of(ino, n))
     }
 
     /// The entries of folder `ino` (without `.` and `..`), plus the parent's inode.
@@ -527,10 +532,35 @@ impl Vfs {
                 format!("{} is a folder", node.path),
             ));
         }
-        let base_version = self.base_of(&node).await?;
+        // Snapshot the node and the local state together, under the table lock: an upload
+        // that finishes updates the table before it forgets the local change, so a node read
+        // here is never older than the absence of a local change.
+        let (node, local) = {
+            let t = lock(&self.table);
+            let n = t
+                .get(ino)
+                .cloned()
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "vanished"))?;
+            let local = if write || truncate {
+                self.wb.acquire(&n.path)
+            } else {
+                self.wb.get(&n.path)
+            };
+            (n, local)
+        };
+        let base_version = match self.base_of(&node).await {
+            Ok(b) => b,
+            Err(e) => {
+                if let (true, Some(d)) = (write || truncate, &local) {
+                    self.wb.release(d);
+                }
+                return Err(e);
+            }
+        };
+        let from_local = local.is_some();
         let mut dirty = None;
         if write || truncate {
-            let d = match self.wb.acquire(&node.path) {
+            let d = match local.clone() {
                 Some(d) => {
                     if truncate {
                         let (wb, d2) = (self.wb.clone(), d.clone());
@@ -546,9 +576,7 @@ impl Vfs {
             };
             dirty = Some(d);
         }
-        let local = self.wb.get(&node.path);
-        let from_local = local.is_some();
-        let validator = match local {
+        let validator = match dirty.as_ref().or(local.as_ref()) {
             Some(d) => d.validator(),
             None => validator_of(&node.entry),
         };

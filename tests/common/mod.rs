@@ -561,6 +561,19 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The mount's own log is the first thing to read when a test fails; keep its tail.
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(200).collect();
+            eprintln!(
+                "--- last lines of the nuage log ({}) ---",
+                self.log.display()
+            );
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+            let _ = std::fs::write("/tmp/nuage-last-failed-mount.log", &text);
+        }
         if is_mounted(&self.mp) {
             let _ = Command::new("fusermount3")
                 .arg("-uz")

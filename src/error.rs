@@ -40,6 +40,8 @@ pub enum ErrorKind {
     Unsupported,
     /// An invalid argument (bad offset, bad handle).
     InvalidArgument,
+    /// No such extended attribute.
+    NoAttribute,
     /// Anything else: the server answered nonsense, a local I/O error...
     Io,
 }

@@ -8,6 +8,7 @@
 //! platform/ (binary)   FUSE adapter (Linux, macOS), WinFsp adapter (Windows): thin translation
 //!        |
 //! cli      clap commands; mounts through the `cli::Platform` trait the binary injects
+//! auth     saved accounts: settings file, app passwords in the keyring or a 0600 file
 //! vfs      the API adapters call: lookup, getattr, readdir, open, read, statfs
 //! meta     inode table and directory cache
 //! fetch    read path: cache hit or ranged GET, read-ahead, request deduplication
@@ -22,6 +23,7 @@
 //! * `webdav` knows nothing of inodes or blocks; `cache` stores and never fetches.
 //! * Nothing in `src/` names the FUSE or WinFsp crates or an errno constant.
 
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod error;
 pub mod fakecloud;
 pub mod fetch;
 pub mod meta;
+pub mod poll;
 pub mod status;
 pub mod vfs;
 pub mod webdav;

@@ -18,6 +18,12 @@ pub struct CacheInfo {
     pub limit: u64,
     /// Number of cached blocks.
     pub blocks: u64,
+    /// Bytes of pinned files (never evicted, outside the limit).
+    #[serde(default)]
+    pub pinned_bytes: u64,
+    /// Bytes of changes waiting for upload (never evicted, outside the limit).
+    #[serde(default)]
+    pub pending_bytes: u64,
 }
 
 /// One pending upload as shown (the write-back queue's own description).
@@ -65,6 +71,22 @@ pub struct Status {
     pub updated: u64,
     /// Unix time of the snapshot in milliseconds.
     pub updated_ms: u64,
+    /// Set when the server refused the login (revoked app password): what to do about it.
+    #[serde(default)]
+    pub auth_error: Option<String>,
+    /// False while the server is out of reach.
+    #[serde(default = "yes")]
+    pub online: bool,
+    /// Unix time since which the server is out of reach.
+    #[serde(default)]
+    pub offline_since: Option<u64>,
+    /// Pinned paths and their download progress.
+    #[serde(default)]
+    pub pins: Vec<crate::vfs::PinProgress>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Registry entry of a mount point.
@@ -116,6 +138,40 @@ pub fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", U[i])
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of a Unix time.
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// How long ago a Unix time was, roughly (`42 s`, `5 min`, `3 h`).
+pub fn ago(secs: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(secs);
+    let d = now.saturating_sub(secs);
+    match d {
+        0..=119 => format!("{d} s"),
+        120..=7199 => format!("{} min", d / 60),
+        _ => format!("{} h", d / 3600),
     }
 }
 

@@ -20,6 +20,7 @@ pub fn errno(kind: ErrorKind) -> i32 {
         ErrorKind::ReadOnly => libc::EROFS,
         ErrorKind::Unsupported => libc::ENOTSUP,
         ErrorKind::InvalidArgument => libc::EINVAL,
+        ErrorKind::NoAttribute => libc::ENODATA,
         ErrorKind::Io => libc::EIO,
     }
 }

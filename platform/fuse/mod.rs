@@ -8,10 +8,10 @@ mod errno;
 use fuser::{
     FileAttr, FileType, Filesystem, KernelConfig, MountOption, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow,
+    ReplyXattr, Request, TimeOrNow,
 };
 use nuage::cli::{MountedFs, Platform, PlatformMountOptions};
-use nuage::vfs::{Attr, Fh, FileKind, Ino, Vfs};
+use nuage::vfs::{Attr, Fh, FileKind, Ino, Invalidation, Vfs};
 use nuage::{Error, ErrorKind};
 use std::ffi::OsStr;
 use std::path::Path;
@@ -64,8 +64,42 @@ impl Platform for FusePlatform {
         if opts.allow_other {
             options.push(MountOption::AllowOther);
         }
-        let session = fuser::spawn_mount2(NuageFs { vfs, rt, ttl }, mountpoint, &options)?;
+        let session = fuser::spawn_mount2(
+            NuageFs {
+                vfs: vfs.clone(),
+                rt,
+                ttl,
+            },
+            mountpoint,
+            &options,
+        )?;
         raise_readahead(mountpoint);
+        // Remote changes reach the kernel from a thread of their own: a notification may wait
+        // for the kernel, which may be waiting for a callback.
+        let notifier = session.notifier();
+        let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
+        std::thread::Builder::new()
+            .name("nuage-notify".into())
+            .spawn(move || {
+                for inv in rx {
+                    let res = match &inv {
+                        Invalidation::Inode(ino) => notifier.inval_inode(ino.0, 0, 0),
+                        Invalidation::Entry { parent, name } => {
+                            notifier.inval_entry(parent.0, OsStr::new(name))
+                        }
+                    };
+                    // ENOENT: the kernel did not know it, nothing to forget.
+                    if let Err(e) = res {
+                        tracing::debug!(?inv, error = %e, "kernel invalidation");
+                    }
+                }
+            })?;
+        let tx = std::sync::Mutex::new(tx);
+        vfs.set_invalidator(Arc::new(move |inv| {
+            if let Ok(t) = tx.lock() {
+                let _ = t.send(inv);
+            }
+        }));
         Ok(Box::new(FuseMount { session }))
     }
 
@@ -181,6 +215,7 @@ fn fail(op: &str, e: &Error) -> i32 {
         | ErrorKind::NotADirectory
         | ErrorKind::IsADirectory
         | ErrorKind::ReadOnly
+        | ErrorKind::NoAttribute
         | ErrorKind::InvalidArgument => tracing::debug!(op, error = %e, "refused"),
         _ => tracing::warn!(op, error = %e, "operation failed"),
     }
@@ -509,8 +544,68 @@ impl Filesystem for NuageFs {
         reply.error(libc::EPERM);
     }
 
-    // Extended attributes are not stored: getxattr/listxattr keep fuser's ENOSYS answer, which
-    // the kernel remembers, so `ls -l` does not ask again for every file.
+    // Extended attributes: only nuage's own (`user.nuage.status`, `user.nuage.pinned`), answered
+    // from memory; any other name is ENODATA without a server round trip.
+
+    fn getxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        match self.vfs.xattr_get(Ino(ino), &name.to_string_lossy()) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(libc::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(fail("getxattr", &e)),
+        }
+    }
+
+    fn listxattr(&mut self, _req: &Request<'_>, _ino: u64, size: u32, reply: ReplyXattr) {
+        let mut buf = Vec::new();
+        for n in self.vfs.xattr_names() {
+            buf.extend_from_slice(n.as_bytes());
+            buf.push(0);
+        }
+        if size == 0 {
+            reply.size(buf.len() as u32);
+        } else if buf.len() > size as usize {
+            reply.error(libc::ERANGE);
+        } else {
+            reply.data(&buf);
+        }
+    }
+
+    fn setxattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (vfs, name, value) = (
+            self.vfs.clone(),
+            name.to_string_lossy().into_owned(),
+            value.to_vec(),
+        );
+        self.rt
+            .spawn_blocking(move || match vfs.xattr_set(Ino(ino), &name, &value) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("setxattr", &e)),
+            });
+    }
+
+    fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        match self.vfs.xattr_remove(Ino(ino), &name.to_string_lossy()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("removexattr", &e)),
+        }
+    }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         let vfs = self.vfs.clone();

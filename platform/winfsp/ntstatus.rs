@@ -32,6 +32,8 @@ pub const STATUS_MEDIA_WRITE_PROTECTED: i32 = 0xC000_00A2_u32 as i32;
 pub const STATUS_NOT_SUPPORTED: i32 = 0xC000_00BB_u32 as i32;
 /// STATUS_INVALID_PARAMETER
 pub const STATUS_INVALID_PARAMETER: i32 = 0xC000_000D_u32 as i32;
+/// STATUS_NO_EAS_ON_FILE
+pub const STATUS_NO_EAS_ON_FILE: i32 = 0xC000_0052_u32 as i32;
 /// STATUS_UNEXPECTED_IO_ERROR
 pub const STATUS_UNEXPECTED_IO_ERROR: i32 = 0xC000_00E9_u32 as i32;
 
@@ -53,6 +55,7 @@ pub fn ntstatus(kind: ErrorKind) -> i32 {
         ErrorKind::ReadOnly => STATUS_MEDIA_WRITE_PROTECTED,
         ErrorKind::Unsupported => STATUS_NOT_SUPPORTED,
         ErrorKind::InvalidArgument => STATUS_INVALID_PARAMETER,
+        ErrorKind::NoAttribute => STATUS_NO_EAS_ON_FILE,
         ErrorKind::Io => STATUS_UNEXPECTED_IO_ERROR,
     }
 }

@@ -112,6 +112,21 @@ struct State {
     /// Version id to identity, to drop older versions of the same file.
     identity_of: HashMap<VersionId, String>,
     limit: u64,
+    /// Versions of pinned files: never evicted, not counted against the limit.
+    pinned: std::collections::HashSet<VersionId>,
+}
+
+impl State {
+    fn pinned_bytes(&self) -> u64 {
+        if self.pinned.is_empty() {
+            return 0;
+        }
+        self.blocks
+            .iter()
+            .filter(|(k, _)| self.pinned.contains(&k.version))
+            .map(|(_, l)| *l as u64)
+            .sum()
+    }
 }
 
 /// Usage figures.
@@ -123,6 +138,8 @@ pub struct CacheUsage {
     pub blocks: u64,
     /// The configured limit.
     pub limit: u64,
+    /// Bytes of blocks of pinned files (never evicted, outside the limit).
+    pub pinned_bytes: u64,
 }
 
 /// The block store. See the module documentation.
@@ -188,6 +205,7 @@ impl BlockCache {
             versions: HashMap::new(),
             identity_of: HashMap::new(),
             limit,
+            pinned: Default::default(),
         };
         {
             let mut st = db.prepare("SELECT id, identity, etag FROM versions")?;
@@ -514,14 +532,44 @@ impl BlockCache {
             bytes: st.total,
             blocks: st.blocks.len() as u64,
             limit: st.limit,
+            pinned_bytes: st.pinned_bytes(),
         }
+    }
+
+    /// Number of cached blocks of version `v`.
+    pub fn cached_blocks(&self, v: VersionId) -> u64 {
+        lock(&self.state).per_version.get(&v).copied().unwrap_or(0)
+    }
+
+    /// Replaces the set of pinned versions (kept whatever the limit), then evicts what the
+    /// limit no longer allows.
+    pub fn set_pinned(
+        &self,
+        pinned: std::collections::HashSet<VersionId>,
+    ) -> Result<(), CacheError> {
+        lock(&self.state).pinned = pinned;
+        self.evict_if_needed()
+    }
+
+    /// Frees every block that may be freed (neither pinned nor in use by the hot tier);
+    /// answers the bytes freed.
+    pub fn clean(&self) -> Result<u64, CacheError> {
+        let before = self.usage().bytes;
+        let limit = {
+            let mut st = lock(&self.state);
+            std::mem::replace(&mut st.limit, 0)
+        };
+        let res = self.evict_if_needed();
+        lock(&self.state).limit = limit;
+        res?;
+        Ok(before.saturating_sub(self.usage().bytes))
     }
 
     /// Evicts least recently used blocks until the total is within the limit.
     fn evict_if_needed(&self) -> Result<(), CacheError> {
         {
             let st = lock(&self.state);
-            if st.total <= st.limit {
+            if st.total <= st.limit || st.total - st.pinned_bytes() <= st.limit {
                 return Ok(());
             }
         }
@@ -530,10 +578,16 @@ impl BlockCache {
         let mut emptied = Vec::new();
         {
             let mut st = lock(&self.state);
-            while st.total > st.limit {
+            let pinned_bytes = st.pinned_bytes();
+            let mut kept = Vec::new();
+            while st.total - pinned_bytes > st.limit {
                 let Some((k, ())) = st.lru.pop_lru() else {
                     break;
                 };
+                if st.pinned.contains(&k.version) {
+                    kept.push(k);
+                    continue;
+                }
                 if let Some(len) = st.blocks.remove(&k) {
                     st.total -= len as u64;
                     victims.push((k, len));
@@ -545,6 +599,9 @@ impl BlockCache {
                         }
                     }
                 }
+            }
+            for k in kept {
+                st.lru.put(k, ());
             }
             let st = &mut *st;
             let blocks = &st.blocks;

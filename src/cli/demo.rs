@@ -44,6 +44,7 @@ fn demo_inner(platform: &dyn Platform, a: DemoArgs) -> anyhow::Result<ExitCode> 
                 user_id: DEMO_USER.into(),
                 passwords: vec![DEMO_PASSWORD.into()],
                 quota: Some(5 << 30),
+                names: Default::default(),
             },
             0,
         ))
@@ -60,6 +61,7 @@ fn demo_inner(platform: &dyn Platform, a: DemoArgs) -> anyhow::Result<ExitCode> 
         common.cache_dir = Some(base.join("demo-cache"));
     }
     let plan = MountPlan {
+        account: None,
         url: server.base_url(),
         user: Some(DEMO_USER.into()),
         password: Some(Secret::new(DEMO_PASSWORD)),

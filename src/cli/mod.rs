@@ -1,10 +1,11 @@
-//! The command line: `nuage mount`, `nuage unmount`, `nuage demo`.
+//! The command line: `nuage mount`, `unmount`, `status`, `login`, `accounts`, `logout`, `demo`.
 //!
 //! The CLI owns the tokio runtime and the mount lifecycle. It mounts through the [`Platform`]
 //! trait, which the binary (`platform/main.rs`) implements with FUSE or WinFsp, so nothing here
 //! depends on an OS filesystem API. Errors reach people as one line: `error: <what>: <why>`.
 
 mod demo;
+mod login;
 mod mount;
 mod status;
 
@@ -67,6 +68,104 @@ enum Command {
     Status(StatusArgs),
     /// Serve a demo cloud with sample files on 127.0.0.1 and mount it (no account needed).
     Demo(DemoArgs),
+    /// Sign in to a Nextcloud (browser login, or --app-password) and save the account.
+    #[command(
+        after_help = "Exit status: 0 saved; 3 server unreachable; 4 TLS failure; \
+        5 not a Nextcloud server; 6 maintenance mode; 7 wrong login or password; \
+        8 throttled after too many failed logins; 9 the account requires an app password; \
+        10 browser login expired or cancelled; 1 other errors."
+    )]
+    Login(LoginArgs),
+    /// List the saved accounts (never their secrets).
+    Accounts(AccountsArgs),
+    /// Revoke an account's app password on the server and forget the account here.
+    Logout(LogoutArgs),
+    /// Keep files or folders of a mount always available offline.
+    Pin(PinArgs),
+    /// Let pinned files or folders be evicted from the cache again.
+    Unpin(PinArgs),
+    /// Cache maintenance.
+    Cache(CacheArgs),
+}
+
+/// `nuage pin` / `nuage unpin`.
+#[derive(Debug, Clone, Args)]
+pub struct PinArgs {
+    /// Files or folders inside a mount.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `nuage cache`.
+#[derive(Debug, Clone, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    cmd: CacheCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum CacheCommand {
+    /// Free every cached block that may be freed (not pinned, not waiting for upload).
+    Clean {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+}
+
+/// `nuage login`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// Nextcloud server address (https://cloud.example.org).
+    pub server: String,
+    /// Type a login name and an app password (Settings > Security) instead of the browser flow;
+    /// the app password is read without echo, or from standard input when it is not a terminal.
+    #[arg(long)]
+    pub app_password: bool,
+    /// Login name (with --app-password; asked when missing).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// Name of the saved account (default: login@host).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Do not open a browser; only print the address.
+    #[arg(long)]
+    pub no_browser: bool,
+    /// Remember: mount this account read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Remember: cache size for this account (e.g. 5G).
+    #[arg(long, value_name = "SIZE")]
+    pub cache_size: Option<String>,
+    /// Remember: cache folder for this account.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Trust this extra CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate (dangerous; only for test servers).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// `nuage accounts`.
+#[derive(Debug, Clone, Args)]
+pub struct AccountsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nuage logout`.
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// The saved account (see `nuage accounts`).
+    pub account: String,
+    /// Trust this extra CA certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Do not verify the server's TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Options shared by `mount` and `demo`.
@@ -93,6 +192,9 @@ pub struct CommonMountArgs {
     /// Seconds between the last close of a changed file and its upload.
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     pub upload_delay: f64,
+    /// Seconds between two checks for changes on the server.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub poll_interval: f64,
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
@@ -104,7 +206,8 @@ pub struct CommonMountArgs {
 /// `nuage mount`.
 #[derive(Debug, Clone, Args)]
 pub struct MountArgs {
-    /// Nextcloud server address (https://cloud.example.org) or URL of a WebDAV folder.
+    /// A saved account (see `nuage accounts`), a Nextcloud server address
+    /// (https://cloud.example.org) or the URL of a WebDAV folder.
     pub url: String,
     /// Where to mount (an existing empty folder).
     pub mountpoint: PathBuf,
@@ -190,12 +293,23 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         Command::Demo(a) => demo::demo_command(platform, a),
         Command::Unmount(a) => status::unmount_command(platform, a),
         Command::Status(a) => status::status_command(a),
+        Command::Login(a) => login::login_command(a),
+        Command::Accounts(a) => login::accounts_command(a),
+        Command::Logout(a) => login::logout_command(a),
+        Command::Pin(a) => status::pin_command(a, true),
+        Command::Unpin(a) => status::pin_command(a, false),
+        Command::Cache(a) => match a.cmd {
+            CacheCommand::Clean { mountpoint } => status::cache_clean_command(&mountpoint),
+        },
     };
     match res {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<login::LoginFailure>() {
+                Some(f) => ExitCode::from(f.code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

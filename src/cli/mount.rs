@@ -6,6 +6,7 @@
 //! The parent exits 0 only after `READY`; a failed mount leaves nothing mounted.
 
 use super::{CommonMountArgs, MountArgs, Platform, PlatformMountOptions};
+use crate::auth::{Account, AccountStore};
 use crate::cache::{BlockCache, DEFAULT_BLOCK_SIZE};
 use crate::vfs::{Vfs, VfsConfig};
 use crate::webdav::{self, Credentials, DavClient, DavConfig, Secret};
@@ -29,6 +30,8 @@ pub(super) struct MountPlan {
     pub mountpoint: PathBuf,
     pub common: CommonMountArgs,
     pub dav: DavConfig,
+    /// The saved account mounted, when the mount names one.
+    pub account: Option<(AccountStore, Account)>,
 }
 
 /// Is this process the background child of `--daemon`?
@@ -36,10 +39,45 @@ pub(super) fn is_daemon_child() -> bool {
     std::env::var_os(DAEMON_CHILD_ENV).is_some()
 }
 
-pub(super) fn mount_command(platform: &dyn Platform, a: MountArgs) -> anyhow::Result<ExitCode> {
+/// The saved account named by `target`, when it is not a URL.
+fn account_of(target: &str) -> anyhow::Result<Option<(AccountStore, Account)>> {
+    if target.contains("://") {
+        return Ok(None);
+    }
+    let store = AccountStore::open_default()?;
+    match store.get(target) {
+        Ok(acc) => Ok(Some((store, acc))),
+        Err(crate::auth::AuthError::NoAccount(_)) => Err(anyhow!(
+            "invalid URL or account {target:?}: no saved account has that name (see: nuage accounts), and a server address starts with https:// (example: https://cloud.example.org)"
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn mount_command(platform: &dyn Platform, mut a: MountArgs) -> anyhow::Result<ExitCode> {
     let child = is_daemon_child();
+    let account = account_of(&a.url)?;
+    if let Some((store, acc)) = &account {
+        a.url = acc.server.clone();
+        a.user = Some(acc.login.clone());
+        a.common.read_only |= acc.options.read_only;
+        if a.common.cache_dir.is_none() {
+            a.common.cache_dir = acc.options.cache_dir.clone();
+        }
+        if let (Some(size), true) = (&acc.options.cache_size, a.common.cache_size == 10 << 30) {
+            a.common.cache_size = super::parse_size(size).map_err(|e| anyhow!("{e}"))?;
+        }
+        if !child {
+            let secret = store.secret(acc)?;
+            if a.common.daemon {
+                return daemonize(Some(&secret));
+            }
+        }
+    }
     let password = if child {
         read_password_from_parent()?
+    } else if let Some((store, acc)) = &account {
+        Some(store.secret(acc)?)
     } else {
         obtain_password(a.user.as_deref(), a.password_file.as_deref())?
     };
@@ -59,6 +97,7 @@ pub(super) fn mount_command(platform: &dyn Platform, a: MountArgs) -> anyhow::Re
             request_timeout: Duration::from_secs(a.timeout.max(1) * 2),
             connect_timeout: Duration::from_secs(a.timeout.clamp(1, 10)),
         },
+        account,
     };
     let rt = runtime()?;
     report(run_mount(platform, &rt, plan))
@@ -310,30 +349,65 @@ pub(super) fn run_mount(
         (None, _) => None,
     };
     let what = format!("cannot mount {}", url);
-    let endpoint = rt
-        .block_on(webdav::nextcloud::discover(
+    let endpoint = match &plan.account {
+        // A saved account knows its user id: no discovery round trips.
+        Some((_, acc)) => webdav::nextcloud::Endpoint {
+            dav_root: reqwest::Url::parse(&format!(
+                "{}/remote.php/dav/files/{}/",
+                acc.server.trim_end_matches('/'),
+                webdav::path::encode_segment(&acc.user_id)
+            ))
+            .map_err(|e| anyhow!("{what}: bad saved server address: {e}"))?,
+            nextcloud_base: Some(url.clone()),
+            user_id: Some(acc.user_id.clone()),
+        },
+        None => match rt.block_on(webdav::nextcloud::discover(
             &http,
             &url,
             plan.user.as_deref(),
             plan.password.as_ref(),
-        ))
-        .map_err(|e| anyhow!("{what}: {e}"))?;
+        )) {
+            Ok(ep) => {
+                remember_endpoint(&cache_dir, &ep);
+                ep
+            }
+            // Out of reach: a cache that mounted this URL before knows where the files are.
+            Err(e @ (webdav::DavError::Connect(_) | webdav::DavError::Timeout(_))) => {
+                match remembered_endpoint(&cache_dir) {
+                    Some(ep) => {
+                        tracing::warn!(error = %e, "server out of reach: starting offline from the cache");
+                        ep
+                    }
+                    None => bail!("{what}: {e}"),
+                }
+            }
+            Err(e) => bail!("{what}: {e}"),
+        },
+    };
     tracing::info!(root = %endpoint.dav_root, nextcloud = endpoint.nextcloud_base.is_some(), "server found");
     let mut dav = DavClient::new(http.clone(), endpoint.dav_root.clone(), creds, &plan.dav);
-    let mut chunking = false;
+    let mut caps = webdav::nextcloud::Capabilities::default();
     if let (Some(base), Some(user), Some(pw)) =
         (&endpoint.nextcloud_base, &plan.user, &plan.password)
     {
+        // Read once per mount (§8.2): chunking, name rules, notify_push.
         match rt.block_on(webdav::nextcloud::capabilities(&http, base, user, pw)) {
-            Ok(caps) => chunking = webdav::nextcloud::has_chunking(&caps),
+            Ok(c) => caps = webdav::nextcloud::Capabilities::from_json(&c),
+            Err(webdav::DavError::Unauthorized) => {
+                bail!("{what}: {}", webdav::DavError::Unauthorized)
+            }
             Err(e) => tracing::warn!(error = %e, "could not read the server capabilities"),
         }
-        if let (true, Some(up)) = (chunking, webdav::nextcloud::uploads_url(&endpoint.dav_root)) {
-            dav = dav.with_uploads(up);
-        } else {
-            chunking = false;
+        match (
+            caps.chunking,
+            webdav::nextcloud::uploads_url(&endpoint.dav_root),
+        ) {
+            (true, Some(up)) => dav = dav.with_uploads(up),
+            _ => caps.chunking = false,
         }
     }
+    let chunking = caps.chunking;
+    let gate = dav.auth().clone();
 
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
@@ -350,6 +424,7 @@ pub(super) fn run_mount(
         max_readahead: 64 << 20,
         cache_identity: endpoint.dav_root.to_string(),
         nextcloud: endpoint.nextcloud_base.is_some(),
+        names: endpoint.nextcloud_base.as_ref().map(|_| caps.names.clone()),
     };
     let wb_cfg = WriteBackConfig {
         dir: cache_dir.clone(),
@@ -401,6 +476,16 @@ pub(super) fn run_mount(
         );
     }
 
+    let _in_runtime = rt.enter();
+    crate::poll::start(
+        vfs.clone(),
+        crate::poll::PollConfig {
+            interval: Duration::from_secs_f64(plan.common.poll_interval.max(0.2)),
+            offline_probe: Duration::from_secs(2),
+        },
+    );
+    vfs.start_hydrator(Duration::from_secs(300));
+
     let reg_path = crate::status::registry_path(&cache_base()?, &mountpoint);
     let reg = crate::status::Registration {
         pid: std::process::id(),
@@ -413,12 +498,15 @@ pub(super) fn run_mount(
         mountpoint: mountpoint.to_string_lossy().into_owned(),
         url: url.to_string(),
         dir: cache_dir.clone(),
+        gate,
+        account: plan.account.clone(),
     };
     write_snapshot(&vfs, &info);
     rt.block_on(wait_for_end(&*mounted, &vfs, &info));
     mounted.unmount();
     write_snapshot(&vfs, &info);
     let _ = std::fs::remove_file(&reg_path);
+    vfs.flush_meta();
     if let Err(e) = rt.block_on(vfs.flush_cache()) {
         tracing::warn!(error = %e, "cache index flush failed at unmount");
     }
@@ -426,26 +514,92 @@ pub(super) fn run_mount(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Remembers where a URL's files are, for a later start while the server is out of reach.
+fn remember_endpoint(cache_dir: &Path, ep: &webdav::nextcloud::Endpoint) {
+    let v = serde_json::json!({
+        "dav_root": ep.dav_root.as_str(),
+        "nextcloud_base": ep.nextcloud_base.as_ref().map(|u| u.as_str()),
+        "user_id": ep.user_id,
+    });
+    let _ = std::fs::create_dir_all(cache_dir);
+    let _ = crate::status::write_json(&cache_dir.join("endpoint.json"), &v);
+}
+
+fn remembered_endpoint(cache_dir: &Path) -> Option<webdav::nextcloud::Endpoint> {
+    let v: serde_json::Value = crate::status::read_json(&cache_dir.join("endpoint.json")).ok()?;
+    Some(webdav::nextcloud::Endpoint {
+        dav_root: reqwest::Url::parse(v.get("dav_root")?.as_str()?).ok()?,
+        nextcloud_base: v
+            .get("nextcloud_base")
+            .and_then(|b| b.as_str())
+            .and_then(|b| reqwest::Url::parse(b).ok()),
+        user_id: v
+            .get("user_id")
+            .and_then(|u| u.as_str())
+            .map(str::to_string),
+    })
+}
+
 struct SnapshotInfo {
     mountpoint: String,
     url: String,
     dir: PathBuf,
+    gate: Arc<webdav::AuthGate>,
+    account: Option<(AccountStore, Account)>,
+}
+
+impl SnapshotInfo {
+    fn auth_error(&self) -> Option<String> {
+        self.gate.is_refused().then(|| match &self.account {
+            Some((_, acc)) => format!(
+                "the server refused the app password of {} (revoked or changed); nothing is sent until you sign in again with: nuage login {} --name {} (pending changes stay in the journal)",
+                acc.name, acc.server, acc.name
+            ),
+            None => "the server refused the password (revoked or changed); unmount and mount again with the new password (pending changes stay in the journal)".to_string(),
+        })
+    }
+
+    /// After a refusal, picks up a new app password saved by `nuage login` for the account.
+    fn reload_credentials(&self) {
+        let Some((store, acc)) = &self.account else {
+            return;
+        };
+        if !self.gate.is_refused() {
+            return;
+        }
+        let Ok(fresh) = store.get(&acc.name) else {
+            return;
+        };
+        if let Ok(secret) = store.secret(&fresh) {
+            if Some(&secret) != self.gate.password().as_ref() {
+                self.gate.replace(Credentials {
+                    user: fresh.login,
+                    password: secret,
+                });
+            }
+        }
+    }
 }
 
 fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
     let wb = vfs.writeback();
     let usage = vfs.cache().usage();
+    let uploads = wb.pending();
+    let pending_bytes = uploads.iter().map(|u| u.size).sum();
+    let offline_since = vfs.reach().offline_since();
     let st = crate::status::Status {
         pid: std::process::id(),
         mountpoint: info.mountpoint.clone(),
         url: info.url.clone(),
         pending_uploads: wb.pending_count(),
-        uploads: wb.pending(),
+        uploads,
         conflicts: wb.conflicts().into_iter().map(Into::into).collect(),
         cache: crate::status::CacheInfo {
             bytes: usage.bytes,
             limit: usage.limit,
             blocks: usage.blocks,
+            pinned_bytes: usage.pinned_bytes,
+            pending_bytes,
         },
         updated: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -455,6 +609,14 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        auth_error: info.auth_error(),
+        online: offline_since.is_none(),
+        offline_since: offline_since.map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        }),
+        pins: vfs.pin_progress(),
     };
     if let Err(e) = crate::status::write_json(&info.dir.join("status.json"), &st) {
         tracing::debug!(error = %e, "cannot write the status snapshot");
@@ -488,6 +650,9 @@ async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs, info: &Snapshot
                 n += 1;
                 if n % 2 == 0 {
                     write_snapshot(vfs, info);
+                }
+                if n % 20 == 0 {
+                    info.reload_credentials();
                 }
                 if n % 8 == 0 {
                     if let Err(e) = vfs.flush_cache().await {

@@ -1,6 +1,6 @@
 //! `nuage status` and `nuage unmount`.
 
-use super::{Platform, StatusArgs, UnmountArgs};
+use super::{PinArgs, Platform, StatusArgs, UnmountArgs};
 use crate::status::{human, read_json, registry_path, Registration, Status};
 use anyhow::{anyhow, Context};
 use std::path::{Path, PathBuf};
@@ -52,12 +52,45 @@ pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
         mp.display(),
         if alive { "" } else { " (process gone)" }
     );
+    if let Some(e) = &st.auth_error {
+        println!("LOGIN REFUSED: {e}");
+    }
+    match (st.online, st.offline_since) {
+        (true, _) => println!("server: online"),
+        (false, Some(t)) => println!(
+            "server: OFFLINE since {} ({} ago); cached files stay readable, changes wait in the journal",
+            crate::status::utc(t),
+            crate::status::ago(t)
+        ),
+        (false, None) => println!("server: OFFLINE"),
+    }
     println!(
         "cache: {} of {} ({} blocks)",
         human(st.cache.bytes),
         human(st.cache.limit),
         st.cache.blocks
     );
+    if st.cache.pinned_bytes + st.cache.pending_bytes > st.cache.limit {
+        println!(
+            "note: pinned files ({}) and changes waiting for upload ({}) alone exceed the cache size limit; they are kept anyway",
+            human(st.cache.pinned_bytes),
+            human(st.cache.pending_bytes)
+        );
+    }
+    for p in &st.pins {
+        println!(
+            "pinned {}: {} of {} files, {} of {} downloaded{}",
+            p.path,
+            p.files_cached,
+            p.files,
+            human(p.bytes_cached),
+            human(p.bytes),
+            p.error
+                .as_ref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+    }
     if st.uploads.is_empty() {
         println!("pending uploads: none");
     } else {
@@ -119,5 +152,77 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets an extended attribute: the running mount acts on it (pins, cache cleaning).
+#[cfg(unix)]
+fn set_xattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path contains a NUL byte"))?;
+    let n = std::ffi::CString::new(name).map_err(|_| std::io::Error::other("bad name"))?;
+    // SAFETY: both strings are valid NUL-terminated C strings and the value pointer/length
+    // describe a live byte slice for the duration of the call.
+    let rc = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn set_xattr(_path: &Path, _name: &str, _value: &str) -> std::io::Result<()> {
+    Err(std::io::Error::other("not supported on this system yet"))
+}
+
+pub(super) fn pin_command(a: PinArgs, pin: bool) -> anyhow::Result<ExitCode> {
+    let value = if pin { "1" } else { "0" };
+    for p in &a.paths {
+        if !p.exists() {
+            anyhow::bail!("{} does not exist", p.display());
+        }
+        set_xattr(p, crate::vfs::XATTR_PINNED, value).map_err(|e| {
+            anyhow!(
+                "cannot {} {}: {e} (is it inside a nuage mount?)",
+                if pin { "pin" } else { "unpin" },
+                p.display()
+            )
+        })?;
+        println!(
+            "{} {}",
+            if pin { "pinned" } else { "unpinned" },
+            p.display()
+        );
+    }
+    if pin {
+        println!("downloading in the background; progress: nuage status <mount point>");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn cache_clean_command(mountpoint: &Path) -> anyhow::Result<ExitCode> {
+    let (mp, reg) = find(mountpoint)?;
+    let before = snapshot(&reg).map(|s| s.cache.bytes).unwrap_or(0);
+    set_xattr(&mp, crate::vfs::XATTR_CLEAN, "1")
+        .map_err(|e| anyhow!("cannot clean the cache of {}: {e}", mp.display()))?;
+    // The next snapshot tells what remains.
+    std::thread::sleep(Duration::from_millis(700));
+    let after = snapshot(&reg).map(|s| s.cache.bytes).unwrap_or(0);
+    println!(
+        "cache of {}: {} freed, {} kept (pinned files and blocks in use)",
+        mp.display(),
+        human(before.saturating_sub(after)),
+        human(after)
+    );
     Ok(ExitCode::SUCCESS)
 }

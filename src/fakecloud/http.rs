@@ -19,6 +19,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
+use super::auth::{Accounts, Auth};
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct FakeCloudConfig {
@@ -32,6 +34,89 @@ pub struct FakeCloudConfig {
     pub passwords: Vec<String>,
     /// Quota in bytes; `None` is unlimited (`-3`).
     pub quota: Option<u64>,
+    /// Names the server refuses (advertised in the capabilities, enforced on writes).
+    pub names: NamingRules,
+}
+
+/// The server's file name rules (nextcloud-protocol.md §10), as in the `files.forbidden_*`
+/// capabilities.
+#[derive(Debug, Clone)]
+pub struct NamingRules {
+    /// Whole names refused (case-insensitive).
+    pub names: Vec<String>,
+    /// Name parts before the first dot refused (case-insensitive).
+    pub basenames: Vec<String>,
+    /// Characters refused anywhere in a name.
+    pub characters: Vec<String>,
+    /// Name endings refused (case-insensitive).
+    pub extensions: Vec<String>,
+}
+
+impl Default for NamingRules {
+    /// The defaults of Nextcloud 30.
+    fn default() -> Self {
+        NamingRules {
+            names: vec![".htaccess".into()],
+            basenames: vec![],
+            characters: vec!["\\".into(), "/".into()],
+            extensions: vec![".filepart".into(), ".part".into()],
+        }
+    }
+}
+
+impl NamingRules {
+    /// Adds the Windows-compatible rules (`occ files:windows-compatible-filenames --enable`).
+    pub fn windows_compatible() -> Self {
+        let mut r = NamingRules::default();
+        for b in ["con", "prn", "aux", "nul"] {
+            r.basenames.push(b.into());
+        }
+        for i in 0..10 {
+            r.basenames.push(format!("com{i}"));
+            r.basenames.push(format!("lpt{i}"));
+        }
+        for c in ["<", ">", ":", "\"", "|", "?", "*"] {
+            r.characters.push(c.into());
+        }
+        r.extensions.push(" ".into());
+        r.extensions.push(".".into());
+        r
+    }
+
+    /// Why `name` is refused, if it is.
+    fn problem(&self, name: &str) -> Option<String> {
+        let lower = name.to_lowercase();
+        let trimmed = name.trim();
+        if trimmed.is_empty() || trimmed == "." || trimmed == ".." {
+            return Some(format!("{name:?} is not a valid name"));
+        }
+        if name.len() > 250 {
+            return Some("the name is longer than 250 bytes".into());
+        }
+        if name.chars().any(|c| (c as u32) < 32) {
+            return Some("the name contains a control character".into());
+        }
+        if let Some(c) = self.characters.iter().find(|c| name.contains(c.as_str())) {
+            return Some(format!("\"{c}\" is not allowed inside a filename"));
+        }
+        if self.names.iter().any(|n| n.to_lowercase() == lower) {
+            return Some(format!("\"{name}\" is a forbidden file or folder name"));
+        }
+        if !name.starts_with('.') {
+            let base = lower.split('.').next().unwrap_or("");
+            if self.basenames.iter().any(|b| b.to_lowercase() == base) {
+                return Some(format!("\"{base}\" is a reserved name"));
+            }
+        }
+        if let Some(e) = self
+            .extensions
+            .iter()
+            .find(|e| lower.ends_with(&e.to_lowercase()))
+        {
+            return Some(format!("\"{e}\" is a forbidden file type"));
+        }
+        None
+    }
 }
 
 /// What the server counted.
@@ -74,9 +159,16 @@ pub struct Knobs {
     pub maintenance: AtomicBool,
     /// Delay before answering each DAV request, in milliseconds.
     pub delay_ms: AtomicU64,
+    /// Two-factor authentication enforced: the account password is refused (§7.1).
+    pub two_factor: AtomicBool,
+    /// Failed logins after which requests answer 429 (0: never).
+    pub bruteforce_max: AtomicU32,
+    /// Life of a login flow in milliseconds (0: the real 1200 s).
+    pub flow_lifetime_ms: AtomicU64,
 }
 
 struct Shared {
+    accounts: Mutex<Accounts>,
     cfg: FakeCloudConfig,
     stats: Arc<Stats>,
     knobs: Arc<Knobs>,
@@ -100,10 +192,13 @@ impl FakeCloud {
     pub async fn start(cfg: FakeCloudConfig, port: u16) -> std::io::Result<FakeCloud> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
+        let knobs = Knobs::default();
+        knobs.bruteforce_max.store(10, Ordering::Relaxed);
         let shared = Arc::new(Shared {
+            accounts: Mutex::new(Accounts::new(&cfg.login, &cfg.user_id, &cfg.passwords)),
             cfg,
             stats: Arc::new(Stats::default()),
-            knobs: Arc::new(Knobs::default()),
+            knobs: Arc::new(knobs),
             addr,
         });
         let s2 = shared.clone();
@@ -157,6 +252,39 @@ impl FakeCloud {
     /// The folder served.
     pub fn root(&self) -> &Path {
         &self.shared.cfg.root
+    }
+
+    /// Creates an app password as Settings > Security does.
+    pub fn create_app_password(&self, client: &str) -> String {
+        self.shared.accounts().new_app_password(client)
+    }
+
+    /// Revokes an app password as Settings > Security does; false when unknown.
+    pub fn revoke_app_password(&self, app_password: &str) -> bool {
+        self.shared.accounts().revoke(app_password)
+    }
+
+    /// Live app passwords and the client names they were created for.
+    pub fn app_passwords(&self) -> Vec<(String, String)> {
+        self.shared.accounts().app_passwords()
+    }
+
+    /// Forgets failed logins (`occ security:bruteforce:reset`).
+    pub fn reset_throttle(&self) {
+        self.shared.accounts().reset_throttle();
+    }
+}
+
+impl Shared {
+    fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
+        self.accounts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn flow_lifetime(&self) -> Duration {
+        match self.knobs.flow_lifetime_ms.load(Ordering::Relaxed) {
+            0 => Duration::from_secs(1200),
+            ms => Duration::from_millis(ms),
+        }
     }
 }
 
@@ -251,36 +379,179 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn authorized(shared: &Shared, h: &HeaderMap) -> bool {
-    let Some(v) = header(h, "authorization") else {
-        return false;
+fn authorized(shared: &Shared, h: &HeaderMap) -> Auth {
+    let creds = header(h, "authorization")
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+    let (user, pw) = match creds.as_deref().and_then(|r| r.split_once(':')) {
+        Some((u, p)) => (u.to_string(), p.to_string()),
+        None => (String::new(), String::new()),
     };
-    let Some(b64) = v.strip_prefix("Basic ") else {
-        return false;
-    };
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
-        return false;
-    };
-    let raw = String::from_utf8_lossy(&raw);
-    let Some((user, pw)) = raw.split_once(':') else {
-        return false;
-    };
-    (user == shared.cfg.login || user == shared.cfg.user_id)
-        && shared.cfg.passwords.iter().any(|p| p == pw)
+    let res = shared.accounts().check(
+        &user,
+        &pw,
+        shared.knobs.two_factor.load(Ordering::Relaxed),
+        shared.knobs.bruteforce_max.load(Ordering::Relaxed),
+    );
+    if !matches!(res, Auth::Account | Auth::App(_)) {
+        shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+    }
+    res
 }
 
-fn unauthorized(shared: &Shared) -> Resp {
-    shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
-    let mut r = sabre_error(
-        StatusCode::UNAUTHORIZED,
-        "NotAuthenticated",
-        "No public access to this resource., Username or password was incorrect",
+/// The DAV answer to a failed authentication (§7.6, §7.7).
+fn unauthorized(auth: &Auth) -> Resp {
+    let (status, exception, message, hint) = match auth {
+        Auth::Throttled => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Too many requests",
+            Some("too many requests"),
+        ),
+        Auth::PasswordForbidden => (
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticated",
+            "Cannot authenticate over ajax calls",
+            Some("password login forbidden"),
+        ),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticated",
+            "No public access to this resource., Username or password was incorrect",
+            None,
+        ),
+    };
+    let hint = hint
+        .map(|h| format!("<o:hint xmlns:o=\"http://owncloud.org/ns\">{h}</o:hint>"))
+        .unwrap_or_default();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<d:error xmlns:d=\"DAV:\" xmlns:s=\"http://sabredav.org/ns\">\
+         <s:exception>Sabre\\DAV\\Exception\\{exception}</s:exception><s:message>{message}</s:message>{hint}</d:error>"
     );
+    let mut r = resp(status, body);
     r.headers_mut().insert(
-        "WWW-Authenticate",
-        HeaderValue::from_static("Basic realm=\"Nextcloud\", charset=\"UTF-8\""),
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            "WWW-Authenticate",
+            HeaderValue::from_static("Basic realm=\"Nextcloud\", charset=\"UTF-8\""),
+        );
+    }
+    r
+}
+
+fn is_ok(a: &Auth) -> bool {
+    matches!(a, Auth::Account | Auth::App(_))
+}
+
+/// Reads a small form body (`application/x-www-form-urlencoded`).
+async fn form(req: Request<Incoming>) -> HashMap<String, String> {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), 64 << 10)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return HashMap::new(),
+    };
+    String::from_utf8_lossy(&body)
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let dec = |x: &str| {
+                percent_decode_str(&x.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            Some((dec(k), dec(v)))
+        })
+        .collect()
+}
+
+fn html(status: StatusCode, body: String) -> Resp {
+    let mut r = resp(status, body);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
     );
     r
+}
+
+/// Login Flow v2 (§7.2, §7.3). `None` when `path` is not one of its URLs.
+async fn login_flow(shared: &Shared, req: Request<Incoming>, path: &str) -> Option<Resp> {
+    let p = path.strip_prefix("/index.php").unwrap_or(path);
+    let base = format!("http://{}", shared.addr);
+    let life = shared.flow_lifetime();
+    let method = req.method().clone();
+    if p == "/login/v2" && method == hyper::Method::POST {
+        let client = header(req.headers(), "user-agent")
+            .unwrap_or("unknown client")
+            .to_string();
+        let (poll, login) = shared.accounts().start_flow(&client);
+        return Some(json(
+            StatusCode::OK,
+            serde_json::json!({"poll":{"token":poll,"endpoint":format!("{base}/login/v2/poll")},
+                "login":format!("{base}/login/v2/flow/{login}")}),
+        ));
+    }
+    if p == "/login/v2/poll" && method == hyper::Method::POST {
+        let f = form(req).await;
+        let token = f.get("token").cloned().unwrap_or_default();
+        let res = shared.accounts().poll(&token, life);
+        return Some(match res {
+            Some((login, app)) => json(
+                StatusCode::OK,
+                serde_json::json!({"server": base, "loginName": login, "appPassword": app}),
+            ),
+            None => json(StatusCode::NOT_FOUND, serde_json::json!([])),
+        });
+    }
+    if let Some(t) = p.strip_prefix("/login/v2/flow/") {
+        if !shared.accounts().flow_open(t, life) {
+            return Some(html(
+                StatusCode::FORBIDDEN,
+                "<p>The login token is invalid or has expired.</p>".into(),
+            ));
+        }
+        let page = format!(
+            "<!DOCTYPE html><html><body><h1>Connect to your account</h1>\
+             <form method=\"post\" action=\"/login/v2/grant\">\
+             <input type=\"hidden\" name=\"stateToken\" value=\"{t}\">\
+             <input name=\"user\"><input type=\"password\" name=\"password\">\
+             <button>Grant access</button></form>\
+             <form method=\"post\" action=\"/login/v2/apptoken\">\
+             <input type=\"hidden\" name=\"stateToken\" value=\"{t}\">\
+             <input name=\"user\"><input type=\"password\" name=\"password\">\
+             <button>Alternative log in using app password</button></form></body></html>"
+        );
+        return Some(html(StatusCode::OK, page));
+    }
+    if (p == "/login/v2/grant" || p == "/login/v2/apptoken") && method == hyper::Method::POST {
+        let grant = p.ends_with("grant");
+        let f = form(req).await;
+        let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+        let (t, user, pw) = (get("stateToken"), get("user"), get("password"));
+        let res = if grant {
+            shared.accounts().grant(&t, &user, &pw, life)
+        } else {
+            shared.accounts().apptoken(&t, &user, &pw, life)
+        };
+        return Some(match res {
+            Ok(()) => html(
+                StatusCode::OK,
+                "<p>Account connected. You can close this window.</p>".into(),
+            ),
+            Err(msg) => html(StatusCode::FORBIDDEN, format!("<p>{msg}</p>")),
+        });
+    }
+    None
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
@@ -302,14 +573,32 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if path.starts_with("/ocs/") {
         return ocs(&shared, &req, &path);
     }
+    if path.starts_with("/login/") || path.starts_with("/index.php/login/") {
+        let p = path.clone();
+        return match login_flow(&shared, req, &p).await {
+            Some(r) => r,
+            None => resp(StatusCode::NOT_FOUND, "not found"),
+        };
+    }
+    if path.starts_with("/remote.php/") {
+        // Sabre authenticates before it resolves the path.
+        if shared.knobs.maintenance.load(Ordering::Relaxed) {
+            return sabre_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "System is in maintenance mode.",
+            );
+        }
+        let a = authorized(&shared, req.headers());
+        if !is_ok(&a) {
+            return unauthorized(&a);
+        }
+    }
     let uploads_prefix = format!(
         "/remote.php/dav/uploads/{}",
         crate::webdav::path::encode_segment(&shared.cfg.user_id)
     );
     if let Some(rest) = path.strip_prefix(&uploads_prefix) {
-        if !authorized(&shared, req.headers()) {
-            return unauthorized(&shared);
-        }
         let Some(rel) = decode_rel(rest) else {
             return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "invalid path");
         };
@@ -336,16 +625,6 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     };
     if !(rest.is_empty() || rest.starts_with('/')) {
         return resp(StatusCode::NOT_FOUND, "not found");
-    }
-    if shared.knobs.maintenance.load(Ordering::Relaxed) {
-        return sabre_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "System is in maintenance mode.",
-        );
-    }
-    if !authorized(&shared, req.headers()) {
-        return unauthorized(&shared);
     }
     let delay = shared.knobs.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
@@ -411,20 +690,56 @@ fn decode_rel(rest: &str) -> Option<Vec<String>> {
 
 fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
     let v2 = path.starts_with("/ocs/v2.php/");
-    if !authorized(shared, req.headers()) {
-        shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+    let a = authorized(shared, req.headers());
+    if a == Auth::Throttled {
+        return json(
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({"ocs":{"meta":{"status":"failure","statuscode":429,
+                "message":"Reached maximum delay"},"data":[]}}),
+        );
+    }
+    if !is_ok(&a) {
         return json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"ocs":{"meta":{"status":"failure","statuscode":997,
                 "message":"Current user is not logged in"},"data":[]}}),
         );
     }
+    let forbidden = |msg: &str| {
+        json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"ocs":{"meta":{"status":"failure","statuscode":403,
+                "message":msg},"data":[]}}),
+        )
+    };
     let ok_code = if v2 { 200 } else { 100 };
     let meta = serde_json::json!({"status":"ok","statuscode":ok_code,"message":"OK"});
     let endpoint = path
         .trim_start_matches("/ocs/v2.php")
         .trim_start_matches("/ocs/v1.php");
+    let names = &shared.cfg.names;
     match endpoint {
+        "/core/getapppassword" if req.method() == hyper::Method::GET => match a {
+            Auth::Account => {
+                let client = header(req.headers(), "user-agent").unwrap_or("unknown client");
+                let t = shared.accounts().new_app_password(client);
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"ocs":{"meta":meta,"data":{"apppassword":t}}}),
+                )
+            }
+            _ => forbidden("You cannot request an new apppassword with an apppassword"),
+        },
+        "/core/apppassword" if req.method() == hyper::Method::DELETE => match a {
+            Auth::App(t) => {
+                shared.accounts().revoke(&t);
+                json(
+                    StatusCode::OK,
+                    serde_json::json!({"ocs":{"meta":meta,"data":[]}}),
+                )
+            }
+            _ => forbidden("no app password in use"),
+        },
         "/cloud/user" => {
             let used = tree_size(&shared.cfg.root);
             let (quota, free) = match shared.cfg.quota {
@@ -449,11 +764,11 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                     "bruteforce":{"delay":0},
                     "dav":{"chunking":"1.0"},
                     "files":{"bigfilechunking":true,
-                        "blacklisted_files":[".htaccess"],
-                        "forbidden_filenames":[".htaccess"],
-                        "forbidden_filename_basenames":[],
-                        "forbidden_filename_characters":["\\","/"],
-                        "forbidden_filename_extensions":[".filepart",".part"]}}}}}),
+                        "blacklisted_files":names.names,
+                        "forbidden_filenames":names.names,
+                        "forbidden_filename_basenames":names.basenames,
+                        "forbidden_filename_characters":names.characters,
+                        "forbidden_filename_extensions":names.extensions}}}}}),
         ),
         _ => json(
             StatusCode::NOT_FOUND,
@@ -532,6 +847,16 @@ struct Dav {
 }
 
 impl Dav {
+    /// A 400 `InvalidPath` when the new name breaks the server's naming rules (§10).
+    fn refuse_name(&self, rel: &[String]) -> Option<Resp> {
+        let name = rel.last()?;
+        self.shared
+            .cfg
+            .names
+            .problem(name)
+            .map(|why| sabre_error(StatusCode::BAD_REQUEST, "InvalidPath", &why))
+    }
+
     fn local(&self, rel: &[String]) -> PathBuf {
         let mut p = self.shared.cfg.root.clone();
         for s in rel {
@@ -747,6 +1072,9 @@ impl Dav {
                 "PUT is not allowed on non-files.",
             );
         }
+        if let Some(r) = self.refuse_name(rel) {
+            return r;
+        }
         let p = self.local(rel);
         let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
         if !parent.is_dir() {
@@ -885,6 +1213,9 @@ impl Dav {
     }
 
     fn mkcol(&self, rel: &[String]) -> Resp {
+        if let Some(r) = self.refuse_name(rel) {
+            return r;
+        }
         let p = self.local(rel);
         if p.exists() {
             return sabre_error(
@@ -969,6 +1300,9 @@ impl Dav {
         };
         if rel.is_empty() || drel.is_empty() {
             return sabre_error(StatusCode::FORBIDDEN, "Forbidden", "cannot move the root");
+        }
+        if let Some(r) = self.refuse_name(&drel) {
+            return r;
         }
         let src = self.local(rel);
         let dst = self.local(&drel);
@@ -1133,7 +1467,10 @@ impl Uploads {
                 }
                 match std::fs::write(&target, &data) {
                     Ok(()) => {
-                        self.shared.stats.chunks_stored.fetch_add(1, Ordering::Relaxed);
+                        self.shared
+                            .stats
+                            .chunks_stored
+                            .fetch_add(1, Ordering::Relaxed);
                         resp(StatusCode::CREATED, "")
                     }
                     Err(_) => sabre_error(StatusCode::INTERNAL_SERVER_ERROR, "Exception", "write"),
@@ -1182,6 +1519,12 @@ impl Uploads {
         let Some(dest_rel) = self.destination(req.headers()) else {
             return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "bad Destination");
         };
+        if let Some(why) = dest_rel
+            .last()
+            .and_then(|n| self.shared.cfg.names.problem(n))
+        {
+            return sabre_error(StatusCode::BAD_REQUEST, "InvalidPath", &why);
+        }
         let Ok(rd) = std::fs::read_dir(&d) else {
             return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such upload");
         };

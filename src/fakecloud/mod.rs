@@ -14,6 +14,7 @@
 //! changes its etag as Nextcloud's propagation does (§2.5). File ids are inode numbers, so they
 //! survive renames.
 
+mod auth;
 mod http;
 
-pub use http::{FakeCloud, FakeCloudConfig, Knobs, Stats};
+pub use http::{FakeCloud, FakeCloudConfig, Knobs, NamingRules, Stats};

@@ -7,6 +7,8 @@
 //! are the caller's (`vfs`); this module only stores.
 
 use crate::webdav::{Entry, RemotePath};
+pub mod store;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 

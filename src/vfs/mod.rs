@@ -31,6 +31,7 @@
 use crate::cache::BlockCache;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
+use crate::meta::store::MetaStore;
 use crate::meta::{InodeTable, Node};
 use crate::webdav::{DavClient, DavError, Depth, Entry, RemotePath};
 use crate::writeback::{Base, DirtyFile, Event, WriteBack, WriteBackConfig};
@@ -41,6 +42,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::meta::Ino;
+pub use pins::{PinProgress, XATTR_CLEAN, XATTR_PINNED, XATTR_STATUS};
+pub use remote::{Invalidation, Invalidator, RemoteChanges};
+
+mod pins;
+mod remote;
 
 /// File handle number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +133,8 @@ pub struct VfsConfig {
     pub cache_identity: String,
     /// The server is a Nextcloud (mtime can be set with PROPPATCH).
     pub nextcloud: bool,
+    /// Names the server refuses (Nextcloud capabilities), checked at create and rename.
+    pub names: Option<crate::webdav::nextcloud::NameRules>,
 }
 
 impl Default for VfsConfig {
@@ -140,6 +148,7 @@ impl Default for VfsConfig {
             max_readahead: 64 << 20,
             cache_identity: String::new(),
             nextcloud: false,
+            names: None,
         }
     }
 }
@@ -180,6 +189,13 @@ pub struct Vfs {
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     next_fh: AtomicU64,
     quota: Mutex<Option<(Instant, StatFs)>>,
+    invalidator: Mutex<Option<remote::Invalidator>>,
+    last_root_etag: Mutex<Option<String>>,
+    meta: Arc<MetaStore>,
+    pins: Mutex<std::collections::BTreeSet<RemotePath>>,
+    hydrate: tokio::sync::Notify,
+    pin_progress: Mutex<Vec<pins::PinProgress>>,
+    pinned_versions: Mutex<std::collections::HashSet<crate::cache::VersionId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,10 +222,34 @@ impl Vfs {
         wb_cfg: WriteBackConfig,
         chunking: bool,
     ) -> Result<Self> {
-        let mut root = dav.propfind(&RemotePath::root(), Depth::Zero).await?;
-        let root = root.drain(..).find(|e| e.path.is_root()).ok_or_else(|| {
-            Error::new(ErrorKind::Io, "the server did not describe the root folder")
-        })?;
+        let meta = {
+            let dir = wb_cfg.dir.clone();
+            tokio::task::spawn_blocking(move || MetaStore::open(&dir))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Io, format!("meta store task failed: {e}")))?
+                .map_err(|e| {
+                    Error::new(ErrorKind::Io, format!("cannot open the meta store: {e}"))
+                })?
+        };
+        let root = match dav.propfind(&RemotePath::root(), Depth::Zero).await {
+            Ok(mut root) => root.drain(..).find(|e| e.path.is_root()).ok_or_else(|| {
+                Error::new(ErrorKind::Io, "the server did not describe the root folder")
+            })?,
+            Err(e) if cut_off(&e) => match meta.listing(&RemotePath::root()) {
+                // Out of reach, but this cache knows the folder: start offline.
+                Some((root, _)) => {
+                    tracing::warn!(error = %e, "server out of reach: mounting offline with what the cache holds");
+                    root
+                }
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Offline,
+                        format!("{e} (and this cache holds nothing of it yet)"),
+                    ))
+                }
+            },
+            Err(e) => return Err(e.into()),
+        };
         if !root.is_dir {
             return Err(Error::new(
                 ErrorKind::NotADirectory,
@@ -239,7 +279,24 @@ impl Vfs {
             listing_locks: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             quota: Mutex::new(None),
+            invalidator: Mutex::new(None),
+            last_root_etag: Mutex::new(None),
+            pins: Mutex::new(meta.pins().into_iter().collect()),
+            meta: Arc::new(meta),
+            hydrate: tokio::sync::Notify::new(),
+            pin_progress: Mutex::new(Vec::new()),
+            pinned_versions: Mutex::new(Default::default()),
         })
+    }
+
+    /// Whether the server can be reached.
+    pub fn reach(&self) -> Arc<crate::webdav::Reach> {
+        self.dav.reach().clone()
+    }
+
+    /// Waits until the remembered listings are on disk.
+    pub fn flush_meta(&self) {
+        self.meta.flush();
     }
 
     /// The write-back queue.
@@ -306,10 +363,23 @@ impl Vfs {
 
     /// Makes sure folder `dir` has a listing younger than `dir_ttl`.
     async fn fresh_listing(&self, dir: Ino) -> Result<()> {
+        self.refresh_listing(dir, false).await
+    }
+
+    /// Lists folder `dir` again when its listing is older than `dir_ttl`, or always with
+    /// `force` (then a listing fetched by someone else meanwhile also counts).
+    async fn refresh_listing(&self, dir: Ino, force: bool) -> Result<()> {
+        let since = Instant::now();
         let is_fresh = |t: &InodeTable| {
             t.get(dir)
                 .and_then(|n| n.listing.as_ref())
-                .map(|l| l.fetched.elapsed() < self.cfg.dir_ttl)
+                .map(|l| {
+                    if force {
+                        l.fetched >= since
+                    } else {
+                        l.fetched.elapsed() < self.cfg.dir_ttl
+                    }
+                })
                 .unwrap_or(false)
         };
         if is_fresh(&lock(&self.table)) {
@@ -349,6 +419,7 @@ impl Vfs {
                         // Changed locally while the server answered: ask again.
                         continue;
                     }
+                    self.meta.remember_listing(&node.entry, &entries);
                     t.apply_listing(dir, entries, asked);
                     return Ok(());
                 }
@@ -361,7 +432,17 @@ impl Vfs {
                     ));
                 }
                 Err(e) => {
+                    let cut = cut_off(&e);
                     let e: Error = e.into();
+                    if cut
+                        && lock(&self.table)
+                            .get(dir)
+                            .is_some_and(|n| n.listing.is_some())
+                    {
+                        // Server out of reach: the last listing is better than nothing.
+                        tracing::debug!(path = %node.path, error = %e, "server out of reach: using the cached listing");
+                        return Ok(());
+                    }
                     tracing::warn!(path = %node.path, error = %e, "listing failed");
                     return Err(e);
                 }
@@ -454,6 +535,11 @@ impl Vfs {
                     ErrorKind::NotFound,
                     format!("{} no longer exists", node.path),
                 ))
+            }
+            Err(e) if cut_off(&e) => {
+                // Server out of reach: the last known attributes are better than an error.
+                tracing::debug!(path = %node.path, error = %e, "server out of reach: using cached attributes");
+                Ok(node)
             }
             Err(e) => Err(e.into()),
         }
@@ -886,9 +972,9 @@ impl Vfs {
 
     /// The path of a new entry `name` in `parent`: the mount is writable, the name valid and
     /// free.
-    async fn new_child_path(&self, parent: Ino, name: &str) -> Result<RemotePath> {
+    async fn new_child_path(&self, parent: Ino, name: &str, is_dir: bool) -> Result<RemotePath> {
         self.writable()?;
-        check_name(name)?;
+        self.check_server_name(name, is_dir)?;
         self.fresh_listing(parent).await?;
         if self.child(parent, name).is_some() {
             return Err(Error::new(
@@ -902,7 +988,7 @@ impl Vfs {
     /// Creates and opens a new file. It exists locally at once and on the server after its
     /// upload.
     pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Opened)> {
-        let path = self.new_child_path(parent, name).await?;
+        let path = self.new_child_path(parent, name, false).await?;
         tracing::debug!(%path, "create");
         let (wb, p) = (self.wb.clone(), path.clone());
         let d = blocking(move || wb.create(&p)).await?;
@@ -947,7 +1033,7 @@ impl Vfs {
 
     /// Creates a folder on the server.
     pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
-        let path = self.new_child_path(parent, name).await?;
+        let path = self.new_child_path(parent, name, true).await?;
         tracing::debug!(%path, "mkdir");
         self.dav.mkcol(&path).await.map_err(|e| match e {
             DavError::Status { status: 405, .. } => Error::new(
@@ -1117,7 +1203,12 @@ impl Vfs {
         no_replace: bool,
     ) -> Result<()> {
         self.writable()?;
-        check_name(new_name)?;
+        let is_dir = self
+            .child(parent, name)
+            .and_then(|(i, _)| self.node(i).ok())
+            .map(|n| n.entry.is_dir)
+            .unwrap_or(false);
+        self.check_server_name(new_name, is_dir)?;
         self.fresh_listing(parent).await?;
         self.fresh_listing(new_parent).await?;
         let (ino, src) = self
@@ -1335,6 +1426,35 @@ fn local_entry(path: &RemotePath, size: u64, mtime: SystemTime) -> Entry {
 }
 
 /// Names no server accepts.
+impl Vfs {
+    /// Refuses, before anything is sent, a name the server would refuse (its `files.forbidden_*`
+    /// capabilities, nextcloud-protocol.md §10). Files that stay local-only (editor lock files,
+    /// `.part` downloads) may have any name: they never reach the server.
+    fn check_server_name(&self, name: &str, is_dir: bool) -> Result<()> {
+        check_name(name)?;
+        if !is_dir && crate::writeback::is_excluded(name) {
+            return Ok(());
+        }
+        if let Some(why) = self.cfg.names.as_ref().and_then(|r| r.problem(name)) {
+            tracing::info!(name, "refused a name the server does not allow: {why}");
+            return Err(Error::new(ErrorKind::InvalidName, why));
+        }
+        Ok(())
+    }
+}
+
+/// True when an error means the server is out of reach (down, unreachable, in maintenance,
+/// or refusing our login) rather than saying something about the file.
+fn cut_off(e: &DavError) -> bool {
+    matches!(
+        e,
+        DavError::Connect(_)
+            | DavError::Timeout(_)
+            | DavError::Unavailable
+            | DavError::Unauthorized
+    )
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(Error::new(

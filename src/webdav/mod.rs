@@ -49,6 +49,119 @@ pub struct Credentials {
     pub password: Secret,
 }
 
+/// The credentials of a mount, shared by every clone of its [`DavClient`], and whether the
+/// server refused them. Once refused (a revoked or changed app password), requests fail at
+/// once without reaching the server: repeating a refused login only feeds the server's
+/// brute-force throttling (nextcloud-protocol.md §7.6). New credentials reopen the gate.
+#[derive(Debug, Default)]
+pub struct AuthGate {
+    refused: std::sync::atomic::AtomicBool,
+    creds: std::sync::RwLock<Option<Credentials>>,
+}
+
+impl AuthGate {
+    /// A gate holding `creds`.
+    pub fn new(creds: Option<Credentials>) -> Self {
+        AuthGate {
+            refused: Default::default(),
+            creds: std::sync::RwLock::new(creds),
+        }
+    }
+
+    /// True once the server refused the credentials.
+    pub fn is_refused(&self) -> bool {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Puts new credentials in place and lets requests through again.
+    pub fn replace(&self, creds: Credentials) {
+        if let Ok(mut c) = self.creds.write() {
+            *c = Some(creds);
+        }
+        self.refused
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("new credentials in place: talking to the server again");
+    }
+
+    /// The password in use, to compare with a stored one.
+    pub fn password(&self) -> Option<Secret> {
+        self.creds
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.password.clone()))
+    }
+
+    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.creds.read().ok().and_then(|c| c.clone()) {
+            Some(c) => rb.basic_auth(&c.user, Some(c.password.expose())),
+            None => rb,
+        }
+    }
+
+    fn refuse(&self) {
+        if !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let user = self
+                .creds
+                .read()
+                .ok()
+                .and_then(|c| c.as_ref().map(|c| c.user.clone()))
+                .unwrap_or_default();
+            tracing::error!(
+                "the server refused the login of {user:?} (HTTP 401): the app password was revoked \
+                 or changed; nothing more is sent until you sign in again (nuage login), pending \
+                 changes stay in the journal"
+            );
+        }
+    }
+}
+
+/// Whether the server can be reached, shared by every clone of a [`DavClient`].
+///
+/// A connection failure or a timeout marks the server out of reach; from then on requests fail
+/// at once (no operation waits for a dead server) except [`DavClient::probe`], which a
+/// background task calls every few seconds and which marks the server reachable again.
+#[derive(Debug, Default)]
+pub struct Reach {
+    offline_since: std::sync::Mutex<Option<SystemTime>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Reach {
+    /// Since when the server is out of reach; `None` while it answers.
+    pub fn offline_since(&self) -> Option<SystemTime> {
+        *self.offline_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True while the server answers.
+    pub fn is_online(&self) -> bool {
+        self.offline_since().is_none()
+    }
+
+    /// Waits until the state changes (either way).
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    fn went_offline(&self, why: &DavError) {
+        let mut g = self.offline_since.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(SystemTime::now());
+            drop(g);
+            tracing::warn!(error = %why, "server out of reach: working offline from the cache; changes wait in the journal");
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn back_online(&self) {
+        let mut g = self.offline_since.lock().unwrap_or_else(|p| p.into_inner());
+        if g.take().is_some() {
+            drop(g);
+            tracing::info!("server reachable again: back online");
+            self.changed.notify_waiters();
+        }
+    }
+}
+
 /// Errors of the WebDAV layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DavError {
@@ -79,6 +192,12 @@ pub enum DavError {
     /// 507.
     #[error("the account is out of quota (HTTP 507)")]
     InsufficientStorage,
+    /// The address answers, but not as a Nextcloud server.
+    #[error("{0} is not a Nextcloud server (it has no status.php): check the address")]
+    NotNextcloud(String),
+    /// 401 with the `password login forbidden` hint: the account needs an app password.
+    #[error("this account requires an app password (two-factor authentication or token login is enforced): create one in the web interface under Settings > Security > Devices & sessions")]
+    AppPasswordRequired,
     /// 429: brute-force throttling.
     #[error(
         "the server throttles this client (HTTP 429, too many failed logins); wait before retrying"
@@ -184,7 +303,7 @@ impl From<DavError> for Error {
             DavError::Connect(_) => ErrorKind::Offline,
             DavError::Timeout(_) => ErrorKind::TimedOut,
             DavError::Tls(_) => ErrorKind::Io,
-            DavError::Unauthorized => ErrorKind::PermissionDenied,
+            DavError::Unauthorized | DavError::AppPasswordRequired => ErrorKind::PermissionDenied,
             DavError::Forbidden(_) => ErrorKind::PermissionDenied,
             DavError::NotFound(_) => ErrorKind::NotFound,
             DavError::PreconditionFailed(_) => ErrorKind::Stale,
@@ -193,9 +312,10 @@ impl From<DavError> for Error {
             DavError::TooManyRequests | DavError::Unavailable => ErrorKind::Io,
             DavError::Status { status, .. } if *status == 409 => ErrorKind::NotFound,
             DavError::Status { status, .. } if *status == 405 => ErrorKind::AlreadyExists,
-            DavError::Status { .. } | DavError::BadResponse(_) | DavError::Config(_) => {
-                ErrorKind::Io
-            }
+            DavError::Status { .. }
+            | DavError::BadResponse(_)
+            | DavError::Config(_)
+            | DavError::NotNextcloud(_) => ErrorKind::Io,
         };
         Error::new(kind, e.to_string())
     }
@@ -294,7 +414,8 @@ pub struct DavClient {
     http: reqwest::Client,
     root: Url,
     root_path: String,
-    creds: Option<Credentials>,
+    auth: std::sync::Arc<AuthGate>,
+    reach: std::sync::Arc<Reach>,
     request_timeout: Duration,
     uploads: Option<Url>,
 }
@@ -316,7 +437,8 @@ impl DavClient {
             http,
             root,
             root_path,
-            creds,
+            auth: std::sync::Arc::new(AuthGate::new(creds)),
+            reach: Default::default(),
             request_timeout: cfg.request_timeout,
             uploads: None,
         }
@@ -352,11 +474,78 @@ impl DavClient {
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        let rb = self.http.request(method, url);
-        match &self.creds {
-            Some(c) => rb.basic_auth(&c.user, Some(c.password.expose())),
-            None => rb,
+        self.auth.apply(self.http.request(method, url))
+    }
+
+    /// The credentials gate shared by the clones of this client.
+    pub fn auth(&self) -> &std::sync::Arc<AuthGate> {
+        &self.auth
+    }
+
+    /// Whether the server can be reached.
+    pub fn reach(&self) -> &std::sync::Arc<Reach> {
+        &self.reach
+    }
+
+    /// Sends a request built by [`Self::request`]: not at all once the server refused the
+    /// credentials or is known to be out of reach; notes refusals (401) and lost connections.
+    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, DavError> {
+        if self.auth.is_refused() {
+            return Err(DavError::Unauthorized);
         }
+        if let Some(since) = self.reach.offline_since() {
+            let secs = since.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+            return Err(DavError::Connect(format!(
+                "{} (offline for {secs} s; retrying in the background)",
+                self.root
+            )));
+        }
+        self.send_anyway(rb).await
+    }
+
+    async fn send_anyway(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, DavError> {
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = DavError::from_reqwest(&e, self.root.as_str());
+                if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) {
+                    self.reach.went_offline(&e);
+                }
+                return Err(e);
+            }
+        };
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.auth.refuse();
+        }
+        Ok(resp)
+    }
+
+    /// Asks the server for the root folder even while it is known to be out of reach, and
+    /// marks it reachable when it answers. Answers the root's etag.
+    pub async fn probe(&self) -> Result<Option<String>, DavError> {
+        let method =
+            Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
+        let rb = self
+            .request(method.clone(), self.root.clone())
+            .header("Depth", "0")
+            .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
+            .timeout(self.request_timeout.min(Duration::from_secs(10)))
+            .body(xml::PROPFIND_BODY);
+        let resp = self.send_anyway(rb).await?;
+        let status = resp.status();
+        if status != StatusCode::MULTI_STATUS {
+            return Err(DavError::from_status(status, &method, "/"));
+        }
+        self.reach.back_online();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+        let raw = xml::parse_multistatus(&body)?;
+        Ok(raw.into_iter().next().and_then(|r| r.etag))
     }
 
     /// PROPFIND with the given depth. With `Depth::One` the first entry is the folder itself.
@@ -377,10 +566,8 @@ impl DavClient {
             .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
             .header("Prefer", "return=minimal")
             .timeout(self.request_timeout)
-            .body(xml::PROPFIND_BODY)
-            .send()
-            .await
-            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+            .body(xml::PROPFIND_BODY);
+        let resp = self.send(resp).await?;
         let status = resp.status();
         if status != StatusCode::MULTI_STATUS {
             if status.is_success() {
@@ -459,10 +646,7 @@ impl DavClient {
         if let Some(tag) = etag.filter(|t| !t.starts_with("W/")) {
             rb = rb.header(header::IF_MATCH, tag);
         }
-        let resp = rb
-            .send()
-            .await
-            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+        let resp = self.send(rb).await?;
         let status = resp.status();
         match status {
             StatusCode::PARTIAL_CONTENT => {

@@ -130,6 +130,327 @@ pub async fn capabilities(
         .unwrap_or(serde_json::Value::Null))
 }
 
+/// What the mount uses of the server's capabilities (§8.2), read once at mount time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Capabilities {
+    /// Chunked upload v2 is available.
+    pub chunking: bool,
+    /// Bulk upload is available.
+    pub bulkupload: bool,
+    /// Server-preferred chunk size, when given.
+    pub chunk_max_size: Option<u64>,
+    /// The server's file name rules (§10).
+    pub names: NameRules,
+    /// The notify_push WebSocket URL, when the push daemon is set up (§9.2).
+    pub notify_push: Option<String>,
+    /// The admin's poll interval hint.
+    pub poll_interval: Option<u64>,
+}
+
+/// File names the server refuses (§10): the `files.forbidden_*` capabilities plus the rules
+/// every Nextcloud applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NameRules {
+    /// Whole names (case-insensitive).
+    pub names: Vec<String>,
+    /// The part before the first dot (case-insensitive; dot-files excepted).
+    pub basenames: Vec<String>,
+    /// Characters.
+    pub characters: Vec<String>,
+    /// Endings (case-insensitive).
+    pub extensions: Vec<String>,
+}
+
+impl NameRules {
+    /// Why the server would refuse `name`, if it would.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        let trimmed = name.trim();
+        if trimmed.is_empty() || trimmed == "." || trimmed == ".." {
+            return Some(format!("{name:?} is not a valid name on the server"));
+        }
+        if name.len() > 250 {
+            return Some(format!(
+                "{name:?} is too long for the server (at most 250 bytes)"
+            ));
+        }
+        if let Some(c) = name.chars().find(|c| (*c as u32) < 32 || *c == '\\') {
+            return Some(format!(
+                "{name:?} contains {c:?}, which the server does not allow in names"
+            ));
+        }
+        if let Some(c) = self
+            .characters
+            .iter()
+            .find(|c| !c.is_empty() && name.contains(c.as_str()))
+        {
+            return Some(format!(
+                "{name:?} contains \"{c}\", which the server does not allow in names"
+            ));
+        }
+        let lower = name.to_lowercase();
+        if self.names.iter().any(|n| n.to_lowercase() == lower) {
+            return Some(format!("the server does not allow the name {name:?}"));
+        }
+        if !name.starts_with('.') {
+            let base = lower.split('.').next().unwrap_or("");
+            if self.basenames.iter().any(|b| b.to_lowercase() == base) {
+                return Some(format!("the server reserves the name {base:?}"));
+            }
+        }
+        let mut ext = self
+            .extensions
+            .iter()
+            .map(|e| e.to_lowercase())
+            .collect::<Vec<_>>();
+        ext.push(".part".into());
+        if let Some(e) = ext
+            .iter()
+            .find(|e| !e.is_empty() && lower.ends_with(e.as_str()))
+        {
+            return Some(format!(
+                "the server does not allow names ending in {e:?} ({name:?})"
+            ));
+        }
+        None
+    }
+}
+
+fn strings(v: Option<&serde_json::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Capabilities {
+    /// Reads the parts nuage uses from the `capabilities` object.
+    pub fn from_json(caps: &serde_json::Value) -> Capabilities {
+        let files = caps.get("files");
+        let mut names = strings(files.and_then(|f| f.get("forbidden_filenames")));
+        for n in strings(files.and_then(|f| f.get("blacklisted_files"))) {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        let bulk = caps
+            .pointer("/dav/bulkupload")
+            .and_then(|v| v.as_str())
+            .map(|v| v.starts_with('1'))
+            .unwrap_or(false);
+        let big = files
+            .and_then(|f| f.get("bigfilechunking"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        Capabilities {
+            chunking: has_chunking(caps) && big,
+            bulkupload: bulk,
+            chunk_max_size: caps
+                .pointer("/files/chunked_upload/max_size")
+                .and_then(|v| v.as_u64()),
+            names: NameRules {
+                names,
+                basenames: strings(files.and_then(|f| f.get("forbidden_filename_basenames"))),
+                characters: strings(files.and_then(|f| f.get("forbidden_filename_characters"))),
+                extensions: strings(files.and_then(|f| f.get("forbidden_filename_extensions"))),
+            },
+            notify_push: caps
+                .pointer("/notify_push/endpoints/websocket")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            poll_interval: caps.pointer("/core/pollinterval").and_then(|v| v.as_u64()),
+        }
+    }
+}
+
+/// A started Login Flow v2 (§7.2).
+#[derive(Debug, Clone)]
+pub struct LoginFlow {
+    /// The page the user opens in a browser.
+    pub login_url: String,
+    /// Where to poll.
+    pub poll_endpoint: String,
+    /// The poll token (a secret: it yields the app password).
+    pub token: Secret,
+}
+
+/// What a finished Login Flow v2 hands over.
+#[derive(Debug, Clone)]
+pub struct FlowResult {
+    /// The server's own idea of its base URL.
+    pub server: String,
+    /// The login name.
+    pub login: String,
+    /// The new app password.
+    pub app_password: Secret,
+}
+
+/// `POST BASE/index.php/login/v2`: starts a browser login (§7.2).
+pub async fn start_login_flow(http: &reqwest::Client, base: &Url) -> Result<LoginFlow, DavError> {
+    let url = join(base, "index.php/login/v2")?;
+    let resp = http
+        .post(url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let st = resp.status();
+    if !st.is_success() {
+        return Err(DavError::from_status(
+            st,
+            &Method::POST,
+            "index.php/login/v2",
+        ));
+    }
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| DavError::BadResponse(format!("login flow answer is not JSON: {e}")))?;
+    let get = |p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| DavError::BadResponse(format!("login flow answer has no {p}")))
+    };
+    Ok(LoginFlow {
+        login_url: get("/login")?,
+        poll_endpoint: get("/poll/endpoint")?,
+        token: Secret::new(get("/poll/token")?),
+    })
+}
+
+/// One poll of a login flow: `Ok(None)` while the user has not finished (404).
+pub async fn poll_login_flow(
+    http: &reqwest::Client,
+    flow: &LoginFlow,
+) -> Result<Option<FlowResult>, DavError> {
+    let resp = http
+        .post(&flow.poll_endpoint)
+        .form(&[("token", flow.token.expose())])
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, &flow.poll_endpoint))?;
+    match resp.status() {
+        StatusCode::NOT_FOUND => Ok(None),
+        StatusCode::OK => {
+            let v: serde_json::Value = resp.json().await.map_err(|e| {
+                DavError::BadResponse(format!("login flow result is not JSON: {e}"))
+            })?;
+            let get = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| DavError::BadResponse(format!("login flow result has no {k}")))
+            };
+            Ok(Some(FlowResult {
+                server: get("server")?,
+                login: get("loginName")?,
+                app_password: Secret::new(get("appPassword")?),
+            }))
+        }
+        st => Err(DavError::from_status(st, &Method::POST, "login flow poll")),
+    }
+}
+
+/// Checks a login against the server before anything is saved (§7.3): the server must be a
+/// Nextcloud out of maintenance, and the OCS user endpoint must accept the password. Answers
+/// the user id. A refused password is told apart from an account that needs an app password
+/// by the `password login forbidden` hint of a DAV answer (§7.1).
+pub async fn check_login(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+) -> Result<String, DavError> {
+    match status(http, base).await? {
+        None => return Err(DavError::NotNextcloud(base.to_string())),
+        Some(st) if st.maintenance => return Err(DavError::Unavailable),
+        Some(_) => {}
+    }
+    // A DAV request first: its 401 tells a wrong password from an account that needs an app
+    // password (the `password login forbidden` hint, §7.1). Any other answer means the login
+    // was accepted (the path may differ from the user id, which the OCS call finds next).
+    let url = join(
+        base,
+        &format!(
+            "remote.php/dav/files/{}/",
+            super::path::encode_segment(login)
+        ),
+    )?;
+    let method = Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
+    let resp = http
+        .request(method.clone(), url)
+        .basic_auth(login, Some(password.expose()))
+        .header("Depth", "0")
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let st = resp.status();
+    if st == StatusCode::UNAUTHORIZED {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(if body.contains("password login forbidden") {
+            DavError::AppPasswordRequired
+        } else {
+            DavError::Unauthorized
+        });
+    }
+    if matches!(st.as_u16(), 429 | 503) {
+        return Err(DavError::from_status(st, &method, "remote.php/dav"));
+    }
+    user_id(http, base, login, password).await
+}
+
+/// `GET /ocs/v2.php/core/getapppassword` (§7.5): trades an account password for an app
+/// password. `Ok(None)` when `password` already is an app password (403).
+pub async fn get_app_password(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+) -> Result<Option<Secret>, DavError> {
+    match ocs_get(http, base, "core/getapppassword", login, password).await {
+        Ok(v) => Ok(v
+            .pointer("/ocs/data/apppassword")
+            .and_then(|x| x.as_str())
+            .map(Secret::new)),
+        Err(DavError::Forbidden(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `DELETE /ocs/v2.php/core/apppassword` (§7.5): revokes the app password used.
+pub async fn revoke_app_password(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+) -> Result<(), DavError> {
+    let url = join(base, "ocs/v2.php/core/apppassword?format=json")?;
+    let resp = http
+        .delete(url)
+        .basic_auth(login, Some(password.expose()))
+        .header("OCS-APIRequest", "true")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let st = resp.status();
+    if st.is_success() {
+        Ok(())
+    } else {
+        Err(DavError::from_status(
+            st,
+            &Method::DELETE,
+            "core/apppassword",
+        ))
+    }
+}
+
 /// True when the capabilities offer chunked upload (`dav.chunking` >= 1.0).
 pub fn has_chunking(caps: &serde_json::Value) -> bool {
     caps.pointer("/dav/chunking")

@@ -50,6 +50,14 @@ impl RemotePath {
         }
     }
 
+    /// True when this path is `ancestor` or lies below it.
+    pub fn is_within(&self, ancestor: &RemotePath) -> bool {
+        ancestor.0.is_empty()
+            || self.0 == ancestor.0
+            || (self.0.starts_with(&ancestor.0)
+                && self.0.as_bytes().get(ancestor.0.len()) == Some(&b'/'))
+    }
+
     /// The last segment (`""` for the root).
     pub fn name(&self) -> &str {
         self.0.rsplit('/').next().unwrap_or("")

@@ -111,12 +111,6 @@ impl DavClient {
         Method::from_bytes(name.as_bytes()).map_err(|e| DavError::Config(e.to_string()))
     }
 
-    async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, DavError> {
-        rb.send()
-            .await
-            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))
-    }
-
     /// Uploads `len` bytes of `file` from `offset` as the content of `p`.
     pub async fn put_file(
         &self,

@@ -205,7 +205,11 @@ pub struct WriteBack {
 
 /// Editor lock and swap files stay local (like the Nextcloud client's exclude list).
 pub fn is_excluded(name: &str) -> bool {
-    (name.starts_with(".~lock.") && name.ends_with('#'))
+    let lower = name.to_ascii_lowercase();
+    // Partial downloads: the server refuses these endings (nextcloud-protocol.md §10).
+    lower.ends_with(".part")
+        || lower.ends_with(".filepart")
+        || (name.starts_with(".~lock.") && name.ends_with('#'))
         || name.starts_with("~$")
         || (name.starts_with('.')
             && (name.ends_with(".swp") || name.ends_with(".swx") || name.ends_with(".swo")))
@@ -814,7 +818,27 @@ impl WriteBack {
 
     async fn run(self: Arc<Self>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
+        let mut was_cut_off = false;
         loop {
+            if self.dav.auth().is_refused() || !self.dav.reach().is_online() {
+                // Login refused or server out of reach: nothing can go up until that changes.
+                was_cut_off = true;
+                tokio::select! {
+                    _ = self.dav.reach().changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+                continue;
+            }
+            if was_cut_off {
+                // Back: everything waiting goes now, whatever its backoff said.
+                was_cut_off = false;
+                for d in self.all() {
+                    let mut st = lock(&d.st);
+                    if st.next_attempt.is_some() {
+                        st.next_attempt = Some(Instant::now());
+                    }
+                }
+            }
             let now = Instant::now();
             let mut next: Option<Instant> = None;
             let mut due = Vec::new();
@@ -1187,8 +1211,9 @@ impl WriteBack {
                 st.quota_error = true;
                 (e.to_string(), Duration::from_secs(60))
             }
-            UploadError::Dav(DavError::Unauthorized) => (e.to_string(), Duration::from_secs(300)),
-            UploadError::Dav(DavError::Forbidden(_)) => (
+            UploadError::Dav(DavError::Unauthorized) => (e.to_string(), Duration::from_secs(2)),
+            UploadError::Dav(DavError::Forbidden(_))
+            | UploadError::Dav(DavError::Status { status: 400, .. }) => (
                 format!("{e} (the server refuses this name or place)"),
                 Duration::from_secs(600),
             ),

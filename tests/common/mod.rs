@@ -2,6 +2,7 @@
 //! ended by its guard's `Drop` (also when a test fails), with every wait bounded.
 #![allow(dead_code)]
 
+pub use nuage::fakecloud::NamingRules;
 use nuage::fakecloud::{FakeCloud, FakeCloudConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,7 @@ pub struct Cloud {
     pub dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
     quota: Option<u64>,
+    names: NamingRules,
 }
 
 impl Cloud {
@@ -91,6 +93,15 @@ impl Cloud {
     }
 
     pub fn start_with(quota: Option<u64>) -> Cloud {
+        Self::start_full(quota, NamingRules::default())
+    }
+
+    /// A server with its own file name rules.
+    pub fn start_names(names: NamingRules) -> Cloud {
+        Self::start_full(None, names)
+    }
+
+    fn start_full(quota: Option<u64>, names: NamingRules) -> Cloud {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -106,6 +117,7 @@ impl Cloud {
                     user_id: USER_ID.into(),
                     passwords: vec![PASSWORD.into()],
                     quota,
+                    names: names.clone(),
                 },
                 0,
             ))
@@ -115,6 +127,7 @@ impl Cloud {
             dir,
             rt,
             quota,
+            names,
         }
     }
 
@@ -125,6 +138,7 @@ impl Cloud {
             user_id: USER_ID.into(),
             passwords: vec![PASSWORD.into()],
             quota: self.quota,
+            names: self.names.clone(),
         }
     }
 
@@ -395,6 +409,7 @@ pub struct MountSpec {
     pub password: Option<String>,
     pub extra: Vec<String>,
     pub cache: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
 }
 
 impl MountSpec {
@@ -405,7 +420,20 @@ impl MountSpec {
             password: Some(PASSWORD.into()),
             extra: Vec::new(),
             cache: None,
+            env: Vec::new(),
         }
+    }
+    /// Mounts a saved account (no --user, no password file).
+    pub fn account(name: &str, config_dir: &Path) -> Self {
+        let mut s = MountSpec::new(name);
+        s.user = None;
+        s.password = None;
+        s.env("NUAGE_CONFIG_DIR", config_dir.to_str().expect("utf-8 path"))
+            .env("NUAGE_KEYRING", "off")
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
     }
     pub fn args(mut self, a: &[&str]) -> Self {
         self.extra.extend(a.iter().map(|s| s.to_string()));
@@ -443,6 +471,7 @@ impl Mount {
             std::fs::write(&pf, p).expect("pw file");
             cmd.arg("--password-file").arg(pf);
         }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
         cmd.args(&spec.extra)
             .env("NUAGE_LOG", "nuage=debug")
             .stdin(Stdio::null())

@@ -1,0 +1,260 @@
+//! What the mount remembers between runs besides blocks: folder listings (so that a mount
+//! started while the server is out of reach still shows what it knew), the pinned paths, and
+//! a few settings. SQLite (`meta.sqlite` in the cache folder); listings are written by a
+//! background thread so that no filesystem call waits for the disk.
+
+use crate::webdav::{Entry, RemotePath};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    n: String,
+    d: bool,
+    s: u64,
+    m: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    f: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
+}
+
+fn to_stored(name: &str, e: &Entry) -> Stored {
+    Stored {
+        n: name.to_string(),
+        d: e.is_dir,
+        s: e.size,
+        m: e.mtime
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        e: e.etag.clone(),
+        f: e.fileid,
+        p: e.permissions.clone(),
+    }
+}
+
+fn from_stored(path: RemotePath, s: Stored) -> Entry {
+    Entry {
+        path,
+        is_dir: s.d,
+        size: s.s,
+        mtime: UNIX_EPOCH + Duration::from_secs(s.m.max(0) as u64),
+        etag: s.e,
+        fileid: s.f,
+        permissions: s.p,
+        quota_used: None,
+        quota_available: None,
+    }
+}
+
+enum Job {
+    Listing(RemotePath, Entry, Vec<Entry>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// The store.
+pub struct MetaStore {
+    db: Arc<Mutex<Connection>>,
+    tx: Mutex<mpsc::Sender<Job>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MetaStore {
+    /// Opens (or creates) `meta.sqlite` in `dir`.
+    pub fn open(dir: &Path) -> rusqlite::Result<MetaStore> {
+        let db = Connection::open(dir.join("meta.sqlite"))?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "NORMAL")?;
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS listings (path TEXT PRIMARY KEY, dir TEXT NOT NULL,
+                 entries TEXT NOT NULL, saved INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS pins (path TEXT PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )?;
+        let db = Arc::new(Mutex::new(db));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let db2 = db.clone();
+        std::thread::Builder::new()
+            .name("nuage-meta".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Listing(path, dir, entries) => {
+                            if let Err(e) = save_listing(&lock(&db2), &path, &dir, &entries) {
+                                tracing::debug!(error = %e, "cannot remember a listing");
+                            }
+                        }
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(MetaStore {
+            db,
+            tx: Mutex::new(tx),
+        })
+    }
+
+    /// Remembers a folder's listing (in the background).
+    pub fn remember_listing(&self, dir: &Entry, entries: &[Entry]) {
+        let children: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.path != dir.path)
+            .cloned()
+            .collect();
+        let _ = lock(&self.tx).send(Job::Listing(dir.path.clone(), dir.clone(), children));
+    }
+
+    /// Waits until every listing sent so far is written.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        if lock(&self.tx).send(Job::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// The remembered listing of `path`: the folder itself and its children.
+    pub fn listing(&self, path: &RemotePath) -> Option<(Entry, Vec<Entry>)> {
+        let row: Option<(String, String)> = lock(&self.db)
+            .query_row(
+                "SELECT dir, entries FROM listings WHERE path=?1",
+                params![path.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        let (dir, entries) = row?;
+        let dir: Stored = serde_json::from_str(&dir).ok()?;
+        let entries: Vec<Stored> = serde_json::from_str(&entries).ok()?;
+        Some((
+            from_stored(path.clone(), dir),
+            entries
+                .into_iter()
+                .map(|s| {
+                    let p = path.join(&s.n);
+                    from_stored(p, s)
+                })
+                .collect(),
+        ))
+    }
+
+    /// The pinned paths.
+    pub fn pins(&self) -> Vec<RemotePath> {
+        let db = lock(&self.db);
+        let Ok(mut st) = db.prepare("SELECT path FROM pins ORDER BY path") else {
+            return Vec::new();
+        };
+        st.query_map([], |r| r.get::<_, String>(0))
+            .map(|rows| rows.flatten().map(|s| RemotePath::new(&s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Pins or unpins `path`.
+    pub fn set_pin(&self, path: &RemotePath, pinned: bool) -> rusqlite::Result<()> {
+        let db = lock(&self.db);
+        if pinned {
+            db.execute(
+                "INSERT OR IGNORE INTO pins(path) VALUES (?1)",
+                params![path.as_str()],
+            )?;
+        } else {
+            db.execute("DELETE FROM pins WHERE path=?1", params![path.as_str()])?;
+        }
+        Ok(())
+    }
+
+    /// A remembered setting.
+    pub fn get(&self, key: &str) -> Option<String> {
+        lock(&self.db)
+            .query_row("SELECT value FROM kv WHERE key=?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .ok()
+            .flatten()
+    }
+
+    /// Remembers a setting.
+    pub fn set(&self, key: &str, value: &str) -> rusqlite::Result<()> {
+        lock(&self.db).execute(
+            "INSERT OR REPLACE INTO kv(key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+fn save_listing(
+    db: &Connection,
+    path: &RemotePath,
+    dir: &Entry,
+    entries: &[Entry],
+) -> rusqlite::Result<()> {
+    let dir_json = serde_json::to_string(&to_stored("", dir)).unwrap_or_default();
+    let list: Vec<Stored> = entries
+        .iter()
+        .map(|e| to_stored(e.path.name(), e))
+        .collect();
+    let list_json = serde_json::to_string(&list).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    db.execute(
+        "INSERT OR REPLACE INTO listings(path, dir, entries, saved) VALUES (?1, ?2, ?3, ?4)",
+        params![path.as_str(), dir_json, list_json, now],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(p: &str, dir: bool) -> Entry {
+        Entry {
+            path: RemotePath::new(p),
+            is_dir: dir,
+            size: 7,
+            mtime: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            etag: Some("\"e\"".into()),
+            fileid: Some(3),
+            permissions: Some("RGDNVW".into()),
+            quota_used: None,
+            quota_available: None,
+        }
+    }
+
+    #[test]
+    fn listings_and_pins_survive_a_reopen() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let s = MetaStore::open(d.path()).expect("open");
+            s.remember_listing(
+                &entry("/a", true),
+                &[entry("/a", true), entry("/a/f.txt", false)],
+            );
+            s.set_pin(&RemotePath::new("/a"), true).expect("pin");
+            s.flush();
+        }
+        let s = MetaStore::open(d.path()).expect("reopen");
+        let (dir, children) = s.listing(&RemotePath::new("/a")).expect("listing");
+        assert!(dir.is_dir);
+        assert_eq!(children.len(), 1);
+        assert_eq!(children[0], entry("/a/f.txt", false));
+        assert_eq!(s.pins(), vec![RemotePath::new("/a")]);
+    }
+}

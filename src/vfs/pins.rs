@@ -1,0 +1,317 @@
+//! Offline pins, per-file states and the extended attributes that show them.
+//!
+//! A pinned folder or file is downloaded completely in the background by the hydrator, kept
+//! complete when the server changes (the poller wakes the hydrator), and never evicted (its
+//! cache versions are pinned in the block cache). Pins are stored in the meta store, so they
+//! survive a remount.
+//!
+//! Extended attributes (answered from memory, never from the server):
+//! * `user.nuage.status`: `online-only`, `partial`, `cached`, `pinned`, `pending-upload` or
+//!   `conflict`;
+//! * `user.nuage.pinned`: `1` or `0`; setting it pins or unpins (what `nuage pin` does);
+//! * `user.nuage.clean` (set on any node): frees every cache block that may be freed (what
+//!   `nuage cache clean` does).
+
+use super::{lock, Vfs};
+use crate::cache::VersionId;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fetch::FileVersion;
+use crate::meta::Ino;
+use crate::webdav::RemotePath;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Extended attribute: the file's state.
+pub const XATTR_STATUS: &str = "user.nuage.status";
+/// Extended attribute: pinned for offline use.
+pub const XATTR_PINNED: &str = "user.nuage.pinned";
+/// Extended attribute: writing it frees what the cache may free.
+pub const XATTR_CLEAN: &str = "user.nuage.clean";
+
+/// Download progress of one pin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinProgress {
+    /// The pinned path (below the mount root).
+    pub path: String,
+    /// Files below it.
+    pub files: u64,
+    /// Of which completely downloaded.
+    pub files_cached: u64,
+    /// Bytes below it.
+    pub bytes: u64,
+    /// Of which downloaded.
+    pub bytes_cached: u64,
+    /// The last error, when a file could not be downloaded.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Vfs {
+    /// True when `path` or one of its folders is pinned.
+    pub fn is_pinned(&self, path: &RemotePath) -> bool {
+        lock(&self.pins).iter().any(|p| path.is_within(p))
+    }
+
+    /// Pins or unpins a file or folder.
+    pub fn set_pinned(&self, ino: Ino, pinned: bool) -> Result<()> {
+        let path = self.node(ino)?.path;
+        self.meta
+            .set_pin(&path, pinned)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot record the pin: {e}")))?;
+        {
+            let mut pins = lock(&self.pins);
+            if pinned {
+                pins.insert(path.clone());
+            } else {
+                pins.remove(&path);
+            }
+        }
+        tracing::info!(%path, pinned, "pin changed");
+        self.wake_hydrator();
+        Ok(())
+    }
+
+    /// Asks the hydrator to walk the pins again.
+    pub fn wake_hydrator(&self) {
+        self.hydrate.notify_one();
+    }
+
+    /// Download progress of every pin.
+    pub fn pin_progress(&self) -> Vec<PinProgress> {
+        lock(&self.pin_progress).clone()
+    }
+
+    /// Frees every cache block that may be freed; answers the bytes freed.
+    pub fn clean_cache(&self) -> Result<u64> {
+        let freed = self
+            .cache()
+            .clean()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot clean the cache: {e}")))?;
+        tracing::info!(freed, "cache cleaned");
+        Ok(freed)
+    }
+
+    /// The state shown in `user.nuage.status`.
+    pub fn state_of(&self, ino: Ino) -> Result<&'static str> {
+        let node = self.node(ino)?;
+        let path = &node.path;
+        let conflicted = self
+            .wb
+            .conflicts()
+            .iter()
+            .any(|c| c.conflict_path == path.as_str());
+        if conflicted {
+            return Ok("conflict");
+        }
+        if node.entry.is_dir {
+            if self.wb.has_below(path) && !path.is_root() {
+                return Ok("pending-upload");
+            }
+            if self.is_pinned(path) {
+                return Ok("pinned");
+            }
+            return Ok(if node.listing.is_some() {
+                "cached"
+            } else {
+                "online-only"
+            });
+        }
+        if self.wb.get(path).is_some() {
+            return Ok("pending-upload");
+        }
+        if self.is_pinned(path) {
+            return Ok("pinned");
+        }
+        let v = self.version_of(&node)?;
+        let have = self.cache().cached_blocks(v);
+        let need = self.fetcher.block_count(node.entry.size);
+        Ok(if have >= need {
+            "cached"
+        } else if have == 0 {
+            "online-only"
+        } else {
+            "partial"
+        })
+    }
+
+    fn version_of(&self, node: &crate::meta::Node) -> Result<VersionId> {
+        let validator = super::validator_of(&node.entry);
+        let identity = format!("{}\n{}", self.cfg.cache_identity, node.path.as_str());
+        self.cache()
+            .version(&identity, &validator)
+            .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
+    }
+
+    /// Names of the extended attributes every node has.
+    pub fn xattr_names(&self) -> Vec<&'static str> {
+        vec![XATTR_STATUS, XATTR_PINNED]
+    }
+
+    /// Reads an extended attribute.
+    pub fn xattr_get(&self, ino: Ino, name: &str) -> Result<Vec<u8>> {
+        match name {
+            XATTR_STATUS => Ok(self.state_of(ino)?.as_bytes().to_vec()),
+            XATTR_PINNED => {
+                let path = self.node(ino)?.path;
+                Ok(if self.is_pinned(&path) { b"1" } else { b"0" }.to_vec())
+            }
+            _ => Err(Error::new(
+                ErrorKind::NoAttribute,
+                format!("no attribute {name}"),
+            )),
+        }
+    }
+
+    /// Sets an extended attribute: `user.nuage.pinned` (`1`/`0`) and `user.nuage.clean`.
+    pub fn xattr_set(&self, ino: Ino, name: &str, value: &[u8]) -> Result<()> {
+        match name {
+            XATTR_PINNED => {
+                let v = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+                let on = match v.as_str() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" | "" => false,
+                    _ => {
+                        return Err(Error::new(
+                            ErrorKind::InvalidArgument,
+                            "user.nuage.pinned takes 1 or 0",
+                        ))
+                    }
+                };
+                self.set_pinned(ino, on)
+            }
+            XATTR_CLEAN => self.clean_cache().map(|_| ()),
+            XATTR_STATUS => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "user.nuage.status is read-only",
+            )),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported,
+                "only user.nuage.pinned can be set here",
+            )),
+        }
+    }
+
+    /// Removes an extended attribute (`user.nuage.pinned` unpins).
+    pub fn xattr_remove(&self, ino: Ino, name: &str) -> Result<()> {
+        match name {
+            XATTR_PINNED => self.set_pinned(ino, false),
+            _ => Err(Error::new(
+                ErrorKind::NoAttribute,
+                format!("no attribute {name}"),
+            )),
+        }
+    }
+
+    /// Starts the hydrator: downloads pinned content whenever woken and every `every`.
+    pub fn start_hydrator(self: &Arc<Self>, every: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.hydrate_once().await;
+                tokio::select! {
+                    _ = me.hydrate.notified() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+    }
+
+    /// One walk over every pin: lists pinned folders, downloads every missing block of every
+    /// file below them, and pins the cache versions so they are never evicted.
+    pub async fn hydrate_once(&self) {
+        let pins: Vec<RemotePath> = lock(&self.pins).iter().cloned().collect();
+        let mut keep: HashSet<VersionId> = HashSet::new();
+        let mut progress = Vec::new();
+        for pin in pins {
+            let mut p = PinProgress {
+                path: format!("/{}", pin.as_str()),
+                ..Default::default()
+            };
+            let Some(ino) = self.resolve_path(&pin).await else {
+                p.error = Some("not found on the server".into());
+                progress.push(p);
+                continue;
+            };
+            let mut stack = vec![ino];
+            while let Some(ino) = stack.pop() {
+                let Ok(node) = self.node(ino) else { continue };
+                if node.entry.is_dir {
+                    if let Err(e) = self.fresh_listing(ino).await {
+                        p.error = Some(e.to_string());
+                        continue;
+                    }
+                    let t = lock(&self.table);
+                    if let Some(l) = t.get(ino).and_then(|n| n.listing.as_ref()) {
+                        stack.extend(l.children.values().copied());
+                    }
+                    continue;
+                }
+                if self.wb.get(&node.path).is_some() {
+                    // Local changes: the journal holds them, nothing to download.
+                    p.files += 1;
+                    p.files_cached += 1;
+                    continue;
+                }
+                let Ok(version) = self.version_of(&node) else {
+                    continue;
+                };
+                keep.insert(version);
+                // Pinned before the download, so that nothing downloaded is evicted meanwhile.
+                let mut now: HashSet<VersionId> = lock(&self.pinned_versions).clone();
+                now.insert(version);
+                let _ = self.cache().set_pinned(now.clone());
+                *lock(&self.pinned_versions) = now;
+                let fv = FileVersion {
+                    path: node.path.clone(),
+                    etag: node.entry.etag.clone(),
+                    size: node.entry.size,
+                    version,
+                };
+                let blocks = self.fetcher.block_count(fv.size);
+                let mut i = 0;
+                let mut failed = None;
+                while i < blocks {
+                    let end = (i + 8).min(blocks);
+                    if let Err(e) = self.fetcher.ensure(&fv, i..end, end..end).await {
+                        failed = Some(e);
+                        break;
+                    }
+                    i = end;
+                }
+                p.files += 1;
+                p.bytes += fv.size;
+                let have = self.cache().cached_blocks(version);
+                if have >= blocks {
+                    p.files_cached += 1;
+                    p.bytes_cached += fv.size;
+                } else {
+                    p.bytes_cached += (have * self.cache().block_size()).min(fv.size);
+                }
+                if let Some(e) = failed {
+                    tracing::debug!(path = %fv.path, error = %e, "pinned file not downloaded yet");
+                    p.error = Some(e.to_string());
+                }
+            }
+            progress.push(p);
+        }
+        // Exactly the versions still pinned stay protected.
+        let _ = self.cache().set_pinned(keep.clone());
+        *lock(&self.pinned_versions) = keep;
+        *lock(&self.pin_progress) = progress;
+    }
+
+    /// The inode of `path`, listing folders on the way as needed.
+    async fn resolve_path(&self, path: &RemotePath) -> Option<Ino> {
+        let mut ino = Ino::ROOT;
+        if path.is_root() {
+            return Some(ino);
+        }
+        for seg in path.as_str().split('/') {
+            self.fresh_listing(ino).await.ok()?;
+            ino = self.child(ino, seg)?.0;
+        }
+        Some(ino)
+    }
+}

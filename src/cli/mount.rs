@@ -653,6 +653,7 @@ async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs, info: &Snapshot
                 }
                 if n % 20 == 0 {
                     info.reload_credentials();
+                    vfs.remember_listings();
                 }
                 if n % 8 == 0 {
                     if let Err(e) = vfs.flush_cache().await {

@@ -206,6 +206,11 @@ impl InodeTable {
         self.changes.get(&dir).copied().unwrap_or(0)
     }
 
+    /// Every known node.
+    pub fn nodes(&self) -> impl Iterator<Item = (&Ino, &Node)> {
+        self.nodes.iter()
+    }
+
     fn bump(&mut self, dir: Ino) {
         *self.changes.entry(dir).or_default() += 1;
     }

@@ -196,6 +196,7 @@ pub struct Vfs {
     hydrate: tokio::sync::Notify,
     pin_progress: Mutex<Vec<pins::PinProgress>>,
     pinned_versions: Mutex<std::collections::HashSet<crate::cache::VersionId>>,
+    remembered: Mutex<HashMap<Ino, u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -286,6 +287,7 @@ impl Vfs {
             hydrate: tokio::sync::Notify::new(),
             pin_progress: Mutex::new(Vec::new()),
             pinned_versions: Mutex::new(Default::default()),
+            remembered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -296,7 +298,44 @@ impl Vfs {
 
     /// Waits until the remembered listings are on disk.
     pub fn flush_meta(&self) {
+        self.remember_listings();
         self.meta.flush();
+    }
+
+    /// Remembers (in the background) every folder listing that changed since it was last
+    /// remembered, local changes and finished uploads included, so that a mount started
+    /// offline later shows what this one knew.
+    pub fn remember_listings(&self) {
+        use std::hash::{Hash, Hasher};
+        let mut out = Vec::new();
+        {
+            let t = lock(&self.table);
+            let mut seen = lock(&self.remembered);
+            for (ino, node) in t.nodes() {
+                let Some(l) = node.listing.as_ref() else {
+                    continue;
+                };
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                let mut children = Vec::with_capacity(l.children.len());
+                for (name, c) in &l.children {
+                    if let Some(cn) = t.get(*c) {
+                        name.hash(&mut h);
+                        cn.entry.etag.hash(&mut h);
+                        cn.entry.size.hash(&mut h);
+                        cn.entry.is_dir.hash(&mut h);
+                        children.push(cn.entry.clone());
+                    }
+                }
+                let sig = h.finish();
+                if seen.get(ino) != Some(&sig) {
+                    seen.insert(*ino, sig);
+                    out.push((node.entry.clone(), children));
+                }
+            }
+        }
+        for (dir, children) in out {
+            self.meta.remember_listing(&dir, &children);
+        }
     }
 
     /// The write-back queue.
@@ -442,6 +481,24 @@ impl Vfs {
                         // Server out of reach: the last listing is better than nothing.
                         tracing::debug!(path = %node.path, error = %e, "server out of reach: using the cached listing");
                         return Ok(());
+                    }
+                    if cut {
+                        if let Some((_, mut entries)) = self.meta.listing(&node.path) {
+                            // Not listed since the mount started: the listing of an earlier run.
+                            for (name, st) in self.wb.children_of(&node.path) {
+                                match entries.iter().position(|e| e.path.name() == name) {
+                                    Some(i) if !entries[i].is_dir => {}
+                                    Some(i) => {
+                                        entries[i] = local_entry(&st.path, st.size, st.mtime)
+                                    }
+                                    None => entries.push(local_entry(&st.path, st.size, st.mtime)),
+                                }
+                            }
+                            entries.insert(0, node.entry.clone());
+                            tracing::debug!(path = %node.path, "server out of reach: using the listing remembered from an earlier run");
+                            lock(&self.table).apply_listing(dir, entries, Instant::now());
+                            return Ok(());
+                        }
                     }
                     tracing::warn!(path = %node.path, error = %e, "listing failed");
                     return Err(e);

@@ -125,8 +125,20 @@ impl Vfs {
             return Ok("pinned");
         }
         let v = self.version_of(&node)?;
-        let have = self.cache().cached_blocks(v);
         let need = self.fetcher.block_count(node.entry.size);
+        let mut have = self.cache().cached_blocks(v);
+        if have < need {
+            // Blocks just read may still be on their way to the disk.
+            have = (0..need)
+                .filter(|i| {
+                    let key = crate::cache::BlockKey {
+                        version: v,
+                        idx: crate::cache::BlockIdx(*i),
+                    };
+                    self.cache().has(key) || self.cache().is_hot(key)
+                })
+                .count() as u64;
+        }
         Ok(if have >= need {
             "cached"
         } else if have == 0 {
@@ -222,6 +234,7 @@ impl Vfs {
     /// file below them, and pins the cache versions so they are never evicted.
     pub async fn hydrate_once(&self) {
         let pins: Vec<RemotePath> = lock(&self.pins).iter().cloned().collect();
+        tracing::debug!(pins = pins.len(), "hydrator walk");
         let mut keep: HashSet<VersionId> = HashSet::new();
         let mut progress = Vec::new();
         for pin in pins {
@@ -280,6 +293,8 @@ impl Vfs {
                     }
                     i = end;
                 }
+                // Downloaded blocks reach the disk in the background: count them once there.
+                self.fetcher.drain_disk_writes().await;
                 p.files += 1;
                 p.bytes += fv.size;
                 let have = self.cache().cached_blocks(version);
@@ -296,6 +311,7 @@ impl Vfs {
             }
             progress.push(p);
         }
+        tracing::debug!(?progress, "hydrator walk done");
         // Exactly the versions still pinned stay protected.
         let _ = self.cache().set_pinned(keep.clone());
         *lock(&self.pinned_versions) = keep;

@@ -129,6 +129,9 @@ pub struct DirtyFile {
     file: File,
     st: Mutex<DirtyState>,
     upload_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Serializes journal writes of this file: a row computed earlier must never be saved
+    /// after a newer one.
+    persist_lock: Mutex<()>,
     /// Bytes sent by the upload in progress.
     pub sent: Arc<AtomicU64>,
 }
@@ -317,6 +320,7 @@ impl WriteBack {
                     uploading: false,
                 }),
                 upload_lock: Arc::new(tokio::sync::Mutex::new(())),
+                persist_lock: Mutex::new(()),
                 sent: Arc::new(AtomicU64::new(0)),
             };
             lock(&wb.files).insert(r.path, Arc::new(df));
@@ -401,6 +405,7 @@ impl WriteBack {
             file,
             st: Mutex::new(st),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
+            persist_lock: Mutex::new(()),
             sent: Arc::new(AtomicU64::new(0)),
         }))
     }
@@ -584,6 +589,7 @@ impl WriteBack {
     /// Makes the file's current state durable: data synced, then the journal row written.
     /// Fails with `NoSpace` when the server already refused it for quota.
     pub fn persist(&self, d: &DirtyFile) -> Result<()> {
+        let _serial = lock(&d.persist_lock);
         let row = {
             let st = lock(&d.st);
             if st.local_only || st.persisted == st.generation {
@@ -599,6 +605,7 @@ impl WriteBack {
             lock(&self.journal)
                 .save(&row)
                 .map_err(|e| io("cannot write the journal", e))?;
+            tracing::debug!(path = %row.path, size = row.size, generation, "journal row saved");
             let mut st = lock(&d.st);
             st.persisted = st.persisted.max(generation);
         }
@@ -1024,6 +1031,14 @@ impl WriteBack {
             Some(chunks) => chunks,
             None => {
                 if lock(&self.journal).session(d.id).ok().flatten().is_some() {
+                    // The session is gone: either it expired, or its final MOVE was done by
+                    // the server after we stopped waiting (a crash). In the second case the
+                    // file is there with our size and our mtime: nothing to send again.
+                    if let Some(etag) = self.already_assembled(snap).await {
+                        tracing::info!(path = %snap.path, "chunked upload was assembled before the restart");
+                        let _ = lock(&self.journal).delete_session(d.id);
+                        return Ok(crate::webdav::PutResult { etag });
+                    }
                     tracing::info!(path = %snap.path, "chunked upload session expired on the server, starting over");
                     let nonce = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
@@ -1089,6 +1104,26 @@ impl WriteBack {
         Ok(res?)
     }
 
+    /// The server's etag of `snap.path` when it already holds exactly this upload: same size,
+    /// same modification time (sent as `X-OC-Mtime`), and not the version it was based on.
+    async fn already_assembled(&self, snap: &DirtyState) -> Option<Option<String>> {
+        let e = self
+            .dav
+            .propfind(&snap.path, Depth::Zero)
+            .await
+            .ok()?
+            .into_iter()
+            .next()?;
+        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
+        let strong = |t: &str| t.trim_start_matches("W/").to_string();
+        let same_base = match (&snap.base, &e.etag) {
+            (Some(b), Some(now)) => b.etag.as_deref().map(strong) == Some(strong(now)),
+            _ => false,
+        };
+        (!e.is_dir && e.size == snap.size && secs(e.mtime) == secs(snap.mtime) && !same_base)
+            .then_some(e.etag)
+    }
+
     /// After a 412: does the server hold another version than the one this change is based
     /// on (or, for a new file, any file at all)?
     async fn really_changed(&self, snap: &DirtyState) -> bool {
@@ -1130,20 +1165,20 @@ impl WriteBack {
             size: snap.size,
             mtime: snap.mtime,
         });
+        let version = self
+            .fetcher
+            .cache()
+            .version(
+                &self.identity(&snap.path),
+                etag.as_deref().unwrap_or("unknown"),
+            )
+            .unwrap_or(VersionId(-1));
         let unchanged = {
             let mut files = lock(&self.files);
             let mut st = lock(&d.st);
             st.attempts = 0;
             st.last_error = None;
             st.quota_error = false;
-            let version = self
-                .fetcher
-                .cache()
-                .version(
-                    &self.identity(&snap.path),
-                    etag.as_deref().unwrap_or("unknown"),
-                )
-                .unwrap_or(VersionId(-1));
             if st.generation == snap.generation && st.open_writers == 0 {
                 if files.get(&snap.path).map(|x| x.id == d.id).unwrap_or(false) {
                     files.remove(&snap.path);
@@ -1165,7 +1200,20 @@ impl WriteBack {
         };
         if unchanged {
             let _ = lock(&self.journal).delete(d.id);
-            let _ = std::fs::remove_file(&d.data_path);
+            // What was just uploaded is the new server version: keep it as cached blocks, so
+            // the file stays readable (also offline) without downloading it back.
+            let adopted = match (&etag, version) {
+                (Some(_), v) if v.0 >= 0 && snap.size > 0 => self
+                    .fetcher
+                    .cache()
+                    .adopt(v, &d.data_path, snap.size)
+                    .map_err(|e| tracing::debug!(error = %e, "uploaded copy not kept in the cache"))
+                    .is_ok(),
+                _ => false,
+            };
+            if !adopted {
+                let _ = std::fs::remove_file(&d.data_path);
+            }
         } else {
             let st = d.state();
             let _ = lock(&self.journal).save(&self.row_of(d.id, &st));

@@ -1,0 +1,454 @@
+//! Following the server and working offline (issue 5): remote changes within one poll
+//! interval, pins, offline mode and offline start, cache limits, `user.nuage.status`.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+fn getxattr(p: &Path, name: &str) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+    let cn = std::ffi::CString::new(name).expect("name");
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a live buffer of the given length.
+    let n = unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn state(p: &Path) -> String {
+    getxattr(p, "user.nuage.status").unwrap_or_else(|| "<none>".into())
+}
+
+fn nuage_ok(args: &[&str]) -> String {
+    let out = run_bounded(
+        {
+            let mut c = nuage();
+            c.args(args);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "nuage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded) until `cond` holds; answers the time it took.
+fn time_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    assert!(wait_until(limit, &mut cond), "{what}: not within {limit:?}");
+    t.elapsed()
+}
+
+fn read(p: &Path) -> Option<Vec<u8>> {
+    std::fs::read(p).ok()
+}
+
+fn names(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Long TTLs: only change detection can make the mount see the new state.
+const FOLLOW: &[&str] = &[
+    "--poll-interval",
+    "1",
+    "--attr-ttl",
+    "600",
+    "--dir-ttl",
+    "600",
+];
+
+fn follow_changes(files: &Path, m: &Mount, sub: &str) {
+    let d = files.join(sub);
+    let md = m.path(sub);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    for n in ["changed.txt", "deleted.txt", "renamed.txt"] {
+        std::fs::write(d.join(n), format!("old {n}")).expect("seed");
+    }
+    // The mount learns the folder and the files' content.
+    assert!(wait_until(Duration::from_secs(10), || names(&md).len() == 3));
+    for n in ["changed.txt", "deleted.txt", "renamed.txt"] {
+        assert_eq!(
+            read(&md.join(n)).expect("read"),
+            format!("old {n}").as_bytes()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // distinct mtimes for the etags
+    std::fs::write(d.join("changed.txt"), "new content, longer").expect("change");
+    std::fs::write(d.join("added.txt"), "added").expect("add");
+    std::fs::remove_file(d.join("deleted.txt")).expect("delete");
+    std::fs::rename(d.join("renamed.txt"), d.join("new name.txt")).expect("rename");
+    let took = time_until(Duration::from_secs(8), "changes seen on the mount", || {
+        names(&md) == ["added.txt", "changed.txt", "new name.txt"]
+            && read(&md.join("changed.txt")).as_deref() == Some(b"new content, longer".as_ref())
+            && read(&md.join("added.txt")).as_deref() == Some(b"added".as_ref())
+    });
+    eprintln!("remote changes visible after {took:?} (poll interval 1 s)");
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?} with a 1 s poll interval"
+    );
+}
+
+#[test]
+fn nextcloud_changes_appear_within_one_poll_interval_and_idle_polls_are_cheap() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FOLLOW));
+    follow_changes(&cloud.files(), &m, "shared/with colleagues");
+    // Idle: one Depth 0 PROPFIND of the root per poll, nothing more.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = cloud.server.stats().count("PROPFIND");
+    std::thread::sleep(Duration::from_millis(3200));
+    let polls = cloud.server.stats().count("PROPFIND") - before;
+    assert!(
+        (1..=5).contains(&polls),
+        "{polls} PROPFINDs in 3.2 s of idle polling at 1 s"
+    );
+    assert_eq!(
+        cloud
+            .server
+            .stats()
+            .propfind_infinity
+            .load(Ordering::SeqCst),
+        0
+    );
+    m.unmount();
+}
+
+#[test]
+fn plain_webdav_changes_appear_by_listing_what_is_listed() {
+    let apache = Apache::start();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(FOLLOW));
+    follow_changes(&apache.data(), &m, "dir");
+    m.unmount();
+}
+
+#[test]
+fn a_pinned_folder_is_downloaded_kept_current_and_survives_a_remount() {
+    let mut cloud = Cloud::start();
+    let dir = cloud.files().join("cours");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let mut total = 0u64;
+    for i in 0..200 {
+        let data = pattern(2000 + i * 37, i as u64);
+        total += data.len() as u64;
+        std::fs::write(dir.join(format!("f{i:03}.txt")), data).expect("seed");
+    }
+    std::fs::create_dir(dir.join("sub")).expect("mkdir");
+    std::fs::write(dir.join("sub/big.bin"), pattern(3 << 20, 9)).expect("seed");
+    std::fs::write(cloud.files().join("not pinned.bin"), pattern(1 << 20, 1)).expect("seed");
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || {
+        MountSpec::new(&url)
+            .cache(cache.path())
+            .args(&["--poll-interval", "1"])
+    };
+    let m = Mount::new(spec());
+    assert_eq!(state(&m.path("cours")), "online-only", "never listed");
+    assert_eq!(names(&m.path("cours")).len(), 201);
+    assert_eq!(state(&m.path("cours")), "cached", "listed");
+    assert_eq!(state(&m.path("cours/f000.txt")), "online-only");
+    let out = nuage_ok(&["pin", &m.path("cours").to_string_lossy()]);
+    assert!(out.contains("pinned"), "{out}");
+    assert_eq!(
+        getxattr(&m.path("cours"), "user.nuage.pinned").as_deref(),
+        Some("1")
+    );
+    let done = |m: &Mount, files: u64| {
+        let st = m.status();
+        let p = &st["pins"][0];
+        p["files"] == files && p["files_cached"] == files
+    };
+    let took = time_until(Duration::from_secs(60), "pinned folder downloaded", || {
+        done(&m, 201)
+    });
+    eprintln!("200 small files + 3 MiB pinned in {took:?}");
+    let st = m.status();
+    assert_eq!(st["pins"][0]["bytes"], total + (3 << 20));
+    assert_eq!(state(&m.path("cours/f123.txt")), "pinned");
+    assert_eq!(state(&m.path("not pinned.bin")), "online-only");
+    // A file that appears in the pinned folder is downloaded too.
+    std::fs::write(dir.join("nouveau.txt"), "arrivé après").expect("new");
+    time_until(Duration::from_secs(15), "new file downloaded", || {
+        done(&m, 202)
+    });
+    m.unmount();
+
+    // Remount: the pin is still there; then the server goes away and everything pinned reads.
+    let m = Mount::new(spec());
+    assert_eq!(
+        getxattr(&m.path("cours"), "user.nuage.pinned").as_deref(),
+        Some("1")
+    );
+    time_until(Duration::from_secs(30), "pin walked again", || {
+        done(&m, 202)
+    });
+    cloud.stop();
+    for i in (0..200).step_by(7) {
+        assert_eq!(
+            read(&m.path(&format!("cours/f{i:03}.txt"))).expect("offline read"),
+            pattern(2000 + i * 37, i as u64)
+        );
+    }
+    assert_eq!(
+        read(&m.path("cours/sub/big.bin")).expect("offline read"),
+        pattern(3 << 20, 9)
+    );
+    assert_eq!(
+        read(&m.path("cours/nouveau.txt")).expect("read"),
+        "arrivé après".as_bytes()
+    );
+    // Unpin: the state says so.
+    nuage_ok(&["unpin", &m.path("cours").to_string_lossy()]);
+    assert_eq!(
+        getxattr(&m.path("cours"), "user.nuage.pinned").as_deref(),
+        Some("0")
+    );
+    assert_eq!(state(&m.path("cours/f000.txt")), "cached");
+    m.unmount();
+}
+
+#[test]
+fn offline_reads_fail_fast_writes_wait_and_the_mount_comes_back_by_itself() {
+    let mut cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
+    std::fs::write(cloud.files().join("docs/cached.odt"), pattern(300_000, 1)).expect("seed");
+    std::fs::write(cloud.files().join("docs/remote.odt"), pattern(300_000, 2)).expect("seed");
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || {
+        MountSpec::new(&url).cache(cache.path()).args(&[
+            "--upload-delay",
+            "0.2",
+            "--poll-interval",
+            "30",
+            "--attr-ttl",
+            "1",
+            "--dir-ttl",
+            "1",
+        ])
+    };
+    let m = Mount::new(spec());
+    assert_eq!(
+        read(&m.path("docs/cached.odt")).expect("read"),
+        pattern(300_000, 1)
+    );
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
+    let t = Instant::now();
+    assert_eq!(names(&m.path("docs")), ["cached.odt", "remote.odt"]);
+    assert_eq!(
+        read(&m.path("docs/cached.odt")).expect("offline read"),
+        pattern(300_000, 1)
+    );
+    let e = std::fs::read(m.path("docs/remote.odt")).expect_err("never downloaded");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ENETUNREACH) | Some(libc::EIO)),
+        "{e}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Now known offline: everything answers at once.
+    let t = Instant::now();
+    for _ in 0..20 {
+        let _ = std::fs::metadata(m.path("docs/cached.odt")).expect("stat");
+        let _ = std::fs::read(m.path("docs/remote.odt")).expect_err("uncached");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "offline answers took {:?}",
+        t.elapsed()
+    );
+    std::fs::write(m.path("docs/written offline.txt"), "pendant la panne").expect("write");
+    let st = m.status();
+    assert_eq!(st["online"], false, "{st}");
+    assert!(st["offline_since"].as_u64().is_some(), "{st}");
+    let out = nuage_ok(&["status", &m.mp.to_string_lossy()]);
+    assert!(out.contains("OFFLINE since"), "{out}");
+    assert!(st["pending_uploads"].as_u64() >= Some(1));
+    // The server comes back: the mount notices by itself and uploads.
+    cloud.restart(port);
+    let took = time_until(Duration::from_secs(20), "upload after the outage", || {
+        std::fs::read(cloud.files().join("docs/written offline.txt")).ok()
+            == Some(b"pendant la panne".to_vec())
+    });
+    eprintln!("back online and uploaded after {took:?}");
+    assert_eq!(m.status()["online"], true);
+    m.unmount();
+
+    // A mount started while the server is out of reach serves what its cache holds.
+    cloud.stop();
+    let m = Mount::new(spec());
+    assert_eq!(
+        names(&m.path("docs")),
+        ["cached.odt", "remote.odt", "written offline.txt"]
+    );
+    assert_eq!(
+        read(&m.path("docs/cached.odt")).expect("offline read"),
+        pattern(300_000, 1)
+    );
+    assert_eq!(
+        read(&m.path("docs/written offline.txt")).expect("offline read of an uploaded file"),
+        b"pendant la panne"
+    );
+    std::fs::write(m.path("docs/second.txt"), "again").expect("write offline");
+    cloud.restart(port);
+    time_until(Duration::from_secs(20), "goes online by itself", || {
+        cloud.files().join("docs/second.txt").exists()
+    });
+    assert_eq!(
+        read(&m.path("docs/remote.odt")).expect("online again"),
+        pattern(300_000, 2)
+    );
+    m.unmount();
+}
+
+#[test]
+fn the_cache_bound_holds_and_pins_and_pending_changes_are_never_evicted() {
+    let cloud = Cloud::start();
+    for i in 0..6 {
+        std::fs::write(
+            cloud.files().join(format!("v{i}.bin")),
+            pattern(4 << 20, i as u64),
+        )
+        .expect("seed");
+    }
+    let limit: u64 = 8 << 20;
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--cache-size",
+        "8M",
+        "--upload-delay",
+        "60",
+    ]));
+    // A pinned file is outside the limit and stays.
+    nuage_ok(&["pin", &m.path("v0.bin").to_string_lossy()]);
+    assert!(wait_until(Duration::from_secs(20), || {
+        m.status()["pins"][0]["files_cached"] == 1
+    }));
+    // A change waiting for upload stays too.
+    std::fs::write(m.path("draft.txt"), pattern(1 << 20, 7)).expect("write");
+    // A workload three times the limit.
+    for round in 0..2 {
+        for i in 1..6 {
+            assert_eq!(
+                read(&m.path(&format!("v{i}.bin"))).expect("read"),
+                pattern(4 << 20, i as u64),
+                "round {round}"
+            );
+            let st = m.status();
+            let bytes = st["cache"]["bytes"].as_u64().expect("bytes");
+            let pinned = st["cache"]["pinned_bytes"].as_u64().expect("pinned");
+            assert_eq!(pinned, 4 << 20);
+            assert!(
+                bytes - pinned <= limit,
+                "unpinned cache {} over the limit {limit}",
+                bytes - pinned
+            );
+        }
+    }
+    assert_eq!(state(&m.path("v0.bin")), "pinned");
+    assert_eq!(state(&m.path("draft.txt")), "pending-upload");
+    // `nuage cache clean` frees everything that may be freed.
+    let out = nuage_ok(&["cache", "clean", &m.mp.to_string_lossy()]);
+    assert!(out.contains("freed"), "{out}");
+    let st = m.status();
+    assert_eq!(st["cache"]["bytes"], st["cache"]["pinned_bytes"], "{st}");
+    let get_before = cloud.get_bytes();
+    assert_eq!(
+        read(&m.path("v0.bin")).expect("pinned"),
+        pattern(4 << 20, 0)
+    );
+    assert_eq!(
+        cloud.get_bytes(),
+        get_before,
+        "the pinned file was downloaded again"
+    );
+    assert_eq!(
+        read(&m.path("draft.txt")).expect("pending"),
+        pattern(1 << 20, 7)
+    );
+    m.unmount();
+}
+
+#[test]
+fn the_status_attribute_follows_each_file_through_its_states() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("report.odt"), pattern(32 << 20, 4)).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--upload-delay",
+        "0.5",
+        "--attr-ttl",
+        "0",
+    ]));
+    let f = m.path("report.odt");
+    assert_eq!(state(&f), "online-only");
+    let mut buf = [0u8; 4096];
+    {
+        use std::os::unix::fs::FileExt;
+        std::fs::File::open(&f)
+            .expect("open")
+            .read_at(&mut buf, 16 << 20)
+            .expect("read");
+    }
+    assert_eq!(state(&f), "partial");
+    assert_eq!(read(&f).expect("read"), pattern(32 << 20, 4));
+    assert_eq!(state(&f), "cached");
+    std::fs::write(&f, "rewritten").expect("write");
+    assert_eq!(state(&f), "pending-upload");
+    m.wait_drained();
+    assert_eq!(state(&f), "cached", "the uploaded copy stays in the cache");
+    nuage_ok(&["pin", &f.to_string_lossy()]);
+    assert_eq!(state(&f), "pinned");
+    nuage_ok(&["unpin", &f.to_string_lossy()]);
+    // A conflict: the server copy changes while ours waits.
+    std::fs::write(&f, "ours").expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(
+        cloud.files().join("report.odt"),
+        "theirs, changed meanwhile",
+    )
+    .expect("theirs");
+    m.wait_drained();
+    let conflict = names(&m.mp)
+        .into_iter()
+        .find(|n| n.contains("conflicted copy"))
+        .expect("conflict copy listed");
+    assert_eq!(state(&m.path(&conflict)), "conflict");
+    // Folders and unknown attributes.
+    assert_eq!(getxattr(&m.mp, "user.other"), None);
+    let out = Command::new("getfattr")
+        .args(["-d", "-m", "user.nuage"])
+        .arg(&f)
+        .output()
+        .expect("getfattr");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("user.nuage.status") && text.contains("user.nuage.pinned"),
+        "{text}"
+    );
+    m.unmount();
+}

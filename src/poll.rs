@@ -5,10 +5,32 @@
 //! stale. While the server is out of reach it probes every `offline_probe` instead, so the
 //! mount goes back online by itself within seconds of the server answering again. After
 //! changes it wakes the pin hydrator so pinned folders stay complete.
+//!
+//! When the server offers notify_push (nextcloud-protocol.md §9.2), a WebSocket connection
+//! tells about changes as they happen: each `notify_file` triggers a check at once, and the
+//! periodic check slows down to a safety net (every 5 minutes at least). After a (re)connect
+//! everything counts as possibly changed. Three refusals of the credentials end the push
+//! connection (polling goes on); other failures reconnect with capped backoff.
 
 use crate::vfs::Vfs;
+use crate::webdav::Secret;
+use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Where and as whom to listen for notify_push messages.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The WebSocket URL from the capabilities (`wss://host/push/ws`).
+    pub url: String,
+    /// Login name.
+    pub login: String,
+    /// App password.
+    pub password: Secret,
+}
 
 /// Poller settings.
 #[derive(Debug, Clone)]
@@ -28,18 +50,27 @@ impl Default for PollConfig {
     }
 }
 
-/// Starts the poller on the current runtime; it ends with the runtime.
-pub fn start(vfs: Arc<Vfs>, cfg: PollConfig) {
+/// Starts the poller (and the notify_push listener when `push` is given) on the current
+/// runtime; they end with the runtime.
+pub fn start(vfs: Arc<Vfs>, cfg: PollConfig, push: Option<PushConfig>) {
+    let trigger = Arc::new(Notify::new());
+    let connected = Arc::new(AtomicBool::new(false));
+    if let Some(p) = push {
+        tokio::spawn(push_loop(p, trigger.clone(), connected.clone()));
+    }
     tokio::spawn(async move {
         let reach = vfs.reach();
         loop {
-            let wait = if reach.is_online() {
-                cfg.interval
-            } else {
+            let wait = if !reach.is_online() {
                 cfg.offline_probe
+            } else if connected.load(Ordering::SeqCst) {
+                cfg.interval.max(Duration::from_secs(300))
+            } else {
+                cfg.interval
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = trigger.notified() => {}
                 // Went offline meanwhile: start probing at the short interval.
                 _ = reach.changed(), if reach.is_online() => continue,
             }
@@ -54,4 +85,84 @@ pub fn start(vfs: Arc<Vfs>, cfg: PollConfig) {
             }
         }
     });
+}
+
+enum PushEnd {
+    Refused(String),
+    Failed(String),
+}
+
+async fn push_loop(cfg: PushConfig, trigger: Arc<Notify>, connected: Arc<AtomicBool>) {
+    let mut backoff = Duration::from_secs(2);
+    let mut refusals = 0;
+    loop {
+        let res = push_once(&cfg, &trigger, &connected).await;
+        let was_connected = connected.swap(false, Ordering::SeqCst);
+        match res {
+            PushEnd::Refused(why) => {
+                refusals += 1;
+                tracing::warn!(%why, "notify_push refused the login");
+                if refusals >= 3 {
+                    tracing::warn!("notify_push gave up after three refusals; polling only");
+                    return;
+                }
+            }
+            PushEnd::Failed(why) => {
+                tracing::debug!(%why, "notify_push connection ended");
+                if was_connected {
+                    backoff = Duration::from_secs(2);
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+async fn push_once(cfg: &PushConfig, trigger: &Notify, connected: &AtomicBool) -> PushEnd {
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(cfg.url.as_str()),
+    )
+    .await;
+    let mut ws = match conn {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => return PushEnd::Failed(e.to_string()),
+        Err(_) => return PushEnd::Failed("connection timed out".into()),
+    };
+    for m in [cfg.login.as_str(), cfg.password.expose()] {
+        if let Err(e) = ws.send(Message::text(m)).await {
+            return PushEnd::Failed(e.to_string());
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(15), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "authenticated" => {}
+        Ok(Some(Ok(Message::Text(t)))) if t.as_str().starts_with("err:") => {
+            return PushEnd::Refused(t.as_str().to_string())
+        }
+        other => return PushEnd::Failed(format!("no authentication answer ({other:?})")),
+    }
+    connected.store(true, Ordering::SeqCst);
+    tracing::info!("notify_push connected: server changes arrive as they happen");
+    // Anything may have changed while not connected.
+    trigger.notify_one();
+    loop {
+        tokio::select! {
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if t.as_str().starts_with("notify_file") {
+                        trigger.notify_one();
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None => return PushEnd::Failed("closed by the server".into()),
+                Some(Err(e)) => return PushEnd::Failed(e.to_string()),
+                Some(Ok(_)) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                if let Err(e) = ws.send(Message::Ping(Default::default())).await {
+                    return PushEnd::Failed(e.to_string());
+                }
+            }
+        }
+    }
 }

@@ -452,3 +452,34 @@ fn the_status_attribute_follows_each_file_through_its_states() {
     );
     m.unmount();
 }
+
+#[test]
+fn notify_push_brings_server_changes_at_once() {
+    let cloud = Cloud::start_push();
+    std::fs::write(cloud.files().join("a.txt"), "one").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--poll-interval",
+        "600",
+        "--attr-ttl",
+        "600",
+        "--dir-ttl",
+        "600",
+    ]));
+    assert_eq!(read(&m.path("a.txt")).expect("read"), b"one");
+    let stats = cloud.server.stats().clone();
+    time_until(Duration::from_secs(10), "push connection", || {
+        stats.push_clients.load(Ordering::SeqCst) == 1
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    // Changed behind the DAV API (another server node): the push daemon says so.
+    std::fs::write(cloud.files().join("a.txt"), "two, changed").expect("change");
+    std::fs::write(cloud.files().join("b.txt"), "new").expect("add");
+    cloud.server.push("notify_file");
+    let took = time_until(Duration::from_secs(5), "pushed change seen", || {
+        read(&m.path("a.txt")).as_deref() == Some(b"two, changed".as_ref())
+            && names(&m.mp) == ["a.txt", "b.txt"]
+    });
+    // With a 600 s poll interval, only the push can explain this.
+    eprintln!("pushed change visible after {took:?}");
+    m.unmount();
+}

@@ -45,6 +45,7 @@ fn demo_inner(platform: &dyn Platform, a: DemoArgs) -> anyhow::Result<ExitCode> 
                 passwords: vec![DEMO_PASSWORD.into()],
                 quota: Some(5 << 30),
                 names: Default::default(),
+                notify_push: false,
             },
             0,
         ))

@@ -477,12 +477,27 @@ pub(super) fn run_mount(
     }
 
     let _in_runtime = rt.enter();
+    let push = match (&caps.notify_push, &plan.user, &plan.password) {
+        (Some(url), Some(login), Some(pw)) if plan.dav.ca_cert.is_none() && !plan.dav.insecure => {
+            Some(crate::poll::PushConfig {
+                url: url.clone(),
+                login: login.clone(),
+                password: pw.clone(),
+            })
+        }
+        (Some(_), _, _) => {
+            tracing::info!("notify_push offered, but not used with --ca-cert/--insecure: polling");
+            None
+        }
+        _ => None,
+    };
     crate::poll::start(
         vfs.clone(),
         crate::poll::PollConfig {
             interval: Duration::from_secs_f64(plan.common.poll_interval.max(0.2)),
             offline_probe: Duration::from_secs(2),
         },
+        push,
     );
     vfs.start_hydrator(Duration::from_secs(300));
 

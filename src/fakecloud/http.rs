@@ -36,6 +36,8 @@ pub struct FakeCloudConfig {
     pub quota: Option<u64>,
     /// Names the server refuses (advertised in the capabilities, enforced on writes).
     pub names: NamingRules,
+    /// Offer notify_push (a WebSocket at `/push/ws`, §9.2).
+    pub notify_push: bool,
 }
 
 /// The server's file name rules (nextcloud-protocol.md §10), as in the `files.forbidden_*`
@@ -138,6 +140,8 @@ pub struct Stats {
     pub chunk_assemblies: AtomicU64,
     /// Plain PUT requests of whole files.
     pub file_puts: AtomicU64,
+    /// notify_push clients connected and authenticated now.
+    pub push_clients: AtomicU64,
 }
 
 impl Stats {
@@ -167,11 +171,12 @@ pub struct Knobs {
     pub flow_lifetime_ms: AtomicU64,
 }
 
-struct Shared {
+pub(super) struct Shared {
+    pub(super) push: tokio::sync::broadcast::Sender<String>,
     accounts: Mutex<Accounts>,
     cfg: FakeCloudConfig,
-    stats: Arc<Stats>,
-    knobs: Arc<Knobs>,
+    pub(super) stats: Arc<Stats>,
+    pub(super) knobs: Arc<Knobs>,
     addr: SocketAddr,
 }
 
@@ -195,6 +200,7 @@ impl FakeCloud {
         let knobs = Knobs::default();
         knobs.bruteforce_max.store(10, Ordering::Relaxed);
         let shared = Arc::new(Shared {
+            push: tokio::sync::broadcast::channel(64).0,
             accounts: Mutex::new(Accounts::new(&cfg.login, &cfg.user_id, &cfg.passwords)),
             cfg,
             stats: Arc::new(Stats::default()),
@@ -217,6 +223,7 @@ impl FakeCloud {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .with_upgrades()
                         .await;
                 });
                 while conns.try_join_next().is_some() {}
@@ -269,6 +276,12 @@ impl FakeCloud {
         self.shared.accounts().app_passwords()
     }
 
+    /// Sends a notify_push message (`notify_file`...) to every connected client, as the push
+    /// daemon does when files change behind this server's DAV API.
+    pub fn push(&self, msg: &str) {
+        let _ = self.shared.push.send(msg.to_string());
+    }
+
     /// Forgets failed logins (`occ security:bruteforce:reset`).
     pub fn reset_throttle(&self) {
         self.shared.accounts().reset_throttle();
@@ -276,7 +289,7 @@ impl FakeCloud {
 }
 
 impl Shared {
-    fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
+    pub(super) fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -573,6 +586,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if path.starts_with("/ocs/") {
         return ocs(&shared, &req, &path);
     }
+    if path == "/push/ws" && shared.cfg.notify_push {
+        return super::push::upgrade(shared.clone(), req);
+    }
     if path.starts_with("/login/") || path.starts_with("/index.php/login/") {
         let p = path.clone();
         return match login_flow(&shared, req, &p).await {
@@ -649,7 +665,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         shared: shared.clone(),
         prefix,
     };
-    match method.as_str() {
+    let writes = matches!(
+        method.as_str(),
+        "PUT" | "MKCOL" | "DELETE" | "MOVE" | "COPY"
+    );
+    let r = match method.as_str() {
         "PROPFIND" => dav.propfind(&req, &rel),
         "GET" => dav.get(&req, &rel, true).await,
         "HEAD" => dav.get(&req, &rel, false).await,
@@ -672,7 +692,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             "NotImplemented",
             "method not supported by the fake server",
         ),
+    };
+    if writes && r.status().is_success() {
+        let _ = shared.push.send("notify_file".to_string());
     }
+    r
+}
+
+/// A plain response (for the push module).
+pub(super) fn plain(status: StatusCode, body: &'static str) -> Resp {
+    resp(status, body)
 }
 
 /// Decodes `/a%20b/c` into `["a b", "c"]`, refusing `.`/`..` segments.
@@ -718,6 +747,13 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
         .trim_start_matches("/ocs/v2.php")
         .trim_start_matches("/ocs/v1.php");
     let names = &shared.cfg.names;
+    let push_caps = if shared.cfg.notify_push {
+        serde_json::json!({"type":["files","activities","notifications"],
+            "endpoints":{"websocket":format!("ws://{}/push/ws", shared.addr),
+                "pre_auth":format!("http://{}/index.php/apps/notify_push/pre_auth", shared.addr)}})
+    } else {
+        serde_json::Value::Null
+    };
     match endpoint {
         "/core/getapppassword" if req.method() == hyper::Method::GET => match a {
             Auth::Account => {
@@ -757,10 +793,11 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
         }
         "/cloud/capabilities" => json(
             StatusCode::OK,
-            serde_json::json!({"ocs":{"meta":meta,"data":{
+            without_nulls(serde_json::json!({"ocs":{"meta":meta,"data":{
                 "version":{"major":30,"minor":0,"micro":4,"string":"30.0.4","edition":""},
                 "capabilities":{
                     "core":{"pollinterval":60,"webdav-root":"remote.php/webdav"},
+                    "notify_push": push_caps,
                     "bruteforce":{"delay":0},
                     "dav":{"chunking":"1.0"},
                     "files":{"bigfilechunking":true,
@@ -768,7 +805,7 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                         "forbidden_filenames":names.names,
                         "forbidden_filename_basenames":names.basenames,
                         "forbidden_filename_characters":names.characters,
-                        "forbidden_filename_extensions":names.extensions}}}}}),
+                        "forbidden_filename_extensions":names.extensions}}}}})),
         ),
         _ => json(
             StatusCode::NOT_FOUND,
@@ -776,6 +813,17 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                 "message":"Invalid query"},"data":[]}}),
         ),
     }
+}
+
+/// The capabilities without the keys of apps that are not installed (null values).
+fn without_nulls(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(caps) = v
+        .pointer_mut("/ocs/data/capabilities")
+        .and_then(|c| c.as_object_mut())
+    {
+        caps.retain(|_, x| !x.is_null());
+    }
+    v
 }
 
 fn tree_size(p: &Path) -> u64 {

@@ -16,5 +16,6 @@
 
 mod auth;
 mod http;
+mod push;
 
 pub use http::{FakeCloud, FakeCloudConfig, Knobs, NamingRules, Stats};

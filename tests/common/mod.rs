@@ -85,6 +85,7 @@ pub struct Cloud {
     rt: tokio::runtime::Runtime,
     quota: Option<u64>,
     names: NamingRules,
+    push: bool,
 }
 
 impl Cloud {
@@ -93,15 +94,20 @@ impl Cloud {
     }
 
     pub fn start_with(quota: Option<u64>) -> Cloud {
-        Self::start_full(quota, NamingRules::default())
+        Self::start_full(quota, NamingRules::default(), false)
     }
 
     /// A server with its own file name rules.
     pub fn start_names(names: NamingRules) -> Cloud {
-        Self::start_full(None, names)
+        Self::start_full(None, names, false)
     }
 
-    fn start_full(quota: Option<u64>, names: NamingRules) -> Cloud {
+    /// A server that offers notify_push.
+    pub fn start_push() -> Cloud {
+        Self::start_full(None, NamingRules::default(), true)
+    }
+
+    fn start_full(quota: Option<u64>, names: NamingRules, push: bool) -> Cloud {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -118,6 +124,7 @@ impl Cloud {
                     passwords: vec![PASSWORD.into()],
                     quota,
                     names: names.clone(),
+                    notify_push: push,
                 },
                 0,
             ))
@@ -128,6 +135,7 @@ impl Cloud {
             rt,
             quota,
             names,
+            push,
         }
     }
 
@@ -139,6 +147,7 @@ impl Cloud {
             passwords: vec![PASSWORD.into()],
             quota: self.quota,
             names: self.names.clone(),
+            notify_push: self.push,
         }
     }
 

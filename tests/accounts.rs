@@ -474,7 +474,11 @@ fn logout_revokes_on_the_server_and_works_offline() {
 fn names_the_server_forbids_are_refused_locally() {
     let cloud = Cloud::start_names(NamingRules::windows_compatible());
     let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0.2"]));
-    let puts_before = cloud.server.stats().file_puts.load(Ordering::SeqCst);
+    let sent = || {
+        let st = cloud.server.stats();
+        st.file_puts.load(Ordering::SeqCst) + st.bulk_files.load(Ordering::SeqCst)
+    };
+    let puts_before = sent();
     for bad in ["a:b.txt", "CON.txt", ".htaccess", "trailing ", "why?"] {
         let e = std::fs::write(m.path(bad), "x").expect_err(bad);
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{bad}: {e}");
@@ -494,7 +498,7 @@ fn names_the_server_forbids_are_refused_locally() {
     );
     assert!(cloud.files().join("ok.txt").exists());
     assert!(!cloud.files().join("film.mkv.part").exists());
-    let puts = cloud.server.stats().file_puts.load(Ordering::SeqCst) - puts_before;
+    let puts = sent() - puts_before;
     assert_eq!(puts, 2, "only the two allowed files were sent");
     m.unmount();
 }

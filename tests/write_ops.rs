@@ -30,8 +30,10 @@ fn wait_server(root: &Path, rel: &str, want: &[u8]) {
     );
 }
 
+/// Files sent to the server: single PUTs plus files of bulk uploads.
 fn puts(cloud: &Cloud) -> u64 {
-    cloud.server.stats().file_puts.load(Ordering::SeqCst)
+    let st = cloud.server.stats();
+    st.file_puts.load(Ordering::SeqCst) + st.bulk_files.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -207,7 +209,7 @@ fn orderings_end_right_without_needless_transfers() {
     assert_eq!(
         puts(&cloud) - before,
         7,
-        "one PUT per surviving file, nothing else"
+        "one upload per surviving file, nothing else"
     );
     assert_same_tree(&srv, &m.mp);
     m.unmount();
@@ -453,5 +455,56 @@ fn editor_lock_and_swap_files_stay_local() {
         assert!(m.path(n).exists(), "{n} visible locally");
         assert!(!srv.join(n).exists(), "{n} must not be uploaded");
     }
+    m.unmount();
+}
+
+#[test]
+fn many_small_new_files_go_up_in_bulk_requests() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0.5"]));
+    std::fs::create_dir(m.path("notes")).expect("mkdir");
+    for i in 0..60 {
+        std::fs::write(
+            m.path(&format!("notes/n{i:02}.txt")),
+            pattern(100 + i * 50, i as u64),
+        )
+        .expect("write");
+    }
+    let stats = cloud.server.stats().clone();
+    let puts_before = stats.file_puts.load(Ordering::SeqCst);
+    m.wait_drained();
+    for i in 0..60 {
+        assert!(
+            server_file_is(
+                &cloud.files(),
+                &format!("notes/n{i:02}.txt"),
+                &pattern(100 + i * 50, i as u64)
+            ),
+            "n{i:02}.txt differs on the server"
+        );
+    }
+    let bulk = stats.bulk_requests.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&bulk), "{bulk} bulk requests for 60 files");
+    assert_eq!(stats.bulk_files.load(Ordering::SeqCst), 60);
+    assert_eq!(
+        stats.file_puts.load(Ordering::SeqCst),
+        puts_before,
+        "no single PUTs"
+    );
+    // The modification time travelled with each file.
+    let local = std::fs::metadata(m.path("notes/n07.txt"))
+        .expect("local")
+        .modified()
+        .expect("mtime");
+    let server = std::fs::metadata(cloud.files().join("notes/n07.txt"))
+        .expect("server")
+        .modified()
+        .expect("mtime");
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    assert_eq!(secs(local), secs(server));
     m.unmount();
 }

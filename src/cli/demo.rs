@@ -46,6 +46,7 @@ fn demo_inner(platform: &dyn Platform, a: DemoArgs) -> anyhow::Result<ExitCode> 
                 quota: Some(5 << 30),
                 names: Default::default(),
                 notify_push: false,
+                bulk_upload: true,
             },
             0,
         ))

@@ -406,6 +406,19 @@ pub(super) fn run_mount(
             _ => caps.chunking = false,
         }
     }
+    if caps.bulkupload {
+        if let (Some(base), Some(prefix)) = (
+            &endpoint.nextcloud_base,
+            webdav::nextcloud::root_in_user_root(&endpoint.dav_root),
+        ) {
+            if let Ok(url) = reqwest::Url::parse(&format!(
+                "{}/remote.php/dav/bulk",
+                base.as_str().trim_end_matches('/')
+            )) {
+                dav = dav.with_bulk(url, &prefix);
+            }
+        }
+    }
     let chunking = caps.chunking;
     let gate = dav.auth().clone();
 

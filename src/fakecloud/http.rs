@@ -38,6 +38,8 @@ pub struct FakeCloudConfig {
     pub names: NamingRules,
     /// Offer notify_push (a WebSocket at `/push/ws`, §9.2).
     pub notify_push: bool,
+    /// Offer bulk upload (`dav.bulkupload`, §5.6).
+    pub bulk_upload: bool,
 }
 
 /// The server's file name rules (nextcloud-protocol.md §10), as in the `files.forbidden_*`
@@ -142,6 +144,10 @@ pub struct Stats {
     pub file_puts: AtomicU64,
     /// notify_push clients connected and authenticated now.
     pub push_clients: AtomicU64,
+    /// Bulk upload requests.
+    pub bulk_requests: AtomicU64,
+    /// Files stored by bulk uploads.
+    pub bulk_files: AtomicU64,
 }
 
 impl Stats {
@@ -610,6 +616,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             return unauthorized(&a);
         }
     }
+    if path == "/remote.php/dav/bulk" {
+        return if shared.cfg.bulk_upload && method == hyper::Method::POST {
+            bulk_upload(&shared, req).await
+        } else {
+            sabre_error(StatusCode::NOT_FOUND, "NotFound", "no bulk upload here")
+        };
+    }
     let uploads_prefix = format!(
         "/remote.php/dav/uploads/{}",
         crate::webdav::path::encode_segment(&shared.cfg.user_id)
@@ -697,6 +710,82 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         let _ = shared.push.send("notify_file".to_string());
     }
     r
+}
+
+async fn bulk_upload(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
+    use http_body_util::BodyExt;
+    shared.stats.bulk_requests.fetch_add(1, Ordering::Relaxed);
+    let boundary = header(req.headers(), "content-type")
+        .filter(|ct| ct.starts_with("multipart/related"))
+        .and_then(|ct| {
+            ct.split(';')
+                .filter_map(|p| p.trim().strip_prefix("boundary="))
+                .next()
+                .map(|b| b.trim_matches('"').to_string())
+        });
+    let Some(boundary) = boundary else {
+        return sabre_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "multipart/related expected",
+        );
+    };
+    let body = match http_body_util::Limited::new(req.into_body(), 512 << 20)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "body"),
+    };
+    let Some(parts) = super::bulk::parse(&body, &boundary) else {
+        return sabre_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "malformed multipart body",
+        );
+    };
+    let mut out = serde_json::Map::new();
+    let mut stored = false;
+    for p in parts {
+        let Some(path) = p.headers.get("x-file-path").cloned() else {
+            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "X-File-Path missing");
+        };
+        let rel: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let result = if rel.is_empty() || rel.iter().any(|s| s == "." || s == "..") {
+            Err("invalid path".to_string())
+        } else if let Some(why) = rel.last().and_then(|n| shared.cfg.names.problem(n)) {
+            Err(why)
+        } else if let Some(why) = super::bulk::checksum_problem(&p) {
+            Err(why)
+        } else {
+            super::bulk::store(&shared.cfg.root, &rel, &p)
+        };
+        let entry = match result {
+            Ok(()) => {
+                stored = true;
+                shared.stats.bulk_files.fetch_add(1, Ordering::Relaxed);
+                let mut local = shared.cfg.root.clone();
+                for s in &rel {
+                    local.push(s);
+                }
+                let md = std::fs::metadata(&local).ok();
+                serde_json::json!({"error": false,
+                    "etag": md.as_ref().map(file_etag).unwrap_or_default(),
+                    "fileid": md.as_ref().map(|m| m.ino().to_string()).unwrap_or_default(),
+                    "permissions": "RGDNVW"})
+            }
+            Err(message) => serde_json::json!({"error": true, "message": message}),
+        };
+        out.insert(path, entry);
+    }
+    if stored {
+        let _ = shared.push.send("notify_file".to_string());
+    }
+    json(StatusCode::OK, serde_json::Value::Object(out))
 }
 
 /// A plain response (for the push module).
@@ -799,7 +888,11 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                     "core":{"pollinterval":60,"webdav-root":"remote.php/webdav"},
                     "notify_push": push_caps,
                     "bruteforce":{"delay":0},
-                    "dav":{"chunking":"1.0"},
+                    "dav": if shared.cfg.bulk_upload {
+                        serde_json::json!({"chunking":"1.0","bulkupload":"1.0"})
+                    } else {
+                        serde_json::json!({"chunking":"1.0"})
+                    },
                     "files":{"bigfilechunking":true,
                         "blacklisted_files":names.names,
                         "forbidden_filenames":names.names,

@@ -15,6 +15,7 @@
 //! survive renames.
 
 mod auth;
+mod bulk;
 mod http;
 mod push;
 

@@ -12,7 +12,7 @@ mod write;
 pub mod xml;
 
 pub use path::RemotePath;
-pub use write::{PutOptions, PutResult};
+pub use write::{BulkItem, PutOptions, PutResult};
 
 use crate::error::{Error, ErrorKind};
 use reqwest::{header, Method, StatusCode, Url};
@@ -418,6 +418,8 @@ pub struct DavClient {
     reach: std::sync::Arc<Reach>,
     request_timeout: Duration,
     uploads: Option<Url>,
+    /// Bulk upload endpoint and the mount root's path below the user's root.
+    bulk: Option<(Url, String)>,
 }
 
 impl DavClient {
@@ -441,7 +443,20 @@ impl DavClient {
             reach: Default::default(),
             request_timeout: cfg.request_timeout,
             uploads: None,
+            bulk: None,
         }
+    }
+
+    /// Enables bulk upload (nextcloud-protocol.md §5.6) at `url` (`BASE/remote.php/dav/bulk`);
+    /// `root_in_user_root` is the mount root's path below the user's root (`""` for the root).
+    pub fn with_bulk(mut self, url: Url, root_in_user_root: &str) -> Self {
+        self.bulk = Some((url, root_in_user_root.trim_matches('/').to_string()));
+        self
+    }
+
+    /// True when bulk upload is enabled.
+    pub fn has_bulk(&self) -> bool {
+        self.bulk.is_some()
     }
 
     /// Enables Nextcloud chunked upload through the upload area at `uploads` (a trailing `/`
@@ -507,11 +522,26 @@ impl DavClient {
         &self,
         rb: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DavError> {
-        let resp = match rb.send().await {
+        let req = rb
+            .build()
+            .map_err(|e| DavError::Config(format!("cannot build the request: {e}")))?;
+        // A pooled connection the server closed meanwhile fails at once; a request that
+        // cannot have changed anything may simply be sent again.
+        let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "PROPFIND");
+        let spare = if idempotent { req.try_clone() } else { None };
+        let mut res = self.http.execute(req).await;
+        if let (Err(e), Some(again)) = (&res, spare) {
+            // Not after a timeout: a silent server would double the wait.
+            if !e.is_timeout() {
+                res = self.http.execute(again).await;
+            }
+        }
+        let resp = match res {
             Ok(r) => r,
             Err(e) => {
                 let e = DavError::from_reqwest(&e, self.root.as_str());
-                if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) {
+                if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) && !self.answers().await
+                {
                     self.reach.went_offline(&e);
                 }
                 return Err(e);
@@ -521,6 +551,19 @@ impl DavClient {
             self.auth.refuse();
         }
         Ok(resp)
+    }
+
+    /// True when the server answers anything at all within two seconds.
+    async fn answers(&self) -> bool {
+        let Ok(method) = Method::from_bytes(b"PROPFIND") else {
+            return false;
+        };
+        self.request(method, self.root.clone())
+            .header("Depth", "0")
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok()
     }
 
     /// Asks the server for the root folder even while it is known to be out of reach, and

@@ -473,6 +473,16 @@ pub fn uploads_url(dav_root: &Url) -> Option<Url> {
     Some(u)
 }
 
+/// The path of a `…/remote.php/dav/files/<uid>/<sub>/` root below the user's root (`<sub>`,
+/// decoded; `""` for the user's root). `None` for other URLs.
+pub fn root_in_user_root(dav_root: &Url) -> Option<String> {
+    let path = dav_root.path();
+    let i = path.find("/remote.php/dav/files/")?;
+    let rest = &path[i + "/remote.php/dav/files/".len()..];
+    let after_uid = rest.split_once('/').map(|(_, r)| r).unwrap_or("");
+    Some(super::path::decode(after_uid).trim_matches('/').to_string())
+}
+
 /// Finds the DAV root for `url`.
 pub async fn discover(
     http: &reqwest::Client,
@@ -529,6 +539,15 @@ mod tests {
         );
         assert!(has_chunking(&serde_json::json!({"dav":{"chunking":"1.0"}})));
         assert!(!has_chunking(&serde_json::json!({"dav":{}})));
+    }
+
+    #[test]
+    fn bulk_paths_below_the_user_root() {
+        let u = Url::parse("https://h/remote.php/dav/files/al%20ice/").expect("url");
+        assert_eq!(root_in_user_root(&u).as_deref(), Some(""));
+        let u = Url::parse("https://h/nc/remote.php/dav/files/bob/Mes%20cours/2026/").expect("url");
+        assert_eq!(root_in_user_root(&u).as_deref(), Some("Mes cours/2026"));
+        assert!(root_in_user_root(&Url::parse("https://h/dav/").expect("url")).is_none());
     }
 
     #[test]

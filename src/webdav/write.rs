@@ -363,3 +363,97 @@ impl DavClient {
         }
     }
 }
+
+/// One file of a bulk upload.
+#[derive(Debug, Clone)]
+pub struct BulkItem {
+    /// Where it goes.
+    pub path: RemotePath,
+    /// Its whole content.
+    pub data: Vec<u8>,
+    /// Its modification time.
+    pub mtime: SystemTime,
+}
+
+impl DavClient {
+    /// Uploads several new files in one `POST .../dav/bulk` (§5.6). Answers, per path, the new
+    /// etag or the server's message for that file; `Err` when the request as a whole failed
+    /// (`NotFound` when the server has no bulk endpoint).
+    pub async fn bulk_upload(
+        &self,
+        items: &[BulkItem],
+    ) -> Result<Vec<Result<Option<String>, String>>, DavError> {
+        let (url, prefix) = self
+            .bulk
+            .clone()
+            .ok_or_else(|| DavError::Config("bulk upload is not enabled".into()))?;
+        let boundary = format!(
+            "nuage-bulk-{:x}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        let full = |p: &RemotePath| {
+            if prefix.is_empty() {
+                format!("/{}", p.as_str())
+            } else {
+                format!("/{}/{}", prefix, p.as_str())
+            }
+        };
+        let mut body = Vec::new();
+        for it in items {
+            let secs = it
+                .mtime
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nX-File-Path: {}\r\nContent-Length: {}\r\nOC-Checksum: SHA1:{}\r\nX-File-MD5: {:x}\r\nX-OC-Mtime: {secs}\r\nX-File-Mtime: {secs}\r\nContent-Type: application/octet-stream\r\n\r\n",
+                    full(&it.path),
+                    it.data.len(),
+                    sha1_smol::Sha1::from(&it.data).digest(),
+                    md5::compute(&it.data),
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(&it.data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let rb = self
+            .request(Method::POST, url)
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/related; boundary={boundary}"),
+            )
+            .timeout(self.request_timeout.max(Duration::from_secs(60)))
+            .body(body);
+        let resp = self.send(rb).await?;
+        let st = resp.status();
+        if !st.is_success() {
+            return Err(DavError::from_status(st, &Method::POST, "bulk upload"));
+        }
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| DavError::BadResponse(format!("bulk upload answer is not JSON: {e}")))?;
+        Ok(items
+            .iter()
+            .map(|it| match v.get(full(&it.path)) {
+                Some(e) if e.get("error").and_then(|x| x.as_bool()) == Some(false) => Ok(e
+                    .get("etag")
+                    .and_then(|x| x.as_str())
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)),
+                Some(e) => Err(e
+                    .get("message")
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("refused by the server")
+                    .to_string()),
+                None => Err("the bulk upload answer does not mention this file".to_string()),
+            })
+            .collect())
+    }
+}

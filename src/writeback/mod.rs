@@ -204,7 +204,14 @@ pub struct WriteBack {
     wake: Notify,
     listener: Mutex<Option<Listener>>,
     chunking: bool,
+    /// Cleared when the server turns out not to accept bulk uploads after all.
+    bulk: std::sync::atomic::AtomicBool,
 }
+
+/// New files up to this size may go up together in one bulk upload.
+const BULK_MAX_FILE: u64 = 1 << 20;
+/// At most this many files per bulk upload.
+const BULK_MAX_FILES: usize = 100;
 
 /// Editor lock and swap files stay local (like the Nextcloud client's exclude list).
 pub fn is_excluded(name: &str) -> bool {
@@ -277,6 +284,7 @@ impl WriteBack {
             wake: Notify::new(),
             listener: Mutex::new(None),
             chunking,
+            bulk: std::sync::atomic::AtomicBool::new(true),
         };
         let now = Instant::now();
         for r in rows {
@@ -860,6 +868,52 @@ impl WriteBack {
                     None => {}
                 }
             }
+            // Many small new files: one bulk request where the server offers it. Files that
+            // become due within half an upload delay join the request (a program writing many
+            // files closes them a few milliseconds apart).
+            let (mut bulk, due): (Vec<_>, Vec<_>) =
+                due.into_iter().partition(|d| self.bulk_eligible(d));
+            if !bulk.is_empty() {
+                let soon = now + self.cfg.upload_delay / 2;
+                for d in self.all() {
+                    let joins = {
+                        let st = lock(&d.st);
+                        !st.uploading
+                            && !st.local_only
+                            && st.open_writers == 0
+                            && matches!(st.next_attempt, Some(t) if t > now && t <= soon)
+                    };
+                    if joins && self.bulk_eligible(&d) {
+                        bulk.push(d);
+                    }
+                }
+            }
+            let (bulk, mut due) = if bulk.len() >= 2 {
+                (bulk, due)
+            } else {
+                let mut all = due;
+                all.extend(bulk);
+                (Vec::new(), all)
+            };
+            for group in bulk.chunks(BULK_MAX_FILES) {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    next = Some(Instant::now() + Duration::from_millis(100));
+                    due.clear();
+                    break;
+                };
+                for d in group {
+                    lock(&d.st).uploading = true;
+                }
+                let (me, group) = (self.clone(), group.to_vec());
+                tokio::spawn(async move {
+                    me.upload_bulk(&group).await;
+                    for d in &group {
+                        lock(&d.st).uploading = false;
+                    }
+                    drop(permit);
+                    me.wake.notify_one();
+                });
+            }
             for d in due {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     next = Some(Instant::now() + Duration::from_millis(100));
@@ -882,6 +936,103 @@ impl WriteBack {
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
+    }
+
+    fn bulk_eligible(&self, d: &Arc<DirtyFile>) -> bool {
+        if !self.dav.has_bulk() || !self.bulk.load(Ordering::Relaxed) {
+            return false;
+        }
+        let st = lock(&d.st);
+        // New files only, small, and with a plain-ASCII path (it travels in a header).
+        st.base.is_none()
+            && st.size <= BULK_MAX_FILE
+            && st.path.as_str().bytes().all(|b| (0x20..0x7f).contains(&b))
+    }
+
+    /// Uploads several small new files in one request and applies each outcome. A bulk
+    /// request has no If-None-Match: these files were created here when their folder listing
+    /// did not show the name, but one that someone else created at the same path since then
+    /// would be replaced. That is the one guard bulk upload trades for speed.
+    async fn upload_bulk(&self, group: &[Arc<DirtyFile>]) {
+        let mut guards = Vec::new();
+        let mut items = Vec::new();
+        for d in group {
+            let Ok(g) = d.upload_lock.clone().try_lock_owned() else {
+                continue;
+            };
+            let snap = {
+                let files = lock(&self.files);
+                let mut st = lock(&d.st);
+                let registered = files.get(&st.path).map(|x| x.id == d.id).unwrap_or(false);
+                if !registered || st.open_writers > 0 || st.local_only || st.base.is_some() {
+                    st.next_attempt = None;
+                    continue;
+                }
+                st.clone()
+            };
+            let mut data = vec![0u8; snap.size as usize];
+            if let Err(e) = crate::cache::read_exact_at(&d.file, &mut data, 0) {
+                self.failed(d, UploadError::Local(io("cannot read the local copy", e)));
+                continue;
+            }
+            items.push((
+                d.clone(),
+                snap.clone(),
+                crate::webdav::BulkItem {
+                    path: snap.path.clone(),
+                    data,
+                    mtime: snap.mtime,
+                },
+            ));
+            guards.push(g);
+        }
+        if items.is_empty() {
+            return;
+        }
+        let req: Vec<_> = items.iter().map(|(_, _, it)| it.clone()).collect();
+        tracing::debug!(files = req.len(), "bulk upload");
+        match self.dav.bulk_upload(&req).await {
+            Ok(results) => {
+                for ((d, snap, it), res) in items.iter().zip(results) {
+                    match res {
+                        Ok(etag) => {
+                            d.sent.store(it.data.len() as u64, Ordering::Relaxed);
+                            self.uploaded(d, snap, etag).await;
+                        }
+                        Err(msg) => self.failed(
+                            d,
+                            UploadError::Dav(DavError::BadResponse(format!(
+                                "the server refused {}: {msg}",
+                                snap.path
+                            ))),
+                        ),
+                    }
+                }
+            }
+            Err(DavError::NotFound(_))
+            | Err(DavError::Status {
+                status: 405 | 501, ..
+            }) => {
+                tracing::info!("the server does not take bulk uploads: sending files one by one");
+                self.bulk.store(false, Ordering::Relaxed);
+                for (d, _, _) in &items {
+                    lock(&d.st).next_attempt = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                let retry = e.is_retryable();
+                let msg = e.to_string();
+                for (d, _, _) in &items {
+                    let err = if retry {
+                        DavError::Connect(msg.clone())
+                    } else {
+                        DavError::BadResponse(msg.clone())
+                    };
+                    self.failed(d, UploadError::Dav(err));
+                }
+            }
+        }
+        drop(guards);
     }
 
     /// Uploads one file and applies the outcome.

@@ -125,6 +125,7 @@ impl Cloud {
                     quota,
                     names: names.clone(),
                     notify_push: push,
+                    bulk_upload: true,
                 },
                 0,
             ))
@@ -148,6 +149,7 @@ impl Cloud {
             quota: self.quota,
             names: self.names.clone(),
             notify_push: self.push,
+            bulk_upload: true,
         }
     }
 

@@ -9,11 +9,13 @@
 //!        |
 //! cli      clap commands; mounts through the `cli::Platform` trait the binary injects
 //! auth     saved accounts: settings file, app passwords in the keyring or a 0600 file
-//! vfs      the API adapters call: lookup, getattr, readdir, open, read, statfs
-//! meta     inode table and directory cache
+//! poll     follows the server: root-etag polling, notify_push, probes while offline
+//! vfs      the API adapters call: lookup, getattr, readdir, open, read, write, xattrs, pins
+//! meta     inode table and directory cache; meta.sqlite remembers listings and pins
 //! fetch    read path: cache hit or ranged GET, read-ahead, request deduplication
 //! cache    on-disk block store with an SQLite index and LRU eviction
-//! webdav   HTTP + XML: PROPFIND, ranged GET, Nextcloud discovery
+//! writeback durable journal of local changes, background uploads, conflicts
+//! webdav   HTTP + XML: PROPFIND, ranged GET, uploads, Nextcloud endpoints, reachability
 //! error    the portable error type adapters map to errno / NTSTATUS
 //! ```
 //! `fakecloud` is a Nextcloud-compatible test server used by the tests and by `nuage demo`.

@@ -80,9 +80,24 @@ async fn ocs_get(
     login: &str,
     password: &Secret,
 ) -> Result<serde_json::Value, DavError> {
+    let resp = ocs_call(http, Method::GET, base, endpoint, login, password).await?;
+    resp.json()
+        .await
+        .map_err(|e| DavError::BadResponse(format!("{endpoint} answer is not JSON: {e}")))
+}
+
+/// One authenticated OCS request; a non-success status is an error.
+async fn ocs_call(
+    http: &reqwest::Client,
+    method: Method,
+    base: &Url,
+    endpoint: &str,
+    login: &str,
+    password: &Secret,
+) -> Result<reqwest::Response, DavError> {
     let url = join(base, &format!("ocs/v2.php/{endpoint}?format=json"))?;
     let resp = http
-        .get(url)
+        .request(method.clone(), url)
         .basic_auth(login, Some(password.expose()))
         .header("OCS-APIRequest", "true")
         .header(reqwest::header::ACCEPT, "application/json")
@@ -94,13 +109,11 @@ async fn ocs_get(
     if !st.is_success() {
         return Err(DavError::from_status(
             st,
-            &Method::GET,
+            &method,
             &format!("ocs/v2.php/{endpoint}"),
         ));
     }
-    resp.json()
-        .await
-        .map_err(|e| DavError::BadResponse(format!("{endpoint} answer is not JSON: {e}")))
+    Ok(resp)
 }
 
 /// Asks `ocs/v2.php/cloud/user` for the user id that DAV paths need.
@@ -429,26 +442,16 @@ pub async fn revoke_app_password(
     login: &str,
     password: &Secret,
 ) -> Result<(), DavError> {
-    let url = join(base, "ocs/v2.php/core/apppassword?format=json")?;
-    let resp = http
-        .delete(url)
-        .basic_auth(login, Some(password.expose()))
-        .header("OCS-APIRequest", "true")
-        .header(reqwest::header::ACCEPT, "application/json")
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
-    let st = resp.status();
-    if st.is_success() {
-        Ok(())
-    } else {
-        Err(DavError::from_status(
-            st,
-            &Method::DELETE,
-            "core/apppassword",
-        ))
-    }
+    ocs_call(
+        http,
+        Method::DELETE,
+        base,
+        "core/apppassword",
+        login,
+        password,
+    )
+    .await
+    .map(|_| ())
 }
 
 /// True when the capabilities offer chunked upload (`dav.chunking` >= 1.0).

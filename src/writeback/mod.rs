@@ -226,14 +226,10 @@ pub fn is_excluded(name: &str) -> bool {
         || name.ends_with('~')
 }
 
-/// `name (conflicted copy YYYY-MM-DD HHMMSS).ext`, in UTC.
-pub fn conflict_name(name: &str, now: SystemTime) -> String {
-    let secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+/// Year, month, day, hours, minutes, seconds (UTC) of a Unix time (H. Hinnant's civil-date
+/// algorithm).
+pub fn civil_utc(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let (days, rem) = (secs / 86400, secs % 86400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -243,12 +239,17 @@ pub fn conflict_name(name: &str, now: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    let stamp = format!(
-        "{y:04}-{m:02}-{d:02} {:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `name (conflicted copy YYYY-MM-DD HHMMSS).ext`, in UTC.
+pub fn conflict_name(name: &str, now: SystemTime) -> String {
+    let secs = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d, hh, mm, ss) = civil_utc(secs);
+    let stamp = format!("{y:04}-{m:02}-{d:02} {hh:02}{mm:02}{ss:02}");
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),

@@ -444,15 +444,7 @@ impl Vfs {
             let asked = Instant::now();
             match self.dav.propfind(&node.path, Depth::One).await {
                 Ok(mut entries) => {
-                    // A file with local changes is a file here, whatever the server says
-                    // (it is not uploaded yet, or its upload will settle the difference).
-                    for (name, st) in local {
-                        match entries.iter().position(|e| e.path.name() == name) {
-                            Some(i) if !entries[i].is_dir => {}
-                            Some(i) => entries[i] = local_entry(&st.path, st.size, st.mtime),
-                            None => entries.push(local_entry(&st.path, st.size, st.mtime)),
-                        }
-                    }
+                    merge_local(&mut entries, local);
                     let mut t = lock(&self.table);
                     if t.dir_gen(dir) != gen {
                         // Changed locally while the server answered: ask again.
@@ -485,15 +477,7 @@ impl Vfs {
                     if cut {
                         if let Some((_, mut entries)) = self.meta.listing(&node.path) {
                             // Not listed since the mount started: the listing of an earlier run.
-                            for (name, st) in self.wb.children_of(&node.path) {
-                                match entries.iter().position(|e| e.path.name() == name) {
-                                    Some(i) if !entries[i].is_dir => {}
-                                    Some(i) => {
-                                        entries[i] = local_entry(&st.path, st.size, st.mtime)
-                                    }
-                                    None => entries.push(local_entry(&st.path, st.size, st.mtime)),
-                                }
-                            }
+                            merge_local(&mut entries, self.wb.children_of(&node.path));
                             entries.insert(0, node.entry.clone());
                             tracing::debug!(path = %node.path, "server out of reach: using the listing remembered from an earlier run");
                             lock(&self.table).apply_listing(dir, entries, Instant::now());
@@ -1465,6 +1449,18 @@ fn validator_of(e: &Entry) -> String {
             .unwrap_or(0);
         format!("mtime:{secs}:size:{}", e.size)
     })
+}
+
+/// A file with local changes is a file in a listing, whatever the server says (it is not
+/// uploaded yet, or its upload will settle the difference).
+fn merge_local(entries: &mut Vec<Entry>, local: Vec<(String, crate::writeback::DirtyState)>) {
+    for (name, st) in local {
+        match entries.iter().position(|e| e.path.name() == name) {
+            Some(i) if !entries[i].is_dir => {}
+            Some(i) => entries[i] = local_entry(&st.path, st.size, st.mtime),
+            None => entries.push(local_entry(&st.path, st.size, st.mtime)),
+        }
+    }
 }
 
 /// The entry of a file that exists only locally so far.

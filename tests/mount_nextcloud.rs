@@ -397,3 +397,51 @@ impl Drop for Unmounter {
 fn scopeguard_unmount(p: &std::path::Path) -> Unmounter {
     Unmounter(p.to_path_buf())
 }
+
+#[test]
+fn cached_files_are_read_by_the_kernel_directly_and_writers_still_open_them() {
+    let cloud = Cloud::start();
+    let data = pattern(5 << 20, 3);
+    std::fs::write(cloud.files().join("cours.pdf"), &data).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0.3"]));
+    let f = m.path("cours.pdf");
+    assert_eq!(std::fs::read(&f).expect("cold read"), data);
+    // Completely cached now: the next opens may be served from the cache file itself.
+    let reader = std::fs::File::open(&f).expect("open");
+    assert_eq!(std::fs::read(&f).expect("warm read"), data);
+    let log = m.log_text();
+    if log.contains("passthrough=true") {
+        assert!(
+            log.contains("opened in passthrough mode"),
+            "no passthrough open"
+        );
+    }
+    // A writer waits (bounded) for direct readers to finish: the kernel allows no other
+    // open of a file read that way.
+    let t = std::time::Instant::now();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        drop(reader);
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .and_then(|mut w| {
+            use std::io::{Seek, SeekFrom, Write};
+            w.seek(SeekFrom::Start(0))?;
+            w.write_all(b"CHANGED")
+        })
+        .expect("writer opens once the reader closed");
+    closer.join().expect("closer");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let mut want = data.clone();
+    want[..7].copy_from_slice(b"CHANGED");
+    assert_eq!(std::fs::read(&f).expect("read after write"), want);
+    m.wait_drained();
+    assert_eq!(
+        std::fs::read(cloud.files().join("cours.pdf")).expect("server"),
+        want
+    );
+    assert_eq!(std::fs::read(&f).expect("read after upload"), want);
+    m.unmount();
+}

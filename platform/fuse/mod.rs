@@ -25,6 +25,35 @@ struct NuageFs {
     vfs: Arc<Vfs>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
+    /// Backing files registered with the kernel (passthrough).
+    backing: Arc<std::sync::Mutex<Backings>>,
+}
+
+/// The kernel wants one backing file per inode for all its passthrough opens: one registration
+/// per inode, shared by its handles, closed (dropped) with the last of them.
+#[derive(Default)]
+struct Backings {
+    /// Inode to (content version, registration, open handles).
+    by_ino: std::collections::HashMap<u64, (i64, fuser::BackingId, u32)>,
+    /// Handle to inode.
+    by_fh: std::collections::HashMap<u64, u64>,
+}
+
+impl Backings {
+    fn release(&mut self, fh: u64) {
+        if let Some(ino) = self.by_fh.remove(&fh) {
+            let gone = match self.by_ino.get_mut(&ino) {
+                Some(e) => {
+                    e.2 -= 1;
+                    e.2 == 0
+                }
+                None => false,
+            };
+            if gone {
+                self.by_ino.remove(&ino);
+            }
+        }
+    }
 }
 
 struct FuseMount {
@@ -69,6 +98,7 @@ impl Platform for FusePlatform {
                 vfs: vfs.clone(),
                 rt,
                 ttl,
+                backing: Default::default(),
             },
             mountpoint,
             &options,
@@ -236,6 +266,20 @@ impl Filesystem for NuageFs {
                 | fuser::consts::FUSE_AUTO_INVAL_DATA
                 | fuser::consts::FUSE_DO_READDIRPLUS,
         );
+        // Completely cached files are read by the kernel from the cache file itself (Linux
+        // 6.9+, and only for root: registering a backing file needs CAP_SYS_ADMIN).
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let passthrough = root
+            && config.set_max_stack_depth(1).is_ok()
+            && config
+                .add_capabilities(fuser::consts::FUSE_PASSTHROUGH)
+                .is_ok();
+        if !passthrough {
+            let _ = config.set_max_stack_depth(0);
+        }
+        tracing::debug!(passthrough, "kernel passthrough for cached files");
+        self.vfs.set_passthrough(passthrough);
         Ok(())
     }
 
@@ -273,15 +317,50 @@ impl Filesystem for NuageFs {
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0;
-        let vfs = self.vfs.clone();
+        let (vfs, backing) = (self.vfs.clone(), self.backing.clone());
         self.rt.spawn(async move {
             match vfs.open(Ino(ino), write, truncate).await {
                 Ok(o) => {
-                    let f = if o.keep_cache {
-                        fuser::consts::FOPEN_KEEP_CACHE
-                    } else {
-                        0
-                    };
+                    let mut f = 0;
+                    if o.keep_cache {
+                        f |= fuser::consts::FOPEN_KEEP_CACHE;
+                    }
+                    if o.direct_io {
+                        f |= fuser::consts::FOPEN_DIRECT_IO;
+                    }
+                    if let Some(file) = &o.backing {
+                        let mut b = match backing.lock() {
+                            Ok(b) => b,
+                            Err(p) => p.into_inner(),
+                        };
+                        let usable = match b.by_ino.get_mut(&ino) {
+                            Some((v, _, n)) if *v == o.backing_version => {
+                                *n += 1;
+                                true
+                            }
+                            Some(_) => false,
+                            None => match reply.open_backing(file) {
+                                Ok(id) => {
+                                    b.by_ino.insert(ino, (o.backing_version, id, 1));
+                                    true
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "passthrough refused by the kernel");
+                                    false
+                                }
+                            },
+                        };
+                        if usable {
+                            b.by_fh.insert(o.fh.0, ino);
+                            if let Some((_, id, _)) = b.by_ino.get(&ino) {
+                                // The kernel refuses page-cache flags on a passthrough open.
+                                reply.opened_passthrough(o.fh.0, 0, id);
+                                tracing::debug!(ino, fh = o.fh.0, "opened in passthrough mode");
+                                return;
+                            }
+                        }
+                        vfs.passthrough_refused(o.fh);
+                    }
                     reply.opened(o.fh.0, f)
                 }
                 Err(e) => reply.error(fail("open", &e)),
@@ -322,6 +401,9 @@ impl Filesystem for NuageFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if let Ok(mut b) = self.backing.lock() {
+            b.release(fh);
+        }
         let vfs = self.vfs.clone();
         self.rt.spawn(async move {
             match vfs.release(Fh(fh)).await {

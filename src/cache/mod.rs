@@ -114,16 +114,23 @@ struct State {
     limit: u64,
     /// Versions of pinned files: never evicted, not counted against the limit.
     pinned: std::collections::HashSet<VersionId>,
+    /// Versions whose data file the kernel reads directly (FUSE passthrough), with the number
+    /// of open files: never evicted while held (a punched hole would read as zeros).
+    held: HashMap<VersionId, u32>,
 }
 
 impl State {
+    fn protected(&self, v: &VersionId) -> bool {
+        self.pinned.contains(v) || self.held.contains_key(v)
+    }
+
     fn pinned_bytes(&self) -> u64 {
-        if self.pinned.is_empty() {
+        if self.pinned.is_empty() && self.held.is_empty() {
             return 0;
         }
         self.blocks
             .iter()
-            .filter(|(k, _)| self.pinned.contains(&k.version))
+            .filter(|(k, _)| self.protected(&k.version))
             .map(|(_, l)| *l as u64)
             .sum()
     }
@@ -206,6 +213,7 @@ impl BlockCache {
             identity_of: HashMap::new(),
             limit,
             pinned: Default::default(),
+            held: HashMap::new(),
         };
         {
             let mut st = db.prepare("SELECT id, identity, etag FROM versions")?;
@@ -568,6 +576,34 @@ impl BlockCache {
         }
     }
 
+    /// The data file of a completely cached version, opened read-only, for the kernel to read
+    /// directly; the version is kept (never evicted) until [`Self::unhold`]. `None` when some
+    /// block is missing.
+    pub fn hold_complete(&self, v: VersionId, size: u64) -> Option<File> {
+        let mut st = lock(&self.state);
+        let need = size.div_ceil(self.block_size);
+        if size == 0 || st.per_version.get(&v).copied().unwrap_or(0) < need {
+            return None;
+        }
+        let f = File::open(self.data_path(v)).ok()?;
+        if f.metadata().ok()?.len() < size {
+            return None;
+        }
+        *st.held.entry(v).or_default() += 1;
+        Some(f)
+    }
+
+    /// Ends one [`Self::hold_complete`].
+    pub fn unhold(&self, v: VersionId) {
+        let mut st = lock(&self.state);
+        if let Some(n) = st.held.get_mut(&v) {
+            *n -= 1;
+            if *n == 0 {
+                st.held.remove(&v);
+            }
+        }
+    }
+
     /// Number of cached blocks of version `v`.
     pub fn cached_blocks(&self, v: VersionId) -> u64 {
         lock(&self.state).per_version.get(&v).copied().unwrap_or(0)
@@ -616,7 +652,7 @@ impl BlockCache {
                 let Some((k, ())) = st.lru.pop_lru() else {
                     break;
                 };
-                if st.pinned.contains(&k.version) {
+                if st.protected(&k.version) {
                     kept.push(k);
                     continue;
                 }

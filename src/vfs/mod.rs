@@ -105,13 +105,22 @@ pub struct StatFs {
 }
 
 /// What `open` answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Opened {
     /// The handle.
     pub fh: Fh,
     /// True when the kernel may keep the pages it cached for this file: the etag they came
     /// from is still current.
     pub keep_cache: bool,
+    /// A read-only file holding the whole content (a completely cached version): the kernel
+    /// may read it directly (FUSE passthrough). If the adapter cannot use it, it calls
+    /// [`Vfs::passthrough_refused`].
+    pub backing: Option<std::fs::File>,
+    /// Which content `backing` holds (the kernel needs one backing file per inode at a time).
+    pub backing_version: i64,
+    /// Other handles of this file are read by the kernel directly: this one must bypass the
+    /// kernel page cache (a file cannot be in both modes at once).
+    pub direct_io: bool,
 }
 
 /// Mount behaviour settings.
@@ -172,6 +181,8 @@ struct Handle {
     next_offset: u64,
     /// Current read-ahead window in blocks.
     window: u64,
+    /// The cache version the kernel reads directly through this handle (passthrough).
+    passthrough: Option<crate::cache::VersionId>,
 }
 
 /// The platform-independent filesystem.
@@ -191,6 +202,7 @@ pub struct Vfs {
     quota: Mutex<Option<(Instant, StatFs)>>,
     invalidator: Mutex<Option<remote::Invalidator>>,
     last_root_etag: Mutex<Option<String>>,
+    passthrough: std::sync::atomic::AtomicBool,
     meta: Arc<MetaStore>,
     pins: Mutex<std::collections::BTreeSet<RemotePath>>,
     hydrate: tokio::sync::Notify,
@@ -282,6 +294,7 @@ impl Vfs {
             quota: Mutex::new(None),
             invalidator: Mutex::new(None),
             last_root_etag: Mutex::new(None),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
             pins: Mutex::new(meta.pins().into_iter().collect()),
             meta: Arc::new(meta),
             hydrate: tokio::sync::Notify::new(),
@@ -716,6 +729,55 @@ impl Vfs {
             n.kernel_etag = Some(validator);
             keep
         };
+        // A clean, completely cached file opened for reading may be read by the kernel from
+        // the cache file itself (passthrough), unless it is open in the page cache mode. While
+        // it is read that way the kernel accepts only more passthrough opens of the same
+        // content: any other open waits (bounded) for those readers to finish.
+        let (mut backing, mut passthrough) = (None, None);
+        let reader = dirty.is_none() && local.is_none();
+        let mut waited = Duration::ZERO;
+        let others_cached = loop {
+            let (direct, cached) = {
+                let hs = lock(&self.handles);
+                let mut direct = Vec::new();
+                let mut cached = false;
+                for h in hs.values().filter(|h| h.ino == ino) {
+                    match h.passthrough {
+                        Some(v) => direct.push(v),
+                        None => cached = true,
+                    }
+                }
+                (direct, cached)
+            };
+            let compatible = direct.iter().all(|v| *v == base_version.version)
+                && reader
+                && self.cache().cached_blocks(base_version.version)
+                    >= self.fetcher.block_count(node.entry.size);
+            if direct.is_empty() || compatible {
+                break cached;
+            }
+            if waited >= Duration::from_secs(5) {
+                if let Some(d) = &dirty {
+                    self.wb.release(d);
+                }
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("{} is being read by another program; try again", node.path),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += Duration::from_millis(20);
+        };
+        if self.passthrough.load(Ordering::Relaxed) && reader && !others_cached {
+            if let Some(f) = self
+                .cache()
+                .hold_complete(base_version.version, node.entry.size)
+            {
+                backing = Some(f);
+                passthrough = Some(base_version.version);
+            }
+        }
+        let direct_io = false;
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         lock(&self.handles).insert(
             fh,
@@ -732,9 +794,32 @@ impl Vfs {
                 },
                 next_offset: 0,
                 window: 0,
+                passthrough,
             },
         );
-        Ok(Opened { fh, keep_cache })
+        Ok(Opened {
+            fh,
+            keep_cache: keep_cache && !direct_io,
+            backing,
+            backing_version: base_version.version.0,
+            direct_io,
+        })
+    }
+
+    /// The OS adapter can read cached files directly (FUSE passthrough): `open` may offer a
+    /// backing file.
+    pub fn set_passthrough(&self, available: bool) {
+        self.passthrough.store(available, Ordering::Relaxed);
+    }
+
+    /// The adapter could not use the backing file `open` offered for `fh`.
+    pub fn passthrough_refused(&self, fh: Fh) {
+        let v = lock(&self.handles)
+            .get_mut(&fh)
+            .and_then(|h| h.passthrough.take());
+        if let Some(v) = v {
+            self.cache().unhold(v);
+        }
     }
 
     /// The cache version of a node's server content.
@@ -889,6 +974,9 @@ impl Vfs {
     /// Closes a handle. A writer's changes are made durable and scheduled for upload.
     pub async fn release(&self, fh: Fh) -> Result<()> {
         let h = lock(&self.handles).remove(&fh);
+        if let Some(v) = h.as_ref().and_then(|h| h.passthrough) {
+            self.cache().unhold(v);
+        }
         if let Some(d) = h.and_then(|h| h.dirty) {
             let (wb, d2) = (self.wb.clone(), d.clone());
             let res = blocking(move || wb.persist(&d2)).await;
@@ -1060,6 +1148,7 @@ impl Vfs {
                 },
                 next_offset: 0,
                 window: 0,
+                passthrough: None,
             },
         );
         let n = self.node(ino)?;
@@ -1068,6 +1157,9 @@ impl Vfs {
             Opened {
                 fh,
                 keep_cache: true,
+                backing: None,
+                backing_version: -1,
+                direct_io: false,
             },
         ))
     }

@@ -735,6 +735,14 @@ impl Vfs {
         // content: any other open waits (bounded) for those readers to finish.
         let (mut backing, mut passthrough) = (None, None);
         let reader = dirty.is_none() && local.is_none();
+        if reader && self.passthrough.load(Ordering::Relaxed) {
+            // Just read completely? Its last blocks may still be on their way to the disk.
+            let v = base_version.version;
+            let need = self.fetcher.block_count(node.entry.size);
+            if self.cache().cached_blocks(v) < need && self.blocks_here(v, need) >= need {
+                self.fetcher.drain_disk_writes().await;
+            }
+        }
         let mut waited = Duration::ZERO;
         let others_cached = loop {
             let (direct, cached) = {
@@ -804,6 +812,19 @@ impl Vfs {
             backing_version: base_version.version.0,
             direct_io,
         })
+    }
+
+    /// Blocks of version `v` (of `need`) on disk or in memory.
+    fn blocks_here(&self, v: crate::cache::VersionId, need: u64) -> u64 {
+        (0..need)
+            .filter(|i| {
+                let key = crate::cache::BlockKey {
+                    version: v,
+                    idx: crate::cache::BlockIdx(*i),
+                };
+                self.cache().has(key) || self.cache().is_hot(key)
+            })
+            .count() as u64
     }
 
     /// The OS adapter can read cached files directly (FUSE passthrough): `open` may offer a

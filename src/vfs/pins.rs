@@ -129,15 +129,7 @@ impl Vfs {
         let mut have = self.cache().cached_blocks(v);
         if have < need {
             // Blocks just read may still be on their way to the disk.
-            have = (0..need)
-                .filter(|i| {
-                    let key = crate::cache::BlockKey {
-                        version: v,
-                        idx: crate::cache::BlockIdx(*i),
-                    };
-                    self.cache().has(key) || self.cache().is_hot(key)
-                })
-                .count() as u64;
+            have = self.blocks_here(v, need);
         }
         Ok(if have >= need {
             "cached"

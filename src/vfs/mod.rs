@@ -744,9 +744,12 @@ impl Vfs {
             }
         }
         let mut waited = Duration::ZERO;
-        let others_cached = loop {
-            let (direct, cached) = {
-                let hs = lock(&self.handles);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        loop {
+            {
+                // Decided and recorded under one lock: two opens of the same file never both
+                // think they are alone.
+                let mut hs = lock(&self.handles);
                 let mut direct = Vec::new();
                 let mut cached = false;
                 for h in hs.values().filter(|h| h.ino == ino) {
@@ -755,14 +758,46 @@ impl Vfs {
                         None => cached = true,
                     }
                 }
-                (direct, cached)
-            };
-            let compatible = direct.iter().all(|v| *v == base_version.version)
-                && reader
-                && self.cache().cached_blocks(base_version.version)
-                    >= self.fetcher.block_count(node.entry.size);
-            if direct.is_empty() || compatible {
-                break cached;
+                let compatible = direct.iter().all(|v| *v == base_version.version)
+                    && reader
+                    && self.cache().cached_blocks(base_version.version)
+                        >= self.fetcher.block_count(node.entry.size);
+                if direct.is_empty() || compatible {
+                    if self.passthrough.load(Ordering::Relaxed) && reader && !cached {
+                        if let Some(f) = self
+                            .cache()
+                            .hold_complete(base_version.version, node.entry.size)
+                        {
+                            backing = Some(f);
+                            passthrough = Some(base_version.version);
+                        }
+                    }
+                    hs.insert(
+                        fh,
+                        Handle {
+                            ino,
+                            dirty: dirty.take(),
+                            from_local,
+                            follows_local: from_local,
+                            file: FileVersion {
+                                path: node.path.clone(),
+                                etag: node.entry.etag.clone(),
+                                size: node.entry.size,
+                                version: base_version.version,
+                            },
+                            next_offset: 0,
+                            window: 0,
+                            passthrough,
+                        },
+                    );
+                    return Ok(Opened {
+                        fh,
+                        keep_cache,
+                        backing,
+                        backing_version: base_version.version.0,
+                        direct_io: false,
+                    });
+                }
             }
             if waited >= Duration::from_secs(5) {
                 if let Some(d) = &dirty {
@@ -775,43 +810,7 @@ impl Vfs {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
-        };
-        if self.passthrough.load(Ordering::Relaxed) && reader && !others_cached {
-            if let Some(f) = self
-                .cache()
-                .hold_complete(base_version.version, node.entry.size)
-            {
-                backing = Some(f);
-                passthrough = Some(base_version.version);
-            }
         }
-        let direct_io = false;
-        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
-        lock(&self.handles).insert(
-            fh,
-            Handle {
-                ino,
-                dirty,
-                from_local,
-                follows_local: from_local,
-                file: FileVersion {
-                    path: node.path.clone(),
-                    etag: node.entry.etag.clone(),
-                    size: node.entry.size,
-                    version: base_version.version,
-                },
-                next_offset: 0,
-                window: 0,
-                passthrough,
-            },
-        );
-        Ok(Opened {
-            fh,
-            keep_cache: keep_cache && !direct_io,
-            backing,
-            backing_version: base_version.version.0,
-            direct_io,
-        })
     }
 
     /// Blocks of version `v` (of `need`) on disk or in memory.

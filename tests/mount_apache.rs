@@ -119,3 +119,58 @@ fn apache_writes_renames_and_deletes() {
     assert!(!d.join("renamed folder").exists());
     m.unmount();
 }
+
+#[test]
+fn apache_keeps_modification_times_it_cannot_store() {
+    let apache = Apache::start();
+    apache.fix_owner();
+    let cache = tempfile::tempdir().expect("tmp");
+    let spec = || {
+        MountSpec::new(&apache.url()).cache(cache.path()).args(&[
+            "--upload-delay",
+            "0.2",
+            "--attr-ttl",
+            "1",
+            "--dir-ttl",
+            "1",
+        ])
+    };
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    let m = Mount::new(spec());
+    std::fs::create_dir(m.path("d")).expect("mkdir");
+    // A new file with an old date (cp -a, rsync -a, tar x do this).
+    let f = std::fs::File::create(m.path("d/old.txt")).expect("create");
+    std::io::Write::write_all(&mut &f, b"from 2017").expect("write");
+    f.set_modified(when).expect("set mtime");
+    drop(f);
+    m.wait_drained();
+    std::thread::sleep(Duration::from_millis(1200)); // listings are asked again
+    let mtime = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .expect("stat")
+            .modified()
+            .expect("mtime")
+    };
+    assert_eq!(mtime(&m.path("d/old.txt")), when, "after the upload");
+    // A clean file's date set later, and a rename of its folder.
+    std::fs::File::options()
+        .write(true)
+        .open(m.path("d/old.txt"))
+        .and_then(|f| f.set_modified(when + Duration::from_secs(60)))
+        .expect("touch");
+    std::fs::rename(m.path("d"), m.path("e")).expect("rename");
+    std::thread::sleep(Duration::from_millis(1200));
+    m.unmount();
+    let m = Mount::new(spec());
+    assert_eq!(
+        mtime(&m.path("e/old.txt")),
+        when + Duration::from_secs(60),
+        "kept across a rename and a remount"
+    );
+    // Changed on the server by someone else: the server's date counts again.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(apache.data().join("e/old.txt"), "changed elsewhere").expect("server write");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_ne!(mtime(&m.path("e/old.txt")), when + Duration::from_secs(60));
+    m.unmount();
+}

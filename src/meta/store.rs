@@ -79,6 +79,8 @@ impl MetaStore {
             "CREATE TABLE IF NOT EXISTS listings (path TEXT PRIMARY KEY, dir TEXT NOT NULL,
                  entries TEXT NOT NULL, saved INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS pins (path TEXT PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS mtimes (path TEXT PRIMARY KEY, etag TEXT NOT NULL,
+                 secs INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
         let db = Arc::new(Mutex::new(db));
@@ -176,6 +178,55 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Modification times kept here for a server that cannot store them (plain WebDAV), each
+    /// valid while the server's etag of the file is the one recorded with it.
+    pub fn mtimes(&self) -> Vec<(RemotePath, String, SystemTime)> {
+        let db = lock(&self.db);
+        let Ok(mut st) = db.prepare("SELECT path, etag, secs FROM mtimes") else {
+            return Vec::new();
+        };
+        st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map(|rows| {
+            rows.flatten()
+                .map(|(p, e, s)| {
+                    (
+                        RemotePath::new(&p),
+                        e,
+                        UNIX_EPOCH + Duration::from_secs(s.max(0) as u64),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// Records the modification time of `path` at server version `etag`.
+    pub fn set_mtime(&self, path: &RemotePath, etag: &str, t: SystemTime) {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let _ = lock(&self.db).execute(
+            "INSERT OR REPLACE INTO mtimes(path, etag, secs) VALUES (?1, ?2, ?3)",
+            params![path.as_str(), etag, secs],
+        );
+    }
+
+    /// Moves the recorded modification times of `from` and everything below it to `to`.
+    pub fn rename_mtimes(&self, from: &RemotePath, to: &RemotePath) {
+        let _ = lock(&self.db).execute(
+            "UPDATE OR REPLACE mtimes SET path = ?2 || substr(path, length(?1) + 1)
+             WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+            params![from.as_str(), to.as_str()],
+        );
+    }
+
     /// A remembered setting.
     pub fn get(&self, key: &str) -> Option<String> {
         lock(&self.db)
@@ -256,5 +307,22 @@ mod tests {
         assert_eq!(children.len(), 1);
         assert_eq!(children[0], entry("/a/f.txt", false));
         assert_eq!(s.pins(), vec![RemotePath::new("/a")]);
+    }
+
+    #[test]
+    fn mtimes_follow_renames() {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = MetaStore::open(d.path()).expect("open");
+        let t = UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        s.set_mtime(&RemotePath::new("a/b.txt"), "\"e1\"", t);
+        s.set_mtime(&RemotePath::new("ab.txt"), "\"e2\"", t);
+        s.rename_mtimes(&RemotePath::new("a"), &RemotePath::new("z/a"));
+        let mut m: Vec<String> = s
+            .mtimes()
+            .into_iter()
+            .map(|(p, _, _)| p.as_str().to_string())
+            .collect();
+        m.sort();
+        assert_eq!(m, vec!["ab.txt".to_string(), "z/a/b.txt".to_string()]);
     }
 }

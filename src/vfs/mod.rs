@@ -192,9 +192,10 @@ pub struct Vfs {
     cfg: VfsConfig,
     table: Arc<Mutex<InodeTable>>,
     wb: Arc<WriteBack>,
-    /// Modification times set on files that have no pending upload (plain WebDAV cannot store
-    /// them): kept for the life of the mount.
-    mtimes: Mutex<HashMap<Ino, SystemTime>>,
+    /// Modification times a plain WebDAV server cannot store (set on a clean file, or of an
+    /// uploaded file), by path, each valid while the server etag is the one recorded; kept
+    /// in the meta store across mounts.
+    mtimes: Arc<Mutex<HashMap<RemotePath, (String, SystemTime)>>>,
     handles: Mutex<HashMap<Fh, Handle>>,
     dir_handles: Mutex<HashMap<Fh, DirHandle>>,
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
@@ -277,8 +278,32 @@ impl Vfs {
                 .map_err(|e| Error::new(ErrorKind::Io, format!("journal task failed: {e}")))??
         };
         let table = Arc::new(Mutex::new(InodeTable::new(root)));
-        let t2 = table.clone();
-        wb.set_listener(move |ev| apply_event(&t2, ev));
+        let meta = Arc::new(meta);
+        let mtimes: Arc<Mutex<HashMap<RemotePath, (String, SystemTime)>>> = Arc::new(Mutex::new(
+            meta.mtimes()
+                .into_iter()
+                .map(|(p, e, t)| (p, (e, t)))
+                .collect(),
+        ));
+        let (t2, m2, meta2, keep) = (table.clone(), mtimes.clone(), meta.clone(), !cfg.nextcloud);
+        wb.set_listener(move |ev| {
+            if let (
+                true,
+                Event::Uploaded {
+                    path,
+                    etag: Some(etag),
+                    mtime,
+                    ..
+                },
+            ) = (keep, &ev)
+            {
+                // The server stamps the upload time; the file's own time is kept here.
+                let etag = strong_etag(etag).to_string();
+                meta2.set_mtime(path, &etag, *mtime);
+                lock(&m2).insert(path.clone(), (etag, *mtime));
+            }
+            apply_event(&t2, ev)
+        });
         wb.start();
         Ok(Vfs {
             dav,
@@ -286,7 +311,7 @@ impl Vfs {
             cfg,
             table,
             wb,
-            mtimes: Mutex::new(HashMap::new()),
+            mtimes,
             handles: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             listing_locks: Mutex::new(HashMap::new()),
@@ -296,7 +321,7 @@ impl Vfs {
             last_root_etag: Mutex::new(None),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             pins: Mutex::new(meta.pins().into_iter().collect()),
-            meta: Arc::new(meta),
+            meta,
             hydrate: tokio::sync::Notify::new(),
             pin_progress: Mutex::new(Vec::new()),
             pinned_versions: Mutex::new(Default::default()),
@@ -399,8 +424,11 @@ impl Vfs {
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
-            } else if let Some(t) = lock(&self.mtimes).get(&ino) {
-                a.mtime = *t;
+            } else if let Some((etag, t)) = lock(&self.mtimes).get(&n.path) {
+                // Apache calls an etag weak within a second of a change: compare the values.
+                if e.etag.as_deref().map(strong_etag) == Some(etag.as_str()) {
+                    a.mtime = *t;
+                }
             }
         }
         a
@@ -813,6 +841,23 @@ impl Vfs {
         }
     }
 
+    /// Recorded modification times follow a rename (of a file or of a whole folder).
+    fn move_mtimes(&self, from: &RemotePath, to: &RemotePath) {
+        if self.cfg.nextcloud {
+            return;
+        }
+        let mut m = lock(&self.mtimes);
+        let moved: Vec<RemotePath> = m.keys().filter(|p| p.is_within(from)).cloned().collect();
+        for p in moved {
+            if let Some(v) = m.remove(&p) {
+                let rest = &p.as_str()[from.as_str().len()..];
+                m.insert(RemotePath::new(&format!("{}{rest}", to.as_str())), v);
+            }
+        }
+        drop(m);
+        self.meta.rename_mtimes(from, to);
+    }
+
     /// Blocks of version `v` (of `need`) on disk or in memory.
     fn blocks_here(&self, v: crate::cache::VersionId, need: u64) -> u64 {
         (0..need)
@@ -1090,8 +1135,13 @@ impl Vfs {
                         if let Err(e) = self.dav.set_mtime(&node.path, t).await {
                             tracing::debug!(path = %node.path, error = %e, "server did not take the mtime");
                         }
+                        if let Some(n) = lock(&self.table).get_mut(ino) {
+                            n.entry.mtime = t;
+                        }
+                    } else if let Some(etag) = node.entry.etag.as_deref().map(strong_etag) {
+                        self.meta.set_mtime(&node.path, etag, t);
+                        lock(&self.mtimes).insert(node.path.clone(), (etag.to_string(), t));
                     }
-                    lock(&self.mtimes).insert(ino, t);
                 }
             }
         }
@@ -1151,7 +1201,6 @@ impl Vfs {
             }
             ino
         };
-        lock(&self.mtimes).remove(&ino);
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         lock(&self.handles).insert(
             fh,
@@ -1433,6 +1482,7 @@ impl Vfs {
                 }),
                 _ => None,
             };
+            self.move_mtimes(&src.path, &to);
             // The table and the write-back move together: nobody sees one without the other.
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, None);
@@ -1480,6 +1530,7 @@ impl Vfs {
                     .and_then(|e| e.etag),
                 (e, _) => e,
             };
+            self.move_mtimes(&src.path, &to);
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, etag.clone());
             if let (Some(e), Some(n)) = (etag, t.get_mut(ino)) {
@@ -1606,6 +1657,11 @@ impl Vfs {
         }
         Ok(())
     }
+}
+
+/// An etag without its weak marker (`W/`).
+fn strong_etag(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
 }
 
 /// True when an error means the server is out of reach (down, unreachable, in maintenance,

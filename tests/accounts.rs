@@ -502,3 +502,71 @@ fn names_the_server_forbids_are_refused_locally() {
     assert_eq!(puts, 2, "only the two allowed files were sent");
     m.unmount();
 }
+
+#[test]
+fn a_saved_account_mounts_as_a_daemon_without_a_password_anywhere() {
+    let cloud = Cloud::start();
+    let cfg = tempfile::tempdir().expect("tmp");
+    let app = cloud.server.create_app_password("daemon");
+    assert_eq!(
+        login_app_password(cfg.path(), &cloud.url(), USER, &app).0,
+        0
+    );
+    std::fs::write(cloud.files().join("x.txt"), "x").expect("seed");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let mut c = nuage_in(cfg.path());
+    c.arg("mount")
+        .arg("work")
+        .arg(&mp)
+        .arg("--daemon")
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .stdin(Stdio::null());
+    let out = run_bounded(c, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    // Unmounted whatever happens below.
+    struct Guard(std::path::PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+    let _g = Guard(mp.clone());
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(mp.join("x.txt")).expect("read"),
+        "x"
+    );
+    // The daemon's command line holds no secret.
+    let pids = Command::new("pgrep")
+        .args(["-f", "nuage mount work"])
+        .output()
+        .expect("pgrep");
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "the daemon process was not found");
+    for pid in pids.split_whitespace() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&app),
+            "secret in argv"
+        );
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&environ).contains(&app),
+            "secret in the environment"
+        );
+    }
+    let out = nuage_in(cfg.path())
+        .arg("unmount")
+        .arg(&mp)
+        .output()
+        .expect("unmount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&mp));
+}

@@ -166,10 +166,21 @@ if command -v rclone >/dev/null 2>&1; then
   OBS=$(rclone obscure "$PASS")
   RCLONE_CONFIG="$W/rclone.conf" rclone config create bench webdav url "$URL" vendor other user bench pass "$OBS" >/dev/null
   RCLONE_CONFIG="$W/rclone.conf" rclone mount bench: "$W/rmnt" --vfs-cache-mode full \
-     --cache-dir "$W/rcache" --dir-cache-time 60s 2>"$W/rclone.log" & RPID=$!
+     --cache-dir "$W/rcache" --dir-cache-time 60s --vfs-write-back 0s 2>"$W/rclone.log" & RPID=$!
   for _ in $(seq 200); do grep -q " $W/rmnt " /proc/mounts && break; sleep 0.05; done
   # A fresh file for rclone's cold read, so both read a file neither has cached.
   read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS < <(run_fs rclone "$W/rmnt" "$RPID" | sed 's/big2/big3/')
+  # Writes through rclone (its default write-back delay), "on the server" read off Apache's
+  # folder: all 1000 files present, the large file at its full size.
+  on_server_count() { ls "$W/data/rsmall" 2>/dev/null | wc -l; }
+  t0=$(now); cp -r "$W/small" "$W/rmnt/rsmall"; t1=$(now)
+  for _ in $(seq 6000); do [ "$(on_server_count)" -ge 1000 ] && break; sleep 0.1; done; t2=$(now)
+  R_SMALL_CLOSE=$(secs "$t0" "$t1"); R_SMALL_SERVER=$(secs "$t0" "$t2")
+  want=$(stat -c %s "$W/upload.bin")
+  t0=$(now); cp "$W/upload.bin" "$W/rmnt/rupload.bin"; t1=$(now)
+  for _ in $(seq 6000); do [ "$(stat -c %s "$W/data/rupload.bin" 2>/dev/null || echo 0)" = "$want" ] && break; sleep 0.1; done
+  t2=$(now)
+  R_BIG_CLOSE=$(secs "$t0" "$t1"); R_BIG_UP=$(mibs "$t1" "$t2")
 fi
 
 echo
@@ -194,6 +205,8 @@ if [ "$HAVE_RCLONE" = 1 ]; then
   echo "rclone mount --vfs-cache-mode full, same workloads:"
   printf '| cold %s MiB/s | warm %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | RSS %s MiB |\n' \
     "$R_COLD" "$R_WARM" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$R_RSS"
+  printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server) |\n' \
+    "$R_SMALL_CLOSE" "$R_SMALL_SERVER" "$SIZE_MIB" "$R_BIG_CLOSE" "$R_BIG_UP"
 else
   echo
   echo "(rclone not installed: apt-get install rclone to compare)"

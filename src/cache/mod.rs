@@ -101,8 +101,9 @@ struct State {
     blocks: HashMap<BlockKey, u32>,
     /// Recency order of present blocks (unbounded; eviction is by bytes).
     lru: LruCache<BlockKey, ()>,
-    /// Present blocks per version, to delete a data file when it empties.
-    per_version: HashMap<VersionId, u64>,
+    /// Present blocks and their bytes per version: a data file is deleted when it empties,
+    /// and pinned bytes are summed from here.
+    per_version: HashMap<VersionId, VersionUse>,
     /// Bytes of present blocks.
     total: u64,
     /// Blocks written but not yet in the index.
@@ -119,20 +120,62 @@ struct State {
     held: HashMap<VersionId, u32>,
 }
 
+#[derive(Debug, Default, Clone, Copy)]
+struct VersionUse {
+    blocks: u64,
+    bytes: u64,
+}
+
 impl State {
     fn protected(&self, v: &VersionId) -> bool {
         self.pinned.contains(v) || self.held.contains_key(v)
     }
 
+    /// Bytes of pinned and held versions (never evicted, outside the limit).
     fn pinned_bytes(&self) -> u64 {
-        if self.pinned.is_empty() && self.held.is_empty() {
-            return 0;
-        }
-        self.blocks
+        let held = self.held.keys().filter(|v| !self.pinned.contains(v));
+        self.pinned
             .iter()
-            .filter(|(k, _)| self.protected(&k.version))
-            .map(|(_, l)| *l as u64)
+            .chain(held)
+            .filter_map(|v| self.per_version.get(v))
+            .map(|u| u.bytes)
             .sum()
+    }
+
+    /// Records a present block (replacing an older copy of it) as most recently used.
+    fn add_block(&mut self, key: BlockKey, len: u32) {
+        let use_ = self.per_version.entry(key.version).or_default();
+        match self.blocks.insert(key, len) {
+            Some(old) => {
+                use_.bytes -= old as u64;
+                self.total -= old as u64;
+            }
+            None => use_.blocks += 1,
+        }
+        use_.bytes += len as u64;
+        self.total += len as u64;
+        self.lru.put(key, ());
+    }
+
+    /// Forgets a block (not its LRU entry); answers its length and whether its version has no
+    /// block left.
+    fn remove_block(&mut self, key: &BlockKey) -> Option<(u32, bool)> {
+        let len = self.blocks.remove(key)?;
+        self.total -= len as u64;
+        let mut emptied = false;
+        if let Some(u) = self.per_version.get_mut(&key.version) {
+            u.blocks -= 1;
+            u.bytes -= len as u64;
+            if u.blocks == 0 {
+                self.per_version.remove(&key.version);
+                emptied = true;
+            }
+        }
+        Some((len, emptied))
+    }
+
+    fn blocks_of(&self, v: &VersionId) -> u64 {
+        self.per_version.get(v).map_or(0, |u| u.blocks)
     }
 }
 
@@ -244,10 +287,7 @@ impl BlockCache {
                     version: VersionId(v),
                     idx: BlockIdx(idx as u64),
                 };
-                state.blocks.insert(key, len as u32);
-                state.lru.put(key, ());
-                *state.per_version.entry(key.version).or_default() += 1;
-                state.total += len as u64;
+                state.add_block(key, len as u32);
             }
         }
         let cache = BlockCache {
@@ -333,13 +373,10 @@ impl BlockCache {
                 .copied()
                 .collect();
             for k in keys {
-                if let Some(len) = st.blocks.remove(&k) {
-                    st.total -= len as u64;
-                }
+                st.remove_block(&k);
                 st.lru.pop(&k);
             }
             st.pending.retain(|(k, _)| k.version != v);
-            st.per_version.remove(&v);
             if let Some(ident) = st.identity_of.remove(&v) {
                 st.versions.retain(|(i, _), id| !(i == &ident && *id == v));
             }
@@ -456,13 +493,7 @@ impl BlockCache {
                 .map_err(io_err(&self.data_path(key.version)))?;
             let mut st = lock(&self.state);
             let len = data.len() as u32;
-            if let Some(old) = st.blocks.insert(key, len) {
-                st.total -= old as u64;
-            } else {
-                *st.per_version.entry(key.version).or_default() += 1;
-            }
-            st.total += len as u64;
-            st.lru.put(key, ());
+            st.add_block(key, len);
             st.pending.push((key, len));
         }
         self.evict_if_needed()
@@ -490,10 +521,7 @@ impl BlockCache {
                     version: v,
                     idx: BlockIdx(idx),
                 };
-                st.blocks.insert(key, len);
-                *st.per_version.entry(v).or_default() += 1;
-                st.total += len as u64;
-                st.lru.put(key, ());
+                st.add_block(key, len);
                 st.pending.push((key, len));
             }
         }
@@ -582,7 +610,7 @@ impl BlockCache {
     pub fn hold_complete(&self, v: VersionId, size: u64) -> Option<File> {
         let mut st = lock(&self.state);
         let need = size.div_ceil(self.block_size);
-        if size == 0 || st.per_version.get(&v).copied().unwrap_or(0) < need {
+        if size == 0 || st.blocks_of(&v) < need {
             return None;
         }
         let f = File::open(self.data_path(v)).ok()?;
@@ -606,7 +634,7 @@ impl BlockCache {
 
     /// Number of cached blocks of version `v`.
     pub fn cached_blocks(&self, v: VersionId) -> u64 {
-        lock(&self.state).per_version.get(&v).copied().unwrap_or(0)
+        lock(&self.state).blocks_of(&v)
     }
 
     /// Replaces the set of pinned versions (kept whatever the limit), then evicts what the
@@ -656,15 +684,10 @@ impl BlockCache {
                     kept.push(k);
                     continue;
                 }
-                if let Some(len) = st.blocks.remove(&k) {
-                    st.total -= len as u64;
+                if let Some((len, empty)) = st.remove_block(&k) {
                     victims.push((k, len));
-                    if let Some(c) = st.per_version.get_mut(&k.version) {
-                        *c -= 1;
-                        if *c == 0 {
-                            st.per_version.remove(&k.version);
-                            emptied.push(k.version);
-                        }
+                    if empty {
+                        emptied.push(k.version);
                     }
                 }
             }

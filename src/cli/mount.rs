@@ -444,7 +444,11 @@ pub(super) fn run_mount(
         upload_delay: Duration::from_secs_f64(plan.common.upload_delay.max(0.0)),
         parallel: 4,
         chunk_threshold: 10 << 20,
-        chunk_size: 10 << 20,
+        // 10 MiB chunks, smaller when the server asks for it (files.chunked_upload.max_size).
+        chunk_size: caps
+            .chunk_max_size
+            .filter(|m| *m >= 1 << 20)
+            .map_or(10 << 20, |m| m.min(10 << 20)),
         identity: endpoint.dav_root.to_string(),
     };
     let vfs = Arc::new(

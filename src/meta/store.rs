@@ -1,7 +1,8 @@
 //! What the mount remembers between runs besides blocks: folder listings (so that a mount
 //! started while the server is out of reach still shows what it knew), the pinned paths, and
-//! a few settings. SQLite (`meta.sqlite` in the cache folder); listings are written by a
-//! background thread so that no filesystem call waits for the disk.
+//! the modification times a plain WebDAV server cannot store. SQLite (`meta.sqlite` in the
+//! cache folder); listings are written by a background thread so that no filesystem call
+//! waits for the disk.
 
 use crate::webdav::{Entry, RemotePath};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -81,7 +82,7 @@ impl MetaStore {
              CREATE TABLE IF NOT EXISTS pins (path TEXT PRIMARY KEY);
              CREATE TABLE IF NOT EXISTS mtimes (path TEXT PRIMARY KEY, etag TEXT NOT NULL,
                  secs INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+",
         )?;
         let db = Arc::new(Mutex::new(db));
         let (tx, rx) = mpsc::channel::<Job>();
@@ -225,26 +226,6 @@ impl MetaStore {
              WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
             params![from.as_str(), to.as_str()],
         );
-    }
-
-    /// A remembered setting.
-    pub fn get(&self, key: &str) -> Option<String> {
-        lock(&self.db)
-            .query_row("SELECT value FROM kv WHERE key=?1", params![key], |r| {
-                r.get(0)
-            })
-            .optional()
-            .ok()
-            .flatten()
-    }
-
-    /// Remembers a setting.
-    pub fn set(&self, key: &str, value: &str) -> rusqlite::Result<()> {
-        lock(&self.db).execute(
-            "INSERT OR REPLACE INTO kv(key, value) VALUES (?1, ?2)",
-            params![key, value],
-        )?;
-        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
 use crate::meta::store::MetaStore;
 use crate::meta::{InodeTable, Node};
-use crate::webdav::{DavClient, DavError, Depth, Entry, RemotePath};
+use crate::webdav::{strong_etag, DavClient, DavError, Depth, Entry, RemotePath};
 use crate::writeback::{Base, DirtyFile, Event, WriteBack, WriteBackConfig};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -118,9 +118,6 @@ pub struct Opened {
     pub backing: Option<std::fs::File>,
     /// Which content `backing` holds (the kernel needs one backing file per inode at a time).
     pub backing_version: i64,
-    /// Other handles of this file are read by the kernel directly: this one must bypass the
-    /// kernel page cache (a file cannot be in both modes at once).
-    pub direct_io: bool,
 }
 
 /// Mount behaviour settings.
@@ -491,7 +488,8 @@ impl Vfs {
                         // Changed locally while the server answered: ask again.
                         continue;
                     }
-                    self.meta.remember_listing(&node.entry, &entries);
+                    // Remembered on disk by `remember_listings` (every few seconds and at
+                    // unmount), once per change.
                     t.apply_listing(dir, entries, asked);
                     return Ok(());
                 }
@@ -767,7 +765,10 @@ impl Vfs {
             // Just read completely? Its last blocks may still be on their way to the disk.
             let v = base_version.version;
             let need = self.fetcher.block_count(node.entry.size);
-            if self.cache().cached_blocks(v) < need && self.blocks_here(v, need) >= need {
+            let have = self.cache().cached_blocks(v);
+            // Only a file read completely just now has its last blocks in flight (the hot
+            // tier holds 48 blocks): do not scan every block of a partly cached file.
+            if have < need && need - have <= 48 && self.blocks_here(v, need) >= need {
                 self.fetcher.drain_disk_writes().await;
             }
         }
@@ -823,7 +824,6 @@ impl Vfs {
                         keep_cache,
                         backing,
                         backing_version: base_version.version.0,
-                        direct_io: false,
                     });
                 }
             }
@@ -889,8 +889,7 @@ impl Vfs {
 
     /// The cache version of a node's server content.
     async fn base_of(&self, node: &Node) -> Result<Base> {
-        let validator = validator_of(&node.entry);
-        let identity = format!("{}\n{}", self.cfg.cache_identity, node.path.as_str());
+        let (identity, validator) = self.version_key(node);
         let cache = self.cache().clone();
         let version = blocking(move || Ok(cache.version(&identity, &validator)?)).await?;
         Ok(Base {
@@ -898,6 +897,14 @@ impl Vfs {
             size: node.entry.size,
             version,
         })
+    }
+
+    /// The block cache's key of a node's server content: (identity, validator).
+    fn version_key(&self, node: &Node) -> (String, String) {
+        (
+            format!("{}\n{}", self.cfg.cache_identity, node.path.as_str()),
+            validator_of(&node.entry),
+        )
     }
 
     /// Reads up to `size` bytes at `offset`.
@@ -1228,7 +1235,6 @@ impl Vfs {
                 keep_cache: true,
                 backing: None,
                 backing_version: -1,
-                direct_io: false,
             },
         ))
     }
@@ -1352,7 +1358,6 @@ impl Vfs {
     ) -> std::result::Result<(), DavError> {
         match self.dav.delete(path, dir, etag).await {
             Err(DavError::PreconditionFailed(m)) => {
-                let strong = |t: &str| t.trim_start_matches("W/").to_string();
                 let now = self
                     .dav
                     .propfind(path, Depth::Zero)
@@ -1361,7 +1366,7 @@ impl Vfs {
                     .next()
                     .and_then(|e| e.etag);
                 match (now, etag) {
-                    (Some(n), Some(e)) if strong(&n) == strong(e) => {
+                    (Some(n), Some(e)) if strong_etag(&n) == strong_etag(e) => {
                         self.dav.delete(path, dir, None).await
                     }
                     _ => Err(DavError::PreconditionFailed(m)),
@@ -1657,11 +1662,6 @@ impl Vfs {
         }
         Ok(())
     }
-}
-
-/// An etag without its weak marker (`W/`).
-fn strong_etag(tag: &str) -> &str {
-    tag.strip_prefix("W/").unwrap_or(tag)
 }
 
 /// True when an error means the server is out of reach (down, unreachable, in maintenance,

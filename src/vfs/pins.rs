@@ -97,12 +97,7 @@ impl Vfs {
     pub fn state_of(&self, ino: Ino) -> Result<&'static str> {
         let node = self.node(ino)?;
         let path = &node.path;
-        let conflicted = self
-            .wb
-            .conflicts()
-            .iter()
-            .any(|c| c.conflict_path == path.as_str());
-        if conflicted {
+        if self.wb.is_conflict_copy(path) {
             return Ok("conflict");
         }
         if node.entry.is_dir {
@@ -141,8 +136,7 @@ impl Vfs {
     }
 
     fn version_of(&self, node: &crate::meta::Node) -> Result<VersionId> {
-        let validator = super::validator_of(&node.entry);
-        let identity = format!("{}\n{}", self.cfg.cache_identity, node.path.as_str());
+        let (identity, validator) = self.version_key(node);
         self.cache()
             .version(&identity, &validator)
             .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
@@ -222,21 +216,23 @@ impl Vfs {
         });
     }
 
-    /// One walk over every pin: lists pinned folders, downloads every missing block of every
-    /// file below them, and pins the cache versions so they are never evicted.
+    /// One walk over every pin: lists pinned folders, pins the cache versions of every file
+    /// below them (so that nothing downloaded is evicted meanwhile), then downloads every
+    /// missing block.
     pub async fn hydrate_once(&self) {
         let pins: Vec<RemotePath> = lock(&self.pins).iter().cloned().collect();
         tracing::debug!(pins = pins.len(), "hydrator walk");
-        let mut keep: HashSet<VersionId> = HashSet::new();
-        let mut progress = Vec::new();
+        // 1. The files of each pin.
+        let mut walks: Vec<(PinProgress, Vec<FileVersion>)> = Vec::new();
         for pin in pins {
             let mut p = PinProgress {
                 path: format!("/{}", pin.as_str()),
                 ..Default::default()
             };
+            let mut files = Vec::new();
             let Some(ino) = self.resolve_path(&pin).await else {
                 p.error = Some("not found on the server".into());
-                progress.push(p);
+                walks.push((p, files));
                 continue;
             };
             let mut stack = vec![ino];
@@ -251,32 +247,37 @@ impl Vfs {
                     if let Some(l) = t.get(ino).and_then(|n| n.listing.as_ref()) {
                         stack.extend(l.children.values().copied());
                     }
-                    continue;
-                }
-                if self.wb.get(&node.path).is_some() {
+                } else if self.wb.get(&node.path).is_some() {
                     // Local changes: the journal holds them, nothing to download.
                     p.files += 1;
                     p.files_cached += 1;
-                    continue;
+                } else if let Ok(base) = self.base_of(&node).await {
+                    files.push(FileVersion {
+                        path: node.path.clone(),
+                        etag: node.entry.etag.clone(),
+                        size: node.entry.size,
+                        version: base.version,
+                    });
                 }
-                let Ok(version) = self.version_of(&node) else {
-                    continue;
-                };
-                keep.insert(version);
-                // Pinned before the download, so that nothing downloaded is evicted meanwhile.
-                let mut now: HashSet<VersionId> = lock(&self.pinned_versions).clone();
-                now.insert(version);
-                let _ = self.cache().set_pinned(now.clone());
-                *lock(&self.pinned_versions) = now;
-                let fv = FileVersion {
-                    path: node.path.clone(),
-                    etag: node.entry.etag.clone(),
-                    size: node.entry.size,
-                    version,
-                };
+            }
+            walks.push((p, files));
+        }
+        // 2. Protected before any download: the new versions and, until the end of this walk,
+        // the ones protected so far.
+        let keep: HashSet<VersionId> = walks
+            .iter()
+            .flat_map(|(_, f)| f.iter().map(|fv| fv.version))
+            .collect();
+        let during: HashSet<VersionId> =
+            keep.union(&lock(&self.pinned_versions)).copied().collect();
+        let _ = self.cache().set_pinned(during);
+        // 3. Downloads.
+        let mut progress = Vec::new();
+        for (mut p, files) in walks {
+            for fv in files {
                 let blocks = self.fetcher.block_count(fv.size);
-                let mut i = 0;
                 let mut failed = None;
+                let mut i = 0;
                 while i < blocks {
                     let end = (i + 8).min(blocks);
                     if let Err(e) = self.fetcher.ensure(&fv, i..end, end..end).await {
@@ -289,7 +290,7 @@ impl Vfs {
                 self.fetcher.drain_disk_writes().await;
                 p.files += 1;
                 p.bytes += fv.size;
-                let have = self.cache().cached_blocks(version);
+                let have = self.cache().cached_blocks(fv.version);
                 if have >= blocks {
                     p.files_cached += 1;
                     p.bytes_cached += fv.size;

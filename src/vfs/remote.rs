@@ -35,8 +35,6 @@ pub type Invalidator = Arc<dyn Fn(Invalidation) + Send + Sync>;
 pub struct RemoteChanges {
     /// Paths of files whose content changed or that appeared.
     pub changed_files: Vec<crate::webdav::RemotePath>,
-    /// Number of invalidations sent.
-    pub invalidations: usize,
 }
 
 type Snapshot = BTreeMap<String, (Ino, Option<String>, bool)>;
@@ -133,7 +131,6 @@ impl Vfs {
             }
         }
         *lock(&self.last_root_etag) = root_etag;
-        out.invalidations = inval.len();
         if !inval.is_empty() {
             tracing::info!(
                 changes = inval.len(),

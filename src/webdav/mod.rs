@@ -12,7 +12,7 @@ mod write;
 pub mod xml;
 
 pub use path::RemotePath;
-pub use write::{BulkItem, PutOptions, PutResult};
+pub use write::{strong_etag, BulkItem, PutOptions, PutResult};
 
 use crate::error::{Error, ErrorKind};
 use reqwest::{header, Method, StatusCode, Url};

@@ -51,15 +51,19 @@ fn join(base: &Url, rest: &str) -> Result<Url, DavError> {
     Url::parse(&s).map_err(|e| DavError::Config(format!("bad URL {s}: {e}")))
 }
 
+/// Sends a request with the bounded time of these small calls.
+async fn send(rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, DavError> {
+    rb.timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, what))
+}
+
 /// Reads `BASE/status.php`. `Ok(None)` when the server is not a Nextcloud.
 pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerStatus>, DavError> {
     let url = join(base, "status.php")?;
-    let resp = http
-        .get(url)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let rb = http.get(url);
+    let resp = send(rb, base.as_str()).await?;
     if resp.status() != StatusCode::OK {
         return Ok(None);
     }
@@ -96,15 +100,12 @@ async fn ocs_call(
     password: &Secret,
 ) -> Result<reqwest::Response, DavError> {
     let url = join(base, &format!("ocs/v2.php/{endpoint}?format=json"))?;
-    let resp = http
+    let rb = http
         .request(method.clone(), url)
         .basic_auth(login, Some(password.expose()))
         .header("OCS-APIRequest", "true")
-        .header(reqwest::header::ACCEPT, "application/json")
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+        .header(reqwest::header::ACCEPT, "application/json");
+    let resp = send(rb, base.as_str()).await?;
     let st = resp.status();
     if !st.is_success() {
         return Err(DavError::from_status(
@@ -150,14 +151,12 @@ pub struct Capabilities {
     pub chunking: bool,
     /// Bulk upload is available.
     pub bulkupload: bool,
-    /// Server-preferred chunk size, when given.
+    /// The server's largest chunk size, when given.
     pub chunk_max_size: Option<u64>,
     /// The server's file name rules (§10).
     pub names: NameRules,
     /// The notify_push WebSocket URL, when the push daemon is set up (§9.2).
     pub notify_push: Option<String>,
-    /// The admin's poll interval hint.
-    pub poll_interval: Option<u64>,
 }
 
 /// File names the server refuses (§10): the `files.forbidden_*` capabilities plus the rules
@@ -273,7 +272,6 @@ impl Capabilities {
                 .pointer("/notify_push/endpoints/websocket")
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
-            poll_interval: caps.pointer("/core/pollinterval").and_then(|v| v.as_u64()),
         }
     }
 }
@@ -303,12 +301,8 @@ pub struct FlowResult {
 /// `POST BASE/index.php/login/v2`: starts a browser login (§7.2).
 pub async fn start_login_flow(http: &reqwest::Client, base: &Url) -> Result<LoginFlow, DavError> {
     let url = join(base, "index.php/login/v2")?;
-    let resp = http
-        .post(url)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let rb = http.post(url);
+    let resp = send(rb, base.as_str()).await?;
     let st = resp.status();
     if !st.is_success() {
         return Err(DavError::from_status(
@@ -339,13 +333,10 @@ pub async fn poll_login_flow(
     http: &reqwest::Client,
     flow: &LoginFlow,
 ) -> Result<Option<FlowResult>, DavError> {
-    let resp = http
+    let rb = http
         .post(&flow.poll_endpoint)
-        .form(&[("token", flow.token.expose())])
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, &flow.poll_endpoint))?;
+        .form(&[("token", flow.token.expose())]);
+    let resp = send(rb, &flow.poll_endpoint).await?;
     match resp.status() {
         StatusCode::NOT_FOUND => Ok(None),
         StatusCode::OK => {
@@ -394,14 +385,11 @@ pub async fn check_login(
         ),
     )?;
     let method = Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
-    let resp = http
+    let rb = http
         .request(method.clone(), url)
         .basic_auth(login, Some(password.expose()))
-        .header("Depth", "0")
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+        .header("Depth", "0");
+    let resp = send(rb, base.as_str()).await?;
     let st = resp.status();
     if st == StatusCode::UNAUTHORIZED {
         let body = resp.text().await.unwrap_or_default();

@@ -80,11 +80,12 @@ fn mtime_header(t: SystemTime) -> Option<String> {
     (secs > 86400).then(|| secs.to_string())
 }
 
-/// The strong form of an etag for `If-Match`. Apache marks the etag of a file changed within
-/// the last second as weak (`W/"…"`) and later reports the same value as strong; a weak etag
-/// never matches in `If-Match` (RFC 9110 §13.1.1), so the strong form is sent. A server whose
-/// weak etags mean something else answers 412, which becomes a conflict copy: nothing is lost.
-fn strong(tag: &str) -> &str {
+/// The strong form of an etag (without `W/`). Apache marks the etag of a file changed within
+/// the last second as weak and later reports the same value as strong; a weak etag never
+/// matches in `If-Match` (RFC 9110 §13.1.1), so the strong form is sent and compared. A server
+/// whose weak etags mean something else answers 412, which becomes a conflict copy: nothing is
+/// lost.
+pub fn strong_etag(tag: &str) -> &str {
     tag.strip_prefix("W/").unwrap_or(tag)
 }
 
@@ -128,7 +129,7 @@ impl DavClient {
             .header(header::CONTENT_TYPE, "application/octet-stream")
             .body(file_body(file, offset, len, sent).await?);
         if let Some(tag) = &opts.if_match {
-            rb = rb.header(header::IF_MATCH, strong(tag));
+            rb = rb.header(header::IF_MATCH, strong_etag(tag));
         }
         if opts.create_only {
             rb = rb.header(header::IF_NONE_MATCH, "*");
@@ -164,7 +165,7 @@ impl DavClient {
     ) -> Result<(), DavError> {
         let mut rb = self.request(Method::DELETE, self.url(p, dir));
         if let Some(tag) = if_match {
-            rb = rb.header(header::IF_MATCH, strong(tag));
+            rb = rb.header(header::IF_MATCH, strong_etag(tag));
         }
         let resp = self.send(rb).await?;
         success(&resp, &Method::DELETE, &p.to_string())
@@ -338,7 +339,10 @@ impl DavClient {
             rb = rb.header("X-OC-Mtime", t);
         }
         if let Some(tag) = if_match {
-            rb = rb.header("If", format!("<{}> ([{}])", dest_url.as_str(), strong(tag)));
+            rb = rb.header(
+                "If",
+                format!("<{}> ([{}])", dest_url.as_str(), strong_etag(tag)),
+            );
         }
         let resp = self.send(rb).await?;
         let st = resp.status();

@@ -36,7 +36,7 @@ pub mod ranges;
 use crate::cache::{read_exact_at, write_all_at, VersionId};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fetch::{Fetcher, FileVersion};
-use crate::webdav::{DavClient, DavError, Depth, PutOptions, RemotePath};
+use crate::webdav::{strong_etag, DavClient, DavError, Depth, PutOptions, RemotePath};
 use journal::{ChunkSession, Journal, Row};
 use ranges::RangeSet;
 use std::collections::HashMap;
@@ -206,6 +206,8 @@ pub struct WriteBack {
     chunking: bool,
     /// Cleared when the server turns out not to accept bulk uploads after all.
     bulk: std::sync::atomic::AtomicBool,
+    /// Where conflicted copies went (the journal's list, kept in memory for file states).
+    conflict_copies: Mutex<std::collections::HashSet<RemotePath>>,
 }
 
 /// New files up to this size may go up together in one bulk upload.
@@ -269,6 +271,12 @@ impl WriteBack {
         std::fs::create_dir_all(&dirty_dir)
             .map_err(|e| io("cannot create the journal folder", e))?;
         let journal = Journal::open(&cfg.dir).map_err(|e| io("cannot open the journal", e))?;
+        let conflict_copies = journal
+            .conflicts()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| RemotePath::new(&c.conflict_path))
+            .collect();
         let rows = journal
             .rows()
             .map_err(|e| io("cannot read the journal", e))?;
@@ -286,6 +294,7 @@ impl WriteBack {
             listener: Mutex::new(None),
             chunking,
             bulk: std::sync::atomic::AtomicBool::new(true),
+            conflict_copies: Mutex::new(conflict_copies),
         };
         let now = Instant::now();
         for r in rows {
@@ -826,6 +835,11 @@ impl WriteBack {
         lock(&self.journal).conflicts().unwrap_or_default()
     }
 
+    /// True when `p` is where a conflicted copy was saved (no journal read).
+    pub fn is_conflict_copy(&self, p: &RemotePath) -> bool {
+        lock(&self.conflict_copies).contains(p)
+    }
+
     /// Runs the upload actor until the runtime ends.
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
@@ -971,11 +985,22 @@ impl WriteBack {
                 }
                 st.clone()
             };
-            let mut data = vec![0u8; snap.size as usize];
-            if let Err(e) = crate::cache::read_exact_at(&d.file, &mut data, 0) {
-                self.failed(d, UploadError::Local(io("cannot read the local copy", e)));
-                continue;
-            }
+            // Off the async threads: this is disk I/O.
+            let d2 = d.clone();
+            let len = snap.size as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut data = vec![0u8; len];
+                crate::cache::read_exact_at(&d2.file, &mut data, 0).map(|()| data)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let data = match read {
+                Ok(data) => data,
+                Err(e) => {
+                    self.failed(d, UploadError::Local(io("cannot read the local copy", e)));
+                    continue;
+                }
+            };
             items.push((
                 d.clone(),
                 snap.clone(),
@@ -1267,9 +1292,8 @@ impl WriteBack {
             .into_iter()
             .next()?;
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
-        let strong = |t: &str| t.trim_start_matches("W/").to_string();
         let same_base = match (&snap.base, &e.etag) {
-            (Some(b), Some(now)) => b.etag.as_deref().map(strong) == Some(strong(now)),
+            (Some(b), Some(now)) => b.etag.as_deref().map(strong_etag) == Some(strong_etag(now)),
             _ => false,
         };
         (!e.is_dir && e.size == snap.size && secs(e.mtime) == secs(snap.mtime) && !same_base)
@@ -1279,13 +1303,12 @@ impl WriteBack {
     /// After a 412: does the server hold another version than the one this change is based
     /// on (or, for a new file, any file at all)?
     async fn really_changed(&self, snap: &DirtyState) -> bool {
-        let strong = |t: &str| t.trim_start_matches("W/").to_string();
         match self.dav.propfind(&snap.path, Depth::Zero).await {
             Ok(v) => match (v.into_iter().next(), &snap.base) {
                 (Some(e), Some(b)) => match (&e.etag, &b.etag) {
                     (Some(now), Some(was)) => {
                         tracing::debug!(path = %snap.path, %now, %was, "412: comparing etags");
-                        strong(now) != strong(was)
+                        strong_etag(now) != strong_etag(was)
                     }
                     _ => true,
                 },
@@ -1395,6 +1418,7 @@ impl WriteBack {
             let _ = j.save(&row);
             let _ = j.delete_session(d.id);
             let _ = j.add_conflict(&snap.path, &cpath);
+            lock(&self.conflict_copies).insert(cpath.clone());
         }
         self.emit(Event::Conflict {
             path: snap.path.clone(),

@@ -10,6 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 fn getxattr(p: &Path, name: &str) -> Option<String> {
+    getxattr_errno(p, name).ok()
+}
+
+/// The attribute's value, or the errno the mount answered.
+fn getxattr_errno(p: &Path, name: &str) -> Result<String, i32> {
     use std::os::unix::ffi::OsStrExt;
     let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
     let cn = std::ffi::CString::new(name).expect("name");
@@ -17,10 +22,10 @@ fn getxattr(p: &Path, name: &str) -> Option<String> {
     // SAFETY: valid C strings and a live buffer of the given length.
     let n = unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
     }
     buf.truncate(n as usize);
-    Some(String::from_utf8_lossy(&buf).into_owned())
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 fn state(p: &Path) -> String {
@@ -437,7 +442,17 @@ fn the_status_attribute_follows_each_file_through_its_states() {
         .expect("conflict copy listed");
     assert_eq!(state(&m.path(&conflict)), "conflict");
     // Folders and unknown attributes.
-    assert_eq!(getxattr(&m.mp, "user.other"), None);
+    assert_eq!(getxattr_errno(&m.mp, "user.other"), Err(libc::ENODATA));
+    // Namespaces nuage does not keep are "not supported", which `ls -l` remembers for the
+    // whole filesystem instead of asking again for every file.
+    assert_eq!(
+        getxattr_errno(&f, "security.selinux"),
+        Err(libc::EOPNOTSUPP)
+    );
+    assert_eq!(
+        getxattr_errno(&f, "system.posix_acl_access"),
+        Err(libc::EOPNOTSUPP)
+    );
     let out = Command::new("getfattr")
         .args(["-d", "-m", "user.nuage"])
         .arg(&f)

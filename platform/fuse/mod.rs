@@ -258,6 +258,7 @@ fn fail(op: &str, e: &Error) -> i32 {
         | ErrorKind::IsADirectory
         | ErrorKind::ReadOnly
         | ErrorKind::NoAttribute
+        | ErrorKind::Unsupported
         | ErrorKind::InvalidArgument => tracing::debug!(op, error = %e, "refused"),
         _ => tracing::warn!(op, error = %e, "operation failed"),
     }
@@ -637,7 +638,8 @@ impl Filesystem for NuageFs {
     }
 
     // Extended attributes: only nuage's own (`user.nuage.status`, `user.nuage.pinned`), answered
-    // from memory; any other name is ENODATA without a server round trip.
+    // from memory; other `user.` names are ENODATA and other namespaces (`security.selinux`,
+    // POSIX ACLs) ENOTSUP, which `ls -l` remembers per filesystem instead of asking per file.
 
     fn getxattr(
         &mut self,

@@ -149,6 +149,14 @@ impl Vfs {
 
     /// Reads an extended attribute.
     pub fn xattr_get(&self, ino: Ino, name: &str) -> Result<Vec<u8>> {
+        if !name.starts_with("user.") {
+            // `security.*`, `system.posix_acl_*`...: not supported here. "Unsupported" (not
+            // "no such attribute") lets `ls -l` and friends stop asking for every file.
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("no {name} on this filesystem"),
+            ));
+        }
         match name {
             XATTR_STATUS => Ok(self.state_of(ino)?.as_bytes().to_vec()),
             XATTR_PINNED => {

@@ -431,17 +431,33 @@ impl BlockCache {
         lock(&self.state).blocks.contains_key(&key)
     }
 
-    /// A block kept in memory, if it is there. Block contents never change (a new etag is a
-    /// new version, and version ids are never reused), so a hot block is valid even after its
-    /// disk copy was evicted.
-    pub fn hot(&self, key: BlockKey) -> Option<bytes::Bytes> {
-        let mut h = lock(&self.hot);
-        let b = h.blocks.get(&key).cloned();
-        if b.is_some() {
-            drop(h);
-            lock(&self.state).lru.get(&key);
+    /// The blocks `first..=last` of a version if all of them are in memory. Block contents
+    /// never change (a new etag is a new version, and version ids are never reused), so a hot
+    /// block is valid even after its disk copy was evicted. Reading does not refresh a block's
+    /// place in memory: blocks leave memory in download order, so a read-ahead window smaller
+    /// than [`HOT_BYTES`] is still in memory when the reader gets to it.
+    pub fn hot_run(&self, v: VersionId, first: u64, last: u64) -> Option<Vec<bytes::Bytes>> {
+        let h = lock(&self.hot);
+        let mut out = Vec::with_capacity((last - first + 1) as usize);
+        for idx in first..=last {
+            out.push(
+                h.blocks
+                    .peek(&BlockKey {
+                        version: v,
+                        idx: BlockIdx(idx),
+                    })?
+                    .clone(),
+            );
         }
-        b
+        drop(h);
+        let mut st = lock(&self.state);
+        for idx in first..=last {
+            st.lru.get(&BlockKey {
+                version: v,
+                idx: BlockIdx(idx),
+            });
+        }
+        Some(out)
     }
 
     /// True while the version is registered (not dropped because its file changed).

@@ -434,7 +434,7 @@ pub(super) fn run_mount(
         read_only: plan.common.read_only,
         uid: current_uid(),
         gid: current_gid(),
-        max_readahead: 64 << 20,
+        max_readahead: crate::vfs::DEFAULT_READAHEAD,
         cache_identity: endpoint.dav_root.to_string(),
         nextcloud: endpoint.nextcloud_base.is_some(),
         names: endpoint.nextcloud_base.as_ref().map(|_| caps.names.clone()),

@@ -46,6 +46,26 @@ type Done = Option<std::result::Result<(), Error>>;
 /// Downloaded blocks that may wait in memory for the disk writer.
 const DISK_WRITES: usize = 16;
 
+/// The bytes `[offset, end)` out of consecutive blocks starting at file offset `start`: a slice
+/// (no copy) when they lie in one block, else one copy. `None` when the blocks are too short.
+fn join_range(blocks: &[bytes::Bytes], start: u64, offset: u64, end: u64) -> Option<bytes::Bytes> {
+    let from = (offset - start) as usize;
+    let to = (end - start) as usize;
+    if let [one] = blocks {
+        return (to <= one.len()).then(|| one.slice(from..to));
+    }
+    let mut out = Vec::with_capacity(to - from);
+    let mut pos = 0usize;
+    for b in blocks {
+        let (lo, hi) = (pos, pos + b.len());
+        if hi > from && lo < to {
+            out.extend_from_slice(&b[from.max(lo) - lo..to.min(hi) - lo]);
+        }
+        pos = hi;
+    }
+    (out.len() == to - from).then(|| bytes::Bytes::from(out))
+}
+
 /// Downloads blocks into the cache, deduplicating concurrent requests.
 pub struct Fetcher {
     dav: DavClient,
@@ -96,21 +116,14 @@ impl Fetcher {
         let end = (offset + size as u64).min(file.size);
         let first = offset / bs;
         let last = (end - 1) / bs;
+        tracing::trace!(offset, size, first, last, "read");
         // A block can be evicted between download and copy when the cache is tiny; retry.
         for attempt in 0..4 {
             self.ensure(file, first..last + 1, last + 1..last + 1 + ahead)
                 .await?;
-            if first == last {
-                let key = BlockKey {
-                    version: file.version,
-                    idx: BlockIdx(first),
-                };
-                if let Some(b) = self.cache.hot(key) {
-                    let from = (offset - first * bs) as usize;
-                    let to = (end - first * bs) as usize;
-                    if to <= b.len() {
-                        return Ok(b.slice(from..to));
-                    }
+            if let Some(blocks) = self.cache.hot_run(file.version, first, last) {
+                if let Some(b) = join_range(&blocks, first * bs, offset, end) {
+                    return Ok(b);
                 }
             }
             let cache = self.cache.clone();
@@ -399,5 +412,28 @@ impl Fetcher {
         if let Ok(all) = self.disk_writes.acquire_many(DISK_WRITES as u32).await {
             drop(all);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_range;
+    use bytes::Bytes;
+
+    #[test]
+    fn join_range_slices_one_block_and_copies_across_blocks() {
+        let a = Bytes::from((0u8..10).collect::<Vec<_>>());
+        let b = Bytes::from((10u8..20).collect::<Vec<_>>());
+        let c = Bytes::from((20u8..25).collect::<Vec<_>>());
+        // Inside one block (file offset 100 = block start): a slice of it.
+        let one = join_range(std::slice::from_ref(&b), 100, 102, 105).expect("in block");
+        assert_eq!(&one[..], &[12, 13, 14]);
+        assert_eq!(one.as_ptr(), b[2..].as_ptr(), "no copy inside one block");
+        // Across three blocks, ending inside the short last block.
+        let all = [a, b, c];
+        let span = join_range(&all, 0, 8, 23).expect("across");
+        assert_eq!(&span[..], &(8u8..23).collect::<Vec<_>>()[..]);
+        // Past the end of what the blocks hold: not answered from memory.
+        assert!(join_range(&all, 0, 20, 26).is_none());
     }
 }

@@ -120,6 +120,12 @@ pub struct Opened {
     pub backing_version: i64,
 }
 
+/// Default largest read-ahead window: enough to keep two 8 MiB GETs going, and smaller than
+/// the cache's memory tier ([`crate::cache::HOT_BYTES`]), so the blocks read ahead are still in
+/// memory when the reader gets to them (no disk read, and a read inside one block is not
+/// copied at all).
+pub const DEFAULT_READAHEAD: u64 = 16 << 20;
+
 /// Mount behaviour settings.
 #[derive(Debug, Clone)]
 pub struct VfsConfig {
@@ -151,7 +157,7 @@ impl Default for VfsConfig {
             read_only: true,
             uid: 0,
             gid: 0,
-            max_readahead: 64 << 20,
+            max_readahead: DEFAULT_READAHEAD,
             cache_identity: String::new(),
             nextcloud: false,
             names: None,

@@ -581,9 +581,13 @@ impl BlockCache {
         let mut versions: Vec<VersionId> = pending.iter().map(|(k, _)| k.version).collect();
         versions.sort();
         versions.dedup();
-        for v in versions {
-            if let Ok(f) = self.file(v) {
-                f.sync_data().map_err(io_err(&self.data_path(v)))?;
+        // Many small files (say, a folder that was just uploaded): one sync of the cache's
+        // filesystem instead of opening and syncing each.
+        if versions.len() <= SYNC_FILES_MAX || sync_filesystem(&self.dir).is_err() {
+            for v in versions {
+                if let Ok(f) = self.file(v) {
+                    f.sync_data().map_err(io_err(&self.data_path(v)))?;
+                }
             }
         }
         let pending: Vec<(BlockKey, u32)> =
@@ -736,6 +740,27 @@ impl BlockCache {
         tracing::debug!(usage = ?self.usage(), "cache eviction done");
         Ok(())
     }
+}
+
+/// Above this many data files to sync at once, [`BlockCache::flush`] syncs the filesystem.
+const SYNC_FILES_MAX: usize = 8;
+
+/// Syncs the whole filesystem holding `dir`.
+#[cfg(target_os = "linux")]
+fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = File::open(dir)?;
+    // SAFETY: a valid descriptor, owned by `d` for the duration of the call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Not available here: the caller syncs file by file.
+#[cfg(not(target_os = "linux"))]
+fn sync_filesystem(_dir: &Path) -> std::io::Result<()> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// Writes all of `data` at `off` (positioned write, no shared cursor).

@@ -1057,7 +1057,12 @@ impl Vfs {
         }
         if let Some(d) = h.and_then(|h| h.dirty) {
             let (wb, d2) = (self.wb.clone(), d.clone());
-            let res = blocking(move || wb.persist(&d2)).await;
+            // Usually `flush` made it durable already: no trip to the blocking pool then.
+            let res = if self.wb.is_persisted(&d) {
+                Ok(())
+            } else {
+                blocking(move || wb.persist(&d2)).await
+            };
             self.wb.release(&d);
             match res {
                 Err(e) if e.kind != ErrorKind::NoSpace => {

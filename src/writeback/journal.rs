@@ -4,7 +4,8 @@
 //! size, mtime, the server version it was based on, which byte ranges are held locally, and the
 //! chunked-upload session in progress. Rows are written with `synchronous=FULL` after the data
 //! file was synced, so what `close()`/`fsync()` reported durable survives `kill -9` and power
-//! loss.
+//! loss. A small file's whole content goes into its row instead (`content`): one sync of the
+//! journal then makes both durable, and a restart writes the data file again from the row.
 
 use super::ranges::RangeSet;
 use crate::webdav::RemotePath;
@@ -35,6 +36,8 @@ pub struct Row {
     pub present: RangeSet,
     /// Content generation this row describes (matches a chunk session's).
     pub generation: i64,
+    /// The whole content, for a small file kept in the row (its data file was not synced).
+    pub content: Option<Vec<u8>>,
 }
 
 /// A chunked upload in progress.
@@ -64,6 +67,8 @@ pub struct Conflict {
 /// The journal database.
 pub struct Journal {
     db: Connection,
+    /// Rows were forgotten without a sync (see [`Journal::forget_uploaded`]).
+    unsynced: std::cell::Cell<bool>,
 }
 
 fn secs(t: SystemTime) -> i64 {
@@ -98,14 +103,20 @@ impl Journal {
                 "ALTER TABLE dirty ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;",
             )?;
         }
-        Ok(Journal { db })
+        if db.prepare("SELECT content FROM dirty LIMIT 0").is_err() {
+            db.execute_batch("ALTER TABLE dirty ADD COLUMN content BLOB;")?;
+        }
+        Ok(Journal {
+            db,
+            unsynced: std::cell::Cell::new(false),
+        })
     }
 
     /// All pending rows.
     pub fn rows(&self) -> rusqlite::Result<Vec<Row>> {
         let mut st = self.db.prepare(
             "SELECT id, path, size, mtime, base_etag, has_base, base_size, base_len, present,
-                    generation FROM dirty ORDER BY id",
+                    generation, content FROM dirty ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
             Ok(Row {
@@ -119,6 +130,7 @@ impl Journal {
                 base_len: r.get::<_, i64>(7)? as u64,
                 present: RangeSet::decode(&r.get::<_, String>(8)?),
                 generation: r.get(9)?,
+                content: r.get(10)?,
             })
         })?;
         rows.collect()
@@ -134,7 +146,8 @@ impl Journal {
     pub fn save(&self, r: &Row) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT OR REPLACE INTO dirty (id, path, size, mtime, base_etag, has_base, base_size,
-                 base_len, present, generation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 base_len, present, generation, content)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 r.id,
                 r.path.as_str(),
@@ -145,7 +158,8 @@ impl Journal {
                 r.base_size as i64,
                 r.base_len as i64,
                 r.present.encode(),
-                r.generation
+                r.generation,
+                r.content
             ],
         )?;
         Ok(())
@@ -153,10 +167,30 @@ impl Journal {
 
     /// Forgets a row and its chunk session.
     pub fn delete(&self, id: i64) -> rusqlite::Result<()> {
-        self.db
-            .execute("DELETE FROM dirty WHERE id=?1", params![id])?;
-        self.db
-            .execute("DELETE FROM chunk_sessions WHERE dirty_id=?1", params![id])?;
+        let tx = self.db.unchecked_transaction()?;
+        tx.execute("DELETE FROM dirty WHERE id=?1", params![id])?;
+        tx.execute("DELETE FROM chunk_sessions WHERE dirty_id=?1", params![id])?;
+        tx.commit()
+    }
+
+    /// Forgets the row of a file the server confirmed, without waiting for the disk: the next
+    /// synced write or [`Journal::sync`] (within a second) makes it durable. A power cut in
+    /// between only means the upload is made again.
+    pub fn forget_uploaded(&self, id: i64) -> rusqlite::Result<()> {
+        self.db.pragma_update(None, "synchronous", "NORMAL")?;
+        let res = self.delete(id);
+        self.db.pragma_update(None, "synchronous", "FULL")?;
+        self.unsynced.set(true);
+        res
+    }
+
+    /// Makes the rows forgotten by [`Journal::forget_uploaded`] durable.
+    pub fn sync(&self) -> rusqlite::Result<()> {
+        if self.unsynced.replace(false) {
+            // A checkpoint syncs the write-ahead log first.
+            self.db
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        }
         Ok(())
     }
 
@@ -251,11 +285,15 @@ mod tests {
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].path, RemotePath::new("a/b"));
         assert_eq!(rows[0].generation, 0);
+        assert_eq!(rows[0].content, None);
         let mut r = rows[0].clone();
         r.generation = 5;
         r.size = 9;
+        r.content = Some(b"123456789".to_vec());
         j.save(&r).expect("save");
-        assert_eq!(j.rows().expect("rows")[0].size, 9);
+        let back = &j.rows().expect("rows")[0];
+        assert_eq!(back.size, 9);
+        assert_eq!(back.content.as_deref(), Some(&b"123456789"[..]));
         j.delete(7).expect("delete");
         assert!(j.rows().expect("rows").is_empty());
     }

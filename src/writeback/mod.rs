@@ -11,7 +11,8 @@
 //!
 //! ## Durability
 //! `persist` (called by `flush`/`fsync`, hence before `close()` returns) syncs the data file and
-//! then writes the journal row (`synchronous=FULL`). After `kill -9` or a power cut the next
+//! then writes the journal row (`synchronous=FULL`); a small file's content goes into the row
+//! instead, so one sync makes both durable. After `kill -9` or a power cut the next
 //! mount finds the rows and uploads them. Nothing is removed from the journal before the server
 //! confirmed the upload.
 //!
@@ -48,6 +49,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 pub use journal::Conflict;
+
+/// After a refused conditional upload, files up to this size are compared with the server's
+/// copy before a conflict is declared.
+const IDENTICAL_CHECK_MAX: u64 = 4 << 20;
+
+/// Files up to this size are made durable by their journal row alone (the content is in it).
+const INLINE_MAX: u64 = 64 << 10;
+
+/// A small file's whole content, when all of it is local: saved in its journal row, so that one
+/// sync of the journal makes both the row and the data durable.
+fn inline_content(d: &DirtyFile, st: &DirtyState) -> Option<Vec<u8>> {
+    if st.size > INLINE_MAX || !st.present.missing(0, st.size).is_empty() {
+        return None;
+    }
+    let mut buf = vec![0u8; st.size as usize];
+    read_exact_at(&d.file, &mut buf, 0).ok()?;
+    Some(buf)
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its data consistent; recover from poisoning.
@@ -120,6 +139,8 @@ pub struct DirtyState {
     pub quota_error: bool,
     next_attempt: Option<Instant>,
     uploading: bool,
+    /// A file of that name appeared on the server: upload it with a condition, not in bulk.
+    name_taken: bool,
 }
 
 /// One changed file. See the module documentation.
@@ -302,8 +323,19 @@ impl WriteBack {
             let file = match std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
+                .create(r.content.is_some())
+                .truncate(false)
                 .open(&data_path)
-            {
+                .and_then(|f| {
+                    // A small file's content is in its row: the data file may not have
+                    // reached the disk before a power cut, so it is written again.
+                    if let Some(c) = &r.content {
+                        f.set_len(c.len() as u64)?;
+                        write_all_at(&f, c, 0)?;
+                        f.sync_data()?;
+                    }
+                    Ok(f)
+                }) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(path = %r.path, error = %e, "journal entry without its data file; it cannot be uploaded");
@@ -336,6 +368,7 @@ impl WriteBack {
                     quota_error: false,
                     next_attempt: Some(now),
                     uploading: false,
+                    name_taken: false,
                 }),
                 upload_lock: Arc::new(tokio::sync::Mutex::new(())),
                 persist_lock: Mutex::new(()),
@@ -447,6 +480,7 @@ impl WriteBack {
             quota_error: false,
             next_attempt: None,
             uploading: false,
+            name_taken: false,
         };
         let d = self.new_file(st, 0)?;
         let replaced = lock(&self.files).insert(p.clone(), d.clone());
@@ -490,6 +524,7 @@ impl WriteBack {
             quota_error: false,
             next_attempt: None,
             uploading: false,
+            name_taken: false,
         };
         let d = self.new_file(st, size)?;
         let mut files = lock(&self.files);
@@ -604,6 +639,13 @@ impl WriteBack {
         Ok(buf)
     }
 
+    /// True when the file's current state is already durable (or is local-only and never
+    /// journaled), and the server did not refuse it for quota.
+    pub fn is_persisted(&self, d: &DirtyFile) -> bool {
+        let st = lock(&d.st);
+        (st.local_only || st.persisted == st.generation) && !st.quota_error
+    }
+
     /// Makes the file's current state durable: data synced, then the journal row written.
     /// Fails with `NoSpace` when the server already refused it for quota.
     pub fn persist(&self, d: &DirtyFile) -> Result<()> {
@@ -613,13 +655,15 @@ impl WriteBack {
             if st.local_only || st.persisted == st.generation {
                 None
             } else {
-                Some((st.generation, self.row_of(d.id, &st)))
+                Some((st.generation, self.row_of(d, &st)))
             }
         };
         if let Some((generation, row)) = row {
-            d.file
-                .sync_data()
-                .map_err(|e| io("cannot sync the cache", e))?;
+            if row.content.is_none() {
+                d.file
+                    .sync_data()
+                    .map_err(|e| io("cannot sync the cache", e))?;
+            }
             lock(&self.journal)
                 .save(&row)
                 .map_err(|e| io("cannot write the journal", e))?;
@@ -636,9 +680,9 @@ impl WriteBack {
         Ok(())
     }
 
-    fn row_of(&self, id: i64, st: &DirtyState) -> Row {
+    fn row_of(&self, d: &DirtyFile, st: &DirtyState) -> Row {
         Row {
-            id,
+            id: d.id,
             path: st.path.clone(),
             size: st.size,
             mtime: st.mtime,
@@ -648,6 +692,7 @@ impl WriteBack {
             base_len: st.base_len,
             present: st.present.clone(),
             generation: st.generation as i64,
+            content: inline_content(d, st),
         }
     }
 
@@ -758,7 +803,7 @@ impl WriteBack {
                     st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
                 }
             }
-            let row = self.row_of(d.id, &st);
+            let row = self.row_of(&d, &st);
             let journaled = !st.local_only;
             let persisted_now = st.persisted == st.generation;
             drop(st);
@@ -769,7 +814,7 @@ impl WriteBack {
             }
             drop(files);
             if journaled && (persisted_now || was_local) {
-                if was_local {
+                if was_local && row.content.is_none() {
                     let _ = d.file.sync_data();
                 }
                 if lock(&self.journal).save(&row).is_ok() {
@@ -791,8 +836,7 @@ impl WriteBack {
             st.base = Some(base);
             st.base_len = 0;
             st.generation += 1;
-            (!st.local_only && st.open_writers == 0)
-                .then(|| (st.generation, self.row_of(d.id, &st)))
+            (!st.local_only && st.open_writers == 0).then(|| (st.generation, self.row_of(d, &st)))
         };
         if let Some((generation, row)) = row {
             if lock(&self.journal).save(&row).is_ok() {
@@ -844,6 +888,20 @@ impl WriteBack {
     pub fn start(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move { me.run().await });
+        // Rows of uploaded files are forgotten without a sync each; one sync a second.
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let me = me.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = lock(&me.journal).sync() {
+                        tracing::warn!(error = %e, "cannot sync the journal");
+                    }
+                })
+                .await;
+            }
+        });
     }
 
     async fn run(self: Arc<Self>) {
@@ -960,18 +1018,37 @@ impl WriteBack {
         let st = lock(&d.st);
         // New files only, small, and with a plain-ASCII path (it travels in a header).
         st.base.is_none()
+            && !st.name_taken
             && st.size <= BULK_MAX_FILE
             && st.path.as_str().bytes().all(|b| (0x20..0x7f).contains(&b))
     }
 
     /// Uploads several small new files in one request and applies each outcome. A bulk
-    /// request has no If-None-Match: these files were created here when their folder listing
-    /// did not show the name, but one that someone else created at the same path since then
-    /// would be replaced. That is the one guard bulk upload trades for speed.
+    /// request has no If-None-Match, so the folders are listed first: a file someone else
+    /// created meanwhile under one of these names goes by a conditional PUT instead (which
+    /// keeps both copies). Only a file created in the moment between that listing and the
+    /// request could still be replaced.
     async fn upload_bulk(&self, group: &[Arc<DirtyFile>]) {
+        let Some(taken) = self.names_on_server(group).await else {
+            // Cannot tell: send these one by one, with their conditions.
+            for d in group {
+                let mut st = lock(&d.st);
+                st.name_taken = true;
+                st.next_attempt = Some(Instant::now());
+            }
+            return;
+        };
         let mut guards = Vec::new();
         let mut items = Vec::new();
         for d in group {
+            {
+                let mut st = lock(&d.st);
+                if taken.contains(&st.path) {
+                    st.name_taken = true;
+                    st.next_attempt = Some(Instant::now());
+                    continue;
+                }
+            }
             let Ok(g) = d.upload_lock.clone().try_lock_owned() else {
                 continue;
             };
@@ -1080,7 +1157,12 @@ impl WriteBack {
         match res {
             Ok(etag) => self.uploaded(d, &snap, etag).await,
             Err(UploadError::Dav(DavError::PreconditionFailed(m))) => {
-                if self.really_changed(&snap).await {
+                if let Some(etag) = self.identical_on_server(d, &snap).await {
+                    // Already there, byte for byte: an upload whose confirmation was lost (a
+                    // power cut before the journal forgot it), or the same file saved twice.
+                    tracing::info!(path = %snap.path, "the server already holds these bytes");
+                    self.uploaded(d, &snap, etag).await
+                } else if self.really_changed(&snap).await {
                     self.conflict(d, &snap)
                 } else {
                     // Apache refuses If-Match for a file changed within the last second (its
@@ -1300,6 +1382,68 @@ impl WriteBack {
             .then_some(e.etag)
     }
 
+    /// Which of these files' paths exist on the server now (one Depth-1 listing per folder);
+    /// `None` when a folder cannot be listed.
+    async fn names_on_server(
+        &self,
+        group: &[Arc<DirtyFile>],
+    ) -> Option<std::collections::HashSet<RemotePath>> {
+        let mut parents: Vec<RemotePath> = group
+            .iter()
+            .map(|d| lock(&d.st).path.parent().unwrap_or_default())
+            .collect();
+        parents.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        parents.dedup();
+        let mut taken = std::collections::HashSet::new();
+        for p in parents {
+            match self.dav.propfind(&p, Depth::One).await {
+                Ok(entries) => taken.extend(entries.into_iter().map(|e| e.path)),
+                // The folder itself is not there (yet): none of its files can be.
+                Err(DavError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::debug!(folder = %p, error = %e, "cannot list before a bulk upload");
+                    return None;
+                }
+            }
+        }
+        Some(taken)
+    }
+
+    /// After a 412: the server's etag when it holds exactly the bytes of this (small) change.
+    async fn identical_on_server(
+        &self,
+        d: &DirtyFile,
+        snap: &DirtyState,
+    ) -> Option<Option<String>> {
+        if snap.size > IDENTICAL_CHECK_MAX || !snap.present.missing(0, snap.size).is_empty() {
+            return None;
+        }
+        let e = self
+            .dav
+            .propfind(&snap.path, Depth::Zero)
+            .await
+            .ok()?
+            .into_iter()
+            .next()?;
+        if e.is_dir || e.size != snap.size {
+            return None;
+        }
+        let mut body = self
+            .dav
+            .get_range(&snap.path, 0, snap.size, e.etag.as_deref())
+            .await
+            .ok()?;
+        let mut theirs = Vec::with_capacity(snap.size as usize);
+        while let Some(c) = body.chunk().await.ok()? {
+            theirs.extend_from_slice(&c);
+            if theirs.len() as u64 > snap.size {
+                return None;
+            }
+        }
+        let ours = self.read_local(d, 0, snap.size as usize).ok()?;
+        (theirs == ours).then_some(e.etag)
+    }
+
     /// After a 412: does the server hold another version than the one this change is based
     /// on (or, for a new file, any file at all)?
     async fn really_changed(&self, snap: &DirtyState) -> bool {
@@ -1374,7 +1518,7 @@ impl WriteBack {
             }
         };
         if unchanged {
-            let _ = lock(&self.journal).delete(d.id);
+            let _ = lock(&self.journal).forget_uploaded(d.id);
             // What was just uploaded is the new server version: keep it as cached blocks, so
             // the file stays readable (also offline) without downloading it back.
             let adopted = match (&etag, version) {
@@ -1391,7 +1535,7 @@ impl WriteBack {
             }
         } else {
             let st = d.state();
-            let _ = lock(&self.journal).save(&self.row_of(d.id, &st));
+            let _ = lock(&self.journal).save(&self.row_of(d, &st));
         }
     }
 
@@ -1410,7 +1554,7 @@ impl WriteBack {
             st.base_len = 0;
             st.next_attempt = Some(Instant::now());
             st.generation += 1;
-            let row = self.row_of(d.id, &st);
+            let row = self.row_of(d, &st);
             drop(st);
             files.insert(cpath.clone(), d.clone());
             drop(files);

@@ -81,6 +81,9 @@ impl Journal {
     /// Opens or creates the journal in `dir`.
     pub fn open(dir: &Path) -> rusqlite::Result<Journal> {
         let db = Connection::open(dir.join("journal.sqlite"))?;
+        // Only this mount uses the journal: no file locks per transaction (and a second
+        // process opening the same journal is refused instead of interleaving).
+        db.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(Duration::from_secs(10))?;
@@ -144,11 +147,12 @@ impl Journal {
 
     /// Writes (inserts or replaces) a row.
     pub fn save(&self, r: &Row) -> rusqlite::Result<()> {
-        self.db.execute(
+        self.db.prepare_cached(
             "INSERT OR REPLACE INTO dirty (id, path, size, mtime, base_etag, has_base, base_size,
                  base_len, present, generation, content)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+        )?
+        .execute(params![
                 r.id,
                 r.path.as_str(),
                 r.size as i64,
@@ -160,8 +164,7 @@ impl Journal {
                 r.present.encode(),
                 r.generation,
                 r.content
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 

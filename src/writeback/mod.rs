@@ -50,6 +50,22 @@ use tokio::sync::Notify;
 
 pub use journal::Conflict;
 
+/// Written bytes after which the disk is asked to start writing a file out.
+const START_WRITEOUT: u64 = 16 << 20;
+
+/// Starts (without waiting for it) the write-out of a file's dirty pages.
+#[cfg(target_os = "linux")]
+fn start_writeout(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; the call only schedules I/O on it.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeout(_f: &File) {}
+
 /// After a refused conditional upload, files up to this size are compared with the server's
 /// copy before a conflict is declared.
 const IDENTICAL_CHECK_MAX: u64 = 4 << 20;
@@ -155,6 +171,8 @@ pub struct DirtyFile {
     persist_lock: Mutex<()>,
     /// Bytes sent by the upload in progress.
     pub sent: Arc<AtomicU64>,
+    /// Bytes written since the disk was last asked to start writing this file out.
+    unstarted: AtomicU64,
 }
 
 impl DirtyFile {
@@ -373,6 +391,7 @@ impl WriteBack {
                 upload_lock: Arc::new(tokio::sync::Mutex::new(())),
                 persist_lock: Mutex::new(()),
                 sent: Arc::new(AtomicU64::new(0)),
+                unstarted: AtomicU64::new(0),
             };
             lock(&wb.files).insert(r.path, Arc::new(df));
         }
@@ -458,6 +477,7 @@ impl WriteBack {
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             persist_lock: Mutex::new(()),
             sent: Arc::new(AtomicU64::new(0)),
+            unstarted: AtomicU64::new(0),
         }))
     }
 
@@ -561,6 +581,14 @@ impl WriteBack {
     /// Writes `data` at `off`; answers the new size.
     pub fn write(&self, d: &DirtyFile, off: u64, data: &[u8]) -> Result<u64> {
         write_all_at(&d.file, data, off).map_err(|e| io("cannot write to the cache", e))?;
+        // A large write: let the disk start on it now, so that the sync at close() finds
+        // little left to do.
+        let pending =
+            d.unstarted.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        if pending >= START_WRITEOUT {
+            d.unstarted.store(0, Ordering::Relaxed);
+            start_writeout(&d.file);
+        }
         let mut st = lock(&d.st);
         let end = off + data.len() as u64;
         if off > st.size {

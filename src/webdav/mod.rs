@@ -627,11 +627,17 @@ impl DavClient {
             }
             return Err(DavError::from_status(status, &method, &what));
         }
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
-        let raw = xml::parse_multistatus(&body)?;
+        let raw = match depth {
+            Depth::Zero => {
+                let body = resp
+                    .text()
+                    .await
+                    .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
+                xml::parse_multistatus(&body)?
+            }
+            // A folder listing can be megabytes: parsed while it arrives.
+            Depth::One => self.parse_streamed(resp).await?,
+        };
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
             match self.relative(&r.href) {
@@ -656,6 +662,44 @@ impl DavClient {
             }
         }
         Ok(out)
+    }
+
+    /// Parses a multistatus body on a blocking thread while its chunks arrive.
+    async fn parse_streamed(
+        &self,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<xml::PropResponse>, DavError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let parser = tokio::task::spawn_blocking(move || {
+            xml::parse_multistatus_from(ChunkReader {
+                rx,
+                cur: bytes::Bytes::new(),
+            })
+        });
+        let mut net = None;
+        loop {
+            match resp.chunk().await {
+                // A parser that stopped (bad XML) dropped its end: its error is the answer.
+                Ok(Some(c)) => {
+                    if tx.send(c).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    net = Some(DavError::from_reqwest(&e, self.root.as_str()));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let parsed = parser
+            .await
+            .map_err(|e| DavError::BadResponse(format!("multistatus parser failed: {e}")))?;
+        match net {
+            Some(e) => Err(e),
+            None => parsed,
+        }
     }
 
     /// Maps a decoded absolute href to a path below the root.
@@ -724,6 +768,39 @@ impl DavClient {
     }
 }
 
+/// The chunks of a response body, read by a blocking parser as they arrive (end of input
+/// when the sender is dropped).
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    cur: bytes::Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = std::io::BufRead::fill_buf(self)?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        std::io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.cur.is_empty() {
+            match self.rx.recv() {
+                Ok(c) => self.cur = c,
+                Err(_) => break,
+            }
+        }
+        Ok(&self.cur)
+    }
+
+    fn consume(&mut self, n: usize) {
+        let _ = self.cur.split_to(n.min(self.cur.len()));
+    }
+}
+
 /// A GET body positioned at the requested start offset.
 pub struct RangeBody {
     resp: reqwest::Response,
@@ -773,6 +850,23 @@ fn parse_content_range_start(v: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunk_reader_yields_the_chunks_in_order_then_ends() {
+        use std::io::Read;
+        let (tx, rx) = std::sync::mpsc::channel();
+        for c in ["ab", "", "cde", "f"] {
+            tx.send(bytes::Bytes::from(c)).expect("send");
+        }
+        drop(tx);
+        let mut r = ChunkReader {
+            rx,
+            cur: bytes::Bytes::new(),
+        };
+        let mut out = String::new();
+        r.read_to_string(&mut out).expect("read");
+        assert_eq!(out, "abcdef");
+    }
+
     use super::*;
 
     #[test]

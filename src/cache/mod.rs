@@ -35,7 +35,7 @@ pub const DEFAULT_BLOCK_SIZE: u64 = 1 << 20;
 /// Bytes of recently written or read blocks also kept in memory, so that the reads right after
 /// a download are answered without touching the disk (and without copying: a read inside one
 /// block is a slice of it).
-pub const HOT_BYTES: u64 = 48 << 20;
+pub const HOT_BYTES: u64 = 24 << 20;
 
 /// Recently used blocks in memory, bounded by bytes.
 struct Hot {

@@ -559,3 +559,37 @@ fn many_small_new_files_go_up_in_bulk_requests() {
     assert_eq!(secs(local), secs(server));
     m.unmount();
 }
+
+#[test]
+fn uploads_wait_while_a_program_keeps_writing_then_all_go_up() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0"]));
+    std::fs::create_dir(m.path("burst")).expect("mkdir");
+    let puts = cloud.server.stats().count("PUT");
+    // A program writing a file every 20 ms for about a second: uploads yield to it.
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            (
+                format!("burst/f{i:02}.txt"),
+                pattern(2000 + i * 10, i as u64),
+            )
+        })
+        .collect();
+    for (p, d) in &files {
+        std::fs::write(m.path(p), d).expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let during = cloud.server.stats().count("PUT") - puts;
+    // (A write stalled past the quiet time by a slow disk may let one through.)
+    assert!(
+        during <= 2,
+        "{during} uploads competed with the writing program"
+    );
+    // Once it pauses, everything goes up.
+    m.wait_drained();
+    for (p, d) in &files {
+        assert!(server_file_is(&srv, p, d), "{p}");
+    }
+    m.unmount();
+}

@@ -416,12 +416,17 @@ impl Filesystem for NuageFs {
             b.release(fh);
         }
         let vfs = self.vfs.clone();
-        self.rt.spawn(async move {
-            match vfs.release(Fh(fh)).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail("release", &e)),
-            }
-        });
+        let done = move |res: nuage::Result<()>| match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("release", &e)),
+        };
+        if vfs.release_is_quick(Fh(fh)) {
+            // Nothing to wait for: answered here, without a thread hop.
+            done(vfs.release_blocking(Fh(fh)));
+        } else {
+            self.rt
+                .spawn_blocking(move || done(vfs.release_blocking(Fh(fh))));
+        }
     }
 
     fn flush(
@@ -433,12 +438,11 @@ impl Filesystem for NuageFs {
         reply: ReplyEmpty,
     ) {
         let vfs = self.vfs.clone();
-        self.rt.spawn(async move {
-            match vfs.flush(Fh(fh)).await {
+        self.rt
+            .spawn_blocking(move || match vfs.fsync_blocking(Fh(fh)) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("flush", &e)),
-            }
-        });
+            });
     }
 
     fn fsync(
@@ -450,12 +454,11 @@ impl Filesystem for NuageFs {
         reply: ReplyEmpty,
     ) {
         let vfs = self.vfs.clone();
-        self.rt.spawn(async move {
-            match vfs.fsync(Fh(fh)).await {
+        self.rt
+            .spawn_blocking(move || match vfs.fsync_blocking(Fh(fh)) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("fsync", &e)),
-            }
-        });
+            });
     }
 
     fn write(
@@ -474,12 +477,11 @@ impl Filesystem for NuageFs {
             return reply.error(libc::EINVAL);
         };
         let (vfs, data) = (self.vfs.clone(), data.to_vec());
-        self.rt.spawn(async move {
-            match vfs.write(Fh(fh), offset, data).await {
+        self.rt
+            .spawn_blocking(move || match vfs.write_blocking(Fh(fh), offset, &data) {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(fail("write", &e)),
-            }
-        });
+            });
     }
 
     fn create(

@@ -1051,28 +1051,60 @@ impl Vfs {
 
     /// Closes a handle. A writer's changes are made durable and scheduled for upload.
     pub async fn release(&self, fh: Fh) -> Result<()> {
-        let h = lock(&self.handles).remove(&fh);
-        if let Some(v) = h.as_ref().and_then(|h| h.passthrough) {
+        match self.take_handle(fh) {
+            Some(d) => {
+                let res = if self.wb.is_persisted(&d) {
+                    Ok(())
+                } else {
+                    let (wb, d2) = (self.wb.clone(), d.clone());
+                    blocking(move || wb.persist(&d2)).await
+                };
+                self.closed(&d, res)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// True when closing `fh` needs no disk work (a reader, or a writer whose data `flush`
+    /// already made durable): [`Self::release_blocking`] then returns at once.
+    pub fn release_is_quick(&self, fh: Fh) -> bool {
+        match lock(&self.handles).get(&fh) {
+            Some(h) => h.dirty.as_ref().is_none_or(|d| self.wb.is_persisted(d)),
+            None => true,
+        }
+    }
+
+    /// [`Self::release`], for a thread that may block on the disk.
+    pub fn release_blocking(&self, fh: Fh) -> Result<()> {
+        match self.take_handle(fh) {
+            Some(d) => {
+                let res = self.wb.persist(&d);
+                self.closed(&d, res)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a handle; answers its pending change when it was a writer.
+    fn take_handle(&self, fh: Fh) -> Option<Arc<DirtyFile>> {
+        let h = lock(&self.handles).remove(&fh)?;
+        if let Some(v) = h.passthrough {
             self.cache().unhold(v);
         }
-        if let Some(d) = h.and_then(|h| h.dirty) {
-            let (wb, d2) = (self.wb.clone(), d.clone());
-            // Usually `flush` made it durable already: no trip to the blocking pool then.
-            let res = if self.wb.is_persisted(&d) {
-                Ok(())
-            } else {
-                blocking(move || wb.persist(&d2)).await
-            };
-            self.wb.release(&d);
-            match res {
-                Err(e) if e.kind != ErrorKind::NoSpace => {
-                    tracing::error!(error = %e, "could not make a closed file durable");
-                    return Err(e);
-                }
-                _ => {}
+        h.dirty
+    }
+
+    /// A writer closed: its upload may be scheduled. `persisted` is the outcome of making it
+    /// durable (a quota refusal is reported by `fsync`, not here).
+    fn closed(&self, d: &DirtyFile, persisted: Result<()>) -> Result<()> {
+        self.wb.release(d);
+        match persisted {
+            Err(e) if e.kind != ErrorKind::NoSpace => {
+                tracing::error!(error = %e, "could not make a closed file durable");
+                Err(e)
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// `close()` of one descriptor: the data written so far becomes durable locally.
@@ -1093,16 +1125,36 @@ impl Vfs {
         }
     }
 
+    /// [`Self::fsync`] (and `flush`), for a thread that may block on the disk.
+    pub fn fsync_blocking(&self, fh: Fh) -> Result<()> {
+        let dirty = lock(&self.handles).get(&fh).and_then(|h| h.dirty.clone());
+        match dirty {
+            Some(d) => self.wb.persist(&d),
+            None => Ok(()),
+        }
+    }
+
     /// Writes `data` at `offset` through a handle opened for writing.
     pub async fn write(&self, fh: Fh, offset: u64, data: Vec<u8>) -> Result<u32> {
-        let d = lock(&self.handles)
-            .get(&fh)
-            .and_then(|h| h.dirty.clone())
-            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "file not open for writing"))?;
+        let d = self.writer(fh)?;
         let n = data.len() as u32;
         let wb = self.wb.clone();
         blocking(move || wb.write(&d, offset, &data).map(|_| ())).await?;
         Ok(n)
+    }
+
+    fn writer(&self, fh: Fh) -> Result<Arc<DirtyFile>> {
+        lock(&self.handles)
+            .get(&fh)
+            .and_then(|h| h.dirty.clone())
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "file not open for writing"))
+    }
+
+    /// [`Self::write`], for a thread that may block on the disk.
+    pub fn write_blocking(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
+        let d = self.writer(fh)?;
+        self.wb.write(&d, offset, data)?;
+        Ok(data.len() as u32)
     }
 
     /// Changes size and/or modification time.

@@ -81,9 +81,6 @@ impl Journal {
     /// Opens or creates the journal in `dir`.
     pub fn open(dir: &Path) -> rusqlite::Result<Journal> {
         let db = Connection::open(dir.join("journal.sqlite"))?;
-        // Only this mount uses the journal: no file locks per transaction (and a second
-        // process opening the same journal is refused instead of interleaving).
-        db.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.busy_timeout(Duration::from_secs(10))?;

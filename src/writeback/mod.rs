@@ -247,7 +247,14 @@ pub struct WriteBack {
     bulk: std::sync::atomic::AtomicBool,
     /// Where conflicted copies went (the journal's list, kept in memory for file states).
     conflict_copies: Mutex<std::collections::HashSet<RemotePath>>,
+    /// When a program last created, wrote or closed a file here.
+    last_write: Mutex<Instant>,
 }
+
+/// Uploads yield to a program that is busy writing: they start once it paused this long...
+const QUIET: Duration = Duration::from_millis(150);
+/// ...or once they waited this long past their time anyway.
+const MAX_YIELD: Duration = Duration::from_secs(2);
 
 /// New files up to this size may go up together in one bulk upload.
 const BULK_MAX_FILE: u64 = 1 << 20;
@@ -334,6 +341,7 @@ impl WriteBack {
             chunking,
             bulk: std::sync::atomic::AtomicBool::new(true),
             conflict_copies: Mutex::new(conflict_copies),
+            last_write: Mutex::new(Instant::now()),
         };
         let now = Instant::now();
         for r in rows {
@@ -483,6 +491,7 @@ impl WriteBack {
 
     /// A new, empty file at `p` (not on the server yet), opened for writing.
     pub fn create(&self, p: &RemotePath) -> Result<Arc<DirtyFile>> {
+        self.busy();
         let local_only = is_excluded(p.name());
         let st = DirtyState {
             path: p.clone(),
@@ -580,6 +589,7 @@ impl WriteBack {
 
     /// Writes `data` at `off`; answers the new size.
     pub fn write(&self, d: &DirtyFile, off: u64, data: &[u8]) -> Result<u64> {
+        self.busy();
         write_all_at(&d.file, data, off).map_err(|e| io("cannot write to the cache", e))?;
         // A large write: let the disk start on it now, so that the sync at close() finds
         // little left to do.
@@ -724,8 +734,14 @@ impl WriteBack {
         }
     }
 
+    /// Notes that a program is writing now (see [`QUIET`]).
+    fn busy(&self) {
+        *lock(&self.last_write) = Instant::now();
+    }
+
     /// A writer closed the file: once nobody writes, the upload is scheduled.
     pub fn release(&self, d: &DirtyFile) {
+        self.busy();
         let mut st = lock(&d.st);
         st.open_writers = st.open_writers.saturating_sub(1);
         if st.open_writers == 0 && !st.local_only {
@@ -935,6 +951,7 @@ impl WriteBack {
     async fn run(self: Arc<Self>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
         let mut was_cut_off = false;
+        let mut yielding_since: Option<Instant> = None;
         loop {
             if self.dav.auth().is_refused() || !self.dav.reach().is_online() {
                 // Login refused or server out of reach: nothing can go up until that changes.
@@ -955,7 +972,19 @@ impl WriteBack {
                     }
                 }
             }
+            // A program writing files right now (say, a copy of a folder) goes first: uploads
+            // start when it pauses, or every MAX_YIELD while it goes on; they then go in
+            // larger groups too.
+            let quiet_at = *lock(&self.last_write) + QUIET;
             let now = Instant::now();
+            if quiet_at > now {
+                let since = *yielding_since.get_or_insert(now);
+                if now < since + MAX_YIELD {
+                    tokio::time::sleep((quiet_at - now).min(since + MAX_YIELD - now)).await;
+                    continue;
+                }
+            }
+            yielding_since = None;
             let mut next: Option<Instant> = None;
             let mut due = Vec::new();
             for d in self.all() {
@@ -969,6 +998,7 @@ impl WriteBack {
                     None => {}
                 }
             }
+
             // Many small new files: one bulk request where the server offers it. Files that
             // become due within half an upload delay join the request (a program writing many
             // files closes them a few milliseconds apart).

@@ -772,9 +772,10 @@ impl Vfs {
             let v = base_version.version;
             let need = self.fetcher.block_count(node.entry.size);
             let have = self.cache().cached_blocks(v);
-            // Only a file read completely just now has its last blocks in flight (the hot
-            // tier holds 48 blocks): do not scan every block of a partly cached file.
-            if have < need && need - have <= 48 && self.blocks_here(v, need) >= need {
+            // Only a file read completely just now has its last blocks in flight (they are
+            // in the memory tier): do not scan every block of a partly cached file.
+            let in_memory = crate::cache::HOT_BYTES / self.cache().block_size();
+            if have < need && need - have <= in_memory && self.blocks_here(v, need) >= need {
                 self.fetcher.drain_disk_writes().await;
             }
         }

@@ -91,7 +91,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn io(what: &str, e: impl std::fmt::Display) -> Error {
     let s = e.to_string();
-    let kind = if s.contains("No space left") {
+    // ENOSPC / EDQUOT from the file system, SQLITE_FULL from the journal.
+    let kind = if ["No space left", "quota exceeded", "disk is full"]
+        .iter()
+        .any(|m| s.contains(m))
+    {
         ErrorKind::NoSpace
     } else {
         ErrorKind::Io

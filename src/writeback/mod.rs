@@ -1425,16 +1425,20 @@ impl WriteBack {
         Ok(res?)
     }
 
-    /// The server's etag of `snap.path` when it already holds exactly this upload: same size,
-    /// same modification time (sent as `X-OC-Mtime`), and not the version it was based on.
-    async fn already_assembled(&self, snap: &DirtyState) -> Option<Option<String>> {
-        let e = self
-            .dav
-            .propfind(&snap.path, Depth::Zero)
+    /// What the server has at `p` now, if it answers.
+    async fn server_entry(&self, p: &RemotePath) -> Option<crate::webdav::Entry> {
+        self.dav
+            .propfind(p, Depth::Zero)
             .await
             .ok()?
             .into_iter()
-            .next()?;
+            .next()
+    }
+
+    /// The server's etag of `snap.path` when it already holds exactly this upload: same size,
+    /// same modification time (sent as `X-OC-Mtime`), and not the version it was based on.
+    async fn already_assembled(&self, snap: &DirtyState) -> Option<Option<String>> {
+        let e = self.server_entry(&snap.path).await?;
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
         let same_base = match (&snap.base, &e.etag) {
             (Some(b), Some(now)) => b.etag.as_deref().map(strong_etag) == Some(strong_etag(now)),
@@ -1480,13 +1484,7 @@ impl WriteBack {
         if snap.size > IDENTICAL_CHECK_MAX || !snap.present.missing(0, snap.size).is_empty() {
             return None;
         }
-        let e = self
-            .dav
-            .propfind(&snap.path, Depth::Zero)
-            .await
-            .ok()?
-            .into_iter()
-            .next()?;
+        let e = self.server_entry(&snap.path).await?;
         if e.is_dir || e.size != snap.size {
             return None;
         }

@@ -197,6 +197,9 @@ pub struct BlockCache {
     dir: PathBuf,
     block_size: u64,
     gate: RwLock<()>,
+    /// One block write at a time: parallel writes into one file contend for its inode lock
+    /// in the kernel (which spins), and one writer keeps up with the network anyway.
+    writer: Mutex<()>,
     state: Mutex<State>,
     db: Mutex<Connection>,
     fds: Mutex<LruCache<VersionId, Arc<File>>>,
@@ -294,6 +297,7 @@ impl BlockCache {
             dir: dir.to_path_buf(),
             block_size,
             gate: RwLock::new(()),
+            writer: Mutex::new(()),
             state: Mutex::new(state),
             db: Mutex::new(db),
             // 128 open data files at most.
@@ -505,8 +509,11 @@ impl BlockCache {
                 return Ok(());
             }
             let f = self.file(key.version)?;
-            write_all_at(&f, data, key.idx.0 * self.block_size)
-                .map_err(io_err(&self.data_path(key.version)))?;
+            {
+                let _one = lock(&self.writer);
+                write_all_at(&f, data, key.idx.0 * self.block_size)
+                    .map_err(io_err(&self.data_path(key.version)))?;
+            }
             let mut st = lock(&self.state);
             let len = data.len() as u32;
             st.add_block(key, len);

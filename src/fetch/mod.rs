@@ -126,6 +126,7 @@ impl Fetcher {
                     return Ok(b);
                 }
             }
+            tracing::trace!(offset, "read from disk");
             let cache = self.cache.clone();
             let version = file.version;
             let res = tokio::task::spawn_blocking(move || {

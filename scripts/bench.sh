@@ -130,8 +130,9 @@ run_fs() { # name mountpoint
   local name="$1" mp="$2" pid="$3"
   local t0 t1 before after
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  # The server's own files back in its page cache, as they were when curl read them.
+  # The server's own files and folder back in its caches, as they were when curl read them.
   cat "$W/data/big.bin" "$W/data/big2.bin" > /dev/null
+  ls -l "$W/data/many" > /dev/null
   t0=$(now); cat "$mp/big.bin" > /dev/null; t1=$(now)
   local cold; cold=$(mibs "$t0" "$t1")
   local rss; rss=$(awk '/VmHWM/{printf "%.0f", $2/1024}' "/proc/$pid/status")

@@ -212,6 +212,10 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The preferred I/O size reported to programs (`st_blksize`): the cache's block size, so that
+/// `cat`, `cp` and friends read and write in 1 MiB pieces rather than 128 KiB ones.
+const BLKSIZE: u32 = 1 << 20;
+
 fn file_attr(a: &Attr) -> FileAttr {
     let (kind, nlink) = match a.kind {
         FileKind::Dir => (FileType::Directory, 2),
@@ -231,7 +235,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 4096,
+        blksize: BLKSIZE,
         flags: 0,
     }
 }

@@ -776,7 +776,9 @@ impl Vfs {
             // in the memory tier): do not scan every block of a partly cached file.
             let in_memory = crate::cache::HOT_BYTES / self.cache().block_size();
             if have < need && need - have <= in_memory && self.blocks_here(v, need) >= need {
+                let t = Instant::now();
                 self.fetcher.drain_disk_writes().await;
+                tracing::debug!(waited = ?t.elapsed(), "last blocks of a complete read written");
             }
         }
         let mut waited = Duration::ZERO;

@@ -453,15 +453,46 @@ fn the_status_attribute_follows_each_file_through_its_states() {
         getxattr_errno(&f, "system.posix_acl_access"),
         Err(libc::EOPNOTSUPP)
     );
+    // Asked for by name they answer; listed they are not, so that `cp -a` and `rsync -X` do
+    // not copy them around (onto local files, or back onto the mount where they are read-only).
     let out = Command::new("getfattr")
-        .args(["-d", "-m", "user.nuage"])
+        .args(["-n", "user.nuage.status"])
         .arg(&f)
         .output()
         .expect("getfattr");
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("user.nuage.status=\""), "{text}");
+    let out = Command::new("getfattr")
+        .args(["-d", "-m", "-"])
+        .arg(&f)
+        .output()
+        .expect("getfattr");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("user.nuage"), "listed: {text}");
+    let copy = m.path("copied.odt");
+    let st = Command::new("rsync")
+        .args(["-aX"])
+        .arg(&f)
+        .arg(&copy)
+        .status()
+        .expect("rsync");
+    assert!(st.success(), "rsync -aX within the mount: {st}");
+    let outside = tempfile::tempdir().expect("tmp");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&f)
+        .arg(outside.path().join("out.odt"))
+        .status()
+        .expect("cp");
+    assert!(st.success());
+    let out = Command::new("getfattr")
+        .args(["-d", "-m", "-"])
+        .arg(outside.path().join("out.odt"))
+        .output()
+        .expect("getfattr");
     assert!(
-        text.contains("user.nuage.status") && text.contains("user.nuage.pinned"),
-        "{text}"
+        !String::from_utf8_lossy(&out.stdout).contains("user.nuage"),
+        "copied out"
     );
     m.unmount();
 }

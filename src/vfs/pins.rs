@@ -142,11 +142,6 @@ impl Vfs {
             .map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
     }
 
-    /// Names of the extended attributes every node has.
-    pub fn xattr_names(&self) -> Vec<&'static str> {
-        vec![XATTR_STATUS, XATTR_PINNED]
-    }
-
     /// Reads an extended attribute.
     pub fn xattr_get(&self, ino: Ino, name: &str) -> Result<Vec<u8>> {
         if !name.starts_with("user.") {

@@ -445,3 +445,66 @@ fn cached_files_are_read_by_the_kernel_directly_and_writers_still_open_them() {
     assert_eq!(std::fs::read(&f).expect("read after upload"), want);
     m.unmount();
 }
+
+#[test]
+fn a_large_sequential_read_drops_the_kernel_copy_behind_it_and_rereads_from_the_cache() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("film.bin"), 160 << 20, 21);
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let expected = std::fs::read(cloud.files().join("film.bin")).expect("read");
+    // Read while it stays open: the pages behind the reader leave the kernel's page cache
+    // (the data stays in the block cache)...
+    let f = std::fs::File::open(m.path("film.bin")).expect("open");
+    let mut all = Vec::with_capacity(expected.len());
+    {
+        use std::io::Read;
+        (&f).read_to_end(&mut all).expect("read");
+    }
+    assert!(all == expected, "sequential read differs");
+    let resident = resident_pages(&f, expected.len());
+    let pages = |a: usize, b: usize| resident[a / 4096..b / 4096].iter().filter(|r| **r).count();
+    assert_eq!(
+        pages(0, 32 << 20),
+        0,
+        "the start is still in the kernel's page cache"
+    );
+    assert!(
+        pages(150 << 20, 160 << 20) > 0,
+        "the end should still be in the kernel's page cache"
+    );
+    let sent = cloud.get_bytes();
+    // ...so reading the start again through the same handle asks nuage, which answers from
+    // its cache, byte for byte, without the server.
+    let mut again = vec![0u8; 8 << 20];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut again, 10 << 20).expect("reread");
+    assert!(again[..] == expected[10 << 20..18 << 20], "re-read differs");
+    assert_eq!(cloud.get_bytes(), sent, "a re-read must not download again");
+    drop(f);
+    // A new open reads the complete file from the cache too.
+    assert!(std::fs::read(m.path("film.bin")).expect("read") == expected);
+    assert_eq!(cloud.get_bytes(), sent);
+    m.unmount();
+}
+
+/// Which 4 KiB pages of the open file are in the kernel's page cache (`mincore` on a mapping).
+fn resident_pages(f: &std::fs::File, len: usize) -> Vec<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a read-only shared mapping of an open file, unmapped before returning; mincore
+    // writes one byte per page into a vector of that length.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        let mut v = vec![0u8; len.div_ceil(4096)];
+        let r = libc::mincore(p, len, v.as_mut_ptr());
+        libc::munmap(p, len);
+        assert_eq!(r, 0, "mincore");
+        v.into_iter().map(|b| b & 1 == 1).collect()
+    }
+}

@@ -114,6 +114,11 @@ impl Platform for FusePlatform {
                 for inv in rx {
                     let res = match &inv {
                         Invalidation::Inode(ino) => notifier.inval_inode(ino.0, 0, 0),
+                        Invalidation::Pages { ino, offset, len } => notifier.inval_inode(
+                            ino.0,
+                            i64::try_from(*offset).unwrap_or(i64::MAX),
+                            i64::try_from(*len).unwrap_or(i64::MAX),
+                        ),
                         Invalidation::Entry { parent, name } => {
                             notifier.inval_entry(parent.0, OsStr::new(name))
                         }

@@ -186,7 +186,17 @@ struct Handle {
     window: u64,
     /// The cache version the kernel reads directly through this handle (passthrough).
     passthrough: Option<crate::cache::VersionId>,
+    /// The kernel's page cache of this file was dropped up to here (see [`DROP_BEHIND`]).
+    dropped_to: u64,
 }
+
+/// A large file read sequentially has the kernel's page cache dropped this far behind the
+/// reader, a slice at a time: its data stays in the block cache (and the next open reads it
+/// from there through passthrough), the kernel does not hold it twice, and that next open
+/// has no gigabyte of pages to drop first.
+const DROP_BEHIND: u64 = 32 << 20;
+/// ...in slices of this size.
+const DROP_SLICE: u64 = 64 << 20;
 
 /// The platform-independent filesystem.
 pub struct Vfs {
@@ -826,6 +836,7 @@ impl Vfs {
                             next_offset: 0,
                             window: 0,
                             passthrough,
+                            dropped_to: 0,
                         },
                     );
                     return Ok(Opened {
@@ -985,7 +996,7 @@ impl Vfs {
                 h.from_local = false;
             }
         }
-        let (file, ahead) = {
+        let (file, ahead, drop) = {
             let mut hs = lock(&self.handles);
             let h = hs
                 .get_mut(&fh)
@@ -1003,8 +1014,21 @@ impl Vfs {
             if !near {
                 h.next_offset = end;
             }
-            (h.file.clone(), h.window)
+            let behind = end.saturating_sub(DROP_BEHIND);
+            let drop = (near && behind >= h.dropped_to + DROP_SLICE).then(|| {
+                let (from, to) = (h.dropped_to, behind);
+                h.dropped_to = behind;
+                Invalidation::Pages {
+                    ino: h.ino,
+                    offset: from,
+                    len: to - from,
+                }
+            });
+            (h.file.clone(), h.window, drop)
         };
+        if let Some(d) = drop {
+            self.invalidate(vec![d]);
+        }
         match self.read_version(&file, offset, size, ahead).await {
             Err(e) if e.kind == ErrorKind::Stale && self.follows_local(fh) => {
                 // Opened while the file had local changes, which became a newer server
@@ -1291,6 +1315,7 @@ impl Vfs {
                 next_offset: 0,
                 window: 0,
                 passthrough: None,
+                dropped_to: 0,
             },
         );
         let n = self.node(ino)?;

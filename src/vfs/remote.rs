@@ -18,6 +18,16 @@ use std::sync::Arc;
 pub enum Invalidation {
     /// A file's cached data and attributes.
     Inode(Ino),
+    /// A range of a file's pages in the kernel's page cache (its data is still in the block
+    /// cache).
+    Pages {
+        /// The file.
+        ino: Ino,
+        /// First byte.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
     /// A name in a folder (added, deleted, renamed, replaced).
     Entry {
         /// The folder.
@@ -45,7 +55,7 @@ impl Vfs {
         *lock(&self.invalidator) = Some(f);
     }
 
-    fn invalidate(&self, items: Vec<Invalidation>) {
+    pub(super) fn invalidate(&self, items: Vec<Invalidation>) {
         let f = lock(&self.invalidator).clone();
         if let Some(f) = f {
             for i in items {

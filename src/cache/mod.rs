@@ -39,7 +39,8 @@ pub const HOT_BYTES: u64 = 24 << 20;
 
 /// Recently used blocks in memory, bounded by bytes.
 struct Hot {
-    blocks: LruCache<BlockKey, bytes::Bytes>,
+    /// Each block with the id of the download run it came in (see [`BlockCache::keep_hot`]).
+    blocks: LruCache<BlockKey, (bytes::Bytes, u64)>,
     bytes: u64,
 }
 
@@ -395,7 +396,7 @@ impl BlockCache {
                 .map(|(k, _)| *k)
                 .collect();
             for k in keys {
-                if let Some(b) = h.blocks.pop(&k) {
+                if let Some((b, _)) = h.blocks.pop(&k) {
                     h.bytes -= b.len() as u64;
                 }
             }
@@ -440,7 +441,7 @@ impl BlockCache {
     /// block is valid even after its disk copy was evicted. Reading does not refresh a block's
     /// place in memory: blocks leave memory in download order, so a read-ahead window smaller
     /// than [`HOT_BYTES`] is still in memory when the reader gets to it.
-    pub fn hot_run(&self, v: VersionId, first: u64, last: u64) -> Option<Vec<bytes::Bytes>> {
+    pub fn hot_run(&self, v: VersionId, first: u64, last: u64) -> Option<Vec<(bytes::Bytes, u64)>> {
         let h = lock(&self.hot);
         let mut out = Vec::with_capacity((last - first + 1) as usize);
         for idx in first..=last {
@@ -475,29 +476,23 @@ impl BlockCache {
     }
 
     /// Keeps a block in memory (the disk copy is written separately with [`Self::insert`]).
-    pub fn keep_hot(&self, key: BlockKey, data: bytes::Bytes) {
+    /// `run` names the allocation the block's bytes live in: blocks of one download run with
+    /// the same non-zero `run` are slices of one buffer, end to end.
+    pub fn keep_hot(&self, key: BlockKey, data: bytes::Bytes, run: u64) {
         if !lock(&self.state).identity_of.contains_key(&key.version) {
             return;
         }
         let mut h = lock(&self.hot);
         h.bytes += data.len() as u64;
-        if let Some(old) = h.blocks.put(key, data) {
+        if let Some((old, _)) = h.blocks.put(key, (data, run)) {
             h.bytes -= old.len() as u64;
         }
         while h.bytes > HOT_BYTES {
             match h.blocks.pop_lru() {
-                Some((_, b)) => h.bytes -= b.len() as u64,
+                Some((_, (b, _))) => h.bytes -= b.len() as u64,
                 None => break,
             }
         }
-    }
-
-    /// Stores a block (its full length, or the tail of the file for the last block) on disk,
-    /// and keeps it in memory for the reads that follow.
-    pub fn insert_hot(&self, key: BlockKey, data: bytes::Bytes) -> Result<(), CacheError> {
-        self.insert(key, &data)?;
-        self.keep_hot(key, data);
-        Ok(())
     }
 
     /// Stores a block (its full length, or the tail of the file for the last block).

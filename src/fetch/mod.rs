@@ -46,24 +46,71 @@ type Done = Option<std::result::Result<(), Error>>;
 /// Downloaded blocks that may wait in memory for the disk writer.
 const DISK_WRITES: usize = 16;
 
-/// The bytes `[offset, end)` out of consecutive blocks starting at file offset `start`: a slice
-/// (no copy) when they lie in one block, else one copy. `None` when the blocks are too short.
-fn join_range(blocks: &[bytes::Bytes], start: u64, offset: u64, end: u64) -> Option<bytes::Bytes> {
+/// The bytes `[offset, end)` out of consecutive blocks (with their run ids, see
+/// [`BlockCache::keep_hot`]) starting at file offset `start`: a slice, without copying, when
+/// they lie in one block or in consecutive blocks of one download run; else one copy. `None`
+/// when the blocks are too short.
+fn join_range(
+    blocks: &[(bytes::Bytes, u64)],
+    start: u64,
+    offset: u64,
+    end: u64,
+) -> Option<bytes::Bytes> {
     let from = (offset - start) as usize;
     let to = (end - start) as usize;
-    if let [one] = blocks {
-        return (to <= one.len()).then(|| one.slice(from..to));
+    let total: usize = blocks.iter().map(|(b, _)| b.len()).sum();
+    if to > total {
+        return None;
+    }
+    if let [(one, _)] = blocks {
+        return Some(one.slice(from..to));
+    }
+    let one_run = blocks.windows(2).all(|w| {
+        let ((a, ra), (b, rb)) = (&w[0], &w[1]);
+        *ra != 0 && ra == rb && a.as_ptr().wrapping_add(a.len()) == b.as_ptr()
+    });
+    if one_run {
+        return Some(bytes::Bytes::from_owner(Span {
+            ptr: blocks[0].0.as_ptr().wrapping_add(from),
+            len: to - from,
+            _parts: blocks.iter().map(|(b, _)| b.clone()).collect(),
+        }));
     }
     let mut out = Vec::with_capacity(to - from);
     let mut pos = 0usize;
-    for b in blocks {
+    for (b, _) in blocks {
         let (lo, hi) = (pos, pos + b.len());
         if hi > from && lo < to {
             out.extend_from_slice(&b[from.max(lo) - lo..to.min(hi) - lo]);
         }
         pos = hi;
     }
-    (out.len() == to - from).then(|| bytes::Bytes::from(out))
+    Some(bytes::Bytes::from(out))
+}
+
+/// Bytes that span consecutive blocks of one download run, answered without a copy.
+struct Span {
+    ptr: *const u8,
+    len: usize,
+    /// The blocks, keeping their shared buffer alive.
+    _parts: Vec<bytes::Bytes>,
+}
+
+// SAFETY: a `Span` only reads memory that its `_parts` (which are `Send + Sync`) keep alive
+// and that nobody writes any more.
+unsafe impl Send for Span {}
+// SAFETY: as for `Send`: shared access is read-only.
+unsafe impl Sync for Span {}
+
+impl AsRef<[u8]> for Span {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `join_range` builds a `Span` only over blocks of one download run (same
+        // non-zero run id), which `download_run` splits off one buffer allocated once for the
+        // whole run and never grown, so they lie end to end inside that one allocation; the
+        // range is within them, `_parts` keeps the allocation alive, and the frozen blocks
+        // are never written again.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// Downloads blocks into the cache, deduplicating concurrent requests.
@@ -74,6 +121,8 @@ pub struct Fetcher {
     gets: Arc<Semaphore>,
     disk_writes: Arc<Semaphore>,
     max_run: u64,
+    /// Ids of download runs (0 is never used).
+    runs: std::sync::atomic::AtomicU64,
 }
 
 impl Fetcher {
@@ -86,6 +135,7 @@ impl Fetcher {
             gets: Arc::new(Semaphore::new(parallel.max(1))),
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
+            runs: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -306,39 +356,21 @@ impl Fetcher {
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
         let (_permit, mut body) = self.get(f, start, end - start).await?;
+        // One buffer for the whole run, never grown: its blocks are split off it and stay end
+        // to end, so a read across two of them needs no copy (see `join_range`).
+        let total = (end - start) as usize;
+        let mut run = bytes::BytesMut::with_capacity(total);
+        let mut received = 0usize;
+        let run_id = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let block_len = |idx: u64| (f.size - idx * bs).min(bs) as usize;
         let mut idx = first;
-        let mut buf: Vec<u8> = Vec::with_capacity(bs as usize);
         while idx < first + n {
-            let block_len = (f.size - idx * bs).min(bs) as usize;
-            if buf.len() < block_len {
+            while run.len() < block_len(idx) {
                 match body.chunk().await? {
                     Some(c) => {
-                        let want = block_len - buf.len();
-                        if c.len() <= want {
-                            buf.extend_from_slice(&c);
-                        } else {
-                            buf.extend_from_slice(&c[..want]);
-                            // Carry the rest into the next block(s).
-                            let rest = c.slice(want..);
-                            self.store(f, idx, std::mem::take(&mut buf)).await?;
-                            self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
-                            idx += 1;
-                            buf = Vec::with_capacity(bs as usize);
-                            buf.extend_from_slice(&rest);
-                            // The rest may itself span several blocks.
-                            while idx < first + n {
-                                let bl = (f.size - idx * bs).min(bs) as usize;
-                                if buf.len() < bl {
-                                    break;
-                                }
-                                let tail = buf.split_off(bl);
-                                self.store(f, idx, std::mem::replace(&mut buf, tail))
-                                    .await?;
-                                self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
-                                idx += 1;
-                            }
-                        }
-                        continue;
+                        let take = c.len().min(total - received);
+                        run.extend_from_slice(&c[..take]);
+                        received += take;
                     }
                     None => {
                         return Err(Error::new(
@@ -346,16 +378,18 @@ impl Fetcher {
                             format!(
                                 "the server sent a short body for {} ({} bytes missing)",
                                 f.path,
-                                end.saturating_sub(idx * bs + buf.len() as u64)
+                                total - received
                             ),
                         ))
                     }
                 }
             }
-            self.store(f, idx, std::mem::take(&mut buf)).await?;
-            self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
-            idx += 1;
-            buf = Vec::with_capacity(bs as usize);
+            while idx < first + n && run.len() >= block_len(idx) {
+                let block = run.split_to(block_len(idx)).freeze();
+                self.store(f, idx, block, run_id).await?;
+                self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
+                idx += 1;
+            }
         }
         Ok(())
     }
@@ -385,19 +419,18 @@ impl Fetcher {
     /// Makes a downloaded block readable at once (in memory) and writes it to disk in the
     /// background; at most `DISK_WRITES` blocks wait for the disk, which slows the download
     /// down when the disk is slower than the network.
-    async fn store(&self, f: &FileVersion, idx: u64, data: Vec<u8>) -> Result<()> {
+    async fn store(&self, f: &FileVersion, idx: u64, data: bytes::Bytes, run: u64) -> Result<()> {
         let key = BlockKey {
             version: f.version,
             idx: BlockIdx(idx),
         };
-        let data = bytes::Bytes::from(data);
         let permit = self
             .disk_writes
             .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
-        self.cache.keep_hot(key, data.clone());
+        self.cache.keep_hot(key, data.clone(), run);
         let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = cache.insert(key, &data) {
@@ -427,14 +460,33 @@ mod tests {
         let b = Bytes::from((10u8..20).collect::<Vec<_>>());
         let c = Bytes::from((20u8..25).collect::<Vec<_>>());
         // Inside one block (file offset 100 = block start): a slice of it.
-        let one = join_range(std::slice::from_ref(&b), 100, 102, 105).expect("in block");
+        let one = join_range(&[(b.clone(), 0)], 100, 102, 105).expect("in block");
         assert_eq!(&one[..], &[12, 13, 14]);
         assert_eq!(one.as_ptr(), b[2..].as_ptr(), "no copy inside one block");
-        // Across three blocks, ending inside the short last block.
-        let all = [a, b, c];
+        // Across three blocks of no common run, ending inside the short last block.
+        let all = [(a, 0), (b, 0), (c, 0)];
         let span = join_range(&all, 0, 8, 23).expect("across");
         assert_eq!(&span[..], &(8u8..23).collect::<Vec<_>>()[..]);
         // Past the end of what the blocks hold: not answered from memory.
         assert!(join_range(&all, 0, 20, 26).is_none());
+    }
+
+    #[test]
+    fn blocks_of_one_run_are_joined_without_copying() {
+        // As `download_run` makes them: split off one buffer.
+        let mut run = bytes::BytesMut::with_capacity(30);
+        run.extend_from_slice(&(0u8..30).collect::<Vec<_>>());
+        let x = run.split_to(10).freeze();
+        let y = run.split_to(10).freeze();
+        let z = run.split_to(10).freeze();
+        let blocks = [(x.clone(), 7), (y.clone(), 7), (z, 7)];
+        let span = join_range(&blocks, 0, 5, 25).expect("across");
+        assert_eq!(&span[..], &(5u8..25).collect::<Vec<_>>()[..]);
+        assert_eq!(span.as_ptr(), x[5..].as_ptr(), "no copy within one run");
+        // The same bytes claimed by two different runs are copied, never joined.
+        let mixed = [(x, 7), (y, 8)];
+        let copied = join_range(&mixed, 0, 5, 15).expect("across");
+        assert_eq!(&copied[..], &(5u8..15).collect::<Vec<_>>()[..]);
+        assert_ne!(copied.as_ptr(), mixed[0].0[5..].as_ptr());
     }
 }

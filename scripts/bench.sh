@@ -185,10 +185,13 @@ t0=$(now)
 ls "$W/small" | xargs -P 4 -I{} curl -s -K "$W/curlrc" -o /dev/null -T "$W/small/{}" "${URL}curlsmall/{}"
 t1=$(now); CURL_SMALL=$(secs "$t0" "$t1")
 head -c "${SIZE_MIB}M" /dev/urandom > "$W/upload.bin"
-t0=$(now); cp "$W/upload.bin" "$W/mnt/upload.bin"; t1=$(now); wait_uploaded; t2=$(now)
-N_BIG_CLOSE=$(secs "$t0" "$t1"); N_BIG_UP=$(mibs "$t1" "$t2")
-t0=$(now); curl -s -K "$W/curlrc" -o /dev/null -T "$W/upload.bin" "${URL}curl-upload.bin"; t1=$(now)
-CURL_UP=$(mibs "$t0" "$t1")
+res=()
+for r in $(seq "$ROUNDS"); do
+  t0=$(now); cp "$W/upload.bin" "$W/mnt/upload-$r.bin"; t1=$(now); wait_uploaded; t2=$(now)
+  c0=$(now); curl -s -K "$W/curlrc" -o /dev/null -T "$W/upload.bin" "${URL}curl-upload-$r.bin"; c1=$(now)
+  res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(mibs "$c0" "$c1")")
+done
+read -r N_BIG_CLOSE N_BIG_UP CURL_UP < <(printf '%s\n' "${res[@]}" | medians)
 
 HAVE_RCLONE=0
 if command -v rclone >/dev/null 2>&1; then
@@ -217,15 +220,19 @@ if command -v rclone >/dev/null 2>&1; then
   for _ in $(seq 6000); do [ "$(on_server_count)" -ge 1000 ] && break; sleep 0.1; done; t2=$(now)
   R_SMALL_CLOSE=$(secs "$t0" "$t1"); R_SMALL_SERVER=$(secs "$t0" "$t2")
   want=$(stat -c %s "$W/upload.bin")
-  t0=$(now); cp "$W/upload.bin" "$W/rmnt/rupload.bin"; t1=$(now)
-  for _ in $(seq 6000); do [ "$(stat -c %s "$W/data/rupload.bin" 2>/dev/null || echo 0)" = "$want" ] && break; sleep 0.1; done
-  t2=$(now)
-  R_BIG_CLOSE=$(secs "$t0" "$t1"); R_BIG_UP=$(mibs "$t1" "$t2")
+  res=()
+  for r in $(seq "$ROUNDS"); do
+    t0=$(now); cp "$W/upload.bin" "$W/rmnt/rupload-$r.bin"; t1=$(now)
+    for _ in $(seq 6000); do [ "$(stat -c %s "$W/data/rupload-$r.bin" 2>/dev/null || echo 0)" = "$want" ] && break; sleep 0.1; done
+    t2=$(now)
+    res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2")")
+  done
+  read -r R_BIG_CLOSE R_BIG_UP < <(printf '%s\n' "${res[@]}" | medians)
 fi
 
 echo
 echo "nuage benchmark: Apache mod_dav on 127.0.0.1, ${SIZE_MIB} MiB files, $(nproc) cores"
-echo "(read rows and their limits: median of $ROUNDS rounds; write rows: one round)"
+echo "(read rows, large-file rows and their limits: median of $ROUNDS rounds; small files: one round)"
 echo
 printf '| %-44s | %14s | %-34s |\n' "workload" "nuage" "limit (same run)"
 printf '|%s|%s|%s|\n' "----------------------------------------------" "----------------" "------------------------------------"

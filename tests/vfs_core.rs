@@ -29,6 +29,7 @@ fn vfs_for(cloud: &Cloud, cache_dir: &std::path::Path) -> Arc<Vfs> {
         parallel: 2,
         chunk_threshold: 10 << 20,
         chunk_size: 10 << 20,
+        chunk_parallel: 3,
         identity: cloud.server.dav_url(),
     };
     let v = cloud

@@ -478,6 +478,11 @@ fn large_files_use_chunked_upload_and_resume_after_a_kill() {
         0,
         "no plain PUT for a large file"
     );
+    let parallel = stats.chunk_puts_max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&parallel),
+        "several chunks go up at once, as many as allowed: {parallel}"
+    );
     m.unmount();
 }
 

@@ -449,6 +449,9 @@ pub(super) fn run_mount(
             .chunk_max_size
             .filter(|m| *m >= 1 << 20)
             .map_or(10 << 20, |m| m.min(10 << 20)),
+        // Several chunks of a large file at once, as many as the server says it takes
+        // (files.chunked_upload.max_parallel_count), at most 4.
+        chunk_parallel: caps.chunk_parallel.map_or(3, |n| n.clamp(1, 4) as usize),
         identity: endpoint.dav_root.to_string(),
     };
     let vfs = Arc::new(

@@ -136,6 +136,10 @@ pub struct Stats {
     pub unauthorized: AtomicU64,
     /// Chunks received by chunked uploads.
     pub chunk_puts: AtomicU64,
+    /// Chunk PUTs being received right now.
+    pub chunk_puts_in_flight: AtomicU64,
+    /// The most chunk PUTs received at the same time.
+    pub chunk_puts_max_in_flight: AtomicU64,
     /// Chunks stored completely (the whole body received and written).
     pub chunks_stored: AtomicU64,
     /// Chunked uploads assembled.
@@ -1590,6 +1594,18 @@ impl Uploads {
                     }
                 }
                 self.shared.stats.chunk_puts.fetch_add(1, Ordering::Relaxed);
+                let stats = &self.shared.stats;
+                let now = stats.chunk_puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                stats
+                    .chunk_puts_max_in_flight
+                    .fetch_max(now, Ordering::SeqCst);
+                struct InFlight<'a>(&'a AtomicU64);
+                impl Drop for InFlight<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let _in_flight = InFlight(&stats.chunk_puts_in_flight);
                 let target = d.join(&rel[1]);
                 let mut body = req.into_body();
                 let mut data = Vec::new();

@@ -153,6 +153,9 @@ pub struct Capabilities {
     pub bulkupload: bool,
     /// The server's largest chunk size, when given.
     pub chunk_max_size: Option<u64>,
+    /// How many chunks of one file the server takes at once (`files.chunked_upload.
+    /// max_parallel_count`), when given.
+    pub chunk_parallel: Option<u64>,
     /// The server's file name rules (§10).
     pub names: NameRules,
     /// The notify_push WebSocket URL, when the push daemon is set up (§9.2).
@@ -261,6 +264,9 @@ impl Capabilities {
             bulkupload: bulk,
             chunk_max_size: caps
                 .pointer("/files/chunked_upload/max_size")
+                .and_then(|v| v.as_u64()),
+            chunk_parallel: caps
+                .pointer("/files/chunked_upload/max_parallel_count")
                 .and_then(|v| v.as_u64()),
             names: NameRules {
                 names,
@@ -530,6 +536,21 @@ mod tests {
         );
         assert!(has_chunking(&serde_json::json!({"dav":{"chunking":"1.0"}})));
         assert!(!has_chunking(&serde_json::json!({"dav":{}})));
+    }
+
+    #[test]
+    fn chunk_hints_from_the_capabilities() {
+        // As in the sample of nextcloud-protocol.md §8.2.
+        let c = Capabilities::from_json(&serde_json::json!({
+            "dav": {"chunking": "1.0", "bulkupload": "1.0"},
+            "files": {"bigfilechunking": true,
+                      "chunked_upload": {"max_size": 104857600, "max_parallel_count": 5}}
+        }));
+        assert!(c.chunking && c.bulkupload);
+        assert_eq!(c.chunk_max_size, Some(104857600));
+        assert_eq!(c.chunk_parallel, Some(5));
+        let old = Capabilities::from_json(&serde_json::json!({"dav": {"chunking": "1.0"}}));
+        assert_eq!((old.chunk_max_size, old.chunk_parallel), (None, None));
     }
 
     #[test]

@@ -116,6 +116,8 @@ pub struct WriteBackConfig {
     pub chunk_threshold: u64,
     /// Chunk size.
     pub chunk_size: u64,
+    /// Chunks of one file sent at once.
+    pub chunk_parallel: usize,
     /// Cache identity prefix (server root URL), to keep uploaded content as cached blocks.
     pub identity: String,
 }
@@ -1376,35 +1378,44 @@ impl WriteBack {
         };
         let cs = session.chunk_size;
         let count = total.div_ceil(cs).max(1) as u32;
-        // Keep the chunks already there, consecutive from 1 and of the right size.
-        let mut next = 1u32;
-        for (n, len) in &done {
-            let expected = (total - (*n as u64 - 1) * cs).min(cs);
-            if *n == next && *len == expected {
-                next += 1;
-                d.sent.fetch_add(*len, Ordering::Relaxed);
-            } else {
-                break;
-            }
+        // Keep every chunk already there with the right size (several go up at once, so the
+        // ones a restart finds need not be the first ones).
+        let expected = |n: u32| (total - (n as u64 - 1) * cs).min(cs);
+        let have: std::collections::HashSet<u32> = done
+            .iter()
+            .filter(|(n, len)| (1..=count).contains(n) && *len == expected(*n))
+            .map(|(n, _)| *n)
+            .collect();
+        if !have.is_empty() {
+            let kept: u64 = have.iter().map(|n| expected(*n)).sum();
+            d.sent.fetch_add(kept, Ordering::Relaxed);
+            tracing::info!(path = %snap.path, chunks = have.len(), "resuming chunked upload");
         }
-        if next > 1 {
-            tracing::info!(path = %snap.path, chunks = next - 1, "resuming chunked upload");
-        }
-        for n in next..=count {
+        let missing: Vec<u32> = (1..=count).filter(|n| !have.contains(n)).collect();
+        let upload_id = session.upload_id.clone();
+        let puts = futures_util::stream::iter(missing.into_iter().map(|n| {
             let off = (n as u64 - 1) * cs;
-            let len = (total - off).min(cs);
-            self.dav
-                .chunk_put(
-                    &session.upload_id,
-                    n,
-                    &snap.path,
-                    total,
-                    &d.data_path,
-                    off,
-                    len,
-                    d.sent.clone(),
-                )
-                .await?;
+            let len = expected(n);
+            let (upload_id, sent) = (upload_id.clone(), d.sent.clone());
+            async move {
+                self.dav
+                    .chunk_put(
+                        &upload_id,
+                        n,
+                        &snap.path,
+                        total,
+                        &d.data_path,
+                        off,
+                        len,
+                        sent,
+                    )
+                    .await
+            }
+        }));
+        let puts = futures_util::StreamExt::buffer_unordered(puts, self.cfg.chunk_parallel.max(1));
+        futures_util::pin_mut!(puts);
+        while let Some(res) = futures_util::StreamExt::next(&mut puts).await {
+            res?;
         }
         let res = self
             .dav

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Preconditions and metadata of an upload.
 #[derive(Debug, Clone, Default)]
@@ -55,23 +54,50 @@ where
     }
 }
 
+/// Bytes read ahead of the network by an upload.
+const READ_PIECE: usize = 1 << 20;
+
+/// The body of an upload: `len` bytes of `file` from `offset`, read ahead on a blocking thread
+/// (a few pieces of 1 MiB) while the previous ones are being sent.
 async fn file_body(
     file: &Path,
     offset: u64,
     len: u64,
     sent: Arc<AtomicU64>,
 ) -> Result<reqwest::Body, DavError> {
-    let mut f = tokio::fs::File::open(file)
-        .await
+    let f = std::fs::File::open(file)
         .map_err(|e| DavError::Config(format!("cannot read {}: {e}", file.display())))?;
-    f.seek(std::io::SeekFrom::Start(offset))
-        .await
-        .map_err(|e| DavError::Config(format!("cannot read {}: {e}", file.display())))?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut pos = 0u64;
+        while pos < len {
+            let n = (len - pos).min(READ_PIECE as u64) as usize;
+            let mut buf = vec![0u8; n];
+            let piece = crate::cache::read_exact_at(&f, &mut buf, offset + pos).map(|()| {
+                pos += n as u64;
+                Bytes::from(buf)
+            });
+            let failed = piece.is_err();
+            // The receiver is gone when the request ended early: stop reading.
+            if tx.blocking_send(piece).is_err() || failed {
+                break;
+            }
+        }
+    });
     Ok(reqwest::Body::wrap_stream(Counted {
-        inner: stream,
+        inner: tokio_stream_of(rx),
         sent,
     }))
+}
+
+/// A stream over a channel's messages.
+fn tokio_stream_of<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Unpin + Send + 'static
+where
+    T: Send + 'static,
+{
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 fn mtime_header(t: SystemTime) -> Option<String> {

@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
     }
     #[cfg(windows)]
     {
-        nuage::cli::run(&winfsp::WinFspPlatform)
+        // The WinFsp adapter is not written yet (only its NTSTATUS table is): say so plainly.
+        eprintln!("nuage: mounting on Windows (WinFsp) is not available yet");
+        std::process::ExitCode::FAILURE
     }
 }

@@ -152,20 +152,24 @@ run_fs() { # name mountpoint
 
 wait_mounted() { for _ in $(seq 200); do grep -q " $1 " /proc/mounts && return; sleep 0.05; done; }
 wait_gone() { for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; }
+rounds() { # name mount-function mountpoint cache-dir: medians of run_fs on ROUNDS fresh mounts
+  local name="$1" mountfn="$2" mp="$3" cache="$4" res=()
+  for _ in $(seq "$ROUNDS"); do
+    rm -rf "$cache"
+    "$mountfn"
+    res+=("$(run_fs "$name" "$mp" "$MOUNTED")")
+    fusermount3 -u "$mp"; wait_gone "$MOUNTED"
+  done
+  rm -rf "$cache"
+  printf '%s\n' "${res[@]}" | medians
+}
 mount_nuage() {
   "$NUAGE" mount "$URL" "$W/mnt" --user bench --password-file "$W/pw" --cache-dir "$W/cache" \
     --dir-ttl 60 --attr-ttl 60 --upload-delay 0 2>"$W/nuage.log" & NPID=$!
+  MOUNTED=$NPID
   wait_mounted "$W/mnt"
 }
-res=()
-for _ in $(seq "$ROUNDS"); do
-  rm -rf "$W/cache"
-  mount_nuage
-  res+=("$(run_fs nuage "$W/mnt" "$NPID")")
-  fusermount3 -u "$W/mnt"; wait_gone "$NPID"; NPID=""
-done
-read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS < <(printf '%s\n' "${res[@]}" | medians)
-rm -rf "$W/cache"
+read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS < <(rounds nuage mount_nuage "$W/mnt" "$W/cache")
 mount_nuage
 
 # Writes: 1,000 files of 4 KiB, then one large file; close time and time until on the server.
@@ -201,17 +205,10 @@ if command -v rclone >/dev/null 2>&1; then
   mount_rclone() {
     RCLONE_CONFIG="$W/rclone.conf" rclone mount bench: "$W/rmnt" --vfs-cache-mode full \
        --cache-dir "$W/rcache" --dir-cache-time 60s --vfs-write-back 0s 2>"$W/rclone.log" & RPID=$!
+    MOUNTED=$RPID
     wait_mounted "$W/rmnt"
   }
-  res=()
-  for _ in $(seq "$ROUNDS"); do
-    rm -rf "$W/rcache"
-    mount_rclone
-    res+=("$(run_fs rclone "$W/rmnt" "$RPID")")
-    fusermount3 -u "$W/rmnt"; wait_gone "$RPID"; RPID=""
-  done
-  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS < <(printf '%s\n' "${res[@]}" | medians)
-  rm -rf "$W/rcache"
+  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
   mount_rclone
   # Writes through rclone (no write-back delay, like nuage's), "on the server" read off Apache's
   # folder: all 1000 files present, the large file at its full size.

@@ -253,7 +253,7 @@ pub struct WriteBack {
     bulk: std::sync::atomic::AtomicBool,
     /// Where conflicted copies went (the journal's list, kept in memory for file states).
     conflict_copies: Mutex<std::collections::HashSet<RemotePath>>,
-    /// When a program last created, wrote or closed a file here.
+    /// When a program last created or wrote a file here.
     last_write: Mutex<Instant>,
 }
 
@@ -745,9 +745,9 @@ impl WriteBack {
         *lock(&self.last_write) = Instant::now();
     }
 
-    /// A writer closed the file: once nobody writes, the upload is scheduled.
+    /// A writer closed the file: once nobody writes, the upload is scheduled. (A close is not
+    /// "busy": after a large file's close, which waits for the disk, its upload starts at once.)
     pub fn release(&self, d: &DirtyFile) {
-        self.busy();
         let mut st = lock(&d.st);
         st.open_writers = st.open_writers.saturating_sub(1);
         if st.open_writers == 0 && !st.local_only {

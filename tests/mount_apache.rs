@@ -85,14 +85,7 @@ fn apache_writes_renames_and_deletes() {
     std::fs::create_dir(apache.data().join("docs")).expect("mkdir");
     std::fs::write(apache.data().join("docs/old.txt"), b"old").expect("w");
     apache.fix_owner();
-    let m = Mount::new(MountSpec::new(&apache.url()).args(&[
-        "--upload-delay",
-        "0.2",
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-    ]));
+    let m = Mount::new(MountSpec::new(&apache.url()).args(FAST));
     let data = pattern(12 << 20, 77);
     std::fs::write(m.path("docs/big.bin"), &data).expect("write");
     std::fs::write(m.path("docs/old.txt"), b"replaced").expect("overwrite");
@@ -125,16 +118,7 @@ fn apache_keeps_modification_times_it_cannot_store() {
     let apache = Apache::start();
     apache.fix_owner();
     let cache = tempfile::tempdir().expect("tmp");
-    let spec = || {
-        MountSpec::new(&apache.url()).cache(cache.path()).args(&[
-            "--upload-delay",
-            "0.2",
-            "--attr-ttl",
-            "1",
-            "--dir-ttl",
-            "1",
-        ])
-    };
+    let spec = || MountSpec::new(&apache.url()).cache(cache.path()).args(FAST);
     let when = std::time::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
     let m = Mount::new(spec());
     std::fs::create_dir(m.path("d")).expect("mkdir");

@@ -10,8 +10,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-const FAST: &[&str] = &["--upload-delay", "0.2", "--attr-ttl", "1", "--dir-ttl", "1"];
-
 fn server_file_is(root: &Path, rel: &str, want: &[u8]) -> bool {
     std::fs::read(root.join(rel))
         .map(|b| b == want)

@@ -1076,22 +1076,6 @@ impl Vfs {
         self.fetcher.read(file, offset, size, ahead).await
     }
 
-    /// Closes a handle. A writer's changes are made durable and scheduled for upload.
-    pub async fn release(&self, fh: Fh) -> Result<()> {
-        match self.take_handle(fh) {
-            Some(d) => {
-                let res = if self.wb.is_persisted(&d) {
-                    Ok(())
-                } else {
-                    let (wb, d2) = (self.wb.clone(), d.clone());
-                    blocking(move || wb.persist(&d2)).await
-                };
-                self.closed(&d, res)
-            }
-            None => Ok(()),
-        }
-    }
-
     /// True when closing `fh` needs no disk work (a reader, or a writer whose data `flush`
     /// already made durable): [`Self::release_blocking`] then returns at once.
     pub fn release_is_quick(&self, fh: Fh) -> bool {
@@ -1101,7 +1085,8 @@ impl Vfs {
         }
     }
 
-    /// [`Self::release`], for a thread that may block on the disk.
+    /// Closes a handle: a writer's changes are made durable and scheduled for upload. On a
+    /// thread that may block on the disk (unless [`Self::release_is_quick`]).
     pub fn release_blocking(&self, fh: Fh) -> Result<()> {
         match self.take_handle(fh) {
             Some(d) => {
@@ -1134,40 +1119,15 @@ impl Vfs {
         }
     }
 
-    /// `close()` of one descriptor: the data written so far becomes durable locally.
-    pub async fn flush(&self, fh: Fh) -> Result<()> {
-        self.fsync(fh).await
-    }
-
-    /// Returns once the handle's data is durable locally; fails with `NoSpace` when the
-    /// server already refused the file for quota.
-    pub async fn fsync(&self, fh: Fh) -> Result<()> {
-        let dirty = lock(&self.handles).get(&fh).and_then(|h| h.dirty.clone());
-        match dirty {
-            Some(d) => {
-                let wb = self.wb.clone();
-                blocking(move || wb.persist(&d)).await
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// [`Self::fsync`] (and `flush`), for a thread that may block on the disk.
+    /// `fsync()`, and `close()` of one descriptor: returns once the handle's data is durable
+    /// locally; fails with `NoSpace` when the server already refused the file for quota. On a
+    /// thread that may block on the disk.
     pub fn fsync_blocking(&self, fh: Fh) -> Result<()> {
         let dirty = lock(&self.handles).get(&fh).and_then(|h| h.dirty.clone());
         match dirty {
             Some(d) => self.wb.persist(&d),
             None => Ok(()),
         }
-    }
-
-    /// Writes `data` at `offset` through a handle opened for writing.
-    pub async fn write(&self, fh: Fh, offset: u64, data: Vec<u8>) -> Result<u32> {
-        let d = self.writer(fh)?;
-        let n = data.len() as u32;
-        let wb = self.wb.clone();
-        blocking(move || wb.write(&d, offset, &data).map(|_| ())).await?;
-        Ok(n)
     }
 
     fn writer(&self, fh: Fh) -> Result<Arc<DirtyFile>> {
@@ -1177,7 +1137,8 @@ impl Vfs {
             .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "file not open for writing"))
     }
 
-    /// [`Self::write`], for a thread that may block on the disk.
+    /// Writes `data` at `offset` through a handle opened for writing, on a thread that may
+    /// block on the disk.
     pub fn write_blocking(&self, fh: Fh, offset: u64, data: &[u8]) -> Result<u32> {
         let d = self.writer(fh)?;
         self.wb.write(&d, offset, data)?;

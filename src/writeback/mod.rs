@@ -50,6 +50,15 @@ use tokio::sync::Notify;
 
 pub use journal::Conflict;
 
+/// A fresh chunked-upload id for the journal row `id`.
+fn upload_id_for(id: i64) -> String {
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|x| x.as_nanos())
+        .unwrap_or(0);
+    format!("nuage-{id}-{nonce:x}")
+}
+
 /// Written bytes after which the disk is asked to start writing a file out.
 const START_WRITEOUT: u64 = 16 << 20;
 
@@ -1338,12 +1347,8 @@ impl WriteBack {
                 if let Some(old) = other {
                     let _ = self.dav.chunk_abort(&old.upload_id).await;
                 }
-                let nonce = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|x| x.as_nanos())
-                    .unwrap_or(0);
                 ChunkSession {
-                    upload_id: format!("nuage-{}-{:x}", d.id, nonce),
+                    upload_id: upload_id_for(d.id),
                     chunk_size: self.cfg.chunk_size,
                     total,
                     generation: gen,
@@ -1363,11 +1368,7 @@ impl WriteBack {
                         return Ok(crate::webdav::PutResult { etag });
                     }
                     tracing::info!(path = %snap.path, "chunked upload session expired on the server, starting over");
-                    let nonce = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|x| x.as_nanos())
-                        .unwrap_or(0);
-                    session.upload_id = format!("nuage-{}-{:x}", d.id, nonce);
+                    session.upload_id = upload_id_for(d.id);
                 }
                 self.dav
                     .chunk_start(&session.upload_id, &snap.path, total)

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub const USER: &str = "alice@example.org";
 pub const USER_ID: &str = "alice";
 pub const PASSWORD: &str = "app-pass-1234-abcd";
+/// Mount options for write tests: uploads 0.2 s after close, 1 s attribute and listing lifetimes.
+pub const FAST: &[&str] = &["--upload-delay", "0.2", "--attr-ttl", "1", "--dir-ttl", "1"];
 
 /// Fails loudly when FUSE is unavailable: FUSE tests must never skip silently.
 pub fn require_fuse() {

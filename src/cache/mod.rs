@@ -39,9 +39,19 @@ pub const HOT_BYTES: u64 = 24 << 20;
 
 /// Recently used blocks in memory, bounded by bytes.
 struct Hot {
-    /// Each block with the id of the download run it came in (see [`BlockCache::keep_hot`]).
-    blocks: LruCache<BlockKey, (bytes::Bytes, u64)>,
+    blocks: LruCache<BlockKey, bytes::Bytes>,
     bytes: u64,
+    /// Blocks kept in memory whose disk copy is still being written.
+    unwritten: std::collections::HashSet<BlockKey>,
+    /// Those of them already pushed out of `blocks`: they stay readable until on disk
+    /// (at most as many as the downloader lets wait for the disk).
+    parked: HashMap<BlockKey, bytes::Bytes>,
+}
+
+impl Hot {
+    fn get(&self, key: &BlockKey) -> Option<&bytes::Bytes> {
+        self.blocks.peek(key).or_else(|| self.parked.get(key))
+    }
 }
 
 /// Errors of the block store.
@@ -308,6 +318,8 @@ impl BlockCache {
             hot: Mutex::new(Hot {
                 blocks: LruCache::unbounded(),
                 bytes: 0,
+                unwritten: Default::default(),
+                parked: HashMap::new(),
             }),
         };
         cache.evict_if_needed()?;
@@ -396,7 +408,7 @@ impl BlockCache {
                 .map(|(k, _)| *k)
                 .collect();
             for k in keys {
-                if let Some((b, _)) = h.blocks.pop(&k) {
+                if let Some(b) = h.blocks.pop(&k) {
                     h.bytes -= b.len() as u64;
                 }
             }
@@ -436,24 +448,23 @@ impl BlockCache {
         lock(&self.state).blocks.contains_key(&key)
     }
 
-    /// The blocks `first..=last` of a version if all of them are in memory. Block contents
-    /// never change (a new etag is a new version, and version ids are never reused), so a hot
-    /// block is valid even after its disk copy was evicted. Reading does not refresh a block's
-    /// place in memory: blocks leave memory in download order, so a read-ahead window smaller
-    /// than [`HOT_BYTES`] is still in memory when the reader gets to it.
-    pub fn hot_run(&self, v: VersionId, first: u64, last: u64) -> Option<Vec<(bytes::Bytes, u64)>> {
+    /// The blocks `first..=last` of a version that are in memory (`None` for the others).
+    /// Block contents never change (a new etag is a new version, and version ids are never
+    /// reused), so a hot block is valid even after its disk copy was evicted. Reading does not
+    /// refresh a block's place in memory: blocks leave memory in download order, so a
+    /// read-ahead window smaller than [`HOT_BYTES`] is still in memory when the reader gets to
+    /// it.
+    pub fn hot_blocks(&self, v: VersionId, first: u64, last: u64) -> Vec<Option<bytes::Bytes>> {
         let h = lock(&self.hot);
-        let mut out = Vec::with_capacity((last - first + 1) as usize);
-        for idx in first..=last {
-            out.push(
-                h.blocks
-                    .peek(&BlockKey {
-                        version: v,
-                        idx: BlockIdx(idx),
-                    })?
-                    .clone(),
-            );
-        }
+        let out: Vec<Option<bytes::Bytes>> = (first..=last)
+            .map(|idx| {
+                h.get(&BlockKey {
+                    version: v,
+                    idx: BlockIdx(idx),
+                })
+                .cloned()
+            })
+            .collect();
         drop(h);
         let mut st = lock(&self.state);
         for idx in first..=last {
@@ -462,7 +473,7 @@ impl BlockCache {
                 idx: BlockIdx(idx),
             });
         }
-        Some(out)
+        out
     }
 
     /// True while the version is registered (not dropped because its file changed).
@@ -472,31 +483,44 @@ impl BlockCache {
 
     /// True when the block is in memory.
     pub fn is_hot(&self, key: BlockKey) -> bool {
-        lock(&self.hot).blocks.contains(&key)
+        lock(&self.hot).get(&key).is_some()
     }
 
     /// Keeps a block in memory (the disk copy is written separately with [`Self::insert`]).
-    /// `run` names the allocation the block's bytes live in: blocks of one download run with
-    /// the same non-zero `run` are slices of one buffer, end to end.
-    pub fn keep_hot(&self, key: BlockKey, data: bytes::Bytes, run: u64) {
+    pub fn keep_hot(&self, key: BlockKey, data: bytes::Bytes) {
         if !lock(&self.state).identity_of.contains_key(&key.version) {
             return;
         }
         let mut h = lock(&self.hot);
         h.bytes += data.len() as u64;
-        if let Some((old, _)) = h.blocks.put(key, (data, run)) {
+        h.unwritten.insert(key);
+        if let Some(old) = h.blocks.put(key, data) {
             h.bytes -= old.len() as u64;
         }
         while h.bytes > HOT_BYTES {
             match h.blocks.pop_lru() {
-                Some((_, (b, _))) => h.bytes -= b.len() as u64,
+                Some((k, b)) => {
+                    h.bytes -= b.len() as u64;
+                    if h.unwritten.contains(&k) {
+                        h.parked.insert(k, b);
+                    }
+                }
                 None => break,
             }
         }
     }
 
-    /// Stores a block (its full length, or the tail of the file for the last block).
+    /// Stores a block (its full length, or the tail of the file for the last block). A block
+    /// kept in memory by [`Self::keep_hot`] may leave memory from now on.
     pub fn insert(&self, key: BlockKey, data: &[u8]) -> Result<(), CacheError> {
+        let res = self.write_block(key, data);
+        let mut h = lock(&self.hot);
+        h.unwritten.remove(&key);
+        h.parked.remove(&key);
+        res
+    }
+
+    fn write_block(&self, key: BlockKey, data: &[u8]) -> Result<(), CacheError> {
         {
             let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
             if !lock(&self.state).identity_of.contains_key(&key.version) {
@@ -862,6 +886,32 @@ mod tests {
         assert_eq!(v, v2);
         assert!(c.has(key(v, 0)) && c.has(key(v, 2)));
         assert_eq!(c.usage().bytes, 21);
+    }
+
+    #[test]
+    fn a_block_stays_in_memory_until_it_is_on_disk() {
+        let d = tempfile::tempdir().expect("tmp");
+        let bs = 1 << 20;
+        let c = BlockCache::open(d.path(), bs, 1 << 30).expect("open");
+        let v = c.version("f", "e").expect("v");
+        let n = HOT_BYTES / bs + 4;
+        // More blocks than the memory tier holds, none written to disk yet (a slow disk).
+        for i in 0..n {
+            c.keep_hot(key(v, i), bytes::Bytes::from(vec![i as u8; bs as usize]));
+        }
+        let blocks = c.hot_blocks(v, 0, n - 1);
+        assert!(
+            blocks.iter().all(Option::is_some),
+            "a block left memory before reaching the disk"
+        );
+        assert_eq!(blocks[0].as_deref(), Some(&vec![0u8; bs as usize][..]));
+        // Once written, the oldest may leave memory: they are read from the disk.
+        c.insert(key(v, 0), &vec![0u8; bs as usize]).expect("ins");
+        assert!(c.hot_blocks(v, 0, 0)[0].is_none());
+        assert!(c.is_hot(key(v, n - 1)));
+        let mut b = [9u8; 4];
+        assert!(c.read(key(v, 0), 0, &mut b).expect("read"));
+        assert_eq!(b, [0u8; 4]);
     }
 
     #[test]

@@ -46,39 +46,22 @@ type Done = Option<std::result::Result<(), Error>>;
 /// Downloaded blocks that may wait in memory for the disk writer.
 const DISK_WRITES: usize = 16;
 
-/// The bytes `[offset, end)` out of consecutive blocks (with their run ids, see
-/// [`BlockCache::keep_hot`]) starting at file offset `start`: a slice, without copying, when
-/// they lie in one block or in consecutive blocks of one download run; else one copy. `None`
-/// when the blocks are too short.
-fn join_range(
-    blocks: &[(bytes::Bytes, u64)],
-    start: u64,
-    offset: u64,
-    end: u64,
-) -> Option<bytes::Bytes> {
+/// The bytes `[offset, end)` out of consecutive blocks starting at file offset `start`: a
+/// slice, without copying, when they lie in one block; else one copy. `None` when the blocks
+/// are too short.
+fn join_range(blocks: &[bytes::Bytes], start: u64, offset: u64, end: u64) -> Option<bytes::Bytes> {
     let from = (offset - start) as usize;
     let to = (end - start) as usize;
-    let total: usize = blocks.iter().map(|(b, _)| b.len()).sum();
+    let total: usize = blocks.iter().map(|b| b.len()).sum();
     if to > total {
         return None;
     }
-    if let [(one, _)] = blocks {
+    if let [one] = blocks {
         return Some(one.slice(from..to));
-    }
-    let one_run = blocks.windows(2).all(|w| {
-        let ((a, ra), (b, rb)) = (&w[0], &w[1]);
-        *ra != 0 && ra == rb && a.as_ptr().wrapping_add(a.len()) == b.as_ptr()
-    });
-    if one_run {
-        return Some(bytes::Bytes::from_owner(Span {
-            ptr: blocks[0].0.as_ptr().wrapping_add(from),
-            len: to - from,
-            _parts: blocks.iter().map(|(b, _)| b.clone()).collect(),
-        }));
     }
     let mut out = Vec::with_capacity(to - from);
     let mut pos = 0usize;
-    for (b, _) in blocks {
+    for b in blocks {
         let (lo, hi) = (pos, pos + b.len());
         if hi > from && lo < to {
             out.extend_from_slice(&b[from.max(lo) - lo..to.min(hi) - lo]);
@@ -88,28 +71,49 @@ fn join_range(
     Some(bytes::Bytes::from(out))
 }
 
-/// Bytes that span consecutive blocks of one download run, answered without a copy.
-struct Span {
-    ptr: *const u8,
-    len: usize,
-    /// The blocks, keeping their shared buffer alive.
-    _parts: Vec<bytes::Bytes>,
+/// Buffers of downloaded blocks, reused: a large read would otherwise have the allocator
+/// hand fresh pages from the kernel (a page fault and a zeroed page each) for every block, and
+/// give them back soon after. Holds at most [`POOL_BYTES`] of idle buffers.
+struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    max: usize,
 }
 
-// SAFETY: a `Span` only reads memory that its `_parts` (which are `Send + Sync`) keep alive
-// and that nobody writes any more.
-unsafe impl Send for Span {}
-// SAFETY: as for `Send`: shared access is read-only.
-unsafe impl Sync for Span {}
+/// Idle block buffers kept for reuse: the memory tier plus a read-ahead window in flight.
+const POOL_BYTES: u64 = crate::cache::HOT_BYTES + crate::vfs::DEFAULT_READAHEAD;
 
-impl AsRef<[u8]> for Span {
+impl BufPool {
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match reused {
+            Some(mut v) if v.capacity() >= capacity => {
+                v.clear();
+                v
+            }
+            _ => Vec::with_capacity(capacity),
+        }
+    }
+}
+
+/// A downloaded block's bytes; the buffer goes back to its pool when the last `Bytes` of it
+/// is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `join_range` builds a `Span` only over blocks of one download run (same
-        // non-zero run id), which `download_run` splits off one buffer allocated once for the
-        // whole run and never grown, so they lie end to end inside that one allocation; the
-        // range is within them, `_parts` keeps the allocation alive, and the frozen blocks
-        // are never written again.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < self.pool.max {
+            free.push(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -121,13 +125,13 @@ pub struct Fetcher {
     gets: Arc<Semaphore>,
     disk_writes: Arc<Semaphore>,
     max_run: u64,
-    /// Ids of download runs (0 is never used).
-    runs: std::sync::atomic::AtomicU64,
+    buffers: Arc<BufPool>,
 }
 
 impl Fetcher {
     /// A fetcher with at most `parallel` concurrent GETs of at most `max_run` blocks each.
     pub fn new(dav: DavClient, cache: Arc<BlockCache>, parallel: usize, max_run: u64) -> Self {
+        let max_buffers = (POOL_BYTES / cache.block_size().max(1)) as usize;
         Fetcher {
             dav,
             cache,
@@ -135,7 +139,10 @@ impl Fetcher {
             gets: Arc::new(Semaphore::new(parallel.max(1))),
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
-            runs: std::sync::atomic::AtomicU64::new(1),
+            buffers: Arc::new(BufPool {
+                free: Mutex::new(Vec::new()),
+                max: max_buffers,
+            }),
         }
     }
 
@@ -171,7 +178,10 @@ impl Fetcher {
         for attempt in 0..4 {
             self.ensure(file, first..last + 1, last + 1..last + 1 + ahead)
                 .await?;
-            if let Some(blocks) = self.cache.hot_run(file.version, first, last) {
+            // Blocks in memory are used as they are; the others are read from the disk.
+            let hot = self.cache.hot_blocks(file.version, first, last);
+            if hot.iter().all(Option::is_some) {
+                let blocks: Vec<bytes::Bytes> = hot.iter().flatten().cloned().collect();
                 if let Some(b) = join_range(&blocks, first * bs, offset, end) {
                     return Ok(b);
                 }
@@ -187,12 +197,19 @@ impl Fetcher {
                     let in_block = pos - idx * bs;
                     let n = (bs - in_block).min(end - pos) as usize;
                     let dst = &mut buf[(pos - offset) as usize..(pos - offset) as usize + n];
-                    let key = BlockKey {
-                        version,
-                        idx: BlockIdx(idx),
-                    };
-                    if !cache.read(key, in_block, dst)? {
-                        return Ok(None);
+                    match &hot[(idx - first) as usize] {
+                        Some(b) if b.len() >= in_block as usize + n => {
+                            dst.copy_from_slice(&b[in_block as usize..in_block as usize + n]);
+                        }
+                        _ => {
+                            let key = BlockKey {
+                                version,
+                                idx: BlockIdx(idx),
+                            };
+                            if !cache.read(key, in_block, dst)? {
+                                return Ok(None);
+                            }
+                        }
                     }
                     pos += n as u64;
                 }
@@ -252,6 +269,7 @@ impl Fetcher {
         let mut starts: Vec<(u64, watch::Sender<Done>)> = Vec::new();
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut missing = Vec::new();
             for idx in need.clone().chain(ahead.clone()) {
                 let key = BlockKey {
                     version: f.version,
@@ -267,6 +285,17 @@ impl Fetcher {
                     }
                     continue;
                 }
+                missing.push((idx, key, needed));
+            }
+            // Read-ahead tops the window up by at least half of it at a time (one large GET)
+            // rather than by the block or two each sequential read moves it, unless the
+            // reader is about to need the next block.
+            let ahead_missing = missing.iter().filter(|m| !m.2).count() as u64;
+            let next_missing = missing.iter().any(|m| m.0 == ahead.start);
+            if !next_missing && ahead_missing * 2 < ahead.end - ahead.start {
+                missing.retain(|m| m.2);
+            }
+            for (idx, key, needed) in missing {
                 let (tx, rx) = watch::channel(None);
                 inflight.insert(key, rx.clone());
                 if needed {
@@ -356,21 +385,20 @@ impl Fetcher {
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
         let (_permit, mut body) = self.get(f, start, end - start).await?;
-        // One buffer for the whole run, never grown: its blocks are split off it and stay end
-        // to end, so a read across two of them needs no copy (see `join_range`).
-        let total = (end - start) as usize;
-        let mut run = bytes::BytesMut::with_capacity(total);
-        let mut received = 0usize;
-        let run_id = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let block_len = |idx: u64| (f.size - idx * bs).min(bs) as usize;
-        let mut idx = first;
-        while idx < first + n {
-            while run.len() < block_len(idx) {
+        let mut received = 0u64;
+        for idx in first..first + n {
+            let len = (f.size - idx * bs).min(bs) as usize;
+            let mut buf = self.buffers.take(len);
+            while buf.len() < len {
                 match body.chunk().await? {
                     Some(c) => {
-                        let take = c.len().min(total - received);
-                        run.extend_from_slice(&c[..take]);
-                        received += take;
+                        // A chunk may hold the start of the next block: keep it for that one.
+                        let take = c.len().min(len - buf.len());
+                        buf.extend_from_slice(&c[..take]);
+                        received += take as u64;
+                        if take < c.len() {
+                            body.push_back(c.slice(take..));
+                        }
                     }
                     None => {
                         return Err(Error::new(
@@ -378,18 +406,18 @@ impl Fetcher {
                             format!(
                                 "the server sent a short body for {} ({} bytes missing)",
                                 f.path,
-                                total - received
+                                end - start - received
                             ),
                         ))
                     }
                 }
             }
-            while idx < first + n && run.len() >= block_len(idx) {
-                let block = run.split_to(block_len(idx)).freeze();
-                self.store(f, idx, block, run_id).await?;
-                self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
-                idx += 1;
-            }
+            let block = bytes::Bytes::from_owner(Pooled {
+                buf,
+                pool: self.buffers.clone(),
+            });
+            self.store(f, idx, block).await?;
+            self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
         }
         Ok(())
     }
@@ -419,7 +447,7 @@ impl Fetcher {
     /// Makes a downloaded block readable at once (in memory) and writes it to disk in the
     /// background; at most `DISK_WRITES` blocks wait for the disk, which slows the download
     /// down when the disk is slower than the network.
-    async fn store(&self, f: &FileVersion, idx: u64, data: bytes::Bytes, run: u64) -> Result<()> {
+    async fn store(&self, f: &FileVersion, idx: u64, data: bytes::Bytes) -> Result<()> {
         let key = BlockKey {
             version: f.version,
             idx: BlockIdx(idx),
@@ -430,7 +458,7 @@ impl Fetcher {
             .acquire_owned()
             .await
             .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
-        self.cache.keep_hot(key, data.clone(), run);
+        self.cache.keep_hot(key, data.clone());
         let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = cache.insert(key, &data) {
@@ -451,8 +479,9 @@ impl Fetcher {
 
 #[cfg(test)]
 mod tests {
-    use super::join_range;
+    use super::{join_range, BufPool, Pooled};
     use bytes::Bytes;
+    use std::sync::{Arc, Mutex};
 
     #[test]
     fn join_range_slices_one_block_and_copies_across_blocks() {
@@ -460,11 +489,11 @@ mod tests {
         let b = Bytes::from((10u8..20).collect::<Vec<_>>());
         let c = Bytes::from((20u8..25).collect::<Vec<_>>());
         // Inside one block (file offset 100 = block start): a slice of it.
-        let one = join_range(&[(b.clone(), 0)], 100, 102, 105).expect("in block");
+        let one = join_range(std::slice::from_ref(&b), 100, 102, 105).expect("in block");
         assert_eq!(&one[..], &[12, 13, 14]);
         assert_eq!(one.as_ptr(), b[2..].as_ptr(), "no copy inside one block");
-        // Across three blocks of no common run, ending inside the short last block.
-        let all = [(a, 0), (b, 0), (c, 0)];
+        // Across three blocks, ending inside the short last block.
+        let all = [a, b, c];
         let span = join_range(&all, 0, 8, 23).expect("across");
         assert_eq!(&span[..], &(8u8..23).collect::<Vec<_>>()[..]);
         // Past the end of what the blocks hold: not answered from memory.
@@ -472,21 +501,33 @@ mod tests {
     }
 
     #[test]
-    fn blocks_of_one_run_are_joined_without_copying() {
-        // As `download_run` makes them: split off one buffer.
-        let mut run = bytes::BytesMut::with_capacity(30);
-        run.extend_from_slice(&(0u8..30).collect::<Vec<_>>());
-        let x = run.split_to(10).freeze();
-        let y = run.split_to(10).freeze();
-        let z = run.split_to(10).freeze();
-        let blocks = [(x.clone(), 7), (y.clone(), 7), (z, 7)];
-        let span = join_range(&blocks, 0, 5, 25).expect("across");
-        assert_eq!(&span[..], &(5u8..25).collect::<Vec<_>>()[..]);
-        assert_eq!(span.as_ptr(), x[5..].as_ptr(), "no copy within one run");
-        // The same bytes claimed by two different runs are copied, never joined.
-        let mixed = [(x, 7), (y, 8)];
-        let copied = join_range(&mixed, 0, 5, 15).expect("across");
-        assert_eq!(&copied[..], &(5u8..15).collect::<Vec<_>>()[..]);
-        assert_ne!(copied.as_ptr(), mixed[0].0[5..].as_ptr());
+    fn block_buffers_are_reused_and_bounded() {
+        let pool = Arc::new(BufPool {
+            free: Mutex::new(Vec::new()),
+            max: 1,
+        });
+        let mut v = pool.take(8);
+        v.extend_from_slice(b"abcdefgh");
+        let ptr = v.as_ptr();
+        let one = Bytes::from_owner(Pooled {
+            buf: v,
+            pool: pool.clone(),
+        });
+        let part = one.slice(2..4);
+        drop(one);
+        assert_eq!(&part[..], b"cd", "a slice keeps the buffer alive");
+        assert!(pool.free.lock().expect("pool").is_empty());
+        drop(part);
+        let again = pool.take(8);
+        assert_eq!(again.as_ptr(), ptr, "the buffer came back to the pool");
+        assert!(again.is_empty());
+        // Beyond `max` idle buffers, returned ones are freed.
+        for _ in 0..2 {
+            drop(Bytes::from_owner(Pooled {
+                buf: vec![0; 8],
+                pool: pool.clone(),
+            }));
+        }
+        assert_eq!(pool.free.lock().expect("pool").len(), 1);
     }
 }

@@ -751,6 +751,7 @@ impl DavClient {
                     )));
                 }
                 Ok(RangeBody {
+                    back: None,
                     resp,
                     skip: 0,
                     what,
@@ -758,6 +759,7 @@ impl DavClient {
                 })
             }
             StatusCode::OK => Ok(RangeBody {
+                back: None,
                 resp,
                 skip: start,
                 what,
@@ -804,6 +806,8 @@ impl std::io::BufRead for ChunkReader {
 /// A GET body positioned at the requested start offset.
 pub struct RangeBody {
     resp: reqwest::Response,
+    /// A piece given back with [`RangeBody::push_back`], returned first.
+    back: Option<bytes::Bytes>,
     skip: u64,
     what: String,
     host: String,
@@ -812,6 +816,9 @@ pub struct RangeBody {
 impl RangeBody {
     /// The next piece of the body, `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, DavError> {
+        if let Some(b) = self.back.take() {
+            return Ok(Some(b));
+        }
         loop {
             let c = self
                 .resp
@@ -833,6 +840,12 @@ impl RangeBody {
                 }
             }
         }
+    }
+
+    /// Gives back the unused end of the last piece: the next [`RangeBody::chunk`] returns it.
+    pub fn push_back(&mut self, rest: bytes::Bytes) {
+        debug_assert!(self.back.is_none());
+        self.back = Some(rest);
     }
 
     /// The decoded path being downloaded (for messages).

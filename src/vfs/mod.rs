@@ -118,6 +118,11 @@ pub struct Opened {
     pub backing: Option<std::fs::File>,
     /// Which content `backing` holds (the kernel needs one backing file per inode at a time).
     pub backing_version: i64,
+    /// The file is read from the server as it is read (not completely cached): the kernel
+    /// should hand reads straight to [`Vfs::read`] and copy the answer into the program's
+    /// buffer (no page cache: the block cache keeps the data, the kernel would only hold it a
+    /// second time, at the cost of one more copy of every byte).
+    pub direct: bool,
 }
 
 /// Default largest read-ahead window: enough to keep two 8 MiB GETs going, and smaller than
@@ -186,17 +191,9 @@ struct Handle {
     window: u64,
     /// The cache version the kernel reads directly through this handle (passthrough).
     passthrough: Option<crate::cache::VersionId>,
-    /// The kernel's page cache of this file was dropped up to here (see [`DROP_BEHIND`]).
-    dropped_to: u64,
+    /// The kernel reads this handle without its page cache ([`Opened::direct`]).
+    direct: bool,
 }
-
-/// A large file read sequentially has the kernel's page cache dropped this far behind the
-/// reader, a slice at a time: its data stays in the block cache (and the next open reads it
-/// from there through passthrough), the kernel does not hold it twice, and that next open
-/// has no gigabyte of pages to drop first.
-const DROP_BEHIND: u64 = 32 << 20;
-/// ...in slices of this size.
-const DROP_SLICE: u64 = 64 << 20;
 
 /// The platform-independent filesystem.
 pub struct Vfs {
@@ -803,7 +800,8 @@ impl Vfs {
                 for h in hs.values().filter(|h| h.ino == ino) {
                     match h.passthrough {
                         Some(v) => direct.push(v),
-                        None => cached = true,
+                        None if !h.direct => cached = true,
+                        None => {}
                     }
                 }
                 let compatible = direct.iter().all(|v| *v == base_version.version)
@@ -820,6 +818,10 @@ impl Vfs {
                             passthrough = Some(base_version.version);
                         }
                     }
+                    let uncached = reader
+                        && passthrough.is_none()
+                        && self.cache().cached_blocks(base_version.version)
+                            < self.fetcher.block_count(node.entry.size);
                     hs.insert(
                         fh,
                         Handle {
@@ -836,7 +838,7 @@ impl Vfs {
                             next_offset: 0,
                             window: 0,
                             passthrough,
-                            dropped_to: 0,
+                            direct: uncached,
                         },
                     );
                     return Ok(Opened {
@@ -844,6 +846,7 @@ impl Vfs {
                         keep_cache,
                         backing,
                         backing_version: base_version.version.0,
+                        direct: uncached,
                     });
                 }
             }
@@ -996,7 +999,7 @@ impl Vfs {
                 h.from_local = false;
             }
         }
-        let (file, ahead, drop) = {
+        let (file, ahead) = {
             let mut hs = lock(&self.handles);
             let h = hs
                 .get_mut(&fh)
@@ -1014,21 +1017,8 @@ impl Vfs {
             if !near {
                 h.next_offset = end;
             }
-            let behind = end.saturating_sub(DROP_BEHIND);
-            let drop = (near && behind >= h.dropped_to + DROP_SLICE).then(|| {
-                let (from, to) = (h.dropped_to, behind);
-                h.dropped_to = behind;
-                Invalidation::Pages {
-                    ino: h.ino,
-                    offset: from,
-                    len: to - from,
-                }
-            });
-            (h.file.clone(), h.window, drop)
+            (h.file.clone(), h.window)
         };
-        if let Some(d) = drop {
-            self.invalidate(vec![d]);
-        }
         match self.read_version(&file, offset, size, ahead).await {
             Err(e) if e.kind == ErrorKind::Stale && self.follows_local(fh) => {
                 // Opened while the file had local changes, which became a newer server
@@ -1276,7 +1266,7 @@ impl Vfs {
                 next_offset: 0,
                 window: 0,
                 passthrough: None,
-                dropped_to: 0,
+                direct: false,
             },
         );
         let n = self.node(ino)?;
@@ -1287,6 +1277,7 @@ impl Vfs {
                 keep_cache: true,
                 backing: None,
                 backing_version: -1,
+                direct: false,
             },
         ))
     }

@@ -148,3 +148,48 @@ fn block_index_survives_a_restart_only_for_flushed_blocks() {
     );
     assert_eq!(cloud.get_bytes(), before, "served from the reopened cache");
 }
+
+#[test]
+fn reads_that_find_their_blocks_in_memory_are_answered_at_once() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("film.bin"), 48 << 20, 5);
+    let expected = std::fs::read(cloud.files().join("film.bin")).expect("read");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vfs = vfs_for(&cloud, tmp.path());
+    let rt = cloud.runtime();
+    let attr = rt
+        .block_on(vfs.lookup(Ino::ROOT, "film.bin"))
+        .expect("lookup");
+    let h = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    let _in_runtime = rt.enter();
+    // Nothing downloaded yet: not answerable at once, and asking starts nothing.
+    assert!(vfs.read_ready(h.fh, 0, 1 << 20).is_none());
+    assert_eq!(cloud.get_bytes(), 0);
+    let (mut got, mut at_once) = (Vec::with_capacity(expected.len()), 0);
+    let chunk = 1u32 << 20;
+    while got.len() < expected.len() {
+        let off = got.len() as u64;
+        let d = match vfs.read_ready(h.fh, off, chunk) {
+            Some(d) => {
+                at_once += 1;
+                d
+            }
+            None => rt.block_on(vfs.read(h.fh, off, chunk)).expect("read"),
+        };
+        assert!(!d.is_empty(), "short read at {off}");
+        got.extend_from_slice(&d);
+        if at_once == 0 {
+            // Let the first read-ahead land so that the next reads find their blocks.
+            wait_until(std::time::Duration::from_secs(10), || {
+                vfs.read_ready(h.fh, got.len() as u64, 1).is_some()
+            });
+        }
+    }
+    assert!(got == expected, "bytes differ");
+    assert!(
+        at_once > 8,
+        "only {at_once} reads were answered from memory"
+    );
+    // Quick answers and waiting ones together downloaded each byte once.
+    assert_eq!(cloud.get_bytes(), expected.len() as u64);
+}

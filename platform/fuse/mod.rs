@@ -405,6 +405,13 @@ impl Filesystem for NuageFs {
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(libc::EINVAL);
         };
+        {
+            // Read-ahead that arrived in time is answered here, without a task.
+            let _rt = self.rt.enter();
+            if let Some(data) = self.vfs.read_ready(Fh(fh), offset, size) {
+                return reply.data(&data);
+            }
+        }
         let vfs = self.vfs.clone();
         self.rt.spawn(async move {
             match vfs.read(Fh(fh), offset, size).await {

@@ -235,6 +235,31 @@ impl Fetcher {
         ))
     }
 
+    /// The bytes of a read when they are all in memory, starting `ahead` blocks of read-ahead
+    /// after them without waiting; `None` otherwise (nothing started). Must run inside the
+    /// runtime.
+    pub fn read_ready(
+        self: &Arc<Self>,
+        file: &FileVersion,
+        offset: u64,
+        size: u32,
+        ahead: u64,
+    ) -> Option<bytes::Bytes> {
+        let bs = self.cache.block_size();
+        if offset >= file.size || size == 0 {
+            return Some(bytes::Bytes::new());
+        }
+        let end = (offset + size as u64).min(file.size);
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let hot = self.cache.hot_blocks(file.version, first, last);
+        let blocks: Option<Vec<bytes::Bytes>> = hot.into_iter().collect();
+        let data = join_range(&blocks?, first * bs, offset, end)?;
+        let after = last + 1;
+        // Nothing to wait for: every needed block is here.
+        let _ = self.start(file, after..after, after..after + ahead);
+        Some(data)
+    }
+
     /// Waits for a GET slot and starts a ranged GET.
     async fn get(
         &self,
@@ -262,6 +287,27 @@ impl Fetcher {
         need: Range<u64>,
         ahead: Range<u64>,
     ) -> Result<()> {
+        for mut rx in self.start(f, need, ahead) {
+            let res = rx
+                .wait_for(|d| d.is_some())
+                .await
+                .map_err(|_| Error::new(ErrorKind::Io, "download task ended unexpectedly"))?
+                .clone();
+            if let Some(Err(e)) = res {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts downloading the missing blocks of `need` and `ahead`; what to wait on for the
+    /// `need` ones.
+    fn start(
+        self: &Arc<Self>,
+        f: &FileVersion,
+        need: Range<u64>,
+        ahead: Range<u64>,
+    ) -> Vec<watch::Receiver<Done>> {
         let last = self.block_count(f.size);
         let need = need.start.min(last)..need.end.min(last);
         let ahead = ahead.start.min(last)..ahead.end.min(last);
@@ -316,17 +362,7 @@ impl Fetcher {
         if !run.is_empty() {
             self.spawn_run(f, run);
         }
-        for mut rx in waits {
-            let res = rx
-                .wait_for(|d| d.is_some())
-                .await
-                .map_err(|_| Error::new(ErrorKind::Io, "download task ended unexpectedly"))?
-                .clone();
-            if let Some(Err(e)) = res {
-                return Err(e);
-            }
-        }
-        Ok(())
+        waits
     }
 
     fn spawn_run(self: &Arc<Self>, f: &FileVersion, run: Vec<(u64, watch::Sender<Done>)>) {

@@ -980,7 +980,6 @@ impl Vfs {
     }
 
     async fn read_clean(&self, fh: Fh, offset: u64, size: u32) -> Result<Bytes> {
-        let bs = self.cache().block_size();
         // A handle opened while the file had local changes reads what is now on the server.
         let stale = lock(&self.handles)
             .get(&fh)
@@ -1004,19 +1003,9 @@ impl Vfs {
             let h = hs
                 .get_mut(&fh)
                 .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "bad file handle"))?;
-            let end = (offset + size as u64).min(h.file.size);
-            // Sequential (allowing the kernel's slight reordering of parallel reads)?
-            let near = offset + 2 * bs >= h.next_offset && offset <= h.next_offset + 2 * bs;
-            let max_blocks = (self.cfg.max_readahead / bs).max(1);
-            h.window = if near && (h.next_offset > 0 || offset == 0) {
-                (h.window * 2).clamp(4, max_blocks)
-            } else {
-                0
-            };
-            h.next_offset = h.next_offset.max(end);
-            if !near {
-                h.next_offset = end;
-            }
+            let (window, next_offset) = self.sequence(h, offset, size);
+            h.window = window;
+            h.next_offset = next_offset;
             (h.file.clone(), h.window)
         };
         match self.read_version(&file, offset, size, ahead).await {
@@ -1056,6 +1045,47 @@ impl Vfs {
 
     /// Reads from one server version through the block cache, with `ahead` blocks of
     /// read-ahead.
+    /// A handle's read-ahead window and sequential position after a read of `size` bytes at
+    /// `offset`: the window doubles (from 4 blocks up to the configured read-ahead) while
+    /// reads continue where the last ones ended, allowing the kernel's slight reordering.
+    fn sequence(&self, h: &Handle, offset: u64, size: u32) -> (u64, u64) {
+        let bs = self.cache().block_size();
+        let end = (offset + size as u64).min(h.file.size);
+        let near = offset + 2 * bs >= h.next_offset && offset <= h.next_offset + 2 * bs;
+        let max_blocks = (self.cfg.max_readahead / bs).max(1);
+        let window = if near && (h.next_offset > 0 || offset == 0) {
+            (h.window * 2).clamp(4, max_blocks)
+        } else {
+            0
+        };
+        let next_offset = if near { h.next_offset.max(end) } else { end };
+        (window, next_offset)
+    }
+
+    /// Answers a read at once when its bytes are in memory (a read-ahead that arrived in
+    /// time): no task, no waiting, the read-ahead kept going. `None` when [`Self::read`] must
+    /// do the work (also for files with local changes). Must run inside the runtime (it may
+    /// start downloads).
+    pub fn read_ready(&self, fh: Fh, offset: u64, size: u32) -> Option<Bytes> {
+        let ino = lock(&self.handles).get(&fh)?.ino;
+        // Changed locally since it was opened (another handle wrote): the slow path reads the
+        // local bytes.
+        let path = lock(&self.table).get(ino)?.path.clone();
+        if self.wb.get(&path).is_some() {
+            return None;
+        }
+        let mut hs = lock(&self.handles);
+        let h = hs.get_mut(&fh)?;
+        if h.dirty.is_some() || h.from_local || h.passthrough.is_some() {
+            return None;
+        }
+        let (window, next_offset) = self.sequence(h, offset, size);
+        let data = self.fetcher.read_ready(&h.file, offset, size, window)?;
+        h.window = window;
+        h.next_offset = next_offset;
+        Some(data)
+    }
+
     async fn read_version(
         &self,
         file: &FileVersion,

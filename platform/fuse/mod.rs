@@ -114,6 +114,11 @@ impl Platform for FusePlatform {
                 for inv in rx {
                     let res = match &inv {
                         Invalidation::Inode(ino) => notifier.inval_inode(ino.0, 0, 0),
+                        Invalidation::Pages { ino, offset, len } => notifier.inval_inode(
+                            ino.0,
+                            i64::try_from(*offset).unwrap_or(i64::MAX),
+                            i64::try_from(*len).unwrap_or(i64::MAX),
+                        ),
                         Invalidation::Entry { parent, name } => {
                             notifier.inval_entry(parent.0, OsStr::new(name))
                         }
@@ -273,9 +278,6 @@ fn name_str(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
 }
 
-/// `FUSE_DIRECT_IO_ALLOW_MMAP` (ABI 7.39), which fuser 0.16 does not name.
-const FUSE_DIRECT_IO_ALLOW_MMAP: u64 = 1 << 36;
-
 impl Filesystem for NuageFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
         // Large reads (1 MiB) keep the request count low on sequential reads.
@@ -286,9 +288,6 @@ impl Filesystem for NuageFs {
                 | fuser::consts::FUSE_AUTO_INVAL_DATA
                 | fuser::consts::FUSE_DO_READDIRPLUS,
         );
-        // Files being downloaded are read without the page cache (`Opened::direct`); this
-        // lets programs still map them (Linux 6.6+; older kernels refuse shared maps).
-        let _ = config.add_capabilities(FUSE_DIRECT_IO_ALLOW_MMAP);
         // Completely cached files are read by the kernel from the cache file itself (Linux
         // 6.9+, and only for root: registering a backing file needs CAP_SYS_ADMIN).
         // SAFETY: geteuid has no preconditions.
@@ -344,9 +343,7 @@ impl Filesystem for NuageFs {
         self.rt.spawn(async move {
             match vfs.open(Ino(ino), write, truncate).await {
                 Ok(o) => {
-                    let f = if o.direct {
-                        fuser::consts::FOPEN_DIRECT_IO
-                    } else if o.keep_cache {
+                    let f = if o.keep_cache {
                         fuser::consts::FOPEN_KEEP_CACHE
                     } else {
                         0

@@ -118,11 +118,6 @@ pub struct Opened {
     pub backing: Option<std::fs::File>,
     /// Which content `backing` holds (the kernel needs one backing file per inode at a time).
     pub backing_version: i64,
-    /// The file is read from the server as it is read (not completely cached): the kernel
-    /// should hand reads straight to [`Vfs::read`] and copy the answer into the program's
-    /// buffer (no page cache: the block cache keeps the data, the kernel would only hold it a
-    /// second time, at the cost of one more copy of every byte).
-    pub direct: bool,
 }
 
 /// Default largest read-ahead window: enough to keep two 8 MiB GETs going, and smaller than
@@ -191,8 +186,39 @@ struct Handle {
     window: u64,
     /// The cache version the kernel reads directly through this handle (passthrough).
     passthrough: Option<crate::cache::VersionId>,
-    /// The kernel reads this handle without its page cache ([`Opened::direct`]).
-    direct: bool,
+    /// The kernel's page cache of this file was dropped up to here (see [`DROP_BEHIND`]).
+    dropped_to: u64,
+}
+
+/// A large file read sequentially has the kernel's page cache dropped this far behind the
+/// reader, a slice at a time: its data stays in the block cache (and the next open reads it
+/// from there through passthrough), the kernel does not hold it twice, and that next open
+/// has no gigabyte of pages to drop first.
+const DROP_BEHIND: u64 = 32 << 20;
+/// ...in slices of this size.
+const DROP_SLICE: u64 = 64 << 20;
+
+/// A handle's sequential state after one read (see [`Vfs::sequence`]).
+struct Step {
+    window: u64,
+    next_offset: u64,
+    /// Drop the kernel's page cache of the file up to here.
+    drop_to: Option<u64>,
+}
+
+impl Step {
+    /// Records the step in the handle; the page cache range to drop, if any.
+    fn apply(self, h: &mut Handle) -> Option<Invalidation> {
+        h.window = self.window;
+        h.next_offset = self.next_offset;
+        let to = self.drop_to?;
+        let from = std::mem::replace(&mut h.dropped_to, to);
+        Some(Invalidation::Pages {
+            ino: h.ino,
+            offset: from,
+            len: to - from,
+        })
+    }
 }
 
 /// The platform-independent filesystem.
@@ -800,8 +826,7 @@ impl Vfs {
                 for h in hs.values().filter(|h| h.ino == ino) {
                     match h.passthrough {
                         Some(v) => direct.push(v),
-                        None if !h.direct => cached = true,
-                        None => {}
+                        None => cached = true,
                     }
                 }
                 let compatible = direct.iter().all(|v| *v == base_version.version)
@@ -818,10 +843,6 @@ impl Vfs {
                             passthrough = Some(base_version.version);
                         }
                     }
-                    let uncached = reader
-                        && passthrough.is_none()
-                        && self.cache().cached_blocks(base_version.version)
-                            < self.fetcher.block_count(node.entry.size);
                     hs.insert(
                         fh,
                         Handle {
@@ -838,7 +859,7 @@ impl Vfs {
                             next_offset: 0,
                             window: 0,
                             passthrough,
-                            direct: uncached,
+                            dropped_to: 0,
                         },
                     );
                     return Ok(Opened {
@@ -846,7 +867,6 @@ impl Vfs {
                         keep_cache,
                         backing,
                         backing_version: base_version.version.0,
-                        direct: uncached,
                     });
                 }
             }
@@ -998,16 +1018,18 @@ impl Vfs {
                 h.from_local = false;
             }
         }
-        let (file, ahead) = {
+        let (file, ahead, drop) = {
             let mut hs = lock(&self.handles);
             let h = hs
                 .get_mut(&fh)
                 .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "bad file handle"))?;
-            let (window, next_offset) = self.sequence(h, offset, size);
-            h.window = window;
-            h.next_offset = next_offset;
-            (h.file.clone(), h.window)
+            let step = self.sequence(h, offset, size);
+            let drop = step.apply(h);
+            (h.file.clone(), h.window, drop)
         };
+        if let Some(d) = drop {
+            self.invalidate(vec![d]);
+        }
         match self.read_version(&file, offset, size, ahead).await {
             Err(e) if e.kind == ErrorKind::Stale && self.follows_local(fh) => {
                 // Opened while the file had local changes, which became a newer server
@@ -1045,10 +1067,11 @@ impl Vfs {
 
     /// Reads from one server version through the block cache, with `ahead` blocks of
     /// read-ahead.
-    /// A handle's read-ahead window and sequential position after a read of `size` bytes at
-    /// `offset`: the window doubles (from 4 blocks up to the configured read-ahead) while
-    /// reads continue where the last ones ended, allowing the kernel's slight reordering.
-    fn sequence(&self, h: &Handle, offset: u64, size: u32) -> (u64, u64) {
+    /// What a read of `size` bytes at `offset` changes in a handle's sequential state: the
+    /// read-ahead window doubles (from 4 blocks up to the configured read-ahead) while reads
+    /// continue where the last ones ended, allowing the kernel's slight reordering; the page
+    /// cache behind a sequential reader is dropped (see [`DROP_BEHIND`]).
+    fn sequence(&self, h: &Handle, offset: u64, size: u32) -> Step {
         let bs = self.cache().block_size();
         let end = (offset + size as u64).min(h.file.size);
         let near = offset + 2 * bs >= h.next_offset && offset <= h.next_offset + 2 * bs;
@@ -1059,7 +1082,13 @@ impl Vfs {
             0
         };
         let next_offset = if near { h.next_offset.max(end) } else { end };
-        (window, next_offset)
+        let behind = end.saturating_sub(DROP_BEHIND);
+        let drop_to = (near && behind >= h.dropped_to + DROP_SLICE).then_some(behind);
+        Step {
+            window,
+            next_offset,
+            drop_to,
+        }
     }
 
     /// Answers a read at once when its bytes are in memory (a read-ahead that arrived in
@@ -1079,10 +1108,15 @@ impl Vfs {
         if h.dirty.is_some() || h.from_local || h.passthrough.is_some() {
             return None;
         }
-        let (window, next_offset) = self.sequence(h, offset, size);
-        let data = self.fetcher.read_ready(&h.file, offset, size, window)?;
-        h.window = window;
-        h.next_offset = next_offset;
+        let step = self.sequence(h, offset, size);
+        let data = self
+            .fetcher
+            .read_ready(&h.file, offset, size, step.window)?;
+        let behind = step.apply(h);
+        drop(hs);
+        if let Some(d) = behind {
+            self.invalidate(vec![d]);
+        }
         Some(data)
     }
 
@@ -1296,7 +1330,7 @@ impl Vfs {
                 next_offset: 0,
                 window: 0,
                 passthrough: None,
-                direct: false,
+                dropped_to: 0,
             },
         );
         let n = self.node(ino)?;
@@ -1307,7 +1341,6 @@ impl Vfs {
                 keep_cache: true,
                 backing: None,
                 backing_version: -1,
-                direct: false,
             },
         ))
     }

@@ -18,6 +18,16 @@ use std::sync::Arc;
 pub enum Invalidation {
     /// A file's cached data and attributes.
     Inode(Ino),
+    /// A range of a file's pages in the kernel's page cache (its data is still in the block
+    /// cache).
+    Pages {
+        /// The file.
+        ino: Ino,
+        /// First byte.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
     /// A name in a folder (added, deleted, renamed, replaced).
     Entry {
         /// The folder.

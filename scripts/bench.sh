@@ -143,11 +143,14 @@ run_fs() { # name mountpoint
   sleep 0.5; after=$(served)
   local rnd; rnd=$(secs "$t0" "$t1")
   local rndb=$(( (after - before) / 1024 ))
+  # Programs that read in small pieces (tar, zip, office suites): the same file, 4 KiB a read.
+  t0=$(now); dd if="$mp/big2.bin" of=/dev/null bs=4k 2>/dev/null; t1=$(now)
+  local small; small=$(mibs "$t0" "$t1")
   t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
   local lcold; lcold=$(secs "$t0" "$t1")
   t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
   local lwarm; lwarm=$(secs "$t0" "$t1")
-  echo "$cold $warm $rnd $rndb $lcold $lwarm $rss"
+  echo "$cold $warm $rnd $rndb $lcold $lwarm $rss $small"
 }
 
 wait_mounted() { for _ in $(seq 200); do grep -q " $1 " /proc/mounts && return; sleep 0.05; done; }
@@ -169,7 +172,7 @@ mount_nuage() {
   MOUNTED=$NPID
   wait_mounted "$W/mnt"
 }
-read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS < <(rounds nuage mount_nuage "$W/mnt" "$W/cache")
+read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS N_SMALLREAD < <(rounds nuage mount_nuage "$W/mnt" "$W/cache")
 mount_nuage
 
 # Writes: 1,000 files of 4 KiB, then one large file; close time and time until on the server.
@@ -193,9 +196,9 @@ res=()
 for r in $(seq "$ROUNDS"); do
   t0=$(now); cp "$W/upload.bin" "$W/mnt/upload-$r.bin"; t1=$(now); wait_uploaded; t2=$(now)
   c0=$(now); curl -s -K "$W/curlrc" -o /dev/null -T "$W/upload.bin" "${URL}curl-upload-$r.bin"; c1=$(now)
-  res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(mibs "$c0" "$c1")")
+  res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(mibs "$c0" "$c1") $(secs "$t0" "$t2")")
 done
-read -r N_BIG_CLOSE N_BIG_UP CURL_UP < <(printf '%s\n' "${res[@]}" | medians)
+read -r N_BIG_CLOSE N_BIG_UP CURL_UP N_BIG_TOTAL < <(printf '%s\n' "${res[@]}" | medians)
 
 HAVE_RCLONE=0
 if command -v rclone >/dev/null 2>&1; then
@@ -208,7 +211,7 @@ if command -v rclone >/dev/null 2>&1; then
     MOUNTED=$RPID
     wait_mounted "$W/rmnt"
   }
-  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
+  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS R_SMALLREAD < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
   mount_rclone
   # Writes through rclone (no write-back delay, like nuage's), "on the server" read off Apache's
   # folder: all 1000 files present, the large file at its full size.
@@ -222,9 +225,9 @@ if command -v rclone >/dev/null 2>&1; then
     t0=$(now); cp "$W/upload.bin" "$W/rmnt/rupload-$r.bin"; t1=$(now)
     for _ in $(seq 6000); do [ "$(stat -c %s "$W/data/rupload-$r.bin" 2>/dev/null || echo 0)" = "$want" ] && break; sleep 0.1; done
     t2=$(now)
-    res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2")")
+    res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(secs "$t0" "$t2")")
   done
-  read -r R_BIG_CLOSE R_BIG_UP < <(printf '%s\n' "${res[@]}" | medians)
+  read -r R_BIG_CLOSE R_BIG_UP R_BIG_TOTAL < <(printf '%s\n' "${res[@]}" | medians)
 fi
 
 echo
@@ -235,6 +238,7 @@ printf '| %-44s | %14s | %-34s |\n' "workload" "nuage" "limit (same run)"
 printf '|%s|%s|%s|\n' "----------------------------------------------" "----------------" "------------------------------------"
 row "cold sequential read (MiB/s)" "$N_COLD" "curl: $CURL_MIBS (target >= 50%)"
 row "warm re-read (MiB/s)" "$N_WARM" "local file: $LOCAL_MIBS (target >= 90%)"
+row "cold read in 4 KiB reads (MiB/s)" "$N_SMALLREAD" "-"
 row "16 x 4 KiB random reads, cold (s)" "$N_RND" "-"
 row "  bytes sent by the server (KiB)" "$N_RNDB" "16 blocks of 1 MiB = 16384"
 row "ls -l of $NFILES files, cold (s)" "$N_LCOLD" "one PROPFIND: $PROPFIND_S (target <= 1.5x)"
@@ -244,14 +248,15 @@ row "1000 x 4 KiB created, last close (s)" "$N_SMALL_CLOSE" "-"
 row "1000 x 4 KiB all on the server (s)" "$N_SMALL_SERVER" "4 parallel curl PUTs: $CURL_SMALL (target <= 2x)"
 row "${SIZE_MIB} MiB written, close (s)" "$N_BIG_CLOSE" "-"
 row "${SIZE_MIB} MiB upload (MiB/s)" "$N_BIG_UP" "curl PUT: $CURL_UP (target >= 80%)"
+row "${SIZE_MIB} MiB write until on the server (s)" "$N_BIG_TOTAL" "-"
 printf '%s\n' "${rows[@]}"
 if [ "$HAVE_RCLONE" = 1 ]; then
   echo
   echo "rclone mount --vfs-cache-mode full, same workloads:"
-  printf '| cold %s MiB/s | warm %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | RSS %s MiB |\n' \
-    "$R_COLD" "$R_WARM" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$R_RSS"
-  printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server) |\n' \
-    "$R_SMALL_CLOSE" "$R_SMALL_SERVER" "$SIZE_MIB" "$R_BIG_CLOSE" "$R_BIG_UP"
+  printf '| cold %s MiB/s | warm %s MiB/s | 4 KiB reads %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | RSS %s MiB |\n' \
+    "$R_COLD" "$R_WARM" "$R_SMALLREAD" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$R_RSS"
+  printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server), first write to on the server %s s |\n' \
+    "$R_SMALL_CLOSE" "$R_SMALL_SERVER" "$SIZE_MIB" "$R_BIG_CLOSE" "$R_BIG_UP" "$R_BIG_TOTAL"
 else
   echo
   echo "(rclone not installed: apt-get install rclone to compare)"

@@ -513,6 +513,46 @@ fn editor_lock_and_swap_files_stay_local() {
 }
 
 #[test]
+fn a_bulk_upload_pass_lists_the_target_folder_once() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "2"]));
+    std::fs::create_dir(m.path("class")).expect("mkdir");
+    // More files than one bulk request carries, all closed within the upload delay.
+    for i in 0..250 {
+        std::fs::write(m.path(&format!("class/c{i:03}.txt")), pattern(64, i)).expect("write");
+    }
+    let stats = cloud.server.stats().clone();
+    let propfinds = || {
+        stats
+            .methods
+            .lock()
+            .map(|m| m.get("PROPFIND").copied().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    let (listed_before, bulk_before) = (propfinds(), stats.bulk_requests.load(Ordering::SeqCst));
+    m.wait_drained();
+    let bulk = stats.bulk_requests.load(Ordering::SeqCst) - bulk_before;
+    let listings = propfinds() - listed_before;
+    assert_eq!(stats.bulk_files.load(Ordering::SeqCst), 250);
+    assert!(bulk >= 3, "{bulk} bulk requests for 250 files");
+    assert!(
+        listings < bulk,
+        "{listings} listings for {bulk} bulk requests: the folder is listed once per pass"
+    );
+    for i in [0u64, 99, 100, 249] {
+        assert!(
+            server_file_is(
+                &cloud.files(),
+                &format!("class/c{i:03}.txt"),
+                &pattern(64, i)
+            ),
+            "c{i:03}.txt differs on the server"
+        );
+    }
+    m.unmount();
+}
+
+#[test]
 fn many_small_new_files_go_up_in_bulk_requests() {
     let cloud = Cloud::start();
     let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0.5"]));

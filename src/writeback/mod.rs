@@ -1034,31 +1034,21 @@ impl WriteBack {
                     }
                 }
             }
-            let (bulk, mut due) = if bulk.len() >= 2 {
+            let (bulk, due) = if bulk.len() >= 2 {
                 (bulk, due)
             } else {
                 let mut all = due;
                 all.extend(bulk);
                 (Vec::new(), all)
             };
-            for group in bulk.chunks(BULK_MAX_FILES) {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    next = Some(Instant::now() + Duration::from_millis(100));
-                    due.clear();
-                    break;
-                };
-                for d in group {
+            if !bulk.is_empty() {
+                // One task for the whole pass: it lists the folders once, then sends the
+                // groups as upload slots free up.
+                for d in &bulk {
                     lock(&d.st).uploading = true;
                 }
-                let (me, group) = (self.clone(), group.to_vec());
-                tokio::spawn(async move {
-                    me.upload_bulk(&group).await;
-                    for d in &group {
-                        lock(&d.st).uploading = false;
-                    }
-                    drop(permit);
-                    me.wake.notify_one();
-                });
+                let (me, slots) = (self.clone(), slots.clone());
+                tokio::spawn(async move { me.upload_bulk_pass(bulk, slots).await });
             }
             for d in due {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -1096,21 +1086,59 @@ impl WriteBack {
             && st.path.as_str().bytes().all(|b| (0x20..0x7f).contains(&b))
     }
 
-    /// Uploads several small new files in one request and applies each outcome. A bulk
-    /// request has no If-None-Match, so the folders are listed first: a file someone else
-    /// created meanwhile under one of these names goes by a conditional PUT instead (which
-    /// keeps both copies). Only a file created in the moment between that listing and the
-    /// request could still be replaced.
-    async fn upload_bulk(&self, group: &[Arc<DirtyFile>]) {
-        let Some(taken) = self.names_on_server(group).await else {
+    /// Sends small new files in bulk requests of at most [`BULK_MAX_FILES`], each when an
+    /// upload slot is free. A bulk request has no If-None-Match, so their folders are listed
+    /// first, once for the whole pass: a file someone else created meanwhile under one of
+    /// these names goes by a conditional PUT instead (which keeps both copies). Only a file
+    /// created between that listing and the request could still be replaced.
+    async fn upload_bulk_pass(
+        self: &Arc<Self>,
+        files: Vec<Arc<DirtyFile>>,
+        slots: Arc<tokio::sync::Semaphore>,
+    ) {
+        let Some(taken) = self.names_on_server(&files).await else {
             // Cannot tell: send these one by one, with their conditions.
-            for d in group {
+            for d in &files {
                 let mut st = lock(&d.st);
                 st.name_taken = true;
                 st.next_attempt = Some(Instant::now());
+                st.uploading = false;
             }
+            self.wake.notify_one();
             return;
         };
+        let taken = Arc::new(taken);
+        let mut sent = tokio::task::JoinSet::new();
+        let mut started = 0;
+        for group in files.chunks(BULK_MAX_FILES) {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            started += group.len();
+            let (me, group, taken) = (self.clone(), group.to_vec(), taken.clone());
+            sent.spawn(async move {
+                me.upload_bulk(&group, &taken).await;
+                for d in &group {
+                    lock(&d.st).uploading = false;
+                }
+                drop(permit);
+                me.wake.notify_one();
+            });
+        }
+        while sent.join_next().await.is_some() {}
+        // Groups not sent (shutting down) are free for a next pass.
+        for d in &files[started..] {
+            lock(&d.st).uploading = false;
+        }
+    }
+
+    /// Uploads several small new files in one request and applies each outcome; `taken`
+    /// holds the paths that exist on the server (see [`Self::upload_bulk_pass`]).
+    async fn upload_bulk(
+        &self,
+        group: &[Arc<DirtyFile>],
+        taken: &std::collections::HashSet<RemotePath>,
+    ) {
         let mut guards = Vec::new();
         let mut items = Vec::new();
         for d in group {

@@ -372,6 +372,22 @@ fn a_conflict_keeps_both_copies() {
 }
 
 #[test]
+fn status_right_after_a_save_shows_it_waiting() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "30"]));
+    // Let a few snapshots go by, then save and ask at once: one plain `nuage status` call.
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(m.path("lesson.odt"), b"draft").expect("write");
+    let out = nuage().arg("status").arg(&m.mp).output().expect("status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pending uploads: 1") && text.contains("/lesson.odt"),
+        "the save is not in the status:\n{text}"
+    );
+    m.kill9();
+}
+
+#[test]
 fn quota_refusal_keeps_the_data_and_fsync_reports_it() {
     let cloud = Cloud::start_with(Some(1 << 20));
     let srv = cloud.files();

@@ -25,6 +25,24 @@ fn snapshot(reg: &Registration) -> anyhow::Result<Status> {
     })
 }
 
+/// The mount's status as of now: the daemon writes a snapshot twice a second, so wait (up to
+/// 2 s) for one taken after this command started, and a change made just before it (a file
+/// saved) is in it. A snapshot of a daemon that is gone is shown as it is.
+fn current_snapshot(reg: &Registration) -> anyhow::Result<Status> {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let st = snapshot(reg)?;
+        if st.updated_ms > since || !pid_alive(st.pid) || Instant::now() >= deadline {
+            return Ok(st);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 /// True while the process runs (a zombie waiting for its parent counts as ended).
 fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -40,7 +58,7 @@ fn pid_alive(pid: u32) -> bool {
 
 pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
     let (mp, reg) = find(&a.mountpoint)?;
-    let st = snapshot(&reg)?;
+    let st = current_snapshot(&reg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(ExitCode::SUCCESS);

@@ -176,8 +176,10 @@ read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS N_SMALLREAD < <(rounds 
 mount_nuage
 
 # Writes: 1,000 files of 4 KiB, then one large file; close time and time until on the server.
-pending() { "$NUAGE" status "$W/mnt" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending_uploads"])' 2>/dev/null || echo 1; }
-wait_uploaded() { for _ in $(seq 6000); do [ "$(pending)" = 0 ] && return; sleep 0.1; done; }
+# "On the server" is read off Apache's folder for both tools: all files present (Apache writes
+# each to a hidden temporary file first), the large file at its full size.
+wait_count() { for _ in $(seq 6000); do [ "$(ls "$1" 2>/dev/null | wc -l)" -ge "$2" ] && return; sleep 0.05; done; }
+wait_size() { for _ in $(seq 6000); do [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" = "$2" ] && return; sleep 0.05; done; }
 mkdir -p "$W/small"
 python3 - "$W/small" <<'PY'
 import os, sys
@@ -185,16 +187,17 @@ for i in range(1000):
     with open(os.path.join(sys.argv[1], f"s{i:04d}.bin"), "wb") as f:
         f.write(os.urandom(4096))
 PY
-t0=$(now); cp -r "$W/small" "$W/mnt/small"; t1=$(now); wait_uploaded; t2=$(now)
+t0=$(now); cp -r "$W/small" "$W/mnt/small"; t1=$(now); wait_count "$W/data/small" 1000; t2=$(now)
 N_SMALL_CLOSE=$(secs "$t0" "$t1"); N_SMALL_SERVER=$(secs "$t0" "$t2")
 curl -s -K "$W/curlrc" -X MKCOL -o /dev/null "${URL}curlsmall/"
 t0=$(now)
 ls "$W/small" | xargs -P 4 -I{} curl -s -K "$W/curlrc" -o /dev/null -T "$W/small/{}" "${URL}curlsmall/{}"
 t1=$(now); CURL_SMALL=$(secs "$t0" "$t1")
 head -c "${SIZE_MIB}M" /dev/urandom > "$W/upload.bin"
+want=$(stat -c %s "$W/upload.bin")
 res=()
 for r in $(seq "$ROUNDS"); do
-  t0=$(now); cp "$W/upload.bin" "$W/mnt/upload-$r.bin"; t1=$(now); wait_uploaded; t2=$(now)
+  t0=$(now); cp "$W/upload.bin" "$W/mnt/upload-$r.bin"; t1=$(now); wait_size "$W/data/upload-$r.bin" "$want"; t2=$(now)
   c0=$(now); curl -s -K "$W/curlrc" -o /dev/null -T "$W/upload.bin" "${URL}curl-upload-$r.bin"; c1=$(now)
   res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(mibs "$c0" "$c1") $(secs "$t0" "$t2")")
 done
@@ -213,18 +216,13 @@ if command -v rclone >/dev/null 2>&1; then
   }
   read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS R_SMALLREAD < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
   mount_rclone
-  # Writes through rclone (no write-back delay, like nuage's), "on the server" read off Apache's
-  # folder: all 1000 files present, the large file at its full size.
-  on_server_count() { ls "$W/data/rsmall" 2>/dev/null | wc -l; }
-  t0=$(now); cp -r "$W/small" "$W/rmnt/rsmall"; t1=$(now)
-  for _ in $(seq 6000); do [ "$(on_server_count)" -ge 1000 ] && break; sleep 0.1; done; t2=$(now)
+  # Writes through rclone (no write-back delay, like nuage's).
+  t0=$(now); cp -r "$W/small" "$W/rmnt/rsmall"; t1=$(now); wait_count "$W/data/rsmall" 1000; t2=$(now)
   R_SMALL_CLOSE=$(secs "$t0" "$t1"); R_SMALL_SERVER=$(secs "$t0" "$t2")
-  want=$(stat -c %s "$W/upload.bin")
   res=()
   for r in $(seq "$ROUNDS"); do
     t0=$(now); cp "$W/upload.bin" "$W/rmnt/rupload-$r.bin"; t1=$(now)
-    for _ in $(seq 6000); do [ "$(stat -c %s "$W/data/rupload-$r.bin" 2>/dev/null || echo 0)" = "$want" ] && break; sleep 0.1; done
-    t2=$(now)
+    wait_size "$W/data/rupload-$r.bin" "$want"; t2=$(now)
     res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(secs "$t0" "$t2")")
   done
   read -r R_BIG_CLOSE R_BIG_UP R_BIG_TOTAL < <(printf '%s\n' "${res[@]}" | medians)

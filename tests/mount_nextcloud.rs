@@ -486,6 +486,49 @@ fn a_large_sequential_read_drops_the_kernel_copy_behind_it_and_rereads_from_the_
     m.unmount();
 }
 
+#[test]
+fn write_only_handles_bypass_the_page_cache_and_readers_see_their_bytes() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("notes.bin"), 8 << 20, 9);
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let mut want = std::fs::read(cloud.files().join("notes.bin")).expect("read");
+    // A reader holding the start of the file in the kernel's page cache...
+    let reader = std::fs::File::open(m.path("notes.bin")).expect("open");
+    let mut head = vec![0u8; 64 << 10];
+    std::os::unix::fs::FileExt::read_exact_at(&reader, &mut head, 0).expect("read");
+    assert!(head[..] == want[..64 << 10]);
+    // ...sees what a write-only handle writes there, at once.
+    {
+        let w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("notes.bin"))
+            .expect("open for writing");
+        std::os::unix::fs::FileExt::write_all_at(&w, b"XYZ", 2).expect("write");
+        want[2..5].copy_from_slice(b"XYZ");
+        std::os::unix::fs::FileExt::read_exact_at(&reader, &mut head, 0).expect("reread");
+        assert!(head[..] == want[..64 << 10], "the reader kept stale pages");
+    }
+    drop(reader);
+    // A file written through a write-only handle leaves nothing in the page cache.
+    let data = pattern(16 << 20, 4);
+    std::fs::write(m.path("copy.bin"), &data).expect("write");
+    let f = std::fs::File::open(m.path("copy.bin")).expect("open");
+    let cached = resident_pages(&f, data.len())
+        .iter()
+        .filter(|r| **r)
+        .count();
+    assert_eq!(
+        cached, 0,
+        "written pages are held in the kernel's page cache"
+    );
+    assert!(std::fs::read(m.path("copy.bin")).expect("read") == data);
+    drop(f);
+    m.wait_drained();
+    assert!(std::fs::read(cloud.files().join("notes.bin")).expect("server") == want);
+    assert!(std::fs::read(cloud.files().join("copy.bin")).expect("server") == data);
+    m.unmount();
+}
+
 /// Which 4 KiB pages of the open file are in the kernel's page cache (`mincore` on a mapping).
 fn resident_pages(f: &std::fs::File, len: usize) -> Vec<bool> {
     use std::os::fd::AsRawFd;

@@ -119,6 +119,10 @@ struct State {
     total: u64,
     /// Blocks written but not yet in the index.
     pending: Vec<(BlockKey, u32)>,
+    /// Blocks used since the index last recorded recency (see [`BlockCache::flush`]).
+    touched: std::collections::HashSet<BlockKey>,
+    /// The index's recency clock: `last_used` of the blocks touched before the last flush.
+    clock: i64,
     /// `(identity, etag)` to version id.
     versions: HashMap<(String, String), VersionId>,
     /// Version id to identity, to drop older versions of the same file.
@@ -166,6 +170,14 @@ impl State {
         use_.bytes += len as u64;
         self.total += len as u64;
         self.lru.put(key, ());
+        self.touched.insert(key);
+    }
+
+    /// Marks a present block as just used.
+    fn touch(&mut self, key: BlockKey) {
+        if self.lru.get(&key).is_some() {
+            self.touched.insert(key);
+        }
     }
 
     /// Forgets a block (not its LRU entry); answers its length and whether its version has no
@@ -266,6 +278,8 @@ impl BlockCache {
             per_version: HashMap::new(),
             total: 0,
             pending: Vec::new(),
+            touched: Default::default(),
+            clock: 0,
             versions: HashMap::new(),
             identity_of: HashMap::new(),
             limit,
@@ -303,6 +317,11 @@ impl BlockCache {
                 };
                 state.add_block(key, len as u32);
             }
+            state.touched.clear();
+            state.clock =
+                db.query_row("SELECT COALESCE(MAX(last_used), 0) FROM blocks", [], |r| {
+                    r.get(0)
+                })?;
         }
         let cache = BlockCache {
             dir: dir.to_path_buf(),
@@ -468,7 +487,7 @@ impl BlockCache {
         drop(h);
         let mut st = lock(&self.state);
         for idx in first..=last {
-            st.lru.get(&BlockKey {
+            st.touch(BlockKey {
                 version: v,
                 idx: BlockIdx(idx),
             });
@@ -580,7 +599,7 @@ impl BlockCache {
                 Some(len) if offset + buf.len() as u64 <= *len as u64 => {}
                 _ => return Ok(false),
             }
-            st.lru.get(&key);
+            st.touch(key);
         }
         let f = self.file(key.version)?;
         read_exact_at(&f, buf, key.idx.0 * self.block_size + offset)
@@ -591,17 +610,16 @@ impl BlockCache {
     /// Makes recently written blocks durable: syncs their data files, then records them in the
     /// index, along with the current recency order.
     pub fn flush(&self) -> Result<(), CacheError> {
-        let (pending, order): (Vec<(BlockKey, u32)>, Vec<BlockKey>) = {
+        let (pending, touched, clock) = {
             let mut st = lock(&self.state);
             let p = std::mem::take(&mut st.pending);
-            let order = if p.is_empty() {
-                Vec::new()
-            } else {
-                st.lru.iter().map(|(k, _)| *k).collect()
-            };
-            (p, order)
+            let t = std::mem::take(&mut st.touched);
+            if !t.is_empty() {
+                st.clock += 1;
+            }
+            (p, t, st.clock)
         };
-        if pending.is_empty() {
+        if pending.is_empty() && touched.is_empty() {
             return Ok(());
         }
         let mut versions: Vec<VersionId> = pending.iter().map(|(k, _)| k.version).collect();
@@ -609,7 +627,9 @@ impl BlockCache {
         versions.dedup();
         // Many small files (say, a folder that was just uploaded): one sync of the cache's
         // filesystem instead of opening and syncing each.
-        if versions.len() <= SYNC_FILES_MAX || sync_filesystem(&self.dir).is_err() {
+        if !versions.is_empty()
+            && (versions.len() <= SYNC_FILES_MAX || sync_filesystem(&self.dir).is_err())
+        {
             for v in versions {
                 if let Ok(f) = self.file(v) {
                     f.sync_data().map_err(io_err(&self.data_path(v)))?;
@@ -621,18 +641,20 @@ impl BlockCache {
         let mut db = lock(&self.db);
         let tx = db.transaction()?;
         {
+            // Recency: only the blocks used since the last flush move up (to `clock`); a
+            // large cache is not rewritten every few seconds.
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO blocks(version, idx, len, last_used) VALUES (?1,?2,?3,0)",
+                "INSERT OR REPLACE INTO blocks(version, idx, len, last_used) VALUES (?1,?2,?3,?4)",
             )?;
             for (k, len) in &pending {
-                ins.execute(params![k.version.0, k.idx.0 as i64, *len as i64])?;
+                ins.execute(params![k.version.0, k.idx.0 as i64, *len as i64, clock])?;
             }
-            // Recency: most recent first in `order`; store a decreasing rank.
             let mut upd =
                 tx.prepare_cached("UPDATE blocks SET last_used=?3 WHERE version=?1 AND idx=?2")?;
-            let n = order.len() as i64;
-            for (i, k) in order.iter().enumerate() {
-                upd.execute(params![k.version.0, k.idx.0 as i64, n - i as i64])?;
+            let inserted: std::collections::HashSet<BlockKey> =
+                pending.iter().map(|(k, _)| *k).collect();
+            for k in touched.difference(&inserted) {
+                upd.execute(params![k.version.0, k.idx.0 as i64, clock])?;
             }
         }
         tx.commit()?;
@@ -739,6 +761,7 @@ impl BlockCache {
             }
             for k in kept {
                 st.lru.put(k, ());
+                st.touched.insert(k);
             }
             let st = &mut *st;
             let blocks = &st.blocks;
@@ -962,6 +985,31 @@ mod tests {
         assert_eq!(b, [2u8]);
         c.set_limit(16).expect("limit");
         assert_eq!(c.usage().blocks, 1);
+    }
+
+    #[test]
+    fn recency_survives_a_restart_and_only_used_blocks_are_rewritten() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+            let v = c.version("f", "e").expect("v");
+            for i in 0..3 {
+                c.insert(key(v, i), &[i as u8; 16]).expect("ins");
+            }
+            c.flush().expect("flush");
+            // Only block 0 is used after that flush.
+            let mut b = [0u8; 1];
+            assert!(c.read(key(v, 0), 0, &mut b).expect("read"));
+            assert_eq!(lock(&c.state).touched.len(), 1, "one block to rewrite");
+            c.flush().expect("flush");
+        }
+        // After a restart, with room for two blocks: block 0 was used last, so block 1 (the
+        // oldest of the others) goes first.
+        let c = BlockCache::open(d.path(), 16, 32).expect("reopen");
+        let v = c.version("f", "e").expect("v");
+        c.evict_if_needed().expect("evict");
+        assert!(c.has(key(v, 0)), "the block used last was evicted");
+        assert_eq!(c.usage().blocks, 2);
     }
 
     #[test]

@@ -388,6 +388,20 @@ fn status_right_after_a_save_shows_it_waiting() {
 }
 
 #[test]
+fn unmount_right_after_a_save_waits_for_its_upload() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "1"]));
+    std::thread::sleep(Duration::from_millis(700));
+    std::fs::write(m.path("minutes.txt"), b"meeting notes").expect("write");
+    // `nuage unmount` at once: it must see the save and wait for its upload.
+    m.unmount();
+    assert!(
+        server_file_is(&cloud.files(), "minutes.txt", b"meeting notes"),
+        "unmount did not wait for the upload of a file saved just before"
+    );
+}
+
+#[test]
 fn quota_refusal_keeps_the_data_and_fsync_reports_it() {
     let cloud = Cloud::start_with(Some(1 << 20));
     let srv = cloud.files();

@@ -137,7 +137,8 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
         let end = Instant::now() + Duration::from_secs(a.wait);
         let mut last = usize::MAX;
         while Instant::now() < end && pid_alive(reg.pid) {
-            match snapshot(reg) {
+            // A snapshot from before this command could miss a file saved just before it.
+            match current_snapshot(reg) {
                 Ok(s) if s.pending_uploads == 0 => break,
                 Ok(s) => {
                     if s.pending_uploads != last {

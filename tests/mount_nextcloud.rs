@@ -551,3 +551,55 @@ fn resident_pages(f: &std::fs::File, len: usize) -> Vec<bool> {
         v.into_iter().map(|b| b & 1 == 1).collect()
     }
 }
+
+#[test]
+fn a_mount_unmounted_from_outside_leaves_a_new_mount_at_the_same_place_alone() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("hello.txt"), b"hello").expect("seed");
+    for round in 0..3 {
+        let first = Mount::new(MountSpec::new(&cloud.url()));
+        let mp = first.mp.clone();
+        assert!(mp.join("hello.txt").exists());
+        // Someone unmounts it, and mounts nuage there again at once.
+        let st = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mp)
+            .status()
+            .expect("fusermount3");
+        assert!(st.success());
+        let cache = tempfile::tempdir().expect("tmp");
+        let pw = cache.path().join("pw");
+        std::fs::write(&pw, PASSWORD).expect("pw");
+        let mut cmd = nuage();
+        cmd.arg("mount")
+            .arg(cloud.url())
+            .arg(&mp)
+            .arg("--daemon")
+            .arg("--user")
+            .arg(USER)
+            .arg("--password-file")
+            .arg(&pw)
+            .arg("--cache-dir")
+            .arg(cache.path().join("c"));
+        let out = run_bounded(cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "second mount failed");
+        // The first process ends; the second mount must survive it.
+        assert!(
+            wait_until(Duration::from_secs(15), || first
+                .log_text()
+                .contains("unmounted")),
+            "the first mount process did not end"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let alive = is_mounted(&mp)
+            && std::fs::read(mp.join("hello.txt")).ok().as_deref() == Some(&b"hello"[..]);
+        let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
+        assert!(
+            alive,
+            "round {round}: the first process unmounted the second mount ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success());
+        assert!(wait_until(Duration::from_secs(10), || !is_mounted(&mp)));
+    }
+}

@@ -65,6 +65,14 @@ impl MountedFs for FuseMount {
         !self.session.guard.is_finished()
     }
     fn unmount(self: Box<Self>) {
+        if self.session.guard.is_finished() {
+            // Unmounted from outside (`fusermount3 -u`, `umount`): dropping the session would
+            // unmount the mount point by path once more (fuser 0.16 takes the closed device
+            // for a live mount), and that could be another filesystem mounted there since.
+            // The process is about to exit: let it go without unmounting anything.
+            std::mem::forget(self.session);
+            return;
+        }
         // Dropping the session unmounts; the session thread then ends on its own.
         drop(self.session);
     }

@@ -420,6 +420,9 @@ pub struct DavClient {
     uploads: Option<Url>,
     /// Bulk upload endpoint and the mount root's path below the user's root.
     bulk: Option<(Url, String)>,
+    /// The server answered without any ownCloud property (a plain WebDAV server): folder
+    /// listings ask for the DAV ones only ([`xml::PROPFIND_LISTING_PLAIN`]).
+    plain: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DavClient {
@@ -444,6 +447,7 @@ impl DavClient {
             request_timeout: cfg.request_timeout,
             uploads: None,
             bulk: None,
+            plain: Default::default(),
         }
     }
 
@@ -596,6 +600,11 @@ impl DavClient {
         let method =
             Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
         let what = p.to_string();
+        let plain = self.plain.load(std::sync::atomic::Ordering::Relaxed);
+        let body = match depth {
+            Depth::One if plain => xml::PROPFIND_LISTING_PLAIN,
+            _ => xml::PROPFIND_BODY,
+        };
         let resp = self
             // No trailing slash: a file with one is a 404 on Apache; folders answer either way.
             .request(method.clone(), self.url(p, false))
@@ -609,7 +618,7 @@ impl DavClient {
             .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
             .header("Prefer", "return=minimal")
             .timeout(self.request_timeout)
-            .body(xml::PROPFIND_BODY);
+            .body(body);
         let resp = self.send(resp).await?;
         let status = resp.status();
         if status != StatusCode::MULTI_STATUS {
@@ -638,6 +647,15 @@ impl DavClient {
             // A folder listing can be megabytes: parsed while it arrives.
             Depth::One => self.parse_streamed(resp).await?,
         };
+        if !plain
+            && !raw.is_empty()
+            && raw
+                .iter()
+                .all(|r| r.fileid.is_none() && r.permissions.is_none())
+        {
+            tracing::debug!("no ownCloud properties: listings ask for the DAV ones only");
+            self.plain.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut out = Vec::with_capacity(raw.len());
         for r in raw {
             match self.relative(&r.href) {

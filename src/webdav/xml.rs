@@ -24,6 +24,16 @@ pub const PROPFIND_BODY: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
   </d:prop>
 </d:propfind>"#;
 
+/// The PROPFIND body for folder listings on a server that showed none of the ownCloud
+/// properties: its live DAV properties only. Asking a plain WebDAV server (Apache
+/// `mod_dav_fs`) for properties it does not have makes it look each one up in its dead
+/// property database for every entry: a 5000-entry listing took 47 ms with the full body
+/// and 17-22 ms with this one.
+pub const PROPFIND_LISTING_PLAIN: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<d:propfind xmlns:d="DAV:">
+  <d:prop><d:resourcetype/><d:getetag/><d:getlastmodified/><d:getcontentlength/></d:prop>
+</d:propfind>"#;
+
 /// One `d:response` of a multistatus, with the properties we use.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PropResponse {

@@ -1065,8 +1065,6 @@ impl Vfs {
             .unwrap_or(false)
     }
 
-    /// Reads from one server version through the block cache, with `ahead` blocks of
-    /// read-ahead.
     /// What a read of `size` bytes at `offset` changes in a handle's sequential state: the
     /// read-ahead window doubles (from 4 blocks up to the configured read-ahead) while reads
     /// continue where the last ones ended, allowing the kernel's slight reordering; the page
@@ -1120,6 +1118,8 @@ impl Vfs {
         Some(data)
     }
 
+    /// Reads from one server version through the block cache, with `ahead` blocks of
+    /// read-ahead.
     async fn read_version(
         &self,
         file: &FileVersion,

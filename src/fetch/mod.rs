@@ -71,11 +71,15 @@ fn join_range(blocks: &[bytes::Bytes], start: u64, offset: u64, end: u64) -> Opt
     Some(bytes::Bytes::from(out))
 }
 
-/// Buffers of downloaded blocks, reused: a large read would otherwise have the allocator
-/// hand fresh pages from the kernel (a page fault and a zeroed page each) for every block, and
-/// give them back soon after. Holds at most [`POOL_BYTES`] of idle buffers.
+/// Buffers of downloaded full-size blocks, reused: a large read would otherwise have the
+/// allocator hand fresh pages from the kernel (a page fault and a zeroed page each) for every
+/// block, and give them back soon after. Holds at most `max` idle buffers ([`POOL_BYTES`]).
+/// A file's short last block gets a buffer of its own size instead (a small file's block
+/// must not hold a whole block's memory while it sits in the memory tier).
 struct BufPool {
     free: Mutex<Vec<Vec<u8>>>,
+    /// The capacity of every pooled buffer: one block.
+    size: usize,
     max: usize,
 }
 
@@ -83,14 +87,15 @@ struct BufPool {
 const POOL_BYTES: u64 = crate::cache::HOT_BYTES + crate::vfs::DEFAULT_READAHEAD;
 
 impl BufPool {
-    fn take(&self, capacity: usize) -> Vec<u8> {
+    /// An empty buffer for a full-size block.
+    fn take(&self) -> Vec<u8> {
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match reused {
-            Some(mut v) if v.capacity() >= capacity => {
+            Some(mut v) => {
                 v.clear();
                 v
             }
-            _ => Vec::with_capacity(capacity),
+            None => Vec::with_capacity(self.size),
         }
     }
 }
@@ -111,7 +116,7 @@ impl AsRef<[u8]> for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < self.pool.max {
+        if free.len() < self.pool.max && self.buf.capacity() >= self.pool.size {
             free.push(std::mem::take(&mut self.buf));
         }
     }
@@ -131,7 +136,12 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher with at most `parallel` concurrent GETs of at most `max_run` blocks each.
     pub fn new(dav: DavClient, cache: Arc<BlockCache>, parallel: usize, max_run: u64) -> Self {
-        let max_buffers = (POOL_BYTES / cache.block_size().max(1)) as usize;
+        let bs = cache.block_size().max(1);
+        let buffers = Arc::new(BufPool {
+            free: Mutex::new(Vec::new()),
+            size: bs as usize,
+            max: (POOL_BYTES / bs) as usize,
+        });
         Fetcher {
             dav,
             cache,
@@ -139,16 +149,24 @@ impl Fetcher {
             gets: Arc::new(Semaphore::new(parallel.max(1))),
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
-            buffers: Arc::new(BufPool {
-                free: Mutex::new(Vec::new()),
-                max: max_buffers,
-            }),
+            buffers,
         }
     }
 
     /// The block cache.
     pub fn cache(&self) -> &Arc<BlockCache> {
         &self.cache
+    }
+
+    /// Where a read of `size` bytes at `offset` ends (at most the end of the file) and the
+    /// first and last blocks it touches; `None` when it reads nothing.
+    fn span(&self, file: &FileVersion, offset: u64, size: u32) -> Option<(u64, u64, u64)> {
+        if offset >= file.size || size == 0 {
+            return None;
+        }
+        let bs = self.cache.block_size();
+        let end = (offset + size as u64).min(file.size);
+        Some((end, offset / bs, (end - 1) / bs))
     }
 
     /// Number of blocks of a file of `size` bytes.
@@ -167,12 +185,9 @@ impl Fetcher {
         ahead: u64,
     ) -> Result<bytes::Bytes> {
         let bs = self.cache.block_size();
-        if offset >= file.size || size == 0 {
+        let Some((end, first, last)) = self.span(file, offset, size) else {
             return Ok(bytes::Bytes::new());
-        }
-        let end = (offset + size as u64).min(file.size);
-        let first = offset / bs;
-        let last = (end - 1) / bs;
+        };
         tracing::trace!(offset, size, first, last, "read");
         // A block can be evicted between download and copy when the cache is tiny; retry.
         for attempt in 0..4 {
@@ -245,12 +260,10 @@ impl Fetcher {
         size: u32,
         ahead: u64,
     ) -> Option<bytes::Bytes> {
-        let bs = self.cache.block_size();
-        if offset >= file.size || size == 0 {
+        let Some((end, first, last)) = self.span(file, offset, size) else {
             return Some(bytes::Bytes::new());
-        }
-        let end = (offset + size as u64).min(file.size);
-        let (first, last) = (offset / bs, (end - 1) / bs);
+        };
+        let bs = self.cache.block_size();
         let hot = self.cache.hot_blocks(file.version, first, last);
         let blocks: Option<Vec<bytes::Bytes>> = hot.into_iter().collect();
         let data = join_range(&blocks?, first * bs, offset, end)?;
@@ -424,7 +437,12 @@ impl Fetcher {
         let mut received = 0u64;
         for idx in first..first + n {
             let len = (f.size - idx * bs).min(bs) as usize;
-            let mut buf = self.buffers.take(len);
+            let full = len as u64 == bs;
+            let mut buf = if full {
+                self.buffers.take()
+            } else {
+                Vec::with_capacity(len)
+            };
             while buf.len() < len {
                 match body.chunk().await? {
                     Some(c) => {
@@ -448,10 +466,14 @@ impl Fetcher {
                     }
                 }
             }
-            let block = bytes::Bytes::from_owner(Pooled {
-                buf,
-                pool: self.buffers.clone(),
-            });
+            let block = if full {
+                bytes::Bytes::from_owner(Pooled {
+                    buf,
+                    pool: self.buffers.clone(),
+                })
+            } else {
+                bytes::Bytes::from(buf)
+            };
             self.store(f, idx, block).await?;
             self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
         }
@@ -540,9 +562,11 @@ mod tests {
     fn block_buffers_are_reused_and_bounded() {
         let pool = Arc::new(BufPool {
             free: Mutex::new(Vec::new()),
+            size: 8,
             max: 1,
         });
-        let mut v = pool.take(8);
+        let mut v = pool.take();
+        assert!(v.capacity() >= 8);
         v.extend_from_slice(b"abcdefgh");
         let ptr = v.as_ptr();
         let one = Bytes::from_owner(Pooled {
@@ -554,16 +578,18 @@ mod tests {
         assert_eq!(&part[..], b"cd", "a slice keeps the buffer alive");
         assert!(pool.free.lock().expect("pool").is_empty());
         drop(part);
-        let again = pool.take(8);
+        let again = pool.take();
         assert_eq!(again.as_ptr(), ptr, "the buffer came back to the pool");
         assert!(again.is_empty());
-        // Beyond `max` idle buffers, returned ones are freed.
-        for _ in 0..2 {
+        // A buffer smaller than a block is not kept; beyond `max` idle buffers, none is.
+        for len in [4, 8, 8] {
             drop(Bytes::from_owner(Pooled {
-                buf: vec![0; 8],
+                buf: Vec::with_capacity(len),
                 pool: pool.clone(),
             }));
         }
-        assert_eq!(pool.free.lock().expect("pool").len(), 1);
+        let free = pool.free.lock().expect("pool");
+        assert_eq!(free.len(), 1);
+        assert!(free[0].capacity() >= 8, "a short buffer was kept");
     }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, htpasswd,
-# openssl, attr) with apt-get when missing, then runs cargo test. Needs root (or sudo) for
-# apt-get and for FUSE mounts.
+# Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, nginx with its
+# WebDAV modules, htpasswd, openssl, attr) with apt-get when missing, then runs cargo test.
+# Needs root (or sudo) for apt-get and for FUSE mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +17,21 @@ command -v setfattr >/dev/null 2>&1 || need+=(attr)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
 command -v git >/dev/null 2>&1 || need+=(git)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
+[ -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ] || need+=(libnginx-mod-http-dav-ext)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
+  # Packages install without starting their services (nginx would listen on port 80): the
+  # tests start their own servers on 127.0.0.1.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+  fi
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ -z "$policy" ] || $SUDO rm -f "$policy"
 fi
 if [ ! -e /dev/fuse ]; then
   echo "error: /dev/fuse is missing; the tests mount real FUSE filesystems (load the fuse module)" >&2

@@ -939,6 +939,7 @@ impl Vfs {
             etag: node.entry.etag.clone(),
             size: node.entry.size,
             version,
+            mtime: Some(node.entry.mtime_secs()),
         })
     }
 
@@ -1400,18 +1401,11 @@ impl Vfs {
         let dropped = self.wb.remove(&node.path).await;
         // Read the etag after the removal: an upload that finished meanwhile changed it.
         let on_server = match &dropped {
-            Some(st) => st.base.clone().map(|b| b.etag),
-            None => Some(
-                self.node(ino)
-                    .map(|n| n.entry.etag)
-                    .unwrap_or(node.entry.etag.clone()),
-            ),
+            Some(st) => st.base.clone(),
+            None => Some(seen(&self.node(ino).unwrap_or(node.clone()))),
         };
-        if let Some(etag) = on_server {
-            match self
-                .delete_if_unchanged(&node.path, false, etag.as_deref())
-                .await
-            {
+        if let Some(b) = on_server {
+            match self.delete_if_unchanged(&node.path, false, &b).await {
                 Ok(()) | Err(DavError::NotFound(_)) => {}
                 Err(DavError::PreconditionFailed(_)) => {
                     tracing::warn!(path = %node.path, "not deleted on the server: it changed there meanwhile");
@@ -1460,22 +1454,24 @@ impl Vfs {
         &self,
         path: &RemotePath,
         dir: bool,
-        etag: Option<&str>,
+        known: &Base,
     ) -> std::result::Result<(), DavError> {
-        match self.dav.delete(path, dir, etag).await {
+        let still = |v: Vec<crate::webdav::Entry>| v.first().map(|e| known.is(e)).unwrap_or(false);
+        if !dir && !self.dav.honours_conditions().await {
+            // The server would ignore `If-Match`: look first (what is left is the short time
+            // between this look and the DELETE).
+            if !still(self.dav.propfind(path, Depth::Zero).await?) {
+                return Err(DavError::PreconditionFailed(format!(
+                    "{path} changed on the server"
+                )));
+            }
+        }
+        match self.dav.delete(path, dir, known.etag.as_deref()).await {
             Err(DavError::PreconditionFailed(m)) => {
-                let now = self
-                    .dav
-                    .propfind(path, Depth::Zero)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .and_then(|e| e.etag);
-                match (now, etag) {
-                    (Some(n), Some(e)) if strong_etag(&n) == strong_etag(e) => {
-                        self.dav.delete(path, dir, None).await
-                    }
-                    _ => Err(DavError::PreconditionFailed(m)),
+                if known.etag.is_some() && still(self.dav.propfind(path, Depth::Zero).await?) {
+                    self.dav.delete(path, dir, None).await
+                } else {
+                    Err(DavError::PreconditionFailed(m))
                 }
             }
             other => other,
@@ -1566,13 +1562,9 @@ impl Vfs {
             Some((_, t)) if !t.entry.is_dir => self.wb.remove(&to).await,
             _ => None,
         };
-        let target_on_server: Option<Option<String>> = match (&target, &target_dropped) {
-            (Some(_), Some(st)) => st.base.clone().map(|b| b.etag),
-            (Some((tino, t)), None) => Some(
-                self.node(*tino)
-                    .map(|n| n.entry.etag)
-                    .unwrap_or(t.entry.etag.clone()),
-            ),
+        let target_on_server: Option<Base> = match (&target, &target_dropped) {
+            (Some(_), Some(st)) => st.base.clone(),
+            (Some((tino, t)), None) => Some(seen(&self.node(*tino).unwrap_or(t.clone()))),
             (None, _) => None,
         };
         // Decide only once no upload of the source is in flight: one that just finished put
@@ -1587,9 +1579,9 @@ impl Vfs {
             // Never uploaded: rename locally; if it replaces a server file, the upload will
             // replace that version (conditionally on its etag).
             let rebase = match (target_on_server, &target) {
-                (Some(tag), Some((_, t))) => Some(Base {
-                    etag: tag,
-                    ..self.base_of(t).await?
+                (Some(b), Some((_, t))) => Some(Base {
+                    version: self.base_of(t).await?.version,
+                    ..b
                 }),
                 _ => None,
             };
@@ -1602,11 +1594,8 @@ impl Vfs {
             }
             t.move_node(ino, new_parent, new_name);
         } else {
-            if let (Some(tag), Some((_, t))) = (&target_on_server, &target) {
-                match self
-                    .delete_if_unchanged(&to, t.entry.is_dir, tag.as_deref())
-                    .await
-                {
+            if let (Some(b), Some((_, t))) = (&target_on_server, &target) {
+                match self.delete_if_unchanged(&to, t.entry.is_dir, b).await {
                     Ok(()) | Err(DavError::NotFound(_)) => {}
                     Err(DavError::PreconditionFailed(_)) => {
                         lock(&self.table).invalidate_listing(new_parent);
@@ -1713,6 +1702,17 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::new(ErrorKind::Io, format!("disk task failed: {e}")))?
 }
 
+/// What the filesystem last saw of a node's server version (to delete or replace it only
+/// while the server still holds that version).
+fn seen(n: &Node) -> Base {
+    Base {
+        etag: n.entry.etag.clone(),
+        size: n.entry.size,
+        version: crate::cache::VersionId(-1),
+        mtime: Some(n.entry.mtime_secs()),
+    }
+}
+
 /// Identifies a server version: its etag, or mtime and size when the server gives no etag.
 fn validator_of(e: &Entry) -> String {
     e.etag.clone().unwrap_or_else(|| {
@@ -1801,12 +1801,14 @@ fn apply_event(table: &Mutex<InodeTable>, ev: Event) {
             etag,
             size,
             mtime,
+            server_mtime,
         } => match t.by_path(&path) {
             Some(ino) => {
                 if let Some(n) = t.get_mut(ino) {
                     n.entry.etag = etag;
                     n.entry.size = size;
-                    n.entry.mtime = mtime;
+                    // Without an etag the version is told by the server's time: keep that.
+                    n.entry.mtime = server_mtime.unwrap_or(mtime);
                     n.confirmed = Instant::now();
                 }
             }

@@ -353,6 +353,27 @@ pub struct Entry {
     pub quota_available: Option<i64>,
 }
 
+impl Entry {
+    /// The modification time in whole seconds (what `getlastmodified` can tell).
+    pub fn mtime_secs(&self) -> i64 {
+        self.mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    /// Whether this entry is still the server version described by `etag`, `size` and
+    /// `mtime` (seconds). With etags on both sides they decide; a server that gives no etag
+    /// is judged by size and modification time (a change within the same second that keeps
+    /// the size cannot be seen).
+    pub fn is_version(&self, etag: Option<&str>, size: u64, mtime: Option<i64>) -> bool {
+        match (&self.etag, etag) {
+            (Some(now), Some(was)) => strong_etag(now) == strong_etag(was),
+            _ => !self.is_dir && self.size == size && mtime.is_none_or(|m| m == self.mtime_secs()),
+        }
+    }
+}
+
 /// Transport settings.
 #[derive(Debug, Clone)]
 pub struct DavConfig {
@@ -423,6 +444,9 @@ pub struct DavClient {
     /// The server answered without any ownCloud property (a plain WebDAV server): folder
     /// listings ask for the DAV ones only ([`xml::PROPFIND_LISTING_PLAIN`]).
     plain: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the server honours `If-Match` and `If-None-Match` on writes (known once asked,
+    /// see [`DavClient::honours_conditions`]).
+    conditions: std::sync::Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl DavClient {
@@ -448,6 +472,55 @@ impl DavClient {
             uploads: None,
             bulk: None,
             plain: Default::default(),
+            conditions: Default::default(),
+        }
+    }
+
+    /// Marks the server as one that honours conditional requests without asking it
+    /// (Nextcloud does, nextcloud-protocol.md §4.1).
+    pub fn with_trusted_conditions(self) -> Self {
+        let _ = self.conditions.set(true);
+        self
+    }
+
+    /// Whether the server honours `If-Match`/`If-None-Match` on PUT and DELETE. Some WebDAV
+    /// servers ignore them (nginx, `rclone serve webdav`): an upload conditional on a version
+    /// would then silently replace a newer one, so callers check the server copy first. Asked
+    /// once, with a PUT conditional on an etag no file has, at a name no file has: a server
+    /// that honours it answers 412 and creates nothing; one that ignores it creates an empty
+    /// file, which is deleted at once. Not remembered when the server could not be reached.
+    pub async fn honours_conditions(&self) -> bool {
+        let asked = self
+            .conditions
+            .get_or_try_init(|| async {
+                let nonce = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let probe = RemotePath::root().join(&format!(".nuage-probe-{nonce:x}"));
+                let rb = self
+                    .request(Method::PUT, self.url(&probe, false))
+                    .header(reqwest::header::CONTENT_LENGTH, 0)
+                    .header(reqwest::header::IF_MATCH, "\"nuage-probe\"")
+                    .body(Vec::<u8>::new());
+                let st = self.send(rb).await?.status();
+                if st == StatusCode::PRECONDITION_FAILED {
+                    return Ok::<bool, DavError>(true);
+                }
+                if st == StatusCode::UNAUTHORIZED || st.is_server_error() {
+                    // Not an answer about conditions: ask again next time.
+                    return Err(DavError::from_status(st, &Method::PUT, "probe"));
+                }
+                if st.is_success() {
+                    let _ = self.delete(&probe, false, None).await;
+                }
+                tracing::info!(status = st.as_u16(), "the server ignores If-Match: each upload and deletion checks the server copy first");
+                Ok(false)
+            })
+            .await;
+        match asked {
+            Ok(v) => *v,
+            Err(_) => false,
         }
     }
 
@@ -885,6 +958,36 @@ fn parse_content_range_start(v: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_version_is_told_by_etag_else_by_size_and_time() {
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let e = |etag: Option<&str>, size: u64, secs: u64| super::Entry {
+            path: super::RemotePath::new("/a.txt"),
+            is_dir: false,
+            size,
+            mtime: at(secs),
+            etag: etag.map(str::to_string),
+            fileid: None,
+            permissions: None,
+            quota_used: None,
+            quota_available: None,
+        };
+        // Etags decide when both sides have one (a weak and a strong form are the same).
+        assert!(e(Some("W/\"x\""), 5, 100).is_version(Some("\"x\""), 9, Some(1)));
+        assert!(!e(Some("\"y\""), 5, 100).is_version(Some("\"x\""), 5, Some(100)));
+        // Without an etag: size and modification time (seconds).
+        assert!(e(None, 5, 100).is_version(None, 5, Some(100)));
+        assert!(!e(None, 6, 100).is_version(None, 5, Some(100)));
+        assert!(!e(None, 5, 101).is_version(None, 5, Some(100)));
+        assert!(!e(None, 5, 100).is_version(Some("\"x\""), 5, Some(101)));
+        // No time recorded (a journal row from before it was): the size alone.
+        assert!(e(None, 5, 100).is_version(None, 5, None));
+        // A folder is never the file version it replaced.
+        let mut d = e(None, 5, 100);
+        d.is_dir = true;
+        assert!(!d.is_version(None, 5, Some(100)));
+    }
+
     #[test]
     fn chunk_reader_yields_the_chunks_in_order_then_ends() {
         use std::io::Read;

@@ -30,6 +30,9 @@ pub struct Row {
     pub has_base: bool,
     /// Size of the base version.
     pub base_size: u64,
+    /// Server modification time of the base version (seconds), to tell it from a newer one
+    /// on servers that give no etag.
+    pub base_mtime: Option<i64>,
     /// Leading bytes that may still come from the base version.
     pub base_len: u64,
     /// Ranges held locally.
@@ -106,6 +109,9 @@ impl Journal {
         if db.prepare("SELECT content FROM dirty LIMIT 0").is_err() {
             db.execute_batch("ALTER TABLE dirty ADD COLUMN content BLOB;")?;
         }
+        if db.prepare("SELECT base_mtime FROM dirty LIMIT 0").is_err() {
+            db.execute_batch("ALTER TABLE dirty ADD COLUMN base_mtime INTEGER;")?;
+        }
         Ok(Journal {
             db,
             unsynced: std::cell::Cell::new(false),
@@ -116,7 +122,7 @@ impl Journal {
     pub fn rows(&self) -> rusqlite::Result<Vec<Row>> {
         let mut st = self.db.prepare(
             "SELECT id, path, size, mtime, base_etag, has_base, base_size, base_len, present,
-                    generation, content FROM dirty ORDER BY id",
+                    generation, content, base_mtime FROM dirty ORDER BY id",
         )?;
         let rows = st.query_map([], |r| {
             Ok(Row {
@@ -131,6 +137,7 @@ impl Journal {
                 present: RangeSet::decode(&r.get::<_, String>(8)?),
                 generation: r.get(9)?,
                 content: r.get(10)?,
+                base_mtime: r.get(11)?,
             })
         })?;
         rows.collect()
@@ -146,8 +153,8 @@ impl Journal {
     pub fn save(&self, r: &Row) -> rusqlite::Result<()> {
         self.db.prepare_cached(
             "INSERT OR REPLACE INTO dirty (id, path, size, mtime, base_etag, has_base, base_size,
-                 base_len, present, generation, content)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 base_len, present, generation, content, base_mtime)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
                 r.id,
@@ -160,7 +167,8 @@ impl Journal {
                 r.base_len as i64,
                 r.present.encode(),
                 r.generation,
-                r.content
+                r.content,
+                r.base_mtime
             ])?;
         Ok(())
     }

@@ -50,6 +50,13 @@ use tokio::sync::Notify;
 
 pub use journal::Conflict;
 
+/// Whole seconds since the epoch.
+fn secs_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// A fresh chunked-upload id for the journal row `id`.
 fn upload_id_for(id: i64) -> String {
     let nonce = SystemTime::now()
@@ -140,6 +147,16 @@ pub struct Base {
     pub size: u64,
     /// Its id in the block cache.
     pub version: VersionId,
+    /// Its server modification time in seconds, when known: it tells the version from a
+    /// newer one on servers that give no etag.
+    pub mtime: Option<i64>,
+}
+
+impl Base {
+    /// Whether the server entry `e` is still this version.
+    pub fn is(&self, e: &crate::webdav::Entry) -> bool {
+        e.is_version(self.etag.as_deref(), self.size, self.mtime)
+    }
 }
 
 /// Mutable state of a changed file.
@@ -215,6 +232,9 @@ pub enum Event {
         size: u64,
         /// Mtime uploaded.
         mtime: SystemTime,
+        /// The server's own modification time, when it gives no etag (the version is then
+        /// told by size and this time, so it must be the server's, not ours).
+        server_mtime: Option<SystemTime>,
     },
     /// The server copy of `path` changed; ours now lives at `conflict_path`.
     Conflict {
@@ -388,6 +408,7 @@ impl WriteBack {
                 etag: r.base_etag.clone(),
                 size: r.base_size,
                 version: VersionId(-1),
+                mtime: r.base_mtime,
             });
             let df = DirtyFile {
                 id: r.id,
@@ -742,6 +763,7 @@ impl WriteBack {
             base_etag: st.base.as_ref().and_then(|b| b.etag.clone()),
             has_base: st.base.is_some(),
             base_size: st.base.as_ref().map(|b| b.size).unwrap_or(0),
+            base_mtime: st.base.as_ref().and_then(|b| b.mtime),
             base_len: st.base_len,
             present: st.present.clone(),
             generation: st.generation as i64,
@@ -1303,7 +1325,11 @@ impl WriteBack {
             .await
             .map_err(|e| UploadError::Local(io("cache", e)))?
             .map_err(|e| UploadError::Local(io("cannot sync the cache", e)))?;
-        // 2. Send it, conditional on the base version.
+        // 2. Send it, conditional on the base version; to a server that ignores conditions,
+        // only after checking that it still holds that version (or, for a new file, nothing).
+        if !self.dav.honours_conditions().await {
+            self.check_unchanged(snap).await?;
+        }
         let opts = PutOptions {
             if_match: snap.base.as_ref().and_then(|b| b.etag.clone()),
             create_only: snap.base.is_none(),
@@ -1466,6 +1492,30 @@ impl WriteBack {
     }
 
     /// What the server has at `p` now, if it answers.
+    /// For servers that ignore `If-Match`: a 412 of our own when the server no longer holds
+    /// the version `snap` is based on (or holds a file where `snap` is new). What is left is
+    /// the short time between this check and the upload.
+    async fn check_unchanged(&self, snap: &DirtyState) -> std::result::Result<(), UploadError> {
+        let now = match self.dav.propfind(&snap.path, Depth::Zero).await {
+            Ok(v) => v.into_iter().next(),
+            Err(DavError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let same = match (&now, &snap.base) {
+            (None, None) => true,
+            (Some(e), Some(b)) => b.is(e),
+            _ => false,
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(UploadError::Dav(DavError::PreconditionFailed(format!(
+                "{} changed on the server",
+                snap.path
+            ))))
+        }
+    }
+
     async fn server_entry(&self, p: &RemotePath) -> Option<crate::webdav::Entry> {
         self.dav
             .propfind(p, Depth::Zero)
@@ -1549,13 +1599,10 @@ impl WriteBack {
     async fn really_changed(&self, snap: &DirtyState) -> bool {
         match self.dav.propfind(&snap.path, Depth::Zero).await {
             Ok(v) => match (v.into_iter().next(), &snap.base) {
-                (Some(e), Some(b)) => match (&e.etag, &b.etag) {
-                    (Some(now), Some(was)) => {
-                        tracing::debug!(path = %snap.path, %now, %was, "412: comparing etags");
-                        strong_etag(now) != strong_etag(was)
-                    }
-                    _ => true,
-                },
+                (Some(e), Some(b)) => {
+                    tracing::debug!(path = %snap.path, now = ?e.etag, was = ?b.etag, "412: comparing versions");
+                    !b.is(&e)
+                }
                 (Some(_), None) => true,
                 (None, _) => false,
             },
@@ -1565,15 +1612,13 @@ impl WriteBack {
     }
 
     async fn uploaded(&self, d: &Arc<DirtyFile>, snap: &DirtyState, etag: Option<String>) {
-        let etag = match etag {
-            Some(e) => Some(e),
-            None => self
-                .dav
-                .propfind(&snap.path, Depth::Zero)
-                .await
-                .ok()
-                .and_then(|v| v.into_iter().next())
-                .and_then(|e| e.etag),
+        let (etag, server_mtime) = match etag {
+            Some(e) => (Some(e), None),
+            None => match self.server_entry(&snap.path).await {
+                Some(e) if e.etag.is_some() => (e.etag, None),
+                Some(e) => (None, Some(e.mtime)),
+                None => (None, None),
+            },
         };
         tracing::info!(path = %snap.path, size = snap.size, "uploaded");
         // The filesystem learns the new server state before the local change is forgotten,
@@ -1583,6 +1628,7 @@ impl WriteBack {
             etag: etag.clone(),
             size: snap.size,
             mtime: snap.mtime,
+            server_mtime,
         });
         let version = self
             .fetcher
@@ -1609,6 +1655,7 @@ impl WriteBack {
                     etag: etag.clone(),
                     size: snap.size,
                     version,
+                    mtime: server_mtime.map(secs_of),
                 });
                 st.base_len = st.base_len.min(snap.size);
                 if st.open_writers == 0 {

@@ -242,19 +242,7 @@ impl Apache {
         let mut perms = std::fs::metadata(d).expect("md").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(d, perms).expect("chmod");
-        let mut hp = Command::new("htpasswd")
-            .args(["-ci", &d.join("htpasswd").to_string_lossy(), USER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("htpasswd");
-        hp.stdin
-            .take()
-            .expect("stdin")
-            .write_all(PASSWORD.as_bytes())
-            .expect("write");
-        assert!(hp.wait().expect("wait").success(), "htpasswd failed");
+        write_htpasswd(&d.join("htpasswd"));
         let port = free_port();
         let m = "/usr/lib/apache2/modules";
         let mut conf = format!(
@@ -375,6 +363,144 @@ Alias /dav {d}/data
     }
 }
 
+/// A password file (`htpasswd`, MD5) holding USER with PASSWORD.
+fn write_htpasswd(file: &Path) {
+    let mut hp = Command::new("htpasswd")
+        .args(["-cim", &file.to_string_lossy(), USER])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("htpasswd");
+    hp.stdin
+        .take()
+        .expect("stdin")
+        .write_all(PASSWORD.as_bytes())
+        .expect("write");
+    assert!(hp.wait().expect("wait").success(), "htpasswd failed");
+}
+
+/// Ends a server we started: SIGTERM, then SIGKILL after 10 s.
+fn end_child(child: &mut Child) {
+    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// nginx with its WebDAV modules (`dav` and `dav_ext`) serving a folder under `/dav/`, with
+/// Basic authentication: a server whose listings carry no etag and which ignores `If-Match`
+/// and `If-None-Match` on writes.
+pub struct Nginx {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let module = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
+        assert!(
+            Path::new("/usr/sbin/nginx").exists() && Path::new(module).exists(),
+            "nginx or its dav_ext module is missing: run scripts/test.sh, which installs them"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        for sub in ["data", "tmp", "logs"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        let mut perms = std::fs::metadata(d).expect("md").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(d, perms).expect("chmod");
+        write_htpasswd(&d.join("htpasswd"));
+        let port = free_port();
+        let conf = format!(
+            r#"load_module {module};
+daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+user www-data;
+events {{}}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/tmp;
+  client_max_body_size 0;
+  server {{
+    listen 127.0.0.1:{port};
+    location /dav/ {{
+      alias {d}/data/;
+      dav_methods PUT DELETE MKCOL COPY MOVE;
+      dav_ext_methods PROPFIND OPTIONS;
+      create_full_put_path on;
+      dav_access user:rw group:rw all:r;
+      auth_basic "nuage test";
+      auth_basic_user_file {d}/htpasswd;
+    }}
+  }}
+}}
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("nginx.conf"), conf).expect("conf");
+        chown_www(&d.join("data"));
+        chown_www(&d.join("tmp"));
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(d)
+            .arg("-e")
+            .arg(d.join("error.log"))
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let n = Nginx { dir, port, child };
+        let up = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "nginx did not start: {}", n.error_log());
+        n
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/dav/", self.port)
+    }
+
+    /// Makes files written by the test readable and writable by nginx.
+    pub fn fix_owner(&self) {
+        chown_www(&self.data());
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        end_child(&mut self.child);
+    }
+}
+
 fn chown_www(p: &Path) {
     let st = Command::new("chown")
         .arg("-R")
@@ -387,19 +513,7 @@ fn chown_www(p: &Path) {
 
 impl Drop for Apache {
     fn drop(&mut self) {
-        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end_child(&mut self.child);
     }
 }
 

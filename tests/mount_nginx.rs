@@ -1,0 +1,155 @@
+//! Real FUSE mounts against nginx's WebDAV modules: a server nobody here wrote whose listings
+//! carry no etag and which ignores `If-Match` and `If-None-Match` on PUT and DELETE. Nothing
+//! someone else wrote there may be overwritten or deleted silently all the same.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// Long lifetimes: the mount keeps what it saw, so the server changes below happen behind
+/// its back, as a colleague's would.
+const SLOW_TTL: &[&str] = &[
+    "--upload-delay",
+    "0.2",
+    "--attr-ttl",
+    "60",
+    "--dir-ttl",
+    "60",
+];
+
+fn wait_file(root: &Path, rel: &str, want: &[u8]) {
+    let ok = wait_until(Duration::from_secs(20), || {
+        std::fs::read(root.join(rel))
+            .map(|b| b == want)
+            .unwrap_or(false)
+    });
+    assert!(ok, "the server never held the expected {rel}");
+}
+
+fn conflict_copies(root: &Path, stem: &str) -> Vec<String> {
+    let prefix = format!("{stem} (conflicted copy ");
+    let mut v: Vec<String> = std::fs::read_dir(root)
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Writes `bytes` as someone else would, straight into the server's folder.
+fn server_write(n: &Nginx, rel: &str, bytes: &[u8]) {
+    std::fs::write(n.data().join(rel), bytes).expect("server write");
+    n.fix_owner();
+}
+
+#[test]
+fn nginx_listing_reads_and_writes() {
+    let n = Nginx::start();
+    let d = n.data();
+    std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");
+    std::fs::write(d.join("Cours/Semaine 1/plan.txt"), b"plan du cours\n").expect("w");
+    std::fs::write(d.join("Cours/slides.bin"), pattern(3 * 1024 * 1024 + 5, 7)).expect("w");
+    n.fix_owner();
+    let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
+    assert_same_tree(&d, &m.mp);
+
+    std::fs::write(m.path("new.txt"), b"hello nginx").expect("create");
+    std::fs::create_dir(m.path("Dossier")).expect("mkdir");
+    std::fs::write(m.path("Dossier/a.bin"), pattern(200_000, 3)).expect("create");
+    std::fs::rename(m.path("new.txt"), m.path("Dossier/renamed.txt")).expect("rename");
+    std::fs::remove_file(m.path("Cours/Semaine 1/plan.txt")).expect("unlink");
+    std::fs::remove_dir(m.path("Cours/Semaine 1")).expect("rmdir");
+    m.wait_drained();
+    wait_file(&d, "Dossier/renamed.txt", b"hello nginx");
+    wait_file(&d, "Dossier/a.bin", &pattern(200_000, 3));
+    assert!(!d.join("new.txt").exists());
+    assert!(!d.join("Cours/Semaine 1").exists());
+    assert!(
+        conflict_copies(&d.join("Dossier"), "renamed").is_empty(),
+        "no conflict where nobody else wrote"
+    );
+    m.unmount();
+}
+
+#[test]
+fn nginx_saves_never_overwrite_a_newer_server_copy() {
+    let n = Nginx::start();
+    let d = n.data();
+    let m = Mount::new(MountSpec::new(&n.url()).args(SLOW_TTL));
+
+    // Saving the same file again and again (an editor) is no conflict: after each upload the
+    // mount knows the version it put there.
+    for i in 0..4 {
+        let body = format!("version {i} of the lesson plan{}", ".".repeat(i));
+        std::fs::write(m.path("plan.txt"), body.as_bytes()).expect("save");
+        wait_file(&d, "plan.txt", body.as_bytes());
+    }
+    assert_eq!(conflict_copies(&d, "plan"), Vec::<String>::new());
+
+    // A colleague changes the file while we have it open: theirs stays, ours goes beside it.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.path("plan.txt"))
+        .expect("open");
+    server_write(&n, "plan.txt", b"the colleague's version, longer than ours");
+    f.write_all(b"our version").expect("write");
+    drop(f);
+    let copies = wait_until(Duration::from_secs(20), || {
+        conflict_copies(&d, "plan").len() == 1
+    });
+    assert!(
+        copies,
+        "one conflicted copy: {:?}",
+        conflict_copies(&d, "plan")
+    );
+    assert_eq!(
+        std::fs::read(d.join("plan.txt")).expect("read"),
+        b"the colleague's version, longer than ours"
+    );
+    let copy = &conflict_copies(&d, "plan")[0];
+    wait_file(&d, copy, b"our version");
+
+    // A new file whose name a colleague took meanwhile: theirs stays.
+    let mut f = std::fs::File::create(m.path("notes.txt")).expect("create");
+    server_write(&n, "notes.txt", b"their notes");
+    f.write_all(b"our notes").expect("write");
+    drop(f);
+    let copies = wait_until(Duration::from_secs(20), || {
+        conflict_copies(&d, "notes").len() == 1
+    });
+    assert!(copies, "one conflicted copy of notes.txt");
+    assert_eq!(
+        std::fs::read(d.join("notes.txt")).expect("read"),
+        b"their notes"
+    );
+    wait_file(&d, &conflict_copies(&d, "notes")[0], b"our notes");
+    m.unmount();
+}
+
+#[test]
+fn nginx_deleting_a_file_changed_on_the_server_keeps_it() {
+    let n = Nginx::start();
+    let d = n.data();
+    server_write(&n, "old.txt", b"as the mount first sees it");
+    server_write(&n, "gone.txt", b"nobody changes this one");
+    let m = Mount::new(MountSpec::new(&n.url()).args(SLOW_TTL));
+    assert_eq!(
+        std::fs::read(m.path("old.txt")).expect("read"),
+        b"as the mount first sees it"
+    );
+    server_write(&n, "old.txt", b"a colleague rewrote it meanwhile");
+    // The program sees its delete done; the server keeps the newer copy.
+    std::fs::remove_file(m.path("old.txt")).expect("unlink");
+    std::fs::remove_file(m.path("gone.txt")).expect("unlink");
+    assert!(!d.join("gone.txt").exists(), "an unchanged file is deleted");
+    assert_eq!(
+        std::fs::read(d.join("old.txt")).expect("kept"),
+        b"a colleague rewrote it meanwhile"
+    );
+    m.unmount();
+}

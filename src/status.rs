@@ -125,6 +125,17 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> std::io::Result<T
     serde_json::from_slice(&data).map_err(std::io::Error::other)
 }
 
+/// Removes the registry entry at `reg_path` if it is still the one of process `pid`: after
+/// an unmount a new mount at the same place may have registered already, and its entry stays.
+pub fn unregister(reg_path: &Path, pid: u32) {
+    let ours = read_json::<Registration>(reg_path)
+        .map(|r| r.pid == pid)
+        .unwrap_or(false);
+    if ours {
+        let _ = std::fs::remove_file(reg_path);
+    }
+}
+
 /// Human-readable sizes.
 pub fn human(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -163,6 +174,22 @@ pub fn ago(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unregister_leaves_the_entry_of_a_newer_mount() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let reg = dir.path().join("mounts").join("x.json");
+        let entry = |pid| super::Registration {
+            pid,
+            cache_dir: dir.path().join("cache"),
+        };
+        super::write_json(&reg, &entry(200)).expect("write");
+        // The daemon that mounted here before (pid 100) ends after the new one registered.
+        super::unregister(&reg, 100);
+        assert!(reg.exists(), "the new mount's entry must stay");
+        super::unregister(&reg, 200);
+        assert!(!reg.exists(), "a daemon removes its own entry");
+    }
+
     use super::*;
 
     #[test]

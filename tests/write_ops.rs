@@ -666,3 +666,91 @@ fn uploads_wait_while_a_program_keeps_writing_then_all_go_up() {
     }
     m.unmount();
 }
+
+/// A small filesystem (tmpfs) for a cache, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: u64) -> SmallDisk {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("disk");
+        std::fs::create_dir(&path).expect("mkdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "cannot mount a tmpfs (root needed)");
+        SmallDisk { path, _tmp: tmp }
+    }
+
+    fn free(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(&self.path)
+            .output()
+            .expect("df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df output")
+    }
+
+    /// Fills what is left with a file of its own (as another program would).
+    fn fill(&self) -> std::path::PathBuf {
+        let p = self.path.join("filler");
+        let mut f = std::fs::File::create(&p).expect("filler");
+        let chunk = vec![1u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..4096]).is_ok() {}
+        p
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_small_or_full_cache_disk_keeps_reads_and_writes_working() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let big = pattern(96 << 20, 5);
+    std::fs::write(srv.join("big.bin"), &big).expect("w");
+    std::fs::write(srv.join("second.bin"), pattern(12 << 20, 6)).expect("w");
+    let disk = SmallDisk::new(48);
+    let m = Mount::new(
+        MountSpec::new(&cloud.url())
+            .args(FAST)
+            .cache(&disk.path.join("cache")),
+    );
+    // A file twice the size of the cache's disk reads whole, and the cache leaves room.
+    assert!(std::fs::read(m.path("big.bin")).expect("read") == big);
+    assert!(
+        disk.free() >= 8 << 20,
+        "the cache filled its disk: {} bytes left",
+        disk.free()
+    );
+    // A save as large as most of what is left fits: cached copies make room.
+    let w = pattern(24 << 20, 7);
+    std::fs::write(m.path("saved.bin"), &w).expect("a save must find room");
+    wait_server(&srv, "saved.bin", &w);
+    // Another program fills the disk: reads go on (server and memory), a save still fits.
+    let filler = disk.fill();
+    assert!(
+        std::fs::read(m.path("second.bin")).expect("read with a full disk") == pattern(12 << 20, 6)
+    );
+    std::fs::write(m.path("note.txt"), b"saved on a full disk").expect("save on a full disk");
+    wait_server(&srv, "note.txt", b"saved on a full disk");
+    std::fs::remove_file(filler).expect("rm filler");
+    m.unmount();
+}

@@ -128,6 +128,8 @@ struct State {
     /// Version id to identity, to drop older versions of the same file.
     identity_of: HashMap<VersionId, String>,
     limit: u64,
+    /// Versions handed out without an index row so far (see [`EPHEMERAL_BASE`]).
+    ephemeral: i64,
     /// Versions of pinned files: never evicted, not counted against the limit.
     pinned: std::collections::HashSet<VersionId>,
     /// Versions whose data file the kernel reads directly (FUSE passthrough), with the number
@@ -283,6 +285,7 @@ impl BlockCache {
             versions: HashMap::new(),
             identity_of: HashMap::new(),
             limit,
+            ephemeral: 0,
             pinned: Default::default(),
             held: HashMap::new(),
         };
@@ -368,17 +371,33 @@ impl BlockCache {
         if let Some(v) = lock(&self.state).versions.get(&key) {
             return Ok(*v);
         }
-        let id = {
+        let registered = {
             let db = lock(&self.db);
             db.execute(
                 "INSERT OR IGNORE INTO versions(identity, etag) VALUES (?1, ?2)",
                 params![identity, etag],
-            )?;
-            db.query_row(
-                "SELECT id FROM versions WHERE identity=?1 AND etag=?2",
-                params![identity, etag],
-                |r| r.get::<_, i64>(0),
-            )?
+            )
+            .and_then(|_| {
+                db.query_row(
+                    "SELECT id FROM versions WHERE identity=?1 AND etag=?2",
+                    params![identity, etag],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+        };
+        let id = match registered {
+            Ok(id) => id,
+            Err(e) => {
+                // The index cannot grow (a full disk): the file is still read, from the
+                // server and memory, with nothing kept on disk. The version is known here
+                // only, so no block of it is ever written (see `write_block`).
+                tracing::warn!(error = %e, "cache index full: reading without caching on disk");
+                let mut st = lock(&self.state);
+                st.ephemeral += 1;
+                let v = VersionId(EPHEMERAL_BASE - st.ephemeral);
+                st.versions.insert(key, v);
+                return Ok(v);
+            }
         };
         let v = VersionId(id);
         let older: Vec<VersionId> = {
@@ -731,9 +750,40 @@ impl BlockCache {
 
     /// Evicts least recently used blocks until the total is within the limit.
     fn evict_if_needed(&self) -> Result<(), CacheError> {
+        let (total, limit) = {
+            let st = lock(&self.state);
+            (st.total, st.limit)
+        };
+        self.evict_to(self.room_for(total, limit, 0))
+    }
+
+    /// The most the cache may hold now: its limit, and less when its filesystem runs short,
+    /// so that it always leaves [`reserve`] (plus `need`) free there for the journal, its
+    /// databases and everything else on that disk.
+    fn room_for(&self, total: u64, limit: u64, need: u64) -> u64 {
+        match fs_space(&self.dir) {
+            Some((free, size)) => {
+                limit.min((total + free).saturating_sub(reserve(size).saturating_add(need)))
+            }
+            None => limit,
+        }
+    }
+
+    /// Evicts blocks (least recently used first, never pinned ones) so that `need` more bytes
+    /// fit on the cache's filesystem besides its reserve. For a write that found the disk full.
+    pub fn free_up(&self, need: u64) -> Result<(), CacheError> {
+        let (total, limit) = {
+            let st = lock(&self.state);
+            (st.total, st.limit)
+        };
+        self.evict_to(self.room_for(total, limit, need))
+    }
+
+    /// Evicts until the blocks that are not pinned take at most `limit` bytes.
+    fn evict_to(&self, limit: u64) -> Result<(), CacheError> {
         {
             let st = lock(&self.state);
-            if st.total <= st.limit || st.total - st.pinned_bytes() <= st.limit {
+            if st.total <= limit || st.total - st.pinned_bytes() <= limit {
                 return Ok(());
             }
         }
@@ -744,7 +794,7 @@ impl BlockCache {
             let mut st = lock(&self.state);
             let pinned_bytes = st.pinned_bytes();
             let mut kept = Vec::new();
-            while st.total - pinned_bytes > st.limit {
+            while st.total - pinned_bytes > limit {
                 let Some((k, ())) = st.lru.pop_lru() else {
                     break;
                 };
@@ -789,6 +839,40 @@ impl BlockCache {
         tracing::debug!(usage = ?self.usage(), "cache eviction done");
         Ok(())
     }
+}
+
+/// Versions that could not be registered in the index (a full disk) get ids below this one:
+/// never in the index, never written to disk.
+const EPHEMERAL_BASE: i64 = -(1 << 40);
+
+/// Space the cache leaves free on its filesystem: a fiftieth of it, at least 16 MiB and at
+/// most 256 MiB (but never more than half of a tiny filesystem).
+fn reserve(fs_size: u64) -> u64 {
+    (fs_size / 50).clamp(16 << 20, 256 << 20).min(fs_size / 2)
+}
+
+/// Free bytes (for unprivileged users) and size of the filesystem holding `dir`.
+#[cfg(unix)]
+#[allow(clippy::unnecessary_cast)] // the field types differ between Unix systems
+fn fs_space(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable memory of the
+    // struct's size; statvfs(3) only writes into it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it initialised the struct.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
+#[cfg(not(unix))]
+fn fs_space(_dir: &Path) -> Option<(u64, u64)> {
+    None
 }
 
 /// Above this many data files to sync at once, [`BlockCache::flush`] syncs the filesystem.

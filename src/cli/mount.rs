@@ -543,7 +543,7 @@ pub(super) fn run_mount(
     rt.block_on(wait_for_end(&*mounted, &vfs, &info));
     mounted.unmount();
     write_snapshot(&vfs, &info);
-    let _ = std::fs::remove_file(&reg_path);
+    crate::status::unregister(&reg_path, std::process::id());
     vfs.flush_meta();
     if let Err(e) = rt.block_on(vfs.flush_cache()) {
         tracing::warn!(error = %e, "cache index flush failed at unmount");

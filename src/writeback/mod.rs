@@ -626,7 +626,8 @@ impl WriteBack {
     /// Writes `data` at `off`; answers the new size.
     pub fn write(&self, d: &DirtyFile, off: u64, data: &[u8]) -> Result<u64> {
         self.busy();
-        write_all_at(&d.file, data, off).map_err(|e| io("cannot write to the cache", e))?;
+        self.room_retry(data.len() as u64, || write_all_at(&d.file, data, off))
+            .map_err(|e| io("cannot write to the cache", e))?;
         // A large write: let the disk start on it now, so that the sync at close() finds
         // little left to do.
         let pending =
@@ -646,6 +647,28 @@ impl WriteBack {
         st.mtime = SystemTime::now();
         st.generation += 1;
         Ok(st.size)
+    }
+
+    /// Runs `f`; when the disk is full, drops cached blocks of server files (they can be
+    /// downloaded again) to make room for `need` bytes and a margin, and runs it once more.
+    /// Local changes always come before cached copies.
+    fn room_retry<T, E: std::fmt::Display>(
+        &self,
+        need: u64,
+        mut f: impl FnMut() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        match f() {
+            Err(e) if io(".", &e).kind == ErrorKind::NoSpace => {
+                match self.fetcher.cache().free_up(need) {
+                    Ok(()) => {
+                        tracing::info!("the cache disk was full: dropped cached blocks to make room for local changes");
+                        f()
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Sets the size.
@@ -738,8 +761,7 @@ impl WriteBack {
                     .sync_data()
                     .map_err(|e| io("cannot sync the cache", e))?;
             }
-            lock(&self.journal)
-                .save(&row)
+            self.room_retry(0, || lock(&self.journal).save(&row))
                 .map_err(|e| io("cannot write the journal", e))?;
             tracing::debug!(path = %row.path, size = row.size, generation, "journal row saved");
             let mut st = lock(&d.st);

@@ -86,7 +86,9 @@ fn apache_writes_renames_and_deletes() {
     std::fs::write(apache.data().join("docs/old.txt"), b"old").expect("w");
     apache.fix_owner();
     let m = Mount::new(MountSpec::new(&apache.url()).args(FAST));
-    let data = pattern(12 << 20, 77);
+    // Large enough to be dropped from memory after its sync and read around the page cache
+    // for the upload, and not a whole number of pages.
+    let data = pattern((72 << 20) + 4097, 77);
     std::fs::write(m.path("docs/big.bin"), &data).expect("write");
     std::fs::write(m.path("docs/old.txt"), b"replaced").expect("overwrite");
     std::fs::create_dir(m.path("new folder")).expect("mkdir");

@@ -67,16 +67,29 @@ async fn file_body(
 ) -> Result<reqwest::Body, DavError> {
     let f = std::fs::File::open(file)
         .map_err(|e| DavError::Config(format!("cannot read {}: {e}", file.display())))?;
+    let mut direct = open_direct(file);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         let mut pos = 0u64;
         while pos < len {
             let n = (len - pos).min(READ_PIECE as u64) as usize;
-            let mut buf = vec![0u8; n];
-            let piece = crate::cache::read_exact_at(&f, &mut buf, offset + pos).map(|()| {
-                pos += n as u64;
-                Bytes::from(buf)
-            });
+            let at = offset + pos;
+            let buffered = || {
+                let mut buf = vec![0u8; n];
+                crate::cache::read_exact_at(&f, &mut buf, at).map(|()| Bytes::from(buf))
+            };
+            let piece = match direct.as_ref().filter(|_| at % ALIGN as u64 == 0) {
+                Some(d) => match read_direct(d, at, n) {
+                    // The filesystem took O_DIRECT at open but not these reads: read normally.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        direct = None;
+                        buffered()
+                    }
+                    other => other,
+                },
+                None => buffered(),
+            }
+            .inspect(|_| pos += n as u64);
             let failed = piece.is_err();
             // The receiver is gone when the request ended early: stop reading.
             if tx.blocking_send(piece).is_err() || failed {
@@ -88,6 +101,56 @@ async fn file_body(
         inner: tokio_stream_of(rx),
         sent,
     }))
+}
+
+/// Alignment of memory, offset and length for `O_DIRECT` reads.
+const ALIGN: usize = 4096;
+
+/// A descriptor on `file` that reads around the page cache (Linux `O_DIRECT`), when the
+/// filesystem allows it. An upload reads its data once: going around the page cache, it takes
+/// no memory for it, and a large file that was dropped from memory after its sync (see
+/// `writeback::drop_pages`) is not read back into it.
+#[cfg(target_os = "linux")]
+fn open_direct(file: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(file)
+        .ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_direct(_file: &Path) -> Option<std::fs::File> {
+    None
+}
+
+/// `n` bytes at `off` (aligned) through an `O_DIRECT` descriptor, into an aligned buffer.
+#[cfg(unix)]
+fn read_direct(f: &std::fs::File, off: u64, n: usize) -> std::io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let want = n.div_ceil(ALIGN) * ALIGN;
+    let mut buf = vec![0u8; want + ALIGN];
+    let pad = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+    let mut got = 0;
+    while got < n {
+        // Offsets and lengths stay aligned: `got` only falls short of a multiple of ALIGN at
+        // the end of the file.
+        let k = f.read_at(&mut buf[pad + got..pad + want], off + got as u64)?;
+        if k == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += k;
+        if got % ALIGN != 0 && got < n {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(Bytes::from(buf).slice(pad..pad + n))
+}
+
+#[cfg(not(unix))]
+fn read_direct(_f: &std::fs::File, _off: u64, _n: usize) -> std::io::Result<Bytes> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// A stream over a channel's messages.

@@ -82,6 +82,25 @@ fn start_writeout(f: &File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeout(_f: &File) {}
 
+/// Once a large file's data is on disk, its upload reads it once: the kernel need not keep
+/// it in memory meanwhile (see [`drop_pages`]).
+const DROP_BEHIND_MIN: u64 = 64 << 20;
+
+/// Lets the kernel drop the (synced, so clean) cached pages of `f`: a 1 GiB save does not
+/// hold 1 GiB of memory until its upload ends, and that memory is free again for whatever
+/// comes next (the server receiving the upload, on a machine that hosts it).
+#[cfg(target_os = "linux")]
+fn drop_pages(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor; the call is only advice about its cached pages.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_pages(_f: &File) {}
+
 /// After a refused conditional upload, files up to this size are compared with the server's
 /// copy before a conflict is declared.
 const IDENTICAL_CHECK_MAX: u64 = 4 << 20;
@@ -760,6 +779,9 @@ impl WriteBack {
                 d.file
                     .sync_data()
                     .map_err(|e| io("cannot sync the cache", e))?;
+                if row.size >= DROP_BEHIND_MIN {
+                    drop_pages(&d.file);
+                }
             }
             self.room_retry(0, || lock(&self.journal).save(&row))
                 .map_err(|e| io("cannot write the journal", e))?;

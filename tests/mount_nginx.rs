@@ -153,3 +153,48 @@ fn nginx_deleting_a_file_changed_on_the_server_keeps_it() {
     );
     m.unmount();
 }
+
+#[test]
+fn nginx_upload_size_limit_is_reported_and_not_hammered() {
+    // nginx's default configuration takes request bodies up to 1 MiB.
+    let n = Nginx::start_limited("1m");
+    let d = n.data();
+    let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
+    let big = pattern(3 << 20, 9);
+    std::fs::write(m.path("film.bin"), &big).expect("a save is local first");
+    std::fs::write(m.path("note.txt"), b"small enough").expect("save");
+    wait_file(&d, "note.txt", b"small enough");
+    let refused = wait_until(Duration::from_secs(20), || {
+        m.status()["uploads"]
+            .as_array()
+            .and_then(|u| u.first().cloned())
+            .and_then(|u| u["last_error"].as_str().map(str::to_string))
+            .map(|e| e.contains("HTTP 413"))
+            .unwrap_or(false)
+    });
+    assert!(refused, "status must tell the size limit: {}", m.status());
+    // Kept in the journal, and not sent again and again.
+    std::thread::sleep(Duration::from_secs(3));
+    let st = m.status();
+    assert_eq!(st["pending_uploads"], 1, "{st}");
+    assert_eq!(st["uploads"][0]["attempts"], 1, "{st}");
+    assert!(!d.join("film.bin").exists());
+    assert_eq!(
+        std::fs::read(m.path("film.bin")).expect("still readable"),
+        big
+    );
+    // Unmounting says what stays in the journal.
+    let mut cmd = nuage();
+    cmd.args(["unmount", "--wait", "0"]).arg(&m.mp);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("still pending") && said.contains("film.bin"),
+        "unmount must tell what remains: {said}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || !is_mounted(&m.mp)),
+        "still mounted"
+    );
+}

@@ -192,6 +192,9 @@ pub enum DavError {
     /// 507.
     #[error("the account is out of quota (HTTP 507)")]
     InsufficientStorage,
+    /// 413: the server takes no request body this large (a plain server's upload limit).
+    #[error("the server refuses a file this large (HTTP 413, its upload size limit): {0}")]
+    TooLarge(String),
     /// The address answers, but not as a Nextcloud server.
     #[error("{0} is not a Nextcloud server (it has no status.php): check the address")]
     NotNextcloud(String),
@@ -283,6 +286,7 @@ impl DavError {
             403 => DavError::Forbidden(what.to_string()),
             404 | 410 => DavError::NotFound(what.to_string()),
             412 => DavError::PreconditionFailed(what.to_string()),
+            413 => DavError::TooLarge(what.to_string()),
             423 => DavError::Locked(what.to_string()),
             429 => DavError::TooManyRequests,
             503 => DavError::Unavailable,
@@ -308,7 +312,7 @@ impl From<DavError> for Error {
             DavError::NotFound(_) => ErrorKind::NotFound,
             DavError::PreconditionFailed(_) => ErrorKind::Stale,
             DavError::Locked(_) => ErrorKind::Busy,
-            DavError::InsufficientStorage => ErrorKind::NoSpace,
+            DavError::InsufficientStorage | DavError::TooLarge(_) => ErrorKind::NoSpace,
             DavError::TooManyRequests | DavError::Unavailable => ErrorKind::Io,
             DavError::Status { status, .. } if *status == 409 => ErrorKind::NotFound,
             DavError::Status { status, .. } if *status == 405 => ErrorKind::AlreadyExists,

@@ -1777,6 +1777,8 @@ impl WriteBack {
                 Duration::from_secs(600),
             ),
             UploadError::BaseChanged => (e.to_string(), Duration::from_secs(300)),
+            // Only the server's configuration changes that: ask again now and then.
+            UploadError::Dav(DavError::TooLarge(_)) => (e.to_string(), Duration::from_secs(600)),
             _ => (e.to_string(), backoff),
         };
         tracing::warn!(path = %st.path, attempts = st.attempts, retry_in = ?wait, error = %msg, "upload failed; kept in the journal");

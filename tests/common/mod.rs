@@ -408,6 +408,11 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Self::start_limited("0")
+    }
+
+    /// With `client_max_body_size` set to `limit` (`"0"`: none; nginx's own default is 1m).
+    pub fn start_limited(limit: &str) -> Nginx {
         let module = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
         assert!(
             Path::new("/usr/sbin/nginx").exists() && Path::new(module).exists(),
@@ -434,7 +439,7 @@ events {{}}
 http {{
   access_log {d}/access.log;
   client_body_temp_path {d}/tmp;
-  client_max_body_size 0;
+  client_max_body_size {limit};
   server {{
     listen 127.0.0.1:{port};
     location /dav/ {{

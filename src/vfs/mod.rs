@@ -1457,7 +1457,7 @@ impl Vfs {
         known: &Base,
     ) -> std::result::Result<(), DavError> {
         let still = |v: Vec<crate::webdav::Entry>| v.first().map(|e| known.is(e)).unwrap_or(false);
-        if !dir && !self.dav.honours_conditions().await {
+        if !dir && (known.etag.is_none() || !self.dav.honours_conditions().await) {
             // The server would ignore `If-Match`: look first (what is left is the short time
             // between this look and the DELETE).
             if !still(self.dav.propfind(path, Depth::Zero).await?) {

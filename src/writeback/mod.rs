@@ -1371,7 +1371,9 @@ impl WriteBack {
             .map_err(|e| UploadError::Local(io("cannot sync the cache", e)))?;
         // 2. Send it, conditional on the base version; to a server that ignores conditions,
         // only after checking that it still holds that version (or, for a new file, nothing).
-        if !self.dav.honours_conditions().await {
+        // A base without an etag cannot be named in `If-Match` at all: look in every case.
+        let no_etag = snap.base.as_ref().is_some_and(|b| b.etag.is_none());
+        if no_etag || !self.dav.honours_conditions().await {
             self.check_unchanged(snap).await?;
         }
         let opts = PutOptions {

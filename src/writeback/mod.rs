@@ -82,8 +82,8 @@ fn start_writeout(f: &File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeout(_f: &File) {}
 
-/// Once a large file's data is on disk, its upload reads it once: the kernel need not keep
-/// it in memory meanwhile (see [`drop_pages`]).
+/// Once a large file's data is on disk and its last writer closed it, its upload reads it
+/// once: the kernel need not keep it in memory meanwhile (see [`drop_pages`]).
 const DROP_BEHIND_MIN: u64 = 64 << 20;
 
 /// Lets the kernel drop the (synced, so clean) cached pages of `f`: a 1 GiB save does not
@@ -779,9 +779,6 @@ impl WriteBack {
                 d.file
                     .sync_data()
                     .map_err(|e| io("cannot sync the cache", e))?;
-                if row.size >= DROP_BEHIND_MIN {
-                    drop_pages(&d.file);
-                }
             }
             self.room_retry(0, || lock(&self.journal).save(&row))
                 .map_err(|e| io("cannot write the journal", e))?;
@@ -833,7 +830,13 @@ impl WriteBack {
                 return;
             }
             st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
+            // Only once the last writer is gone: a program that keeps a large file open and
+            // syncs it often (a database) keeps its pages.
+            let synced_large = st.size >= DROP_BEHIND_MIN && st.persisted == st.generation;
             drop(st);
+            if synced_large {
+                drop_pages(&d.file);
+            }
             self.wake.notify_one();
         }
     }

@@ -754,3 +754,51 @@ fn a_small_or_full_cache_disk_keeps_reads_and_writes_working() {
     std::fs::remove_file(filler).expect("rm filler");
     m.unmount();
 }
+
+#[test]
+fn many_pending_files_hold_no_descriptors() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let cache = tempfile::tempdir().expect("tmp");
+    // Uploads wait: every file stays pending, as behind a slow server.
+    let m = Mount::new(
+        MountSpec::new(&cloud.url())
+            .args(&["--upload-delay", "600"])
+            .cache(cache.path()),
+    );
+    let before = m.open_fds();
+    std::fs::create_dir(m.path("many")).expect("mkdir");
+    let n = 600;
+    for i in 0..n {
+        std::fs::write(m.path(&format!("many/f{i}.txt")), format!("file {i}")).expect("w");
+    }
+    for i in (0..n).step_by(7) {
+        assert_eq!(
+            std::fs::read(m.path(&format!("many/f{i}.txt"))).expect("r"),
+            format!("file {i}").as_bytes()
+        );
+    }
+    let held = m.open_fds();
+    assert!(
+        held < before + 100,
+        "{n} pending files hold {} descriptors (from {before})",
+        held
+    );
+    m.unmount_now();
+    // The next mount resumes them without opening them all, and uploads them.
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST).cache(cache.path()));
+    let at_start = m.open_fds();
+    assert!(
+        at_start < before + 100,
+        "resuming opened {at_start} descriptors"
+    );
+    m.wait_drained();
+    for i in 0..n {
+        wait_server(
+            &srv,
+            &format!("many/f{i}.txt"),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    m.unmount();
+}

@@ -115,7 +115,7 @@ fn inline_content(d: &DirtyFile, st: &DirtyState) -> Option<Vec<u8>> {
         return None;
     }
     let mut buf = vec![0u8; st.size as usize];
-    read_exact_at(&d.file, &mut buf, 0).ok()?;
+    read_exact_at(&*d.file_once().ok()?, &mut buf, 0).ok()?;
     Some(buf)
 }
 
@@ -214,7 +214,8 @@ pub struct DirtyState {
 pub struct DirtyFile {
     id: i64,
     data_path: PathBuf,
-    file: File,
+    /// The open data file while programs write it (see [`DirtyFile::file`]).
+    file: Mutex<Option<Arc<File>>>,
     st: Mutex<DirtyState>,
     upload_lock: Arc<tokio::sync::Mutex<()>>,
     /// Serializes journal writes of this file: a row computed earlier must never be saved
@@ -227,6 +228,40 @@ pub struct DirtyFile {
 }
 
 impl DirtyFile {
+    /// The data file, kept open from the first write until the last writer closes it
+    /// ([`WriteBack::release`]). A pending change holds no descriptor otherwise: thousands
+    /// of files waiting for a slow server (`tar x`, `git clone`) must not exhaust them.
+    fn file(&self) -> std::io::Result<Arc<File>> {
+        let mut g = lock(&self.file);
+        if let Some(f) = g.as_ref() {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(self.open_data()?);
+        *g = Some(f.clone());
+        Ok(f)
+    }
+
+    /// The data file for one read or sync: the one kept open if any, else opened for this
+    /// use only.
+    fn file_once(&self) -> std::io::Result<Arc<File>> {
+        if let Some(f) = lock(&self.file).as_ref() {
+            return Ok(f.clone());
+        }
+        Ok(Arc::new(self.open_data()?))
+    }
+
+    fn open_data(&self) -> std::io::Result<File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.data_path)
+    }
+
+    /// Closes the kept descriptor (users of a clone keep theirs until they are done).
+    fn close_file(&self) {
+        lock(&self.file).take();
+    }
+
     /// A snapshot of the state.
     pub fn state(&self) -> DirtyState {
         lock(&self.st).clone()
@@ -400,7 +435,7 @@ impl WriteBack {
         let now = Instant::now();
         for r in rows {
             let data_path = wb.data_path(r.id);
-            let file = match std::fs::OpenOptions::new()
+            match std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(r.content.is_some())
@@ -416,7 +451,8 @@ impl WriteBack {
                     }
                     Ok(f)
                 }) {
-                Ok(f) => f,
+                // Closed again: it is opened when needed.
+                Ok(f) => drop(f),
                 Err(e) => {
                     tracing::error!(path = %r.path, error = %e, "journal entry without its data file; it cannot be uploaded");
                     continue;
@@ -432,7 +468,7 @@ impl WriteBack {
             let df = DirtyFile {
                 id: r.id,
                 data_path,
-                file,
+                file: Mutex::new(None),
                 st: Mutex::new(DirtyState {
                     path: r.path.clone(),
                     size: r.size,
@@ -535,7 +571,7 @@ impl WriteBack {
         Ok(Arc::new(DirtyFile {
             id,
             data_path,
-            file,
+            file: Mutex::new(Some(Arc::new(file))),
             st: Mutex::new(st),
             upload_lock: Arc::new(tokio::sync::Mutex::new(())),
             persist_lock: Mutex::new(()),
@@ -645,15 +681,19 @@ impl WriteBack {
     /// Writes `data` at `off`; answers the new size.
     pub fn write(&self, d: &DirtyFile, off: u64, data: &[u8]) -> Result<u64> {
         self.busy();
-        self.room_retry(data.len() as u64, || write_all_at(&d.file, data, off))
-            .map_err(|e| io("cannot write to the cache", e))?;
+        self.room_retry(data.len() as u64, || {
+            d.file().and_then(|f| write_all_at(&f, data, off))
+        })
+        .map_err(|e| io("cannot write to the cache", e))?;
         // A large write: let the disk start on it now, so that the sync at close() finds
         // little left to do.
         let pending =
             d.unstarted.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
         if pending >= START_WRITEOUT {
             d.unstarted.store(0, Ordering::Relaxed);
-            start_writeout(&d.file);
+            if let Ok(f) = d.file_once() {
+                start_writeout(&f);
+            }
         }
         let mut st = lock(&d.st);
         let end = off + data.len() as u64;
@@ -693,8 +733,8 @@ impl WriteBack {
     /// Sets the size.
     pub fn truncate(&self, d: &DirtyFile, size: u64) -> Result<()> {
         let mut st = lock(&d.st);
-        d.file
-            .set_len(size)
+        d.file()
+            .and_then(|f| f.set_len(size))
             .map_err(|e| io("cannot truncate in the cache", e))?;
         if size < st.size {
             st.present.truncate(size);
@@ -736,7 +776,8 @@ impl WriteBack {
         for (a, b) in st.present.missing(off, end) {
             let from = (a - off) as usize;
             let to = (b - off) as usize;
-            write_all_at(&d.file, &data[from..to], a)
+            d.file_once()
+                .and_then(|f| write_all_at(&f, &data[from..to], a))
                 .map_err(|e| io("cannot write to the cache", e))?;
             st.present.insert(a, b);
         }
@@ -751,7 +792,9 @@ impl WriteBack {
         }
         let n = (len as u64).min(size - off) as usize;
         let mut buf = vec![0u8; n];
-        read_exact_at(&d.file, &mut buf, off).map_err(|e| io("cannot read the cache", e))?;
+        d.file_once()
+            .and_then(|f| read_exact_at(&f, &mut buf, off))
+            .map_err(|e| io("cannot read the cache", e))?;
         Ok(buf)
     }
 
@@ -776,8 +819,8 @@ impl WriteBack {
         };
         if let Some((generation, row)) = row {
             if row.content.is_none() {
-                d.file
-                    .sync_data()
+                d.file_once()
+                    .and_then(|f| f.sync_data())
                     .map_err(|e| io("cannot sync the cache", e))?;
             }
             self.room_retry(0, || lock(&self.journal).save(&row))
@@ -822,7 +865,10 @@ impl WriteBack {
     pub fn release(&self, d: &DirtyFile) {
         let mut st = lock(&d.st);
         st.open_writers = st.open_writers.saturating_sub(1);
-        if st.open_writers == 0 && !st.local_only {
+        if st.open_writers == 0 && st.local_only {
+            drop(st);
+            d.close_file();
+        } else if st.open_writers == 0 {
             if st.generation == 0 {
                 // Opened for writing but never changed: nothing to upload.
                 drop(st);
@@ -835,8 +881,11 @@ impl WriteBack {
             let synced_large = st.size >= DROP_BEHIND_MIN && st.persisted == st.generation;
             drop(st);
             if synced_large {
-                drop_pages(&d.file);
+                if let Ok(f) = d.file_once() {
+                    drop_pages(&f);
+                }
             }
+            d.close_file();
             self.wake.notify_one();
         }
     }
@@ -943,7 +992,7 @@ impl WriteBack {
             drop(files);
             if journaled && (persisted_now || was_local) {
                 if was_local && row.content.is_none() {
-                    let _ = d.file.sync_data();
+                    let _ = d.file_once().and_then(|f| f.sync_data());
                 }
                 if lock(&self.journal).save(&row).is_ok() {
                     let mut st = lock(&d.st);
@@ -1237,7 +1286,9 @@ impl WriteBack {
             let len = snap.size as usize;
             let read = tokio::task::spawn_blocking(move || {
                 let mut data = vec![0u8; len];
-                crate::cache::read_exact_at(&d2.file, &mut data, 0).map(|()| data)
+                d2.file_once()
+                    .and_then(|f| crate::cache::read_exact_at(&f, &mut data, 0))
+                    .map(|()| data)
             })
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
@@ -1365,8 +1416,7 @@ impl WriteBack {
             }
         }
         let file = d
-            .file
-            .try_clone()
+            .file_once()
             .map_err(|e| UploadError::Local(io("cache", e)))?;
         tokio::task::spawn_blocking(move || file.sync_data())
             .await

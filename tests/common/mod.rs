@@ -636,6 +636,31 @@ impl Mount {
         self.mp.join(rel)
     }
 
+    /// The number of file descriptors the mount process holds open.
+    pub fn open_fds(&self) -> usize {
+        let pid = self.child.as_ref().expect("running").id();
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("proc fd")
+            .count()
+    }
+
+    /// `nuage unmount --wait 0`: unmounts at once, leaving pending uploads in the journal.
+    pub fn unmount_now(mut self) {
+        let mut cmd = nuage();
+        cmd.args(["unmount", "--wait", "0"]).arg(&self.mp);
+        let out = run_bounded(cmd, Duration::from_secs(30));
+        assert!(out.status.success(), "unmount failed");
+        let mut child = self.child.take().expect("child");
+        let exited = wait_until(Duration::from_secs(15), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nuage did not exit after unmount");
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -198,3 +198,36 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
         "still mounted"
     );
 }
+
+#[test]
+fn nginx_dot_files_stay_although_its_listings_leave_them_out() {
+    // nginx's dav_ext module leaves names starting with a dot out of folder listings.
+    let n = Nginx::start();
+    let d = n.data();
+    let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
+    std::fs::create_dir_all(m.path("projet/.git/objects")).expect("mkdir");
+    std::fs::write(m.path("projet/.git/objects/ab12"), b"object").expect("w");
+    std::fs::write(m.path("projet/.gitignore"), b"target\n").expect("w");
+    std::fs::write(m.path("projet/main.rs"), b"fn main() {}\n").expect("w");
+    m.wait_drained();
+    wait_file(&d, "projet/.git/objects/ab12", b"object");
+    wait_file(&d, "projet/.gitignore", b"target\n");
+    // Listings older than their 1 s lifetime are asked for again: the dot entries stay.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut names: Vec<String> = std::fs::read_dir(m.path("projet"))
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".git", ".gitignore", "main.rs"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        std::fs::read(m.path("projet/.git/objects/ab12")).expect("read"),
+        b"object"
+    );
+    assert_eq!(
+        std::fs::read(m.path("projet/.gitignore")).expect("read"),
+        b"target\n"
+    );
+    m.unmount();
+}

@@ -478,6 +478,24 @@ impl Vfs {
     }
 
     /// Makes sure folder `dir` has a listing younger than `dir_ttl`.
+    /// Some servers leave names starting with a dot out of folder listings although the
+    /// files are there (nginx's dav_ext module): a known dot entry missing from a new listing
+    /// is asked about on its own (Depth 0) before it counts as deleted, so a `.git` folder
+    /// written through the mount does not vanish from it.
+    async fn keep_hidden(&self, dir: &RemotePath, known: Vec<String>, entries: &mut Vec<Entry>) {
+        const MAX: usize = 64;
+        let listed: std::collections::HashSet<String> =
+            entries.iter().map(|e| e.path.name().to_string()).collect();
+        for name in known.into_iter().filter(|n| !listed.contains(n)).take(MAX) {
+            if let Ok(v) = self.dav.propfind(&dir.join(&name), Depth::Zero).await {
+                if let Some(e) = v.into_iter().next() {
+                    tracing::debug!(path = %e.path, "kept: the server leaves it out of listings");
+                    entries.push(e);
+                }
+            }
+        }
+    }
+
     async fn fresh_listing(&self, dir: Ino) -> Result<()> {
         self.refresh_listing(dir, false).await
     }
@@ -518,9 +536,21 @@ impl Vfs {
             // Taken before asking the server: a file whose first upload ends meanwhile is in
             // one of the two answers.
             let local = self.wb.children_of(&node.path);
+            let dotted: Vec<String> = lock(&self.table)
+                .get(dir)
+                .and_then(|n| n.listing.as_ref())
+                .map(|l| {
+                    l.children
+                        .keys()
+                        .filter(|k| k.starts_with('.'))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
             let asked = Instant::now();
             match self.dav.propfind(&node.path, Depth::One).await {
                 Ok(mut entries) => {
+                    self.keep_hidden(&node.path, dotted, &mut entries).await;
                     merge_local(&mut entries, local);
                     let mut t = lock(&self.table);
                     if t.dir_gen(dir) != gen {

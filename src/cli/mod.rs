@@ -288,6 +288,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Runs the command line with the given platform adapter.
 pub fn run(platform: &dyn Platform) -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Command::Mount(_) | Command::Demo(_)) {
+        quiet_broken_pipe();
+    }
     let res = match cli.cmd {
         Command::Mount(a) => mount::mount_command(platform, a),
         Command::Demo(a) => demo::demo_command(platform, a),
@@ -313,6 +316,20 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         }
     }
 }
+
+/// Commands that only print end quietly when their reader goes away (`nuage status | head`),
+/// as command-line tools do, instead of panicking on the failed write. (A mount keeps
+/// `SIGPIPE` ignored: a closed connection is an error it handles.)
+#[cfg(unix)]
+fn quiet_broken_pipe() {
+    // SAFETY: restores the default action of one signal, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_broken_pipe() {}
 
 #[cfg(test)]
 mod tests {

@@ -748,13 +748,10 @@ impl BlockCache {
         Ok(before.saturating_sub(self.usage().bytes))
     }
 
-    /// Evicts least recently used blocks until the total is within the limit.
+    /// Evicts least recently used blocks until the total is within the limit and the
+    /// filesystem keeps its reserve.
     fn evict_if_needed(&self) -> Result<(), CacheError> {
-        let (total, limit) = {
-            let st = lock(&self.state);
-            (st.total, st.limit)
-        };
-        self.evict_to(self.room_for(total, limit, 0))
+        self.free_up(0)
     }
 
     /// The most the cache may hold now: its limit, and less when its filesystem runs short,
@@ -769,8 +766,9 @@ impl BlockCache {
         }
     }
 
-    /// Evicts blocks (least recently used first, never pinned ones) so that `need` more bytes
-    /// fit on the cache's filesystem besides its reserve. For a write that found the disk full.
+    /// Evicts blocks (least recently used first, never pinned ones) so that the cache is
+    /// within its limit and `need` more bytes fit on its filesystem besides its reserve
+    /// (`need` > 0: for a write that found the disk full).
     pub fn free_up(&self, need: u64) -> Result<(), CacheError> {
         let (total, limit) = {
             let st = lock(&self.state);

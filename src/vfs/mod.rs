@@ -477,7 +477,6 @@ impl Vfs {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("unknown inode {}", ino.0)))
     }
 
-    /// Makes sure folder `dir` has a listing younger than `dir_ttl`.
     /// Some servers leave names starting with a dot out of folder listings although the
     /// files are there (nginx's dav_ext module): a known dot entry missing from a new listing
     /// is asked about on its own (Depth 0) before it counts as deleted, so a `.git` folder
@@ -496,6 +495,7 @@ impl Vfs {
         }
     }
 
+    /// Makes sure folder `dir` has a listing younger than `dir_ttl`.
     async fn fresh_listing(&self, dir: Ino) -> Result<()> {
         self.refresh_listing(dir, false).await
     }
@@ -966,10 +966,8 @@ impl Vfs {
         let cache = self.cache().clone();
         let version = blocking(move || Ok(cache.version(&identity, &validator)?)).await?;
         Ok(Base {
-            etag: node.entry.etag.clone(),
-            size: node.entry.size,
             version,
-            mtime: Some(node.entry.mtime_secs()),
+            ..seen(node)
         })
     }
 
@@ -1486,10 +1484,10 @@ impl Vfs {
         dir: bool,
         known: &Base,
     ) -> std::result::Result<(), DavError> {
-        let still = |v: Vec<crate::webdav::Entry>| v.first().map(|e| known.is(e)).unwrap_or(false);
-        if !dir && (known.etag.is_none() || !self.dav.honours_conditions().await) {
-            // The server would ignore `If-Match`: look first (what is left is the short time
-            // between this look and the DELETE).
+        let still = |v: Vec<Entry>| crate::writeback::still_base(v.first(), Some(known));
+        if !dir && !crate::writeback::server_enforces(&self.dav, Some(known)).await {
+            // The server would not refuse a DELETE of a newer copy: look first (what is left
+            // is the short time between this look and the DELETE).
             if !still(self.dav.propfind(path, Depth::Zero).await?) {
                 return Err(DavError::PreconditionFailed(format!(
                     "{path} changed on the server"
@@ -1745,14 +1743,9 @@ fn seen(n: &Node) -> Base {
 
 /// Identifies a server version: its etag, or mtime and size when the server gives no etag.
 fn validator_of(e: &Entry) -> String {
-    e.etag.clone().unwrap_or_else(|| {
-        let secs = e
-            .mtime
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        format!("mtime:{secs}:size:{}", e.size)
-    })
+    e.etag
+        .clone()
+        .unwrap_or_else(|| format!("mtime:{}:size:{}", e.mtime_secs(), e.size))
 }
 
 /// A file with local changes is a file in a listing, whatever the server says (it is not

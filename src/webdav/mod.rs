@@ -357,13 +357,17 @@ pub struct Entry {
     pub quota_available: Option<i64>,
 }
 
+/// Whole seconds since the epoch (0 before it).
+pub fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 impl Entry {
     /// The modification time in whole seconds (what `getlastmodified` can tell).
     pub fn mtime_secs(&self) -> i64 {
-        self.mtime
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
+        unix_secs(self.mtime)
     }
 
     /// Whether this entry is still the server version described by `etag`, `size` and

@@ -8,7 +8,7 @@
 //! journal then makes both durable, and a restart writes the data file again from the row.
 
 use super::ranges::RangeSet;
-use crate::webdav::RemotePath;
+use crate::webdav::{unix_secs, RemotePath};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,12 +72,6 @@ pub struct Journal {
     db: Connection,
     /// Rows were forgotten without a sync (see [`Journal::forget_uploaded`]).
     unsynced: std::cell::Cell<bool>,
-}
-
-fn secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Journal {
@@ -160,7 +154,7 @@ impl Journal {
                 r.id,
                 r.path.as_str(),
                 r.size as i64,
-                secs(r.mtime),
+                unix_secs(r.mtime),
                 r.base_etag,
                 r.has_base as i64,
                 r.base_size as i64,
@@ -250,7 +244,11 @@ impl Journal {
     pub fn add_conflict(&self, path: &RemotePath, conflict: &RemotePath) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT INTO conflicts (path, conflict_path, at) VALUES (?1, ?2, ?3)",
-            params![path.as_str(), conflict.as_str(), secs(SystemTime::now())],
+            params![
+                path.as_str(),
+                conflict.as_str(),
+                unix_secs(SystemTime::now())
+            ],
         )?;
         Ok(())
     }

@@ -50,13 +50,6 @@ use tokio::sync::Notify;
 
 pub use journal::Conflict;
 
-/// Whole seconds since the epoch.
-fn secs_of(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// A fresh chunked-upload id for the journal row `id`.
 fn upload_id_for(id: i64) -> String {
     let nonce = SystemTime::now()
@@ -124,18 +117,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn io(what: &str, e: impl std::fmt::Display) -> Error {
+/// ENOSPC / EDQUOT from the file system, SQLITE_FULL from the journal.
+fn is_no_space(e: &impl std::fmt::Display) -> bool {
     let s = e.to_string();
-    // ENOSPC / EDQUOT from the file system, SQLITE_FULL from the journal.
-    let kind = if ["No space left", "quota exceeded", "disk is full"]
+    ["No space left", "quota exceeded", "disk is full"]
         .iter()
         .any(|m| s.contains(m))
-    {
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> Error {
+    let kind = if is_no_space(&e) {
         ErrorKind::NoSpace
     } else {
         ErrorKind::Io
     };
-    Error::new(kind, format!("{what}: {s}"))
+    Error::new(kind, format!("{what}: {e}"))
 }
 
 /// Write-back settings.
@@ -175,6 +171,27 @@ impl Base {
     /// Whether the server entry `e` is still this version.
     pub fn is(&self, e: &crate::webdav::Entry) -> bool {
         e.is_version(self.etag.as_deref(), self.size, self.mtime)
+    }
+}
+
+/// Whether what the server holds now (`None`: nothing) is what a change is based on
+/// (`None`: nothing, a new file).
+pub fn still_base(now: Option<&crate::webdav::Entry>, base: Option<&Base>) -> bool {
+    match (now, base) {
+        (None, None) => true,
+        (Some(e), Some(b)) => b.is(e),
+        _ => false,
+    }
+}
+
+/// Whether the server itself refuses a PUT or DELETE conditional on `base` (`If-Match`, or
+/// `If-None-Match: *` for a new file) once the condition fails. Not when it ignores
+/// conditions, nor for a base without an etag (`If-Match` cannot name it): the caller must
+/// then look at the server copy first.
+pub async fn server_enforces(dav: &DavClient, base: Option<&Base>) -> bool {
+    match base {
+        Some(b) if b.etag.is_none() => false,
+        _ => dav.honours_conditions().await,
     }
 }
 
@@ -717,15 +734,13 @@ impl WriteBack {
         mut f: impl FnMut() -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
         match f() {
-            Err(e) if io(".", &e).kind == ErrorKind::NoSpace => {
-                match self.fetcher.cache().free_up(need) {
-                    Ok(()) => {
-                        tracing::info!("the cache disk was full: dropped cached blocks to make room for local changes");
-                        f()
-                    }
-                    Err(_) => Err(e),
+            Err(e) if is_no_space(&e) => match self.fetcher.cache().free_up(need) {
+                Ok(()) => {
+                    tracing::info!("the cache disk was full: dropped cached blocks to make room for local changes");
+                    f()
                 }
-            }
+                Err(_) => Err(e),
+            },
             other => other,
         }
     }
@@ -865,29 +880,32 @@ impl WriteBack {
     pub fn release(&self, d: &DirtyFile) {
         let mut st = lock(&d.st);
         st.open_writers = st.open_writers.saturating_sub(1);
-        if st.open_writers == 0 && st.local_only {
-            drop(st);
-            d.close_file();
-        } else if st.open_writers == 0 {
-            if st.generation == 0 {
-                // Opened for writing but never changed: nothing to upload.
-                drop(st);
-                self.discard(d);
-                return;
-            }
-            st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
-            // Only once the last writer is gone: a program that keeps a large file open and
-            // syncs it often (a database) keeps its pages.
-            let synced_large = st.size >= DROP_BEHIND_MIN && st.persisted == st.generation;
-            drop(st);
-            if synced_large {
-                if let Ok(f) = d.file_once() {
-                    drop_pages(&f);
-                }
-            }
-            d.close_file();
-            self.wake.notify_one();
+        if st.open_writers > 0 {
+            return;
         }
+        if st.local_only {
+            drop(st);
+            d.close_file();
+            return;
+        }
+        if st.generation == 0 {
+            // Opened for writing but never changed: nothing to upload.
+            drop(st);
+            self.discard(d);
+            return;
+        }
+        st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
+        // Only once the last writer is gone: a program that keeps a large file open and
+        // syncs it often (a database) keeps its pages.
+        let synced_large = st.size >= DROP_BEHIND_MIN && st.persisted == st.generation;
+        drop(st);
+        if synced_large {
+            if let Ok(f) = d.file_once() {
+                drop_pages(&f);
+            }
+        }
+        d.close_file();
+        self.wake.notify_one();
     }
 
     /// Forgets a change that was never modified (opened for writing, closed untouched).
@@ -1422,11 +1440,9 @@ impl WriteBack {
             .await
             .map_err(|e| UploadError::Local(io("cache", e)))?
             .map_err(|e| UploadError::Local(io("cannot sync the cache", e)))?;
-        // 2. Send it, conditional on the base version; to a server that ignores conditions,
-        // only after checking that it still holds that version (or, for a new file, nothing).
-        // A base without an etag cannot be named in `If-Match` at all: look in every case.
-        let no_etag = snap.base.as_ref().is_some_and(|b| b.etag.is_none());
-        if no_etag || !self.dav.honours_conditions().await {
+        // 2. Send it, conditional on the base version; where the server would not enforce
+        // that, only after checking that it still holds that version (or, new, nothing).
+        if !server_enforces(&self.dav, snap.base.as_ref()).await {
             self.check_unchanged(snap).await?;
         }
         let opts = PutOptions {
@@ -1590,22 +1606,16 @@ impl WriteBack {
         Ok(res?)
     }
 
-    /// What the server has at `p` now, if it answers.
-    /// For servers that ignore `If-Match`: a 412 of our own when the server no longer holds
-    /// the version `snap` is based on (or holds a file where `snap` is new). What is left is
-    /// the short time between this check and the upload.
+    /// Where the server would not enforce the upload's condition: a 412 of our own when it
+    /// no longer holds the version `snap` is based on (or holds a file where `snap` is new).
+    /// What is left is the short time between this check and the upload.
     async fn check_unchanged(&self, snap: &DirtyState) -> std::result::Result<(), UploadError> {
         let now = match self.dav.propfind(&snap.path, Depth::Zero).await {
             Ok(v) => v.into_iter().next(),
             Err(DavError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let same = match (&now, &snap.base) {
-            (None, None) => true,
-            (Some(e), Some(b)) => b.is(e),
-            _ => false,
-        };
-        if same {
+        if still_base(now.as_ref(), snap.base.as_ref()) {
             Ok(())
         } else {
             Err(UploadError::Dav(DavError::PreconditionFailed(format!(
@@ -1615,6 +1625,7 @@ impl WriteBack {
         }
     }
 
+    /// What the server has at `p` now, if it answers.
     async fn server_entry(&self, p: &RemotePath) -> Option<crate::webdav::Entry> {
         self.dav
             .propfind(p, Depth::Zero)
@@ -1696,18 +1707,13 @@ impl WriteBack {
     /// After a 412: does the server hold another version than the one this change is based
     /// on (or, for a new file, any file at all)?
     async fn really_changed(&self, snap: &DirtyState) -> bool {
-        match self.dav.propfind(&snap.path, Depth::Zero).await {
-            Ok(v) => match (v.into_iter().next(), &snap.base) {
-                (Some(e), Some(b)) => {
-                    tracing::debug!(path = %snap.path, now = ?e.etag, was = ?b.etag, "412: comparing versions");
-                    !b.is(&e)
-                }
-                (Some(_), None) => true,
-                (None, _) => false,
-            },
-            Err(DavError::NotFound(_)) => snap.base.is_some(),
-            Err(_) => true,
-        }
+        let now = match self.dav.propfind(&snap.path, Depth::Zero).await {
+            Ok(v) => v.into_iter().next(),
+            Err(DavError::NotFound(_)) => None,
+            Err(_) => return true,
+        };
+        tracing::debug!(path = %snap.path, now = ?now.as_ref().map(|e| &e.etag), was = ?snap.base.as_ref().map(|b| &b.etag), "412: comparing versions");
+        !still_base(now.as_ref(), snap.base.as_ref())
     }
 
     async fn uploaded(&self, d: &Arc<DirtyFile>, snap: &DirtyState, etag: Option<String>) {
@@ -1754,7 +1760,7 @@ impl WriteBack {
                     etag: etag.clone(),
                     size: snap.size,
                     version,
-                    mtime: server_mtime.map(secs_of),
+                    mtime: server_mtime.map(crate::webdav::unix_secs),
                 });
                 st.base_len = st.base_len.min(snap.size);
                 if st.open_writers == 0 {

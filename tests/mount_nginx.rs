@@ -20,15 +20,6 @@ const SLOW_TTL: &[&str] = &[
     "60",
 ];
 
-fn wait_file(root: &Path, rel: &str, want: &[u8]) {
-    let ok = wait_until(Duration::from_secs(20), || {
-        std::fs::read(root.join(rel))
-            .map(|b| b == want)
-            .unwrap_or(false)
-    });
-    assert!(ok, "the server never held the expected {rel}");
-}
-
 fn conflict_copies(root: &Path, stem: &str) -> Vec<String> {
     let prefix = format!("{stem} (conflicted copy ");
     let mut v: Vec<String> = std::fs::read_dir(root)
@@ -64,8 +55,8 @@ fn nginx_listing_reads_and_writes() {
     std::fs::remove_file(m.path("Cours/Semaine 1/plan.txt")).expect("unlink");
     std::fs::remove_dir(m.path("Cours/Semaine 1")).expect("rmdir");
     m.wait_drained();
-    wait_file(&d, "Dossier/renamed.txt", b"hello nginx");
-    wait_file(&d, "Dossier/a.bin", &pattern(200_000, 3));
+    wait_server(&d, "Dossier/renamed.txt", b"hello nginx");
+    wait_server(&d, "Dossier/a.bin", &pattern(200_000, 3));
     assert!(!d.join("new.txt").exists());
     assert!(!d.join("Cours/Semaine 1").exists());
     assert!(
@@ -86,7 +77,7 @@ fn nginx_saves_never_overwrite_a_newer_server_copy() {
     for i in 0..4 {
         let body = format!("version {i} of the lesson plan{}", ".".repeat(i));
         std::fs::write(m.path("plan.txt"), body.as_bytes()).expect("save");
-        wait_file(&d, "plan.txt", body.as_bytes());
+        wait_server(&d, "plan.txt", body.as_bytes());
     }
     assert_eq!(conflict_copies(&d, "plan"), Vec::<String>::new());
 
@@ -112,7 +103,7 @@ fn nginx_saves_never_overwrite_a_newer_server_copy() {
         b"the colleague's version, longer than ours"
     );
     let copy = &conflict_copies(&d, "plan")[0];
-    wait_file(&d, copy, b"our version");
+    wait_server(&d, copy, b"our version");
 
     // A new file whose name a colleague took meanwhile: theirs stays.
     let mut f = std::fs::File::create(m.path("notes.txt")).expect("create");
@@ -127,7 +118,7 @@ fn nginx_saves_never_overwrite_a_newer_server_copy() {
         std::fs::read(d.join("notes.txt")).expect("read"),
         b"their notes"
     );
-    wait_file(&d, &conflict_copies(&d, "notes")[0], b"our notes");
+    wait_server(&d, &conflict_copies(&d, "notes")[0], b"our notes");
     m.unmount();
 }
 
@@ -163,7 +154,7 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
     let big = pattern(3 << 20, 9);
     std::fs::write(m.path("film.bin"), &big).expect("a save is local first");
     std::fs::write(m.path("note.txt"), b"small enough").expect("save");
-    wait_file(&d, "note.txt", b"small enough");
+    wait_server(&d, "note.txt", b"small enough");
     let refused = wait_until(Duration::from_secs(20), || {
         m.status()["uploads"]
             .as_array()
@@ -184,18 +175,10 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
         big
     );
     // Unmounting says what stays in the journal.
-    let mut cmd = nuage();
-    cmd.args(["unmount", "--wait", "0"]).arg(&m.mp);
-    let out = run_bounded(cmd, Duration::from_secs(30));
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said = m.unmount_now();
     assert!(
         said.contains("still pending") && said.contains("film.bin"),
         "unmount must tell what remains: {said}"
-    );
-    assert!(
-        wait_until(Duration::from_secs(15), || !is_mounted(&m.mp)),
-        "still mounted"
     );
 }
 
@@ -210,8 +193,8 @@ fn nginx_dot_files_stay_although_its_listings_leave_them_out() {
     std::fs::write(m.path("projet/.gitignore"), b"target\n").expect("w");
     std::fs::write(m.path("projet/main.rs"), b"fn main() {}\n").expect("w");
     m.wait_drained();
-    wait_file(&d, "projet/.git/objects/ab12", b"object");
-    wait_file(&d, "projet/.gitignore", b"target\n");
+    wait_server(&d, "projet/.git/objects/ab12", b"object");
+    wait_server(&d, "projet/.gitignore", b"target\n");
     // Listings older than their 1 s lifetime are asked for again: the dot entries stay.
     std::thread::sleep(Duration::from_millis(1500));
     let mut names: Vec<String> = std::fs::read_dir(m.path("projet"))

@@ -6,27 +6,8 @@ mod common;
 use common::*;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-fn server_file_is(root: &Path, rel: &str, want: &[u8]) -> bool {
-    std::fs::read(root.join(rel))
-        .map(|b| b == want)
-        .unwrap_or(false)
-}
-
-fn wait_server(root: &Path, rel: &str, want: &[u8]) {
-    let ok = wait_until(Duration::from_secs(20), || server_file_is(root, rel, want));
-    let got = std::fs::read(root.join(rel))
-        .map(|b| b.len() as i64)
-        .unwrap_or(-1);
-    assert!(
-        ok,
-        "server never got {rel} ({} bytes wanted, has {got})",
-        want.len()
-    );
-}
 
 /// Files sent to the server: single PUTs plus files of bulk uploads.
 fn puts(cloud: &Cloud) -> u64 {

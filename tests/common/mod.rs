@@ -32,6 +32,26 @@ pub fn now_ms() -> u64 {
 }
 
 /// Polls `cond` until it holds or `limit` passes.
+/// Whether the server's folder `root` holds `rel` with exactly these bytes.
+pub fn server_file_is(root: &Path, rel: &str, want: &[u8]) -> bool {
+    std::fs::read(root.join(rel))
+        .map(|b| b == want)
+        .unwrap_or(false)
+}
+
+/// Waits (bounded) until the server's folder `root` holds `rel` with exactly these bytes.
+pub fn wait_server(root: &Path, rel: &str, want: &[u8]) {
+    let ok = wait_until(Duration::from_secs(20), || server_file_is(root, rel, want));
+    let got = std::fs::read(root.join(rel))
+        .map(|b| b.len() as i64)
+        .unwrap_or(-1);
+    assert!(
+        ok,
+        "server never got {rel} ({} bytes wanted, has {got})",
+        want.len()
+    );
+}
+
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
@@ -494,10 +514,6 @@ http {{
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
-
-    pub fn access_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
 }
 
 impl Drop for Nginx {
@@ -644,12 +660,20 @@ impl Mount {
             .count()
     }
 
-    /// `nuage unmount --wait 0`: unmounts at once, leaving pending uploads in the journal.
-    pub fn unmount_now(mut self) {
+    /// `nuage unmount --wait 0`: unmounts at once, leaving pending uploads in the journal;
+    /// answers what the command printed.
+    pub fn unmount_now(mut self) -> String {
         let mut cmd = nuage();
         cmd.args(["unmount", "--wait", "0"]).arg(&self.mp);
         let out = run_bounded(cmd, Duration::from_secs(30));
         assert!(out.status.success(), "unmount failed");
+        self.wait_exit();
+        assert!(!is_mounted(&self.mp), "still mounted after unmount");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// Waits (bounded) for the mount process to end after an unmount.
+    fn wait_exit(&mut self) {
         let mut child = self.child.take().expect("child");
         let exited = wait_until(Duration::from_secs(15), || {
             matches!(child.try_wait(), Ok(Some(_)))
@@ -744,15 +768,7 @@ impl Mount {
             "unmount failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut child = self.child.take().expect("child");
-        let exited = wait_until(Duration::from_secs(15), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !exited {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("nuage did not exit after unmount");
-        }
+        self.wait_exit();
         assert!(!is_mounted(&self.mp), "still mounted after unmount");
     }
 }

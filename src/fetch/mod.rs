@@ -434,7 +434,6 @@ impl Fetcher {
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
         let (_permit, mut body) = self.get(f, start, end - start).await?;
-        let mut received = 0u64;
         for idx in first..first + n {
             let len = (f.size - idx * bs).min(bs) as usize;
             let full = len as u64 == bs;
@@ -443,28 +442,16 @@ impl Fetcher {
             } else {
                 Vec::with_capacity(len)
             };
-            while buf.len() < len {
-                match body.chunk().await? {
-                    Some(c) => {
-                        // A chunk may hold the start of the next block: keep it for that one.
-                        let take = c.len().min(len - buf.len());
-                        buf.extend_from_slice(&c[..take]);
-                        received += take as u64;
-                        if take < c.len() {
-                            body.push_back(c.slice(take..));
-                        }
-                    }
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::Io,
-                            format!(
-                                "the server sent a short body for {} ({} bytes missing)",
-                                f.path,
-                                end - start - received
-                            ),
-                        ))
-                    }
-                }
+            if !body.fill(&mut buf, len).await? {
+                let received = idx * bs + buf.len() as u64 - start;
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "the server sent a short body for {} ({} bytes missing)",
+                        f.path,
+                        end - start - received
+                    ),
+                ));
             }
             let block = if full {
                 bytes::Bytes::from_owner(Pooled {

@@ -8,6 +8,7 @@
 
 pub mod nextcloud;
 pub mod path;
+mod rawget;
 mod write;
 pub mod xml;
 
@@ -96,6 +97,17 @@ impl AuthGate {
             Some(c) => rb.basic_auth(&c.user, Some(c.password.expose())),
             None => rb,
         }
+    }
+
+    /// The `Authorization` header value for the credentials in use (Basic).
+    fn basic_authorization(&self) -> Option<String> {
+        use base64::Engine;
+        let c = self.creds.read().ok().and_then(|c| c.clone())?;
+        let pair = format!("{}:{}", c.user, c.password.expose());
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
     }
 
     fn refuse(&self) {
@@ -455,6 +467,8 @@ pub struct DavClient {
     /// Whether the server honours `If-Match` and `If-None-Match` on writes (known once asked,
     /// see [`DavClient::honours_conditions`]).
     conditions: std::sync::Arc<tokio::sync::OnceCell<bool>>,
+    /// Block downloads over plain HTTP read straight into their buffers (see [`rawget`]).
+    raw: Option<std::sync::Arc<rawget::RawGets>>,
 }
 
 impl DavClient {
@@ -470,6 +484,8 @@ impl DavClient {
             root.set_path(&p);
         }
         let root_path = path::decode(root.path());
+        let raw = rawget::RawGets::for_root(&root, cfg.connect_timeout, cfg.read_timeout)
+            .map(std::sync::Arc::new);
         DavClient {
             http,
             root,
@@ -481,6 +497,7 @@ impl DavClient {
             bulk: None,
             plain: Default::default(),
             conditions: Default::default(),
+            raw,
         }
     }
 
@@ -590,6 +607,13 @@ impl DavClient {
     /// Sends a request built by [`Self::request`]: not at all once the server refused the
     /// credentials or is known to be out of reach; notes refusals (401) and lost connections.
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, DavError> {
+        self.gate()?;
+        self.send_anyway(rb).await
+    }
+
+    /// Refuses at once to send anything once the server refused the credentials or while it
+    /// is known to be out of reach.
+    fn gate(&self) -> Result<(), DavError> {
         if self.auth.is_refused() {
             return Err(DavError::Unauthorized);
         }
@@ -600,7 +624,15 @@ impl DavClient {
                 self.root
             )));
         }
-        self.send_anyway(rb).await
+        Ok(())
+    }
+
+    /// A request could not be sent or was not answered: when the server does not answer
+    /// anything else either, it is out of reach.
+    async fn transport_failed(&self, e: &DavError) {
+        if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) && !self.answers().await {
+            self.reach.went_offline(e);
+        }
     }
 
     async fn send_anyway(
@@ -625,10 +657,7 @@ impl DavClient {
             Ok(r) => r,
             Err(e) => {
                 let e = DavError::from_reqwest(&e, self.root.as_str());
-                if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) && !self.answers().await
-                {
-                    self.reach.went_offline(&e);
-                }
+                self.transport_failed(&e).await;
                 return Err(e);
             }
         };
@@ -826,11 +855,42 @@ impl DavClient {
         etag: Option<&str>,
     ) -> Result<RangeBody, DavError> {
         let what = p.to_string();
-        let mut rb = self.request(Method::GET, self.url(p, false)).header(
+        let etag = etag.filter(|t| !t.starts_with("W/"));
+        let url = self.url(p, false);
+        if let Some(raw) = &self.raw {
+            self.gate()?;
+            let target = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_string(),
+            };
+            let auth = self.auth.basic_authorization();
+            match raw.get(&target, start, len, etag, auth.as_deref()).await {
+                Ok(Some(body)) => {
+                    return Ok(RangeBody {
+                        src: Source::Raw(body),
+                        back: None,
+                        what,
+                        host: self.root.to_string(),
+                    })
+                }
+                // Any other answer: asked again through reqwest, which tells what it means.
+                Ok(None) => {}
+                Err(rawget::RawError::Timeout) => {
+                    let e = DavError::Timeout(self.root.to_string());
+                    self.transport_failed(&e).await;
+                    return Err(e);
+                }
+                // reqwest tries too, and says why it cannot connect.
+                Err(rawget::RawError::Connect(why)) => {
+                    tracing::debug!(%why, "plain HTTP GET could not connect");
+                }
+            }
+        }
+        let mut rb = self.request(Method::GET, url).header(
             header::RANGE,
             format!("bytes={}-{}", start, start + len.saturating_sub(1)),
         );
-        if let Some(tag) = etag.filter(|t| !t.starts_with("W/")) {
+        if let Some(tag) = etag {
             rb = rb.header(header::IF_MATCH, tag);
         }
         let resp = self.send(rb).await?;
@@ -851,17 +911,15 @@ impl DavClient {
                     )));
                 }
                 Ok(RangeBody {
+                    src: Source::Http { resp, skip: 0 },
                     back: None,
-                    resp,
-                    skip: 0,
                     what,
                     host: self.root.to_string(),
                 })
             }
             StatusCode::OK => Ok(RangeBody {
+                src: Source::Http { resp, skip: start },
                 back: None,
-                resp,
-                skip: start,
                 what,
                 host: self.root.to_string(),
             }),
@@ -908,13 +966,23 @@ impl std::io::BufRead for ChunkReader {
 
 /// A GET body positioned at the requested start offset.
 pub struct RangeBody {
-    resp: reqwest::Response,
+    src: Source,
     /// A piece given back with [`RangeBody::push_back`], returned first.
     back: Option<bytes::Bytes>,
-    skip: u64,
     what: String,
     host: String,
 }
+
+/// Where a body's bytes come from.
+enum Source {
+    /// reqwest, skipping `skip` bytes first (a server that sent the whole file).
+    Http { resp: reqwest::Response, skip: u64 },
+    /// The socket itself (plain HTTP, see [`rawget`]).
+    Raw(rawget::RawBody),
+}
+
+/// Pieces of a raw body handed out by [`RangeBody::chunk`].
+const RAW_CHUNK: usize = 256 << 10;
 
 impl RangeBody {
     /// The next piece of the body, `None` at the end.
@@ -922,18 +990,28 @@ impl RangeBody {
         if let Some(b) = self.back.take() {
             return Ok(Some(b));
         }
+        let (resp, skip) = match &mut self.src {
+            Source::Http { resp, skip } => (resp, skip),
+            Source::Raw(r) => {
+                let mut buf = Vec::new();
+                let n = r
+                    .read_into(&mut buf, RAW_CHUNK)
+                    .await
+                    .map_err(|e| raw_error(e, &self.host))?;
+                return Ok((n > 0).then(|| bytes::Bytes::from(buf)));
+            }
+        };
         loop {
-            let c = self
-                .resp
+            let c = resp
                 .chunk()
                 .await
                 .map_err(|e| DavError::from_reqwest(&e, &self.host))?;
             match c {
                 None => return Ok(None),
                 Some(mut b) => {
-                    if self.skip > 0 {
-                        let n = (self.skip as usize).min(b.len());
-                        self.skip -= n as u64;
+                    if *skip > 0 {
+                        let n = (*skip as usize).min(b.len());
+                        *skip -= n as u64;
                         let _ = b.split_to(n);
                         if b.is_empty() {
                             continue;
@@ -945,6 +1023,37 @@ impl RangeBody {
         }
     }
 
+    /// Appends body bytes to `buf` until it holds `len` bytes; `false` when the body ended
+    /// first. A raw body is read straight into `buf`.
+    pub async fn fill(&mut self, buf: &mut Vec<u8>, len: usize) -> Result<bool, DavError> {
+        while buf.len() < len {
+            if self.back.is_none() {
+                if let Source::Raw(r) = &mut self.src {
+                    let n = r
+                        .read_into(buf, len - buf.len())
+                        .await
+                        .map_err(|e| raw_error(e, &self.host))?;
+                    if n == 0 {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+            }
+            match self.chunk().await? {
+                Some(c) => {
+                    // A piece may hold the start of what comes next: kept for that.
+                    let take = c.len().min(len - buf.len());
+                    buf.extend_from_slice(&c[..take]);
+                    if take < c.len() {
+                        self.push_back(c.slice(take..));
+                    }
+                }
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// Gives back the unused end of the last piece: the next [`RangeBody::chunk`] returns it.
     pub fn push_back(&mut self, rest: bytes::Bytes) {
         debug_assert!(self.back.is_none());
@@ -954,6 +1063,20 @@ impl RangeBody {
     /// The decoded path being downloaded (for messages).
     pub fn what(&self) -> &str {
         &self.what
+    }
+
+    /// True when the body is read straight from the socket (plain HTTP, see [`rawget`]).
+    pub fn is_direct(&self) -> bool {
+        matches!(self.src, Source::Raw(_))
+    }
+}
+
+/// A raw body's transport error, as reqwest's would be classified.
+fn raw_error(e: std::io::Error, host: &str) -> DavError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        DavError::Timeout(host.to_string())
+    } else {
+        DavError::Connect(format!("{host} ({e})"))
     }
 }
 

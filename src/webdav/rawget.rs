@@ -1,0 +1,357 @@
+//! Ranged GETs over plain `http://`, with the body read from the socket straight into the
+//! caller's buffers.
+//!
+//! Through reqwest, each received byte is copied twice in user space: from the socket into
+//! hyper's read buffer, then from there into the block buffer the cache keeps. For a block
+//! download over plain HTTP that second copy is most of what nuage itself spends per byte, so
+//! the simplest case, a `206 Partial Content` with a `Content-Length` body, is read here
+//! directly into the block buffer. Everything else (another status, a chunked or compressed
+//! body, a redirect, a proxy, TLS) is left to reqwest: [`RawGets::get`] answers `None` and the
+//! caller sends the request through reqwest, which gives the answer its usual meaning (a 412
+//! is a changed file, a 401 a refused password...).
+//!
+//! Connections are kept alive and reused; a reused connection that the server closed
+//! meanwhile is replaced once, as reqwest does for idempotent requests. Every connect and
+//! every read has a time limit.
+
+use bytes::BufMut;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Idle connections kept for reuse.
+const IDLE_MAX: usize = 32;
+/// Idle connections older than this are closed rather than reused (servers close theirs
+/// after 5 to 75 seconds).
+const IDLE_FOR: Duration = Duration::from_secs(30);
+/// Largest response head read.
+const HEAD_MAX: usize = 64 << 10;
+
+/// Why a raw GET failed before the server answered it (the caller maps these).
+#[derive(Debug)]
+pub(crate) enum RawError {
+    /// No connection could be made (the reason).
+    Connect(String),
+    /// The server stayed silent longer than the read time limit.
+    Timeout,
+}
+
+/// Plain-HTTP ranged GETs to one server.
+pub(crate) struct RawGets {
+    host: String,
+    port: u16,
+    /// The `Host` header.
+    authority: String,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+    idle: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+impl std::fmt::Debug for RawGets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawGets")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// True when a proxy variable is set: reqwest would use it, so the raw path must not.
+fn proxy_configured() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
+impl RawGets {
+    /// Raw GETs for the server of `root`, when it is plain HTTP without a proxy.
+    pub(crate) fn for_root(
+        root: &reqwest::Url,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Option<RawGets> {
+        if root.scheme() != "http" || proxy_configured() {
+            return None;
+        }
+        let host = root.host_str()?.to_string();
+        let port = root.port_or_known_default()?;
+        let authority = match root.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        // An IPv6 literal is written in brackets in URLs, without them for connect().
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Some(RawGets {
+            host,
+            port,
+            authority,
+            connect_timeout,
+            read_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The most recently used idle connection; older ones are closed.
+    fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, since)| since.elapsed() < IDLE_FOR);
+        idle.pop().map(|(s, _)| s)
+    }
+
+    fn give_back(&self, s: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_MAX {
+            idle.push((s, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<TcpStream, RawError> {
+        let what = format!("{}:{}", self.host, self.port);
+        let s = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| RawError::Timeout)?
+        .map_err(|e| RawError::Connect(format!("{what}: {e}")))?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+
+    /// Sends `GET target` for `len` bytes at `start` (with `If-Match: etag` and the given
+    /// `Authorization`) and reads the response head. `Ok(None)`: the answer is not a plain
+    /// `206` with the requested range and a `Content-Length` body; the caller asks again
+    /// through reqwest.
+    pub(crate) async fn get(
+        self: &std::sync::Arc<Self>,
+        target: &str,
+        start: u64,
+        len: u64,
+        etag: Option<&str>,
+        authorization: Option<&str>,
+    ) -> Result<Option<RawBody>, RawError> {
+        let mut req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nuage/{}\r\nAccept: */*\r\n\
+             Accept-Encoding: identity\r\nRange: bytes={}-{}\r\n",
+            self.authority,
+            env!("CARGO_PKG_VERSION"),
+            start,
+            start + len.saturating_sub(1)
+        );
+        if let Some(tag) = etag {
+            req.push_str(&format!("If-Match: {tag}\r\n"));
+        }
+        if let Some(a) = authorization {
+            req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        req.push_str("\r\n");
+        // A reused connection may have been closed by the server meanwhile: when it fails
+        // before any byte of an answer, the request goes once more on a new connection.
+        if let Some(s) = self.take_idle() {
+            match self.exchange(s, req.as_bytes(), start, len).await {
+                Ok(r) => return Ok(r),
+                Err(Failure::Early) => {}
+                Err(Failure::Late(e)) => return Err(e),
+            }
+        }
+        let s = self.connect().await?;
+        match self.exchange(s, req.as_bytes(), start, len).await {
+            Ok(r) => Ok(r),
+            Err(Failure::Early) => Err(RawError::Connect(format!(
+                "{}:{}: the connection closed before an answer",
+                self.host, self.port
+            ))),
+            Err(Failure::Late(e)) => Err(e),
+        }
+    }
+
+    async fn exchange(
+        self: &std::sync::Arc<Self>,
+        mut s: TcpStream,
+        req: &[u8],
+        start: u64,
+        len: u64,
+    ) -> Result<Option<RawBody>, Failure> {
+        if s.write_all(req).await.is_err() {
+            return Err(Failure::Early);
+        }
+        let mut head: Vec<u8> = Vec::with_capacity(8 << 10);
+        loop {
+            let n = tokio::time::timeout(self.read_timeout, s.read_buf(&mut head))
+                .await
+                .map_err(|_| Failure::Late(RawError::Timeout))?;
+            match n {
+                Ok(0) | Err(_) if head.is_empty() => return Err(Failure::Early),
+                Ok(0) | Err(_) => {
+                    return Err(Failure::Late(RawError::Connect(format!(
+                        "{}:{}: the connection closed in the middle of an answer",
+                        self.host, self.port
+                    ))))
+                }
+                Ok(_) => {}
+            }
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&head) {
+                Ok(httparse::Status::Complete(used)) => {
+                    let plan = plan_body(&resp, start, len);
+                    return Ok(plan.map(|(length, keep_alive)| {
+                        let rest = head.split_off(used);
+                        RawBody {
+                            stream: Some(s),
+                            rest,
+                            rest_pos: 0,
+                            remaining: length,
+                            keep_alive,
+                            read_timeout: self.read_timeout,
+                            owner: self.clone(),
+                        }
+                    }));
+                }
+                Ok(httparse::Status::Partial) if head.len() < HEAD_MAX => {}
+                // Not HTTP as reqwest would accept it either way: let it say so.
+                _ => return Ok(None),
+            }
+        }
+    }
+}
+
+/// A failed exchange: before any byte of an answer (a closed reused connection), or later.
+enum Failure {
+    Early,
+    Late(RawError),
+}
+
+/// The body length and whether the connection may be reused, when the answer is a `206` with
+/// exactly the requested range and a plain `Content-Length` body.
+fn plan_body(resp: &httparse::Response<'_, '_>, start: u64, len: u64) -> Option<(u64, bool)> {
+    if resp.code != Some(206) {
+        return None;
+    }
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    if header("transfer-encoding").is_some()
+        || header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        return None;
+    }
+    let length: u64 = header("content-length")?.parse().ok()?;
+    // "bytes first-last/total": the range asked for (the last block may end earlier).
+    let range = header("content-range")?.strip_prefix("bytes ")?;
+    let (span, _total) = range.split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    if first != start || last < first || last - first + 1 != length || length > len {
+        return None;
+    }
+    let close = header("connection")
+        .is_some_and(|c| c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
+    Some((length, !close && resp.version == Some(1)))
+}
+
+/// The body of a raw `206` answer, read into the caller's buffers. The connection goes back
+/// to the idle set once the whole body was read.
+pub(crate) struct RawBody {
+    stream: Option<TcpStream>,
+    /// Body bytes that arrived with the head.
+    rest: Vec<u8>,
+    rest_pos: usize,
+    /// Body bytes not yet handed out.
+    remaining: u64,
+    keep_alive: bool,
+    read_timeout: Duration,
+    owner: std::sync::Arc<RawGets>,
+}
+
+impl RawBody {
+    /// Appends at most `max` bytes of the body to `buf` (straight from the socket into its
+    /// spare capacity). `Ok(0)` at the end of the body; an error when the connection ends
+    /// before it.
+    pub(crate) async fn read_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+    ) -> std::io::Result<usize> {
+        let want = (max as u64).min(self.remaining) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = if self.rest_pos < self.rest.len() {
+            let n = want.min(self.rest.len() - self.rest_pos);
+            buf.extend_from_slice(&self.rest[self.rest_pos..self.rest_pos + n]);
+            self.rest_pos += n;
+            n
+        } else {
+            let s = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+            buf.reserve(want);
+            let mut limited = (&mut *buf).limit(want);
+            let n = tokio::time::timeout(self.read_timeout, s.read_buf(&mut limited))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            if n == 0 {
+                self.stream = None;
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            n
+        };
+        self.remaining -= n as u64;
+        if self.remaining == 0 && self.rest_pos >= self.rest.len() && self.keep_alive {
+            if let Some(s) = self.stream.take() {
+                self.owner.give_back(s);
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_body;
+
+    fn plan(head: &str, start: u64, len: u64) -> Option<(u64, bool)> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(head.as_bytes()).expect("parse").is_complete());
+        plan_body(&resp, start, len)
+    }
+
+    #[test]
+    fn only_a_plain_partial_answer_for_the_asked_range_is_read_raw() {
+        let ok = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\nContent-Length: 100\r\n\r\n";
+        assert_eq!(plan(ok, 100, 100), Some((100, true)));
+        // The end of the file: fewer bytes than asked.
+        let tail = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 900-999/1000\r\nContent-Length: 100\r\n\r\n";
+        assert_eq!(plan(tail, 900, 4096), Some((100, true)));
+        let close = "HTTP/1.1 206 Partial Content\r\nConnection: close\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(plan(close, 0, 10), Some((10, false)));
+        let http10 = "HTTP/1.0 206 Partial Content\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(plan(http10, 0, 10), Some((10, false)));
+        for other in [
+            // The whole file, a changed file, a refused login, a redirect.
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            "HTTP/1.1 412 Precondition Failed\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+            // Another range, a length that does not match it, no length, chunked, gzip.
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-99/1000\r\nContent-Length: 100\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\nContent-Length: 50\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\nContent-Length: 100\r\nContent-Encoding: gzip\r\n\r\n",
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-299/1000\r\nContent-Length: 200\r\n\r\n",
+        ] {
+            assert_eq!(plan(other, 100, 100), None, "{other}");
+        }
+    }
+}

@@ -597,3 +597,35 @@ fn a_saved_account_mounts_while_its_server_is_unreachable() {
     assert_eq!(m.status()["online"], false);
     m.unmount();
 }
+
+#[test]
+fn a_listing_into_a_closed_pipe_ends_quietly() {
+    // `nuage accounts | head -0`: the reader is gone before anything is written.
+    let cfg = tempfile::tempdir().expect("tmp");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = nuage_in(cfg.path())
+        .arg("accounts")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let ended = wait_until(Duration::from_secs(20), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(ended, "nuage accounts did not end");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    // Ended as `ls` does in that case: by SIGPIPE, or successfully.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}",
+        out.status
+    );
+}

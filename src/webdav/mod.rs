@@ -865,7 +865,7 @@ impl DavClient {
             };
             let auth = self.auth.basic_authorization();
             match raw.get(&target, start, len, etag, auth.as_deref()).await {
-                Ok(Some(body)) => {
+                Ok(rawget::Answer::Body(body)) => {
                     return Ok(RangeBody {
                         src: Source::Raw(body),
                         back: None,
@@ -873,8 +873,15 @@ impl DavClient {
                         host: self.root.to_string(),
                     })
                 }
+                Ok(rawget::Answer::Refused(code)) => {
+                    if code == 401 {
+                        self.auth.refuse();
+                    }
+                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+                    return Err(DavError::from_status(status, &Method::GET, &what));
+                }
                 // Any other answer: asked again through reqwest, which tells what it means.
-                Ok(None) => {}
+                Ok(rawget::Answer::Other) => {}
                 Err(rawget::RawError::Timeout) => {
                     let e = DavError::Timeout(self.root.to_string());
                     self.transport_failed(&e).await;

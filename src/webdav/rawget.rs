@@ -5,10 +5,10 @@
 //! hyper's read buffer, then from there into the block buffer the cache keeps. For a block
 //! download over plain HTTP that second copy is most of what nuage itself spends per byte, so
 //! the simplest case, a `206 Partial Content` with a `Content-Length` body, is read here
-//! directly into the block buffer. Everything else (another status, a chunked or compressed
-//! body, a redirect, a proxy, TLS) is left to reqwest: [`RawGets::get`] answers `None` and the
-//! caller sends the request through reqwest, which gives the answer its usual meaning (a 412
-//! is a changed file, a 401 a refused password...).
+//! directly into the block buffer. An error status is taken as it is (a 412 is a changed file,
+//! a 401 a refused password...). Everything else (a `200`, a chunked or compressed body, a
+//! redirect, a proxy, TLS) is left to reqwest: [`RawGets::get`] answers [`Answer::Other`]
+//! and the caller sends the request through reqwest.
 //!
 //! Connections are kept alive and reused; a reused connection that the server closed
 //! meanwhile is replaced once, as reqwest does for idempotent requests. Every connect and
@@ -27,6 +27,17 @@ const IDLE_MAX: usize = 32;
 const IDLE_FOR: Duration = Duration::from_secs(30);
 /// Largest response head read.
 const HEAD_MAX: usize = 64 << 10;
+
+/// What came of a raw GET.
+pub(crate) enum Answer {
+    /// A `206` for the asked range: its body.
+    Body(RawBody),
+    /// An error status (4xx, 5xx), taken as it is.
+    Refused(u16),
+    /// Anything else (a `200`, a redirect, a chunked or compressed body, not HTTP): to be
+    /// asked again through reqwest.
+    Other,
+}
 
 /// Why a raw GET failed before the server answered it (the caller maps these).
 #[derive(Debug)]
@@ -122,9 +133,7 @@ impl RawGets {
     }
 
     /// Sends `GET target` for `len` bytes at `start` (with `If-Match: etag` and the given
-    /// `Authorization`) and reads the response head. `Ok(None)`: the answer is not a plain
-    /// `206` with the requested range and a `Content-Length` body; the caller asks again
-    /// through reqwest.
+    /// `Authorization`) and reads the response head.
     pub(crate) async fn get(
         self: &std::sync::Arc<Self>,
         target: &str,
@@ -132,7 +141,7 @@ impl RawGets {
         len: u64,
         etag: Option<&str>,
         authorization: Option<&str>,
-    ) -> Result<Option<RawBody>, RawError> {
+    ) -> Result<Answer, RawError> {
         let mut req = format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nuage/{}\r\nAccept: */*\r\n\
              Accept-Encoding: identity\r\nRange: bytes={}-{}\r\n",
@@ -174,7 +183,7 @@ impl RawGets {
         req: &[u8],
         start: u64,
         len: u64,
-    ) -> Result<Option<RawBody>, Failure> {
+    ) -> Result<Answer, Failure> {
         if s.write_all(req).await.is_err() {
             return Err(Failure::Early);
         }
@@ -197,23 +206,27 @@ impl RawGets {
             let mut resp = httparse::Response::new(&mut headers);
             match resp.parse(&head) {
                 Ok(httparse::Status::Complete(used)) => {
-                    let plan = plan_body(&resp, start, len);
-                    return Ok(plan.map(|(length, keep_alive)| {
-                        let rest = head.split_off(used);
-                        RawBody {
-                            stream: Some(s),
-                            rest,
-                            rest_pos: 0,
-                            remaining: length,
-                            keep_alive,
-                            read_timeout: self.read_timeout,
-                            owner: self.clone(),
-                        }
+                    if let Some(code) = resp.code.filter(|c| *c >= 400) {
+                        // The connection is dropped with the unread error body.
+                        return Ok(Answer::Refused(code));
+                    }
+                    let Some((length, keep_alive)) = plan_body(&resp, start, len) else {
+                        return Ok(Answer::Other);
+                    };
+                    let rest = head.split_off(used);
+                    return Ok(Answer::Body(RawBody {
+                        stream: Some(s),
+                        rest,
+                        rest_pos: 0,
+                        remaining: length,
+                        keep_alive,
+                        read_timeout: self.read_timeout,
+                        owner: self.clone(),
                     }));
                 }
                 Ok(httparse::Status::Partial) if head.len() < HEAD_MAX => {}
                 // Not HTTP as reqwest would accept it either way: let it say so.
-                _ => return Ok(None),
+                _ => return Ok(Answer::Other),
             }
         }
     }

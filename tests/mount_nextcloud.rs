@@ -299,9 +299,10 @@ fn errors_reach_programs_as_errno() {
         "the mount never came back online"
     );
 
-    // A failing server (503): EIO for content, and a log line.
+    // A server that keeps failing (503; a download is asked for three times): EIO for
+    // content, and a log line.
     std::thread::sleep(Duration::from_millis(1100));
-    cloud.server.knobs().fail_next.store(5, Ordering::SeqCst);
+    cloud.server.knobs().fail_next.store(100, Ordering::SeqCst);
     let e = std::fs::read(m.path("f.txt")).expect_err("503");
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
     cloud.server.knobs().fail_next.store(0, Ordering::SeqCst);

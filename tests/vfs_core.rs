@@ -193,3 +193,54 @@ fn reads_that_find_their_blocks_in_memory_are_answered_at_once() {
     // Quick answers and waiting ones together downloaded each byte once.
     assert_eq!(cloud.get_bytes(), expected.len() as u64);
 }
+
+#[test]
+fn a_download_that_breaks_off_or_meets_a_503_is_asked_again() {
+    let cloud = Cloud::start();
+    write_big(&cloud.files().join("f.bin"), 4 << 20, 8);
+    let src = std::fs::read(cloud.files().join("f.bin")).expect("read");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let vfs = vfs_for(&cloud, tmp.path());
+    let rt = cloud.runtime();
+    let attr = rt.block_on(vfs.lookup(Ino::ROOT, "f.bin")).expect("lookup");
+    let o = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    let knobs = cloud.server.knobs().clone();
+    let gets = || cloud.server.stats().count("GET");
+    use std::sync::atomic::Ordering::SeqCst;
+
+    // The body of the first GET stops halfway and its connection closes: the read still
+    // gets all its bytes, from a second GET.
+    knobs.cut_next_gets.store(1, SeqCst);
+    let before = gets();
+    let got = rt
+        .block_on(vfs.read(o.fh, (1 << 20) + 10, 100_000))
+        .expect("read after a cut");
+    assert!(got[..] == src[(1 << 20) + 10..(1 << 20) + 100_010]);
+    assert_eq!(knobs.cut_next_gets.load(SeqCst), 0, "no GET was cut");
+    assert!(gets() - before >= 2, "not asked again");
+
+    // 503 once: asked again.
+    knobs.fail_next.store(1, SeqCst);
+    let got = rt
+        .block_on(vfs.read(o.fh, (3 << 20) + 7, 5000))
+        .expect("read after a 503");
+    assert!(got[..] == src[(3 << 20) + 7..(3 << 20) + 5007]);
+    assert_eq!(knobs.fail_next.load(SeqCst), 0);
+
+    // A server that keeps failing: an error, after three attempts (a new handle, whose
+    // first read is a lone block: one GET each time).
+    let o2 = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    knobs.fail_next.store(100, SeqCst);
+    let t = std::time::Instant::now();
+    let e = rt
+        .block_on(vfs.read(o2.fh, (2 << 20) + 5, 4096))
+        .expect_err("a failing server");
+    assert!(e.to_string().contains("503"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(100 - knobs.fail_next.load(SeqCst), 3, "attempts");
+    knobs.fail_next.store(0, SeqCst);
+}

@@ -169,6 +169,8 @@ impl Stats {
 pub struct Knobs {
     /// Answer 503 to this many next DAV requests.
     pub fail_next: AtomicU32,
+    /// Break off this many next GET bodies halfway (the connection is closed).
+    pub cut_next_gets: AtomicU32,
     /// Answer every DAV request with 503 and `status.php` with maintenance.
     pub maintenance: AtomicBool,
     /// Delay before answering each DAV request, in milliseconds.
@@ -1178,7 +1180,20 @@ impl Dav {
         let mut r = if body && len > 0 {
             let (tx, rx) = mpsc::channel(8);
             let path = p.clone();
-            tokio::task::spawn_blocking(move || stream_file(&path, start, len, tx));
+            let cut = self
+                .shared
+                .knobs
+                .cut_next_gets
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            let send = if cut { len / 2 } else { len };
+            tokio::task::spawn_blocking(move || {
+                if stream_file(&path, start, send, &tx) && cut {
+                    // Fewer bytes than announced: the body ends in an error, which closes
+                    // the connection.
+                    let _ = tx.blocking_send(Err(std::io::Error::other("body cut off")));
+                }
+            });
             let mut r = Response::new(FakeBody::Stream(rx, self.shared.stats.clone()));
             *r.status_mut() = status;
             r
@@ -1839,17 +1854,23 @@ fn parse_range(v: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok((start, end)))
 }
 
-fn stream_file(path: &Path, start: u64, len: u64, tx: mpsc::Sender<std::io::Result<Bytes>>) {
+/// Sends `len` bytes of the file from `start`; false when it stopped early (an error sent).
+fn stream_file(
+    path: &Path,
+    start: u64,
+    len: u64,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> bool {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
             let _ = tx.blocking_send(Err(e));
-            return;
+            return false;
         }
     };
     if let Err(e) = f.seek(SeekFrom::Start(start)) {
         let _ = tx.blocking_send(Err(e));
-        return;
+        return false;
     }
     let mut left = len;
     while left > 0 {
@@ -1859,15 +1880,16 @@ fn stream_file(path: &Path, start: u64, len: u64, tx: mpsc::Sender<std::io::Resu
             Ok(()) => {
                 left -= n as u64;
                 if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                    return;
+                    return false;
                 }
             }
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 #[cfg(test)]

@@ -46,6 +46,36 @@ type Done = Option<std::result::Result<(), Error>>;
 /// Downloaded blocks that may wait in memory for the disk writer.
 const DISK_WRITES: usize = 16;
 
+/// A download that broke off (a reset connection, a body cut short, a 5xx answer) is asked
+/// again after these pauses, from its first missing block, while the server counts as
+/// reachable. Not after a timeout: a silent server would multiply the wait.
+const RETRY_AFTER: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(1000),
+];
+
+/// Why a download run failed, and whether asking again may help.
+struct RunError {
+    retry: bool,
+    err: Error,
+}
+
+impl RunError {
+    fn fatal(err: Error) -> Self {
+        RunError { retry: false, err }
+    }
+}
+
+impl From<crate::webdav::DavError> for RunError {
+    fn from(e: crate::webdav::DavError) -> Self {
+        let retry = e.is_retryable() && !matches!(e, crate::webdav::DavError::Timeout(_));
+        RunError {
+            retry,
+            err: e.into(),
+        }
+    }
+}
+
 /// The bytes `[offset, end)` out of consecutive blocks starting at file offset `start`: a
 /// slice, without copying, when they lie in one block; else one copy. `None` when the blocks
 /// are too short.
@@ -279,12 +309,13 @@ impl Fetcher {
         f: &FileVersion,
         start: u64,
         len: u64,
-    ) -> Result<(tokio::sync::SemaphorePermit<'_>, crate::webdav::RangeBody)> {
+    ) -> std::result::Result<(tokio::sync::SemaphorePermit<'_>, crate::webdav::RangeBody), RunError>
+    {
         let permit = self
             .gets
             .acquire()
             .await
-            .map_err(|_| Error::new(ErrorKind::Io, "shutting down"))?;
+            .map_err(|_| RunError::fatal(Error::new(ErrorKind::Io, "shutting down")))?;
         let body = self
             .dav
             .get_range(&f.path, start, len, f.etag.as_deref())
@@ -386,17 +417,43 @@ impl Fetcher {
         let f = f.clone();
         tokio::spawn(async move {
             let first = run[0].0;
-            let mut senders = run.into_iter().map(|(_, tx)| tx).collect::<Vec<_>>();
+            let senders = run.into_iter().map(|(_, tx)| tx).collect::<Vec<_>>();
             let n = senders.len() as u64;
-            let res = me.download_run(&f, first, n, &mut senders).await;
-            // Whatever did not complete fails with the run's error.
-            let err = match res {
-                Ok(()) => Error::new(ErrorKind::Io, format!("download of {} ended early", f.path)),
-                Err(e) => {
-                    tracing::warn!(path = %f.path, error = %e, "download failed");
-                    e
+            let mut attempt = 0;
+            let err = loop {
+                // The blocks not delivered yet: all of the run, or what a broken GET left.
+                let done = senders
+                    .iter()
+                    .position(|tx| tx.borrow().is_none())
+                    .unwrap_or(senders.len());
+                if done == senders.len() {
+                    return;
+                }
+                let from = first + done as u64;
+                match me
+                    .download_run(&f, from, first + n - from, &senders[done..])
+                    .await
+                {
+                    Ok(()) => {
+                        break Error::new(
+                            ErrorKind::Io,
+                            format!("download of {} ended early", f.path),
+                        )
+                    }
+                    Err(e)
+                        if e.retry && attempt < RETRY_AFTER.len() && me.dav.reach().is_online() =>
+                    {
+                        tracing::info!(path = %f.path, error = %e.err, "download broke off, asking again");
+                        tokio::time::sleep(RETRY_AFTER[attempt]).await;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %f.path, error = %e.err, "download failed");
+                        break e.err;
+                    }
                 }
             };
+            // Whatever did not complete fails with the run's error.
             for (i, tx) in senders.iter().enumerate() {
                 if tx.borrow().is_none() {
                     me.finish(&f, first + i as u64, tx, Err(err.clone()));
@@ -423,13 +480,14 @@ impl Fetcher {
         tx.send_replace(Some(res));
     }
 
+    /// Downloads `n` blocks from `first` with one GET, each made readable as it arrives.
     async fn download_run(
         &self,
         f: &FileVersion,
         first: u64,
         n: u64,
-        senders: &mut [watch::Sender<Done>],
-    ) -> Result<()> {
+        senders: &[watch::Sender<Done>],
+    ) -> std::result::Result<(), RunError> {
         let bs = self.cache.block_size();
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
@@ -444,14 +502,17 @@ impl Fetcher {
             };
             if !body.fill(&mut buf, len).await? {
                 let received = idx * bs + buf.len() as u64 - start;
-                return Err(Error::new(
-                    ErrorKind::Io,
-                    format!(
-                        "the server sent a short body for {} ({} bytes missing)",
-                        f.path,
-                        end - start - received
+                return Err(RunError {
+                    retry: true,
+                    err: Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "the server sent a short body for {} ({} bytes missing)",
+                            f.path,
+                            end - start - received
+                        ),
                     ),
-                ));
+                });
             }
             let block = if full {
                 bytes::Bytes::from_owner(Pooled {
@@ -461,7 +522,7 @@ impl Fetcher {
             } else {
                 bytes::Bytes::from(buf)
             };
-            self.store(f, idx, block).await?;
+            self.store(f, idx, block).await.map_err(RunError::fatal)?;
             self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
         }
         Ok(())
@@ -475,7 +536,7 @@ impl Fetcher {
         offset: u64,
         len: u64,
     ) -> Result<bytes::Bytes> {
-        let (_permit, mut body) = self.get(f, offset, len).await?;
+        let (_permit, mut body) = self.get(f, offset, len).await.map_err(|e| e.err)?;
         let mut out = Vec::with_capacity(len as usize);
         while (out.len() as u64) < len {
             match body.chunk().await? {

@@ -157,6 +157,20 @@ fn tls_certificate_is_verified() {
         b"tls ok"
     );
     m.unmount();
+    // A self-signed certificate that says it is an authority: trusted or not, refused, and
+    // the message says why.
+    let ca = Apache::start_tls_ca_certificate();
+    for trust in [false, true] {
+        let cert = ca.dir.path().join("cert.pem");
+        let extra: Vec<&str> = if trust {
+            vec!["--ca-cert", cert.to_str().expect("utf-8 path")]
+        } else {
+            vec![]
+        };
+        let (err, code) = failed_mount(&ca.url(), &mp, Some(USER), Some(PASSWORD), &extra);
+        assert_failed(&err, code, &mp, "TLS");
+        assert!(err.contains("marked as a certificate authority"), "{err}");
+    }
 }
 
 #[test]

@@ -266,7 +266,9 @@ impl DavError {
             .iter()
             .any(|w| lower.contains(w))
         {
-            let hint = if lower.contains("unknownissuer") || lower.contains("causedasendentity") {
+            let hint = if lower.contains("causedasendentity") {
+                "the server's certificate is marked as a certificate authority (CA:TRUE, what `openssl req -x509` makes by default), which TLS refuses as a server's own certificate: give the server one with CA:FALSE (or use --insecure for a test server)"
+            } else if lower.contains("unknownissuer") {
                 "the certificate is not signed by a trusted authority (to trust a private authority, give it with --ca-cert FILE)"
             } else if lower.contains("notvalidforname") {
                 "the certificate was issued for another name than the one in the URL"

@@ -251,6 +251,18 @@ impl Apache {
     }
 
     pub fn start_opts(tls: bool) -> Apache {
+        Self::start_cert(tls.then_some("CA:FALSE"))
+    }
+
+    /// Over TLS, with a self-signed certificate marked as a certificate authority (CA:TRUE,
+    /// what `openssl req -x509` makes by default).
+    pub fn start_tls_ca_certificate() -> Apache {
+        Self::start_cert(Some("CA:TRUE"))
+    }
+
+    /// Plain HTTP, or TLS with a self-signed certificate with these basic constraints.
+    fn start_cert(constraints: Option<&str>) -> Apache {
+        let tls = constraints.is_some();
         assert!(
             Path::new("/usr/sbin/apache2").exists(),
             "apache2 is missing: run scripts/test.sh, which installs it"
@@ -313,7 +325,10 @@ Alias /dav {d}/data
                     "-addext",
                     "subjectAltName=IP:127.0.0.1",
                     "-addext",
-                    "basicConstraints=critical,CA:FALSE",
+                    &format!(
+                        "basicConstraints=critical,{}",
+                        constraints.unwrap_or("CA:FALSE")
+                    ),
                 ])
                 .arg("-keyout")
                 .arg(d.join("key.pem"))

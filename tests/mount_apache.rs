@@ -160,3 +160,17 @@ fn apache_keeps_modification_times_it_cannot_store() {
     assert_ne!(mtime(&m.path("e/old.txt")), when + Duration::from_secs(60));
     m.unmount();
 }
+
+#[test]
+fn apache_a_file_whose_folder_was_deleted_meanwhile_still_arrives() {
+    let apache = Apache::start();
+    std::fs::create_dir_all(apache.data().join("Partage/Cours")).expect("mkdir");
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(&["--upload-delay", "1.5"]));
+    let data = pattern(70_000, 13);
+    std::fs::write(m.path("Partage/Cours/devoir.bin"), &data).expect("write");
+    std::fs::remove_dir_all(apache.data().join("Partage")).expect("rm");
+    wait_server(&apache.data(), "Partage/Cours/devoir.bin", &data);
+    m.wait_drained();
+    m.unmount();
+}

@@ -783,3 +783,22 @@ fn many_pending_files_hold_no_descriptors() {
     }
     m.unmount();
 }
+
+#[test]
+fn a_file_whose_folder_was_deleted_on_the_server_meanwhile_still_arrives() {
+    let cloud = Cloud::start();
+    std::fs::create_dir_all(cloud.files().join("Partage/Cours")).expect("mkdir");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "1.5"]));
+    let small = b"devoir a rendre".to_vec();
+    let large = pattern(200_000, 12);
+    std::fs::write(m.path("Partage/Cours/devoir.txt"), &small).expect("write");
+    std::fs::write(m.path("Partage/Cours/annexe.bin"), &large).expect("write");
+    // A colleague deletes the whole folder before the uploads start.
+    std::fs::remove_dir_all(cloud.files().join("Partage")).expect("rm");
+    // The folders are made again and both files arrive (the small one after a refused bulk
+    // upload, the other through its own PUT).
+    wait_server(&cloud.files(), "Partage/Cours/devoir.txt", &small);
+    wait_server(&cloud.files(), "Partage/Cours/annexe.bin", &large);
+    m.wait_drained();
+    m.unmount();
+}

@@ -245,6 +245,27 @@ impl DavClient {
         success(&resp, &m, &p.to_string())
     }
 
+    /// Creates the folders above `p` that the server lacks (say, a colleague deleted the folder
+    /// while `p` waited for its upload), from the top down. Answers how many were created.
+    pub async fn make_parents(&self, p: &RemotePath) -> Result<usize, DavError> {
+        let mut chain = Vec::new();
+        let mut cur = p.parent();
+        while let Some(d) = cur.filter(|d| !d.is_root()) {
+            cur = d.parent();
+            chain.push(d);
+        }
+        let mut made = 0;
+        for d in chain.into_iter().rev() {
+            match self.mkcol(&d).await {
+                Ok(()) => made += 1,
+                // There already.
+                Err(DavError::Status { status: 405, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(made)
+    }
+
     /// Deletes a file or folder (a folder recursively on the server: check emptiness first).
     pub async fn delete(
         &self,

@@ -223,8 +223,9 @@ pub struct DirtyState {
     pub quota_error: bool,
     next_attempt: Option<Instant>,
     uploading: bool,
-    /// A file of that name appeared on the server: upload it with a condition, not in bulk.
-    name_taken: bool,
+    /// Upload it alone, with its conditions, not in bulk: a file of that name appeared on the
+    /// server, or a bulk request refused it.
+    one_by_one: bool,
 }
 
 /// One changed file. See the module documentation.
@@ -502,7 +503,7 @@ impl WriteBack {
                     quota_error: false,
                     next_attempt: Some(now),
                     uploading: false,
-                    name_taken: false,
+                    one_by_one: false,
                 }),
                 upload_lock: Arc::new(tokio::sync::Mutex::new(())),
                 persist_lock: Mutex::new(()),
@@ -617,7 +618,7 @@ impl WriteBack {
             quota_error: false,
             next_attempt: None,
             uploading: false,
-            name_taken: false,
+            one_by_one: false,
         };
         let d = self.new_file(st, 0)?;
         let replaced = lock(&self.files).insert(p.clone(), d.clone());
@@ -661,7 +662,7 @@ impl WriteBack {
             quota_error: false,
             next_attempt: None,
             uploading: false,
-            name_taken: false,
+            one_by_one: false,
         };
         let d = self.new_file(st, size)?;
         let mut files = lock(&self.files);
@@ -1217,7 +1218,7 @@ impl WriteBack {
         let st = lock(&d.st);
         // New files only, small, and with a plain-ASCII path (it travels in a header).
         st.base.is_none()
-            && !st.name_taken
+            && !st.one_by_one
             && st.size <= BULK_MAX_FILE
             && st.path.as_str().bytes().all(|b| (0x20..0x7f).contains(&b))
     }
@@ -1236,7 +1237,7 @@ impl WriteBack {
             // Cannot tell: send these one by one, with their conditions.
             for d in &files {
                 let mut st = lock(&d.st);
-                st.name_taken = true;
+                st.one_by_one = true;
                 st.next_attempt = Some(Instant::now());
                 st.uploading = false;
             }
@@ -1281,7 +1282,7 @@ impl WriteBack {
             {
                 let mut st = lock(&d.st);
                 if taken.contains(&st.path) {
-                    st.name_taken = true;
+                    st.one_by_one = true;
                     st.next_attempt = Some(Instant::now());
                     continue;
                 }
@@ -1341,13 +1342,18 @@ impl WriteBack {
                             d.sent.store(it.data.len() as u64, Ordering::Relaxed);
                             self.uploaded(d, snap, etag).await;
                         }
-                        Err(msg) => self.failed(
-                            d,
-                            UploadError::Dav(DavError::BadResponse(format!(
-                                "the server refused {}: {msg}",
-                                snap.path
-                            ))),
-                        ),
+                        Err(msg) => {
+                            // Next time alone: a single upload tells why (say, a 409 for a
+                            // folder deleted meanwhile, which it then makes again).
+                            lock(&d.st).one_by_one = true;
+                            self.failed(
+                                d,
+                                UploadError::Dav(DavError::BadResponse(format!(
+                                    "the server refused {}: {msg}",
+                                    snap.path
+                                ))),
+                            )
+                        }
                     }
                 }
             }
@@ -1392,7 +1398,22 @@ impl WriteBack {
             st.clone()
         };
         d.sent.store(0, Ordering::Relaxed);
-        let res = self.try_upload(d, &snap).await;
+        let mut res = self.try_upload(d, &snap).await;
+        if let Err(UploadError::Dav(DavError::Status { status: 409, .. })) = &res {
+            // Its folder is gone from the server (deleted by someone else while this file
+            // waited): made again, as the desktop client does, so the file is not lost.
+            match self.dav.make_parents(&snap.path).await {
+                Ok(0) => {}
+                Ok(made) => {
+                    tracing::info!(path = %snap.path, folders = made, "its folder had been deleted on the server: made again");
+                    d.sent.store(0, Ordering::Relaxed);
+                    res = self.try_upload(d, &snap).await;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %snap.path, error = %e, "cannot make its folder again")
+                }
+            }
+        }
         match res {
             Ok(etag) => self.uploaded(d, &snap, etag).await,
             Err(UploadError::Dav(DavError::PreconditionFailed(m))) => {

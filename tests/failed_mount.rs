@@ -216,3 +216,36 @@ fn nextcloud_needs_a_login_and_a_password() {
     let (err, code) = failed_mount(&cloud.url(), &mp, Some(USER), None, &[]);
     assert_failed(&err, code, &mp, "NUAGE_PASSWORD");
 }
+
+#[test]
+fn an_address_with_a_password_or_user_name_is_refused_without_echoing_it() {
+    let (_t, mp) = mountpoint();
+    let url = format!("http://alice:{PASSWORD}@127.0.0.1:9/dav/");
+    let (err, code) = failed_mount(&url, &mp, None, None, &[]);
+    assert_failed(&err, code, &mp, "contains a password");
+    let (err, code) = failed_mount(
+        "http://alice@127.0.0.1:9/dav/",
+        &mp,
+        None,
+        Some(PASSWORD),
+        &[],
+    );
+    assert_failed(&err, code, &mp, "--user alice");
+    // nuage login too.
+    let cfg = tempfile::tempdir().expect("tmp");
+    let out = run_bounded(
+        {
+            let mut c = nuage();
+            c.env("NUAGE_CONFIG_DIR", cfg.path())
+                .env("NUAGE_KEYRING", "off")
+                .args(["login", &url])
+                .stdin(std::process::Stdio::null());
+            c
+        },
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("contains a password"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+}

@@ -75,6 +75,7 @@ fn server_url(raw: &str) -> anyhow::Result<reqwest::Url> {
     if u.scheme() != "https" && u.scheme() != "http" {
         anyhow::bail!("invalid server address {raw}: it must start with https:// or http://");
     }
+    super::reject_url_credentials(&u)?;
     Ok(u)
 }
 

@@ -285,6 +285,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
+/// Refuses a server address that carries a password or a user name: an address is visible
+/// to every user of the computer (`ps`) and is written in logs and messages, and nuage takes
+/// the password only from a file, the environment or a prompt.
+pub(crate) fn reject_url_credentials(u: &reqwest::Url) -> anyhow::Result<()> {
+    if u.password().is_some() {
+        anyhow::bail!(
+            "the address contains a password: remove it from the address and give the password \
+             with --password-file FILE, NUAGE_PASSWORD or at the prompt (an address is visible \
+             to every user of this computer)"
+        );
+    }
+    if !u.username().is_empty() {
+        anyhow::bail!(
+            "the address contains a user name: remove it from the address and give it with --user {}",
+            crate::webdav::path::decode(u.username())
+        );
+    }
+    Ok(())
+}
+
 /// Runs the command line with the given platform adapter.
 pub fn run(platform: &dyn Platform) -> ExitCode {
     let cli = Cli::parse();

@@ -56,6 +56,10 @@ fn account_of(target: &str) -> anyhow::Result<Option<(AccountStore, Account)>> {
 
 pub(super) fn mount_command(platform: &dyn Platform, mut a: MountArgs) -> anyhow::Result<ExitCode> {
     let child = is_daemon_child();
+    if let Ok(u) = reqwest::Url::parse(a.url.trim()) {
+        // Before any prompt for a password.
+        super::reject_url_credentials(&u)?;
+    }
     let account = account_of(&a.url)?;
     if let Some((store, acc)) = &account {
         a.url = acc.server.clone();

@@ -527,3 +527,72 @@ fn notify_push_brings_server_changes_at_once() {
     eprintln!("pushed change visible after {took:?}");
     m.unmount();
 }
+
+#[test]
+fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
+    let mut cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || {
+        MountSpec::new(&url).cache(cache.path()).args(&[
+            "--upload-delay",
+            "0.2",
+            "--poll-interval",
+            "30",
+            "--attr-ttl",
+            "1",
+            "--dir-ttl",
+            "1",
+        ])
+    };
+    let m = Mount::new(spec());
+    assert!(names(&m.path("docs")).is_empty());
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    // Offline: a folder, a folder in it holding a new file, an empty folder, and a folder
+    // made and removed again.
+    std::fs::create_dir(m.path("docs/Trimestre 2")).expect("mkdir offline");
+    std::fs::create_dir(m.path("docs/Trimestre 2/Notes")).expect("mkdir in a folder made offline");
+    std::fs::write(m.path("docs/Trimestre 2/Notes/élèves.txt"), "liste").expect("write");
+    std::fs::create_dir(m.path("docs/Vide")).expect("mkdir");
+    std::fs::create_dir(m.path("docs/Brouillon")).expect("mkdir");
+    std::fs::remove_dir(m.path("docs/Brouillon")).expect("rmdir of a folder made offline");
+    assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
+    assert_eq!(names(&m.path("docs/Trimestre 2")), ["Notes"]);
+    assert!(m.path("docs/Vide").is_dir());
+    assert_eq!(m.status()["online"], false);
+    // The mount ends and starts again while the server is still away: all still there.
+    // (Without waiting for the pending upload, which cannot happen now.)
+    m.unmount_now();
+    let m = Mount::new(spec());
+    assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
+    assert_eq!(
+        read(&m.path("docs/Trimestre 2/Notes/élèves.txt")).expect("read"),
+        b"liste"
+    );
+    // The server comes back: the folders are made there, then the file goes up into them.
+    cloud.restart(port);
+    let server = cloud.files().join("docs");
+    let took = time_until(
+        Duration::from_secs(20),
+        "folders and file on the server",
+        || {
+            server.join("Vide").is_dir()
+                && std::fs::read(server.join("Trimestre 2/Notes/élèves.txt")).ok()
+                    == Some(b"liste".to_vec())
+        },
+    );
+    eprintln!("on the server {took:?} after it came back");
+    assert!(
+        !server.join("Brouillon").exists(),
+        "a removed folder was made"
+    );
+    m.wait_drained();
+    // Now listed from the server, the same.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
+    assert_eq!(names(&m.path("docs/Trimestre 2/Notes")), ["élèves.txt"]);
+    m.unmount();
+}

@@ -531,6 +531,13 @@ impl Vfs {
                 format!("{} is a file", node.path),
             ));
         }
+        if self.wb.is_folder_pending(&node.path) {
+            // Made offline, not on the server yet: what is in it is what was made here.
+            let mut entries = vec![node.entry.clone()];
+            self.merge_pending(&node.path, &mut entries);
+            lock(&self.table).apply_listing(dir, entries, Instant::now());
+            return Ok(());
+        }
         for _attempt in 0..3 {
             let gen = lock(&self.table).dir_gen(dir);
             // Taken before asking the server: a file whose first upload ends meanwhile is in
@@ -552,6 +559,7 @@ impl Vfs {
                 Ok(mut entries) => {
                     self.keep_hidden(&node.path, dotted, &mut entries).await;
                     merge_local(&mut entries, local);
+                    merge_folders(&mut entries, &node.path, self.wb.folders_in(&node.path));
                     let mut t = lock(&self.table);
                     if t.dir_gen(dir) != gen {
                         // Changed locally while the server answered: ask again.
@@ -585,7 +593,7 @@ impl Vfs {
                     if cut {
                         if let Some((_, mut entries)) = self.meta.listing(&node.path) {
                             // Not listed since the mount started: the listing of an earlier run.
-                            merge_local(&mut entries, self.wb.children_of(&node.path));
+                            self.merge_pending(&node.path, &mut entries);
                             entries.insert(0, node.entry.clone());
                             tracing::debug!(path = %node.path, "server out of reach: using the listing remembered from an earlier run");
                             lock(&self.table).apply_listing(dir, entries, Instant::now());
@@ -655,6 +663,10 @@ impl Vfs {
                 // Not on the server yet: the local state is the truth.
                 return Ok(node);
             }
+        }
+        if self.wb.is_folder_pending(&node.path) {
+            // Made offline, not on the server yet.
+            return Ok(node);
         }
         let asked = Instant::now();
         match self.dav.propfind(&node.path, Depth::Zero).await {
@@ -929,6 +941,13 @@ impl Vfs {
         }
         drop(m);
         self.meta.rename_mtimes(from, to);
+    }
+
+    /// Adds what exists only here to a listing of `dir`: files waiting for their first upload
+    /// and folders made offline.
+    fn merge_pending(&self, dir: &RemotePath, entries: &mut Vec<Entry>) {
+        merge_local(entries, self.wb.children_of(dir));
+        merge_folders(entries, dir, self.wb.folders_in(dir));
     }
 
     /// Blocks of version `v` (of `need`) on disk or in memory.
@@ -1378,16 +1397,34 @@ impl Vfs {
     pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
         let path = self.new_child_path(parent, name, true).await?;
         tracing::debug!(%path, "mkdir");
-        self.dav.mkcol(&path).await.map_err(|e| match e {
-            DavError::Status { status: 405, .. } => Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{path} exists on the server"),
-            ),
-            e => e.into(),
-        })?;
-        let entry = match self.dav.propfind(&path, Depth::Zero).await {
-            Ok(v) => v.into_iter().find(|e| e.path == path),
-            Err(_) => None,
+        let made_here = match self.dav.mkcol(&path).await {
+            Ok(()) => false,
+            Err(DavError::Status { status: 405, .. }) => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{path} exists on the server"),
+                ))
+            }
+            // Also when its parent was made offline and is not on the server yet.
+            Err(e)
+                if cut_off(&e)
+                    || (matches!(e, DavError::Status { status: 409, .. })
+                        && path.parent().is_some_and(|p| self.wb.is_folder_pending(&p))) =>
+            {
+                let (wb, p) = (self.wb.clone(), path.clone());
+                blocking(move || wb.add_folder(&p)).await?;
+                tracing::info!(%path, "folder made here while the server is out of reach; made there once it is back");
+                true
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let entry = if made_here {
+            None
+        } else {
+            match self.dav.propfind(&path, Depth::Zero).await {
+                Ok(v) => v.into_iter().find(|e| e.path == path),
+                Err(_) => None,
+            }
         }
         .unwrap_or_else(|| Entry {
             is_dir: true,
@@ -1467,6 +1504,17 @@ impl Vfs {
         }
         self.ensure_empty(ino, &node.path).await?;
         tracing::debug!(path = %node.path, "rmdir");
+        if self.wb.is_folder_pending(&node.path) {
+            // Made offline and never on the server: gone here is gone.
+            let (wb, p) = (self.wb.clone(), node.path.clone());
+            blocking(move || {
+                wb.forget_folder(&p);
+                Ok(())
+            })
+            .await?;
+            lock(&self.table).remove_child(parent, name);
+            return Ok(());
+        }
         match self.dav.delete(&node.path, true, None).await {
             Ok(()) | Err(DavError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
@@ -1635,6 +1683,10 @@ impl Vfs {
                     Err(e) => return Err(e.into()),
                 }
             }
+            if self.wb.has_folders() {
+                // A folder made offline (this one, or where it goes) must exist there first.
+                self.wb.make_folders().await?;
+            }
             let etag = self
                 .dav
                 .move_to(&src.path, &to, src.entry.is_dir, false)
@@ -1746,6 +1798,21 @@ fn validator_of(e: &Entry) -> String {
     e.etag
         .clone()
         .unwrap_or_else(|| format!("mtime:{}:size:{}", e.mtime_secs(), e.size))
+}
+
+/// Folders made offline (not on the server yet) are folders in their parent's listing.
+fn merge_folders(entries: &mut Vec<Entry>, dir: &RemotePath, names: Vec<String>) {
+    for name in names {
+        if !entries
+            .iter()
+            .any(|e| e.path.name() == name && e.path != *dir)
+        {
+            entries.push(Entry {
+                is_dir: true,
+                ..local_entry(&dir.join(&name), 0, SystemTime::now())
+            });
+        }
+    }
 }
 
 /// A file with local changes is a file in a listing, whatever the server says (it is not

@@ -92,7 +92,8 @@ impl Journal {
                  total INTEGER NOT NULL, generation INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS conflicts (
                  id INTEGER PRIMARY KEY, path TEXT NOT NULL, conflict_path TEXT NOT NULL,
-                 at INTEGER NOT NULL);",
+                 at INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY);",
         )?;
         // Journals written before the generation column existed get it (0: unknown).
         if db.prepare("SELECT generation FROM dirty LIMIT 0").is_err() {
@@ -251,6 +252,31 @@ impl Journal {
             ],
         )?;
         Ok(())
+    }
+
+    /// Records a folder made while the server was out of reach (durable on return).
+    pub fn add_folder(&self, path: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO folders (path) VALUES (?1)",
+            params![path.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a folder made on the server (or removed before it was).
+    pub fn remove_folder(&self, path: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "DELETE FROM folders WHERE path = ?1",
+            params![path.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Folders still to be made on the server.
+    pub fn folders(&self) -> rusqlite::Result<Vec<RemotePath>> {
+        let mut st = self.db.prepare("SELECT path FROM folders")?;
+        let rows = st.query_map([], |r| Ok(RemotePath::new(&r.get::<_, String>(0)?)))?;
+        rows.collect()
     }
 
     /// Recorded conflicts, newest first.

@@ -356,6 +356,9 @@ pub struct WriteBack {
     conflict_copies: Mutex<std::collections::HashSet<RemotePath>>,
     /// When a program last created or wrote a file here.
     last_write: Mutex<Instant>,
+    /// Folders made while the server was out of reach, to be made on the server (in the
+    /// journal too); ordered so that a folder comes before its subfolders.
+    folders: Mutex<std::collections::BTreeSet<RemotePath>>,
 }
 
 /// Uploads yield to a program that is busy writing: they start once it paused this long...
@@ -436,6 +439,11 @@ impl WriteBack {
         let max = journal
             .max_id()
             .map_err(|e| io("cannot read the journal", e))?;
+        let folders = journal
+            .folders()
+            .map_err(|e| io("cannot read the journal", e))?
+            .into_iter()
+            .collect();
         let wb = WriteBack {
             cfg,
             dav,
@@ -449,6 +457,7 @@ impl WriteBack {
             bulk: std::sync::atomic::AtomicBool::new(true),
             conflict_copies: Mutex::new(conflict_copies),
             last_write: Mutex::new(Instant::now()),
+            folders: Mutex::new(folders),
         };
         let now = Instant::now();
         for r in rows {
@@ -564,6 +573,66 @@ impl WriteBack {
             .filter(|(p, _)| p.parent().as_ref() == Some(dir))
             .map(|(p, d)| (p.name().to_string(), d.state()))
             .collect()
+    }
+
+    /// Records folder `p`, made while the server is out of reach, to be made there later;
+    /// durable when this returns. Blocks on the disk.
+    pub fn add_folder(&self, p: &RemotePath) -> Result<()> {
+        {
+            let j = lock(&self.journal);
+            j.add_folder(p)
+                .and_then(|()| j.sync())
+                .map_err(|e| io("cannot record the new folder in the journal", e))?;
+        }
+        lock(&self.folders).insert(p.clone());
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// True when folder `p` is waiting to be made on the server.
+    pub fn is_folder_pending(&self, p: &RemotePath) -> bool {
+        lock(&self.folders).contains(p)
+    }
+
+    /// True when folders wait to be made on the server.
+    pub fn has_folders(&self) -> bool {
+        !lock(&self.folders).is_empty()
+    }
+
+    /// Names of the folders in `dir` waiting to be made on the server.
+    pub fn folders_in(&self, dir: &RemotePath) -> Vec<String> {
+        lock(&self.folders)
+            .iter()
+            .filter(|p| p.parent().as_ref() == Some(dir))
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// Forgets folder `p` (removed before it was made on the server). Blocks on the disk.
+    pub fn forget_folder(&self, p: &RemotePath) {
+        if lock(&self.folders).remove(p) {
+            let j = lock(&self.journal);
+            if let Err(e) = j.remove_folder(p).and_then(|()| j.sync()) {
+                tracing::warn!(path = %p, error = %e, "cannot update the journal");
+            }
+        }
+    }
+
+    /// Makes the waiting folders on the server, parents first. Stops at the first failure
+    /// (the server out of reach again, say), which the caller reports.
+    pub async fn make_folders(&self) -> std::result::Result<(), DavError> {
+        let todo: Vec<RemotePath> = lock(&self.folders).iter().cloned().collect();
+        for p in todo {
+            // Its parents too: one of them may be waiting, or deleted on the server since.
+            self.dav.make_parents(&p.join("-")).await?;
+            tracing::info!(path = %p, "folder made on the server");
+            lock(&self.folders).remove(&p);
+            let j = lock(&self.journal);
+            if let Err(e) = j.remove_folder(&p).and_then(|()| j.sync()) {
+                tracing::warn!(path = %p, error = %e, "cannot update the journal");
+            }
+        }
+        Ok(())
     }
 
     /// True when something below folder `dir` is pending.
@@ -1104,6 +1173,8 @@ impl WriteBack {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
         let mut was_cut_off = false;
         let mut yielding_since: Option<Instant> = None;
+        // When to try again to make the folders made offline, after a failure.
+        let mut folders_at: Option<Instant> = None;
         loop {
             if self.dav.auth().is_refused() || !self.dav.reach().is_online() {
                 // Login refused or server out of reach: nothing can go up until that changes.
@@ -1117,6 +1188,7 @@ impl WriteBack {
             if was_cut_off {
                 // Back: everything waiting goes now, whatever its backoff said.
                 was_cut_off = false;
+                folders_at = None;
                 for d in self.all() {
                     let mut st = lock(&d.st);
                     if st.next_attempt.is_some() {
@@ -1138,6 +1210,20 @@ impl WriteBack {
             }
             yielding_since = None;
             let mut next: Option<Instant> = None;
+            // Folders made offline first: the files waiting in them go up next.
+            if self.has_folders() {
+                if folders_at.is_none_or(|t| t <= Instant::now()) {
+                    match self.make_folders().await {
+                        Ok(()) => folders_at = None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot make the folders made offline yet; trying again in 30 s");
+                            folders_at = Some(Instant::now() + Duration::from_secs(30));
+                        }
+                    }
+                }
+                next = folders_at;
+            }
+            let now = Instant::now();
             let mut due = Vec::new();
             for d in self.all() {
                 let st = lock(&d.st);

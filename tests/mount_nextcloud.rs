@@ -355,6 +355,55 @@ fn sigterm_unmounts_cleanly() {
 }
 
 #[test]
+fn sigterm_as_soon_as_the_mount_appears_still_unmounts_cleanly() {
+    let cloud = Cloud::start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, PASSWORD).expect("pw");
+    for round in 0..5 {
+        let mut child = nuage()
+            .args(["mount", &cloud.url()])
+            .arg(&mp)
+            .args(["--user", USER, "--password-file"])
+            .arg(&pw)
+            .arg("--cache-dir")
+            .arg(tmp.path().join("c"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Watched closely: the signal goes the moment the mount is listed.
+        let t = std::time::Instant::now();
+        while !is_mounted(&mp) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let exited = wait_until(Duration::from_secs(15), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = child.kill();
+        }
+        let status = child.wait().expect("wait");
+        let left = is_mounted(&mp);
+        if left {
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&mp)
+                .status();
+        }
+        assert!(exited, "round {round}: nuage did not exit on SIGTERM");
+        assert!(status.success(), "round {round}: {status:?}");
+        assert!(!left, "round {round}: SIGTERM left the mount behind");
+    }
+}
+
+#[test]
 fn daemon_mode_returns_once_the_mount_is_live() {
     let cloud = Cloud::start();
     std::fs::write(cloud.files().join("hello.txt"), b"hi").expect("w");

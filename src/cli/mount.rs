@@ -314,6 +314,9 @@ pub(super) fn run_mount(
     rt: &tokio::runtime::Runtime,
     plan: MountPlan,
 ) -> anyhow::Result<ExitCode> {
+    // Listened to from before the mount exists: a signal that comes as soon as the mount is
+    // visible unmounts cleanly instead of ending the process with the mount left behind.
+    let mut signals = EndSignals::listen(rt);
     let url = reqwest::Url::parse(plan.url.trim()).map_err(|e| {
         anyhow!(
             "invalid URL {:?}: {e} (example: https://cloud.example.org)",
@@ -544,7 +547,7 @@ pub(super) fn run_mount(
         account: plan.account.clone(),
     };
     write_snapshot(&vfs, &info);
-    rt.block_on(wait_for_end(&*mounted, &vfs, &info));
+    rt.block_on(wait_for_end(&*mounted, &vfs, &info, &mut signals));
     mounted.unmount();
     write_snapshot(&vfs, &info);
     crate::status::unregister(&reg_path, std::process::id());
@@ -665,26 +668,66 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
     }
 }
 
-async fn wait_for_end(mounted: &dyn super::MountedFs, vfs: &Vfs, info: &SnapshotInfo) {
+/// The signals that end a mount: SIGTERM and SIGINT (Ctrl-C; Ctrl-C elsewhere).
+struct EndSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl EndSignals {
+    /// Starts listening (the default action, ending the process, is replaced from now on).
+    fn listen(rt: &tokio::runtime::Runtime) -> Self {
+        let _in_runtime = rt.enter();
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            EndSignals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        EndSignals {}
+    }
+
+    /// Waits for one; says which.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => "terminated",
+                _ = recv(&mut self.int) => "interrupted",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupted"
+        }
+    }
+}
+
+async fn wait_for_end(
+    mounted: &dyn super::MountedFs,
+    vfs: &Vfs,
+    info: &SnapshotInfo,
+    signals: &mut EndSignals,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut n: u64 = 0;
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {
-        #[cfg(unix)]
-        let term_fut = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let term_fut = std::future::pending::<()>();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted, unmounting"); return; }
-            _ = term_fut => { tracing::info!("terminated, unmounting"); return; }
+            why = signals.next() => { tracing::info!("{why}, unmounting"); return; }
             _ = tick.tick() => {
                 if !mounted.is_alive() {
                     return;

@@ -562,6 +562,8 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
     assert_eq!(names(&m.path("docs/Trimestre 2")), ["Notes"]);
     assert!(m.path("docs/Vide").is_dir());
+    assert_eq!(state(&m.path("docs/Vide")), "pending-upload");
+    assert_eq!(state(&m.path("docs")), "pending-upload");
     assert_eq!(m.status()["online"], false);
     // The mount ends and starts again while the server is still away: all still there.
     // (Without waiting for the pending upload, which cannot happen now.)
@@ -594,5 +596,7 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
     assert_eq!(names(&m.path("docs/Trimestre 2/Notes")), ["élèves.txt"]);
+    assert!(names(&m.path("docs/Vide")).is_empty());
+    assert_eq!(state(&m.path("docs/Vide")), "cached", "no longer waiting");
     m.unmount();
 }

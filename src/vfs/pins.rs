@@ -101,7 +101,7 @@ impl Vfs {
             return Ok("conflict");
         }
         if node.entry.is_dir {
-            if self.wb.has_below(path) && !path.is_root() {
+            if (self.wb.has_below(path) || self.wb.is_folder_pending(path)) && !path.is_root() {
                 return Ok("pending-upload");
             }
             if self.is_pinned(path) {

@@ -635,12 +635,11 @@ impl WriteBack {
         Ok(())
     }
 
-    /// True when something below folder `dir` is pending.
+    /// True when something below folder `dir` is pending (a file, or a folder made offline).
     pub fn has_below(&self, dir: &RemotePath) -> bool {
         let prefix = format!("{}/", dir.as_str());
-        lock(&self.files)
-            .keys()
-            .any(|p| dir.is_root() || p.as_str().starts_with(&prefix))
+        let below = |p: &RemotePath| dir.is_root() || p.as_str().starts_with(&prefix);
+        lock(&self.files).keys().any(below) || lock(&self.folders).iter().any(below)
     }
 
     fn new_file(&self, st: DirtyState, size_hint: u64) -> Result<Arc<DirtyFile>> {

@@ -72,6 +72,21 @@ fn names(p: &Path) -> Vec<String> {
     v
 }
 
+/// For outages: short lifetimes (the server is asked soon after it went away), quick uploads,
+/// a cache that outlives the mount.
+fn outage_spec(url: &str, cache: &Path) -> MountSpec {
+    MountSpec::new(url).cache(cache).args(&[
+        "--upload-delay",
+        "0.2",
+        "--poll-interval",
+        "30",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ])
+}
+
 /// Long TTLs: only change detection can make the mount see the new state.
 const FOLLOW: &[&str] = &[
     "--poll-interval",
@@ -240,18 +255,7 @@ fn offline_reads_fail_fast_writes_wait_and_the_mount_comes_back_by_itself() {
     let port = cloud.port();
     let cache = tempfile::tempdir().expect("tmp");
     let url = cloud.url();
-    let spec = || {
-        MountSpec::new(&url).cache(cache.path()).args(&[
-            "--upload-delay",
-            "0.2",
-            "--poll-interval",
-            "30",
-            "--attr-ttl",
-            "1",
-            "--dir-ttl",
-            "1",
-        ])
-    };
+    let spec = || outage_spec(&url, cache.path());
     let m = Mount::new(spec());
     assert_eq!(
         read(&m.path("docs/cached.odt")).expect("read"),
@@ -535,18 +539,7 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     let port = cloud.port();
     let cache = tempfile::tempdir().expect("tmp");
     let url = cloud.url();
-    let spec = || {
-        MountSpec::new(&url).cache(cache.path()).args(&[
-            "--upload-delay",
-            "0.2",
-            "--poll-interval",
-            "30",
-            "--attr-ttl",
-            "1",
-            "--dir-ttl",
-            "1",
-        ])
-    };
+    let spec = || outage_spec(&url, cache.path());
     let m = Mount::new(spec());
     assert!(names(&m.path("docs")).is_empty());
     cloud.stop();

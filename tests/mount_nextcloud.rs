@@ -310,31 +310,35 @@ fn errors_reach_programs_as_errno() {
     m.unmount();
 }
 
-#[test]
-fn sigterm_unmounts_cleanly() {
-    let cloud = Cloud::start();
-    std::fs::write(cloud.files().join("f.txt"), b"x").expect("w");
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mp = tmp.path().join("mnt");
-    std::fs::create_dir(&mp).expect("mkdir");
-    let pw = tmp.path().join("pw");
+/// `nuage mount` in the foreground on `dir/mnt` (the password in `dir/pw`).
+fn foreground_mount(
+    cloud: &Cloud,
+    dir: &std::path::Path,
+) -> (std::process::Child, std::path::PathBuf) {
+    let mp = dir.join("mnt");
+    let _ = std::fs::create_dir(&mp);
+    let pw = dir.join("pw");
     std::fs::write(&pw, PASSWORD).expect("pw");
-    let mut child = nuage()
+    let child = nuage()
         .args(["mount", &cloud.url()])
         .arg(&mp)
         .args(["--user", USER, "--password-file"])
         .arg(&pw)
         .arg("--cache-dir")
-        .arg(tmp.path().join("c"))
+        .arg(dir.join("c"))
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    assert!(
-        wait_until(Duration::from_secs(30), || is_mounted(&mp)),
-        "not mounted"
-    );
-    assert_eq!(std::fs::read(mp.join("f.txt")).expect("read"), b"x");
+    (child, mp)
+}
+
+/// Sends SIGTERM and waits (bounded) for the end: the exit status, `None` when the process
+/// did not end (it is killed then, and what it left mounted unmounted).
+fn terminate(
+    child: &mut std::process::Child,
+    mp: &std::path::Path,
+) -> Option<std::process::ExitStatus> {
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -344,13 +348,30 @@ fn sigterm_unmounts_cleanly() {
     });
     if !exited {
         let _ = child.kill();
+        let _ = child.wait();
         let _ = std::process::Command::new("fusermount3")
             .arg("-uz")
-            .arg(&mp)
+            .arg(mp)
             .status();
-        panic!("nuage did not exit on SIGTERM");
+        return None;
     }
-    assert!(child.wait().expect("wait").success());
+    child.wait().ok()
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("f.txt"), b"x").expect("w");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (mut child, mp) = foreground_mount(&cloud, tmp.path());
+    let _guard = scopeguard_unmount(&mp);
+    assert!(
+        wait_until(Duration::from_secs(30), || is_mounted(&mp)),
+        "not mounted"
+    );
+    assert_eq!(std::fs::read(mp.join("f.txt")).expect("read"), b"x");
+    let status = terminate(&mut child, &mp).expect("nuage did not exit on SIGTERM");
+    assert!(status.success(), "{status:?}");
     assert!(!is_mounted(&mp), "SIGTERM left the mount behind");
 }
 
@@ -358,78 +379,28 @@ fn sigterm_unmounts_cleanly() {
 fn sigterm_as_soon_as_the_mount_appears_still_unmounts_cleanly() {
     let cloud = Cloud::start();
     let tmp = tempfile::tempdir().expect("tmp");
-    let mp = tmp.path().join("mnt");
-    std::fs::create_dir(&mp).expect("mkdir");
-    let pw = tmp.path().join("pw");
-    std::fs::write(&pw, PASSWORD).expect("pw");
     for round in 0..5 {
-        let mut child = nuage()
-            .args(["mount", &cloud.url()])
-            .arg(&mp)
-            .args(["--user", USER, "--password-file"])
-            .arg(&pw)
-            .arg("--cache-dir")
-            .arg(tmp.path().join("c"))
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let (mut child, mp) = foreground_mount(&cloud, tmp.path());
+        let _guard = scopeguard_unmount(&mp);
         // Watched closely: the signal goes the moment the mount is listed.
         let t = std::time::Instant::now();
         while !is_mounted(&mp) && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_micros(200));
         }
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let exited = wait_until(Duration::from_secs(15), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
-        if !exited {
-            let _ = child.kill();
-        }
-        let status = child.wait().expect("wait");
-        let left = is_mounted(&mp);
-        if left {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&mp)
-                .status();
-        }
-        assert!(exited, "round {round}: nuage did not exit on SIGTERM");
-        assert!(status.success(), "round {round}: {status:?}");
-        assert!(!left, "round {round}: SIGTERM left the mount behind");
+        let status = terminate(&mut child, &mp);
+        assert!(
+            status.is_some(),
+            "round {round}: nuage did not exit on SIGTERM"
+        );
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "round {round}: {status:?}"
+        );
+        assert!(
+            !is_mounted(&mp),
+            "round {round}: SIGTERM left the mount behind"
+        );
     }
-}
-
-#[test]
-fn daemon_mode_returns_once_the_mount_is_live() {
-    let cloud = Cloud::start();
-    std::fs::write(cloud.files().join("hello.txt"), b"hi").expect("w");
-    let tmp = tempfile::tempdir().expect("tmp");
-    let mp = tmp.path().join("mnt");
-    std::fs::create_dir(&mp).expect("mkdir");
-    let mut cmd = nuage();
-    cmd.args(["mount", &cloud.url()])
-        .arg(&mp)
-        .args(["--daemon", "--user", USER, "--cache-dir"])
-        .arg(tmp.path().join("c"))
-        .env("NUAGE_PASSWORD", PASSWORD)
-        .stdin(std::process::Stdio::null());
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    let guard = scopeguard_unmount(&mp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Live at once: no waiting allowed here.
-    assert_eq!(std::fs::read(mp.join("hello.txt")).expect("read"), b"hi");
-    let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
-    assert!(out.status.success());
-    assert!(!is_mounted(&mp));
-    drop(guard);
 }
 
 /// Unmounts on drop, in case an assertion failed first.

@@ -83,6 +83,9 @@ pub struct Status {
     /// Pinned paths and their download progress.
     #[serde(default)]
     pub pins: Vec<crate::vfs::PinProgress>,
+    /// Folders made offline, still to be made on the server.
+    #[serde(default)]
+    pub pending_folders: Vec<String>,
 }
 
 fn yes() -> bool {

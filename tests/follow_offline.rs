@@ -557,7 +557,17 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     assert!(m.path("docs/Vide").is_dir());
     assert_eq!(state(&m.path("docs/Vide")), "pending-upload");
     assert_eq!(state(&m.path("docs")), "pending-upload");
-    assert_eq!(m.status()["online"], false);
+    let st = m.status();
+    assert_eq!(st["online"], false);
+    let waiting: Vec<&str> = st["pending_folders"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        waiting,
+        ["/docs/Trimestre 2", "/docs/Trimestre 2/Notes", "/docs/Vide"],
+        "{st}"
+    );
     // The mount ends and starts again while the server is still away: all still there.
     // (Without waiting for the pending upload, which cannot happen now.)
     m.unmount_now();
@@ -591,5 +601,6 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     assert_eq!(names(&m.path("docs/Trimestre 2/Notes")), ["élèves.txt"]);
     assert!(names(&m.path("docs/Vide")).is_empty());
     assert_eq!(state(&m.path("docs/Vide")), "cached", "no longer waiting");
+    assert_eq!(m.status()["pending_folders"], serde_json::json!([]));
     m.unmount();
 }

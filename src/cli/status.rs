@@ -109,6 +109,12 @@ pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
+    if !st.pending_folders.is_empty() {
+        println!(
+            "folders made offline, to be made on the server: {}",
+            st.pending_folders.join(", ")
+        );
+    }
     if st.uploads.is_empty() {
         println!("pending uploads: none");
     } else {

@@ -594,6 +594,11 @@ impl WriteBack {
         lock(&self.folders).contains(p)
     }
 
+    /// The folders waiting to be made on the server.
+    pub fn pending_folders(&self) -> Vec<RemotePath> {
+        lock(&self.folders).iter().cloned().collect()
+    }
+
     /// True when folders wait to be made on the server.
     pub fn has_folders(&self) -> bool {
         !lock(&self.folders).is_empty()

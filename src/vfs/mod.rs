@@ -194,9 +194,9 @@ struct Handle {
 /// reader, a slice at a time: its data stays in the block cache (and the next open reads it
 /// from there through passthrough), the kernel does not hold it twice, and that next open
 /// has no gigabyte of pages to drop first.
-const DROP_BEHIND: u64 = 32 << 20;
+const DROP_BEHIND: u64 = 4 << 20;
 /// ...in slices of this size.
-const DROP_SLICE: u64 = 64 << 20;
+const DROP_SLICE: u64 = 16 << 20;
 
 /// A handle's sequential state after one read (see [`Vfs::sequence`]).
 struct Step {

@@ -552,7 +552,19 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     std::fs::create_dir(m.path("docs/Vide")).expect("mkdir");
     std::fs::create_dir(m.path("docs/Brouillon")).expect("mkdir");
     std::fs::remove_dir(m.path("docs/Brouillon")).expect("rmdir of a folder made offline");
-    assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
+    // ...and one renamed, with a file in it.
+    std::fs::create_dir(m.path("docs/Projet")).expect("mkdir");
+    std::fs::write(m.path("docs/Projet/idée.txt"), "plan").expect("write");
+    std::fs::rename(m.path("docs/Projet"), m.path("docs/Projet final"))
+        .expect("rename of a folder made offline");
+    assert_eq!(
+        read(&m.path("docs/Projet final/idée.txt")).expect("read after rename"),
+        b"plan"
+    );
+    assert_eq!(
+        names(&m.path("docs")),
+        ["Projet final", "Trimestre 2", "Vide"]
+    );
     assert_eq!(names(&m.path("docs/Trimestre 2")), ["Notes"]);
     assert!(m.path("docs/Vide").is_dir());
     assert_eq!(state(&m.path("docs/Vide")), "pending-upload");
@@ -565,14 +577,22 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
         .unwrap_or_default();
     assert_eq!(
         waiting,
-        ["/docs/Trimestre 2", "/docs/Trimestre 2/Notes", "/docs/Vide"],
+        [
+            "/docs/Projet final",
+            "/docs/Trimestre 2",
+            "/docs/Trimestre 2/Notes",
+            "/docs/Vide"
+        ],
         "{st}"
     );
     // The mount ends and starts again while the server is still away: all still there.
     // (Without waiting for the pending upload, which cannot happen now.)
     m.unmount_now();
     let m = Mount::new(spec());
-    assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
+    assert_eq!(
+        names(&m.path("docs")),
+        ["Projet final", "Trimestre 2", "Vide"]
+    );
     assert_eq!(
         read(&m.path("docs/Trimestre 2/Notes/élèves.txt")).expect("read"),
         b"liste"
@@ -587,6 +607,8 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
             server.join("Vide").is_dir()
                 && std::fs::read(server.join("Trimestre 2/Notes/élèves.txt")).ok()
                     == Some(b"liste".to_vec())
+                && std::fs::read(server.join("Projet final/idée.txt")).ok()
+                    == Some(b"plan".to_vec())
         },
     );
     eprintln!("on the server {took:?} after it came back");
@@ -594,10 +616,17 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
         !server.join("Brouillon").exists(),
         "a removed folder was made"
     );
+    assert!(
+        !server.join("Projet").exists(),
+        "a folder was made under its old name"
+    );
     m.wait_drained();
     // Now listed from the server, the same.
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(names(&m.path("docs")), ["Trimestre 2", "Vide"]);
+    assert_eq!(
+        names(&m.path("docs")),
+        ["Projet final", "Trimestre 2", "Vide"]
+    );
     assert_eq!(names(&m.path("docs/Trimestre 2/Notes")), ["élèves.txt"]);
     assert!(names(&m.path("docs/Vide")).is_empty());
     assert_eq!(state(&m.path("docs/Vide")), "cached", "no longer waiting");

@@ -403,6 +403,35 @@ fn sigterm_as_soon_as_the_mount_appears_still_unmounts_cleanly() {
     }
 }
 
+#[test]
+fn daemon_mode_returns_once_the_mount_is_live() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("hello.txt"), b"hi").expect("w");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let mut cmd = nuage();
+    cmd.args(["mount", &cloud.url()])
+        .arg(&mp)
+        .args(["--daemon", "--user", USER, "--cache-dir"])
+        .arg(tmp.path().join("c"))
+        .env("NUAGE_PASSWORD", PASSWORD)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let guard = scopeguard_unmount(&mp);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Live at once: no waiting allowed here.
+    assert_eq!(std::fs::read(mp.join("hello.txt")).expect("read"), b"hi");
+    let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
+    assert!(out.status.success());
+    assert!(!is_mounted(&mp));
+    drop(guard);
+}
+
 /// Unmounts on drop, in case an assertion failed first.
 struct Unmounter(std::path::PathBuf);
 impl Drop for Unmounter {

@@ -1646,6 +1646,17 @@ impl Vfs {
         // Decide only once no upload of the source is in flight: one that just finished put
         // the file on the server.
         let held = self.wb.hold(&src.path).await;
+        let work = self.wb.folder_work().await;
+        if src.entry.is_dir && target.is_none() && self.wb.is_folder_pending(&src.path) {
+            // Made offline, not on the server yet: renamed here, made there under its new
+            // name (also while the server is out of reach).
+            self.wb.move_waiting_folders(&src.path, &to)?;
+            let mut t = lock(&self.table);
+            self.wb.rename(held, &src.path, &to, None);
+            t.move_node(ino, new_parent, new_name);
+            return Ok(());
+        }
+        drop(work);
         let src_local_only = self
             .wb
             .get(&src.path)

@@ -272,6 +272,19 @@ impl Journal {
         Ok(())
     }
 
+    /// Renames recorded folders (`(old, new)` pairs), all or none.
+    pub fn rename_folders(&self, moves: &[(RemotePath, RemotePath)]) -> rusqlite::Result<()> {
+        let tx = self.db.unchecked_transaction()?;
+        for (old, new) in moves {
+            tx.execute("DELETE FROM folders WHERE path = ?1", params![old.as_str()])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO folders (path) VALUES (?1)",
+                params![new.as_str()],
+            )?;
+        }
+        tx.commit()
+    }
+
     /// Folders still to be made on the server.
     pub fn folders(&self) -> rusqlite::Result<Vec<RemotePath>> {
         let mut st = self.db.prepare("SELECT path FROM folders")?;

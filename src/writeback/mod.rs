@@ -359,6 +359,10 @@ pub struct WriteBack {
     /// Folders made while the server was out of reach, to be made on the server (in the
     /// journal too); ordered so that a folder comes before its subfolders.
     folders: Mutex<std::collections::BTreeSet<RemotePath>>,
+    /// Held while those folders are made on the server, or renamed here: a folder is either
+    /// made under its old name and then moved there, or renamed here and made under its new
+    /// name, never both.
+    folder_work: tokio::sync::Mutex<()>,
 }
 
 /// Uploads yield to a program that is busy writing: they start once it paused this long...
@@ -458,6 +462,7 @@ impl WriteBack {
             conflict_copies: Mutex::new(conflict_copies),
             last_write: Mutex::new(Instant::now()),
             folders: Mutex::new(folders),
+            folder_work: tokio::sync::Mutex::new(()),
         };
         let now = Instant::now();
         for r in rows {
@@ -599,6 +604,46 @@ impl WriteBack {
         lock(&self.folders).iter().cloned().collect()
     }
 
+    /// Keeps the folders made offline from being made on the server until the guard is
+    /// dropped (see [`Self::move_waiting_folders`]).
+    pub async fn folder_work(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.folder_work.lock().await
+    }
+
+    /// Renames folder `from`, made offline and not on the server yet, and the waiting folders
+    /// below it, to `to` (the pending files below it move with [`Self::rename`]). Call with
+    /// [`Self::folder_work`] held. Blocks on the disk (briefly).
+    pub fn move_waiting_folders(&self, from: &RemotePath, to: &RemotePath) -> Result<()> {
+        let prefix = format!("{}/", from.as_str());
+        let moves: Vec<(RemotePath, RemotePath)> = lock(&self.folders)
+            .iter()
+            .filter_map(|p| {
+                if p == from {
+                    Some((p.clone(), to.clone()))
+                } else {
+                    p.as_str().strip_prefix(&prefix).map(|rest| {
+                        (
+                            p.clone(),
+                            RemotePath::new(&format!("{}/{rest}", to.as_str())),
+                        )
+                    })
+                }
+            })
+            .collect();
+        {
+            let j = lock(&self.journal);
+            j.rename_folders(&moves)
+                .and_then(|()| j.sync())
+                .map_err(|e| io("cannot record the renamed folder in the journal", e))?;
+        }
+        let mut set = lock(&self.folders);
+        for (old, new) in moves {
+            set.remove(&old);
+            set.insert(new);
+        }
+        Ok(())
+    }
+
     /// True when folders wait to be made on the server.
     pub fn has_folders(&self) -> bool {
         !lock(&self.folders).is_empty()
@@ -626,6 +671,7 @@ impl WriteBack {
     /// Makes the waiting folders on the server, parents first. Stops at the first failure
     /// (the server out of reach again, say), which the caller reports.
     pub async fn make_folders(&self) -> std::result::Result<(), DavError> {
+        let _work = self.folder_work.lock().await;
         let todo: Vec<RemotePath> = lock(&self.folders).iter().cloned().collect();
         for p in todo {
             // Its parents too: one of them may be waiting, or deleted on the server since.

@@ -249,3 +249,40 @@ fn an_address_with_a_password_or_user_name_is_refused_without_echoing_it() {
     assert!(err.contains("contains a password"), "{err}");
     assert!(!err.contains(PASSWORD), "{err}");
 }
+
+#[test]
+fn sigterm_while_a_mount_is_being_set_up_ends_it_at_once() {
+    // A server that takes connections and never answers: setting up waits for its timeout.
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let (_t, mp) = mountpoint();
+    let mut child = nuage()
+        .args(["mount", &format!("http://127.0.0.1:{port}/dav/")])
+        .arg(&mp)
+        .args(["--user", USER, "--timeout", "60"])
+        .env("NUAGE_PASSWORD", PASSWORD)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let ended = wait_until(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    assert!(ended, "SIGTERM during the set-up was not obeyed");
+    assert!(!is_mounted(&mp), "something was left mounted");
+}

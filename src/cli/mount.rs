@@ -314,9 +314,6 @@ pub(super) fn run_mount(
     rt: &tokio::runtime::Runtime,
     plan: MountPlan,
 ) -> anyhow::Result<ExitCode> {
-    // Listened to from before the mount exists: a signal that comes as soon as the mount is
-    // visible unmounts cleanly instead of ending the process with the mount left behind.
-    let mut signals = EndSignals::listen(rt);
     let url = reqwest::Url::parse(plan.url.trim()).map_err(|e| {
         anyhow!(
             "invalid URL {:?}: {e} (example: https://cloud.example.org)",
@@ -473,6 +470,10 @@ pub(super) fn run_mount(
         read_only: plan.common.read_only,
         allow_other: plan.common.allow_other,
     };
+    // Listened to from just before the mount exists: a signal that comes as soon as the mount
+    // is visible unmounts cleanly instead of ending the process with the mount left behind.
+    // (Before this point a signal still ends a mount that is being set up, as it should.)
+    let mut signals = EndSignals::listen(rt);
     let mounted = platform
         .mount(vfs.clone(), rt.handle().clone(), &mountpoint, &opts)
         .with_context(|| format!("cannot mount on {}", mountpoint.display()))?;

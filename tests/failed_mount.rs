@@ -272,17 +272,7 @@ fn sigterm_while_a_mount_is_being_set_up_ends_it_at_once() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let ended = wait_until(Duration::from_secs(5), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !ended {
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    assert!(ended, "SIGTERM during the set-up was not obeyed");
+    let ended = terminate(&mut child, &mp, Duration::from_secs(5));
+    assert!(ended.is_some(), "SIGTERM during the set-up was not obeyed");
     assert!(!is_mounted(&mp), "something was left mounted");
 }

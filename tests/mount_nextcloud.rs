@@ -333,31 +333,6 @@ fn foreground_mount(
     (child, mp)
 }
 
-/// Sends SIGTERM and waits (bounded) for the end: the exit status, `None` when the process
-/// did not end (it is killed then, and what it left mounted unmounted).
-fn terminate(
-    child: &mut std::process::Child,
-    mp: &std::path::Path,
-) -> Option<std::process::ExitStatus> {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let exited = wait_until(Duration::from_secs(15), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !exited {
-        let _ = child.kill();
-        let _ = child.wait();
-        let _ = std::process::Command::new("fusermount3")
-            .arg("-uz")
-            .arg(mp)
-            .status();
-        return None;
-    }
-    child.wait().ok()
-}
-
 #[test]
 fn sigterm_unmounts_cleanly() {
     let cloud = Cloud::start();
@@ -370,7 +345,8 @@ fn sigterm_unmounts_cleanly() {
         "not mounted"
     );
     assert_eq!(std::fs::read(mp.join("f.txt")).expect("read"), b"x");
-    let status = terminate(&mut child, &mp).expect("nuage did not exit on SIGTERM");
+    let status =
+        terminate(&mut child, &mp, Duration::from_secs(15)).expect("nuage did not exit on SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(!is_mounted(&mp), "SIGTERM left the mount behind");
 }
@@ -387,7 +363,7 @@ fn sigterm_as_soon_as_the_mount_appears_still_unmounts_cleanly() {
         while !is_mounted(&mp) && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_micros(200));
         }
-        let status = terminate(&mut child, &mp);
+        let status = terminate(&mut child, &mp, Duration::from_secs(15));
         assert!(
             status.is_some(),
             "round {round}: nuage did not exit on SIGTERM"

@@ -884,6 +884,27 @@ pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
     }
 }
 
+/// Sends SIGTERM and waits (at most `within`) for the end: the exit status, `None` when the
+/// process did not end (it is killed then, and what it left mounted on `mp` unmounted).
+pub fn terminate(
+    child: &mut std::process::Child,
+    mp: &Path,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let exited = wait_until(within, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = Command::new("fusermount3").arg("-uz").arg(mp).status();
+        return None;
+    }
+    child.wait().ok()
+}
+
 /// Reads `len` bytes at `off` of a file.
 pub fn read_at(p: &Path, off: u64, len: usize) -> Vec<u8> {
     use std::os::unix::fs::FileExt;

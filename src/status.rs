@@ -86,6 +86,9 @@ pub struct Status {
     /// Folders made offline, still to be made on the server.
     #[serde(default)]
     pub pending_folders: Vec<String>,
+    /// Files deleted offline, still to be deleted on the server.
+    #[serde(default)]
+    pub pending_deletes: Vec<String>,
 }
 
 fn yes() -> bool {

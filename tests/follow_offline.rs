@@ -633,3 +633,61 @@ fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     assert_eq!(m.status()["pending_folders"], serde_json::json!([]));
     m.unmount();
 }
+
+#[test]
+fn files_deleted_offline_are_deleted_on_the_server_once_it_is_back_unless_changed_there() {
+    let mut cloud = Cloud::start();
+    let docs = cloud.files().join("docs");
+    std::fs::create_dir(&docs).expect("mkdir");
+    for n in ["ancien.txt", "partagé.txt", "gardé.txt", "refait.txt"] {
+        std::fs::write(docs.join(n), n).expect("seed");
+    }
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || outage_spec(&url, cache.path());
+    let m = Mount::new(spec());
+    assert_eq!(names(&m.path("docs")).len(), 4);
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    for n in ["ancien.txt", "partagé.txt", "refait.txt"] {
+        std::fs::remove_file(m.path(&format!("docs/{n}"))).expect("rm offline");
+    }
+    // One deleted, then made again with other content.
+    std::fs::write(m.path("docs/refait.txt"), "nouveau").expect("write");
+    assert_eq!(names(&m.path("docs")), ["gardé.txt", "refait.txt"]);
+    let st = m.status();
+    assert_eq!(st["online"], false);
+    assert_eq!(
+        st["pending_deletes"],
+        serde_json::json!(["/docs/ancien.txt", "/docs/partagé.txt", "/docs/refait.txt"]),
+        "{st}"
+    );
+    // Still deleted after a remount while the server is away.
+    m.unmount_now();
+    let m = Mount::new(spec());
+    assert_eq!(names(&m.path("docs")), ["gardé.txt", "refait.txt"]);
+    // Meanwhile a colleague changed one of them on the server.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(docs.join("partagé.txt"), "changé par un collègue").expect("change");
+    cloud.restart(port);
+    time_until(Duration::from_secs(20), "deletes on the server", || {
+        !docs.join("ancien.txt").exists()
+            && std::fs::read(docs.join("refait.txt")).ok() == Some(b"nouveau".to_vec())
+    });
+    m.wait_drained();
+    assert_eq!(
+        std::fs::read(docs.join("partagé.txt")).expect("kept"),
+        "changé par un collègue".as_bytes(),
+        "a newer server copy was deleted"
+    );
+    assert!(docs.join("gardé.txt").exists());
+    // The kept copy shows again.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        names(&m.path("docs")),
+        ["gardé.txt", "partagé.txt", "refait.txt"]
+    );
+    assert_eq!(m.status()["pending_deletes"], serde_json::json!([]));
+    m.unmount();
+}

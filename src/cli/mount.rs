@@ -640,6 +640,7 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
         pending_uploads: wb.pending_count(),
         uploads,
         pending_folders: wb.pending_folders().iter().map(|p| p.to_string()).collect(),
+        pending_deletes: wb.pending_deletes().iter().map(|p| p.to_string()).collect(),
         conflicts: wb.conflicts().into_iter().map(Into::into).collect(),
         cache: crate::status::CacheInfo {
             bytes: usage.bytes,

@@ -115,6 +115,12 @@ pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
             st.pending_folders.join(", ")
         );
     }
+    if !st.pending_deletes.is_empty() {
+        println!(
+            "deleted offline, to be deleted on the server: {}",
+            st.pending_deletes.join(", ")
+        );
+    }
     if st.uploads.is_empty() {
         println!("pending uploads: none");
     } else {

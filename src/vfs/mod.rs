@@ -558,8 +558,7 @@ impl Vfs {
             match self.dav.propfind(&node.path, Depth::One).await {
                 Ok(mut entries) => {
                     self.keep_hidden(&node.path, dotted, &mut entries).await;
-                    merge_local(&mut entries, local);
-                    merge_folders(&mut entries, &node.path, self.wb.folders_in(&node.path));
+                    self.overlay(&node.path, &mut entries, local);
                     let mut t = lock(&self.table);
                     if t.dir_gen(dir) != gen {
                         // Changed locally while the server answered: ask again.
@@ -944,10 +943,24 @@ impl Vfs {
     }
 
     /// Adds what exists only here to a listing of `dir`: files waiting for their first upload
-    /// and folders made offline.
+    /// and folders made offline; leaves out the files deleted here that wait to be deleted on
+    /// the server.
     fn merge_pending(&self, dir: &RemotePath, entries: &mut Vec<Entry>) {
-        merge_local(entries, self.wb.children_of(dir));
+        self.overlay(dir, entries, self.wb.children_of(dir));
+    }
+
+    /// [`Self::merge_pending`] with `local`, the pending files of `dir` taken earlier.
+    fn overlay(
+        &self,
+        dir: &RemotePath,
+        entries: &mut Vec<Entry>,
+        local: Vec<(String, crate::writeback::DirtyState)>,
+    ) {
+        merge_local(entries, local);
         merge_folders(entries, dir, self.wb.folders_in(dir));
+        entries.retain(|e| {
+            e.is_dir || !self.wb.is_delete_pending(&e.path) || self.wb.get(&e.path).is_some()
+        });
     }
 
     /// Blocks of version `v` (of `need`) on disk or in memory.
@@ -1477,6 +1490,12 @@ impl Vfs {
                     lock(&self.table).invalidate_listing(parent);
                     return Ok(());
                 }
+                Err(e) if cut_off(&e) => {
+                    // Deleted here now, there once it answers (if it is still this version).
+                    let (wb, p) = (self.wb.clone(), node.path.clone());
+                    blocking(move || wb.add_delete(&p, b)).await?;
+                    tracing::info!(path = %node.path, "deleted here while the server is out of reach; deleted there once it is back");
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -1523,35 +1542,13 @@ impl Vfs {
         Ok(())
     }
 
-    /// DELETE conditional on `etag`. A 412 is double-checked: Apache refuses `If-Match` for a
-    /// file changed within the last second (its etag is weak then) although it is still the
-    /// version we know; only a server copy with another etag is really newer.
     async fn delete_if_unchanged(
         &self,
         path: &RemotePath,
         dir: bool,
         known: &Base,
     ) -> std::result::Result<(), DavError> {
-        let still = |v: Vec<Entry>| crate::writeback::still_base(v.first(), Some(known));
-        if !dir && !crate::writeback::server_enforces(&self.dav, Some(known)).await {
-            // The server would not refuse a DELETE of a newer copy: look first (what is left
-            // is the short time between this look and the DELETE).
-            if !still(self.dav.propfind(path, Depth::Zero).await?) {
-                return Err(DavError::PreconditionFailed(format!(
-                    "{path} changed on the server"
-                )));
-            }
-        }
-        match self.dav.delete(path, dir, known.etag.as_deref()).await {
-            Err(DavError::PreconditionFailed(m)) => {
-                if known.etag.is_some() && still(self.dav.propfind(path, Depth::Zero).await?) {
-                    self.dav.delete(path, dir, None).await
-                } else {
-                    Err(DavError::PreconditionFailed(m))
-                }
-            }
-            other => other,
-        }
+        crate::writeback::delete_if_unchanged(&self.dav, path, dir, known).await
     }
 
     async fn ensure_empty(&self, ino: Ino, path: &RemotePath) -> Result<()> {

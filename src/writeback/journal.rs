@@ -93,7 +93,9 @@ impl Journal {
              CREATE TABLE IF NOT EXISTS conflicts (
                  id INTEGER PRIMARY KEY, path TEXT NOT NULL, conflict_path TEXT NOT NULL,
                  at INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY);",
+             CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS deletes (
+                 path TEXT PRIMARY KEY, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);",
         )?;
         // Journals written before the generation column existed get it (0: unknown).
         if db.prepare("SELECT generation FROM dirty LIMIT 0").is_err() {
@@ -283,6 +285,48 @@ impl Journal {
             )?;
         }
         tx.commit()
+    }
+
+    /// Records a file deleted while the server was out of reach: its path and the server
+    /// version deleted (etag, size, modification time).
+    pub fn add_delete(
+        &self,
+        path: &RemotePath,
+        etag: Option<&str>,
+        size: u64,
+        mtime: Option<i64>,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO deletes (path, etag, size, mtime) VALUES (?1, ?2, ?3, ?4)",
+            params![path.as_str(), etag, size as i64, mtime],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a recorded delete (done on the server, or not to be done).
+    pub fn remove_delete(&self, path: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "DELETE FROM deletes WHERE path = ?1",
+            params![path.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes still to be made on the server: (path, etag, size, mtime).
+    #[allow(clippy::type_complexity)]
+    pub fn deletes(&self) -> rusqlite::Result<Vec<(RemotePath, Option<String>, u64, Option<i64>)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT path, etag, size, mtime FROM deletes")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                RemotePath::new(&r.get::<_, String>(0)?),
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        rows.collect()
     }
 
     /// Folders still to be made on the server.

@@ -174,6 +174,38 @@ impl Base {
     }
 }
 
+/// DELETE conditional on `known` (its etag). A 412 is double-checked: Apache refuses
+/// `If-Match` for a file changed within the last second (its etag is weak then) although it
+/// is still the version we know; only a server copy with another etag is really newer. On a
+/// server that ignores conditions, the server copy is looked at first (what is left is the
+/// short time between this look and the DELETE).
+pub async fn delete_if_unchanged(
+    dav: &DavClient,
+    path: &RemotePath,
+    dir: bool,
+    known: &Base,
+) -> std::result::Result<(), DavError> {
+    let still = |v: Vec<crate::webdav::Entry>| still_base(v.first(), Some(known));
+    if !dir
+        && !server_enforces(dav, Some(known)).await
+        && !still(dav.propfind(path, Depth::Zero).await?)
+    {
+        return Err(DavError::PreconditionFailed(format!(
+            "{path} changed on the server"
+        )));
+    }
+    match dav.delete(path, dir, known.etag.as_deref()).await {
+        Err(DavError::PreconditionFailed(m)) => {
+            if known.etag.is_some() && still(dav.propfind(path, Depth::Zero).await?) {
+                dav.delete(path, dir, None).await
+            } else {
+                Err(DavError::PreconditionFailed(m))
+            }
+        }
+        other => other,
+    }
+}
+
 /// Whether what the server holds now (`None`: nothing) is what a change is based on
 /// (`None`: nothing, a new file).
 pub fn still_base(now: Option<&crate::webdav::Entry>, base: Option<&Base>) -> bool {
@@ -363,6 +395,9 @@ pub struct WriteBack {
     /// made under its old name and then moved there, or renamed here and made under its new
     /// name, never both.
     folder_work: tokio::sync::Mutex<()>,
+    /// Files deleted while the server was out of reach, with the server version deleted, to
+    /// be deleted there (if still that version) once it answers; in the journal too.
+    deletes: Mutex<std::collections::BTreeMap<RemotePath, Base>>,
 }
 
 /// Uploads yield to a program that is busy writing: they start once it paused this long...
@@ -448,6 +483,21 @@ impl WriteBack {
             .map_err(|e| io("cannot read the journal", e))?
             .into_iter()
             .collect();
+        let deletes = journal
+            .deletes()
+            .map_err(|e| io("cannot read the journal", e))?
+            .into_iter()
+            .map(|(p, etag, size, mtime)| {
+                let base = Base {
+                    etag,
+                    size,
+                    // Not needed to delete it; the cache has its own record.
+                    version: VersionId(-1),
+                    mtime,
+                };
+                (p, base)
+            })
+            .collect();
         let wb = WriteBack {
             cfg,
             dav,
@@ -463,6 +513,7 @@ impl WriteBack {
             last_write: Mutex::new(Instant::now()),
             folders: Mutex::new(folders),
             folder_work: tokio::sync::Mutex::new(()),
+            deletes: Mutex::new(deletes),
         };
         let now = Instant::now();
         for r in rows {
@@ -640,6 +691,61 @@ impl WriteBack {
         for (old, new) in moves {
             set.remove(&old);
             set.insert(new);
+        }
+        Ok(())
+    }
+
+    /// Records that file `p`, server version `base`, was deleted while the server is out of
+    /// reach: it is deleted there once it answers, if it is still that version. Durable when
+    /// this returns. Blocks on the disk.
+    pub fn add_delete(&self, p: &RemotePath, base: Base) -> Result<()> {
+        {
+            let j = lock(&self.journal);
+            j.add_delete(p, base.etag.as_deref(), base.size, base.mtime)
+                .and_then(|()| j.sync())
+                .map_err(|e| io("cannot record the delete in the journal", e))?;
+        }
+        lock(&self.deletes).insert(p.clone(), base);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// True when file `p` was deleted here and waits to be deleted on the server.
+    pub fn is_delete_pending(&self, p: &RemotePath) -> bool {
+        lock(&self.deletes).contains_key(p)
+    }
+
+    /// The files deleted here that wait to be deleted on the server.
+    pub fn pending_deletes(&self) -> Vec<RemotePath> {
+        lock(&self.deletes).keys().cloned().collect()
+    }
+
+    /// Deletes on the server the files deleted here while it was out of reach, each only if
+    /// it is still the version that was deleted (a newer one is kept, and shows again). Stops
+    /// at the first failure to reach the server.
+    pub async fn send_deletes(&self) -> std::result::Result<(), DavError> {
+        let todo: Vec<(RemotePath, Base)> = lock(&self.deletes)
+            .iter()
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect();
+        for (p, base) in todo {
+            match delete_if_unchanged(&self.dav, &p, false, &base).await {
+                Ok(()) | Err(DavError::NotFound(_)) => {
+                    tracing::info!(path = %p, "deleted on the server");
+                }
+                Err(DavError::PreconditionFailed(_)) => {
+                    tracing::warn!(path = %p, "not deleted on the server: it changed there meanwhile, and is kept");
+                }
+                Err(e) if e.is_retryable() || matches!(e, DavError::Unauthorized) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(path = %p, error = %e, "the server refused to delete it; it is kept there");
+                }
+            }
+            lock(&self.deletes).remove(&p);
+            let j = lock(&self.journal);
+            if let Err(e) = j.remove_delete(&p).and_then(|()| j.sync()) {
+                tracing::warn!(path = %p, error = %e, "cannot update the journal");
+            }
         }
         Ok(())
     }
@@ -1272,6 +1378,14 @@ impl WriteBack {
                     }
                 }
                 next = folders_at;
+            }
+            // Then the files deleted offline: a new file of the same name may wait to go up.
+            if !lock(&self.deletes).is_empty() && folders_at.is_none_or(|t| t <= Instant::now()) {
+                if let Err(e) = self.send_deletes().await {
+                    tracing::warn!(error = %e, "cannot send the deletes made offline yet; trying again in 30 s");
+                    folders_at = Some(Instant::now() + Duration::from_secs(30));
+                    next = folders_at;
+                }
             }
             let now = Instant::now();
             let mut due = Vec::new();

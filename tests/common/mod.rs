@@ -749,18 +749,14 @@ impl Mount {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Kept for a later failure of the same test (the mount's folder goes away).
-        let keep = std::env::temp_dir().join(format!(
-            "nuage-killed-{}.log",
-            self.mp
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        if std::fs::copy(&self.log, &keep).is_ok() {
-            eprintln!("log of the killed mount: {}", keep.display());
-        }
+        // For a later failure of the same test (the mount's folder goes away): the end of
+        // its log in the test's output, which is shown only when the test fails.
+        let log = self.log_text();
+        let lines: Vec<&str> = log.lines().collect();
+        eprintln!(
+            "end of the killed mount's log:\n{}",
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        );
         let _ = Command::new("fusermount3")
             .arg("-uz")
             .arg(&self.mp)

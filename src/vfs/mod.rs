@@ -958,9 +958,13 @@ impl Vfs {
     ) {
         merge_local(entries, local);
         merge_folders(entries, dir, self.wb.folders_in(dir));
-        entries.retain(|e| {
-            e.is_dir || !self.wb.is_delete_pending(&e.path) || self.wb.get(&e.path).is_some()
-        });
+        let deleted = self.wb.deletes_in(dir);
+        if !deleted.is_empty() {
+            // Unless made again here since.
+            entries.retain(|e| {
+                e.is_dir || !deleted.contains(e.path.name()) || self.wb.get(&e.path).is_some()
+            });
+        }
     }
 
     /// Blocks of version `v` (of `need`) on disk or in memory.
@@ -1483,7 +1487,7 @@ impl Vfs {
             None => Some(seen(&self.node(ino).unwrap_or(node.clone()))),
         };
         if let Some(b) = on_server {
-            match self.delete_if_unchanged(&node.path, false, &b).await {
+            match crate::writeback::delete_if_unchanged(&self.dav, &node.path, false, &b).await {
                 Ok(()) | Err(DavError::NotFound(_)) => {}
                 Err(DavError::PreconditionFailed(_)) => {
                     tracing::warn!(path = %node.path, "not deleted on the server: it changed there meanwhile");
@@ -1540,15 +1544,6 @@ impl Vfs {
         }
         lock(&self.table).remove_child(parent, name);
         Ok(())
-    }
-
-    async fn delete_if_unchanged(
-        &self,
-        path: &RemotePath,
-        dir: bool,
-        known: &Base,
-    ) -> std::result::Result<(), DavError> {
-        crate::writeback::delete_if_unchanged(&self.dav, path, dir, known).await
     }
 
     async fn ensure_empty(&self, ino: Ino, path: &RemotePath) -> Result<()> {
@@ -1679,7 +1674,8 @@ impl Vfs {
             t.move_node(ino, new_parent, new_name);
         } else {
             if let (Some(b), Some((_, t))) = (&target_on_server, &target) {
-                match self.delete_if_unchanged(&to, t.entry.is_dir, b).await {
+                match crate::writeback::delete_if_unchanged(&self.dav, &to, t.entry.is_dir, b).await
+                {
                     Ok(()) | Err(DavError::NotFound(_)) => {}
                     Err(DavError::PreconditionFailed(_)) => {
                         lock(&self.table).invalidate_listing(new_parent);

@@ -631,15 +631,41 @@ impl WriteBack {
             .collect()
     }
 
+    /// Runs `f` on the journal and syncs it: durable when this returns. Blocks on the disk.
+    fn journal_write(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Journal) -> rusqlite::Result<()>,
+    ) -> Result<()> {
+        let j = lock(&self.journal);
+        f(&j).and_then(|()| j.sync()).map_err(|e| io(what, e))
+    }
+
+    /// Forgets a folder made offline or a delete made offline, in memory and in the journal
+    /// (done on the server, or given up).
+    fn forget_offline_work(&self, p: &RemotePath) {
+        let folder = lock(&self.folders).remove(p);
+        let delete = lock(&self.deletes).remove(p).is_some();
+        let res = self.journal_write("cannot update the journal", |j| {
+            if folder {
+                j.remove_folder(p)?;
+            }
+            if delete {
+                j.remove_delete(p)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            tracing::warn!(path = %p, error = %e, "journal not updated");
+        }
+    }
+
     /// Records folder `p`, made while the server is out of reach, to be made there later;
     /// durable when this returns. Blocks on the disk.
     pub fn add_folder(&self, p: &RemotePath) -> Result<()> {
-        {
-            let j = lock(&self.journal);
+        self.journal_write("cannot record the new folder in the journal", |j| {
             j.add_folder(p)
-                .and_then(|()| j.sync())
-                .map_err(|e| io("cannot record the new folder in the journal", e))?;
-        }
+        })?;
         lock(&self.folders).insert(p.clone());
         self.wake.notify_one();
         Ok(())
@@ -681,12 +707,9 @@ impl WriteBack {
                 }
             })
             .collect();
-        {
-            let j = lock(&self.journal);
+        self.journal_write("cannot record the renamed folder in the journal", |j| {
             j.rename_folders(&moves)
-                .and_then(|()| j.sync())
-                .map_err(|e| io("cannot record the renamed folder in the journal", e))?;
-        }
+        })?;
         let mut set = lock(&self.folders);
         for (old, new) in moves {
             set.remove(&old);
@@ -699,25 +722,26 @@ impl WriteBack {
     /// reach: it is deleted there once it answers, if it is still that version. Durable when
     /// this returns. Blocks on the disk.
     pub fn add_delete(&self, p: &RemotePath, base: Base) -> Result<()> {
-        {
-            let j = lock(&self.journal);
+        self.journal_write("cannot record the delete in the journal", |j| {
             j.add_delete(p, base.etag.as_deref(), base.size, base.mtime)
-                .and_then(|()| j.sync())
-                .map_err(|e| io("cannot record the delete in the journal", e))?;
-        }
+        })?;
         lock(&self.deletes).insert(p.clone(), base);
         self.wake.notify_one();
         Ok(())
     }
 
-    /// True when file `p` was deleted here and waits to be deleted on the server.
-    pub fn is_delete_pending(&self, p: &RemotePath) -> bool {
-        lock(&self.deletes).contains_key(p)
-    }
-
     /// The files deleted here that wait to be deleted on the server.
     pub fn pending_deletes(&self) -> Vec<RemotePath> {
         lock(&self.deletes).keys().cloned().collect()
+    }
+
+    /// Names of the files in `dir` deleted here that wait to be deleted on the server.
+    pub fn deletes_in(&self, dir: &RemotePath) -> std::collections::HashSet<String> {
+        lock(&self.deletes)
+            .keys()
+            .filter(|p| p.parent().as_ref() == Some(dir))
+            .map(|p| p.name().to_string())
+            .collect()
     }
 
     /// Deletes on the server the files deleted here while it was out of reach, each only if
@@ -741,11 +765,7 @@ impl WriteBack {
                     tracing::warn!(path = %p, error = %e, "the server refused to delete it; it is kept there");
                 }
             }
-            lock(&self.deletes).remove(&p);
-            let j = lock(&self.journal);
-            if let Err(e) = j.remove_delete(&p).and_then(|()| j.sync()) {
-                tracing::warn!(path = %p, error = %e, "cannot update the journal");
-            }
+            self.forget_offline_work(&p);
         }
         Ok(())
     }
@@ -753,6 +773,19 @@ impl WriteBack {
     /// True when folders wait to be made on the server.
     pub fn has_folders(&self) -> bool {
         !lock(&self.folders).is_empty()
+    }
+
+    /// Sends what was done offline besides file contents: the folders made (parents first,
+    /// and before the files in them go up), then the files deleted (before a new file of the
+    /// same name goes up). Stops at the first failure to reach the server.
+    async fn send_offline_work(&self) -> std::result::Result<(), DavError> {
+        if self.has_folders() {
+            self.make_folders().await?;
+        }
+        if !lock(&self.deletes).is_empty() {
+            self.send_deletes().await?;
+        }
+        Ok(())
     }
 
     /// Names of the folders in `dir` waiting to be made on the server.
@@ -766,11 +799,8 @@ impl WriteBack {
 
     /// Forgets folder `p` (removed before it was made on the server). Blocks on the disk.
     pub fn forget_folder(&self, p: &RemotePath) {
-        if lock(&self.folders).remove(p) {
-            let j = lock(&self.journal);
-            if let Err(e) = j.remove_folder(p).and_then(|()| j.sync()) {
-                tracing::warn!(path = %p, error = %e, "cannot update the journal");
-            }
+        if self.is_folder_pending(p) {
+            self.forget_offline_work(p);
         }
     }
 
@@ -783,11 +813,7 @@ impl WriteBack {
             // Its parents too: one of them may be waiting, or deleted on the server since.
             self.dav.make_parents(&p.join("-")).await?;
             tracing::info!(path = %p, "folder made on the server");
-            lock(&self.folders).remove(&p);
-            let j = lock(&self.journal);
-            if let Err(e) = j.remove_folder(&p).and_then(|()| j.sync()) {
-                tracing::warn!(path = %p, error = %e, "cannot update the journal");
-            }
+            self.forget_offline_work(&p);
         }
         Ok(())
     }
@@ -1329,8 +1355,8 @@ impl WriteBack {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
         let mut was_cut_off = false;
         let mut yielding_since: Option<Instant> = None;
-        // When to try again to make the folders made offline, after a failure.
-        let mut folders_at: Option<Instant> = None;
+        // When to try again to send what was done offline, after a failure.
+        let mut offline_work_at: Option<Instant> = None;
         loop {
             if self.dav.auth().is_refused() || !self.dav.reach().is_online() {
                 // Login refused or server out of reach: nothing can go up until that changes.
@@ -1344,7 +1370,7 @@ impl WriteBack {
             if was_cut_off {
                 // Back: everything waiting goes now, whatever its backoff said.
                 was_cut_off = false;
-                folders_at = None;
+                offline_work_at = None;
                 for d in self.all() {
                     let mut st = lock(&d.st);
                     if st.next_attempt.is_some() {
@@ -1365,28 +1391,14 @@ impl WriteBack {
                 }
             }
             yielding_since = None;
-            let mut next: Option<Instant> = None;
-            // Folders made offline first: the files waiting in them go up next.
-            if self.has_folders() {
-                if folders_at.is_none_or(|t| t <= Instant::now()) {
-                    match self.make_folders().await {
-                        Ok(()) => folders_at = None,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot make the folders made offline yet; trying again in 30 s");
-                            folders_at = Some(Instant::now() + Duration::from_secs(30));
-                        }
-                    }
-                }
-                next = folders_at;
-            }
-            // Then the files deleted offline: a new file of the same name may wait to go up.
-            if !lock(&self.deletes).is_empty() && folders_at.is_none_or(|t| t <= Instant::now()) {
-                if let Err(e) = self.send_deletes().await {
-                    tracing::warn!(error = %e, "cannot send the deletes made offline yet; trying again in 30 s");
-                    folders_at = Some(Instant::now() + Duration::from_secs(30));
-                    next = folders_at;
+            // Folders made and files deleted offline first: uploads may depend on them.
+            if offline_work_at.is_none_or(|t| t <= Instant::now()) {
+                if let Err(e) = self.send_offline_work().await {
+                    tracing::warn!(error = %e, "cannot send what was done offline yet; trying again in 30 s");
+                    offline_work_at = Some(Instant::now() + Duration::from_secs(30));
                 }
             }
+            let mut next: Option<Instant> = offline_work_at;
             let now = Instant::now();
             let mut due = Vec::new();
             for d in self.all() {

@@ -89,6 +89,9 @@ pub struct Status {
     /// Files deleted offline, still to be deleted on the server.
     #[serde(default)]
     pub pending_deletes: Vec<String>,
+    /// Files renamed offline, still to be renamed on the server: `[old name, new name]`.
+    #[serde(default)]
+    pub pending_renames: Vec<[String; 2]>,
 }
 
 fn yes() -> bool {

@@ -691,3 +691,172 @@ fn files_deleted_offline_are_deleted_on_the_server_once_it_is_back_unless_change
     assert_eq!(m.status()["pending_deletes"], serde_json::json!([]));
     m.unmount();
 }
+
+#[test]
+fn files_renamed_offline_keep_their_content_and_are_renamed_on_the_server_once_it_is_back() {
+    let mut cloud = Cloud::start();
+    let docs = cloud.files().join("docs");
+    std::fs::create_dir_all(docs.join("archives")).expect("mkdir");
+    let cours: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(docs.join("cours.odt"), &cours).expect("seed");
+    for n in [
+        "plan.txt",
+        "brouillon.txt",
+        "chaîne.txt",
+        "édité.txt",
+        "retour.txt",
+    ] {
+        std::fs::write(docs.join(n), n).expect("seed");
+    }
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || outage_spec(&url, cache.path());
+    let m = Mount::new(spec());
+    // Read once (so cached) before the server goes away; the others never were.
+    assert_eq!(read(&m.path("docs/cours.odt")).expect("read"), cours);
+    assert_eq!(names(&m.path("docs/archives")), Vec::<String>::new());
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    let mv = |a: &str, b: &str| {
+        std::fs::rename(m.path(a), m.path(b)).unwrap_or_else(|e| panic!("mv {a} {b} offline: {e}"))
+    };
+    mv("docs/cours.odt", "docs/Cours 2026.odt");
+    mv("docs/plan.txt", "docs/archives/plan.txt");
+    mv("docs/brouillon.txt", "docs/b2.txt");
+    std::fs::remove_file(m.path("docs/b2.txt")).expect("rm after mv");
+    mv("docs/chaîne.txt", "docs/c1.txt");
+    mv("docs/c1.txt", "docs/c2.txt");
+    mv("docs/édité.txt", "docs/e2.txt");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.path("docs/e2.txt"))
+            .expect("open for append");
+        f.write_all(b"+ajout").expect("append");
+    }
+    mv("docs/retour.txt", "docs/r2.txt");
+    mv("docs/r2.txt", "docs/retour.txt");
+    let expect_names = [
+        "Cours 2026.odt",
+        "archives",
+        "c2.txt",
+        "e2.txt",
+        "retour.txt",
+    ];
+    assert_eq!(names(&m.path("docs")), expect_names);
+    assert_eq!(names(&m.path("docs/archives")), ["plan.txt"]);
+    // What was downloaded stays readable under the new name.
+    assert_eq!(
+        read(&m.path("docs/Cours 2026.odt")).expect("read renamed"),
+        cours
+    );
+    assert_eq!(state(&m.path("docs/Cours 2026.odt")), "pending-upload");
+    assert_eq!(state(&m.path("docs/retour.txt")), "online-only");
+    let st = m.status();
+    assert_eq!(
+        st["pending_renames"],
+        serde_json::json!([
+            ["/docs/cours.odt", "/docs/Cours 2026.odt"],
+            ["/docs/plan.txt", "/docs/archives/plan.txt"],
+            ["/docs/chaîne.txt", "/docs/c2.txt"],
+            ["/docs/édité.txt", "/docs/e2.txt"]
+        ]),
+        "{st}"
+    );
+    assert_eq!(
+        st["pending_deletes"],
+        serde_json::json!(["/docs/brouillon.txt"])
+    );
+    // The same after a remount while the server is away.
+    m.unmount_now();
+    let m = Mount::new(spec());
+    assert_eq!(names(&m.path("docs")), expect_names);
+    assert_eq!(
+        read(&m.path("docs/Cours 2026.odt")).expect("read after remount"),
+        cours
+    );
+    // Meanwhile a colleague took one of the new names on the server.
+    std::fs::write(docs.join("c2.txt"), "pris par un collègue").expect("colleague");
+    cloud.restart(port);
+    // Back, but refusing renames for now (files locked there): a file renamed here and
+    // never downloaded is read from its server name meanwhile, and changes to a renamed file
+    // wait for the rename.
+    cloud
+        .server
+        .knobs()
+        .lock_moves
+        .store(true, Ordering::SeqCst);
+    time_until(
+        Duration::from_secs(20),
+        "the renamed file read again",
+        || read(&m.path("docs/archives/plan.txt")).as_deref() == Some(b"plan.txt"),
+    );
+    assert_eq!(
+        m.status()["pending_renames"].as_array().map(Vec::len),
+        Some(4)
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!docs.join("e2.txt").exists(), "uploaded before its rename");
+    assert_eq!(
+        std::fs::read(docs.join("édité.txt")).expect("still there"),
+        "édité.txt".as_bytes()
+    );
+    cloud
+        .server
+        .knobs()
+        .lock_moves
+        .store(false, Ordering::SeqCst);
+    // Asked again 30 s after the refusal.
+    time_until(Duration::from_secs(50), "renames on the server", || {
+        std::fs::read(docs.join("Cours 2026.odt")).ok().as_deref() == Some(&cours[..])
+            && docs.join("archives/plan.txt").exists()
+            && std::fs::read(docs.join("e2.txt")).ok()
+                == Some(b"\xc3\xa9dit\xc3\xa9.txt+ajout".to_vec())
+    });
+    m.wait_drained();
+    for gone in [
+        "cours.odt",
+        "plan.txt",
+        "brouillon.txt",
+        "b2.txt",
+        "c1.txt",
+        "édité.txt",
+        "r2.txt",
+    ] {
+        assert!(!docs.join(gone).exists(), "{gone} is on the server");
+    }
+    assert_eq!(
+        std::fs::read(docs.join("retour.txt")).expect("kept"),
+        b"retour.txt"
+    );
+    // The name taken meanwhile: the file keeps its server name, nothing is lost.
+    assert_eq!(
+        std::fs::read(docs.join("chaîne.txt")).expect("kept"),
+        "chaîne.txt".as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(docs.join("c2.txt")).expect("colleague's"),
+        "pris par un collègue".as_bytes()
+    );
+    assert_eq!(m.status()["pending_renames"], serde_json::json!([]));
+    // Now listed from the server.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        names(&m.path("docs")),
+        [
+            "Cours 2026.odt",
+            "archives",
+            "c2.txt",
+            "chaîne.txt",
+            "e2.txt",
+            "retour.txt"
+        ]
+    );
+    assert_eq!(
+        read(&m.path("docs/archives/plan.txt")).expect("read"),
+        b"plan.txt"
+    );
+    m.unmount();
+}

@@ -174,3 +174,51 @@ fn apache_a_file_whose_folder_was_deleted_meanwhile_still_arrives() {
     m.wait_drained();
     m.unmount();
 }
+
+#[test]
+fn apache_a_renamed_file_keeps_what_was_downloaded_of_it() {
+    let apache = Apache::start();
+    let d = apache.data();
+    std::fs::create_dir(d.join("cours")).expect("mkdir");
+    let data = pattern(2_500_000, 7);
+    std::fs::write(d.join("cours/vidéo.bin"), &data).expect("seed");
+    std::fs::write(d.join("cours/notes.txt"), b"notes").expect("seed");
+    apache.fix_owner();
+    let cache = tempfile::tempdir().expect("tmp");
+    let spec = || MountSpec::new(&apache.url()).cache(cache.path()).args(FAST);
+    let m = Mount::new(spec());
+    assert_eq!(
+        std::fs::read(m.path("cours/vidéo.bin")).expect("read"),
+        data
+    );
+    assert_eq!(
+        std::fs::read(m.path("cours/notes.txt")).expect("read"),
+        b"notes"
+    );
+    std::fs::rename(m.path("cours/vidéo.bin"), m.path("cours/séance 1.bin")).expect("mv file");
+    std::fs::rename(m.path("cours"), m.path("cours 2026")).expect("mv folder");
+    assert!(d.join("cours 2026/séance 1.bin").exists());
+    // Read again on a fresh mount (nothing in the kernel's cache): from the block cache,
+    // since Apache keeps a file's etag across a rename.
+    m.unmount();
+    let m = Mount::new(spec());
+    wait_until(Duration::from_secs(5), || {
+        apache.get_bytes() >= data.len() as u64
+    });
+    let before = apache.get_bytes();
+    assert_eq!(
+        std::fs::read(m.path("cours 2026/séance 1.bin")).expect("read renamed"),
+        data
+    );
+    assert_eq!(
+        std::fs::read(m.path("cours 2026/notes.txt")).expect("read in renamed folder"),
+        b"notes"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        apache.get_bytes(),
+        before,
+        "downloaded again after a rename"
+    );
+    m.unmount();
+}

@@ -416,6 +416,66 @@ impl BlockCache {
         Ok(v)
     }
 
+    /// The cached versions of `from` (a file, or a folder and everything below it) become
+    /// those of `to`, after a rename: what was downloaded stays readable under the new name.
+    /// Versions known under the new names (of files that were there before) are dropped.
+    pub fn rename_identity(&self, from: &str, to: &str) -> Result<(), CacheError> {
+        let below = format!("{from}/");
+        let renamed = |ident: &str| -> Option<String> {
+            if ident == from {
+                Some(to.to_string())
+            } else {
+                ident
+                    .strip_prefix(below.as_str())
+                    .map(|rest| format!("{to}/{rest}"))
+            }
+        };
+        let (moving, replaced): (Vec<(VersionId, String)>, Vec<VersionId>) = {
+            let st = lock(&self.state);
+            let moving: Vec<(VersionId, String)> = st
+                .identity_of
+                .iter()
+                .filter_map(|(v, i)| renamed(i).map(|n| (*v, n)))
+                .collect();
+            let targets: std::collections::HashSet<&str> =
+                moving.iter().map(|(_, n)| n.as_str()).collect();
+            let replaced = st
+                .identity_of
+                .iter()
+                .filter(|(_, i)| targets.contains(i.as_str()) && renamed(i).is_none())
+                .map(|(v, _)| *v)
+                .collect();
+            (moving, replaced)
+        };
+        for v in replaced {
+            self.drop_version(v)?;
+        }
+        {
+            let db = lock(&self.db);
+            for (v, new) in &moving {
+                db.execute(
+                    "UPDATE versions SET identity=?2 WHERE id=?1",
+                    params![v.0, new],
+                )?;
+            }
+        }
+        let mut st = lock(&self.state);
+        for (v, new) in moving {
+            if let Some(old) = st.identity_of.insert(v, new.clone()) {
+                let etag = st
+                    .versions
+                    .iter()
+                    .find(|((i, _), id)| *i == old && **id == v)
+                    .map(|((_, e), _)| e.clone());
+                if let Some(e) = etag {
+                    st.versions.remove(&(old, e.clone()));
+                    st.versions.insert((new, e), v);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets a version and all its blocks.
     fn drop_version(&self, v: VersionId) -> Result<(), CacheError> {
         let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());

@@ -641,6 +641,11 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
         uploads,
         pending_folders: wb.pending_folders().iter().map(|p| p.to_string()).collect(),
         pending_deletes: wb.pending_deletes().iter().map(|p| p.to_string()).collect(),
+        pending_renames: wb
+            .pending_moves()
+            .into_iter()
+            .map(|m| [m.from.to_string(), m.to.to_string()])
+            .collect(),
         conflicts: wb.conflicts().into_iter().map(Into::into).collect(),
         cache: crate::status::CacheInfo {
             bytes: usage.bytes,

@@ -121,6 +121,9 @@ pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
             st.pending_deletes.join(", ")
         );
     }
+    for [from, to] in &st.pending_renames {
+        println!("renamed offline, to be renamed on the server: {from} -> {to}");
+    }
     if st.uploads.is_empty() {
         println!("pending uploads: none");
     } else {

@@ -181,6 +181,8 @@ pub struct Knobs {
     pub bruteforce_max: AtomicU32,
     /// Life of a login flow in milliseconds (0: the real 1200 s).
     pub flow_lifetime_ms: AtomicU64,
+    /// Answer MOVE with 423, as for a file locked on the server (being edited online; nextcloud-protocol.md §4.3, §15).
+    pub lock_moves: AtomicBool,
 }
 
 pub(super) struct Shared {
@@ -698,6 +700,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         }
         "MKCOL" => dav.mkcol(&rel),
         "DELETE" => dav.delete(&req, &rel),
+        "MOVE" if shared.knobs.lock_moves.load(Ordering::SeqCst) => {
+            sabre_error(StatusCode::LOCKED, "FileLocked", "file is locked")
+        }
         "MOVE" => dav.move_copy(&req, &rel, true),
         "COPY" => dav.move_copy(&req, &rel, false),
         "OPTIONS" => {

@@ -161,6 +161,9 @@ pub struct Fetcher {
     disk_writes: Arc<Semaphore>,
     max_run: u64,
     buffers: Arc<BufPool>,
+    /// Files renamed here whose rename waits to be made on the server: their bytes are
+    /// still asked for under the server name (new name -> server name).
+    redirects: Mutex<HashMap<RemotePath, RemotePath>>,
 }
 
 impl Fetcher {
@@ -180,6 +183,7 @@ impl Fetcher {
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
             buffers,
+            redirects: Mutex::new(HashMap::new()),
         }
     }
 
@@ -303,6 +307,16 @@ impl Fetcher {
         Some(data)
     }
 
+    /// Downloads of the file named `to` here go to `from` on the server (`None`: to `to`
+    /// again), while its rename waits to be made there.
+    pub fn redirect(&self, to: &RemotePath, from: Option<&RemotePath>) {
+        let mut r = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
+        match from {
+            Some(f) => r.insert(to.clone(), f.clone()),
+            None => r.remove(to),
+        };
+    }
+
     /// Waits for a GET slot and starts a ranged GET.
     async fn get(
         &self,
@@ -316,9 +330,16 @@ impl Fetcher {
             .acquire()
             .await
             .map_err(|_| RunError::fatal(Error::new(ErrorKind::Io, "shutting down")))?;
+        let redirected = self
+            .redirects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&f.path)
+            .cloned();
+        let path = redirected.as_ref().unwrap_or(&f.path);
         let body = self
             .dav
-            .get_range(&f.path, start, len, f.etag.as_deref())
+            .get_range(path, start, len, f.etag.as_deref())
             .await?;
         Ok((permit, body))
     }

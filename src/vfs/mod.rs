@@ -39,7 +39,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use crate::meta::Ino;
 pub use pins::{PinProgress, XATTR_CLEAN, XATTR_PINNED, XATTR_STATUS};
@@ -956,6 +956,25 @@ impl Vfs {
         entries: &mut Vec<Entry>,
         local: Vec<(String, crate::writeback::DirtyState)>,
     ) {
+        if self.wb.has_moves() {
+            // Renamed here, not yet there: gone from the old name, present under the new.
+            let (gone, came) = self.wb.moves_in(dir);
+            entries.retain(|e| e.is_dir || !gone.contains(e.path.name()));
+            for m in came {
+                if !entries.iter().any(|e| e.path == m.to) {
+                    entries.push(Entry {
+                        etag: m.base.etag.clone(),
+                        ..local_entry(
+                            &m.to,
+                            m.base.size,
+                            m.base.mtime.map_or(SystemTime::now(), |t| {
+                                UNIX_EPOCH + Duration::from_secs(t.max(0) as u64)
+                            }),
+                        )
+                    });
+                }
+            }
+        }
         merge_local(entries, local);
         merge_folders(entries, dir, self.wb.folders_in(dir));
         let deleted = self.wb.deletes_in(dir);
@@ -1486,8 +1505,18 @@ impl Vfs {
             Some(st) => st.base.clone(),
             None => Some(seen(&self.node(ino).unwrap_or(node.clone()))),
         };
+        // Renamed here while the server was out of reach, not there yet: deleted there under
+        // its server name, and not renamed at all.
+        let server_path = if self.wb.has_moves() {
+            let (wb, p) = (self.wb.clone(), node.path.clone());
+            blocking(move || wb.cancel_move(&p))
+                .await?
+                .map_or(node.path.clone(), |m| m.from)
+        } else {
+            node.path.clone()
+        };
         if let Some(b) = on_server {
-            match crate::writeback::delete_if_unchanged(&self.dav, &node.path, false, &b).await {
+            match crate::writeback::delete_if_unchanged(&self.dav, &server_path, false, &b).await {
                 Ok(()) | Err(DavError::NotFound(_)) => {}
                 Err(DavError::PreconditionFailed(_)) => {
                     tracing::warn!(path = %node.path, "not deleted on the server: it changed there meanwhile");
@@ -1496,7 +1525,7 @@ impl Vfs {
                 }
                 Err(e) if cut_off(&e) => {
                     // Deleted here now, there once it answers (if it is still this version).
-                    let (wb, p) = (self.wb.clone(), node.path.clone());
+                    let (wb, p) = (self.wb.clone(), server_path.clone());
                     blocking(move || wb.add_delete(&p, b)).await?;
                     tracing::info!(path = %node.path, "deleted here while the server is out of reach; deleted there once it is back");
                 }
@@ -1673,6 +1702,13 @@ impl Vfs {
             }
             t.move_node(ino, new_parent, new_name);
         } else {
+            if self.wb.has_moves() {
+                // Files renamed offline (this one, say) get their new names there first.
+                match self.wb.send_moves().await {
+                    Err(e) if !cut_off(&e) => return Err(e.into()),
+                    _ => {}
+                }
+            }
             if let (Some(b), Some((_, t))) = (&target_on_server, &target) {
                 match crate::writeback::delete_if_unchanged(&self.dav, &to, t.entry.is_dir, b).await
                 {
@@ -1687,21 +1723,37 @@ impl Vfs {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if self.wb.has_folders() {
-                // A folder made offline (this one, or where it goes) must exist there first.
-                self.wb.make_folders().await?;
-            }
-            let etag = self
-                .dav
-                .move_to(&src.path, &to, src.entry.is_dir, false)
-                .await
-                .map_err(|e| match e {
-                    DavError::PreconditionFailed(_) => Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!("{to} exists on the server"),
-                    ),
-                    e => e.into(),
-                })?;
+            // A file whose rename still waits (the server is out of reach), or one renamed
+            // while it is: renamed here now, there once it answers.
+            let waiting = self.wb.moved_from(&src.path).is_some();
+            let sent = if waiting {
+                None
+            } else {
+                Some(self.move_on_server(&src.path, &to, src.entry.is_dir).await)
+            };
+            let etag = match sent {
+                Some(Ok(etag)) => etag,
+                Some(Err(e)) if !(cut_off(&e) && !src.entry.is_dir && target.is_none()) => {
+                    return Err(match e {
+                        DavError::PreconditionFailed(_) => Error::new(
+                            ErrorKind::AlreadyExists,
+                            format!("{to} exists on the server"),
+                        ),
+                        e => e.into(),
+                    })
+                }
+                _ => {
+                    let (wb, from, dest, base) =
+                        (self.wb.clone(), src.path.clone(), to.clone(), seen(&src));
+                    blocking(move || wb.add_move(&from, &dest, base)).await?;
+                    tracing::info!(from = %src.path, %to, "renamed here while the server is out of reach; renamed there once it is back");
+                    self.renamed_here(&src.path, &to);
+                    let mut t = lock(&self.table);
+                    self.wb.rename(held, &src.path, &to, None);
+                    t.move_node(ino, new_parent, new_name);
+                    return Ok(());
+                }
+            };
             // A server that does not say the moved file's etag (Apache) may still have
             // changed it: ask, so that later conditional requests use the right one.
             let etag = match (etag, src.entry.is_dir) {
@@ -1714,7 +1766,7 @@ impl Vfs {
                     .and_then(|e| e.etag),
                 (e, _) => e,
             };
-            self.move_mtimes(&src.path, &to);
+            self.renamed_here(&src.path, &to);
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, etag.clone());
             if let (Some(e), Some(n)) = (etag, t.get_mut(ino)) {
@@ -1723,6 +1775,30 @@ impl Vfs {
             t.move_node(ino, new_parent, new_name);
         }
         Ok(())
+    }
+
+    /// MOVE on the server, after the folders made offline it needs.
+    async fn move_on_server(
+        &self,
+        from: &RemotePath,
+        to: &RemotePath,
+        is_dir: bool,
+    ) -> std::result::Result<Option<String>, DavError> {
+        if self.wb.has_folders() {
+            // A folder made offline (this one, or where it goes) must exist there first.
+            self.wb.make_folders().await?;
+        }
+        self.dav.move_to(from, to, is_dir, false).await
+    }
+
+    /// What a rename changes here besides the names: modification times kept for the
+    /// server, and the cached content, which stays readable under the new name.
+    fn renamed_here(&self, from: &RemotePath, to: &RemotePath) {
+        self.move_mtimes(from, to);
+        let ident = |p: &RemotePath| format!("{}\n{}", self.cfg.cache_identity, p.as_str());
+        if let Err(e) = self.cache().rename_identity(&ident(from), &ident(to)) {
+            tracing::warn!(%from, %to, error = %e, "cached content not kept under the new name");
+        }
     }
 
     /// Usage figures: the Nextcloud quota when the server gives one (§11), else a large

@@ -113,7 +113,7 @@ impl Vfs {
                 "online-only"
             });
         }
-        if self.wb.get(path).is_some() {
+        if self.wb.get(path).is_some() || self.wb.moved_from(path).is_some() {
             return Ok("pending-upload");
         }
         if self.is_pinned(path) {

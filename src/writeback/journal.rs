@@ -95,7 +95,10 @@ impl Journal {
                  at INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS folders (path TEXT PRIMARY KEY);
              CREATE TABLE IF NOT EXISTS deletes (
-                 path TEXT PRIMARY KEY, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);",
+                 path TEXT PRIMARY KEY, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);
+             CREATE TABLE IF NOT EXISTS moves (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT, from_path TEXT NOT NULL,
+                 to_path TEXT NOT NULL UNIQUE, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);",
         )?;
         // Journals written before the generation column existed get it (0: unknown).
         if db.prepare("SELECT generation FROM dirty LIMIT 0").is_err() {
@@ -310,6 +313,61 @@ impl Journal {
             params![path.as_str()],
         )?;
         Ok(())
+    }
+
+    /// Records a file renamed while the server was out of reach: where it is on the server,
+    /// its new name, and the server version it is (etag, size, modification time).
+    pub fn add_move(
+        &self,
+        from: &RemotePath,
+        to: &RemotePath,
+        etag: Option<&str>,
+        size: u64,
+        mtime: Option<i64>,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO moves (from_path, to_path, etag, size, mtime)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![from.as_str(), to.as_str(), etag, size as i64, mtime],
+        )?;
+        Ok(())
+    }
+
+    /// A recorded rename now goes to `new_to` (the file was renamed again).
+    pub fn retarget_move(&self, to: &RemotePath, new_to: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE moves SET to_path = ?2 WHERE to_path = ?1",
+            params![to.as_str(), new_to.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the recorded rename to `to` (done on the server, or not to be done).
+    pub fn remove_move(&self, to: &RemotePath) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM moves WHERE to_path = ?1", params![to.as_str()])?;
+        Ok(())
+    }
+
+    /// Renames still to be made on the server, in the order they were made here:
+    /// (from, to, etag, size, mtime).
+    #[allow(clippy::type_complexity)]
+    pub fn moves(
+        &self,
+    ) -> rusqlite::Result<Vec<(RemotePath, RemotePath, Option<String>, u64, Option<i64>)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT from_path, to_path, etag, size, mtime FROM moves ORDER BY seq")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                RemotePath::new(&r.get::<_, String>(0)?),
+                RemotePath::new(&r.get::<_, String>(1)?),
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })?;
+        rows.collect()
     }
 
     /// Deletes still to be made on the server: (path, etag, size, mtime).

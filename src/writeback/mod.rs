@@ -398,6 +398,20 @@ pub struct WriteBack {
     /// Files deleted while the server was out of reach, with the server version deleted, to
     /// be deleted there (if still that version) once it answers; in the journal too.
     deletes: Mutex<std::collections::BTreeMap<RemotePath, Base>>,
+    /// Server files renamed while the server was out of reach, in the order they were
+    /// renamed, to be renamed there once it answers; in the journal too.
+    moves: Mutex<Vec<PendingMove>>,
+}
+
+/// A server file renamed here while the server was out of reach.
+#[derive(Debug, Clone)]
+pub struct PendingMove {
+    /// Where it is on the server.
+    pub from: RemotePath,
+    /// Its name here.
+    pub to: RemotePath,
+    /// The server version renamed.
+    pub base: Base,
 }
 
 /// Uploads yield to a program that is busy writing: they start once it paused this long...
@@ -498,6 +512,24 @@ impl WriteBack {
                 (p, base)
             })
             .collect();
+        let moves: Vec<PendingMove> = journal
+            .moves()
+            .map_err(|e| io("cannot read the journal", e))?
+            .into_iter()
+            .map(|(from, to, etag, size, mtime)| PendingMove {
+                from,
+                to,
+                base: Base {
+                    etag,
+                    size,
+                    version: VersionId(-1),
+                    mtime,
+                },
+            })
+            .collect();
+        for m in &moves {
+            fetcher.redirect(&m.to, Some(&m.from));
+        }
         let wb = WriteBack {
             cfg,
             dav,
@@ -514,6 +546,7 @@ impl WriteBack {
             folders: Mutex::new(folders),
             folder_work: tokio::sync::Mutex::new(()),
             deletes: Mutex::new(deletes),
+            moves: Mutex::new(moves),
         };
         let now = Instant::now();
         for r in rows {
@@ -770,6 +803,143 @@ impl WriteBack {
         Ok(())
     }
 
+    /// Records that server file `from` (version `base`) was renamed to `to` while the server
+    /// is out of reach: renamed there once it answers. A file renamed again just gets its
+    /// new name (and none at all when it is back under its server name). Durable when this
+    /// returns. Blocks on the disk.
+    pub fn add_move(&self, from: &RemotePath, to: &RemotePath, base: Base) -> Result<()> {
+        let mut moves = lock(&self.moves);
+        match moves.iter().position(|m| m.to == *from) {
+            Some(i) if moves[i].from == *to => {
+                self.journal_write("cannot update the journal", |j| j.remove_move(from))?;
+                let m = moves.remove(i);
+                self.fetcher.redirect(&m.to, None);
+            }
+            Some(i) => {
+                self.journal_write("cannot record the rename in the journal", |j| {
+                    j.retarget_move(from, to)
+                })?;
+                let m = &mut moves[i];
+                self.fetcher.redirect(&m.to, None);
+                m.to = to.clone();
+                self.fetcher.redirect(to, Some(&m.from));
+            }
+            None => {
+                self.journal_write("cannot record the rename in the journal", |j| {
+                    j.add_move(from, to, base.etag.as_deref(), base.size, base.mtime)
+                })?;
+                self.fetcher.redirect(to, Some(from));
+                moves.push(PendingMove {
+                    from: from.clone(),
+                    to: to.clone(),
+                    base,
+                });
+            }
+        }
+        drop(moves);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Where the file named `to` here is on the server, while its rename waits to be made
+    /// there.
+    pub fn moved_from(&self, to: &RemotePath) -> Option<RemotePath> {
+        lock(&self.moves)
+            .iter()
+            .find(|m| m.to == *to)
+            .map(|m| m.from.clone())
+    }
+
+    /// Gives up the waiting rename of the file named `to` here (it is deleted here): where
+    /// it is on the server and its version. Durable when this returns. Blocks on the disk.
+    pub fn cancel_move(&self, to: &RemotePath) -> Result<Option<PendingMove>> {
+        let mut moves = lock(&self.moves);
+        let Some(i) = moves.iter().position(|m| m.to == *to) else {
+            return Ok(None);
+        };
+        self.journal_write("cannot update the journal", |j| j.remove_move(to))?;
+        let m = moves.remove(i);
+        self.fetcher.redirect(&m.to, None);
+        Ok(Some(m))
+    }
+
+    /// The renames waiting to be made on the server.
+    pub fn pending_moves(&self) -> Vec<PendingMove> {
+        lock(&self.moves).clone()
+    }
+
+    /// True when renames wait to be made on the server.
+    pub fn has_moves(&self) -> bool {
+        !lock(&self.moves).is_empty()
+    }
+
+    /// What the waiting renames change in a listing of `dir`: the names that left it, and
+    /// the files that came in (new name, server version).
+    pub fn moves_in(
+        &self,
+        dir: &RemotePath,
+    ) -> (std::collections::HashSet<String>, Vec<PendingMove>) {
+        let moves = lock(&self.moves);
+        let gone = moves
+            .iter()
+            .filter(|m| m.from.parent().as_ref() == Some(dir))
+            .map(|m| m.from.name().to_string())
+            .collect();
+        let came = moves
+            .iter()
+            .filter(|m| m.to.parent().as_ref() == Some(dir))
+            .cloned()
+            .collect();
+        (gone, came)
+    }
+
+    /// Makes on the server the renames made here while it was out of reach, in order. A file
+    /// deleted there meanwhile, or a name taken there meanwhile, leaves the rename undone
+    /// (the file keeps its server name; nothing is lost). Stops at the first failure to reach
+    /// the server.
+    pub async fn send_moves(&self) -> std::result::Result<(), DavError> {
+        let todo = self.pending_moves();
+        for m in todo {
+            match self.dav.move_to(&m.from, &m.to, false, false).await {
+                Ok(etag) => {
+                    // A server that does not say the moved file's etag may still have
+                    // changed it: ask, so that a waiting upload sends the right one.
+                    let etag = match etag {
+                        Some(e) => Some(e),
+                        None => self
+                            .dav
+                            .propfind(&m.to, crate::webdav::Depth::Zero)
+                            .await
+                            .ok()
+                            .and_then(|v| v.into_iter().next())
+                            .and_then(|e| e.etag),
+                    };
+                    if let (Some(e), Some(d)) = (etag, self.get(&m.to)) {
+                        let mut st = lock(&d.st);
+                        if let Some(b) = st.base.as_mut().filter(|b| b.etag == m.base.etag) {
+                            b.etag = Some(e);
+                        }
+                    }
+                    tracing::info!(from = %m.from, to = %m.to, "renamed on the server");
+                }
+                Err(e) if e.is_retryable() || matches!(e, DavError::Unauthorized) => return Err(e),
+                Err(DavError::NotFound(_)) => {
+                    tracing::warn!(from = %m.from, to = %m.to, "not renamed on the server: it was deleted there meanwhile");
+                }
+                Err(DavError::PreconditionFailed(_)) => {
+                    tracing::warn!(from = %m.from, to = %m.to, "not renamed on the server: the new name was taken there meanwhile; it keeps its old name");
+                }
+                Err(e) => {
+                    tracing::warn!(from = %m.from, to = %m.to, error = %e, "the server refused the rename; it keeps its old name");
+                }
+            }
+            if let Err(e) = self.cancel_move(&m.to) {
+                tracing::warn!(path = %m.to, error = %e, "journal not updated");
+            }
+        }
+        Ok(())
+    }
+
     /// True when folders wait to be made on the server.
     pub fn has_folders(&self) -> bool {
         !lock(&self.folders).is_empty()
@@ -777,13 +947,17 @@ impl WriteBack {
 
     /// Sends what was done offline besides file contents: the folders made (parents first,
     /// and before the files in them go up), then the files deleted (before a new file of the
-    /// same name goes up). Stops at the first failure to reach the server.
+    /// same name goes up, or another file is renamed to it), then the files renamed (before
+    /// their changes go up). Stops at the first failure to reach the server.
     async fn send_offline_work(&self) -> std::result::Result<(), DavError> {
         if self.has_folders() {
             self.make_folders().await?;
         }
         if !lock(&self.deletes).is_empty() {
             self.send_deletes().await?;
+        }
+        if self.has_moves() {
+            self.send_moves().await?;
         }
         Ok(())
     }
@@ -818,11 +992,15 @@ impl WriteBack {
         Ok(())
     }
 
-    /// True when something below folder `dir` is pending (a file, or a folder made offline).
+    /// True when something below folder `dir` is pending (a file, a folder made offline, or a
+    /// rename from or to it).
     pub fn has_below(&self, dir: &RemotePath) -> bool {
         let prefix = format!("{}/", dir.as_str());
         let below = |p: &RemotePath| dir.is_root() || p.as_str().starts_with(&prefix);
-        lock(&self.files).keys().any(below) || lock(&self.folders).iter().any(below)
+        lock(&self.files).keys().any(below)
+            || lock(&self.folders).iter().any(below)
+            // A file renamed out of it offline is still there on the server.
+            || lock(&self.moves).iter().any(|m| below(&m.from) || below(&m.to))
     }
 
     fn new_file(&self, st: DirtyState, size_hint: u64) -> Result<Arc<DirtyFile>> {
@@ -1404,6 +1582,10 @@ impl WriteBack {
             for d in self.all() {
                 let st = lock(&d.st);
                 if st.uploading || st.local_only || st.open_writers > 0 {
+                    continue;
+                }
+                if self.moved_from(&st.path).is_some() {
+                    // Goes up once the rename is made there (`send_offline_work`).
                     continue;
                 }
                 match st.next_attempt {

@@ -92,6 +92,9 @@ pub struct Status {
     /// Files renamed offline, still to be renamed on the server: `[old name, new name]`.
     #[serde(default)]
     pub pending_renames: Vec<[String; 2]>,
+    /// Folders removed offline, still to be removed on the server.
+    #[serde(default)]
+    pub pending_folder_deletes: Vec<String>,
 }
 
 fn yes() -> bool {

@@ -860,3 +860,75 @@ fn files_renamed_offline_keep_their_content_and_are_renamed_on_the_server_once_i
     );
     m.unmount();
 }
+
+#[test]
+fn folders_removed_offline_are_removed_on_the_server_once_it_is_back_if_still_empty() {
+    let mut cloud = Cloud::start();
+    let docs = cloud.files().join("docs");
+    for d in ["vide", "ancien/sous", "gardé", "refait"] {
+        std::fs::create_dir_all(docs.join(d)).expect("mkdir");
+    }
+    std::fs::write(docs.join("ancien/a.txt"), "a").expect("seed");
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || outage_spec(&url, cache.path());
+    let m = Mount::new(spec());
+    assert_eq!(
+        names(&m.path("docs")),
+        ["ancien", "gardé", "refait", "vide"]
+    );
+    assert_eq!(names(&m.path("docs/ancien")), ["a.txt", "sous"]);
+    for d in ["vide", "ancien/sous", "gardé", "refait"] {
+        assert!(names(&m.path(&format!("docs/{d}"))).is_empty());
+    }
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::remove_dir(m.path("docs/vide")).expect("rmdir offline");
+    // A folder emptied offline first, then removed.
+    std::fs::remove_file(m.path("docs/ancien/a.txt")).expect("rm offline");
+    std::fs::remove_dir(m.path("docs/ancien/sous")).expect("rmdir offline");
+    std::fs::remove_dir(m.path("docs/ancien")).expect("rmdir emptied folder offline");
+    std::fs::remove_dir(m.path("docs/gardé")).expect("rmdir offline");
+    // Removed, then made again.
+    std::fs::remove_dir(m.path("docs/refait")).expect("rmdir offline");
+    std::fs::create_dir(m.path("docs/refait")).expect("mkdir again offline");
+    assert_eq!(names(&m.path("docs")), ["refait"]);
+    let st = m.status();
+    assert_eq!(
+        st["pending_folder_deletes"],
+        serde_json::json!([
+            "/docs/ancien",
+            "/docs/ancien/sous",
+            "/docs/gardé",
+            "/docs/vide"
+        ]),
+        "{st}"
+    );
+    // Still removed after a remount while the server is away.
+    m.unmount_now();
+    let m = Mount::new(spec());
+    assert_eq!(names(&m.path("docs")), ["refait"]);
+    // Meanwhile a colleague put a file in one of them on the server.
+    std::fs::write(docs.join("gardé/nouveau.txt"), "du collègue").expect("colleague");
+    cloud.restart(port);
+    time_until(
+        Duration::from_secs(20),
+        "folders removed on the server",
+        || !docs.join("vide").exists() && !docs.join("ancien").exists(),
+    );
+    m.wait_drained();
+    assert_eq!(
+        std::fs::read(docs.join("gardé/nouveau.txt")).expect("kept"),
+        "du collègue".as_bytes(),
+        "a folder with a colleague's new file was removed"
+    );
+    assert!(
+        docs.join("refait").is_dir(),
+        "a folder made again was removed"
+    );
+    assert_eq!(m.status()["pending_folder_deletes"], serde_json::json!([]));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(names(&m.path("docs")), ["gardé", "refait"]);
+    m.unmount();
+}

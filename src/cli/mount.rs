@@ -641,6 +641,7 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
         uploads,
         pending_folders: wb.pending_folders().iter().map(|p| p.to_string()).collect(),
         pending_deletes: wb.pending_deletes().iter().map(|p| p.to_string()).collect(),
+        pending_folder_deletes: wb.pending_rmdirs().iter().map(|p| p.to_string()).collect(),
         pending_renames: wb
             .pending_moves()
             .into_iter()

@@ -121,6 +121,12 @@ pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
             st.pending_deletes.join(", ")
         );
     }
+    if !st.pending_folder_deletes.is_empty() {
+        println!(
+            "folders removed offline, to be removed on the server: {}",
+            st.pending_folder_deletes.join(", ")
+        );
+    }
     for [from, to] in &st.pending_renames {
         println!("renamed offline, to be renamed on the server: {from} -> {to}");
     }

@@ -977,6 +977,11 @@ impl Vfs {
         }
         merge_local(entries, local);
         merge_folders(entries, dir, self.wb.folders_in(dir));
+        let removed = self.wb.rmdirs_in(dir);
+        if !removed.is_empty() {
+            // Unless made again here since.
+            entries.retain(|e| !e.is_dir || !removed.contains(e.path.name()));
+        }
         let deleted = self.wb.deletes_in(dir);
         if !deleted.is_empty() {
             // Unless made again here since.
@@ -1569,6 +1574,12 @@ impl Vfs {
         }
         match self.dav.delete(&node.path, true, None).await {
             Ok(()) | Err(DavError::NotFound(_)) => {}
+            Err(e) if cut_off(&e) => {
+                // Removed here now, there once it answers (if still empty there).
+                let (wb, p) = (self.wb.clone(), node.path.clone());
+                blocking(move || wb.add_rmdir(&p)).await?;
+                tracing::info!(path = %node.path, "folder removed here while the server is out of reach; removed there once it is back");
+            }
             Err(e) => return Err(e.into()),
         }
         lock(&self.table).remove_child(parent, name);
@@ -1582,8 +1593,9 @@ impl Vfs {
                 format!("{path} is not empty"),
             ));
         }
-        lock(&self.table).invalidate_listing(ino);
-        self.fresh_listing(ino).await?;
+        // Asked again (a DELETE of a folder is recursive on the server); while the server is
+        // out of reach, the listing known here.
+        self.refresh_listing(ino, true).await?;
         let empty = lock(&self.table)
             .get(ino)
             .and_then(|n| n.listing.as_ref().map(|l| l.children.is_empty()))

@@ -98,7 +98,8 @@ impl Journal {
                  path TEXT PRIMARY KEY, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);
              CREATE TABLE IF NOT EXISTS moves (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, from_path TEXT NOT NULL,
-                 to_path TEXT NOT NULL UNIQUE, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);",
+                 to_path TEXT NOT NULL UNIQUE, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);
+             CREATE TABLE IF NOT EXISTS rmdirs (path TEXT PRIMARY KEY);",
         )?;
         // Journals written before the generation column existed get it (0: unknown).
         if db.prepare("SELECT generation FROM dirty LIMIT 0").is_err() {
@@ -275,6 +276,29 @@ impl Journal {
             params![path.as_str()],
         )?;
         Ok(())
+    }
+
+    /// Records a server folder removed while the server was out of reach.
+    pub fn add_rmdir(&self, path: &RemotePath) -> rusqlite::Result<()> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO rmdirs (path) VALUES (?1)",
+            params![path.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a recorded folder removal (done on the server, or not to be done).
+    pub fn remove_rmdir(&self, path: &RemotePath) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM rmdirs WHERE path = ?1", params![path.as_str()])?;
+        Ok(())
+    }
+
+    /// Server folders removed here, still to be removed there.
+    pub fn rmdirs(&self) -> rusqlite::Result<Vec<RemotePath>> {
+        let mut st = self.db.prepare("SELECT path FROM rmdirs")?;
+        let rows = st.query_map([], |r| Ok(RemotePath::new(&r.get::<_, String>(0)?)))?;
+        rows.collect()
     }
 
     /// Renames recorded folders (`(old, new)` pairs), all or none.

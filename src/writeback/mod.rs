@@ -401,6 +401,9 @@ pub struct WriteBack {
     /// Server files renamed while the server was out of reach, in the order they were
     /// renamed, to be renamed there once it answers; in the journal too.
     moves: Mutex<Vec<PendingMove>>,
+    /// Server folders removed while the server was out of reach, to be removed there once it
+    /// answers (if still empty there); in the journal too.
+    rmdirs: Mutex<std::collections::BTreeSet<RemotePath>>,
 }
 
 /// A server file renamed here while the server was out of reach.
@@ -530,6 +533,11 @@ impl WriteBack {
         for m in &moves {
             fetcher.redirect(&m.to, Some(&m.from));
         }
+        let rmdirs = journal
+            .rmdirs()
+            .map_err(|e| io("cannot read the journal", e))?
+            .into_iter()
+            .collect();
         let wb = WriteBack {
             cfg,
             dav,
@@ -547,6 +555,7 @@ impl WriteBack {
             folder_work: tokio::sync::Mutex::new(()),
             deletes: Mutex::new(deletes),
             moves: Mutex::new(moves),
+            rmdirs: Mutex::new(rmdirs),
         };
         let now = Instant::now();
         for r in rows {
@@ -696,6 +705,12 @@ impl WriteBack {
     /// Records folder `p`, made while the server is out of reach, to be made there later;
     /// durable when this returns. Blocks on the disk.
     pub fn add_folder(&self, p: &RemotePath) -> Result<()> {
+        if lock(&self.rmdirs).contains(p) {
+            // Removed here, then made again: it stays on the server as it is (empty).
+            self.journal_write("cannot update the journal", |j| j.remove_rmdir(p))?;
+            lock(&self.rmdirs).remove(p);
+            return Ok(());
+        }
         self.journal_write("cannot record the new folder in the journal", |j| {
             j.add_folder(p)
         })?;
@@ -940,6 +955,69 @@ impl WriteBack {
         Ok(())
     }
 
+    /// Records that server folder `p`, empty here, was removed while the server is out of
+    /// reach: removed there once it answers, if it is still empty there. Durable when this
+    /// returns. Blocks on the disk.
+    pub fn add_rmdir(&self, p: &RemotePath) -> Result<()> {
+        self.journal_write("cannot record the folder removal in the journal", |j| {
+            j.add_rmdir(p)
+        })?;
+        lock(&self.rmdirs).insert(p.clone());
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// The server folders removed here that wait to be removed there.
+    pub fn pending_rmdirs(&self) -> Vec<RemotePath> {
+        lock(&self.rmdirs).iter().cloned().collect()
+    }
+
+    /// Names of the folders in `dir` removed here that wait to be removed on the server.
+    pub fn rmdirs_in(&self, dir: &RemotePath) -> std::collections::HashSet<String> {
+        lock(&self.rmdirs)
+            .iter()
+            .filter(|p| p.parent().as_ref() == Some(dir))
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// Removes on the server the folders removed here while it was out of reach, deepest
+    /// first, each only if it is still empty there (a folder into which a colleague put a
+    /// file meanwhile is kept, and shows again). Stops at the first failure to reach the
+    /// server.
+    pub async fn send_rmdirs(&self) -> std::result::Result<(), DavError> {
+        let mut todo = self.pending_rmdirs();
+        todo.sort_by_key(|p| std::cmp::Reverse(p.as_str().matches('/').count()));
+        for p in todo {
+            let listed = self.dav.propfind(&p, crate::webdav::Depth::One).await;
+            let res = match listed {
+                Ok(entries) if entries.iter().any(|e| e.path != p) => {
+                    tracing::warn!(path = %p, "not removed on the server: something was put in it there meanwhile; it is kept");
+                    Ok(())
+                }
+                // Unconditional: some servers refuse `If-Match` with a folder's weak etag.
+                Ok(_) => self.dav.delete(&p, true, None).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) | Err(DavError::NotFound(_)) => {
+                    tracing::info!(path = %p, "folder removed on the server")
+                }
+                Err(DavError::PreconditionFailed(_)) => {
+                    tracing::warn!(path = %p, "not removed on the server: it changed there meanwhile; it is kept");
+                }
+                Err(e) if e.is_retryable() || matches!(e, DavError::Unauthorized) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(path = %p, error = %e, "the server refused to remove the folder; it is kept there");
+                }
+            }
+            self.journal_write("cannot update the journal", |j| j.remove_rmdir(&p))
+                .unwrap_or_else(|e| tracing::warn!(path = %p, error = %e, "journal not updated"));
+            lock(&self.rmdirs).remove(&p);
+        }
+        Ok(())
+    }
+
     /// True when folders wait to be made on the server.
     pub fn has_folders(&self) -> bool {
         !lock(&self.folders).is_empty()
@@ -948,7 +1026,8 @@ impl WriteBack {
     /// Sends what was done offline besides file contents: the folders made (parents first,
     /// and before the files in them go up), then the files deleted (before a new file of the
     /// same name goes up, or another file is renamed to it), then the files renamed (before
-    /// their changes go up). Stops at the first failure to reach the server.
+    /// their changes go up), then the folders removed (emptied by the deletes and renames
+    /// before). Stops at the first failure to reach the server.
     async fn send_offline_work(&self) -> std::result::Result<(), DavError> {
         if self.has_folders() {
             self.make_folders().await?;
@@ -958,6 +1037,9 @@ impl WriteBack {
         }
         if self.has_moves() {
             self.send_moves().await?;
+        }
+        if !lock(&self.rmdirs).is_empty() {
+            self.send_rmdirs().await?;
         }
         Ok(())
     }

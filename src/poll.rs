@@ -87,6 +87,103 @@ pub fn start(vfs: Arc<Vfs>, cfg: PollConfig, push: Option<PushConfig>) {
     });
 }
 
+/// Where and as whom to read the Activity feed (nextcloud-protocol.md §9.3).
+#[derive(Debug, Clone)]
+pub struct ActivityConfig {
+    /// The server's base URL.
+    pub base: reqwest::Url,
+    /// Login name.
+    pub login: String,
+    /// App password.
+    pub password: Secret,
+    /// Time between two reads while online.
+    pub interval: Duration,
+}
+
+/// Activities asked for at once; the server gives at most 200.
+const ACTIVITY_PAGE: u32 = 100;
+
+/// Follows the server's Activity feed while mounted: the newest activities once, then
+/// every `interval` (while online) what came after the last one seen (`sort=asc&since=`,
+/// cheap: 304 when nothing is new), page after page. Remembered in `meta.sqlite`, where
+/// `nuage activity` reads them (also while the server is out of reach, or after the mount
+/// ended).
+pub fn follow_activity(vfs: Arc<Vfs>, http: reqwest::Client, cfg: ActivityConfig) {
+    tokio::spawn(async move {
+        let reach = vfs.reach();
+        loop {
+            if reach.is_online() {
+                if let Err(e) = read_activity(&vfs, &http, &cfg).await {
+                    tracing::debug!(error = %e, "activity feed not read");
+                }
+            }
+            tokio::time::sleep(cfg.interval).await;
+        }
+    });
+}
+
+async fn read_activity(
+    vfs: &Arc<Vfs>,
+    http: &reqwest::Client,
+    cfg: &ActivityConfig,
+) -> Result<(), crate::webdav::DavError> {
+    let meta = vfs.meta().clone();
+    let mut since = {
+        let m = meta.clone();
+        tokio::task::spawn_blocking(move || m.last_activity_id())
+            .await
+            .ok()
+            .flatten()
+    };
+    // A few pages per round at most: a long backlog comes over the next rounds.
+    for _ in 0..5 {
+        let asked = crate::webdav::nextcloud::activities(
+            http,
+            &cfg.base,
+            &cfg.login,
+            &cfg.password,
+            since,
+            ACTIVITY_PAGE,
+        )
+        .await;
+        let page = match asked {
+            // The id seen belongs to another user (a cache folder reused for another
+            // account): start again from the newest.
+            Err(crate::webdav::DavError::Forbidden(_)) if since.is_some() => {
+                since = None;
+                continue;
+            }
+            other => other?,
+        };
+        let newest = page
+            .items
+            .iter()
+            .filter_map(|a| a.get("activity_id").and_then(|v| v.as_i64()))
+            .max();
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        for a in &page.items {
+            tracing::debug!(subject = a["subject"].as_str().unwrap_or(""), "activity");
+        }
+        let m = meta.clone();
+        let more = page.more && since.is_some();
+        tokio::task::spawn_blocking(move || m.add_activities(&page.items))
+            .await
+            .map_err(|e| crate::webdav::DavError::BadResponse(e.to_string()))?
+            .map_err(|e| {
+                crate::webdav::DavError::BadResponse(format!(
+                    "cannot remember the activity feed: {e}"
+                ))
+            })?;
+        since = newest.max(since);
+        if !more {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 enum PushEnd {
     Refused(String),
     Failed(String),

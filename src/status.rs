@@ -95,6 +95,10 @@ pub struct Status {
     /// Folders removed offline, still to be removed on the server.
     #[serde(default)]
     pub pending_folder_deletes: Vec<String>,
+    /// Where the mounted folder is in the Nextcloud account (`/` for the whole account;
+    /// `None` for a plain WebDAV server): maps the Activity feed's paths to the mount.
+    #[serde(default)]
+    pub root_in_account: Option<String>,
 }
 
 fn yes() -> bool {

@@ -932,3 +932,79 @@ fn folders_removed_offline_are_removed_on_the_server_once_it_is_back_if_still_em
     assert_eq!(names(&m.path("docs")), ["gardé", "refait"]);
     m.unmount();
 }
+
+fn activity_json(m: &Mount) -> Vec<serde_json::Value> {
+    let out = nuage_ok(&["activity", &m.mp.to_string_lossy(), "--json", "-n", "50"]);
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("activity json")
+}
+
+#[test]
+fn the_activity_feed_shows_what_happened_to_the_files_with_their_place_in_the_mount() {
+    let cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("Cours")).expect("mkdir");
+    std::fs::write(cloud.files().join("Cours/plan.odt"), "plan").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--poll-interval",
+        "1",
+        "--upload-delay",
+        "0.2",
+    ]));
+    // What a colleague did (recorded by the server), and what this mount did.
+    cloud
+        .server
+        .record_activity("claire", "file_changed", "/Cours/plan.odt");
+    cloud.server.record_activity("bob", "shared", "/Cours");
+    std::fs::write(m.path("Cours/notes.txt"), "notes").expect("write");
+    let mut feed = Vec::new();
+    time_until(
+        Duration::from_secs(20),
+        "three activities in the feed",
+        || {
+            feed = activity_json(&m);
+            feed.len() >= 3
+        },
+    );
+    let subjects: Vec<&str> = feed
+        .iter()
+        .map(|a| a["subject"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            "claire changed plan.odt",
+            "bob shared Cours with you",
+            "You created notes.txt"
+        ],
+        "{feed:?}"
+    );
+    assert_eq!(feed[0]["type"], "file_changed");
+    assert_eq!(
+        feed[0]["local_path"],
+        m.path("Cours/plan.odt").to_string_lossy().as_ref()
+    );
+    assert_eq!(
+        feed[1]["local_path"],
+        m.path("Cours").to_string_lossy().as_ref()
+    );
+    // Later activities come after the ones already seen, once each.
+    cloud
+        .server
+        .record_activity("claire", "file_deleted", "/Cours/ancien.odt");
+    time_until(Duration::from_secs(20), "the new activity", || {
+        feed = activity_json(&m);
+        feed.len() >= 4
+    });
+    assert_eq!(feed.len(), 4, "{feed:?}");
+    assert_eq!(feed[3]["subject"], "claire deleted ancien.odt");
+    // For people: one line each, oldest first, with the place in the mount.
+    let text = nuage_ok(&["activity", &m.mp.to_string_lossy(), "-n", "2"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("You created notes.txt"), "{text}");
+    assert!(
+        lines[1].contains("claire deleted ancien.odt")
+            && lines[1].contains(&*m.path("Cours/ancien.odt").to_string_lossy()),
+        "{text}"
+    );
+    m.unmount();
+}

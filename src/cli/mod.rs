@@ -66,6 +66,8 @@ enum Command {
     Unmount(UnmountArgs),
     /// Show pending uploads, conflicts and cache use of a mount.
     Status(StatusArgs),
+    /// Show what happened to the account's files lately (Nextcloud's Activity feed).
+    Activity(ActivityArgs),
     /// Serve a demo cloud with sample files on 127.0.0.1 and mount it (no account needed).
     Demo(DemoArgs),
     /// Sign in to a Nextcloud (browser login, or --app-password) and save the account.
@@ -251,6 +253,19 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `nuage activity`.
+#[derive(Debug, Clone, Args)]
+pub struct ActivityArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// How many of the latest activities to show.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub limit: u32,
+    /// Print JSON (the server's fields, plus `local_path` inside the mount).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `nuage demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -316,6 +331,7 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         Command::Demo(a) => demo::demo_command(platform, a),
         Command::Unmount(a) => status::unmount_command(platform, a),
         Command::Status(a) => status::status_command(a),
+        Command::Activity(a) => status::activity_command(a),
         Command::Login(a) => login::login_command(a),
         Command::Accounts(a) => login::accounts_command(a),
         Command::Logout(a) => login::logout_command(a),

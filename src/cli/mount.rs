@@ -531,6 +531,23 @@ pub(super) fn run_mount(
         push,
     );
     vfs.start_hydrator(Duration::from_secs(300));
+    if let (true, Some(base), Some(login), Some(pw)) = (
+        caps.activity,
+        &endpoint.nextcloud_base,
+        &plan.user,
+        &plan.password,
+    ) {
+        crate::poll::follow_activity(
+            vfs.clone(),
+            http.clone(),
+            crate::poll::ActivityConfig {
+                base: base.clone(),
+                login: login.clone(),
+                password: pw.clone(),
+                interval: Duration::from_secs_f64(plan.common.poll_interval.clamp(1.0, 60.0)),
+            },
+        );
+    }
 
     let reg_path = crate::status::registry_path(&cache_base()?, &mountpoint);
     let reg = crate::status::Registration {
@@ -546,6 +563,7 @@ pub(super) fn run_mount(
         dir: cache_dir.clone(),
         gate,
         account: plan.account.clone(),
+        root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root),
     };
     write_snapshot(&vfs, &info);
     rt.block_on(wait_for_end(&*mounted, &vfs, &info, &mut signals));
@@ -592,6 +610,7 @@ struct SnapshotInfo {
     dir: PathBuf,
     gate: Arc<webdav::AuthGate>,
     account: Option<(AccountStore, Account)>,
+    root_in_account: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -671,6 +690,7 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
                 .unwrap_or(0)
         }),
         pins: vfs.pin_progress(),
+        root_in_account: info.root_in_account.clone(),
     };
     if let Err(e) = crate::status::write_json(&info.dir.join("status.json"), &st) {
         tracing::debug!(error = %e, "cannot write the status snapshot");

@@ -1,6 +1,6 @@
 //! `nuage status` and `nuage unmount`.
 
-use super::{PinArgs, Platform, StatusArgs, UnmountArgs};
+use super::{ActivityArgs, PinArgs, Platform, StatusArgs, UnmountArgs};
 use crate::status::{human, read_json, registry_path, Registration, Status};
 use anyhow::{anyhow, Context};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,94 @@ fn pid_alive(pid: u32) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// Where an Activity feed path (relative to the account's root) is in the mount, when it is
+/// inside the mounted folder.
+fn local_path(mp: &Path, root_in_account: &str, object_name: &str) -> Option<PathBuf> {
+    let root = root_in_account.trim_matches('/');
+    let rest = if root.is_empty() {
+        object_name
+    } else {
+        let r = object_name.strip_prefix('/')?.strip_prefix(root)?;
+        if !(r.is_empty() || r.starts_with('/')) {
+            return None;
+        }
+        r
+    };
+    let rest = rest.trim_start_matches('/');
+    Some(if rest.is_empty() {
+        mp.to_path_buf()
+    } else {
+        mp.join(rest)
+    })
+}
+
+/// `2026-11-29T14:05:07+00:00` -> `2026-11-29 14:05`.
+fn short_time(iso: &str) -> String {
+    iso.get(..16).unwrap_or(iso).replacen('T', " ", 1)
+}
+
+/// `nuage activity`: the latest activities of the account, as the mount last read them.
+pub(super) fn activity_command(a: ActivityArgs) -> anyhow::Result<ExitCode> {
+    let (mp, reg) = find(&a.mountpoint)?;
+    let st = snapshot(&reg).ok();
+    let root = st.as_ref().and_then(|s| s.root_in_account.clone());
+    let db_path = reg.cache_dir.join("meta.sqlite");
+    let items = rusqlite::Connection::open_with_flags(
+        &db_path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|db| crate::meta::store::read_activities(&db, a.limit))
+    .unwrap_or_default();
+    let with_local: Vec<(serde_json::Value, Option<PathBuf>)> = items
+        .into_iter()
+        .map(|v| {
+            let local = match (&root, v.get("object_name").and_then(|o| o.as_str())) {
+                (Some(r), Some(o)) if !o.is_empty() => local_path(&mp, r, o),
+                _ => None,
+            };
+            (v, local)
+        })
+        .collect();
+    if a.json {
+        let out: Vec<serde_json::Value> = with_local
+            .into_iter()
+            .map(|(mut v, local)| {
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert(
+                        "local_path".into(),
+                        local.map_or(serde_json::Value::Null, |p| {
+                            serde_json::Value::String(p.to_string_lossy().into_owned())
+                        }),
+                    );
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if with_local.is_empty() {
+        println!(
+            "{}",
+            if root.is_some() {
+                "no activity seen yet (the feed is read while the mount is online; the server may also have its Activity app turned off)"
+            } else {
+                "no activity feed: the server of this mount is not a Nextcloud"
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (v, local) in with_local {
+        let when = short_time(v.get("datetime").and_then(|d| d.as_str()).unwrap_or(""));
+        let subject = v.get("subject").and_then(|s| s.as_str()).unwrap_or("");
+        match local {
+            Some(p) => println!("{when}  {subject}  ({})", p.display()),
+            None => println!("{when}  {subject}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -265,4 +353,29 @@ pub(super) fn cache_clean_command(mountpoint: &Path) -> anyhow::Result<ExitCode>
         human(after)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{local_path, short_time};
+    use std::path::Path;
+
+    #[test]
+    fn activity_paths_map_into_the_mounted_folder_only() {
+        let mp = Path::new("/home/prof/cloud");
+        assert_eq!(
+            local_path(mp, "", "/Cours/plan.odt").as_deref(),
+            Some(Path::new("/home/prof/cloud/Cours/plan.odt"))
+        );
+        // A mount of the account's "Cours" folder.
+        assert_eq!(
+            local_path(mp, "Cours", "/Cours/plan.odt").as_deref(),
+            Some(Path::new("/home/prof/cloud/plan.odt"))
+        );
+        assert_eq!(local_path(mp, "Cours", "/Cours").as_deref(), Some(mp));
+        assert_eq!(local_path(mp, "Cours", "/Cours 2/plan.odt"), None);
+        assert_eq!(local_path(mp, "Cours", "/Photos/a.jpg"), None);
+        assert_eq!(short_time("2026-11-29T14:05:07+00:00"), "2026-11-29 14:05");
+        assert_eq!(short_time(""), "");
+    }
 }

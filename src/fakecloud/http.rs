@@ -192,6 +192,7 @@ pub(super) struct Shared {
     pub(super) stats: Arc<Stats>,
     pub(super) knobs: Arc<Knobs>,
     addr: SocketAddr,
+    activity: Mutex<super::activity::ActivityLog>,
 }
 
 /// A running server on `127.0.0.1`. Dropping it stops it and closes every connection.
@@ -220,6 +221,7 @@ impl FakeCloud {
             stats: Arc::new(Stats::default()),
             knobs: Arc::new(knobs),
             addr,
+            activity: Mutex::new(Default::default()),
         });
         let s2 = shared.clone();
         let task = tokio::spawn(async move {
@@ -296,6 +298,16 @@ impl FakeCloud {
         let _ = self.shared.push.send(msg.to_string());
     }
 
+    /// Records an activity by `actor` (a colleague's user id, or the user's own) on `path`
+    /// (relative to the user's root, `/Cours/plan.odt`): `file_created`, `file_changed`,
+    /// `file_deleted`, `file_restored` or `shared` (§9.3).
+    pub fn record_activity(&self, actor: &str, kind: &str, path: &str) {
+        let fileid = std::fs::metadata(self.shared.file_path(path))
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        self.shared.record(actor, kind, path, None, fileid);
+    }
+
     /// Forgets failed logins (`occ security:bruteforce:reset`).
     pub fn reset_throttle(&self) {
         self.shared.accounts().reset_throttle();
@@ -303,6 +315,47 @@ impl FakeCloud {
 }
 
 impl Shared {
+    /// The local file behind `path` (relative to the user's root).
+    fn file_path(&self, path: &str) -> std::path::PathBuf {
+        let mut p = self.cfg.root.clone();
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            p.push(seg);
+        }
+        p
+    }
+
+    fn record(&self, actor: &str, kind: &str, path: &str, from: Option<&str>, fileid: u64) {
+        self.activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(&self.cfg.user_id, actor, kind, path, from, fileid);
+    }
+
+    /// What a successful DAV write (`status`) did, as the Activity app records it.
+    fn record_write(
+        &self,
+        method: &str,
+        status: StatusCode,
+        rel: &[String],
+        dest: Option<&[String]>,
+    ) {
+        let path = |r: &[String]| format!("/{}", r.join("/"));
+        let (kind, at, from) = match (method, dest) {
+            ("PUT", _) if status == StatusCode::CREATED => ("file_created", path(rel), None),
+            ("PUT", _) => ("file_changed", path(rel), None),
+            ("MKCOL", _) => ("file_created", path(rel), None),
+            ("DELETE", _) => ("file_deleted", path(rel), None),
+            ("MOVE", Some(d)) => ("file_changed", path(d), Some(path(rel))),
+            ("COPY", Some(d)) => ("file_created", path(d), None),
+            _ => return,
+        };
+        let fileid = std::fs::metadata(self.file_path(&at))
+            .map(|m| m.ino())
+            .unwrap_or(0);
+        let me = self.cfg.user_id.clone();
+        self.record(&me, kind, &at, from.as_deref(), fileid);
+    }
+
     pub(super) fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -690,6 +743,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         method.as_str(),
         "PUT" | "MKCOL" | "DELETE" | "MOVE" | "COPY"
     );
+    let dest = if matches!(method.as_str(), "MOVE" | "COPY") {
+        dav.dest_rel(&req).ok()
+    } else {
+        None
+    };
     let r = match method.as_str() {
         "PROPFIND" => dav.propfind(&req, &rel),
         "GET" => dav.get(&req, &rel, true).await,
@@ -718,6 +776,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         ),
     };
     if writes && r.status().is_success() {
+        shared.record_write(method.as_str(), r.status(), &rel, dest.as_deref());
         let _ = shared.push.send("notify_file".to_string());
     }
     r
@@ -854,6 +913,9 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
     } else {
         serde_json::Value::Null
     };
+    if let Some(filter) = endpoint.strip_prefix("/apps/activity/api/v2/activity") {
+        return activity(shared, req, filter, meta);
+    }
     match endpoint {
         "/core/getapppassword" if req.method() == hyper::Method::GET => match a {
             Auth::Account => {
@@ -897,6 +959,7 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                 "version":{"major":30,"minor":0,"micro":4,"string":"30.0.4","edition":""},
                 "capabilities":{
                     "core":{"pollinterval":60,"webdav-root":"remote.php/webdav"},
+                    "activity":{"apiv2":["filters","previews","rich-strings"]},
                     "notify_push": push_caps,
                     "bruteforce":{"delay":0},
                     "dav": if shared.cfg.bulk_upload {
@@ -917,6 +980,62 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                 "message":"Invalid query"},"data":[]}}),
         ),
     }
+}
+
+/// `GET …/apps/activity/api/v2/activity[/<filter>]` (§9.3): a page of activities, 304 when
+/// there are none (more), `X-Activity-Last-Given` and a `Link` to the next page.
+fn activity(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    filter: &str,
+    meta: serde_json::Value,
+) -> Resp {
+    let filter = match filter.trim_start_matches('/') {
+        "" => "all",
+        f => f,
+    };
+    let q = super::activity::query_params(req.uri().query());
+    let since = q.get("since").and_then(|s| s.parse::<i64>().ok());
+    let limit = q
+        .get("limit")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(50)
+        .clamp(1, 200);
+    let asc = q.get("sort").is_some_and(|s| s == "asc");
+    let page = shared
+        .activity
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .query(&shared.cfg.user_id, filter, since, asc, limit);
+    let Some(page) = page else {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"ocs":{"meta":{"status":"failure","statuscode":404,
+                "message":"Filter not found"},"data":[]}}),
+        );
+    };
+    let id = |a: &serde_json::Value| a["activity_id"].as_i64().unwrap_or(0);
+    let (Some(first), Some(last)) = (page.items.first().map(id), page.items.last().map(id)) else {
+        return resp(StatusCode::NOT_MODIFIED, "");
+    };
+    let mut r = json(
+        StatusCode::OK,
+        serde_json::json!({"ocs":{"meta":meta,"data":page.items}}),
+    );
+    let h = r.headers_mut();
+    h.insert("X-Activity-Last-Given", hv(&last.to_string()));
+    if since.is_none() {
+        h.insert("X-Activity-First-Known", hv(&first.to_string()));
+    }
+    if page.more {
+        let next = format!(
+            "<http://{}/ocs/v2.php/apps/activity/api/v2/activity/{filter}?format=json&since={last}&limit={limit}&sort={}>; rel=\"next\"",
+            shared.addr,
+            if asc { "asc" } else { "desc" }
+        );
+        h.insert("Link", hv(&next));
+    }
+    r
 }
 
 /// The capabilities without the keys of apps that are not installed (null values).
@@ -1438,13 +1557,14 @@ impl Dav {
         }
     }
 
-    fn move_copy(&self, req: &Request<Incoming>, rel: &[String], is_move: bool) -> Resp {
+    /// The `Destination` of a MOVE or COPY, relative to the user's root; else the answer.
+    fn dest_rel(&self, req: &Request<Incoming>) -> Result<Vec<String>, Box<Resp>> {
         let Some(dest) = header(req.headers(), "destination") else {
-            return sabre_error(
+            return Err(Box::new(sabre_error(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 "The destination header was not supplied",
-            );
+            )));
         };
         let dest_path = match dest.find("://") {
             Some(i) => dest[i + 3..]
@@ -1454,14 +1574,25 @@ impl Dav {
             None => dest,
         };
         let Some(drest) = dest_path.strip_prefix(&self.prefix) else {
-            return sabre_error(
+            return Err(Box::new(sabre_error(
                 StatusCode::BAD_GATEWAY,
                 "BadGateway",
                 "destination outside this server's files",
-            );
+            )));
         };
-        let Some(drel) = decode_rel(drest) else {
-            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "invalid destination");
+        decode_rel(drest).ok_or_else(|| {
+            Box::new(sabre_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "invalid destination",
+            ))
+        })
+    }
+
+    fn move_copy(&self, req: &Request<Incoming>, rel: &[String], is_move: bool) -> Resp {
+        let drel = match self.dest_rel(req) {
+            Ok(d) => d,
+            Err(r) => return *r,
         };
         if rel.is_empty() || drel.is_empty() {
             return sabre_error(StatusCode::FORBIDDEN, "Forbidden", "cannot move the root");

@@ -5,7 +5,8 @@
 //! `/remote.php/dav/files/<uid>/` the DAV methods a filesystem client needs — PROPFIND with
 //! Depth 0/1/infinity and the Nextcloud properties (§2.2), GET/HEAD with a single `Range` and
 //! `If-Match`/`If-None-Match` (§3), PUT with `If-Match`, `If-None-Match: *`, `X-OC-Mtime` and the
-//! quota (§4), MKCOL, DELETE, MOVE and COPY with `Overwrite` (§6). Authentication is Basic with
+//! quota (§4), MKCOL, DELETE, MOVE and COPY with `Overwrite` (§6), and the Activity API (§9.3)
+//! for what was done through it or recorded by a test. Authentication is Basic with
 //! a login name that may differ from the user id (§1.3); a wrong password answers 401.
 //!
 //! It exists for tests and for `nuage demo`. It counts what it does ([`Stats`]: requests per
@@ -14,6 +15,7 @@
 //! changes its etag as Nextcloud's propagation does (§2.5). File ids are inode numbers, so they
 //! survive renames.
 
+mod activity;
 mod auth;
 mod bulk;
 mod http;

@@ -65,6 +65,23 @@ pub struct MetaStore {
     tx: Mutex<mpsc::Sender<Job>>,
 }
 
+/// Activities kept in `meta.sqlite`.
+pub const ACTIVITY_KEPT: i64 = 500;
+
+/// The newest `limit` activities in a `meta.sqlite`, oldest first.
+pub fn read_activities(db: &Connection, limit: u32) -> rusqlite::Result<Vec<serde_json::Value>> {
+    let mut st = db.prepare("SELECT json FROM activity ORDER BY id DESC LIMIT ?1")?;
+    let rows = st.query_map(params![limit], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Ok(v) = serde_json::from_str(&r?) {
+            out.push(v);
+        }
+    }
+    out.reverse();
+    Ok(out)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -82,6 +99,7 @@ impl MetaStore {
              CREATE TABLE IF NOT EXISTS pins (path TEXT PRIMARY KEY);
              CREATE TABLE IF NOT EXISTS mtimes (path TEXT PRIMARY KEY, etag TEXT NOT NULL,
                  secs INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS activity (id INTEGER PRIMARY KEY, json TEXT NOT NULL);
 ",
         )?;
         let db = Arc::new(Mutex::new(db));
@@ -118,6 +136,41 @@ impl MetaStore {
             .cloned()
             .collect();
         let _ = lock(&self.tx).send(Job::Listing(dir.path.clone(), dir.clone(), children));
+    }
+
+    /// Remembers activities of the server's feed (keyed by `activity_id`), keeping the newest
+    /// [`ACTIVITY_KEPT`].
+    pub fn add_activities(&self, items: &[serde_json::Value]) -> rusqlite::Result<()> {
+        let db = lock(&self.db);
+        let tx = db.unchecked_transaction()?;
+        for a in items {
+            if let Some(id) = a.get("activity_id").and_then(|v| v.as_i64()) {
+                tx.execute(
+                    "INSERT OR REPLACE INTO activity (id, json) VALUES (?1, ?2)",
+                    params![id, a.to_string()],
+                )?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM activity WHERE id NOT IN (SELECT id FROM activity ORDER BY id DESC LIMIT ?1)",
+            params![ACTIVITY_KEPT],
+        )?;
+        tx.commit()
+    }
+
+    /// The newest activity id remembered.
+    pub fn last_activity_id(&self) -> Option<i64> {
+        lock(&self.db)
+            .query_row("SELECT MAX(id) FROM activity", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// The newest `limit` activities remembered, oldest first.
+    pub fn activities(&self, limit: u32) -> rusqlite::Result<Vec<serde_json::Value>> {
+        read_activities(&lock(&self.db), limit)
     }
 
     /// Waits until every listing sent so far is written.

@@ -365,6 +365,11 @@ impl Vfs {
         })
     }
 
+    /// What the mount remembers between runs (listings, pins, the Activity feed).
+    pub fn meta(&self) -> &Arc<MetaStore> {
+        &self.meta
+    }
+
     /// Whether the server can be reached.
     pub fn reach(&self) -> Arc<crate::webdav::Reach> {
         self.dav.reach().clone()

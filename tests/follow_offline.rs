@@ -1008,3 +1008,52 @@ fn the_activity_feed_shows_what_happened_to_the_files_with_their_place_in_the_mo
     );
     m.unmount();
 }
+
+#[test]
+fn a_pinned_folder_stays_pinned_when_renamed() {
+    let mut cloud = Cloud::start();
+    let dir = cloud.files().join("cours");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("a.txt"), "a").expect("seed");
+    std::fs::write(dir.join("b.bin"), pattern(1 << 20, 3)).expect("seed");
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || {
+        MountSpec::new(&url)
+            .cache(cache.path())
+            .args(&["--poll-interval", "1"])
+    };
+    let m = Mount::new(spec());
+    nuage_ok(&["pin", &m.path("cours").to_string_lossy()]);
+    let complete = |m: &Mount, path: &str| {
+        let st = m.status();
+        let p = &st["pins"][0];
+        p["path"] == path && p["files"] == 2 && p["files_cached"] == 2
+    };
+    time_until(Duration::from_secs(30), "pinned", || complete(&m, "/cours"));
+    std::fs::rename(m.path("cours"), m.path("cours 2026")).expect("mv");
+    assert_eq!(
+        getxattr(&m.path("cours 2026"), "user.nuage.pinned").as_deref(),
+        Some("1")
+    );
+    time_until(Duration::from_secs(30), "pinned under the new name", || {
+        complete(&m, "/cours 2026")
+    });
+    assert_eq!(m.status()["pins"].as_array().map(Vec::len), Some(1));
+    // Still pinned after a remount, and readable without the server.
+    m.unmount();
+    let m = Mount::new(spec());
+    assert_eq!(
+        getxattr(&m.path("cours 2026"), "user.nuage.pinned").as_deref(),
+        Some("1")
+    );
+    time_until(Duration::from_secs(30), "pin walked again", || {
+        complete(&m, "/cours 2026")
+    });
+    cloud.stop();
+    assert_eq!(
+        read(&m.path("cours 2026/b.bin")).expect("offline read"),
+        pattern(1 << 20, 3)
+    );
+    m.unmount();
+}

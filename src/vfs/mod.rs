@@ -1809,9 +1809,10 @@ impl Vfs {
     }
 
     /// What a rename changes here besides the names: modification times kept for the
-    /// server, and the cached content, which stays readable under the new name.
+    /// server, pins, and the cached content, which stays readable under the new name.
     fn renamed_here(&self, from: &RemotePath, to: &RemotePath) {
         self.move_mtimes(from, to);
+        self.move_pins(from, to);
         let ident = |p: &RemotePath| format!("{}\n{}", self.cfg.cache_identity, p.as_str());
         if let Err(e) = self.cache().rename_identity(&ident(from), &ident(to)) {
             tracing::warn!(%from, %to, error = %e, "cached content not kept under the new name");

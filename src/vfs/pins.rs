@@ -73,6 +73,41 @@ impl Vfs {
         Ok(())
     }
 
+    /// Pins at or below `from` follow it to `to` (a rename here): what was kept offline stays
+    /// kept offline under its new name.
+    pub(super) fn move_pins(&self, from: &RemotePath, to: &RemotePath) {
+        let moved: Vec<(RemotePath, RemotePath)> = lock(&self.pins)
+            .iter()
+            .filter(|p| p.is_within(from) && !from.is_root())
+            .map(|p| {
+                let rest = &p.as_str()[from.as_str().len()..];
+                (
+                    p.clone(),
+                    RemotePath::new(&format!("{}{rest}", to.as_str())),
+                )
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        for (old, new) in moved {
+            let res = self
+                .meta
+                .set_pin(&old, false)
+                .and_then(|()| self.meta.set_pin(&new, true));
+            if let Err(e) = res {
+                tracing::warn!(from = %old, to = %new, error = %e, "the pin did not follow the rename");
+                continue;
+            }
+            let mut pins = lock(&self.pins);
+            pins.remove(&old);
+            pins.insert(new);
+        }
+        // Its progress is reported under the new name, and what the rename changed on the
+        // server (a new etag) is downloaded again.
+        self.wake_hydrator();
+    }
+
     /// Asks the hydrator to walk the pins again.
     pub fn wake_hydrator(&self) {
         self.hydrate.notify_one();

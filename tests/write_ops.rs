@@ -802,3 +802,63 @@ fn a_file_whose_folder_was_deleted_on_the_server_meanwhile_still_arrives() {
     m.wait_drained();
     m.unmount();
 }
+
+#[test]
+fn without_file_etags_a_colleagues_newer_copy_is_still_kept() {
+    // A server that gives no etag for files: an upload cannot be made conditional on the
+    // version it replaces, so nuage looks at the server copy (size, time) first.
+    let cloud = Cloud::start();
+    cloud
+        .server
+        .knobs()
+        .no_file_etags
+        .store(true, Ordering::SeqCst);
+    let srv = cloud.files();
+    std::fs::write(srv.join("report.odt"), b"original").expect("w");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--upload-delay",
+        "2",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    assert_eq!(
+        std::fs::read(m.path("report.odt")).expect("read"),
+        b"original"
+    );
+    std::fs::write(m.path("report.odt"), b"ours").expect("write");
+    // Someone else saves on the server before our upload.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(srv.join("report.odt"), b"theirs, newer").expect("w");
+    m.wait_drained();
+    assert!(
+        server_file_is(&srv, "report.odt", b"theirs, newer"),
+        "the server copy must be kept"
+    );
+    let copies: Vec<String> = std::fs::read_dir(&srv)
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().into_string().expect("utf8"))
+        .filter(|n| n.starts_with("report (conflicted copy ") && n.ends_with(").odt"))
+        .collect();
+    assert_eq!(copies.len(), 1, "one conflicted copy: {copies:?}");
+    assert!(server_file_is(&srv, &copies[0], b"ours"));
+    // An unchanged server copy is simply replaced.
+    std::fs::write(m.path("notes.txt"), b"v1").expect("write");
+    m.wait_drained();
+    std::fs::write(m.path("notes.txt"), b"v2, longer").expect("write");
+    m.wait_drained();
+    assert!(server_file_is(&srv, "notes.txt", b"v2, longer"));
+    assert_eq!(
+        std::fs::read_dir(&srv)
+            .expect("ls")
+            .filter(|e| e
+                .as_ref()
+                .map(|e| e.file_name().to_string_lossy().starts_with("notes ("))
+                .unwrap_or(false))
+            .count(),
+        0,
+        "a conflict where there was none"
+    );
+    m.unmount();
+}

@@ -181,6 +181,9 @@ pub struct Knobs {
     pub bruteforce_max: AtomicU32,
     /// Life of a login flow in milliseconds (0: the real 1200 s).
     pub flow_lifetime_ms: AtomicU64,
+    /// Give no etag for files (no `getetag` in listings, no `ETag` header), as some WebDAV
+    /// servers do; conditions on requests are still honoured.
+    pub no_file_etags: AtomicBool,
     /// Answer MOVE with 423, as for a file locked on the server (being edited online; nextcloud-protocol.md §4.3, §15).
     pub lock_moves: AtomicBool,
 }
@@ -775,6 +778,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             "method not supported by the fake server",
         ),
     };
+    let mut r = r;
+    if shared.knobs.no_file_etags.load(Ordering::Relaxed) && method.as_str() != "PROPFIND" {
+        r.headers_mut().remove("ETag");
+        r.headers_mut().remove("OC-ETag");
+    }
     if writes && r.status().is_success() {
         shared.record_write(method.as_str(), r.status(), &rel, dest.as_deref());
         let _ = shared.push.send("notify_file".to_string());
@@ -1164,9 +1172,14 @@ impl Dav {
         } else {
             props.push_str("<d:resourcetype/>");
         }
+        if m.is_dir() || !self.shared.knobs.no_file_etags.load(Ordering::Relaxed) {
+            props.push_str(&format!(
+                "<d:getetag>{}</d:getetag>",
+                xml_escape(&self.etag_of(p, m))
+            ));
+        }
         props.push_str(&format!(
-            "<d:getetag>{}</d:getetag><d:getlastmodified>{}</d:getlastmodified>",
-            xml_escape(&self.etag_of(p, m)),
+            "<d:getlastmodified>{}</d:getlastmodified>",
             httpdate::fmt_http_date(mtime)
         ));
         let size = if m.is_dir() { tree_size(p) } else { m.len() };

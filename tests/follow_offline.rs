@@ -783,11 +783,10 @@ fn files_renamed_offline_keep_their_content_and_are_renamed_on_the_server_once_i
     // Back, but refusing renames for now (files locked there): a file renamed here and
     // never downloaded is read from its server name meanwhile, and changes to a renamed file
     // wait for the rename.
-    cloud
-        .server
-        .knobs()
-        .lock_moves
-        .store(true, Ordering::SeqCst);
+    let locked = || cloud.server.knobs().locked_for_moves.lock().expect("knob");
+    for f in ["cours.odt", "plan.txt", "chaîne.txt", "édité.txt"] {
+        locked().insert(format!("/docs/{f}"));
+    }
     time_until(
         Duration::from_secs(20),
         "the renamed file read again",
@@ -803,11 +802,17 @@ fn files_renamed_offline_keep_their_content_and_are_renamed_on_the_server_once_i
         std::fs::read(docs.join("édité.txt")).expect("still there"),
         "édité.txt".as_bytes()
     );
-    cloud
-        .server
-        .knobs()
-        .lock_moves
-        .store(false, Ordering::SeqCst);
+    // Another file is renamed meanwhile: the refused renames do not hold it up.
+    let mv = |a: &str, b: &str| {
+        std::fs::rename(m.path(a), m.path(b)).unwrap_or_else(|e| panic!("mv {a} {b}: {e}"))
+    };
+    mv("docs/retour.txt", "docs/retour 2.txt");
+    assert!(
+        docs.join("retour 2.txt").exists(),
+        "not renamed on the server at once"
+    );
+    mv("docs/retour 2.txt", "docs/retour.txt");
+    locked().clear();
     // Asked again 30 s after the refusal.
     time_until(Duration::from_secs(50), "renames on the server", || {
         std::fs::read(docs.join("Cours 2026.odt")).ok().as_deref() == Some(&cours[..])

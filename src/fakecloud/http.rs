@@ -184,8 +184,10 @@ pub struct Knobs {
     /// Give no etag for files (no `getetag` in listings, no `ETag` header), as some WebDAV
     /// servers do; conditions on requests are still honoured.
     pub no_file_etags: AtomicBool,
-    /// Answer MOVE with 423, as for a file locked on the server (being edited online; nextcloud-protocol.md §4.3, §15).
-    pub lock_moves: AtomicBool,
+    /// Answer a MOVE of these files with 423, as for files locked on the server (being edited
+    /// online; nextcloud-protocol.md §4.3, §15). Paths relative to the user's root
+    /// (`/docs/a.txt`).
+    pub locked_for_moves: Mutex<std::collections::HashSet<String>>,
 }
 
 pub(super) struct Shared {
@@ -761,7 +763,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         }
         "MKCOL" => dav.mkcol(&rel),
         "DELETE" => dav.delete(&req, &rel),
-        "MOVE" if shared.knobs.lock_moves.load(Ordering::SeqCst) => {
+        "MOVE"
+            if shared
+                .knobs
+                .locked_for_moves
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&format!("/{}", rel.join("/"))) =>
+        {
             sabre_error(StatusCode::LOCKED, "FileLocked", "file is locked")
         }
         "MOVE" => dav.move_copy(&req, &rel, true),

@@ -1011,7 +1011,41 @@ fn the_activity_feed_shows_what_happened_to_the_files_with_their_place_in_the_mo
             && lines[1].contains(&*m.path("Cours/ancien.odt").to_string_lossy()),
         "{text}"
     );
+    // --follow: the latest first, then each new one as it comes, until the unmount.
+    let out = tempfile::NamedTempFile::new().expect("tmp");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut follow = Killed(
+        nuage()
+            .args(["activity", &m.mp.to_string_lossy(), "-n", "1", "--follow"])
+            .stdout(out.reopen().expect("reopen"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let printed = || std::fs::read_to_string(out.path()).unwrap_or_default();
+    time_until(
+        Duration::from_secs(10),
+        "the latest activity printed",
+        || printed().contains("claire deleted ancien.odt"),
+    );
+    cloud
+        .server
+        .record_activity("bob", "file_restored", "/Cours/plan.odt");
+    time_until(Duration::from_secs(20), "the new activity printed", || {
+        printed().contains("bob restored plan.odt")
+    });
+    assert_eq!(printed().lines().count(), 2, "{}", printed());
     m.unmount();
+    time_until(
+        Duration::from_secs(10),
+        "--follow ends with the mount",
+        || matches!(follow.0.try_wait(), Ok(Some(_))),
+    );
 }
 
 #[test]

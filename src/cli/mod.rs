@@ -262,8 +262,11 @@ pub struct ActivityArgs {
     #[arg(long, short = 'n', default_value_t = 20)]
     pub limit: u32,
     /// Print JSON (the server's fields, plus `local_path` inside the mount).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     pub json: bool,
+    /// Keep printing new activities as the mount reads them (until Ctrl-C or the unmount).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
 }
 
 /// `nuage demo`.

@@ -88,22 +88,27 @@ pub(super) fn activity_command(a: ActivityArgs) -> anyhow::Result<ExitCode> {
     let st = snapshot(&reg).ok();
     let root = st.as_ref().and_then(|s| s.root_in_account.clone());
     let db_path = reg.cache_dir.join("meta.sqlite");
-    let items = rusqlite::Connection::open_with_flags(
-        &db_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .and_then(|db| crate::meta::store::read_activities(&db, a.limit))
-    .unwrap_or_default();
-    let with_local: Vec<(serde_json::Value, Option<PathBuf>)> = items
-        .into_iter()
-        .map(|v| {
-            let local = match (&root, v.get("object_name").and_then(|o| o.as_str())) {
-                (Some(r), Some(o)) if !o.is_empty() => local_path(&mp, r, o),
-                _ => None,
-            };
-            (v, local)
-        })
-        .collect();
+    let read = |limit: u32| {
+        rusqlite::Connection::open_with_flags(
+            &db_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|db| crate::meta::store::read_activities(&db, limit))
+        .unwrap_or_default()
+    };
+    let place = |items: Vec<serde_json::Value>| -> Vec<(serde_json::Value, Option<PathBuf>)> {
+        items
+            .into_iter()
+            .map(|v| {
+                let local = match (&root, v.get("object_name").and_then(|o| o.as_str())) {
+                    (Some(r), Some(o)) if !o.is_empty() => local_path(&mp, r, o),
+                    _ => None,
+                };
+                (v, local)
+            })
+            .collect()
+    };
+    let with_local = place(read(a.limit));
     if a.json {
         let out: Vec<serde_json::Value> = with_local
             .into_iter()
@@ -122,7 +127,7 @@ pub(super) fn activity_command(a: ActivityArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::Value::Array(out));
         return Ok(ExitCode::SUCCESS);
     }
-    if with_local.is_empty() {
+    if with_local.is_empty() && !a.follow {
         println!(
             "{}",
             if root.is_some() {
@@ -133,7 +138,31 @@ pub(super) fn activity_command(a: ActivityArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for (v, local) in with_local {
+    let id = |v: &serde_json::Value| v.get("activity_id").and_then(|i| i.as_i64()).unwrap_or(0);
+    let mut last = with_local.iter().map(|(v, _)| id(v)).max().unwrap_or(0);
+    print_activities(with_local);
+    if !a.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // Until the mount ends (its registry entry goes) or the reader is interrupted.
+    while find(&a.mountpoint).is_ok_and(|(_, r)| r.pid == reg.pid) {
+        std::thread::sleep(Duration::from_millis(500));
+        let new: Vec<serde_json::Value> = read(crate::meta::store::ACTIVITY_KEPT as u32)
+            .into_iter()
+            .filter(|v| id(v) > last)
+            .collect();
+        last = new.iter().map(id).max().unwrap_or(last);
+        print_activities(place(new));
+        let _ = std::io::stdout().flush();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per activity: when, the server's sentence, the place in the mount.
+fn print_activities(items: Vec<(serde_json::Value, Option<PathBuf>)>) {
+    for (v, local) in items {
         let when = short_time(v.get("datetime").and_then(|d| d.as_str()).unwrap_or(""));
         let subject = v.get("subject").and_then(|s| s.as_str()).unwrap_or("");
         match local {
@@ -141,7 +170,6 @@ pub(super) fn activity_command(a: ActivityArgs) -> anyhow::Result<ExitCode> {
             None => println!("{when}  {subject}"),
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {

@@ -88,6 +88,13 @@ fn outage_spec(url: &str, cache: &Path) -> MountSpec {
 }
 
 /// Long TTLs: only change detection can make the mount see the new state.
+/// A mount that asks the server for changes every second.
+fn polling_spec(url: &str, cache: &Path) -> MountSpec {
+    MountSpec::new(url)
+        .cache(cache)
+        .args(&["--poll-interval", "1"])
+}
+
 const FOLLOW: &[&str] = &[
     "--poll-interval",
     "1",
@@ -176,11 +183,7 @@ fn a_pinned_folder_is_downloaded_kept_current_and_survives_a_remount() {
     std::fs::write(cloud.files().join("not pinned.bin"), pattern(1 << 20, 1)).expect("seed");
     let cache = tempfile::tempdir().expect("tmp");
     let url = cloud.url();
-    let spec = || {
-        MountSpec::new(&url)
-            .cache(cache.path())
-            .args(&["--poll-interval", "1"])
-    };
+    let spec = || polling_spec(&url, cache.path());
     let m = Mount::new(spec());
     assert_eq!(state(&m.path("cours")), "online-only", "never listed");
     assert_eq!(names(&m.path("cours")).len(), 201);
@@ -1057,11 +1060,7 @@ fn a_pinned_folder_stays_pinned_when_renamed() {
     std::fs::write(dir.join("b.bin"), pattern(1 << 20, 3)).expect("seed");
     let cache = tempfile::tempdir().expect("tmp");
     let url = cloud.url();
-    let spec = || {
-        MountSpec::new(&url)
-            .cache(cache.path())
-            .args(&["--poll-interval", "1"])
-    };
+    let spec = || polling_spec(&url, cache.path());
     let m = Mount::new(spec());
     nuage_ok(&["pin", &m.path("cours").to_string_lossy()]);
     let complete = |m: &Mount, path: &str| {

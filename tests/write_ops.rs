@@ -307,9 +307,9 @@ fn an_upload_the_server_already_holds_is_not_a_conflict() {
     m.unmount();
 }
 
-#[test]
-fn a_conflict_keeps_both_copies() {
-    let cloud = Cloud::start();
+/// A colleague saves `report.odt` on the server between our write and its upload: the server
+/// copy must be kept and ours must arrive beside it, once. Answers the mount and that copy.
+fn colleague_saves_before_our_upload(cloud: &Cloud) -> (Mount, String) {
     let srv = cloud.files();
     std::fs::write(srv.join("report.odt"), b"original").expect("w");
     let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
@@ -340,13 +340,21 @@ fn a_conflict_keeps_both_copies() {
         .collect();
     assert_eq!(copies.len(), 1, "one conflicted copy: {copies:?}");
     assert!(server_file_is(&srv, &copies[0], b"ours"));
+    let copy = copies[0].clone();
+    (m, copy)
+}
+
+#[test]
+fn a_conflict_keeps_both_copies() {
+    let cloud = Cloud::start();
+    let (m, copy) = colleague_saves_before_our_upload(&cloud);
     let out = nuage().arg("status").arg(&m.mp).output().expect("status");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("conflicted copy"),
         "conflict reported"
     );
     assert!(
-        wait_until(Duration::from_secs(5), || m.path(&copies[0]).exists()),
+        wait_until(Duration::from_secs(5), || m.path(&copy).exists()),
         "copy visible in the mount"
     );
     m.unmount();
@@ -813,36 +821,8 @@ fn without_file_etags_a_colleagues_newer_copy_is_still_kept() {
         .knobs()
         .no_file_etags
         .store(true, Ordering::SeqCst);
+    let (m, _) = colleague_saves_before_our_upload(&cloud);
     let srv = cloud.files();
-    std::fs::write(srv.join("report.odt"), b"original").expect("w");
-    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
-        "--upload-delay",
-        "2",
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-    ]));
-    assert_eq!(
-        std::fs::read(m.path("report.odt")).expect("read"),
-        b"original"
-    );
-    std::fs::write(m.path("report.odt"), b"ours").expect("write");
-    // Someone else saves on the server before our upload.
-    std::thread::sleep(Duration::from_millis(50));
-    std::fs::write(srv.join("report.odt"), b"theirs, newer").expect("w");
-    m.wait_drained();
-    assert!(
-        server_file_is(&srv, "report.odt", b"theirs, newer"),
-        "the server copy must be kept"
-    );
-    let copies: Vec<String> = std::fs::read_dir(&srv)
-        .expect("ls")
-        .map(|e| e.expect("e").file_name().into_string().expect("utf8"))
-        .filter(|n| n.starts_with("report (conflicted copy ") && n.ends_with(").odt"))
-        .collect();
-    assert_eq!(copies.len(), 1, "one conflicted copy: {copies:?}");
-    assert!(server_file_is(&srv, &copies[0], b"ours"));
     // An unchanged server copy is simply replaced.
     std::fs::write(m.path("notes.txt"), b"v1").expect("write");
     m.wait_drained();

@@ -427,6 +427,17 @@ const BULK_MAX_FILE: u64 = 1 << 20;
 /// At most this many files per bulk upload.
 const BULK_MAX_FILES: usize = 100;
 
+/// The names of those of `paths` directly inside folder `dir`.
+fn names_in<'a, C: FromIterator<String>>(
+    paths: impl Iterator<Item = &'a RemotePath>,
+    dir: &RemotePath,
+) -> C {
+    paths
+        .filter(|p| p.parent().as_ref() == Some(dir))
+        .map(|p| p.name().to_string())
+        .collect()
+}
+
 /// Editor lock and swap files stay local (like the Nextcloud client's exclude list).
 pub fn is_excluded(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
@@ -785,11 +796,7 @@ impl WriteBack {
 
     /// Names of the files in `dir` deleted here that wait to be deleted on the server.
     pub fn deletes_in(&self, dir: &RemotePath) -> std::collections::HashSet<String> {
-        lock(&self.deletes)
-            .keys()
-            .filter(|p| p.parent().as_ref() == Some(dir))
-            .map(|p| p.name().to_string())
-            .collect()
+        names_in(lock(&self.deletes).keys(), dir)
     }
 
     /// Deletes on the server the files deleted here while it was out of reach, each only if
@@ -974,11 +981,7 @@ impl WriteBack {
 
     /// Names of the folders in `dir` removed here that wait to be removed on the server.
     pub fn rmdirs_in(&self, dir: &RemotePath) -> std::collections::HashSet<String> {
-        lock(&self.rmdirs)
-            .iter()
-            .filter(|p| p.parent().as_ref() == Some(dir))
-            .map(|p| p.name().to_string())
-            .collect()
+        names_in(lock(&self.rmdirs).iter(), dir)
     }
 
     /// Removes on the server the folders removed here while it was out of reach, deepest
@@ -1046,11 +1049,7 @@ impl WriteBack {
 
     /// Names of the folders in `dir` waiting to be made on the server.
     pub fn folders_in(&self, dir: &RemotePath) -> Vec<String> {
-        lock(&self.folders)
-            .iter()
-            .filter(|p| p.parent().as_ref() == Some(dir))
-            .map(|p| p.name().to_string())
-            .collect()
+        names_in(lock(&self.folders).iter(), dir)
     }
 
     /// Forgets folder `p` (removed before it was made on the server). Blocks on the disk.

@@ -1095,3 +1095,104 @@ fn a_pinned_folder_stays_pinned_when_renamed() {
     );
     m.unmount();
 }
+
+#[test]
+fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_it_is_back() {
+    let mut cloud = Cloud::start();
+    let docs = cloud.files().join("docs");
+    let t1 = docs.join("Trimestre 1");
+    for d in ["sub", "sub2"] {
+        std::fs::create_dir_all(t1.join(d)).expect("mkdir");
+    }
+    for (f, c) in [
+        ("a.txt", "a"),
+        ("c.txt", "c"),
+        ("sub/b.txt", "b"),
+        ("sub2/d.txt", "d"),
+        ("sub2/e.txt", "e"),
+    ] {
+        std::fs::write(t1.join(f), c).expect("seed");
+    }
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || outage_spec(&url, cache.path());
+    let m = Mount::new(spec());
+    assert_eq!(
+        names(&m.path("docs/Trimestre 1")),
+        ["a.txt", "c.txt", "sub", "sub2"]
+    );
+    assert_eq!(names(&m.path("docs/Trimestre 1/sub")), ["b.txt"]);
+    assert_eq!(names(&m.path("docs/Trimestre 1/sub2")), ["d.txt", "e.txt"]);
+    assert_eq!(read(&m.path("docs/Trimestre 1/a.txt")).expect("read"), b"a");
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::rename(m.path("docs/Trimestre 1"), m.path("docs/T1 archivé")).expect("mv offline");
+    let new = |p: &str| m.path(&format!("docs/T1 archivé/{p}"));
+    assert_eq!(names(&m.path("docs")), ["T1 archivé"]);
+    assert_eq!(names(&new("")), ["a.txt", "c.txt", "sub", "sub2"]);
+    assert_eq!(read(&new("a.txt")).expect("read renamed"), b"a");
+    // Work inside it, still offline.
+    std::fs::write(new("n.txt"), "nouveau").expect("write");
+    std::fs::create_dir(new("dossier")).expect("mkdir");
+    std::fs::remove_file(new("sub/b.txt")).expect("rm");
+    std::fs::remove_dir(new("sub")).expect("rmdir");
+    std::fs::remove_file(new("sub2/d.txt")).expect("rm");
+    let expect_names = ["a.txt", "c.txt", "dossier", "n.txt", "sub2"];
+    assert_eq!(names(&new("")), expect_names);
+    assert_eq!(
+        m.status()["pending_renames"],
+        serde_json::json!([["/docs/Trimestre 1", "/docs/T1 archivé"]])
+    );
+    // The same after a remount while the server is away.
+    m.unmount_now();
+    let m = Mount::new(spec());
+    let new = |p: &str| m.path(&format!("docs/T1 archivé/{p}"));
+    assert_eq!(names(&m.path("docs")), ["T1 archivé"]);
+    assert_eq!(names(&new("")), expect_names);
+    assert_eq!(names(&new("sub2")), ["e.txt"]);
+    assert_eq!(read(&new("a.txt")).expect("read after remount"), b"a");
+    // Back, but the folder is locked there for now: what was never downloaded is read from
+    // the server name, and nothing is made under the new name before the rename.
+    cloud.restart(port);
+    cloud
+        .server
+        .knobs()
+        .locked_for_moves
+        .lock()
+        .expect("knob")
+        .insert("/docs/Trimestre 1".into());
+    time_until(
+        Duration::from_secs(20),
+        "a file never downloaded read",
+        || read(&new("c.txt")).as_deref() == Some(b"c"),
+    );
+    time_until(Duration::from_secs(20), "the deletes made", || {
+        !t1.join("sub/b.txt").exists() && !t1.join("sub2/d.txt").exists()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!docs.join("T1 archivé").exists(), "made before the rename");
+    assert!(!t1.join("n.txt").exists(), "uploaded under the old name");
+    cloud
+        .server
+        .knobs()
+        .locked_for_moves
+        .lock()
+        .expect("knob")
+        .clear();
+    let t1new = docs.join("T1 archivé");
+    time_until(Duration::from_secs(50), "renamed on the server", || {
+        std::fs::read(t1new.join("n.txt")).ok() == Some(b"nouveau".to_vec())
+            && t1new.join("dossier").is_dir()
+            && !t1new.join("sub").exists()
+    });
+    m.wait_drained();
+    assert!(!t1.exists(), "the old name is still on the server");
+    assert_eq!(std::fs::read(t1new.join("a.txt")).expect("a"), b"a");
+    assert_eq!(std::fs::read(t1new.join("sub2/e.txt")).expect("e"), b"e");
+    assert!(!t1new.join("sub2/d.txt").exists());
+    assert_eq!(m.status()["pending_renames"], serde_json::json!([]));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(names(&new("")), expect_names);
+    m.unmount();
+}

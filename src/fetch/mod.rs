@@ -161,9 +161,9 @@ pub struct Fetcher {
     disk_writes: Arc<Semaphore>,
     max_run: u64,
     buffers: Arc<BufPool>,
-    /// Files renamed here whose rename waits to be made on the server: their bytes are
-    /// still asked for under the server name (new name -> server name).
-    redirects: Mutex<HashMap<RemotePath, RemotePath>>,
+    /// Renames made here that wait to be made on the server (`(new, old)` names, in order):
+    /// the bytes of what they renamed are still asked for under the server names.
+    redirects: Mutex<Vec<(RemotePath, RemotePath)>>,
 }
 
 impl Fetcher {
@@ -183,7 +183,7 @@ impl Fetcher {
             disk_writes: Arc::new(Semaphore::new(DISK_WRITES)),
             max_run: max_run.max(1),
             buffers,
-            redirects: Mutex::new(HashMap::new()),
+            redirects: Mutex::new(Vec::new()),
         }
     }
 
@@ -307,14 +307,10 @@ impl Fetcher {
         Some(data)
     }
 
-    /// Downloads of the file named `to` here go to `from` on the server (`None`: to `to`
-    /// again), while its rename waits to be made there.
-    pub fn redirect(&self, to: &RemotePath, from: Option<&RemotePath>) {
-        let mut r = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
-        match from {
-            Some(f) => r.insert(to.clone(), f.clone()),
-            None => r.remove(to),
-        };
+    /// The renames made here that wait to be made on the server (`(new, old)` names, in
+    /// order): downloads go to the server names meanwhile.
+    pub fn set_redirects(&self, moves: Vec<(RemotePath, RemotePath)>) {
+        *self.redirects.lock().unwrap_or_else(|p| p.into_inner()) = moves;
     }
 
     /// Waits for a GET slot and starts a ranged GET.
@@ -330,12 +326,10 @@ impl Fetcher {
             .acquire()
             .await
             .map_err(|_| RunError::fatal(Error::new(ErrorKind::Io, "shutting down")))?;
-        let redirected = self
-            .redirects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&f.path)
-            .cloned();
+        let redirected = {
+            let r = self.redirects.lock().unwrap_or_else(|p| p.into_inner());
+            (!r.is_empty()).then(|| f.path.before_moves(&r))
+        };
         let path = redirected.as_ref().unwrap_or(&f.path);
         let body = self
             .dav

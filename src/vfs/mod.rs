@@ -560,7 +560,11 @@ impl Vfs {
                 })
                 .unwrap_or_default();
             let asked = Instant::now();
-            match self.dav.propfind(&node.path, Depth::One).await {
+            // Renamed offline (it or a folder above), not yet there: listed under the server
+            // name.
+            let on_server = self.wb.server_path(&node.path);
+            let listed = self.dav.propfind(&on_server, Depth::One).await;
+            match listed.map(|v| rebase_entries(v, &on_server, &node.path)) {
                 Ok(mut entries) => {
                     self.keep_hidden(&node.path, dotted, &mut entries).await;
                     self.overlay(&node.path, &mut entries, local);
@@ -595,7 +599,14 @@ impl Vfs {
                         return Ok(());
                     }
                     if cut {
-                        if let Some((_, mut entries)) = self.meta.listing(&node.path) {
+                        let remembered = self.meta.listing(&node.path).or_else(|| {
+                            let on_server = self.wb.server_path(&node.path);
+                            (on_server != node.path)
+                                .then(|| self.meta.listing(&on_server))
+                                .flatten()
+                                .map(|(d, v)| (d, rebase_entries(v, &on_server, &node.path)))
+                        });
+                        if let Some((_, mut entries)) = remembered {
                             // Not listed since the mount started: the listing of an earlier run.
                             self.merge_pending(&node.path, &mut entries);
                             entries.insert(0, node.entry.clone());
@@ -673,7 +684,9 @@ impl Vfs {
             return Ok(node);
         }
         let asked = Instant::now();
-        match self.dav.propfind(&node.path, Depth::Zero).await {
+        let on_server = self.wb.server_path(&node.path);
+        let asked_for = self.dav.propfind(&on_server, Depth::Zero).await;
+        match asked_for.map(|v| rebase_entries(v, &on_server, &node.path)) {
             Ok(mut entries) => {
                 let Some(e) = entries.drain(..).find(|e| e.path == node.path) else {
                     return Err(Error::new(
@@ -964,11 +977,12 @@ impl Vfs {
         if self.wb.has_moves() {
             // Renamed here, not yet there: gone from the old name, present under the new.
             let (gone, came) = self.wb.moves_in(dir);
-            entries.retain(|e| e.is_dir || !gone.contains(e.path.name()));
+            entries.retain(|e| e.path == *dir || !gone.contains(e.path.name()));
             for m in came {
                 if !entries.iter().any(|e| e.path == m.to) {
                     entries.push(Entry {
                         etag: m.base.etag.clone(),
+                        is_dir: m.is_dir,
                         ..local_entry(
                             &m.to,
                             m.base.size,
@@ -987,7 +1001,8 @@ impl Vfs {
             // Unless made again here since.
             entries.retain(|e| !e.is_dir || !removed.contains(e.path.name()));
         }
-        let deleted = self.wb.deletes_in(dir);
+        // Deletes are recorded under server names (they are made before the renames).
+        let deleted = self.wb.deletes_in(&self.wb.server_path(dir));
         if !deleted.is_empty() {
             // Unless made again here since.
             entries.retain(|e| {
@@ -1519,9 +1534,14 @@ impl Vfs {
         // its server name, and not renamed at all.
         let server_path = if self.wb.has_moves() {
             let (wb, p) = (self.wb.clone(), node.path.clone());
-            blocking(move || wb.cancel_move(&p))
-                .await?
-                .map_or(node.path.clone(), |m| m.from)
+            blocking(move || {
+                Ok(match wb.cancel_move(&p)? {
+                    Some(m) => m.from,
+                    // Inside a folder renamed offline: deleted before that rename is made.
+                    None => wb.server_path(&p),
+                })
+            })
+            .await?
         } else {
             node.path.clone()
         };
@@ -1740,8 +1760,8 @@ impl Vfs {
                     Err(e) => return Err(e.into()),
                 }
             }
-            // A file whose rename still waits (the server is out of reach), or one renamed
-            // while it is: renamed here now, there once it answers.
+            // A file or folder whose rename still waits (the server is out of reach), or one
+            // renamed while it is: renamed here now, there once it answers.
             let waiting = self.wb.moved_from(&src.path).is_some();
             let sent = if waiting {
                 None
@@ -1750,7 +1770,7 @@ impl Vfs {
             };
             let etag = match sent {
                 Some(Ok(etag)) => etag,
-                Some(Err(e)) if !(cut_off(&e) && !src.entry.is_dir && target.is_none()) => {
+                Some(Err(e)) if !(cut_off(&e) && target.is_none()) => {
                     return Err(match e {
                         DavError::PreconditionFailed(_) => Error::new(
                             ErrorKind::AlreadyExists,
@@ -1760,9 +1780,15 @@ impl Vfs {
                     })
                 }
                 _ => {
+                    let is_dir = src.entry.is_dir;
                     let (wb, from, dest, base) =
                         (self.wb.clone(), src.path.clone(), to.clone(), seen(&src));
-                    blocking(move || wb.add_move(&from, &dest, base)).await?;
+                    blocking(move || wb.add_move(&from, &dest, base, is_dir)).await?;
+                    if is_dir {
+                        // Folders made offline inside it are made under the new name.
+                        let _work = self.wb.folder_work().await;
+                        self.wb.move_waiting_folders(&src.path, &to)?;
+                    }
                     tracing::info!(from = %src.path, %to, "renamed here while the server is out of reach; renamed there once it is back");
                     self.renamed_here(&src.path, &to);
                     let mut t = lock(&self.table);
@@ -1923,6 +1949,19 @@ fn merge_local(entries: &mut Vec<Entry>, local: Vec<(String, crate::writeback::D
             None => entries.push(local_entry(&st.path, st.size, st.mtime)),
         }
     }
+}
+
+/// Entries listed under `server` (a name on the server) as they are named here, under
+/// `local` (the two differ while a rename made offline waits).
+fn rebase_entries(mut entries: Vec<Entry>, server: &RemotePath, local: &RemotePath) -> Vec<Entry> {
+    if server != local {
+        for e in &mut entries {
+            if let Some(p) = e.path.rebased(server, local) {
+                e.path = p;
+            }
+        }
+    }
+    entries
 }
 
 /// The entry of a file that exists only locally so far.

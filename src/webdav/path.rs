@@ -50,6 +50,24 @@ impl RemotePath {
         }
     }
 
+    /// This path with its leading `from` (itself, or a folder above it) replaced by `to`;
+    /// `None` when it is not within `from`.
+    pub fn rebased(&self, from: &RemotePath, to: &RemotePath) -> Option<RemotePath> {
+        if !self.is_within(from) {
+            return None;
+        }
+        let rest = &self.0[from.0.len()..];
+        Some(RemotePath::new(&format!("{}{rest}", to.0)))
+    }
+
+    /// Where `self` is on the server while the renames `moves` (`(new, old)` pairs, in the
+    /// order they were made) wait to be made there.
+    pub fn before_moves(&self, moves: &[(RemotePath, RemotePath)]) -> RemotePath {
+        moves.iter().rev().fold(self.clone(), |p, (new, old)| {
+            p.rebased(new, old).unwrap_or(p)
+        })
+    }
+
     /// True when this path is `ancestor` or lies below it.
     pub fn is_within(&self, ancestor: &RemotePath) -> bool {
         ancestor.0.is_empty()
@@ -137,5 +155,24 @@ mod tests {
         let nfd = RemotePath::new("cafe\u{301}");
         assert_ne!(nfc.encoded(), nfd.encoded());
         assert_eq!(decode(&nfd.encoded()), nfd.as_str());
+    }
+
+    #[test]
+    fn paths_are_followed_back_through_waiting_renames() {
+        let p = |s: &str| RemotePath::new(s);
+        assert_eq!(
+            p("a/b/c.txt").rebased(&p("a/b"), &p("x")),
+            Some(p("x/c.txt"))
+        );
+        assert_eq!(p("a/bc/d.txt").rebased(&p("a/b"), &p("x")), None);
+        // A folder renamed, then a file inside it renamed under the new folder name.
+        let moves = [(p("T1"), p("Trimestre 1")), (p("T1/y.txt"), p("T1/x.txt"))];
+        assert_eq!(p("T1/y.txt").before_moves(&moves), p("Trimestre 1/x.txt"));
+        assert_eq!(
+            p("T1/sub/z.txt").before_moves(&moves),
+            p("Trimestre 1/sub/z.txt")
+        );
+        assert_eq!(p("T10/z.txt").before_moves(&moves), p("T10/z.txt"));
+        assert_eq!(p("other.txt").before_moves(&[]), p("other.txt"));
     }
 }

@@ -98,7 +98,8 @@ impl Journal {
                  path TEXT PRIMARY KEY, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);
              CREATE TABLE IF NOT EXISTS moves (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT, from_path TEXT NOT NULL,
-                 to_path TEXT NOT NULL UNIQUE, etag TEXT, size INTEGER NOT NULL, mtime INTEGER);
+                 to_path TEXT NOT NULL UNIQUE, etag TEXT, size INTEGER NOT NULL, mtime INTEGER,
+                 is_dir INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE IF NOT EXISTS rmdirs (path TEXT PRIMARY KEY);",
         )?;
         // Journals written before the generation column existed get it (0: unknown).
@@ -109,6 +110,9 @@ impl Journal {
         }
         if db.prepare("SELECT content FROM dirty LIMIT 0").is_err() {
             db.execute_batch("ALTER TABLE dirty ADD COLUMN content BLOB;")?;
+        }
+        if db.prepare("SELECT is_dir FROM moves LIMIT 0").is_err() {
+            db.execute_batch("ALTER TABLE moves ADD COLUMN is_dir INTEGER NOT NULL DEFAULT 0;")?;
         }
         if db.prepare("SELECT base_mtime FROM dirty LIMIT 0").is_err() {
             db.execute_batch("ALTER TABLE dirty ADD COLUMN base_mtime INTEGER;")?;
@@ -339,8 +343,9 @@ impl Journal {
         Ok(())
     }
 
-    /// Records a file renamed while the server was out of reach: where it is on the server,
-    /// its new name, and the server version it is (etag, size, modification time).
+    /// Records a file or folder renamed while the server was out of reach: where it is on
+    /// the server, its new name, and the server version it is (etag, size, modification
+    /// time).
     pub fn add_move(
         &self,
         from: &RemotePath,
@@ -348,11 +353,12 @@ impl Journal {
         etag: Option<&str>,
         size: u64,
         mtime: Option<i64>,
+        is_dir: bool,
     ) -> rusqlite::Result<()> {
         self.db.execute(
-            "INSERT OR REPLACE INTO moves (from_path, to_path, etag, size, mtime)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![from.as_str(), to.as_str(), etag, size as i64, mtime],
+            "INSERT OR REPLACE INTO moves (from_path, to_path, etag, size, mtime, is_dir)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![from.as_str(), to.as_str(), etag, size as i64, mtime, is_dir],
         )?;
         Ok(())
     }
@@ -374,14 +380,23 @@ impl Journal {
     }
 
     /// Renames still to be made on the server, in the order they were made here:
-    /// (from, to, etag, size, mtime).
+    /// (from, to, etag, size, mtime, is_dir).
     #[allow(clippy::type_complexity)]
     pub fn moves(
         &self,
-    ) -> rusqlite::Result<Vec<(RemotePath, RemotePath, Option<String>, u64, Option<i64>)>> {
-        let mut st = self
-            .db
-            .prepare("SELECT from_path, to_path, etag, size, mtime FROM moves ORDER BY seq")?;
+    ) -> rusqlite::Result<
+        Vec<(
+            RemotePath,
+            RemotePath,
+            Option<String>,
+            u64,
+            Option<i64>,
+            bool,
+        )>,
+    > {
+        let mut st = self.db.prepare(
+            "SELECT from_path, to_path, etag, size, mtime, is_dir FROM moves ORDER BY seq",
+        )?;
         let rows = st.query_map([], |r| {
             Ok((
                 RemotePath::new(&r.get::<_, String>(0)?),
@@ -389,9 +404,23 @@ impl Journal {
                 r.get::<_, Option<String>>(2)?,
                 r.get::<_, i64>(3)? as u64,
                 r.get::<_, Option<i64>>(4)?,
+                r.get::<_, bool>(5)?,
             ))
         })?;
         rows.collect()
+    }
+
+    /// Renames recorded folder removals below `from` to below `to` (a folder renamed here).
+    pub fn rebase_rmdirs(&self, moves: &[(RemotePath, RemotePath)]) -> rusqlite::Result<()> {
+        let tx = self.db.unchecked_transaction()?;
+        for (old, new) in moves {
+            tx.execute("DELETE FROM rmdirs WHERE path = ?1", params![old.as_str()])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO rmdirs (path) VALUES (?1)",
+                params![new.as_str()],
+            )?;
+        }
+        tx.commit()
     }
 
     /// Deletes still to be made on the server: (path, etag, size, mtime).

@@ -415,6 +415,8 @@ pub struct PendingMove {
     pub to: RemotePath,
     /// The server version renamed.
     pub base: Base,
+    /// A folder (with everything in it).
+    pub is_dir: bool,
 }
 
 /// Uploads yield to a program that is busy writing: they start once it paused this long...
@@ -426,6 +428,15 @@ const MAX_YIELD: Duration = Duration::from_secs(2);
 const BULK_MAX_FILE: u64 = 1 << 20;
 /// At most this many files per bulk upload.
 const BULK_MAX_FILES: usize = 100;
+
+/// The `(new, old)` name pairs of waiting renames, in order (see
+/// [`RemotePath::before_moves`]).
+fn redirects_of(moves: &[PendingMove]) -> Vec<(RemotePath, RemotePath)> {
+    moves
+        .iter()
+        .map(|m| (m.to.clone(), m.from.clone()))
+        .collect()
+}
 
 /// The names of those of `paths` directly inside folder `dir`.
 fn names_in<'a, C: FromIterator<String>>(
@@ -530,7 +541,7 @@ impl WriteBack {
             .moves()
             .map_err(|e| io("cannot read the journal", e))?
             .into_iter()
-            .map(|(from, to, etag, size, mtime)| PendingMove {
+            .map(|(from, to, etag, size, mtime, is_dir)| PendingMove {
                 from,
                 to,
                 base: Base {
@@ -539,11 +550,10 @@ impl WriteBack {
                     version: VersionId(-1),
                     mtime,
                 },
+                is_dir,
             })
             .collect();
-        for m in &moves {
-            fetcher.redirect(&m.to, Some(&m.from));
-        }
+        fetcher.set_redirects(redirects_of(&moves));
         let rmdirs = journal
             .rmdirs()
             .map_err(|e| io("cannot read the journal", e))?
@@ -829,38 +839,86 @@ impl WriteBack {
     /// is out of reach: renamed there once it answers. A file renamed again just gets its
     /// new name (and none at all when it is back under its server name). Durable when this
     /// returns. Blocks on the disk.
-    pub fn add_move(&self, from: &RemotePath, to: &RemotePath, base: Base) -> Result<()> {
+    pub fn add_move(
+        &self,
+        from: &RemotePath,
+        to: &RemotePath,
+        base: Base,
+        is_dir: bool,
+    ) -> Result<()> {
         let mut moves = lock(&self.moves);
         match moves.iter().position(|m| m.to == *from) {
             Some(i) if moves[i].from == *to => {
                 self.journal_write("cannot update the journal", |j| j.remove_move(from))?;
-                let m = moves.remove(i);
-                self.fetcher.redirect(&m.to, None);
+                moves.remove(i);
             }
             Some(i) => {
                 self.journal_write("cannot record the rename in the journal", |j| {
                     j.retarget_move(from, to)
                 })?;
-                let m = &mut moves[i];
-                self.fetcher.redirect(&m.to, None);
-                m.to = to.clone();
-                self.fetcher.redirect(to, Some(&m.from));
+                moves[i].to = to.clone();
             }
             None => {
                 self.journal_write("cannot record the rename in the journal", |j| {
-                    j.add_move(from, to, base.etag.as_deref(), base.size, base.mtime)
+                    j.add_move(
+                        from,
+                        to,
+                        base.etag.as_deref(),
+                        base.size,
+                        base.mtime,
+                        is_dir,
+                    )
                 })?;
-                self.fetcher.redirect(to, Some(from));
                 moves.push(PendingMove {
                     from: from.clone(),
                     to: to.clone(),
                     base,
+                    is_dir,
                 });
             }
         }
+        self.fetcher.set_redirects(redirects_of(&moves));
         drop(moves);
+        if is_dir {
+            // Folder removals waiting below it are made under its new name.
+            self.rebase_rmdirs(from, to)?;
+        }
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// Waiting folder removals below `from` go below `to`.
+    fn rebase_rmdirs(&self, from: &RemotePath, to: &RemotePath) -> Result<()> {
+        let moved: Vec<(RemotePath, RemotePath)> = lock(&self.rmdirs)
+            .iter()
+            .filter_map(|p| p.rebased(from, to).map(|n| (p.clone(), n)))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
+        }
+        self.journal_write("cannot update the journal", |j| j.rebase_rmdirs(&moved))?;
+        let mut set = lock(&self.rmdirs);
+        for (old, new) in moved {
+            set.remove(&old);
+            set.insert(new);
+        }
+        Ok(())
+    }
+
+    /// Where `p` (a name here) is on the server now: its own path, unless a rename of it,
+    /// or of a folder above it, waits to be made there.
+    pub fn server_path(&self, p: &RemotePath) -> RemotePath {
+        let moves = lock(&self.moves);
+        if moves.is_empty() {
+            return p.clone();
+        }
+        p.before_moves(&redirects_of(&moves))
+    }
+
+    /// True when `p` is, or is below, the new name of a rename that waits to be made on the
+    /// server.
+    pub fn under_pending_move(&self, p: &RemotePath) -> bool {
+        lock(&self.moves).iter().any(|m| p.is_within(&m.to))
     }
 
     /// Where the file named `to` here is on the server, while its rename waits to be made
@@ -881,7 +939,7 @@ impl WriteBack {
         };
         self.journal_write("cannot update the journal", |j| j.remove_move(to))?;
         let m = moves.remove(i);
-        self.fetcher.redirect(&m.to, None);
+        self.fetcher.set_redirects(redirects_of(&moves));
         Ok(Some(m))
     }
 
@@ -896,7 +954,7 @@ impl WriteBack {
     }
 
     /// What the waiting renames change in a listing of `dir`: the names that left it, and
-    /// the files that came in (new name, server version).
+    /// the files and folders that came in (new name, server version).
     pub fn moves_in(
         &self,
         dir: &RemotePath,
@@ -922,12 +980,13 @@ impl WriteBack {
     pub async fn send_moves(&self) -> std::result::Result<(), DavError> {
         let todo = self.pending_moves();
         for m in todo {
-            match self.dav.move_to(&m.from, &m.to, false, false).await {
+            match self.dav.move_to(&m.from, &m.to, m.is_dir, false).await {
                 Ok(etag) => {
                     // A server that does not say the moved file's etag may still have
                     // changed it: ask, so that a waiting upload sends the right one.
                     let etag = match etag {
                         Some(e) => Some(e),
+                        None if m.is_dir => None,
                         None => self
                             .dav
                             .propfind(&m.to, crate::webdav::Depth::Zero)
@@ -1040,6 +1099,10 @@ impl WriteBack {
         }
         if self.has_moves() {
             self.send_moves().await?;
+            if self.has_folders() {
+                // Those made offline inside a folder renamed offline.
+                self.make_folders().await?;
+            }
         }
         if !lock(&self.rmdirs).is_empty() {
             self.send_rmdirs().await?;
@@ -1063,7 +1126,13 @@ impl WriteBack {
     /// (the server out of reach again, say), which the caller reports.
     pub async fn make_folders(&self) -> std::result::Result<(), DavError> {
         let _work = self.folder_work.lock().await;
-        let todo: Vec<RemotePath> = lock(&self.folders).iter().cloned().collect();
+        let todo: Vec<RemotePath> = lock(&self.folders)
+            .iter()
+            // Inside a folder renamed offline: made once that rename is (else the new name
+            // would exist there first and the rename could not be made).
+            .filter(|p| !self.under_pending_move(p))
+            .cloned()
+            .collect();
         for p in todo {
             // Its parents too: one of them may be waiting, or deleted on the server since.
             self.dav.make_parents(&p.join("-")).await?;
@@ -1665,7 +1734,7 @@ impl WriteBack {
                 if st.uploading || st.local_only || st.open_writers > 0 {
                     continue;
                 }
-                if self.moved_from(&st.path).is_some() {
+                if self.under_pending_move(&st.path) {
                     // Goes up once the rename is made there (`send_offline_work`).
                     continue;
                 }

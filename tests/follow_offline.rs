@@ -1138,20 +1138,28 @@ fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_
     std::fs::remove_file(new("sub/b.txt")).expect("rm");
     std::fs::remove_dir(new("sub")).expect("rmdir");
     std::fs::remove_file(new("sub2/d.txt")).expect("rm");
-    let expect_names = ["a.txt", "c.txt", "dossier", "n.txt", "sub2"];
+    // A file renamed inside it, then the folder renamed again.
+    std::fs::rename(new("a.txt"), new("a2.txt")).expect("mv inside");
+    std::fs::rename(m.path("docs/T1 archivé"), m.path("docs/T1 final")).expect("mv again");
+    let new = |p: &str| m.path(&format!("docs/T1 final/{p}"));
+    let expect_names = ["a2.txt", "c.txt", "dossier", "n.txt", "sub2"];
     assert_eq!(names(&new("")), expect_names);
+    assert_eq!(read(&new("a2.txt")).expect("read renamed twice"), b"a");
     assert_eq!(
         m.status()["pending_renames"],
-        serde_json::json!([["/docs/Trimestre 1", "/docs/T1 archivé"]])
+        serde_json::json!([
+            ["/docs/Trimestre 1", "/docs/T1 final"],
+            ["/docs/T1 final/a.txt", "/docs/T1 final/a2.txt"]
+        ])
     );
     // The same after a remount while the server is away.
     m.unmount_now();
     let m = Mount::new(spec());
-    let new = |p: &str| m.path(&format!("docs/T1 archivé/{p}"));
-    assert_eq!(names(&m.path("docs")), ["T1 archivé"]);
+    let new = |p: &str| m.path(&format!("docs/T1 final/{p}"));
+    assert_eq!(names(&m.path("docs")), ["T1 final"]);
     assert_eq!(names(&new("")), expect_names);
     assert_eq!(names(&new("sub2")), ["e.txt"]);
-    assert_eq!(read(&new("a.txt")).expect("read after remount"), b"a");
+    assert_eq!(read(&new("a2.txt")).expect("read after remount"), b"a");
     // Back, but the folder is locked there for now: what was never downloaded is read from
     // the server name, and nothing is made under the new name before the rename.
     cloud.restart(port);
@@ -1171,7 +1179,7 @@ fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_
         !t1.join("sub/b.txt").exists() && !t1.join("sub2/d.txt").exists()
     });
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(!docs.join("T1 archivé").exists(), "made before the rename");
+    assert!(!docs.join("T1 final").exists(), "made before the rename");
     assert!(!t1.join("n.txt").exists(), "uploaded under the old name");
     cloud
         .server
@@ -1180,7 +1188,7 @@ fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_
         .lock()
         .expect("knob")
         .clear();
-    let t1new = docs.join("T1 archivé");
+    let t1new = docs.join("T1 final");
     time_until(Duration::from_secs(50), "renamed on the server", || {
         std::fs::read(t1new.join("n.txt")).ok() == Some(b"nouveau".to_vec())
             && t1new.join("dossier").is_dir()
@@ -1188,7 +1196,9 @@ fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_
     });
     m.wait_drained();
     assert!(!t1.exists(), "the old name is still on the server");
-    assert_eq!(std::fs::read(t1new.join("a.txt")).expect("a"), b"a");
+    assert_eq!(std::fs::read(t1new.join("a2.txt")).expect("a2"), b"a");
+    assert!(!t1new.join("a.txt").exists());
+    assert!(!docs.join("T1 archivé").exists());
     assert_eq!(std::fs::read(t1new.join("sub2/e.txt")).expect("e"), b"e");
     assert!(!t1new.join("sub2/d.txt").exists());
     assert_eq!(m.status()["pending_renames"], serde_json::json!([]));

@@ -363,6 +363,20 @@ impl Journal {
         Ok(())
     }
 
+    /// The recorded rename to `to` now reads `new_from` -> `new_to`.
+    pub fn rewrite_move(
+        &self,
+        to: &RemotePath,
+        new_from: &RemotePath,
+        new_to: &RemotePath,
+    ) -> rusqlite::Result<()> {
+        self.db.execute(
+            "UPDATE moves SET from_path = ?2, to_path = ?3 WHERE to_path = ?1",
+            params![to.as_str(), new_from.as_str(), new_to.as_str()],
+        )?;
+        Ok(())
+    }
+
     /// A recorded rename now goes to `new_to` (the file was renamed again).
     pub fn retarget_move(&self, to: &RemotePath, new_to: &RemotePath) -> rusqlite::Result<()> {
         self.db.execute(

@@ -853,10 +853,31 @@ impl WriteBack {
                 moves.remove(i);
             }
             Some(i) => {
+                // Renames made later inside a folder renamed again name it by the name it
+                // had then: they follow it to the new one.
+                let later: Vec<(RemotePath, RemotePath, RemotePath)> = moves[i + 1..]
+                    .iter()
+                    .filter(|m| m.from.is_within(from) || m.to.is_within(from))
+                    .map(|m| {
+                        let f = m.from.rebased(from, to).unwrap_or_else(|| m.from.clone());
+                        let t = m.to.rebased(from, to).unwrap_or_else(|| m.to.clone());
+                        (m.to.clone(), f, t)
+                    })
+                    .collect();
                 self.journal_write("cannot record the rename in the journal", |j| {
-                    j.retarget_move(from, to)
+                    j.retarget_move(from, to)?;
+                    for (old_to, f, t) in &later {
+                        j.rewrite_move(old_to, f, t)?;
+                    }
+                    Ok(())
                 })?;
                 moves[i].to = to.clone();
+                for (old_to, f, t) in later {
+                    if let Some(m) = moves.iter_mut().skip(i + 1).find(|m| m.to == old_to) {
+                        m.from = f;
+                        m.to = t;
+                    }
+                }
             }
             None => {
                 self.journal_write("cannot record the rename in the journal", |j| {

@@ -307,11 +307,24 @@ impl Journal {
 
     /// Renames recorded folders (`(old, new)` pairs), all or none.
     pub fn rename_folders(&self, moves: &[(RemotePath, RemotePath)]) -> rusqlite::Result<()> {
+        self.rename_paths("folders", moves)
+    }
+
+    /// Renames the paths of `table` (a table of this module with one `path` column), all or
+    /// none.
+    fn rename_paths(
+        &self,
+        table: &'static str,
+        moves: &[(RemotePath, RemotePath)],
+    ) -> rusqlite::Result<()> {
         let tx = self.db.unchecked_transaction()?;
         for (old, new) in moves {
-            tx.execute("DELETE FROM folders WHERE path = ?1", params![old.as_str()])?;
             tx.execute(
-                "INSERT OR IGNORE INTO folders (path) VALUES (?1)",
+                &format!("DELETE FROM {table} WHERE path = ?1"),
+                params![old.as_str()],
+            )?;
+            tx.execute(
+                &format!("INSERT OR IGNORE INTO {table} (path) VALUES (?1)"),
                 params![new.as_str()],
             )?;
         }
@@ -363,27 +376,20 @@ impl Journal {
         Ok(())
     }
 
-    /// The recorded rename to `to` now reads `new_from` -> `new_to`.
-    pub fn rewrite_move(
+    /// Recorded renames rewritten: each `(to, new_from, new_to)` makes the one to `to` read
+    /// `new_from` -> `new_to`; all or none.
+    pub fn rewrite_moves(
         &self,
-        to: &RemotePath,
-        new_from: &RemotePath,
-        new_to: &RemotePath,
+        rows: &[(RemotePath, RemotePath, RemotePath)],
     ) -> rusqlite::Result<()> {
-        self.db.execute(
-            "UPDATE moves SET from_path = ?2, to_path = ?3 WHERE to_path = ?1",
-            params![to.as_str(), new_from.as_str(), new_to.as_str()],
-        )?;
-        Ok(())
-    }
-
-    /// A recorded rename now goes to `new_to` (the file was renamed again).
-    pub fn retarget_move(&self, to: &RemotePath, new_to: &RemotePath) -> rusqlite::Result<()> {
-        self.db.execute(
-            "UPDATE moves SET to_path = ?2 WHERE to_path = ?1",
-            params![to.as_str(), new_to.as_str()],
-        )?;
-        Ok(())
+        let tx = self.db.unchecked_transaction()?;
+        for (to, new_from, new_to) in rows {
+            tx.execute(
+                "UPDATE moves SET from_path = ?2, to_path = ?3 WHERE to_path = ?1",
+                params![to.as_str(), new_from.as_str(), new_to.as_str()],
+            )?;
+        }
+        tx.commit()
     }
 
     /// Forgets the recorded rename to `to` (done on the server, or not to be done).
@@ -426,15 +432,7 @@ impl Journal {
 
     /// Renames recorded folder removals below `from` to below `to` (a folder renamed here).
     pub fn rebase_rmdirs(&self, moves: &[(RemotePath, RemotePath)]) -> rusqlite::Result<()> {
-        let tx = self.db.unchecked_transaction()?;
-        for (old, new) in moves {
-            tx.execute("DELETE FROM rmdirs WHERE path = ?1", params![old.as_str()])?;
-            tx.execute(
-                "INSERT OR IGNORE INTO rmdirs (path) VALUES (?1)",
-                params![new.as_str()],
-            )?;
-        }
-        tx.commit()
+        self.rename_paths("rmdirs", moves)
     }
 
     /// Deletes still to be made on the server: (path, etag, size, mtime).

@@ -855,25 +855,22 @@ impl WriteBack {
             Some(i) => {
                 // Renames made later inside a folder renamed again name it by the name it
                 // had then: they follow it to the new one.
-                let later: Vec<(RemotePath, RemotePath, RemotePath)> = moves[i + 1..]
-                    .iter()
-                    .filter(|m| m.from.is_within(from) || m.to.is_within(from))
-                    .map(|m| {
-                        let f = m.from.rebased(from, to).unwrap_or_else(|| m.from.clone());
-                        let t = m.to.rebased(from, to).unwrap_or_else(|| m.to.clone());
-                        (m.to.clone(), f, t)
-                    })
-                    .collect();
+                let mut rows = vec![(from.clone(), moves[i].from.clone(), to.clone())];
+                rows.extend(
+                    moves[i + 1..]
+                        .iter()
+                        .filter(|m| m.from.is_within(from) || m.to.is_within(from))
+                        .map(|m| {
+                            let f = m.from.rebased(from, to).unwrap_or_else(|| m.from.clone());
+                            let t = m.to.rebased(from, to).unwrap_or_else(|| m.to.clone());
+                            (m.to.clone(), f, t)
+                        }),
+                );
                 self.journal_write("cannot record the rename in the journal", |j| {
-                    j.retarget_move(from, to)?;
-                    for (old_to, f, t) in &later {
-                        j.rewrite_move(old_to, f, t)?;
-                    }
-                    Ok(())
+                    j.rewrite_moves(&rows)
                 })?;
-                moves[i].to = to.clone();
-                for (old_to, f, t) in later {
-                    if let Some(m) = moves.iter_mut().skip(i + 1).find(|m| m.to == old_to) {
+                for (old_to, f, t) in rows {
+                    if let Some(m) = moves.iter_mut().skip(i).find(|m| m.to == old_to) {
                         m.from = f;
                         m.to = t;
                     }

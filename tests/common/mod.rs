@@ -797,7 +797,6 @@ impl Drop for Mount {
             for l in tail.iter().rev() {
                 eprintln!("{l}");
             }
-            let _ = std::fs::write("/tmp/nuage-last-failed-mount.log", &text);
         }
         if is_mounted(&self.mp) {
             let _ = Command::new("fusermount3")

@@ -77,7 +77,7 @@ pub fn start(vfs: Arc<Vfs>, cfg: PollConfig, push: Option<PushConfig>) {
             let was_online = reach.is_online();
             match vfs.check_remote_changes().await {
                 Ok(c) => {
-                    if !was_online || !c.changed_files.is_empty() {
+                    if !was_online || !c.changed_files.is_empty() || c.names_changed {
                         vfs.wake_hydrator();
                     }
                 }

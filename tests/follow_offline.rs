@@ -1052,6 +1052,35 @@ fn the_activity_feed_shows_what_happened_to_the_files_with_their_place_in_the_mo
 }
 
 #[test]
+fn a_pinned_folder_renamed_on_the_server_stays_pinned() {
+    let cloud = Cloud::start();
+    let dir = cloud.files().join("cours");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("a.txt"), "a").expect("seed");
+    let cache = tempfile::tempdir().expect("tmp");
+    let m = Mount::new(polling_spec(&cloud.url(), cache.path()));
+    nuage_ok(&["pin", &m.path("cours").to_string_lossy()]);
+    let complete = |path: &str, files: u64| {
+        let st = m.status();
+        let p = &st["pins"][0];
+        p["path"] == path && p["files"] == files && p["files_cached"] == files
+    };
+    time_until(Duration::from_secs(30), "pinned", || complete("/cours", 1));
+    // A colleague renames it on the server and adds a file (its file id stays).
+    std::fs::rename(&dir, cloud.files().join("cours (partagé)")).expect("mv on the server");
+    std::fs::write(cloud.files().join("cours (partagé)/b.txt"), "b").expect("new");
+    time_until(Duration::from_secs(30), "the pin followed", || {
+        complete("/cours (partagé)", 2)
+    });
+    assert_eq!(
+        getxattr(&m.path("cours (partagé)"), "user.nuage.pinned").as_deref(),
+        Some("1")
+    );
+    assert_eq!(state(&m.path("cours (partagé)/b.txt")), "pinned");
+    m.unmount();
+}
+
+#[test]
 fn a_pinned_folder_stays_pinned_when_renamed() {
     let mut cloud = Cloud::start();
     let dir = cloud.files().join("cours");

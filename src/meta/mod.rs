@@ -232,6 +232,20 @@ impl InodeTable {
         }
     }
 
+    /// The path of a known, still linked item with file id `fileid`, other than `not`.
+    pub fn path_of_fileid(&self, fileid: u64, not: &RemotePath) -> Option<RemotePath> {
+        self.by_path
+            .iter()
+            .find(|(p, ino)| {
+                *p != not
+                    && self
+                        .nodes
+                        .get(ino)
+                        .is_some_and(|n| n.entry.fileid == Some(fileid))
+            })
+            .map(|(p, _)| p.clone())
+    }
+
     /// Forgets a folder's listing so that the next access lists it again.
     pub fn invalidate_listing(&mut self, dir: Ino) {
         self.bump(dir);

@@ -102,6 +102,10 @@ impl MetaStore {
              CREATE TABLE IF NOT EXISTS activity (id INTEGER PRIMARY KEY, json TEXT NOT NULL);
 ",
         )?;
+        // Stores written before pins knew their file id get the column (NULL: unknown).
+        if db.prepare("SELECT fileid FROM pins LIMIT 0").is_err() {
+            db.execute_batch("ALTER TABLE pins ADD COLUMN fileid INTEGER;")?;
+        }
         let db = Arc::new(Mutex::new(db));
         let (tx, rx) = mpsc::channel::<Job>();
         let db2 = db.clone();
@@ -218,18 +222,37 @@ impl MetaStore {
             .unwrap_or_default()
     }
 
-    /// Pins or unpins `path`.
-    pub fn set_pin(&self, path: &RemotePath, pinned: bool) -> rusqlite::Result<()> {
+    /// Pins or unpins `path`; `fileid` is the server's id of what is pinned (Nextcloud), which
+    /// finds it again after a rename on the server.
+    pub fn set_pin(
+        &self,
+        path: &RemotePath,
+        pinned: bool,
+        fileid: Option<u64>,
+    ) -> rusqlite::Result<()> {
         let db = lock(&self.db);
         if pinned {
             db.execute(
-                "INSERT OR IGNORE INTO pins(path) VALUES (?1)",
-                params![path.as_str()],
+                "INSERT OR REPLACE INTO pins(path, fileid) VALUES (?1, ?2)",
+                params![path.as_str(), fileid.map(|f| f as i64)],
             )?;
         } else {
             db.execute("DELETE FROM pins WHERE path=?1", params![path.as_str()])?;
         }
         Ok(())
+    }
+
+    /// The server's id of the pinned `path`, when known.
+    pub fn pin_fileid(&self, path: &RemotePath) -> Option<u64> {
+        lock(&self.db)
+            .query_row(
+                "SELECT fileid FROM pins WHERE path=?1",
+                params![path.as_str()],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .ok()
+            .flatten()
+            .map(|f| f as u64)
     }
 
     /// Modification times kept here for a server that cannot store them (plain WebDAV), each
@@ -332,7 +355,8 @@ mod tests {
                 &entry("/a", true),
                 &[entry("/a", true), entry("/a/f.txt", false)],
             );
-            s.set_pin(&RemotePath::new("/a"), true).expect("pin");
+            s.set_pin(&RemotePath::new("/a"), true, Some(42))
+                .expect("pin");
             s.flush();
         }
         let s = MetaStore::open(d.path()).expect("reopen");
@@ -341,6 +365,7 @@ mod tests {
         assert_eq!(children.len(), 1);
         assert_eq!(children[0], entry("/a/f.txt", false));
         assert_eq!(s.pins(), vec![RemotePath::new("/a")]);
+        assert_eq!(s.pin_fileid(&RemotePath::new("/a")), Some(42));
     }
 
     #[test]

@@ -56,9 +56,10 @@ impl Vfs {
 
     /// Pins or unpins a file or folder.
     pub fn set_pinned(&self, ino: Ino, pinned: bool) -> Result<()> {
-        let path = self.node(ino)?.path;
+        let node = self.node(ino)?;
+        let path = node.path;
         self.meta
-            .set_pin(&path, pinned)
+            .set_pin(&path, pinned, node.entry.fileid)
             .map_err(|e| Error::new(ErrorKind::Io, format!("cannot record the pin: {e}")))?;
         {
             let mut pins = lock(&self.pins);
@@ -91,10 +92,11 @@ impl Vfs {
             return;
         }
         for (old, new) in moved {
+            let fileid = self.meta.pin_fileid(&old);
             let res = self
                 .meta
-                .set_pin(&old, false)
-                .and_then(|()| self.meta.set_pin(&new, true));
+                .set_pin(&old, false, None)
+                .and_then(|()| self.meta.set_pin(&new, true, fileid));
             if let Err(e) = res {
                 tracing::warn!(from = %old, to = %new, error = %e, "the pin did not follow the rename");
                 continue;
@@ -106,6 +108,12 @@ impl Vfs {
         // Its progress is reported under the new name, and what the rename changed on the
         // server (a new etag) is downloaded again.
         self.wake_hydrator();
+    }
+
+    /// Where the pinned `pin`, gone from its path, is now: a known item with its file id.
+    fn renamed_on_server(&self, pin: &RemotePath) -> Option<RemotePath> {
+        let fileid = self.meta.pin_fileid(pin)?;
+        lock(&self.table).path_of_fileid(fileid, pin)
     }
 
     /// Asks the hydrator to walk the pins again.
@@ -268,7 +276,18 @@ impl Vfs {
                 ..Default::default()
             };
             let mut files = Vec::new();
-            let Some(ino) = self.resolve_path(&pin).await else {
+            let mut found = self.resolve_path(&pin).await;
+            if found.is_none() {
+                // Renamed or moved on the server (by a colleague, say): the same file id
+                // under another name, when the mount has seen it there.
+                if let Some(to) = self.renamed_on_server(&pin) {
+                    tracing::info!(from = %pin, %to, "pinned item renamed on the server: the pin follows it");
+                    self.move_pins(&pin, &to);
+                    p.path = format!("/{}", to.as_str());
+                    found = self.resolve_path(&to).await;
+                }
+            }
+            let Some(ino) = found else {
                 p.error = Some("not found on the server".into());
                 walks.push((p, files));
                 continue;

@@ -45,6 +45,8 @@ pub type Invalidator = Arc<dyn Fn(Invalidation) + Send + Sync>;
 pub struct RemoteChanges {
     /// Paths of files whose content changed or that appeared.
     pub changed_files: Vec<crate::webdav::RemotePath>,
+    /// Names appeared or went away (also folders: created, deleted, renamed).
+    pub names_changed: bool,
 }
 
 type Snapshot = BTreeMap<String, (Ino, Option<String>, bool)>;
@@ -107,10 +109,13 @@ impl Vfs {
             };
             for (name, (ino, etag, is_dir)) in &old {
                 match new.get(name) {
-                    None => inval.push(Invalidation::Entry {
-                        parent: dir,
-                        name: name.clone(),
-                    }),
+                    None => {
+                        out.names_changed = true;
+                        inval.push(Invalidation::Entry {
+                            parent: dir,
+                            name: name.clone(),
+                        })
+                    }
                     Some((nino, netag, nis_dir)) => {
                         if nino != ino || nis_dir != is_dir {
                             inval.push(Invalidation::Entry {
@@ -130,6 +135,7 @@ impl Vfs {
             }
             for (name, (_, _, is_dir)) in &new {
                 if !old.contains_key(name) {
+                    out.names_changed = true;
                     inval.push(Invalidation::Entry {
                         parent: dir,
                         name: name.clone(),

@@ -25,5 +25,5 @@ ls -l "$MP" "$MP"/*
 echo
 head -n 3 "$MP/Documents/Bienvenue.txt"
 echo
-echo "Try: cat \"$MP/Documents/Bienvenue.txt\"; dd if=\"$MP/Vidéos/Grand fichier (200 Mo).bin\" bs=4k skip=25600 count=1 | xxd | head"
+echo "Try: cat \"$MP/Documents/Bienvenue.txt\"; $NUAGE activity \"$MP\"; dd if=\"$MP/Vidéos/Grand fichier (200 Mo).bin\" bs=4k skip=25600 count=1 | xxd | head"
 echo "When done: $NUAGE unmount \"$MP\""

@@ -629,3 +629,52 @@ fn a_mount_unmounted_from_outside_leaves_a_new_mount_at_the_same_place_alone() {
         assert!(wait_until(Duration::from_secs(10), || !is_mounted(&mp)));
     }
 }
+
+#[test]
+fn the_demo_serves_its_sample_files_and_a_colleagues_activity() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let mut cmd = nuage();
+    cmd.arg("demo")
+        .arg(&mp)
+        .arg("--daemon")
+        .arg("--data-dir")
+        .arg(tmp.path().join("srv"))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("c"))
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(120));
+    let guard = scopeguard_unmount(&mp);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut top: Vec<String> = std::fs::read_dir(&mp)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["Documents", "Images", "Vidéos"]);
+    let welcome = std::fs::read_to_string(mp.join("Documents/Bienvenue.txt")).expect("read");
+    assert!(welcome.contains("nuage"), "{welcome}");
+    assert_eq!(
+        std::fs::metadata(mp.join("Vidéos/Grand fichier (200 Mo).bin"))
+            .expect("stat")
+            .len(),
+        200 << 20
+    );
+    let mut text = String::new();
+    let shown = wait_until(Duration::from_secs(30), || {
+        let out = nuage().arg("activity").arg(&mp).output().expect("activity");
+        text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("claire.martin changed Emploi du temps.csv")
+            && text.contains("paul.durand shared Images with you")
+    });
+    assert!(shown, "{text}");
+    let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
+    assert!(out.status.success());
+    assert!(!is_mounted(&mp));
+    drop(guard);
+}

@@ -51,6 +51,14 @@ fn demo_inner(platform: &dyn Platform, a: DemoArgs) -> anyhow::Result<ExitCode> 
             0,
         ))
         .context("cannot start the demo server on 127.0.0.1")?;
+    // What colleagues did, for `nuage activity` to show.
+    server.record_activity(
+        "claire.martin",
+        "file_changed",
+        "/Documents/Emploi du temps.csv",
+    );
+    server.record_activity("paul.durand", "shared", "/Images");
+    server.record_activity("claire.martin", "file_created", "/Documents/Bienvenue.txt");
     if !is_daemon_child() {
         eprintln!(
             "demo cloud served at {} (user {DEMO_USER}), files in {}",

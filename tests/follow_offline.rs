@@ -1235,3 +1235,80 @@ fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_
     assert_eq!(names(&new("")), expect_names);
     m.unmount();
 }
+
+#[test]
+fn a_file_renamed_offline_over_another_replaces_it_on_the_server_unless_changed_there() {
+    let mut cloud = Cloud::start();
+    let docs = cloud.files().join("docs");
+    std::fs::create_dir(&docs).expect("mkdir");
+    for (n, c) in [
+        ("rapport.odt", "version 2"),
+        ("rapport final.odt", "version 1"),
+        ("notes.txt", "nouvelles notes"),
+        ("notes final.txt", "anciennes notes"),
+    ] {
+        std::fs::write(docs.join(n), c).expect("seed");
+    }
+    let port = cloud.port();
+    let cache = tempfile::tempdir().expect("tmp");
+    let url = cloud.url();
+    let spec = || outage_spec(&url, cache.path());
+    let m = Mount::new(spec());
+    assert_eq!(
+        read(&m.path("docs/rapport.odt")).expect("read"),
+        b"version 2"
+    );
+    assert_eq!(names(&m.path("docs")).len(), 4);
+    cloud.stop();
+    std::thread::sleep(Duration::from_millis(1100));
+    for (a, b) in [
+        ("rapport.odt", "rapport final.odt"),
+        ("notes.txt", "notes final.txt"),
+    ] {
+        std::fs::rename(m.path(&format!("docs/{a}")), m.path(&format!("docs/{b}")))
+            .unwrap_or_else(|e| panic!("mv {a} {b} offline: {e}"));
+    }
+    assert_eq!(
+        names(&m.path("docs")),
+        ["notes final.txt", "rapport final.odt"]
+    );
+    assert_eq!(
+        read(&m.path("docs/rapport final.odt")).expect("read replaced"),
+        b"version 2"
+    );
+    // The same after a remount while the server is away.
+    m.unmount_now();
+    let m = Mount::new(spec());
+    assert_eq!(
+        names(&m.path("docs")),
+        ["notes final.txt", "rapport final.odt"]
+    );
+    assert_eq!(
+        read(&m.path("docs/rapport final.odt")).expect("read after remount"),
+        b"version 2"
+    );
+    // Meanwhile a colleague changed one of the replaced files on the server.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(docs.join("notes final.txt"), "notes du collègue").expect("colleague");
+    cloud.restart(port);
+    time_until(Duration::from_secs(20), "the rename on the server", || {
+        std::fs::read(docs.join("rapport final.odt")).ok() == Some(b"version 2".to_vec())
+            && !docs.join("rapport.odt").exists()
+    });
+    m.wait_drained();
+    // The colleague's newer copy is kept; ours keeps its old name beside it.
+    assert_eq!(
+        std::fs::read(docs.join("notes final.txt")).expect("kept"),
+        "notes du collègue".as_bytes()
+    );
+    assert_eq!(
+        std::fs::read(docs.join("notes.txt")).expect("ours kept"),
+        b"nouvelles notes"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        names(&m.path("docs")),
+        ["notes final.txt", "notes.txt", "rapport final.odt"]
+    );
+    m.unmount();
+}

@@ -1006,7 +1006,10 @@ impl Vfs {
         if !deleted.is_empty() {
             // Unless made again here since.
             entries.retain(|e| {
-                e.is_dir || !deleted.contains(e.path.name()) || self.wb.get(&e.path).is_some()
+                e.is_dir
+                    || !deleted.contains(e.path.name())
+                    || self.wb.get(&e.path).is_some()
+                    || self.wb.moved_from(&e.path).is_some()
             });
         }
     }
@@ -1746,8 +1749,18 @@ impl Vfs {
                     tracing::debug!(error = %e, "earlier renames not made on the server yet");
                 }
             }
+            // A server file replaced while the server is out of reach: deleted there (if
+            // still this version) once it answers, before the rename is made.
+            let mut replaced_offline: Option<Base> = None;
             if let (Some(b), Some((_, t))) = (&target_on_server, &target) {
-                match crate::writeback::delete_if_unchanged(&self.dav, &to, t.entry.is_dir, b).await
+                let on_server = self.wb.server_path(&to);
+                match crate::writeback::delete_if_unchanged(
+                    &self.dav,
+                    &on_server,
+                    t.entry.is_dir,
+                    b,
+                )
+                .await
                 {
                     Ok(()) | Err(DavError::NotFound(_)) => {}
                     Err(DavError::PreconditionFailed(_)) => {
@@ -1757,9 +1770,11 @@ impl Vfs {
                             format!("{to} changed on the server; not replaced"),
                         ));
                     }
+                    Err(e) if cut_off(&e) && !t.entry.is_dir => replaced_offline = Some(b.clone()),
                     Err(e) => return Err(e.into()),
                 }
             }
+            let offline_ok = target_on_server.is_none() || replaced_offline.is_some();
             // A file or folder whose rename still waits (the server is out of reach), or one
             // renamed while it is: renamed here now, there once it answers.
             let waiting = self.wb.moved_from(&src.path).is_some();
@@ -1770,7 +1785,7 @@ impl Vfs {
             };
             let etag = match sent {
                 Some(Ok(etag)) => etag,
-                Some(Err(e)) if !(cut_off(&e) && target.is_none()) => {
+                Some(Err(e)) if !(cut_off(&e) && offline_ok) => {
                     return Err(match e {
                         DavError::PreconditionFailed(_) => Error::new(
                             ErrorKind::AlreadyExists,
@@ -1783,7 +1798,13 @@ impl Vfs {
                     let is_dir = src.entry.is_dir;
                     let (wb, from, dest, base) =
                         (self.wb.clone(), src.path.clone(), to.clone(), seen(&src));
-                    blocking(move || wb.add_move(&from, &dest, base, is_dir)).await?;
+                    blocking(move || {
+                        if let Some(b) = replaced_offline {
+                            wb.add_delete(&wb.server_path(&dest), b)?;
+                        }
+                        wb.add_move(&from, &dest, base, is_dir)
+                    })
+                    .await?;
                     if is_dir {
                         // Folders made offline inside it are made under the new name.
                         let _work = self.wb.folder_work().await;

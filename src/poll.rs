@@ -111,9 +111,15 @@ const ACTIVITY_PAGE: u32 = 100;
 pub fn follow_activity(vfs: Arc<Vfs>, http: reqwest::Client, cfg: ActivityConfig) {
     tokio::spawn(async move {
         let reach = vfs.reach();
+        // The newest id seen, in the store from an earlier run; then kept here.
+        let meta = vfs.meta().clone();
+        let mut since = tokio::task::spawn_blocking(move || meta.last_activity_id())
+            .await
+            .ok()
+            .flatten();
         loop {
             if reach.is_online() {
-                if let Err(e) = read_activity(&vfs, &http, &cfg).await {
+                if let Err(e) = read_activity(&vfs, &http, &cfg, &mut since).await {
                     tracing::debug!(error = %e, "activity feed not read");
                 }
             }
@@ -126,15 +132,9 @@ async fn read_activity(
     vfs: &Arc<Vfs>,
     http: &reqwest::Client,
     cfg: &ActivityConfig,
+    since: &mut Option<i64>,
 ) -> Result<(), crate::webdav::DavError> {
     let meta = vfs.meta().clone();
-    let mut since = {
-        let m = meta.clone();
-        tokio::task::spawn_blocking(move || m.last_activity_id())
-            .await
-            .ok()
-            .flatten()
-    };
     // A few pages per round at most: a long backlog comes over the next rounds.
     for _ in 0..5 {
         let asked = crate::webdav::nextcloud::activities(
@@ -142,7 +142,7 @@ async fn read_activity(
             &cfg.base,
             &cfg.login,
             &cfg.password,
-            since,
+            *since,
             ACTIVITY_PAGE,
         )
         .await;
@@ -150,7 +150,7 @@ async fn read_activity(
             // The id seen belongs to another user (a cache folder reused for another
             // account): start again from the newest.
             Err(crate::webdav::DavError::Forbidden(_)) if since.is_some() => {
-                since = None;
+                *since = None;
                 continue;
             }
             other => other?,
@@ -176,7 +176,7 @@ async fn read_activity(
                     "cannot remember the activity feed: {e}"
                 ))
             })?;
-        since = newest.max(since);
+        *since = newest.max(*since);
         if !more {
             return Ok(());
         }

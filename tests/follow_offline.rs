@@ -88,6 +88,22 @@ fn outage_spec(url: &str, cache: &Path) -> MountSpec {
 }
 
 /// Long TTLs: only change detection can make the mount see the new state.
+/// For tests that take the server away and bring it back: its port (to start it again
+/// there), a cache folder that outlives each mount (removed when dropped), and their mount.
+fn outage(cloud: &Cloud) -> (u16, tempfile::TempDir, impl Fn() -> MountSpec) {
+    let cache = tempfile::tempdir().expect("tmp");
+    let (url, dir) = (cloud.url(), cache.path().to_path_buf());
+    (cloud.port(), cache, move || outage_spec(&url, &dir))
+}
+
+/// True when the mount's first pin is `path` (as `nuage status` shows it) with all its
+/// `files` downloaded.
+fn pin_complete(m: &Mount, path: &str, files: u64) -> bool {
+    let st = m.status();
+    let p = &st["pins"][0];
+    p["path"] == path && p["files"] == files && p["files_cached"] == files
+}
+
 /// A mount that asks the server for changes every second.
 fn polling_spec(url: &str, cache: &Path) -> MountSpec {
     MountSpec::new(url)
@@ -195,11 +211,7 @@ fn a_pinned_folder_is_downloaded_kept_current_and_survives_a_remount() {
         getxattr(&m.path("cours"), "user.nuage.pinned").as_deref(),
         Some("1")
     );
-    let done = |m: &Mount, files: u64| {
-        let st = m.status();
-        let p = &st["pins"][0];
-        p["files"] == files && p["files_cached"] == files
-    };
+    let done = |m: &Mount, files: u64| pin_complete(m, "/cours", files);
     let took = time_until(Duration::from_secs(60), "pinned folder downloaded", || {
         done(&m, 201)
     });
@@ -255,10 +267,7 @@ fn offline_reads_fail_fast_writes_wait_and_the_mount_comes_back_by_itself() {
     std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
     std::fs::write(cloud.files().join("docs/cached.odt"), pattern(300_000, 1)).expect("seed");
     std::fs::write(cloud.files().join("docs/remote.odt"), pattern(300_000, 2)).expect("seed");
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     assert_eq!(
         read(&m.path("docs/cached.odt")).expect("read"),
@@ -539,10 +548,7 @@ fn notify_push_brings_server_changes_at_once() {
 fn folders_made_offline_are_there_at_once_and_on_the_server_once_it_is_back() {
     let mut cloud = Cloud::start();
     std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     assert!(names(&m.path("docs")).is_empty());
     cloud.stop();
@@ -645,10 +651,7 @@ fn files_deleted_offline_are_deleted_on_the_server_once_it_is_back_unless_change
     for n in ["ancien.txt", "partagé.txt", "gardé.txt", "refait.txt"] {
         std::fs::write(docs.join(n), n).expect("seed");
     }
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     assert_eq!(names(&m.path("docs")).len(), 4);
     cloud.stop();
@@ -711,10 +714,7 @@ fn files_renamed_offline_keep_their_content_and_are_renamed_on_the_server_once_i
     ] {
         std::fs::write(docs.join(n), n).expect("seed");
     }
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     // Read once (so cached) before the server goes away; the others never were.
     assert_eq!(read(&m.path("docs/cours.odt")).expect("read"), cours);
@@ -877,10 +877,7 @@ fn folders_removed_offline_are_removed_on_the_server_once_it_is_back_if_still_em
         std::fs::create_dir_all(docs.join(d)).expect("mkdir");
     }
     std::fs::write(docs.join("ancien/a.txt"), "a").expect("seed");
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     assert_eq!(
         names(&m.path("docs")),
@@ -1060,11 +1057,7 @@ fn a_pinned_folder_renamed_on_the_server_stays_pinned() {
     let cache = tempfile::tempdir().expect("tmp");
     let m = Mount::new(polling_spec(&cloud.url(), cache.path()));
     nuage_ok(&["pin", &m.path("cours").to_string_lossy()]);
-    let complete = |path: &str, files: u64| {
-        let st = m.status();
-        let p = &st["pins"][0];
-        p["path"] == path && p["files"] == files && p["files_cached"] == files
-    };
+    let complete = |path: &str, files: u64| pin_complete(&m, path, files);
     time_until(Duration::from_secs(30), "pinned", || complete("/cours", 1));
     // A colleague renames it on the server and adds a file (its file id stays).
     std::fs::rename(&dir, cloud.files().join("cours (partagé)")).expect("mv on the server");
@@ -1092,11 +1085,7 @@ fn a_pinned_folder_stays_pinned_when_renamed() {
     let spec = || polling_spec(&url, cache.path());
     let m = Mount::new(spec());
     nuage_ok(&["pin", &m.path("cours").to_string_lossy()]);
-    let complete = |m: &Mount, path: &str| {
-        let st = m.status();
-        let p = &st["pins"][0];
-        p["path"] == path && p["files"] == 2 && p["files_cached"] == 2
-    };
+    let complete = |m: &Mount, path: &str| pin_complete(m, path, 2);
     time_until(Duration::from_secs(30), "pinned", || complete(&m, "/cours"));
     std::fs::rename(m.path("cours"), m.path("cours 2026")).expect("mv");
     assert_eq!(
@@ -1142,10 +1131,7 @@ fn a_folder_renamed_offline_keeps_its_content_and_is_renamed_on_the_server_once_
     ] {
         std::fs::write(t1.join(f), c).expect("seed");
     }
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     assert_eq!(
         names(&m.path("docs/Trimestre 1")),
@@ -1249,10 +1235,7 @@ fn a_file_renamed_offline_over_another_replaces_it_on_the_server_unless_changed_
     ] {
         std::fs::write(docs.join(n), c).expect("seed");
     }
-    let port = cloud.port();
-    let cache = tempfile::tempdir().expect("tmp");
-    let url = cloud.url();
-    let spec = || outage_spec(&url, cache.path());
+    let (port, _cache, spec) = outage(&cloud);
     let m = Mount::new(spec());
     assert_eq!(
         read(&m.path("docs/rapport.odt")).expect("read"),

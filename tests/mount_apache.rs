@@ -186,15 +186,13 @@ fn apache_a_renamed_file_keeps_what_was_downloaded_of_it() {
     apache.fix_owner();
     let cache = tempfile::tempdir().expect("tmp");
     let spec = || MountSpec::new(&apache.url()).cache(cache.path()).args(FAST);
+    // Both files, read whole through a mount, under the given names.
+    let read_both = |m: &Mount, video: &str, notes: &str| {
+        assert_eq!(std::fs::read(m.path(video)).expect(video), data);
+        assert_eq!(std::fs::read(m.path(notes)).expect(notes), b"notes");
+    };
     let m = Mount::new(spec());
-    assert_eq!(
-        std::fs::read(m.path("cours/vidéo.bin")).expect("read"),
-        data
-    );
-    assert_eq!(
-        std::fs::read(m.path("cours/notes.txt")).expect("read"),
-        b"notes"
-    );
+    read_both(&m, "cours/vidéo.bin", "cours/notes.txt");
     std::fs::rename(m.path("cours/vidéo.bin"), m.path("cours/séance 1.bin")).expect("mv file");
     std::fs::rename(m.path("cours"), m.path("cours 2026")).expect("mv folder");
     assert!(d.join("cours 2026/séance 1.bin").exists());
@@ -206,14 +204,7 @@ fn apache_a_renamed_file_keeps_what_was_downloaded_of_it() {
         apache.get_bytes() >= data.len() as u64
     });
     let before = apache.get_bytes();
-    assert_eq!(
-        std::fs::read(m.path("cours 2026/séance 1.bin")).expect("read renamed"),
-        data
-    );
-    assert_eq!(
-        std::fs::read(m.path("cours 2026/notes.txt")).expect("read in renamed folder"),
-        b"notes"
-    );
+    read_both(&m, "cours 2026/séance 1.bin", "cours 2026/notes.txt");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         apache.get_bytes(),

@@ -1818,18 +1818,8 @@ impl Vfs {
                     return Ok(());
                 }
             };
-            // A server that does not say the moved file's etag (Apache) may still have
-            // changed it: ask, so that later conditional requests use the right one.
-            let etag = match (etag, src.entry.is_dir) {
-                (None, false) => self
-                    .dav
-                    .propfind(&to, Depth::Zero)
-                    .await
-                    .ok()
-                    .and_then(|v| v.into_iter().next())
-                    .and_then(|e| e.etag),
-                (e, _) => e,
-            };
+            let etag =
+                crate::writeback::etag_after_move(&self.dav, &to, etag, src.entry.is_dir).await;
             self.renamed_here(&src.path, &to);
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, etag.clone());

@@ -227,6 +227,26 @@ pub async fn server_enforces(dav: &DavClient, base: Option<&Base>) -> bool {
     }
 }
 
+/// The etag of file `to` just moved there, given by the MOVE answer (`given`) or else asked
+/// for: a server that does not say it (Apache) may still have changed it, and later
+/// conditional requests must use the right one. `None` for a folder or when unknown.
+pub async fn etag_after_move(
+    dav: &DavClient,
+    to: &RemotePath,
+    given: Option<String>,
+    is_dir: bool,
+) -> Option<String> {
+    match (given, is_dir) {
+        (None, false) => dav
+            .propfind(to, crate::webdav::Depth::Zero)
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .and_then(|e| e.etag),
+        (e, _) => e,
+    }
+}
+
 /// Mutable state of a changed file.
 #[derive(Debug, Clone)]
 pub struct DirtyState {
@@ -1000,23 +1020,13 @@ impl WriteBack {
         for m in todo {
             match self.dav.move_to(&m.from, &m.to, m.is_dir, false).await {
                 Ok(etag) => {
-                    // A server that does not say the moved file's etag may still have
-                    // changed it: ask, so that a waiting upload sends the right one.
-                    let etag = match etag {
-                        Some(e) => Some(e),
-                        None if m.is_dir => None,
-                        None => self
-                            .dav
-                            .propfind(&m.to, crate::webdav::Depth::Zero)
-                            .await
-                            .ok()
-                            .and_then(|v| v.into_iter().next())
-                            .and_then(|e| e.etag),
-                    };
-                    if let (Some(e), Some(d)) = (etag, self.get(&m.to)) {
-                        let mut st = lock(&d.st);
-                        if let Some(b) = st.base.as_mut().filter(|b| b.etag == m.base.etag) {
-                            b.etag = Some(e);
+                    // Only a change waiting to go up needs the moved file's etag.
+                    if let Some(d) = self.get(&m.to) {
+                        if let Some(e) = etag_after_move(&self.dav, &m.to, etag, m.is_dir).await {
+                            let mut st = lock(&d.st);
+                            if let Some(b) = st.base.as_mut().filter(|b| b.etag == m.base.etag) {
+                                b.etag = Some(e);
+                            }
                         }
                     }
                     tracing::info!(from = %m.from, to = %m.to, "renamed on the server");

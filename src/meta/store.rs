@@ -172,11 +172,6 @@ impl MetaStore {
             .flatten()
     }
 
-    /// The newest `limit` activities remembered, oldest first.
-    pub fn activities(&self, limit: u32) -> rusqlite::Result<Vec<serde_json::Value>> {
-        read_activities(&lock(&self.db), limit)
-    }
-
     /// Waits until every listing sent so far is written.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
@@ -366,6 +361,32 @@ mod tests {
         assert_eq!(children[0], entry("/a/f.txt", false));
         assert_eq!(s.pins(), vec![RemotePath::new("/a")]);
         assert_eq!(s.pin_fileid(&RemotePath::new("/a")), Some(42));
+    }
+
+    #[test]
+    fn the_activity_feed_keeps_the_newest_in_order() {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = MetaStore::open(d.path()).expect("open");
+        let items: Vec<serde_json::Value> = (1..=ACTIVITY_KEPT + 20)
+            .rev()
+            .map(|id| serde_json::json!({"activity_id": id, "subject": format!("n{id}")}))
+            .collect();
+        s.add_activities(&items).expect("add");
+        // Seen again (a page asked twice): no duplicate.
+        s.add_activities(&items[..3]).expect("add again");
+        assert_eq!(s.last_activity_id(), Some(ACTIVITY_KEPT + 20));
+        let all = read_activities(&lock(&s.db), 10_000).expect("read");
+        assert_eq!(all.len(), ACTIVITY_KEPT as usize);
+        assert_eq!(all[0]["activity_id"], 21, "oldest kept first");
+        let last3 = read_activities(&lock(&s.db), 3).expect("read");
+        let ids: Vec<i64> = last3
+            .iter()
+            .filter_map(|a| a["activity_id"].as_i64())
+            .collect();
+        assert_eq!(
+            ids,
+            [ACTIVITY_KEPT + 18, ACTIVITY_KEPT + 19, ACTIVITY_KEPT + 20]
+        );
     }
 
     #[test]

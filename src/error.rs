@@ -24,6 +24,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The name is not allowed (by the server or by the platform).
     InvalidName,
+    /// The name is longer than the server allows.
+    NameTooLong,
     /// The account is out of quota or the cache disk is full.
     NoSpace,
     /// The file changed on the server while it was being read.

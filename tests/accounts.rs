@@ -488,6 +488,16 @@ fn names_the_server_forbids_are_refused_locally() {
     std::fs::write(m.path("ok.txt"), "fine").expect("ok");
     let e = std::fs::rename(m.path("ok.txt"), m.path("no|pipe.txt")).expect_err("rename");
     assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    // Longer than the server keeps (250 bytes, here 251 in 125 two-byte letters and one
+    // more), though the kernel would take up to 255: too long, not invalid.
+    let long = format!("{}a", "é".repeat(125));
+    assert_eq!(long.len(), 251);
+    let e = std::fs::write(m.path(&long), "x").expect_err("251 bytes");
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    let e = std::fs::create_dir(m.path(&long)).expect_err("mkdir 251 bytes");
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}");
+    let longest = "é".repeat(125);
+    std::fs::write(m.path(&longest), "longest").expect("250 bytes");
     // A partial download may be created (it stays local) and renamed to a real name.
     std::fs::write(m.path("film.mkv.part"), "partial").expect("part file");
     std::fs::rename(m.path("film.mkv.part"), m.path("film.mkv")).expect("rename part");
@@ -497,9 +507,13 @@ fn names_the_server_forbids_are_refused_locally() {
         "partial"
     );
     assert!(cloud.files().join("ok.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(cloud.files().join(&longest)).expect("250 bytes on the server"),
+        "longest"
+    );
     assert!(!cloud.files().join("film.mkv.part").exists());
     let puts = sent() - puts_before;
-    assert_eq!(puts, 2, "only the two allowed files were sent");
+    assert_eq!(puts, 3, "only the three allowed files were sent");
     m.unmount();
 }
 

@@ -247,6 +247,8 @@ fn statfs_reports_the_quota() {
     let free = st.f_bavail * st.f_frsize;
     assert_eq!(total, 5 << 30, "total is the quota");
     assert_eq!(free, (5 << 30) - (1 << 20), "free is quota minus used");
+    // Nextcloud keeps names of at most 250 bytes (reference §10), and says so to programs.
+    assert_eq!(st.f_namemax, 250);
     m.unmount();
 }
 

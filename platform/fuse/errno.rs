@@ -12,6 +12,7 @@ pub fn errno(kind: ErrorKind) -> i32 {
         ErrorKind::IsADirectory => libc::EISDIR,
         ErrorKind::PermissionDenied => libc::EACCES,
         ErrorKind::InvalidName => libc::EINVAL,
+        ErrorKind::NameTooLong => libc::ENAMETOOLONG,
         ErrorKind::NoSpace => libc::ENOSPC,
         ErrorKind::Stale => libc::ESTALE,
         ErrorKind::Busy => libc::EBUSY,

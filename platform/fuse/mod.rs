@@ -850,7 +850,7 @@ impl Filesystem for NuageFs {
                         0,
                         0,
                         s.bsize,
-                        255,
+                        s.name_max,
                         s.bsize,
                     )
                 }

@@ -14,6 +14,8 @@ pub const STATUS_NOT_A_DIRECTORY: i32 = 0xC000_0103_u32 as i32;
 pub const STATUS_FILE_IS_A_DIRECTORY: i32 = 0xC000_00BA_u32 as i32;
 /// STATUS_ACCESS_DENIED
 pub const STATUS_ACCESS_DENIED: i32 = 0xC000_0022_u32 as i32;
+/// STATUS_NAME_TOO_LONG
+pub const STATUS_NAME_TOO_LONG: i32 = 0xC000_0106_u32 as i32;
 /// STATUS_OBJECT_NAME_INVALID
 pub const STATUS_OBJECT_NAME_INVALID: i32 = 0xC000_0033_u32 as i32;
 /// STATUS_DISK_FULL
@@ -47,6 +49,7 @@ pub fn ntstatus(kind: ErrorKind) -> i32 {
         ErrorKind::IsADirectory => STATUS_FILE_IS_A_DIRECTORY,
         ErrorKind::PermissionDenied => STATUS_ACCESS_DENIED,
         ErrorKind::InvalidName => STATUS_OBJECT_NAME_INVALID,
+        ErrorKind::NameTooLong => STATUS_NAME_TOO_LONG,
         ErrorKind::NoSpace => STATUS_DISK_FULL,
         ErrorKind::Stale => STATUS_FILE_INVALID,
         ErrorKind::Busy => STATUS_SHARING_VIOLATION,

@@ -102,6 +102,8 @@ pub struct StatFs {
     pub free: u64,
     /// Block size reported.
     pub bsize: u32,
+    /// The longest name the server takes, in bytes.
+    pub name_max: u32,
 }
 
 /// What `open` answers.
@@ -1878,16 +1880,27 @@ impl Vfs {
                 total: used + avail as u64,
                 free: avail as u64,
                 bsize: 4096,
+                name_max: self.name_max(),
             }
         } else {
             StatFs {
                 total: used + SYNTHETIC_FREE,
                 free: SYNTHETIC_FREE,
                 bsize: 4096,
+                name_max: self.name_max(),
             }
         };
         *lock(&self.quota) = Some((Instant::now(), s));
         Ok(s)
+    }
+
+    /// The longest name the server takes: Nextcloud's limit when its naming rules are known,
+    /// else the usual 255 bytes.
+    fn name_max(&self) -> u32 {
+        match self.cfg.names {
+            Some(_) => crate::webdav::nextcloud::MAX_NAME_BYTES as u32,
+            None => 255,
+        }
     }
 
     /// Resolves a `/`-separated path from the root (for path-based adapters such as WinFsp).
@@ -2002,7 +2015,12 @@ impl Vfs {
         }
         if let Some(why) = self.cfg.names.as_ref().and_then(|r| r.problem(name)) {
             tracing::info!(name, "refused a name the server does not allow: {why}");
-            return Err(Error::new(ErrorKind::InvalidName, why));
+            let kind = if name.len() > crate::webdav::nextcloud::MAX_NAME_BYTES {
+                ErrorKind::NameTooLong
+            } else {
+                ErrorKind::InvalidName
+            };
+            return Err(Error::new(kind, why));
         }
         Ok(())
     }

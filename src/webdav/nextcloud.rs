@@ -178,6 +178,9 @@ pub struct NameRules {
     pub extensions: Vec<String>,
 }
 
+/// The longest name Nextcloud stores, in UTF-8 bytes (nextcloud-protocol.md §10).
+pub const MAX_NAME_BYTES: usize = 250;
+
 impl NameRules {
     /// Why the server would refuse `name`, if it would.
     pub fn problem(&self, name: &str) -> Option<String> {
@@ -185,9 +188,9 @@ impl NameRules {
         if trimmed.is_empty() || trimmed == "." || trimmed == ".." {
             return Some(format!("{name:?} is not a valid name on the server"));
         }
-        if name.len() > 250 {
+        if name.len() > MAX_NAME_BYTES {
             return Some(format!(
-                "{name:?} is too long for the server (at most 250 bytes)"
+                "{name:?} is too long for the server (at most {MAX_NAME_BYTES} bytes)"
             ));
         }
         if let Some(c) = name.chars().find(|c| (*c as u32) < 32 || *c == '\\') {

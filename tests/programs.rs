@@ -202,3 +202,152 @@ fn tar_rsync_cp_and_office_saves() {
     );
     m.unmount();
 }
+
+/// A LibreOffice started for a test, in its own process group (the `soffice` script starts
+/// `oosplash`, which starts `soffice.bin`): the whole group is killed when it is dropped.
+struct Office {
+    child: std::process::Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Office {
+    fn start() -> Office {
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir().expect("tmp");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("soffice")
+            .args(["--headless", "--invisible", "--norestore", "--nologo"])
+            .arg(format!(
+                "-env:UserInstallation=file://{}",
+                profile.path().display()
+            ))
+            .arg(format!("--accept=socket,host=127.0.0.1,port={port};urp;"))
+            .process_group(0)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("soffice (libreoffice-writer-nogui) is installed by scripts/test.sh");
+        Office {
+            child,
+            port,
+            _profile: profile,
+        }
+    }
+}
+
+impl Drop for Office {
+    fn drop(&mut self) {
+        // SAFETY: killpg(2) on the process group this test created for LibreOffice.
+        unsafe {
+            libc::killpg(self.child.id() as i32, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// One file of an OpenDocument archive, read with Python's zipfile (installed with
+/// LibreOffice's Python bridge).
+fn odf_part(doc: &Path, part: &str) -> String {
+    let out = run_bounded(
+        {
+            let mut c = Command::new("/usr/bin/python3");
+            c.args([
+                "-c",
+                "import sys, zipfile; print(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]).decode())",
+            ])
+            .arg(doc)
+            .arg(part);
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// LibreOffice itself, the program teachers open their documents with: it saves a new
+/// document into the mount, opens it again (its lock file appears beside it), saves two edits
+/// in place and exports a PDF. The server ends with the last saved document and the PDF, byte
+/// for byte what the mount shows, and never receives the lock file.
+#[test]
+fn libreoffice_saves_edits_and_exports_on_the_mount() {
+    let cloud = Cloud::start();
+    let m = mount(&cloud);
+    std::fs::create_dir(m.path("Conseils")).expect("mkdir");
+    let office = Office::start();
+    let doc = m.path("Conseils/compte-rendu.odt");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/libreoffice_edit.py");
+    let out = run_bounded(
+        {
+            let mut c = Command::new("/usr/bin/python3");
+            c.arg(&script)
+                .arg(office.port.to_string())
+                .arg(&doc)
+                .args(["premier-ajout", "second-ajout"]);
+            c
+        },
+        Duration::from_secs(180),
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "LibreOffice script failed: {said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("open, locks: ['.~lock.compte-rendu.odt#']"),
+        "LibreOffice's lock file beside the open document: {said}"
+    );
+    assert!(said.contains("closed, locks: []"), "{said}");
+    drop(office);
+
+    let local = std::fs::read(&doc).expect("read the saved document");
+    let text = odf_part(&doc, "content.xml");
+    assert!(
+        text.contains("Compte rendu du conseil de classe.")
+            && text.contains("premier-ajout")
+            && text.contains("second-ajout"),
+        "{text}"
+    );
+    let srv = cloud.files().join("Conseils");
+    m.wait_drained();
+    assert!(
+        wait_until(Duration::from_secs(30), || std::fs::read(
+            srv.join("compte-rendu.odt")
+        )
+        .ok()
+            == Some(local.clone())),
+        "the server never got the saved document"
+    );
+    let pdf = std::fs::read(srv.join("compte-rendu.pdf")).expect("the PDF on the server");
+    assert!(pdf.starts_with(b"%PDF"), "not a PDF");
+    assert_eq!(
+        pdf,
+        std::fs::read(m.path("Conseils/compte-rendu.pdf")).expect("pdf")
+    );
+    let names: Vec<String> = std::fs::read_dir(&srv)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut want = vec![
+        "compte-rendu.odt".to_string(),
+        "compte-rendu.pdf".to_string(),
+    ];
+    let mut got = names.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "no lock, temporary or conflict file on the server"
+    );
+    m.unmount();
+}

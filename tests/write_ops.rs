@@ -273,6 +273,51 @@ fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     m.unmount();
 }
 
+/// A killed mount leaves its mount point dead ("Transport endpoint is not connected") until
+/// someone unmounts it. Mounting there again clears it (only a dead nuage mount) and takes
+/// over what the killed one had not uploaded.
+#[test]
+fn mounting_again_over_a_killed_mount_clears_it_and_resumes() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let cache = tempfile::tempdir().expect("tmp");
+    let mut first = Mount::new(
+        MountSpec::new(&cloud.url())
+            .cache(cache.path())
+            .args(&["--upload-delay", "600"]),
+    );
+    std::fs::write(first.path("notes.txt"), b"written before the crash").expect("write");
+    assert_eq!(first.pending(), 1);
+    first.crash();
+    let e = std::fs::read_dir(&first.mp).expect_err("a dead mount point");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    let again = Mount::new(
+        MountSpec::new(&cloud.url())
+            .cache(cache.path())
+            .at(&first.mp)
+            .args(FAST),
+    );
+    assert_eq!(
+        std::fs::read(again.path("notes.txt")).expect("read"),
+        b"written before the crash"
+    );
+    again.wait_drained();
+    assert!(server_file_is(
+        &srv,
+        "notes.txt",
+        b"written before the crash"
+    ));
+    assert!(
+        again
+            .log_text()
+            .contains("an earlier nuage mount here had died"),
+        "{}",
+        again.log_text()
+    );
+    again.unmount();
+    drop(first);
+}
+
 #[test]
 fn an_upload_the_server_already_holds_is_not_a_conflict() {
     let cloud = Cloud::start();

@@ -172,6 +172,29 @@ impl Platform for FusePlatform {
         }
     }
 
+    fn clear_dead_mount(&self, mountpoint: &Path) -> bool {
+        let Ok(abs) = std::path::absolute(mountpoint) else {
+            return false;
+        };
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return false;
+        };
+        if !nuage_mount_at(&info, &abs) {
+            return false;
+        }
+        // Lazily: a program may still hold a file of the dead mount open.
+        let done = |prog: &str, args: &[&str]| {
+            std::process::Command::new(prog)
+                .args(args)
+                .arg(&abs)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        done("fusermount3", &["-u", "-z"]) || done("umount", &["-l"])
+    }
+
     fn is_mounted(&self, mountpoint: &Path) -> bool {
         let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return false;
@@ -205,6 +228,24 @@ fn raise_readahead(mountpoint: &Path) {
 
 #[cfg(not(target_os = "linux"))]
 fn raise_readahead(_mountpoint: &Path) {}
+
+/// True when `mountinfo` lists a nuage FUSE mount on `mountpoint`: type `fuse.nuage`, or type
+/// `fuse` with a source named `nuage:...` (mounted by root, the kernel keeps no subtype).
+fn nuage_mount_at(mountinfo: &str, mountpoint: &Path) -> bool {
+    let want = mountpoint.to_string_lossy();
+    mountinfo.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (Some(head), Some(tail)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        head.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*want)
+            && match tail.split(' ').take(2).collect::<Vec<_>>()[..] {
+                ["fuse.nuage", _] => true,
+                ["fuse", source] => source.starts_with("nuage:"),
+                _ => false,
+            }
+    })
+}
 
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &str) -> String {
@@ -863,6 +904,19 @@ impl Filesystem for NuageFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_nuage_mounts_are_taken_for_dead_ones() {
+        let info = "36 25 0:45 / /tmp/a\\040b rw,nosuid,nodev shared:1 - fuse.nuage nuage:x rw,user_id=0\n\
+                    37 25 0:46 / /tmp/other rw shared:2 - fuse.sshfs host:/ rw,user_id=0\n\
+                    38 25 0:47 / /tmp/root rw - fuse nuage:127.0.0.1 rw,user_id=0\n\
+                    39 25 0:48 / /tmp/sshfs rw - fuse host:/ rw,user_id=0\n";
+        assert!(nuage_mount_at(info, Path::new("/tmp/a b")));
+        assert!(nuage_mount_at(info, Path::new("/tmp/root")));
+        assert!(!nuage_mount_at(info, Path::new("/tmp/other")));
+        assert!(!nuage_mount_at(info, Path::new("/tmp/sshfs")));
+        assert!(!nuage_mount_at(info, Path::new("/tmp/a")));
+    }
 
     #[test]
     fn mountinfo_escapes() {

@@ -48,6 +48,12 @@ pub trait Platform: Sync {
     fn unmount(&self, mountpoint: &Path) -> anyhow::Result<()>;
     /// True when something is already mounted on `mountpoint`.
     fn is_mounted(&self, mountpoint: &Path) -> bool;
+    /// Removes a nuage mount on `mountpoint` whose process died (killed, crashed): the OS
+    /// keeps such a mount point until it is unmounted, and answers every access to it with an
+    /// error. True when there was one and it is gone.
+    fn clear_dead_mount(&self, _mountpoint: &Path) -> bool {
+        false
+    }
 }
 
 /// nuage: mount a Nextcloud or WebDAV folder as a local folder.

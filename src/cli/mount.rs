@@ -280,7 +280,19 @@ fn account_dir_name(user: Option<&str>, url: &reqwest::Url) -> String {
 }
 
 fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
-    let md = match std::fs::metadata(mp) {
+    let mut md = std::fs::metadata(mp);
+    if let Err(e) = &md {
+        // A nuage mount whose process was killed: what it had not uploaded is in the journal,
+        // and this mount takes it over; the dead mount point only stands in the way.
+        if e.kind() == std::io::ErrorKind::NotConnected && platform.clear_dead_mount(mp) {
+            tracing::warn!(
+                mountpoint = %mp.display(),
+                "an earlier nuage mount here had died; cleared it"
+            );
+            md = std::fs::metadata(mp);
+        }
+    }
+    let md = match md {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "mount point {} does not exist (create it with: mkdir -p {})",

@@ -573,6 +573,8 @@ pub struct MountSpec {
     pub extra: Vec<String>,
     pub cache: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// The mount point, when not a new folder of the mount's own.
+    pub at: Option<PathBuf>,
 }
 
 impl MountSpec {
@@ -584,6 +586,7 @@ impl MountSpec {
             extra: Vec::new(),
             cache: None,
             env: Vec::new(),
+            at: None,
         }
     }
     /// Mounts a saved account (no --user, no password file).
@@ -606,6 +609,11 @@ impl MountSpec {
         self.cache = Some(p.to_path_buf());
         self
     }
+    /// Mounts on `mp` (an existing folder, or a dead mount) instead of a new folder.
+    pub fn at(mut self, mp: &Path) -> Self {
+        self.at = Some(mp.to_path_buf());
+        self
+    }
 }
 
 impl Mount {
@@ -613,8 +621,14 @@ impl Mount {
     pub fn new(spec: MountSpec) -> Mount {
         require_fuse();
         let tmp = tempfile::tempdir().expect("tmp");
-        let mp = tmp.path().join("mnt");
-        std::fs::create_dir(&mp).expect("mkdir");
+        let mp = match &spec.at {
+            Some(at) => at.clone(),
+            None => {
+                let mp = tmp.path().join("mnt");
+                std::fs::create_dir(&mp).expect("mkdir");
+                mp
+            }
+        };
         let cache = spec
             .cache
             .clone()
@@ -741,6 +755,15 @@ impl Mount {
             "uploads never drained; log:\n{}",
             self.log_text()
         );
+    }
+
+    /// Kills the mount process with SIGKILL (a crash) and leaves its dead mount point as a
+    /// crash does ("Transport endpoint is not connected"); `Drop` still cleans it up.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Kills the mount process with SIGKILL (a crash) and cleans the dead mount up.

@@ -55,6 +55,31 @@ fn apache_sparse_read_counted_by_the_server() {
     m.unmount();
 }
 
+/// A mount made by a user other than root has no passthrough (the kernel needs
+/// CAP_SYS_ADMIN for it): a file read through is then read again from the kernel's page
+/// cache, as a local file would be, not through nuage from the block cache.
+#[test]
+fn apache_without_passthrough_a_reread_comes_from_the_kernel() {
+    let apache = Apache::start();
+    let data = pattern(64 << 20, 21);
+    std::fs::write(apache.data().join("film.bin"), &data).expect("seed");
+    apache.fix_owner();
+    let m = Mount::new(
+        MountSpec::new(&apache.url())
+            .env("NUAGE_PASSTHROUGH", "off")
+            .args(&["--attr-ttl", "60", "--dir-ttl", "60"]),
+    );
+    assert!(std::fs::read(m.path("film.bin")).expect("first read") == data);
+    let before = m.bytes_read();
+    assert!(std::fs::read(m.path("film.bin")).expect("second read") == data);
+    let read = m.bytes_read() - before;
+    assert!(
+        read < 8 << 20,
+        "nuage read {read} bytes again for a 64 MiB file the kernel had just read"
+    );
+    m.unmount();
+}
+
 #[test]
 fn apache_change_on_the_server_is_seen() {
     let apache = Apache::start();

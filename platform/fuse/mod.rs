@@ -350,10 +350,13 @@ impl Filesystem for NuageFs {
                 | fuser::consts::FUSE_DO_READDIRPLUS,
         );
         // Completely cached files are read by the kernel from the cache file itself (Linux
-        // 6.9+, and only for root: registering a backing file needs CAP_SYS_ADMIN).
+        // 6.9+, and only for root: registering a backing file needs CAP_SYS_ADMIN), unless
+        // NUAGE_PASSTHROUGH=off asks for the way a mount made by another user works.
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
+        let wanted = std::env::var("NUAGE_PASSTHROUGH").map_or(true, |v| v != "off");
         let passthrough = root
+            && wanted
             && config.set_max_stack_depth(1).is_ok()
             && config
                 .add_capabilities(fuser::consts::FUSE_PASSTHROUGH)

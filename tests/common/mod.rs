@@ -714,6 +714,17 @@ impl Mount {
         }
     }
 
+    /// Bytes the mount process has read so far (`rchar` of `/proc/PID/io`: files, sockets and
+    /// `/dev/fuse` alike).
+    pub fn bytes_read(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("rchar")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -123,6 +123,9 @@ fn app_password_login_saves_the_account_privately_and_mounts_by_name() {
         "written"
     );
     assert!(!m.log_text().contains(&app), "the secret reached the log");
+    // The cache holds copies of the account's files (and what waits to be uploaded): only
+    // its owner may look inside.
+    assert_eq!(mode(&m.cache), 0o700, "the cache folder is private");
     // A second account beside the first.
     let app2 = cloud.server.create_app_password("second device");
     let mut c = nuage_in(cfg.path());

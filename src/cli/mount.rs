@@ -279,6 +279,20 @@ fn account_dir_name(user: Option<&str>, url: &reqwest::Url) -> String {
     s.trim_end_matches('_').to_string()
 }
 
+/// Makes a folder of nuage's readable by its owner only: the cache holds copies of the
+/// account's files and the journal what waits to be uploaded.
+fn make_private(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(folder = %dir.display(), error = %e, "could not make the cache folder private");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
 fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
     let mut md = std::fs::metadata(mp);
     if let Err(e) = &md {
@@ -348,7 +362,11 @@ pub(super) fn run_mount(
         None
     };
     if let Some(parent) = default_log.as_ref().and_then(|p| p.parent()) {
-        let _ = std::fs::create_dir_all(parent);
+        // The log names the files worked on; nuage's own folder is made private (not the
+        // folder around a cache folder given with --cache-dir).
+        if std::fs::create_dir_all(parent).is_ok() && plan.common.cache_dir.is_none() {
+            make_private(parent);
+        }
     }
     init_logging(&plan.common, default_log);
     let mountpoint = check_mountpoint(platform, &plan.mountpoint)?;
@@ -443,6 +461,7 @@ pub(super) fn run_mount(
 
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
+    make_private(&cache_dir);
     let cache = Arc::new(
         BlockCache::open(&cache_dir, DEFAULT_BLOCK_SIZE, plan.common.cache_size)
             .with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?,

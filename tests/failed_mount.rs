@@ -276,3 +276,59 @@ fn sigterm_while_a_mount_is_being_set_up_ends_it_at_once() {
     assert!(ended.is_some(), "SIGTERM during the set-up was not obeyed");
     assert!(!is_mounted(&mp), "something was left mounted");
 }
+
+/// A user who may not open `/dev/fuse` (some systems leave it 0600) is told so in one line,
+/// not "Permission denied". Where every user may open it, the same user's mount works.
+#[test]
+fn a_user_without_access_to_the_fuse_device_is_told_so() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    require_fuse();
+    let cloud = Cloud::start();
+    let (tmp, mp) = mountpoint();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    const NOBODY: u32 = 65534;
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, PASSWORD).expect("pw");
+    for p in [&mp, &home, &pw] {
+        chown(p, Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_nuage"))
+        .arg("mount")
+        .arg(cloud.url())
+        .arg(&mp)
+        .args(["--daemon", "--user", USER, "--password-file"])
+        .arg(&pw)
+        .env("HOME", &home)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let others_may_open = std::fs::metadata("/dev/fuse")
+        .expect("/dev/fuse")
+        .permissions()
+        .mode()
+        & 0o006
+        == 0o006;
+    if others_may_open {
+        assert!(out.status.success(), "mount as another user: {stderr}");
+        assert!(is_mounted(&mp));
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg(&mp)
+            .status();
+        assert!(wait_until(Duration::from_secs(10), || !is_mounted(&mp)));
+    } else {
+        assert_failed(
+            &stderr,
+            out.status.code().unwrap_or(-1),
+            &mp,
+            "/dev/fuse cannot be opened by this user",
+        );
+    }
+}

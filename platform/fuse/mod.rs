@@ -110,7 +110,17 @@ impl Platform for FusePlatform {
             },
             mountpoint,
             &options,
-        )?;
+        )
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied && !fuse_device_usable() {
+                anyhow::anyhow!(
+                    "{FUSE_DEVICE} cannot be opened by this user (a usual install of fuse3 \
+                     lets every user open it: ask an administrator to run chmod 666 {FUSE_DEVICE})"
+                )
+            } else {
+                e.into()
+            }
+        })?;
         raise_readahead(mountpoint);
         // Remote changes reach the kernel from a thread of their own: a notification may wait
         // for the kernel, which may be waiting for a callback.
@@ -204,6 +214,17 @@ impl Platform for FusePlatform {
             .filter_map(|l| l.split(' ').nth(4))
             .any(|mp| unescape_mountinfo(mp) == want)
     }
+}
+
+const FUSE_DEVICE: &str = "/dev/fuse";
+
+/// True when this process may open the FUSE device for reading and writing.
+fn fuse_device_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(FUSE_DEVICE)
+        .is_ok()
 }
 
 /// The kernel caps FUSE read-ahead at the device's `read_ahead_kb` (128 KiB), whatever the

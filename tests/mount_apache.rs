@@ -80,6 +80,30 @@ fn apache_without_passthrough_a_reread_comes_from_the_kernel() {
     m.unmount();
 }
 
+/// Public links are a Nextcloud service: on a plain WebDAV server `nuage share` says so in
+/// one line.
+#[test]
+fn apache_share_says_links_need_nextcloud() {
+    let apache = Apache::start();
+    std::fs::write(apache.data().join("a.txt"), "a").expect("seed");
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()));
+    let out = nuage()
+        .arg("share")
+        .arg(m.path("a.txt"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("nuage share");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("public links need a nuage mount of a Nextcloud server"),
+        "{err}"
+    );
+    m.unmount();
+}
+
 #[test]
 fn apache_change_on_the_server_is_seen() {
     let apache = Apache::start();

@@ -680,3 +680,129 @@ fn the_demo_serves_its_sample_files_and_a_colleagues_activity() {
     assert!(!is_mounted(&mp));
     drop(guard);
 }
+
+/// Runs `nuage share ARGS` with `input` on standard input: (success, stdout, stderr).
+fn share(args: &[&std::ffi::OsStr], input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut c = nuage();
+    c.arg("share")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("nuage share");
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(input.as_bytes());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("nuage share did not finish within 60 s")
+        .expect("output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nuage share`: public links made through the mount (which holds the credentials), as a
+/// teacher sends a document or a folder to parents. The same link comes back when asked
+/// again; a password and an expiry date reach the server (the password nowhere else);
+/// a server that enforces passwords, and a bad date, get one line saying what to do;
+/// `--remove` deletes the links.
+#[test]
+fn share_gives_public_links_from_the_mount() {
+    let cloud = Cloud::start();
+    std::fs::create_dir_all(cloud.files().join("Cours")).expect("mkdir");
+    std::fs::write(cloud.files().join("Cours/plan.odt"), "plan").expect("seed");
+    std::fs::write(cloud.files().join("Cours/notes.txt"), "notes").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let plan = m.path("Cours/plan.odt");
+    let plan_arg = plan.as_os_str();
+
+    let (ok, out, err) = share(&[plan_arg], "");
+    assert!(ok, "{err}");
+    let url = out.trim().to_string();
+    let links = cloud.server.public_links("/Cours/plan.odt");
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert!(
+        url.contains("/s/") && url.ends_with(&links[0].0),
+        "{url} is not the link of token {}",
+        links[0].0
+    );
+    // Asked again: the same link, not a second one.
+    let (ok, again, err) = share(&[plan_arg], "");
+    assert!(ok, "{err}");
+    assert_eq!(again.trim(), url);
+    assert_eq!(cloud.server.public_links("/Cours/plan.odt").len(), 1);
+
+    // With a password (read from standard input) and an expiry date: a new link.
+    let (ok, out, err) = share(
+        &[
+            plan_arg,
+            "--password".as_ref(),
+            "--expire".as_ref(),
+            "2099-12-31".as_ref(),
+        ],
+        "motdepasse-des-parents\n",
+    );
+    assert!(ok, "{err}");
+    let protected = out.trim().to_string();
+    assert_ne!(protected, url);
+    let links = cloud.server.public_links("/Cours/plan.odt");
+    assert_eq!(links.len(), 2);
+    assert!(
+        links
+            .iter()
+            .any(|(t, exp, pw)| protected.ends_with(t.as_str())
+                && exp.as_deref() == Some("2099-12-31")
+                && *pw),
+        "{links:?}"
+    );
+    assert!(
+        !m.log_text().contains("motdepasse-des-parents"),
+        "the link's password was logged"
+    );
+    let (ok, listed, err) = share(&[plan_arg, "--list".as_ref()], "");
+    assert!(ok, "{err}");
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        vec![url.as_str(), protected.as_str()]
+    );
+
+    // A folder.
+    let (ok, out, err) = share(&[m.path("Cours").as_os_str()], "");
+    assert!(ok && out.contains("/s/"), "{err}");
+    assert_eq!(cloud.server.public_links("/Cours").len(), 1);
+
+    // A date that is not one: refused before anything is sent.
+    let (ok, _, err) = share(&[plan_arg, "--expire".as_ref(), "31/12/2099".as_ref()], "");
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("YYYY-MM-DD"), "{err}");
+    // A server that enforces passwords: one line naming the way out.
+    cloud
+        .server
+        .knobs()
+        .links_need_password
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, _, err) = share(&[m.path("Cours/notes.txt").as_os_str()], "");
+    assert!(!ok);
+    assert!(
+        err.starts_with("error: cannot create a link to") && err.contains("--password"),
+        "{err}"
+    );
+    assert!(cloud.server.public_links("/Cours/notes.txt").is_empty());
+
+    // Removed: the server holds none, and --list says so.
+    let (ok, out, err) = share(&[plan_arg, "--remove".as_ref()], "");
+    assert!(ok && out.contains("removed"), "{err}");
+    assert!(cloud.server.public_links("/Cours/plan.odt").is_empty());
+    let (ok, out, _) = share(&[plan_arg, "--list".as_ref()], "");
+    assert!(ok && out.contains("has no public link"), "{out}");
+    m.unmount();
+}

@@ -755,6 +755,17 @@ impl Filesystem for NuageFs {
         size: u32,
         reply: ReplyXattr,
     ) {
+        if name == nuage::vfs::XATTR_LINK {
+            // Asks the server: answered from a task.
+            let vfs = self.vfs.clone();
+            self.rt.spawn(async move {
+                match vfs.public_links(Ino(ino)).await {
+                    Ok(v) => reply_xattr(reply, size, &v),
+                    Err(e) => reply.error(fail("getxattr", &e)),
+                }
+            });
+            return;
+        }
         match self.vfs.xattr_get(Ino(ino), &name.to_string_lossy()) {
             Ok(v) => reply_xattr(reply, size, &v),
             Err(e) => reply.error(fail("getxattr", &e)),
@@ -782,6 +793,15 @@ impl Filesystem for NuageFs {
             name.to_string_lossy().into_owned(),
             value.to_vec(),
         );
+        if name == nuage::vfs::XATTR_LINK {
+            self.rt.spawn(async move {
+                match vfs.create_public_link(Ino(ino), &value).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(fail("setxattr", &e)),
+                }
+            });
+            return;
+        }
         self.rt
             .spawn_blocking(move || match vfs.xattr_set(Ino(ino), &name, &value) {
                 Ok(()) => reply.ok(),
@@ -790,6 +810,16 @@ impl Filesystem for NuageFs {
     }
 
     fn removexattr(&mut self, _req: &Request<'_>, ino: u64, name: &OsStr, reply: ReplyEmpty) {
+        if name == nuage::vfs::XATTR_LINK {
+            let vfs = self.vfs.clone();
+            self.rt.spawn(async move {
+                match vfs.remove_public_links(Ino(ino)).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(fail("removexattr", &e)),
+                }
+            });
+            return;
+        }
         match self.vfs.xattr_remove(Ino(ino), &name.to_string_lossy()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(fail("removexattr", &e)),

@@ -88,12 +88,35 @@ enum Command {
     Accounts(AccountsArgs),
     /// Revoke an account's app password on the server and forget the account here.
     Logout(LogoutArgs),
+    /// Give a public link to a file or folder of a Nextcloud mount (read-only), or list or
+    /// remove its links.
+    Share(ShareArgs),
     /// Keep files or folders of a mount always available offline.
     Pin(PinArgs),
     /// Let pinned files or folders be evicted from the cache again.
     Unpin(PinArgs),
     /// Cache maintenance.
     Cache(CacheArgs),
+}
+
+/// `nuage share`.
+#[derive(Debug, Clone, Args)]
+pub struct ShareArgs {
+    /// A file or folder inside a mount of a Nextcloud.
+    pub path: PathBuf,
+    /// Ask people for a password to open the link (typed at a prompt, or one line on
+    /// standard input; never an argument).
+    #[arg(long, conflicts_with_all = ["list", "remove"])]
+    pub password: bool,
+    /// The last day the link works (YYYY-MM-DD).
+    #[arg(long, value_name = "YYYY-MM-DD", conflicts_with_all = ["list", "remove"])]
+    pub expire: Option<String>,
+    /// Print the existing links only.
+    #[arg(long, conflicts_with = "remove")]
+    pub list: bool,
+    /// Delete every public link of the file or folder.
+    #[arg(long)]
+    pub remove: bool,
 }
 
 /// `nuage pin` / `nuage unpin`.
@@ -344,6 +367,7 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         Command::Login(a) => login::login_command(a),
         Command::Accounts(a) => login::accounts_command(a),
         Command::Logout(a) => login::logout_command(a),
+        Command::Share(a) => status::share_command(a),
         Command::Pin(a) => status::pin_command(a, true),
         Command::Unpin(a) => status::pin_command(a, false),
         Command::Cache(a) => match a.cmd {

@@ -562,6 +562,18 @@ pub(super) fn run_mount(
         push,
     );
     vfs.start_hydrator(Duration::from_secs(300));
+    if let (Some(base), Some(login), Some(pw)) =
+        (&endpoint.nextcloud_base, &plan.user, &plan.password)
+    {
+        vfs.set_sharing(crate::vfs::Sharing {
+            http: http.clone(),
+            base: base.clone(),
+            login: login.clone(),
+            password: pw.clone(),
+            root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root)
+                .unwrap_or_default(),
+        });
+    }
     if let (true, Some(base), Some(login), Some(pw)) = (
         caps.activity,
         &endpoint.nextcloud_base,

@@ -1,8 +1,9 @@
 //! `nuage status` and `nuage unmount`.
 
-use super::{ActivityArgs, PinArgs, Platform, StatusArgs, UnmountArgs};
+use super::{ActivityArgs, PinArgs, Platform, ShareArgs, StatusArgs, UnmountArgs};
 use crate::status::{human, read_json, registry_path, Registration, Status};
 use anyhow::{anyhow, Context};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -339,6 +340,152 @@ fn set_xattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn set_xattr(_path: &Path, _name: &str, _value: &str) -> std::io::Result<()> {
     Err(std::io::Error::other("not supported on this system yet"))
+}
+
+/// Reads an extended attribute (at most 64 KiB), asked of the running mount.
+#[cfg(unix)]
+fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path contains a NUL byte"))?;
+    let n = std::ffi::CString::new(name).map_err(|_| std::io::Error::other("bad name"))?;
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: valid C strings; the buffer pointer/length describe a live, writable slice.
+    let rc = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(rc as usize);
+    Ok(buf)
+}
+
+/// Removes an extended attribute of a file in a mount.
+#[cfg(unix)]
+fn remove_xattr(path: &Path, name: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path contains a NUL byte"))?;
+    let n = std::ffi::CString::new(name).map_err(|_| std::io::Error::other("bad name"))?;
+    // SAFETY: both are valid NUL-terminated C strings.
+    let rc = unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn get_xattr(_path: &Path, _name: &str) -> std::io::Result<Vec<u8>> {
+    Err(std::io::Error::other("not supported on this system yet"))
+}
+
+#[cfg(not(unix))]
+fn remove_xattr(_path: &Path, _name: &str) -> std::io::Result<()> {
+    Err(std::io::Error::other("not supported on this system yet"))
+}
+
+/// One readable line for a failed link request, from the errno the mount answered.
+fn link_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOTSUP) => "public links need a nuage mount of a Nextcloud server".into(),
+        Some(libc::EACCES) | Some(libc::EPERM) => "the server refused it (it may require a \
+            password (--password) or an expiry date (--expire), or not allow public links; \
+            the mount's log has its words)"
+            .into(),
+        Some(libc::ENOENT) => "not found on the server (a new file is shared once uploaded)".into(),
+        Some(libc::ENETUNREACH) | Some(libc::ETIMEDOUT) => "the server cannot be reached".into(),
+        Some(libc::EINVAL) => {
+            "the server or nuage refused the options (--expire YYYY-MM-DD)".into()
+        }
+        _ => e.to_string(),
+    };
+    anyhow!("cannot {what} {}: {why}", path.display())
+}
+
+pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
+    let p = &a.path;
+    if !p.exists() {
+        anyhow::bail!("{} does not exist", p.display());
+    }
+    let name = crate::vfs::XATTR_LINK;
+    let links = || -> anyhow::Result<Vec<String>> {
+        match get_xattr(p, name) {
+            Ok(v) => Ok(String::from_utf8_lossy(&v)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(Vec::new()),
+            Err(e) => Err(link_failure("read the links of", p, &e)),
+        }
+    };
+    if a.remove {
+        match remove_xattr(p, name) {
+            Ok(()) => println!("removed the public links of {}", p.display()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                println!("{} has no public link", p.display())
+            }
+            Err(e) => return Err(link_failure("remove the links of", p, &e)),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let existing = links()?;
+    if a.list {
+        if existing.is_empty() {
+            println!("{} has no public link", p.display());
+        }
+        for l in existing {
+            println!("{l}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A plain `nuage share` gives the link there already is rather than one more.
+    if !a.password && a.expire.is_none() {
+        if let Some(l) = existing.first() {
+            println!("{l}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let mut req = serde_json::Map::new();
+    if a.password {
+        let pw = if std::io::stdin().is_terminal() {
+            rpassword::prompt_password("Password for the link: ")
+                .context("cannot read the password")?
+        } else {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("cannot read standard input")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        };
+        if pw.is_empty() {
+            anyhow::bail!("no password given for the link");
+        }
+        req.insert("password".into(), pw.into());
+    }
+    if let Some(e) = &a.expire {
+        req.insert("expire".into(), e.clone().into());
+    }
+    let value = if req.is_empty() {
+        String::new()
+    } else {
+        serde_json::Value::Object(req).to_string()
+    };
+    set_xattr(p, name, &value).map_err(|e| link_failure("create a link to", p, &e))?;
+    let after = links()?;
+    match after
+        .iter()
+        .find(|l| !existing.contains(l))
+        .or(after.last())
+    {
+        Some(l) => println!("{l}"),
+        None => {
+            anyhow::bail!("the server made the link but does not list it; see the web interface")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn pin_command(a: PinArgs, pin: bool) -> anyhow::Result<ExitCode> {

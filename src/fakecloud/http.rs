@@ -5,6 +5,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
+mod shares;
 use percent_encoding::percent_decode_str;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -188,6 +189,8 @@ pub struct Knobs {
     /// online; nextcloud-protocol.md §4.3, §15). Paths relative to the user's root
     /// (`/docs/a.txt`).
     pub locked_for_moves: Mutex<std::collections::HashSet<String>>,
+    /// Public links need a password ("Enforce password protection", §12).
+    pub links_need_password: AtomicBool,
 }
 
 pub(super) struct Shared {
@@ -198,6 +201,7 @@ pub(super) struct Shared {
     pub(super) knobs: Arc<Knobs>,
     addr: SocketAddr,
     activity: Mutex<super::activity::ActivityLog>,
+    shares: Mutex<shares::Shares>,
 }
 
 /// A running server on `127.0.0.1`. Dropping it stops it and closes every connection.
@@ -227,6 +231,7 @@ impl FakeCloud {
             knobs: Arc::new(knobs),
             addr,
             activity: Mutex::new(Default::default()),
+            shares: Mutex::new(Default::default()),
         });
         let s2 = shared.clone();
         let task = tokio::spawn(async move {
@@ -311,6 +316,12 @@ impl FakeCloud {
             .map(|m| m.ino())
             .unwrap_or(0);
         self.shared.record(actor, kind, path, None, fileid);
+    }
+
+    /// The public links of `path` (relative to the user's root): token, expiry date, whether
+    /// a password protects it.
+    pub fn public_links(&self, path: &str) -> Vec<(String, Option<String>, bool)> {
+        self.shared.links_of(path)
     }
 
     /// Forgets failed logins (`occ security:bruteforce:reset`).
@@ -655,6 +666,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
                 "productname": "Nextcloud", "extendedSupport": false}),
         );
     }
+    if let Some(rest) = path.strip_prefix("/ocs/v2.php/apps/files_sharing/api/v1/shares") {
+        return shares::handle(&shared, req, rest).await;
+    }
     if path.starts_with("/ocs/") {
         return ocs(&shared, &req, &path);
     }
@@ -977,6 +991,9 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                 "capabilities":{
                     "core":{"pollinterval":60,"webdav-root":"remote.php/webdav"},
                     "activity":{"apiv2":["filters","previews","rich-strings"]},
+                    "files_sharing":{"api_enabled":true,"public":{"enabled":true,
+                        "password":{"enforced":shared.knobs.links_need_password.load(Ordering::Relaxed)},
+                        "expire_date":{"enabled":false}}},
                     "notify_push": push_caps,
                     "bruteforce":{"delay":0},
                     "dav": if shared.cfg.bulk_upload {

@@ -6,7 +6,8 @@
 //! Depth 0/1/infinity and the Nextcloud properties (§2.2), GET/HEAD with a single `Range` and
 //! `If-Match`/`If-None-Match` (§3), PUT with `If-Match`, `If-None-Match: *`, `X-OC-Mtime` and the
 //! quota (§4), MKCOL, DELETE, MOVE and COPY with `Overwrite` (§6), and the Activity API (§9.3)
-//! for what was done through it or recorded by a test. Authentication is Basic with
+//! for what was done through it or recorded by a test, and the sharing API's public links
+//! (§12, with password enforcement as a knob). Authentication is Basic with
 //! a login name that may differ from the user id (§1.3); a wrong password answers 401.
 //!
 //! It exists for tests and for `nuage demo`. It counts what it does ([`Stats`]: requests per

@@ -346,6 +346,153 @@ pub async fn activities(
     Ok(ActivityPage { items, more })
 }
 
+/// A public link to a file or folder (§12, share type 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicLink {
+    /// The share id (to change or delete it).
+    pub id: String,
+    /// The address to give people: `https://cloud.example.org/s/<token>`.
+    pub url: String,
+    /// `YYYY-MM-DD HH:MM:SS`, when it expires.
+    pub expiration: Option<String>,
+}
+
+/// The sharing API (§12), relative to the server's base URL.
+const SHARES: &str = "ocs/v2.php/apps/files_sharing/api/v1/shares";
+
+/// Share type of a public link (§12).
+const SHARE_TYPE_LINK: i64 = 3;
+
+fn public_link_of(v: &serde_json::Value) -> Option<PublicLink> {
+    let id = match v.get("id")? {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let url = v.get("url")?.as_str()?.to_string();
+    let expiration = v
+        .get("expiration")
+        .and_then(|e| e.as_str())
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
+    Some(PublicLink {
+        id,
+        url,
+        expiration,
+    })
+}
+
+/// Sends one sharing API request; a refusal carries the server's own sentence
+/// (`ocs.meta.message`, e.g. "Passwords are enforced for link and mail shares").
+async fn share_call(
+    rb: reqwest::RequestBuilder,
+    base: &Url,
+    what: &str,
+) -> Result<serde_json::Value, DavError> {
+    let resp = send(
+        rb.header("OCS-APIRequest", "true")
+            .header(reqwest::header::ACCEPT, "application/json"),
+        base.as_str(),
+    )
+    .await?;
+    let st = resp.status();
+    let body: Option<serde_json::Value> = resp.json().await.ok();
+    if st.is_success() {
+        return body
+            .ok_or_else(|| DavError::BadResponse(format!("{what}: the answer is not JSON")));
+    }
+    let said = body
+        .as_ref()
+        .and_then(|b| b.pointer("/ocs/meta/message"))
+        .and_then(|m| m.as_str())
+        .filter(|m| !m.is_empty())
+        .map(|m| format!("{what}: {m}"))
+        .unwrap_or_else(|| what.to_string());
+    Err(match st.as_u16() {
+        403 => DavError::Forbidden(said),
+        404 => DavError::NotFound(said),
+        _ => DavError::from_status(st, &Method::POST, &said),
+    })
+}
+
+/// The public links of `path` (relative to the user's files root, with a leading `/`).
+pub async fn public_links(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    path: &str,
+) -> Result<Vec<PublicLink>, DavError> {
+    let mut url = join(base, SHARES)?;
+    url.query_pairs_mut()
+        .append_pair("format", "json")
+        .append_pair("path", path)
+        .append_pair("reshares", "false");
+    let rb = http.get(url).basic_auth(login, Some(password.expose()));
+    let v = match share_call(rb, base, "listing the links").await {
+        // Nothing shared there (some versions answer 404 for "no shares").
+        Err(DavError::NotFound(_)) => return Ok(Vec::new()),
+        other => other?,
+    };
+    let items = v
+        .pointer("/ocs/data")
+        .and_then(|d| d.as_array())
+        .ok_or_else(|| DavError::BadResponse("the shares answer has no ocs.data list".into()))?;
+    Ok(items
+        .iter()
+        .filter(|s| s.get("share_type").and_then(|t| t.as_i64()) == Some(SHARE_TYPE_LINK))
+        .filter_map(public_link_of)
+        .collect())
+}
+
+/// Creates a read-only public link to `path`, with an optional password and expiry date
+/// (`YYYY-MM-DD`).
+pub async fn create_public_link(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    path: &str,
+    link_password: Option<&Secret>,
+    expire: Option<&str>,
+) -> Result<PublicLink, DavError> {
+    let mut url = join(base, SHARES)?;
+    url.query_pairs_mut().append_pair("format", "json");
+    let mut form: Vec<(&str, &str)> =
+        vec![("path", path), ("shareType", "3"), ("permissions", "1")];
+    if let Some(p) = link_password {
+        form.push(("password", p.expose()));
+    }
+    if let Some(e) = expire {
+        form.push(("expireDate", e));
+    }
+    let rb = http
+        .post(url)
+        .basic_auth(login, Some(password.expose()))
+        .form(&form);
+    let v = share_call(rb, base, "creating the link").await?;
+    v.pointer("/ocs/data")
+        .and_then(public_link_of)
+        .ok_or_else(|| DavError::BadResponse("the new share has no id or url".into()))
+}
+
+/// Deletes a share.
+pub async fn delete_share(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    id: &str,
+) -> Result<(), DavError> {
+    let mut url = join(
+        base,
+        &format!("{SHARES}/{}", super::path::encode_segment(id)),
+    )?;
+    url.query_pairs_mut().append_pair("format", "json");
+    let rb = http.delete(url).basic_auth(login, Some(password.expose()));
+    share_call(rb, base, "deleting the link").await.map(|_| ())
+}
+
 /// A started Login Flow v2 (§7.2).
 #[derive(Debug, Clone)]
 pub struct LoginFlow {

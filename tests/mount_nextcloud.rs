@@ -806,3 +806,117 @@ fn share_gives_public_links_from_the_mount() {
     assert!(ok && out.contains("has no public link"), "{out}");
     m.unmount();
 }
+
+/// Runs `nuage trash ARGS`: (success, stdout, stderr).
+fn trash(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let mut c = nuage();
+    c.arg("trash").args(args).stdin(std::process::Stdio::null());
+    let out = run_bounded(c, Duration::from_secs(60));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `nuage trash`: what was deleted through the mount is listed from the server's trash bin
+/// (newest first, where it was in the mount), and `--restore` puts an item back where it was,
+/// in the mount at once. A mount of a subfolder lists only what was deleted from there.
+#[test]
+fn trash_lists_and_restores_what_was_deleted() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    std::fs::create_dir_all(srv.join("Cours/Ancien")).expect("mkdir");
+    std::fs::create_dir_all(srv.join("Photos")).expect("mkdir");
+    std::fs::write(srv.join("Cours/plan.odt"), "le plan").expect("seed");
+    std::fs::write(srv.join("Cours/Ancien/a.txt"), "a").expect("seed");
+    std::fs::write(srv.join("Photos/sortie.jpg"), "jpeg").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0.2"]));
+    std::fs::remove_file(m.path("Photos/sortie.jpg")).expect("rm");
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::remove_file(m.path("Cours/plan.odt")).expect("rm");
+    std::fs::remove_dir_all(m.path("Cours/Ancien")).expect("rm -r");
+    m.wait_drained();
+    assert!(wait_until(Duration::from_secs(20), || !srv
+        .join("Cours/plan.odt")
+        .exists()
+        && !srv.join("Cours/Ancien").exists()));
+
+    let mp = m.mp.as_os_str();
+    let (ok, out, err) = trash(&[mp]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.iter().any(|l| l.ends_with("  Cours/plan.odt (7 B)")),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("  Cours/Ancien/")),
+        "{out}"
+    );
+    // Newest first: the photo went a second before the others.
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.ends_with("Photos/sortie.jpg (4 B)")),
+        "{out}"
+    );
+    let (ok, json, err) = trash(&[mp, "--json".as_ref()]);
+    assert!(ok, "{err}");
+    let items: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert!(items
+        .as_array()
+        .expect("list")
+        .iter()
+        .any(|i| i["location"] == "Cours/plan.odt" && i["dir"] == false && i["size"] == 7));
+
+    // Restored by its path in the mount: on the server and in the mount at once.
+    let (ok, out, err) = trash(&[
+        mp,
+        "--restore".as_ref(),
+        m.path("Cours/plan.odt").as_os_str(),
+    ]);
+    assert!(ok && out.starts_with("restored "), "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(srv.join("Cours/plan.odt")).expect("on the server"),
+        "le plan"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.path("Cours/plan.odt")).expect("in the mount"),
+        "le plan"
+    );
+    // Restored by its path relative to the mount point.
+    let (ok, _, err) = trash(&[mp, "--restore".as_ref(), "Photos/sortie.jpg".as_ref()]);
+    assert!(ok, "{err}");
+    assert!(names_in_dir(&m.path("Photos")).contains(&"sortie.jpg".to_string()));
+    let (ok, out, _) = trash(&[mp]);
+    assert!(
+        ok && !out.contains("plan.odt") && !out.contains("sortie.jpg"),
+        "{out}"
+    );
+    // Nothing of that name: one line.
+    let (ok, _, err) = trash(&[mp, "--restore".as_ref(), "Cours/rien.odt".as_ref()]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nothing deleted from"), "{err}");
+    m.unmount();
+
+    // A mount of "Cours" lists what was deleted from it, relative to it.
+    let sub = Mount::new(MountSpec::new(&format!(
+        "{}/remote.php/dav/files/{USER_ID}/Cours/",
+        cloud.url()
+    )));
+    let (ok, out, err) = trash(&[sub.mp.as_os_str()]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.ends_with("  Ancien/")), "{out}");
+    assert!(!out.contains("Photos"), "{out}");
+    sub.unmount();
+}
+
+fn names_in_dir(p: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(p)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}

@@ -755,11 +755,16 @@ impl Filesystem for NuageFs {
         size: u32,
         reply: ReplyXattr,
     ) {
-        if name == nuage::vfs::XATTR_LINK {
+        if name == nuage::vfs::XATTR_LINK || name == nuage::vfs::XATTR_TRASH {
             // Asks the server: answered from a task.
-            let vfs = self.vfs.clone();
+            let (vfs, trash) = (self.vfs.clone(), name == nuage::vfs::XATTR_TRASH);
             self.rt.spawn(async move {
-                match vfs.public_links(Ino(ino)).await {
+                let got = if trash {
+                    vfs.trash_listing().await
+                } else {
+                    vfs.public_links(Ino(ino)).await
+                };
+                match got {
                     Ok(v) => reply_xattr(reply, size, &v),
                     Err(e) => reply.error(fail("getxattr", &e)),
                 }
@@ -793,9 +798,14 @@ impl Filesystem for NuageFs {
             name.to_string_lossy().into_owned(),
             value.to_vec(),
         );
-        if name == nuage::vfs::XATTR_LINK {
+        if name == nuage::vfs::XATTR_LINK || name == nuage::vfs::XATTR_RESTORE {
             self.rt.spawn(async move {
-                match vfs.create_public_link(Ino(ino), &value).await {
+                let done = if name == nuage::vfs::XATTR_RESTORE {
+                    vfs.restore_from_trash(&value).await
+                } else {
+                    vfs.create_public_link(Ino(ino), &value).await
+                };
+                match done {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(fail("setxattr", &e)),
                 }

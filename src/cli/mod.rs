@@ -91,6 +91,9 @@ enum Command {
     /// Give a public link to a file or folder of a Nextcloud mount (read-only), or list or
     /// remove its links.
     Share(ShareArgs),
+    /// List what was deleted from a Nextcloud mount (the server's trash bin), or put an item
+    /// back.
+    Trash(TrashArgs),
     /// Keep files or folders of a mount always available offline.
     Pin(PinArgs),
     /// Let pinned files or folders be evicted from the cache again.
@@ -117,6 +120,20 @@ pub struct ShareArgs {
     /// Delete every public link of the file or folder.
     #[arg(long)]
     pub remove: bool,
+}
+
+/// `nuage trash`.
+#[derive(Debug, Clone, Args)]
+pub struct TrashArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// Put back the most recently deleted item that was at this path (relative to the mount
+    /// point, or inside it), or the item with this trash bin name.
+    #[arg(long, value_name = "PATH")]
+    pub restore: Option<PathBuf>,
+    /// The items as JSON.
+    #[arg(long, conflicts_with = "restore")]
+    pub json: bool,
 }
 
 /// `nuage pin` / `nuage unpin`.
@@ -368,6 +385,7 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         Command::Accounts(a) => login::accounts_command(a),
         Command::Logout(a) => login::logout_command(a),
         Command::Share(a) => status::share_command(a),
+        Command::Trash(a) => status::trash_command(a),
         Command::Pin(a) => status::pin_command(a, true),
         Command::Unpin(a) => status::pin_command(a, false),
         Command::Cache(a) => match a.cmd {

@@ -562,14 +562,21 @@ pub(super) fn run_mount(
         push,
     );
     vfs.start_hydrator(Duration::from_secs(300));
-    if let (Some(base), Some(login), Some(pw)) =
-        (&endpoint.nextcloud_base, &plan.user, &plan.password)
-    {
-        vfs.set_sharing(crate::vfs::Sharing {
+    if let (Some(base), Some(login), Some(pw), Some(uid)) = (
+        &endpoint.nextcloud_base,
+        &plan.user,
+        &plan.password,
+        endpoint
+            .user_id
+            .clone()
+            .or_else(|| webdav::nextcloud::user_id_in(&endpoint.dav_root)),
+    ) {
+        vfs.set_server_api(crate::vfs::ServerApi {
             http: http.clone(),
             base: base.clone(),
             login: login.clone(),
             password: pw.clone(),
+            user_id: uid,
             root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root)
                 .unwrap_or_default(),
         });

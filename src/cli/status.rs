@@ -1,6 +1,6 @@
 //! `nuage status` and `nuage unmount`.
 
-use super::{ActivityArgs, PinArgs, Platform, ShareArgs, StatusArgs, UnmountArgs};
+use super::{ActivityArgs, PinArgs, Platform, ShareArgs, StatusArgs, TrashArgs, UnmountArgs};
 use crate::status::{human, read_json, registry_path, Registration, Status};
 use anyhow::{anyhow, Context};
 use std::io::{BufRead, IsTerminal};
@@ -486,6 +486,68 @@ pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
+    use crate::webdav::nextcloud::TrashItem;
+    let (mp, _reg) = find(&a.mountpoint)?;
+    let raw = get_xattr(&mp, crate::vfs::XATTR_TRASH)
+        .map_err(|e| trash_failure("read the trash bin of", &mp, &e))?;
+    let items: Vec<TrashItem> = serde_json::from_slice(&raw)
+        .map_err(|e| anyhow!("the mount answered an unreadable trash listing: {e}"))?;
+    if let Some(want) = &a.restore {
+        // A path given inside the mount (absolute or relative to here) or relative to it.
+        let rel = std::path::absolute(want)
+            .ok()
+            .and_then(|abs| abs.strip_prefix(&mp).ok().map(Path::to_path_buf))
+            .unwrap_or_else(|| want.clone());
+        let rel = rel.to_string_lossy().trim_matches('/').to_string();
+        let Some(item) = items
+            .iter()
+            .find(|i| i.location == rel)
+            .or_else(|| items.iter().find(|i| i.entry == rel))
+        else {
+            anyhow::bail!(
+                "nothing deleted from {} is in the trash bin under {rel:?} (see: nuage trash {})",
+                mp.display(),
+                mp.display()
+            );
+        };
+        set_xattr(&mp, crate::vfs::XATTR_RESTORE, &item.entry)
+            .map_err(|e| trash_failure("restore", Path::new(&item.location), &e))?;
+        println!("restored {}", mp.join(&item.location).display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if items.is_empty() {
+        println!("the trash bin holds nothing deleted from {}", mp.display());
+    }
+    for i in &items {
+        let (y, mo, d, h, mi, _) = crate::writeback::civil_utc(i.deleted);
+        let what = if i.dir {
+            format!("{}/", i.location)
+        } else {
+            format!("{} ({})", i.location, human(i.size))
+        };
+        println!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}  {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trash_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOTSUP) => "the trash bin needs a nuage mount of a Nextcloud server".into(),
+        Some(libc::ENOENT) => {
+            "the server has no such item in its trash bin (or no trash bin)".into()
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => "the server refused it".into(),
+        Some(libc::ENETUNREACH) | Some(libc::ETIMEDOUT) => "the server cannot be reached".into(),
+        _ => e.to_string(),
+    };
+    anyhow!("cannot {what} {}: {why}", path.display())
 }
 
 pub(super) fn pin_command(a: PinArgs, pin: bool) -> anyhow::Result<ExitCode> {

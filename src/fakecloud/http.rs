@@ -6,6 +6,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 mod shares;
+mod trash;
 use percent_encoding::percent_decode_str;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -202,6 +203,7 @@ pub(super) struct Shared {
     addr: SocketAddr,
     activity: Mutex<super::activity::ActivityLog>,
     shares: Mutex<shares::Shares>,
+    trashed: Mutex<Vec<trash::Trashed>>,
 }
 
 /// A running server on `127.0.0.1`. Dropping it stops it and closes every connection.
@@ -232,6 +234,7 @@ impl FakeCloud {
             addr,
             activity: Mutex::new(Default::default()),
             shares: Mutex::new(Default::default()),
+            trashed: Mutex::new(Vec::new()),
         });
         let s2 = shared.clone();
         let task = tokio::spawn(async move {
@@ -703,6 +706,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             sabre_error(StatusCode::NOT_FOUND, "NotFound", "no bulk upload here")
         };
     }
+    let trash_prefix = format!(
+        "/remote.php/dav/trashbin/{}",
+        crate::webdav::path::encode_segment(&shared.cfg.user_id)
+    );
+    if let Some(rest) = path.strip_prefix(&trash_prefix) {
+        return trash::handle(&shared, &req, &trash_prefix, rest);
+    }
     let uploads_prefix = format!(
         "/remote.php/dav/uploads/{}",
         crate::webdav::path::encode_segment(&shared.cfg.user_id)
@@ -1001,7 +1011,7 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                     } else {
                         serde_json::json!({"chunking":"1.0"})
                     },
-                    "files":{"bigfilechunking":true,
+                    "files":{"bigfilechunking":true,"undelete":true,
                         "blacklisted_files":names.names,
                         "forbidden_filenames":names.names,
                         "forbidden_filename_basenames":names.basenames,
@@ -1581,11 +1591,14 @@ impl Dav {
                 );
             }
         }
-        let r = if m.is_dir() {
-            std::fs::remove_dir_all(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
+        // Into the trash bin (§13), as Nextcloud does with its files_trashbin app.
+        let r = self.shared.trash(&p, &rel.join("/")).or_else(|_| {
+            if m.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            }
+        });
         match r {
             Ok(()) => resp(StatusCode::NO_CONTENT, ""),
             Err(_) => sabre_error(

@@ -7,7 +7,8 @@
 //! `If-Match`/`If-None-Match` (§3), PUT with `If-Match`, `If-None-Match: *`, `X-OC-Mtime` and the
 //! quota (§4), MKCOL, DELETE, MOVE and COPY with `Overwrite` (§6), and the Activity API (§9.3)
 //! for what was done through it or recorded by a test, and the sharing API's public links
-//! (§12, with password enforcement as a knob). Authentication is Basic with
+//! (§12, with password enforcement as a knob). A DELETE moves the item into a trash bin beside
+//! the user's files, which `remote.php/dav/trashbin/<uid>/trash` lists and restores (§13). Authentication is Basic with
 //! a login name that may differ from the user id (§1.3); a wrong password answers 401.
 //!
 //! It exists for tests and for `nuage demo`. It counts what it does ([`Stats`]: requests per

@@ -246,6 +246,19 @@ impl InodeTable {
             .map(|(p, _)| p.clone())
     }
 
+    /// Forgets every folder's listing: the next access to any folder lists it again.
+    pub fn invalidate_all_listings(&mut self) {
+        let dirs: Vec<Ino> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.listing.is_some())
+            .map(|(i, _)| *i)
+            .collect();
+        for d in dirs {
+            self.invalidate_listing(d);
+        }
+    }
+
     /// Forgets a folder's listing so that the next access lists it again.
     pub fn invalidate_listing(&mut self, dir: Ino) {
         self.bump(dir);

@@ -44,11 +44,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use crate::meta::Ino;
 pub use pins::{PinProgress, XATTR_CLEAN, XATTR_PINNED, XATTR_STATUS};
 pub use remote::{Invalidation, Invalidator, RemoteChanges};
-pub use share::{LinkRequest, Sharing, XATTR_LINK};
+pub use server::{LinkRequest, ServerApi, XATTR_LINK, XATTR_RESTORE, XATTR_TRASH};
 
 mod pins;
 mod remote;
-mod share;
+mod server;
 
 /// File handle number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -253,7 +253,7 @@ pub struct Vfs {
     pin_progress: Mutex<Vec<pins::PinProgress>>,
     pinned_versions: Mutex<std::collections::HashSet<crate::cache::VersionId>>,
     remembered: Mutex<HashMap<Ino, u64>>,
-    sharing: std::sync::OnceLock<share::Sharing>,
+    server_api_slot: std::sync::OnceLock<server::ServerApi>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -370,7 +370,7 @@ impl Vfs {
             pin_progress: Mutex::new(Vec::new()),
             pinned_versions: Mutex::new(Default::default()),
             remembered: Mutex::new(HashMap::new()),
-            sharing: std::sync::OnceLock::new(),
+            server_api_slot: std::sync::OnceLock::new(),
         })
     }
 

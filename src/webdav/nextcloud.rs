@@ -493,6 +493,135 @@ pub async fn delete_share(
     share_call(rb, base, "deleting the link").await.map(|_| ())
 }
 
+/// One item in the trash bin (§13).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrashItem {
+    /// Its name in the trash bin (`plan.odt.d1764432540`): what a restore names.
+    pub entry: String,
+    /// The name it had.
+    pub name: String,
+    /// Where it was, from the user's root (`Cours/plan.odt`).
+    pub location: String,
+    /// When it was deleted (Unix time).
+    pub deleted: u64,
+    /// Its size in bytes (files).
+    pub size: u64,
+    /// A folder (deleted with its content).
+    pub dir: bool,
+}
+
+fn trash_root(base: &Url, user_id: &str) -> Result<Url, DavError> {
+    join(
+        base,
+        &format!(
+            "remote.php/dav/trashbin/{}/trash/",
+            super::path::encode_segment(user_id)
+        ),
+    )
+}
+
+/// The trash bin's items (`PROPFIND Depth: 1` of `remote.php/dav/trashbin/<uid>/trash`),
+/// newest first.
+pub async fn trash_list(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    user_id: &str,
+) -> Result<Vec<TrashItem>, DavError> {
+    let url = trash_root(base, user_id)?;
+    let root_path = super::path::decode(url.path());
+    let rb = http
+        .request(
+            Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?,
+            url,
+        )
+        .basic_auth(login, Some(password.expose()))
+        .header("Depth", "1")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/xml; charset=utf-8",
+        )
+        .body(super::xml::PROPFIND_TRASH);
+    let resp = send(rb, base.as_str()).await?;
+    let st = resp.status();
+    if st.as_u16() != 207 {
+        return Err(DavError::from_status(
+            st,
+            &Method::GET,
+            "the trash bin (remote.php/dav/trashbin)",
+        ));
+    }
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let mut items: Vec<TrashItem> = super::xml::parse_multistatus(&body)?
+        .into_iter()
+        .filter(|r| r.href.trim_end_matches('/') != root_path.trim_end_matches('/'))
+        .filter_map(|r| {
+            let entry = r.href.trim_end_matches('/').rsplit('/').next()?.to_string();
+            let name = r.trash_filename.clone().unwrap_or_else(|| entry.clone());
+            Some(TrashItem {
+                location: r
+                    .trash_location
+                    .clone()
+                    .unwrap_or_else(|| name.clone())
+                    .trim_matches('/')
+                    .to_string(),
+                name,
+                deleted: r.trash_deleted.unwrap_or(0),
+                size: r.content_length.or(r.oc_size).unwrap_or(0),
+                dir: r.is_dir,
+                entry,
+            })
+        })
+        .collect();
+    items.sort_by(|a, b| {
+        b.deleted
+            .cmp(&a.deleted)
+            .then_with(|| a.entry.cmp(&b.entry))
+    });
+    Ok(items)
+}
+
+/// Puts a trash bin item back where it was (`MOVE` to `trashbin/<uid>/restore/<entry>`).
+pub async fn trash_restore(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    user_id: &str,
+    entry: &str,
+) -> Result<(), DavError> {
+    let seg = super::path::encode_segment(entry);
+    let from = join(&trash_root(base, user_id)?, &seg)?;
+    let to = join(
+        base,
+        &format!(
+            "remote.php/dav/trashbin/{}/restore/{seg}",
+            super::path::encode_segment(user_id)
+        ),
+    )?;
+    let rb = http
+        .request(
+            Method::from_bytes(b"MOVE").map_err(|e| DavError::Config(e.to_string()))?,
+            from,
+        )
+        .basic_auth(login, Some(password.expose()))
+        .header("Destination", to.as_str());
+    let resp = send(rb, base.as_str()).await?;
+    let st = resp.status();
+    if !st.is_success() {
+        return Err(DavError::from_status(
+            st,
+            &Method::GET,
+            &format!("restoring {entry}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A started Login Flow v2 (§7.2).
 #[derive(Debug, Clone)]
 pub struct LoginFlow {
@@ -679,6 +808,15 @@ pub fn uploads_url(dav_root: &Url) -> Option<Url> {
         &path[i + "/remote.php/dav/files/".len()..]
     ));
     Some(u)
+}
+
+/// The user id in a Nextcloud DAV root (`…/remote.php/dav/files/<uid>/…`).
+pub fn user_id_in(dav_root: &Url) -> Option<String> {
+    let path = dav_root.path();
+    let i = path.find("/remote.php/dav/files/")?;
+    let rest = &path[i + "/remote.php/dav/files/".len()..];
+    let uid = rest.split('/').next().filter(|s| !s.is_empty())?;
+    Some(super::path::decode(uid))
 }
 
 /// The path of a `…/remote.php/dav/files/<uid>/<sub>/` root below the user's root (`<sub>`,

@@ -59,7 +59,22 @@ pub struct PropResponse {
     pub quota_used: Option<i64>,
     /// `d:quota-available-bytes` (negative values are Nextcloud's "unknown/unlimited").
     pub quota_available: Option<i64>,
+    /// In the trash bin (§13): `nc:trashbin-filename`, the name the item had.
+    pub trash_filename: Option<String>,
+    /// `nc:trashbin-original-location`: where it was, from the user's root.
+    pub trash_location: Option<String>,
+    /// `nc:trashbin-deletion-time`: when it was deleted (Unix time).
+    pub trash_deleted: Option<u64>,
 }
+
+/// The PROPFIND body for the trash bin (§13).
+pub const PROPFIND_TRASH: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<d:propfind xmlns:d="DAV:" xmlns:nc="http://nextcloud.org/ns">
+  <d:prop>
+    <d:resourcetype/><d:getcontentlength/><nc:trashbin-filename/>
+    <nc:trashbin-original-location/><nc:trashbin-deletion-time/>
+  </d:prop>
+</d:propfind>"#;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Prop {
@@ -75,6 +90,9 @@ enum Prop {
     Permissions,
     QuotaUsed,
     QuotaAvailable,
+    TrashFilename,
+    TrashLocation,
+    TrashDeleted,
 }
 
 fn classify(ns: &[u8], local: &[u8]) -> Prop {
@@ -91,6 +109,9 @@ fn classify(ns: &[u8], local: &[u8]) -> Prop {
         (OC, b"fileid") => Prop::FileId,
         (OC, b"permissions") => Prop::Permissions,
         (NC, b"fileid") => Prop::FileId,
+        (NC, b"trashbin-filename") => Prop::TrashFilename,
+        (NC, b"trashbin-original-location") => Prop::TrashLocation,
+        (NC, b"trashbin-deletion-time") => Prop::TrashDeleted,
         _ => Prop::None,
     }
 }
@@ -253,6 +274,9 @@ fn set_prop(p: &mut PropResponse, which: Prop, value: String) {
         Prop::Permissions => p.permissions = Some(value),
         Prop::QuotaUsed => p.quota_used = value.parse().ok(),
         Prop::QuotaAvailable => p.quota_available = value.parse().ok(),
+        Prop::TrashFilename => p.trash_filename = Some(value),
+        Prop::TrashLocation => p.trash_location = Some(value),
+        Prop::TrashDeleted => p.trash_deleted = value.parse().ok(),
         Prop::None | Prop::Href | Prop::Status => {}
     }
 }
@@ -268,6 +292,9 @@ fn merge(into: &mut PropResponse, from: PropResponse) {
     into.permissions = into.permissions.take().or(from.permissions);
     into.quota_used = into.quota_used.or(from.quota_used);
     into.quota_available = into.quota_available.or(from.quota_available);
+    into.trash_filename = into.trash_filename.take().or(from.trash_filename);
+    into.trash_location = into.trash_location.take().or(from.trash_location);
+    into.trash_deleted = into.trash_deleted.or(from.trash_deleted);
 }
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
-//! Public links from the mount (`nuage share`, nextcloud-protocol.md §12). The mount holds the
-//! account's credentials, so the command asks it through an extended attribute of the file,
-//! `user.nuage.link`, never listed (so that `cp -a` and file managers never ask for it):
+//! Nextcloud services asked of the mount by `nuage share` and `nuage trash`: the mount holds
+//! the account's credentials, so the commands ask it through extended attributes, never
+//! listed (so that `cp -a` and file managers never ask for them).
+//!
+//! Public links (nextcloud-protocol.md §12), `user.nuage.link` of a file or folder:
 //! * reading it answers the file's public links, one address per line, oldest first
 //!   (`ENODATA` when it has none);
 //! * setting it creates a read-only public link; the value is empty, or a [`LinkRequest`] in
 //!   JSON (a password, an expiry date);
 //! * removing it deletes the file's public links.
+//!
+//! The trash bin (§13), on any node of the mount:
+//! * `user.nuage.trash` reads the items deleted from the mounted folder, newest first, as a
+//!   JSON list of [`TrashItem`](crate::webdav::nextcloud::TrashItem) (locations relative to
+//!   the mount's root; as many as fit in 60 KiB);
+//! * setting `user.nuage.restore` to an item's `entry` puts it back where it was.
 //!
 //! Only on a Nextcloud (elsewhere: `ENOTSUP`).
 
@@ -16,10 +24,17 @@ use serde::Deserialize;
 
 /// The extended attribute that reads, creates and removes a file's public links.
 pub const XATTR_LINK: &str = "user.nuage.link";
+/// The extended attribute that lists the trash bin.
+pub const XATTR_TRASH: &str = "user.nuage.trash";
+/// The extended attribute that restores an item of the trash bin.
+pub const XATTR_RESTORE: &str = "user.nuage.restore";
+
+/// The largest trash listing answered (extended attribute values stop at 64 KiB).
+const TRASH_LISTING_MAX: usize = 60 << 10;
 
 /// What the mount needs to use the sharing API.
 #[derive(Debug)]
-pub struct Sharing {
+pub struct ServerApi {
     /// The HTTP client (the mount's, with its TLS settings).
     pub http: reqwest::Client,
     /// The server's base URL.
@@ -28,6 +43,8 @@ pub struct Sharing {
     pub login: String,
     /// App password.
     pub password: Secret,
+    /// The user id (the DAV paths' name for the account).
+    pub user_id: String,
     /// Where the mount's root is in the account (`""` for the whole account).
     pub root_in_account: String,
 }
@@ -77,12 +94,12 @@ impl LinkRequest {
 
 impl Vfs {
     /// Lets the mount create public links (a Nextcloud account).
-    pub fn set_sharing(&self, s: Sharing) {
-        let _ = self.sharing.set(s);
+    pub fn set_server_api(&self, s: ServerApi) {
+        let _ = self.server_api_slot.set(s);
     }
 
-    fn sharing(&self) -> Result<&Sharing> {
-        self.sharing.get().ok_or_else(|| {
+    fn server_api(&self) -> Result<&ServerApi> {
+        self.server_api_slot.get().ok_or_else(|| {
             Error::new(
                 ErrorKind::Unsupported,
                 "public links need a Nextcloud server",
@@ -92,7 +109,7 @@ impl Vfs {
 
     /// The item's path as the sharing API wants it: from the account's root, with a leading
     /// `/`, under its server name while a rename made offline waits.
-    fn account_path(&self, s: &Sharing, ino: Ino) -> Result<String> {
+    fn account_path(&self, s: &ServerApi, ino: Ino) -> Result<String> {
         let path = self.wb.server_path(&self.node(ino)?.path);
         let mut out = String::from("/");
         out.push_str(s.root_in_account.trim_matches('/'));
@@ -107,7 +124,7 @@ impl Vfs {
 
     /// The public links of an item, one address per line (`user.nuage.link`).
     pub async fn public_links(&self, ino: Ino) -> Result<Vec<u8>> {
-        let s = self.sharing()?;
+        let s = self.server_api()?;
         let path = self.account_path(s, ino)?;
         let links =
             crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, &path)
@@ -128,7 +145,7 @@ impl Vfs {
 
     /// Creates a read-only public link to an item (`user.nuage.link` set).
     pub async fn create_public_link(&self, ino: Ino, value: &[u8]) -> Result<()> {
-        let s = self.sharing()?;
+        let s = self.server_api()?;
         let req = LinkRequest::parse(value)?;
         let path = self.account_path(s, ino)?;
         let password = req.password.map(Secret::new);
@@ -149,7 +166,7 @@ impl Vfs {
 
     /// Deletes every public link of an item (`user.nuage.link` removed).
     pub async fn remove_public_links(&self, ino: Ino) -> Result<()> {
-        let s = self.sharing()?;
+        let s = self.server_api()?;
         let path = self.account_path(s, ino)?;
         let links =
             crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, &path)
@@ -165,6 +182,73 @@ impl Vfs {
                 .await?;
             tracing::info!(%path, id = %l.id, "public link deleted");
         }
+        Ok(())
+    }
+}
+
+impl Vfs {
+    /// The trash bin's items that were deleted from the mounted folder, newest first, with
+    /// their locations relative to the mount's root (`user.nuage.trash`).
+    pub async fn trash_listing(&self) -> Result<Vec<u8>> {
+        let s = self.server_api()?;
+        let items = crate::webdav::nextcloud::trash_list(
+            &s.http,
+            &s.base,
+            &s.login,
+            &s.password,
+            &s.user_id,
+        )
+        .await?;
+        let root = s.root_in_account.trim_matches('/');
+        let mut out: Vec<crate::webdav::nextcloud::TrashItem> = Vec::new();
+        let mut size = 2;
+        for mut it in items {
+            let local = if root.is_empty() {
+                Some(it.location.clone())
+            } else {
+                it.location
+                    .strip_prefix(root)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .map(str::to_string)
+            };
+            let Some(local) = local else { continue };
+            it.location = local;
+            let len = serde_json::to_vec(&it).map(|v| v.len() + 1).unwrap_or(0);
+            if size + len > TRASH_LISTING_MAX {
+                break;
+            }
+            size += len;
+            out.push(it);
+        }
+        serde_json::to_vec(&out).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
+    }
+
+    /// Restores an item of the trash bin (`user.nuage.restore` set to its entry name); the
+    /// folder it comes back to is listed again at once.
+    pub async fn restore_from_trash(&self, value: &[u8]) -> Result<()> {
+        let s = self.server_api()?;
+        let entry = std::str::from_utf8(value)
+            .map(str::trim)
+            .ok()
+            .filter(|e| !e.is_empty() && !e.contains('/'))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    "user.nuage.restore takes the entry name of a trash bin item",
+                )
+            })?;
+        crate::webdav::nextcloud::trash_restore(
+            &s.http,
+            &s.base,
+            &s.login,
+            &s.password,
+            &s.user_id,
+            entry,
+        )
+        .await?;
+        tracing::info!(entry, "restored from the trash bin");
+        // Whatever folder it went back to: the next look at any folder asks the server.
+        super::lock(&self.table).invalidate_all_listings();
         Ok(())
     }
 }

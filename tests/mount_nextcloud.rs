@@ -774,10 +774,17 @@ fn share_gives_public_links_from_the_mount() {
         vec![url.as_str(), protected.as_str()]
     );
 
-    // A folder.
+    // A folder, and a name with a space, '#', '+', '&' and accents.
     let (ok, out, err) = share(&[m.path("Cours").as_os_str()], "");
     assert!(ok && out.contains("/s/"), "{err}");
     assert_eq!(cloud.server.public_links("/Cours").len(), 1);
+    let awkward = "Cours/sortie #2 + été & co.pdf";
+    // Written through the mount: shared once uploaded.
+    std::fs::write(m.path(awkward), "pdf").expect("write");
+    m.wait_drained();
+    let (ok, out, err) = share(&[m.path(awkward).as_os_str()], "");
+    assert!(ok && out.contains("/s/"), "{err}");
+    assert_eq!(cloud.server.public_links(&format!("/{awkward}")).len(), 1);
 
     // A date that is not one: refused before anything is sent.
     let (ok, _, err) = share(&[plan_arg, "--expire".as_ref(), "31/12/2099".as_ref()], "");

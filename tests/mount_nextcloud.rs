@@ -681,32 +681,21 @@ fn the_demo_serves_its_sample_files_and_a_colleagues_activity() {
     drop(guard);
 }
 
-/// Runs `nuage share ARGS` with `input` on standard input: (success, stdout, stderr).
-fn share(args: &[&std::ffi::OsStr], input: &str) -> (bool, String, String) {
-    use std::io::Write;
+/// Runs `nuage COMMAND ARGS` with `input` on standard input: (success, stdout, stderr).
+fn nuage_cmd(command: &str, args: &[&std::ffi::OsStr], input: &str) -> (bool, String, String) {
     let mut c = nuage();
-    c.arg("share")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("nuage share");
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(input.as_bytes());
-    }
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("nuage share did not finish within 60 s")
-        .expect("output");
+    c.arg(command).args(args);
+    let out = run_bounded_input(c, Some(input), Duration::from_secs(60));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `nuage share ARGS`, `input` on standard input.
+fn share(args: &[&std::ffi::OsStr], input: &str) -> (bool, String, String) {
+    nuage_cmd("share", args, input)
 }
 
 /// `nuage share`: public links made through the mount (which holds the credentials), as a
@@ -814,16 +803,9 @@ fn share_gives_public_links_from_the_mount() {
     m.unmount();
 }
 
-/// Runs `nuage trash ARGS`: (success, stdout, stderr).
+/// `nuage trash ARGS`.
 fn trash(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let mut c = nuage();
-    c.arg("trash").args(args).stdin(std::process::Stdio::null());
-    let out = run_bounded(c, Duration::from_secs(60));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    nuage_cmd("trash", args, "")
 }
 
 /// `nuage trash`: what was deleted through the mount is listed from the server's trash bin

@@ -122,12 +122,14 @@ impl Vfs {
         Ok(out)
     }
 
-    /// The public links of an item, one address per line (`user.nuage.link`).
-    pub async fn public_links(&self, ino: Ino) -> Result<Vec<u8>> {
-        let s = self.server_api()?;
-        let path = self.account_path(s, ino)?;
+    /// The public links of the item at `path` (from the account's root); `ENODATA` for none.
+    async fn links_at(
+        &self,
+        s: &ServerApi,
+        path: &str,
+    ) -> Result<Vec<crate::webdav::nextcloud::PublicLink>> {
         let links =
-            crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, &path)
+            crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, path)
                 .await?;
         if links.is_empty() {
             return Err(Error::new(
@@ -135,6 +137,14 @@ impl Vfs {
                 format!("{path} has no public link"),
             ));
         }
+        Ok(links)
+    }
+
+    /// The public links of an item, one address per line (`user.nuage.link`).
+    pub async fn public_links(&self, ino: Ino) -> Result<Vec<u8>> {
+        let s = self.server_api()?;
+        let path = self.account_path(s, ino)?;
+        let links = self.links_at(s, &path).await?;
         let mut out = String::new();
         for l in links {
             out.push_str(&l.url);
@@ -168,16 +178,7 @@ impl Vfs {
     pub async fn remove_public_links(&self, ino: Ino) -> Result<()> {
         let s = self.server_api()?;
         let path = self.account_path(s, ino)?;
-        let links =
-            crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, &path)
-                .await?;
-        if links.is_empty() {
-            return Err(Error::new(
-                ErrorKind::NoAttribute,
-                format!("{path} has no public link"),
-            ));
-        }
-        for l in links {
+        for l in self.links_at(s, &path).await? {
             crate::webdav::nextcloud::delete_share(&s.http, &s.base, &s.login, &s.password, &l.id)
                 .await?;
             tracing::info!(%path, id = %l.id, "public link deleted");

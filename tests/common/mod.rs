@@ -890,12 +890,28 @@ pub fn failed_mount(
 }
 
 /// Runs a command with a time bound; kills it when the bound passes.
-pub fn run_bounded(mut cmd: Command, limit: Duration) -> std::process::Output {
-    let child = cmd
+pub fn run_bounded(cmd: Command, limit: Duration) -> std::process::Output {
+    run_bounded_input(cmd, None, limit)
+}
+
+/// [`run_bounded`], with `input` written to the command's standard input.
+pub fn run_bounded_input(
+    mut cmd: Command,
+    input: Option<&str>,
+    limit: Duration,
+) -> std::process::Output {
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        use std::io::Write;
+        let _ = stdin.write_all(text.as_bytes());
+    }
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -780,6 +780,10 @@ fn share_gives_public_links_from_the_mount() {
     assert!(!ok);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("YYYY-MM-DD"), "{err}");
+    // A date the server refuses (in the past): one line too.
+    let (ok, _, err) = share(&[plan_arg, "--expire".as_ref(), "2001-01-01".as_ref()], "");
+    assert!(!ok);
+    assert!(err.contains("refused the options"), "{err}");
     // A server that enforces passwords: one line naming the way out.
     cloud
         .server

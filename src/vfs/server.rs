@@ -169,7 +169,16 @@ impl Vfs {
             req.expire.as_deref(),
         )
         .await
-        .inspect_err(|e| tracing::info!(%path, error = %e, "public link refused"))?;
+        .map_err(|e| {
+            tracing::info!(%path, error = %e, "public link refused");
+            match e {
+                // A date the server does not take (in the past, beyond its limit).
+                crate::webdav::DavError::Status { status: 400, .. } => {
+                    Error::new(ErrorKind::InvalidArgument, e.to_string())
+                }
+                e => e.into(),
+            }
+        })?;
         tracing::info!(%path, id = %link.id, "public link created");
         Ok(())
     }

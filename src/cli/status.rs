@@ -393,7 +393,7 @@ fn link_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
             password (--password) or an expiry date (--expire), or not allow public links; \
             the mount's log has its words)"
             .into(),
-        Some(libc::ENOENT) => "not found on the server (a new file is shared once uploaded)".into(),
+        Some(libc::ENOENT) => "not found on the server (or its upload is still waiting)".into(),
         Some(libc::ENETUNREACH) | Some(libc::ETIMEDOUT) => "the server cannot be reached".into(),
         Some(libc::EINVAL) => {
             "the server or nuage refused the options (--expire YYYY-MM-DD)".into()

@@ -29,6 +29,9 @@ pub const XATTR_TRASH: &str = "user.nuage.trash";
 /// The extended attribute that restores an item of the trash bin.
 pub const XATTR_RESTORE: &str = "user.nuage.restore";
 
+/// How long a link waits for the upload of what it shares.
+const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The largest trash listing answered (extended attribute values stop at 64 KiB).
 const TRASH_LISTING_MAX: usize = 60 << 10;
 
@@ -153,10 +156,35 @@ impl Vfs {
         Ok(out.into_bytes())
     }
 
-    /// Creates a read-only public link to an item (`user.nuage.link` set).
+    /// Waits (bounded) until what was written to an item here is on the server: a file saved
+    /// a moment ago can be shared at once.
+    async fn uploaded(&self, ino: Ino) -> Result<()> {
+        let p = self.node(ino)?.path;
+        let deadline = std::time::Instant::now() + UPLOAD_WAIT;
+        while self.wb.get(&p).is_some() || self.wb.is_folder_pending(&p) {
+            if !self.reach().is_online() {
+                return Err(Error::new(
+                    ErrorKind::Offline,
+                    format!("{p} is not on the server yet, and the server cannot be reached"),
+                ));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("{p} is not on the server yet (its upload is still waiting)"),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Creates a read-only public link to an item (`user.nuage.link` set), once what was
+    /// written to it here is on the server.
     pub async fn create_public_link(&self, ino: Ino, value: &[u8]) -> Result<()> {
         let s = self.server_api()?;
         let req = LinkRequest::parse(value)?;
+        self.uploaded(ino).await?;
         let path = self.account_path(s, ino)?;
         let password = req.password.map(Secret::new);
         let link = crate::webdav::nextcloud::create_public_link(

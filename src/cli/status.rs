@@ -385,19 +385,18 @@ fn remove_xattr(_path: &Path, _name: &str) -> std::io::Result<()> {
     Err(std::io::Error::other("not supported on this system yet"))
 }
 
-/// One readable line for a failed link request, from the errno the mount answered.
+/// One readable line for a failed link request, from the error the mount answered.
 fn link_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
-    let why = match e.raw_os_error() {
-        Some(libc::ENOTSUP) => "public links need a nuage mount of a Nextcloud server".into(),
-        Some(libc::EACCES) | Some(libc::EPERM) => "the server refused it (it may require a \
-            password (--password) or an expiry date (--expire), or not allow public links; \
-            the mount's log has its words)"
+    use std::io::ErrorKind as K;
+    let why = match e.kind() {
+        K::Unsupported => "public links need a nuage mount of a Nextcloud server".into(),
+        K::PermissionDenied => "the server refused it (it may require a password \
+            (--password) or an expiry date (--expire), or not allow public links; the \
+            mount's log has its words)"
             .into(),
-        Some(libc::ENOENT) => "not found on the server (or its upload is still waiting)".into(),
-        Some(libc::ENETUNREACH) | Some(libc::ETIMEDOUT) => "the server cannot be reached".into(),
-        Some(libc::EINVAL) => {
-            "the server or nuage refused the options (--expire YYYY-MM-DD)".into()
-        }
+        K::NotFound => "not found on the server (or its upload is still waiting)".into(),
+        K::NetworkUnreachable | K::TimedOut => "the server cannot be reached".into(),
+        K::InvalidInput => "the server or nuage refused the options (--expire YYYY-MM-DD)".into(),
         _ => e.to_string(),
     };
     anyhow!("cannot {what} {}: {why}", path.display())
@@ -416,21 +415,19 @@ pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
                 .filter(|l| !l.is_empty())
                 .map(str::to_string)
                 .collect()),
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(Vec::new()),
             Err(e) => Err(link_failure("read the links of", p, &e)),
         }
     };
+    let existing = links()?;
     if a.remove {
-        match remove_xattr(p, name) {
-            Ok(()) => println!("removed the public links of {}", p.display()),
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
-                println!("{} has no public link", p.display())
-            }
-            Err(e) => return Err(link_failure("remove the links of", p, &e)),
+        if existing.is_empty() {
+            println!("{} has no public link", p.display());
+        } else {
+            remove_xattr(p, name).map_err(|e| link_failure("remove the links of", p, &e))?;
+            println!("removed the public links of {}", p.display());
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let existing = links()?;
     if a.list {
         if existing.is_empty() {
             println!("{} has no public link", p.display());
@@ -538,13 +535,12 @@ pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn trash_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
-    let why = match e.raw_os_error() {
-        Some(libc::ENOTSUP) => "the trash bin needs a nuage mount of a Nextcloud server".into(),
-        Some(libc::ENOENT) => {
-            "the server has no such item in its trash bin (or no trash bin)".into()
-        }
-        Some(libc::EACCES) | Some(libc::EPERM) => "the server refused it".into(),
-        Some(libc::ENETUNREACH) | Some(libc::ETIMEDOUT) => "the server cannot be reached".into(),
+    use std::io::ErrorKind as K;
+    let why = match e.kind() {
+        K::Unsupported => "the trash bin needs a nuage mount of a Nextcloud server".into(),
+        K::NotFound => "the server has no such item in its trash bin (or no trash bin)".into(),
+        K::PermissionDenied => "the server refused it".into(),
+        K::NetworkUnreachable | K::TimedOut => "the server cannot be reached".into(),
         _ => e.to_string(),
     };
     anyhow!("cannot {what} {}: {why}", path.display())

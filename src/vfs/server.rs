@@ -4,7 +4,7 @@
 //!
 //! Public links (nextcloud-protocol.md §12), `user.nuage.link` of a file or folder:
 //! * reading it answers the file's public links, one address per line, oldest first
-//!   (`ENODATA` when it has none);
+//!   (nothing when it has none);
 //! * setting it creates a read-only public link; the value is empty, or a [`LinkRequest`] in
 //!   JSON (a password, an expiry date);
 //! * removing it deletes the file's public links.
@@ -125,22 +125,16 @@ impl Vfs {
         Ok(out)
     }
 
-    /// The public links of the item at `path` (from the account's root); `ENODATA` for none.
+    /// The public links of the item at `path` (from the account's root).
     async fn links_at(
         &self,
         s: &ServerApi,
         path: &str,
     ) -> Result<Vec<crate::webdav::nextcloud::PublicLink>> {
-        let links =
+        Ok(
             crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, path)
-                .await?;
-        if links.is_empty() {
-            return Err(Error::new(
-                ErrorKind::NoAttribute,
-                format!("{path} has no public link"),
-            ));
-        }
-        Ok(links)
+                .await?,
+        )
     }
 
     /// The public links of an item, one address per line (`user.nuage.link`).

@@ -913,3 +913,82 @@ fn names_in_dir(p: &std::path::Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// `nuage versions`: the server keeps what each save replaced; the command lists a file's
+/// earlier versions, newest first, and `--restore N` makes one its content again, which the
+/// mount shows at once (the content it replaced becomes a version in turn).
+#[test]
+fn versions_lists_and_restores_earlier_contents() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("bulletin.odt"), "premier jet").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0.2"]));
+    let doc = m.path("bulletin.odt");
+    for text in ["deuxième jet", "version finale"] {
+        std::fs::write(&doc, text).expect("save");
+        m.wait_drained();
+    }
+    assert_eq!(
+        std::fs::read_to_string(cloud.files().join("bulletin.odt")).expect("server"),
+        "version finale"
+    );
+    let (ok, out, err) = nuage_cmd("versions", &[doc.as_os_str()], "");
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].trim_start().starts_with("1  ") && lines[1].trim_start().starts_with("2  "),
+        "{out}"
+    );
+    let (ok, json, err) = nuage_cmd("versions", &[doc.as_os_str(), "--json".as_ref()], "");
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let sizes: Vec<u64> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x["size"].as_u64().expect("size"))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec!["deuxième jet".len() as u64, "premier jet".len() as u64]
+    );
+
+    // The oldest one back: on the server, and read through the mount at once.
+    let (ok, out, err) = nuage_cmd(
+        "versions",
+        &[doc.as_os_str(), "--restore".as_ref(), "2".as_ref()],
+        "",
+    );
+    assert!(
+        ok && out.contains("is back to its version of"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cloud.files().join("bulletin.odt")).expect("server"),
+        "premier jet"
+    );
+    assert_eq!(std::fs::read_to_string(&doc).expect("mount"), "premier jet");
+    let (ok, json, _) = nuage_cmd("versions", &[doc.as_os_str(), "--json".as_ref()], "");
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert!(
+        v.as_array()
+            .expect("list")
+            .iter()
+            .any(|x| x["size"].as_u64() == Some("version finale".len() as u64)),
+        "the replaced content is a version now: {json}"
+    );
+    // No such version, and a folder: one line each.
+    let (ok, _, err) = nuage_cmd(
+        "versions",
+        &[doc.as_os_str(), "--restore".as_ref(), "9".as_ref()],
+        "",
+    );
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("has no version 9"),
+        "{err}"
+    );
+    let (ok, _, err) = nuage_cmd("versions", &[m.mp.as_os_str()], "");
+    assert!(!ok && err.contains("folder"), "{err}");
+    m.unmount();
+}

@@ -755,14 +755,19 @@ impl Filesystem for NuageFs {
         size: u32,
         reply: ReplyXattr,
     ) {
-        if name == nuage::vfs::XATTR_LINK || name == nuage::vfs::XATTR_TRASH {
+        let asks_server = [
+            nuage::vfs::XATTR_LINK,
+            nuage::vfs::XATTR_TRASH,
+            nuage::vfs::XATTR_VERSIONS,
+        ];
+        if let Some(which) = asks_server.into_iter().find(|n| name == *n) {
             // Asks the server: answered from a task.
-            let (vfs, trash) = (self.vfs.clone(), name == nuage::vfs::XATTR_TRASH);
+            let vfs = self.vfs.clone();
             self.rt.spawn(async move {
-                let got = if trash {
-                    vfs.trash_listing().await
-                } else {
-                    vfs.public_links(Ino(ino)).await
+                let got = match which {
+                    nuage::vfs::XATTR_TRASH => vfs.trash_listing().await,
+                    nuage::vfs::XATTR_VERSIONS => vfs.versions(Ino(ino)).await,
+                    _ => vfs.public_links(Ino(ino)).await,
                 };
                 match got {
                     Ok(v) => reply_xattr(reply, size, &v),
@@ -798,12 +803,19 @@ impl Filesystem for NuageFs {
             name.to_string_lossy().into_owned(),
             value.to_vec(),
         );
-        if name == nuage::vfs::XATTR_LINK || name == nuage::vfs::XATTR_RESTORE {
+        let asks_server = [
+            nuage::vfs::XATTR_LINK,
+            nuage::vfs::XATTR_RESTORE,
+            nuage::vfs::XATTR_RESTORE_VERSION,
+        ];
+        if asks_server.contains(&name.as_str()) {
             self.rt.spawn(async move {
-                let done = if name == nuage::vfs::XATTR_RESTORE {
-                    vfs.restore_from_trash(&value).await
-                } else {
-                    vfs.create_public_link(Ino(ino), &value).await
+                let done = match name.as_str() {
+                    nuage::vfs::XATTR_RESTORE => vfs.restore_from_trash(&value).await,
+                    nuage::vfs::XATTR_RESTORE_VERSION => {
+                        vfs.restore_version(Ino(ino), &value).await
+                    }
+                    _ => vfs.create_public_link(Ino(ino), &value).await,
                 };
                 match done {
                     Ok(()) => reply.ok(),

@@ -94,6 +94,9 @@ enum Command {
     /// List what was deleted from a Nextcloud mount (the server's trash bin), or put an item
     /// back.
     Trash(TrashArgs),
+    /// List the earlier versions the server keeps of a file of a Nextcloud mount, or make one
+    /// its content again.
+    Versions(VersionsArgs),
     /// Keep files or folders of a mount always available offline.
     Pin(PinArgs),
     /// Let pinned files or folders be evicted from the cache again.
@@ -132,6 +135,20 @@ pub struct TrashArgs {
     #[arg(long, value_name = "PATH")]
     pub restore: Option<PathBuf>,
     /// The items as JSON.
+    #[arg(long, conflicts_with = "restore")]
+    pub json: bool,
+}
+
+/// `nuage versions`.
+#[derive(Debug, Clone, Args)]
+pub struct VersionsArgs {
+    /// A file inside a mount of a Nextcloud.
+    pub path: PathBuf,
+    /// Make this version the file's content again: its number in the list (1 is the newest)
+    /// or its name on the server.
+    #[arg(long, value_name = "N")]
+    pub restore: Option<String>,
+    /// The versions as JSON.
     #[arg(long, conflicts_with = "restore")]
     pub json: bool,
 }
@@ -386,6 +403,7 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         Command::Logout(a) => login::logout_command(a),
         Command::Share(a) => status::share_command(a),
         Command::Trash(a) => status::trash_command(a),
+        Command::Versions(a) => status::versions_command(a),
         Command::Pin(a) => status::pin_command(a, true),
         Command::Unpin(a) => status::pin_command(a, false),
         Command::Cache(a) => match a.cmd {

@@ -1,6 +1,8 @@
 //! `nuage status` and `nuage unmount`.
 
-use super::{ActivityArgs, PinArgs, Platform, ShareArgs, StatusArgs, TrashArgs, UnmountArgs};
+use super::{
+    ActivityArgs, PinArgs, Platform, ShareArgs, StatusArgs, TrashArgs, UnmountArgs, VersionsArgs,
+};
 use crate::status::{human, read_json, registry_path, Registration, Status};
 use anyhow::{anyhow, Context};
 use std::io::{BufRead, IsTerminal};
@@ -530,6 +532,77 @@ pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
             format!("{} ({})", i.location, human(i.size))
         };
         println!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}  {what}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn versions_command(a: VersionsArgs) -> anyhow::Result<ExitCode> {
+    use crate::webdav::nextcloud::FileVersion;
+    let p = &a.path;
+    if !p.exists() {
+        anyhow::bail!("{} does not exist", p.display());
+    }
+    let fail = |what: &str, e: &std::io::Error| {
+        use std::io::ErrorKind as K;
+        let why = match e.kind() {
+            K::Unsupported => "versions need a nuage mount of a Nextcloud server".into(),
+            K::IsADirectory => "it is a folder: the server keeps versions of files".into(),
+            K::NotFound => "not on the server yet, or no such version".into(),
+            K::PermissionDenied => "the server refused it".into(),
+            K::NetworkUnreachable | K::TimedOut => "the server cannot be reached".into(),
+            _ => e.to_string(),
+        };
+        anyhow!("cannot {what} {}: {why}", p.display())
+    };
+    let raw =
+        get_xattr(p, crate::vfs::XATTR_VERSIONS).map_err(|e| fail("list the versions of", &e))?;
+    let versions: Vec<FileVersion> = serde_json::from_slice(&raw)
+        .map_err(|e| anyhow!("the mount answered an unreadable list of versions: {e}"))?;
+    if let Some(want) = &a.restore {
+        let v = match want.parse::<usize>() {
+            Ok(n)
+                if n >= 1 && n <= versions.len() && !versions.iter().any(|v| &v.entry == want) =>
+            {
+                &versions[n - 1]
+            }
+            _ => versions.iter().find(|v| &v.entry == want).ok_or_else(|| {
+                anyhow!(
+                    "{} has no version {want} (see: nuage versions {})",
+                    p.display(),
+                    p.display()
+                )
+            })?,
+        };
+        set_xattr(p, crate::vfs::XATTR_RESTORE_VERSION, &v.entry)
+            .map_err(|e| fail("restore a version of", &e))?;
+        let (y, mo, d, h, mi, _) = crate::writeback::civil_utc(v.modified);
+        println!(
+            "{} is back to its version of {y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC",
+            p.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&versions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if versions.is_empty() {
+        println!("the server keeps no earlier version of {}", p.display());
+    }
+    for (i, v) in versions.iter().enumerate() {
+        let (y, mo, d, h, mi, _) = crate::writeback::civil_utc(v.modified);
+        let mut line = format!(
+            "{:>3}  {y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC  {:>10}",
+            i + 1,
+            human(v.size)
+        );
+        if let Some(l) = &v.label {
+            line.push_str(&format!("  \"{l}\""));
+        }
+        if let Some(a) = &v.author {
+            line.push_str(&format!("  by {a}"));
+        }
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

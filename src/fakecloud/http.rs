@@ -7,6 +7,7 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 mod shares;
 mod trash;
+mod versions;
 use percent_encoding::percent_decode_str;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -713,6 +714,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if let Some(rest) = path.strip_prefix(&trash_prefix) {
         return trash::handle(&shared, &req, &trash_prefix, rest);
     }
+    let versions_prefix = format!(
+        "/remote.php/dav/versions/{}",
+        crate::webdav::path::encode_segment(&shared.cfg.user_id)
+    );
+    if let Some(rest) = path.strip_prefix(&versions_prefix) {
+        return versions::handle(&shared, &req, &versions_prefix, rest);
+    }
     let uploads_prefix = format!(
         "/remote.php/dav/uploads/{}",
         crate::webdav::path::encode_segment(&shared.cfg.user_id)
@@ -1011,7 +1019,7 @@ fn ocs(shared: &Shared, req: &Request<Incoming>, path: &str) -> Resp {
                     } else {
                         serde_json::json!({"chunking":"1.0"})
                     },
-                    "files":{"bigfilechunking":true,"undelete":true,
+                    "files":{"bigfilechunking":true,"undelete":true,"versioning":true,
                         "blacklisted_files":names.names,
                         "forbidden_filenames":names.names,
                         "forbidden_filename_basenames":names.basenames,
@@ -1508,7 +1516,26 @@ impl Dav {
         }
         let _ = f.sync_all();
         drop(f);
-        if std::fs::rename(&tmp, &p).is_err() {
+        if existing.is_some() {
+            // The content replaced stays as a version (§13).
+            self.shared.keep_version(&rel.join("/"), &p);
+        }
+        // A file replaced keeps its id (its inode here), as on Nextcloud: its content is
+        // copied in; a new file is renamed into place.
+        let placed = if existing.is_some() {
+            let mtime = std::fs::metadata(&tmp).and_then(|m| m.modified());
+            let copied = std::fs::copy(&tmp, &p).is_ok();
+            if let (true, Ok(t)) = (copied, mtime) {
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&p) {
+                    let _ = f.set_modified(t);
+                }
+            }
+            let _ = std::fs::remove_file(&tmp);
+            copied
+        } else {
+            std::fs::rename(&tmp, &p).is_ok()
+        };
+        if !placed {
             let _ = std::fs::remove_file(&tmp);
             return sabre_error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,7 +8,9 @@
 //! quota (§4), MKCOL, DELETE, MOVE and COPY with `Overwrite` (§6), and the Activity API (§9.3)
 //! for what was done through it or recorded by a test, and the sharing API's public links
 //! (§12, with password enforcement as a knob). A DELETE moves the item into a trash bin beside
-//! the user's files, which `remote.php/dav/trashbin/<uid>/trash` lists and restores (§13). Authentication is Basic with
+//! the user's files, which `remote.php/dav/trashbin/<uid>/trash` lists and restores (§13); a
+//! PUT over a file keeps its id (as Nextcloud does) and what it replaced as a version, which
+//! `remote.php/dav/versions/<uid>/versions/<fileid>` lists and restores (§13). Authentication is Basic with
 //! a login name that may differ from the user id (§1.3); a wrong password answers 401.
 //!
 //! It exists for tests and for `nuage demo`. It counts what it does ([`Stats`]: requests per

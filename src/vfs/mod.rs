@@ -44,7 +44,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use crate::meta::Ino;
 pub use pins::{PinProgress, XATTR_CLEAN, XATTR_PINNED, XATTR_STATUS};
 pub use remote::{Invalidation, Invalidator, RemoteChanges};
-pub use server::{LinkRequest, ServerApi, XATTR_LINK, XATTR_RESTORE, XATTR_TRASH};
+pub use server::{
+    LinkRequest, ServerApi, XATTR_LINK, XATTR_RESTORE, XATTR_RESTORE_VERSION, XATTR_TRASH,
+    XATTR_VERSIONS,
+};
 
 mod pins;
 mod remote;

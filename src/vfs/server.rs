@@ -15,6 +15,12 @@
 //!   the mount's root; as many as fit in 60 KiB);
 //! * setting `user.nuage.restore` to an item's `entry` puts it back where it was.
 //!
+//! A file's earlier versions (§13), on the file:
+//! * `user.nuage.versions` reads them, newest first, as a JSON list of
+//!   [`FileVersion`](crate::webdav::nextcloud::FileVersion);
+//! * setting `user.nuage.restore-version` to a version's `entry` makes it the file's content
+//!   again (what it replaces becomes a version).
+//!
 //! Only on a Nextcloud (elsewhere: `ENOTSUP`).
 
 use super::{Ino, Vfs};
@@ -28,6 +34,10 @@ pub const XATTR_LINK: &str = "user.nuage.link";
 pub const XATTR_TRASH: &str = "user.nuage.trash";
 /// The extended attribute that restores an item of the trash bin.
 pub const XATTR_RESTORE: &str = "user.nuage.restore";
+/// The extended attribute that lists a file's earlier versions.
+pub const XATTR_VERSIONS: &str = "user.nuage.versions";
+/// The extended attribute that restores an earlier version of a file.
+pub const XATTR_RESTORE_VERSION: &str = "user.nuage.restore-version";
 
 /// How long a link waits for the upload of what it shares.
 const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
@@ -281,6 +291,80 @@ impl Vfs {
         tracing::info!(entry, "restored from the trash bin");
         // Whatever folder it went back to: the next look at any folder asks the server.
         super::lock(&self.table).invalidate_all_listings();
+        Ok(())
+    }
+}
+
+impl Vfs {
+    /// A file's id on the server (versions are kept by id).
+    fn fileid_of(&self, ino: Ino) -> Result<u64> {
+        let node = self.node(ino)?;
+        if node.entry.is_dir {
+            return Err(Error::new(
+                ErrorKind::IsADirectory,
+                format!("{} is a folder: versions are kept for files", node.path),
+            ));
+        }
+        node.entry.fileid.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{} has no file id from the server yet", node.path),
+            )
+        })
+    }
+
+    /// A file's earlier versions, newest first (`user.nuage.versions`).
+    pub async fn versions(&self, ino: Ino) -> Result<Vec<u8>> {
+        let s = self.server_api()?;
+        let fileid = self.fileid_of(ino)?;
+        let v = crate::webdav::nextcloud::versions_list(
+            &s.http,
+            &s.base,
+            &s.login,
+            &s.password,
+            &s.user_id,
+            fileid,
+        )
+        .await?;
+        serde_json::to_vec(&v).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
+    }
+
+    /// Makes an earlier version the file's content again (`user.nuage.restore-version` set to
+    /// its entry), once what was written to it here is on the server; the mount then shows
+    /// the restored content at once.
+    pub async fn restore_version(&self, ino: Ino, value: &[u8]) -> Result<()> {
+        let s = self.server_api()?;
+        let entry = std::str::from_utf8(value)
+            .map(str::trim)
+            .ok()
+            .filter(|e| !e.is_empty() && !e.contains('/'))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    "user.nuage.restore-version takes the entry name of a version",
+                )
+            })?;
+        self.uploaded(ino).await?;
+        let fileid = self.fileid_of(ino)?;
+        crate::webdav::nextcloud::version_restore(
+            &s.http,
+            &s.base,
+            &s.login,
+            &s.password,
+            &s.user_id,
+            fileid,
+            entry,
+        )
+        .await?;
+        let path = self.node(ino)?.path;
+        tracing::info!(%path, entry, "earlier version restored");
+        // The new etag, and the kernel's copy dropped, before the command returns.
+        let parent = path
+            .parent()
+            .and_then(|p| super::lock(&self.table).by_path(&p));
+        if let Some(dir) = parent {
+            self.refresh_listing(dir, true).await?;
+        }
         Ok(())
     }
 }

@@ -622,6 +622,137 @@ pub async fn trash_restore(
     Ok(())
 }
 
+/// One earlier version of a file (§13).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileVersion {
+    /// Its name in the versions collection (a timestamp): what a restore names.
+    pub entry: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was saved (Unix time).
+    pub modified: u64,
+    /// The label given to it in the web interface, if any.
+    pub label: Option<String>,
+    /// Who saved it, if the server says.
+    pub author: Option<String>,
+}
+
+fn versions_root(base: &Url, user_id: &str, fileid: u64) -> Result<Url, DavError> {
+    join(
+        base,
+        &format!(
+            "remote.php/dav/versions/{}/versions/{fileid}/",
+            super::path::encode_segment(user_id)
+        ),
+    )
+}
+
+/// The earlier versions of file `fileid` (`PROPFIND Depth: 1` of
+/// `remote.php/dav/versions/<uid>/versions/<fileid>`), newest first.
+pub async fn versions_list(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    user_id: &str,
+    fileid: u64,
+) -> Result<Vec<FileVersion>, DavError> {
+    let url = versions_root(base, user_id, fileid)?;
+    let root_path = super::path::decode(url.path());
+    let rb = http
+        .request(
+            Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?,
+            url,
+        )
+        .basic_auth(login, Some(password.expose()))
+        .header("Depth", "1")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/xml; charset=utf-8",
+        )
+        .body(super::xml::PROPFIND_VERSIONS);
+    let resp = send(rb, base.as_str()).await?;
+    let st = resp.status();
+    if st.as_u16() != 207 {
+        return Err(DavError::from_status(
+            st,
+            &Method::GET,
+            "the file's versions",
+        ));
+    }
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+    let mut out: Vec<FileVersion> = super::xml::parse_multistatus(&body)?
+        .into_iter()
+        .filter(|r| r.href.trim_end_matches('/') != root_path.trim_end_matches('/'))
+        .filter_map(|r| {
+            let entry = r.href.trim_end_matches('/').rsplit('/').next()?.to_string();
+            let modified = r
+                .mtime
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs())
+                .or_else(|| entry.parse().ok())
+                .unwrap_or(0);
+            Some(FileVersion {
+                size: r.content_length.unwrap_or(0),
+                modified,
+                label: r.version_label.clone().filter(|l| !l.is_empty()),
+                author: r.version_author.clone().filter(|a| !a.is_empty()),
+                entry,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| b.entry.cmp(&a.entry))
+    });
+    Ok(out)
+}
+
+/// Makes an earlier version the file's content again (`MOVE` to
+/// `versions/<uid>/restore/target`); the content it replaces becomes a version itself.
+pub async fn version_restore(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    user_id: &str,
+    fileid: u64,
+    entry: &str,
+) -> Result<(), DavError> {
+    let from = join(
+        &versions_root(base, user_id, fileid)?,
+        &super::path::encode_segment(entry),
+    )?;
+    let to = join(
+        base,
+        &format!(
+            "remote.php/dav/versions/{}/restore/target",
+            super::path::encode_segment(user_id)
+        ),
+    )?;
+    let rb = http
+        .request(
+            Method::from_bytes(b"MOVE").map_err(|e| DavError::Config(e.to_string()))?,
+            from,
+        )
+        .basic_auth(login, Some(password.expose()))
+        .header("Destination", to.as_str());
+    let resp = send(rb, base.as_str()).await?;
+    let st = resp.status();
+    if !st.is_success() {
+        return Err(DavError::from_status(
+            st,
+            &Method::GET,
+            &format!("restoring version {entry}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A started Login Flow v2 (§7.2).
 #[derive(Debug, Clone)]
 pub struct LoginFlow {

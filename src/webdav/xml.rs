@@ -65,7 +65,19 @@ pub struct PropResponse {
     pub trash_location: Option<String>,
     /// `nc:trashbin-deletion-time`: when it was deleted (Unix time).
     pub trash_deleted: Option<u64>,
+    /// A file version's `nc:version-label` (§13).
+    pub version_label: Option<String>,
+    /// A file version's `nc:version-author`.
+    pub version_author: Option<String>,
 }
+
+/// The PROPFIND body for a file's versions (§13).
+pub const PROPFIND_VERSIONS: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<d:propfind xmlns:d="DAV:" xmlns:nc="http://nextcloud.org/ns">
+  <d:prop>
+    <d:getcontentlength/><d:getlastmodified/><nc:version-label/><nc:version-author/>
+  </d:prop>
+</d:propfind>"#;
 
 /// The PROPFIND body for the trash bin (§13).
 pub const PROPFIND_TRASH: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -93,6 +105,8 @@ enum Prop {
     TrashFilename,
     TrashLocation,
     TrashDeleted,
+    VersionLabel,
+    VersionAuthor,
 }
 
 fn classify(ns: &[u8], local: &[u8]) -> Prop {
@@ -112,6 +126,8 @@ fn classify(ns: &[u8], local: &[u8]) -> Prop {
         (NC, b"trashbin-filename") => Prop::TrashFilename,
         (NC, b"trashbin-original-location") => Prop::TrashLocation,
         (NC, b"trashbin-deletion-time") => Prop::TrashDeleted,
+        (NC, b"version-label") => Prop::VersionLabel,
+        (NC, b"version-author") => Prop::VersionAuthor,
         _ => Prop::None,
     }
 }
@@ -277,6 +293,8 @@ fn set_prop(p: &mut PropResponse, which: Prop, value: String) {
         Prop::TrashFilename => p.trash_filename = Some(value),
         Prop::TrashLocation => p.trash_location = Some(value),
         Prop::TrashDeleted => p.trash_deleted = value.parse().ok(),
+        Prop::VersionLabel => p.version_label = Some(value),
+        Prop::VersionAuthor => p.version_author = Some(value),
         Prop::None | Prop::Href | Prop::Status => {}
     }
 }
@@ -295,6 +313,8 @@ fn merge(into: &mut PropResponse, from: PropResponse) {
     into.trash_filename = into.trash_filename.take().or(from.trash_filename);
     into.trash_location = into.trash_location.take().or(from.trash_location);
     into.trash_deleted = into.trash_deleted.or(from.trash_deleted);
+    into.version_label = into.version_label.take().or(from.version_label);
+    into.version_author = into.version_author.take().or(from.version_author);
 }
 
 #[cfg(test)]

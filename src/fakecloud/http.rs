@@ -451,6 +451,16 @@ fn sabre_error(status: StatusCode, exception: &str, message: &str) -> Resp {
     r
 }
 
+/// A `207 Multi-Status` answer.
+fn multistatus(body: String) -> Resp {
+    let mut r = resp(StatusCode::MULTI_STATUS, body);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/xml; charset=utf-8"),
+    );
+    r
+}
+
 fn json(status: StatusCode, v: serde_json::Value) -> Resp {
     let mut r = resp(status, v.to_string());
     r.headers_mut().insert(
@@ -1285,12 +1295,7 @@ impl Dav {
             self.list_into(&mut out, rel, &p, levels);
         }
         out.push_str("</d:multistatus>");
-        let mut r = resp(StatusCode::MULTI_STATUS, out);
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/xml; charset=utf-8"),
-        );
-        r
+        multistatus(out)
     }
 
     fn list_into(&self, out: &mut String, rel: &[String], p: &Path, levels: u32) {

@@ -269,16 +269,7 @@ impl Vfs {
     /// folder it comes back to is listed again at once.
     pub async fn restore_from_trash(&self, value: &[u8]) -> Result<()> {
         let s = self.server_api()?;
-        let entry = std::str::from_utf8(value)
-            .map(str::trim)
-            .ok()
-            .filter(|e| !e.is_empty() && !e.contains('/'))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    "user.nuage.restore takes the entry name of a trash bin item",
-                )
-            })?;
+        let entry = entry_name(value, XATTR_RESTORE)?;
         crate::webdav::nextcloud::trash_restore(
             &s.http,
             &s.base,
@@ -334,16 +325,7 @@ impl Vfs {
     /// the restored content at once.
     pub async fn restore_version(&self, ino: Ino, value: &[u8]) -> Result<()> {
         let s = self.server_api()?;
-        let entry = std::str::from_utf8(value)
-            .map(str::trim)
-            .ok()
-            .filter(|e| !e.is_empty() && !e.contains('/'))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    "user.nuage.restore-version takes the entry name of a version",
-                )
-            })?;
+        let entry = entry_name(value, XATTR_RESTORE_VERSION)?;
         self.uploaded(ino).await?;
         let fileid = self.fileid_of(ino)?;
         crate::webdav::nextcloud::version_restore(
@@ -367,6 +349,20 @@ impl Vfs {
         }
         Ok(())
     }
+}
+
+/// The entry name (of a trash bin item, of a version) given as the value of `attr`.
+fn entry_name<'a>(value: &'a [u8], attr: &str) -> Result<&'a str> {
+    std::str::from_utf8(value)
+        .map(str::trim)
+        .ok()
+        .filter(|e| !e.is_empty() && !e.contains('/'))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("{attr} takes the name of an entry on the server"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -520,16 +520,17 @@ fn trash_root(base: &Url, user_id: &str) -> Result<Url, DavError> {
     )
 }
 
-/// The trash bin's items (`PROPFIND Depth: 1` of `remote.php/dav/trashbin/<uid>/trash`),
-/// newest first.
-pub async fn trash_list(
+/// The members of a DAV collection (`PROPFIND Depth: 1` of `url` with `body`), each with its
+/// last path segment (decoded), the collection itself left out.
+async fn list_collection(
     http: &reqwest::Client,
     base: &Url,
     login: &str,
     password: &Secret,
-    user_id: &str,
-) -> Result<Vec<TrashItem>, DavError> {
-    let url = trash_root(base, user_id)?;
+    url: Url,
+    body: &'static str,
+    what: &str,
+) -> Result<Vec<(String, super::xml::PropResponse)>, DavError> {
     let root_path = super::path::decode(url.path());
     let rb = http
         .request(
@@ -542,27 +543,76 @@ pub async fn trash_list(
             reqwest::header::CONTENT_TYPE,
             "application/xml; charset=utf-8",
         )
-        .body(super::xml::PROPFIND_TRASH);
+        .body(body);
     let resp = send(rb, base.as_str()).await?;
     let st = resp.status();
     if st.as_u16() != 207 {
-        return Err(DavError::from_status(
-            st,
-            &Method::GET,
-            "the trash bin (remote.php/dav/trashbin)",
-        ));
+        return Err(DavError::from_status(st, &Method::GET, what));
     }
-    let body = resp
+    let text = resp
         .text()
         .await
         .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
-    let mut items: Vec<TrashItem> = super::xml::parse_multistatus(&body)?
+    Ok(super::xml::parse_multistatus(&text)?
         .into_iter()
         .filter(|r| r.href.trim_end_matches('/') != root_path.trim_end_matches('/'))
         .filter_map(|r| {
             let entry = r.href.trim_end_matches('/').rsplit('/').next()?.to_string();
+            Some((entry, r))
+        })
+        .collect())
+}
+
+/// `MOVE from` to `to` (the trash bin's and the versions' restores).
+async fn dav_move(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    from: Url,
+    to: &Url,
+    what: &str,
+) -> Result<(), DavError> {
+    let rb = http
+        .request(
+            Method::from_bytes(b"MOVE").map_err(|e| DavError::Config(e.to_string()))?,
+            from,
+        )
+        .basic_auth(login, Some(password.expose()))
+        .header("Destination", to.as_str());
+    let resp = send(rb, base.as_str()).await?;
+    let st = resp.status();
+    if !st.is_success() {
+        return Err(DavError::from_status(st, &Method::GET, what));
+    }
+    Ok(())
+}
+
+/// The trash bin's items (`PROPFIND Depth: 1` of `remote.php/dav/trashbin/<uid>/trash`),
+/// newest first.
+pub async fn trash_list(
+    http: &reqwest::Client,
+    base: &Url,
+    login: &str,
+    password: &Secret,
+    user_id: &str,
+) -> Result<Vec<TrashItem>, DavError> {
+    let url = trash_root(base, user_id)?;
+    let entries = list_collection(
+        http,
+        base,
+        login,
+        password,
+        url,
+        super::xml::PROPFIND_TRASH,
+        "the trash bin (remote.php/dav/trashbin)",
+    )
+    .await?;
+    let mut items: Vec<TrashItem> = entries
+        .into_iter()
+        .map(|(entry, r)| {
             let name = r.trash_filename.clone().unwrap_or_else(|| entry.clone());
-            Some(TrashItem {
+            TrashItem {
                 location: r
                     .trash_location
                     .clone()
@@ -574,7 +624,7 @@ pub async fn trash_list(
                 size: r.content_length.or(r.oc_size).unwrap_or(0),
                 dir: r.is_dir,
                 entry,
-            })
+            }
         })
         .collect();
     items.sort_by(|a, b| {
@@ -603,23 +653,16 @@ pub async fn trash_restore(
             super::path::encode_segment(user_id)
         ),
     )?;
-    let rb = http
-        .request(
-            Method::from_bytes(b"MOVE").map_err(|e| DavError::Config(e.to_string()))?,
-            from,
-        )
-        .basic_auth(login, Some(password.expose()))
-        .header("Destination", to.as_str());
-    let resp = send(rb, base.as_str()).await?;
-    let st = resp.status();
-    if !st.is_success() {
-        return Err(DavError::from_status(
-            st,
-            &Method::GET,
-            &format!("restoring {entry}"),
-        ));
-    }
-    Ok(())
+    dav_move(
+        http,
+        base,
+        login,
+        password,
+        from,
+        &to,
+        &format!("restoring {entry}"),
+    )
+    .await
 }
 
 /// One earlier version of a file (§13).
@@ -658,50 +701,32 @@ pub async fn versions_list(
     fileid: u64,
 ) -> Result<Vec<FileVersion>, DavError> {
     let url = versions_root(base, user_id, fileid)?;
-    let root_path = super::path::decode(url.path());
-    let rb = http
-        .request(
-            Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?,
-            url,
-        )
-        .basic_auth(login, Some(password.expose()))
-        .header("Depth", "1")
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/xml; charset=utf-8",
-        )
-        .body(super::xml::PROPFIND_VERSIONS);
-    let resp = send(rb, base.as_str()).await?;
-    let st = resp.status();
-    if st.as_u16() != 207 {
-        return Err(DavError::from_status(
-            st,
-            &Method::GET,
-            "the file's versions",
-        ));
-    }
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
-    let mut out: Vec<FileVersion> = super::xml::parse_multistatus(&body)?
+    let entries = list_collection(
+        http,
+        base,
+        login,
+        password,
+        url,
+        super::xml::PROPFIND_VERSIONS,
+        "the file's versions",
+    )
+    .await?;
+    let mut out: Vec<FileVersion> = entries
         .into_iter()
-        .filter(|r| r.href.trim_end_matches('/') != root_path.trim_end_matches('/'))
-        .filter_map(|r| {
-            let entry = r.href.trim_end_matches('/').rsplit('/').next()?.to_string();
+        .map(|(entry, r)| {
             let modified = r
                 .mtime
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs())
                 .or_else(|| entry.parse().ok())
                 .unwrap_or(0);
-            Some(FileVersion {
+            FileVersion {
                 size: r.content_length.unwrap_or(0),
                 modified,
                 label: r.version_label.clone().filter(|l| !l.is_empty()),
                 author: r.version_author.clone().filter(|a| !a.is_empty()),
                 entry,
-            })
+            }
         })
         .collect();
     out.sort_by(|a, b| {
@@ -734,23 +759,16 @@ pub async fn version_restore(
             super::path::encode_segment(user_id)
         ),
     )?;
-    let rb = http
-        .request(
-            Method::from_bytes(b"MOVE").map_err(|e| DavError::Config(e.to_string()))?,
-            from,
-        )
-        .basic_auth(login, Some(password.expose()))
-        .header("Destination", to.as_str());
-    let resp = send(rb, base.as_str()).await?;
-    let st = resp.status();
-    if !st.is_success() {
-        return Err(DavError::from_status(
-            st,
-            &Method::GET,
-            &format!("restoring version {entry}"),
-        ));
-    }
-    Ok(())
+    dav_move(
+        http,
+        base,
+        login,
+        password,
+        from,
+        &to,
+        &format!("restoring version {entry}"),
+    )
+    .await
 }
 
 /// A started Login Flow v2 (§7.2).

@@ -5,7 +5,7 @@
 //! `…/restore/<entry>` puts it back where it was (in the user's root when that folder is
 //! gone; a name taken meanwhile gets " (restored)" before its extension).
 
-use super::{resp, sabre_error, xml_escape, Resp, Shared};
+use super::{multistatus, resp, sabre_error, xml_escape, Resp, Shared};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use std::path::PathBuf;
@@ -115,12 +115,7 @@ pub(super) fn handle(shared: &Shared, req: &Request<Incoming>, prefix: &str, res
                 return sabre_error(StatusCode::NOT_FOUND, "NotFound", "File not found in trash");
             }
             out.push_str("</d:multistatus>");
-            let mut r = resp(StatusCode::MULTI_STATUS, out);
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/xml; charset=utf-8"),
-            );
-            r
+            multistatus(out)
         }
         "MOVE" => {
             let Some(entry) = entry_of(rest) else {

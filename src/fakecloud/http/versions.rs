@@ -6,7 +6,7 @@
 //! replaces becoming a version). Versions are kept by path here (a real server keeps them by
 //! file id, through renames).
 
-use super::{resp, sabre_error, xml_escape, Resp, Shared};
+use super::{multistatus, resp, sabre_error, xml_escape, Resp, Shared};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use std::os::unix::fs::MetadataExt;
@@ -119,12 +119,7 @@ pub(super) fn handle(shared: &Shared, req: &Request<Incoming>, prefix: &str, res
                 ));
             }
             out.push_str("</d:multistatus>");
-            let mut r = resp(StatusCode::MULTI_STATUS, out);
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("application/xml; charset=utf-8"),
-            );
-            r
+            multistatus(out)
         }
         "MOVE" => {
             let Some(entry) = entry.filter(|e| !e.contains('/')) else {

@@ -101,6 +101,19 @@ fn apache_share_says_links_need_nextcloud() {
         err.contains("public links need a nuage mount of a Nextcloud server"),
         "{err}"
     );
+    // A file outside any mount.
+    let elsewhere = tempfile::NamedTempFile::new().expect("tmp");
+    let out = nuage()
+        .arg("versions")
+        .arg(elsewhere.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("nuage versions");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not inside a nuage mount"),
+        "{err}"
+    );
     m.unmount();
 }
 

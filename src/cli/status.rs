@@ -404,11 +404,21 @@ fn link_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
     anyhow!("cannot {what} {}: {why}", path.display())
 }
 
-pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
-    let p = &a.path;
+/// Refuses a path that is not in a nuage mount (every item of one answers
+/// `user.nuage.status`).
+fn in_a_mount(p: &Path) -> anyhow::Result<()> {
     if !p.exists() {
         anyhow::bail!("{} does not exist", p.display());
     }
+    if get_xattr(p, crate::vfs::XATTR_STATUS).is_err() {
+        anyhow::bail!("{} is not inside a nuage mount", p.display());
+    }
+    Ok(())
+}
+
+pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
+    let p = &a.path;
+    in_a_mount(p)?;
     let name = crate::vfs::XATTR_LINK;
     let links = || -> anyhow::Result<Vec<String>> {
         match get_xattr(p, name) {
@@ -539,9 +549,7 @@ pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
 pub(super) fn versions_command(a: VersionsArgs) -> anyhow::Result<ExitCode> {
     use crate::webdav::nextcloud::FileVersion;
     let p = &a.path;
-    if !p.exists() {
-        anyhow::bail!("{} does not exist", p.display());
-    }
+    in_a_mount(p)?;
     let fail = |what: &str, e: &std::io::Error| {
         use std::io::ErrorKind as K;
         let why = match e.kind() {

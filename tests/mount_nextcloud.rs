@@ -978,6 +978,11 @@ fn versions_lists_and_restores_earlier_contents() {
             .any(|x| x["size"].as_u64() == Some("version finale".len() as u64)),
         "the replaced content is a version now: {json}"
     );
+    // A file saved a moment ago (its upload waits): answered once it is on the server.
+    std::fs::write(m.path("nouveau.odt"), "tout neuf").expect("write");
+    let (ok, out, err) = nuage_cmd("versions", &[m.path("nouveau.odt").as_os_str()], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("keeps no earlier version"), "{out}");
     // No such version, and a folder: one line each.
     let (ok, _, err) = nuage_cmd(
         "versions",

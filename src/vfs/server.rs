@@ -304,10 +304,29 @@ impl Vfs {
         })
     }
 
+    /// The file's id once what was written to it here is on the server (a file uploaded
+    /// just now learns its id from a new listing of its folder).
+    async fn uploaded_fileid(&self, ino: Ino) -> Result<u64> {
+        self.uploaded(ino).await?;
+        match self.fileid_of(ino) {
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                let path = self.node(ino)?.path;
+                let dir = path
+                    .parent()
+                    .and_then(|p| super::lock(&self.table).by_path(&p));
+                if let Some(dir) = dir {
+                    self.refresh_listing(dir, true).await?;
+                }
+                self.fileid_of(ino)
+            }
+            other => other,
+        }
+    }
+
     /// A file's earlier versions, newest first (`user.nuage.versions`).
     pub async fn versions(&self, ino: Ino) -> Result<Vec<u8>> {
         let s = self.server_api()?;
-        let fileid = self.fileid_of(ino)?;
+        let fileid = self.uploaded_fileid(ino).await?;
         let v = crate::webdav::nextcloud::versions_list(
             &s.http,
             &s.base,
@@ -326,8 +345,7 @@ impl Vfs {
     pub async fn restore_version(&self, ino: Ino, value: &[u8]) -> Result<()> {
         let s = self.server_api()?;
         let entry = entry_name(value, XATTR_RESTORE_VERSION)?;
-        self.uploaded(ino).await?;
-        let fileid = self.fileid_of(ino)?;
+        let fileid = self.uploaded_fileid(ino).await?;
         crate::webdav::nextcloud::version_restore(
             &s.http,
             &s.base,

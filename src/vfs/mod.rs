@@ -2072,11 +2072,17 @@ fn apply_event(table: &Mutex<InodeTable>, ev: Event) {
             size,
             mtime,
             server_mtime,
+            fileid,
         } => match t.by_path(&path) {
             Some(ino) => {
                 if let Some(n) = t.get_mut(ino) {
                     n.entry.etag = etag;
                     n.entry.size = size;
+                    // A new file's id (kept across saves by the server, so an earlier one
+                    // stays when the answer gives none).
+                    if fileid.is_some() {
+                        n.entry.fileid = fileid;
+                    }
                     // Without an etag the version is told by the server's time: keep that.
                     n.entry.mtime = server_mtime.unwrap_or(mtime);
                     n.confirmed = Instant::now();

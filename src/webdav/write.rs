@@ -32,6 +32,8 @@ pub struct PutOptions {
 pub struct PutResult {
     /// The new etag, when the response carries one (`OC-ETag` first, then `ETag`).
     pub etag: Option<String>,
+    /// The file's id, when the response carries one (Nextcloud's `OC-FileId`).
+    pub fileid: Option<u64>,
 }
 
 /// A body stream that counts the bytes handed to the connection.
@@ -188,6 +190,18 @@ fn success(resp: &reqwest::Response, method: &Method, what: &str) -> Result<(), 
     }
 }
 
+/// The numeric file id in `OC-FileId` (`00000123ocinstanceid`: the digits before the
+/// instance id).
+fn fileid_of(resp: &reqwest::Response) -> Option<u64> {
+    fileid_in(resp.headers())
+}
+
+fn fileid_in(h: &reqwest::header::HeaderMap) -> Option<u64> {
+    let v = h.get("OC-FileId")?.to_str().ok()?;
+    let digits: String = v.trim().chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 fn etag_of(resp: &reqwest::Response) -> Option<String> {
     let h = resp.headers();
     h.get("OC-ETag")
@@ -233,6 +247,7 @@ impl DavClient {
         }
         Ok(PutResult {
             etag: etag_of(&resp),
+            fileid: fileid_of(&resp),
         })
     }
 
@@ -461,6 +476,7 @@ impl DavClient {
         }
         Ok(PutResult {
             etag: etag_of(&resp),
+            fileid: fileid_of(&resp),
         })
     }
 
@@ -569,5 +585,21 @@ impl DavClient {
                 None => Err("the bulk upload answer does not mention this file".to_string()),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fileid_in;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn the_file_id_is_the_digits_before_the_instance_id() {
+        let mut h = HeaderMap::new();
+        assert_eq!(fileid_in(&h), None);
+        h.insert("OC-FileId", HeaderValue::from_static("00000123oc9a8b7c6d"));
+        assert_eq!(fileid_in(&h), Some(123));
+        h.insert("OC-FileId", HeaderValue::from_static("ocnodigits"));
+        assert_eq!(fileid_in(&h), None);
     }
 }

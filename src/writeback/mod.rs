@@ -359,6 +359,8 @@ pub enum Event {
         /// The server's own modification time, when it gives no etag (the version is then
         /// told by size and this time, so it must be the server's, not ours).
         server_mtime: Option<SystemTime>,
+        /// The file's id on the server, when the upload's answer gave it.
+        fileid: Option<u64>,
     },
     /// The server copy of `path` changed; ours now lives at `conflict_path`.
     Conflict {
@@ -1962,7 +1964,7 @@ impl WriteBack {
                     match res {
                         Ok(etag) => {
                             d.sent.store(it.data.len() as u64, Ordering::Relaxed);
-                            self.uploaded(d, snap, etag).await;
+                            self.uploaded(d, snap, etag, None).await;
                         }
                         Err(msg) => {
                             // Next time alone: a single upload tells why (say, a 409 for a
@@ -2037,13 +2039,13 @@ impl WriteBack {
             }
         }
         match res {
-            Ok(etag) => self.uploaded(d, &snap, etag).await,
+            Ok(put) => self.uploaded(d, &snap, put.etag, put.fileid).await,
             Err(UploadError::Dav(DavError::PreconditionFailed(m))) => {
                 if let Some(etag) = self.identical_on_server(d, &snap).await {
                     // Already there, byte for byte: an upload whose confirmation was lost (a
                     // power cut before the journal forgot it), or the same file saved twice.
                     tracing::info!(path = %snap.path, "the server already holds these bytes");
-                    self.uploaded(d, &snap, etag).await
+                    self.uploaded(d, &snap, etag, None).await
                 } else if self.really_changed(&snap).await {
                     self.conflict(d, &snap)
                 } else {
@@ -2060,7 +2062,7 @@ impl WriteBack {
         &self,
         d: &Arc<DirtyFile>,
         snap: &DirtyState,
-    ) -> std::result::Result<Option<String>, UploadError> {
+    ) -> std::result::Result<crate::webdav::PutResult, UploadError> {
         // 1. Never upload holes: fetch what is still missing from the base version.
         if let Some(base) = &snap.base {
             let missing = self.missing(d, 0, snap.size);
@@ -2108,7 +2110,7 @@ impl WriteBack {
                 )
                 .await?
         };
-        Ok(put.etag)
+        Ok(put)
     }
 
     async fn fill_from_base(
@@ -2177,7 +2179,7 @@ impl WriteBack {
                     if let Some(etag) = self.already_assembled(snap).await {
                         tracing::info!(path = %snap.path, "chunked upload was assembled before the restart");
                         let _ = lock(&self.journal).delete_session(d.id);
-                        return Ok(crate::webdav::PutResult { etag });
+                        return Ok(crate::webdav::PutResult { etag, fileid: None });
                     }
                     tracing::info!(path = %snap.path, "chunked upload session expired on the server, starting over");
                     session.upload_id = upload_id_for(d.id);
@@ -2359,7 +2361,13 @@ impl WriteBack {
         !still_base(now.as_ref(), snap.base.as_ref())
     }
 
-    async fn uploaded(&self, d: &Arc<DirtyFile>, snap: &DirtyState, etag: Option<String>) {
+    async fn uploaded(
+        &self,
+        d: &Arc<DirtyFile>,
+        snap: &DirtyState,
+        etag: Option<String>,
+        fileid: Option<u64>,
+    ) {
         let (etag, server_mtime) = match etag {
             Some(e) => (Some(e), None),
             None => match self.server_entry(&snap.path).await {
@@ -2377,6 +2385,7 @@ impl WriteBack {
             size: snap.size,
             mtime: snap.mtime,
             server_mtime,
+            fileid,
         });
         let version = self
             .fetcher

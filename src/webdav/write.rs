@@ -512,7 +512,7 @@ impl DavClient {
     pub async fn bulk_upload(
         &self,
         items: &[BulkItem],
-    ) -> Result<Vec<Result<Option<String>, String>>, DavError> {
+    ) -> Result<Vec<Result<PutResult, String>>, DavError> {
         let (url, prefix) = self
             .bulk
             .clone()
@@ -572,11 +572,20 @@ impl DavClient {
         Ok(items
             .iter()
             .map(|it| match v.get(full(&it.path)) {
-                Some(e) if e.get("error").and_then(|x| x.as_bool()) == Some(false) => Ok(e
-                    .get("etag")
-                    .and_then(|x| x.as_str())
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_string)),
+                Some(e) if e.get("error").and_then(|x| x.as_bool()) == Some(false) => {
+                    Ok(PutResult {
+                        etag: e
+                            .get("etag")
+                            .and_then(|x| x.as_str())
+                            .filter(|x| !x.is_empty())
+                            .map(str::to_string),
+                        // A string in the reference's example (§5.6); a number also taken.
+                        fileid: e.get("fileid").and_then(|x| match x {
+                            serde_json::Value::String(s) => s.parse().ok(),
+                            other => other.as_u64(),
+                        }),
+                    })
+                }
                 Some(e) => Err(e
                     .get("message")
                     .and_then(|x| x.as_str())

@@ -1962,9 +1962,9 @@ impl WriteBack {
             Ok(results) => {
                 for ((d, snap, it), res) in items.iter().zip(results) {
                     match res {
-                        Ok(etag) => {
+                        Ok(put) => {
                             d.sent.store(it.data.len() as u64, Ordering::Relaxed);
-                            self.uploaded(d, snap, etag, None).await;
+                            self.uploaded(d, snap, put.etag, put.fileid).await;
                         }
                         Err(msg) => {
                             // Next time alone: a single upload tells why (say, a 409 for a

@@ -90,12 +90,8 @@ pub fn start(vfs: Arc<Vfs>, cfg: PollConfig, push: Option<PushConfig>) {
 /// Where and as whom to read the Activity feed (nextcloud-protocol.md §9.3).
 #[derive(Debug, Clone)]
 pub struct ActivityConfig {
-    /// The server's base URL.
-    pub base: reqwest::Url,
-    /// Login name.
-    pub login: String,
-    /// App password.
-    pub password: Secret,
+    /// The account's services (the Activity API among them).
+    pub api: crate::webdav::nextcloud::Services,
     /// Time between two reads while online.
     pub interval: Duration,
 }
@@ -108,7 +104,7 @@ const ACTIVITY_PAGE: u32 = 100;
 /// cheap: 304 when nothing is new), page after page. Remembered in `meta.sqlite`, where
 /// `nuage activity` reads them (also while the server is out of reach, or after the mount
 /// ended).
-pub fn follow_activity(vfs: Arc<Vfs>, http: reqwest::Client, cfg: ActivityConfig) {
+pub fn follow_activity(vfs: Arc<Vfs>, cfg: ActivityConfig) {
     tokio::spawn(async move {
         let reach = vfs.reach();
         // The newest id seen, in the store from an earlier run; then kept here.
@@ -119,7 +115,7 @@ pub fn follow_activity(vfs: Arc<Vfs>, http: reqwest::Client, cfg: ActivityConfig
             .flatten();
         loop {
             if reach.is_online() {
-                if let Err(e) = read_activity(&vfs, &http, &cfg, &mut since).await {
+                if let Err(e) = read_activity(&vfs, &cfg, &mut since).await {
                     tracing::debug!(error = %e, "activity feed not read");
                 }
             }
@@ -130,22 +126,13 @@ pub fn follow_activity(vfs: Arc<Vfs>, http: reqwest::Client, cfg: ActivityConfig
 
 async fn read_activity(
     vfs: &Arc<Vfs>,
-    http: &reqwest::Client,
     cfg: &ActivityConfig,
     since: &mut Option<i64>,
 ) -> Result<(), crate::webdav::DavError> {
     let meta = vfs.meta().clone();
     // A few pages per round at most: a long backlog comes over the next rounds.
     for _ in 0..5 {
-        let asked = crate::webdav::nextcloud::activities(
-            http,
-            &cfg.base,
-            &cfg.login,
-            &cfg.password,
-            *since,
-            ACTIVITY_PAGE,
-        )
-        .await;
+        let asked = crate::webdav::nextcloud::activities(&cfg.api, *since, ACTIVITY_PAGE).await;
         let page = match asked {
             // The id seen belongs to another user (a cache folder reused for another
             // account): start again from the newest.

@@ -562,6 +562,7 @@ pub(super) fn run_mount(
         push,
     );
     vfs.start_hydrator(Duration::from_secs(300));
+    // The account's services beside WebDAV: public links, trash bin, versions, activity.
     if let (Some(base), Some(login), Some(pw), Some(uid)) = (
         &endpoint.nextcloud_base,
         &plan.user,
@@ -571,32 +572,27 @@ pub(super) fn run_mount(
             .clone()
             .or_else(|| webdav::nextcloud::user_id_in(&endpoint.dav_root)),
     ) {
-        vfs.set_server_api(crate::vfs::ServerApi {
+        let api = webdav::nextcloud::Services {
             http: http.clone(),
             base: base.clone(),
             login: login.clone(),
             password: pw.clone(),
             user_id: uid,
+        };
+        if caps.activity {
+            crate::poll::follow_activity(
+                vfs.clone(),
+                crate::poll::ActivityConfig {
+                    api: api.clone(),
+                    interval: Duration::from_secs_f64(plan.common.poll_interval.clamp(1.0, 60.0)),
+                },
+            );
+        }
+        vfs.set_server_api(crate::vfs::ServerApi {
+            api,
             root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root)
                 .unwrap_or_default(),
         });
-    }
-    if let (true, Some(base), Some(login), Some(pw)) = (
-        caps.activity,
-        &endpoint.nextcloud_base,
-        &plan.user,
-        &plan.password,
-    ) {
-        crate::poll::follow_activity(
-            vfs.clone(),
-            http.clone(),
-            crate::poll::ActivityConfig {
-                base: base.clone(),
-                login: login.clone(),
-                password: pw.clone(),
-                interval: Duration::from_secs_f64(plan.common.poll_interval.clamp(1.0, 60.0)),
-            },
-        );
     }
 
     let reg_path = crate::status::registry_path(&cache_base()?, &mountpoint);

@@ -387,21 +387,43 @@ fn remove_xattr(_path: &Path, _name: &str) -> std::io::Result<()> {
     Err(std::io::Error::other("not supported on this system yet"))
 }
 
-/// One readable line for a failed link request, from the error the mount answered.
-fn link_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
+/// What a Nextcloud service command says of a failure (the error the mount answered).
+struct Sentences {
+    /// What the service needs: "public links", "the trash bin", "versions".
+    service: &'static str,
+    /// For `ENOENT`.
+    not_found: &'static str,
+    /// For `EACCES`.
+    refused: &'static str,
+    /// For `EINVAL`.
+    invalid: &'static str,
+}
+
+/// One readable line for a failed request to a Nextcloud service through the mount.
+fn service_failure(s: &Sentences, what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
     use std::io::ErrorKind as K;
     let why = match e.kind() {
-        K::Unsupported => "public links need a nuage mount of a Nextcloud server".into(),
-        K::PermissionDenied => "the server refused it (it may require a password \
-            (--password) or an expiry date (--expire), or not allow public links; the \
-            mount's log has its words)"
-            .into(),
-        K::NotFound => "not found on the server (or its upload is still waiting)".into(),
+        K::Unsupported => format!("{} need a nuage mount of a Nextcloud server", s.service),
+        K::PermissionDenied => s.refused.into(),
+        K::NotFound => s.not_found.into(),
         K::NetworkUnreachable | K::TimedOut => "the server cannot be reached".into(),
-        K::InvalidInput => "the server or nuage refused the options (--expire YYYY-MM-DD)".into(),
+        K::InvalidInput => s.invalid.into(),
+        K::IsADirectory => "it is a folder: the server keeps versions of files".into(),
         _ => e.to_string(),
     };
     anyhow!("cannot {what} {}: {why}", path.display())
+}
+
+const LINKS: Sentences = Sentences {
+    service: "public links",
+    not_found: "not found on the server (or its upload is still waiting)",
+    refused: "the server refused it (it may require a password (--password) or an expiry \
+        date (--expire YYYY-MM-DD), or not allow public links; the mount's log has its words)",
+    invalid: "the server or nuage refused the options (--expire YYYY-MM-DD)",
+};
+
+fn link_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
+    service_failure(&LINKS, what, path, e)
 }
 
 /// Refuses a path that is not in a nuage mount (every item of one answers
@@ -501,7 +523,7 @@ pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
     use crate::webdav::nextcloud::TrashItem;
     let (mp, _reg) = find(&a.mountpoint)?;
     let raw = get_xattr(&mp, crate::vfs::XATTR_TRASH)
-        .map_err(|e| trash_failure("read the trash bin of", &mp, &e))?;
+        .map_err(|e| service_failure(&TRASH, "read the trash bin of", &mp, &e))?;
     let items: Vec<TrashItem> = serde_json::from_slice(&raw)
         .map_err(|e| anyhow!("the mount answered an unreadable trash listing: {e}"))?;
     if let Some(want) = &a.restore {
@@ -523,7 +545,7 @@ pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
             );
         };
         set_xattr(&mp, crate::vfs::XATTR_RESTORE, &item.entry)
-            .map_err(|e| trash_failure("restore", Path::new(&item.location), &e))?;
+            .map_err(|e| service_failure(&TRASH, "restore", Path::new(&item.location), &e))?;
         println!("restored {}", mp.join(&item.location).display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -550,18 +572,7 @@ pub(super) fn versions_command(a: VersionsArgs) -> anyhow::Result<ExitCode> {
     use crate::webdav::nextcloud::FileVersion;
     let p = &a.path;
     in_a_mount(p)?;
-    let fail = |what: &str, e: &std::io::Error| {
-        use std::io::ErrorKind as K;
-        let why = match e.kind() {
-            K::Unsupported => "versions need a nuage mount of a Nextcloud server".into(),
-            K::IsADirectory => "it is a folder: the server keeps versions of files".into(),
-            K::NotFound => "not on the server yet, or no such version".into(),
-            K::PermissionDenied => "the server refused it".into(),
-            K::NetworkUnreachable | K::TimedOut => "the server cannot be reached".into(),
-            _ => e.to_string(),
-        };
-        anyhow!("cannot {what} {}: {why}", p.display())
-    };
+    let fail = |what: &str, e: &std::io::Error| service_failure(&VERSIONS, what, p, e);
     let raw =
         get_xattr(p, crate::vfs::XATTR_VERSIONS).map_err(|e| fail("list the versions of", &e))?;
     let versions: Vec<FileVersion> = serde_json::from_slice(&raw)
@@ -615,17 +626,19 @@ pub(super) fn versions_command(a: VersionsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn trash_failure(what: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
-    use std::io::ErrorKind as K;
-    let why = match e.kind() {
-        K::Unsupported => "the trash bin needs a nuage mount of a Nextcloud server".into(),
-        K::NotFound => "the server has no such item in its trash bin (or no trash bin)".into(),
-        K::PermissionDenied => "the server refused it".into(),
-        K::NetworkUnreachable | K::TimedOut => "the server cannot be reached".into(),
-        _ => e.to_string(),
-    };
-    anyhow!("cannot {what} {}: {why}", path.display())
-}
+const TRASH: Sentences = Sentences {
+    service: "the trash bin and versions",
+    not_found: "the server has no such item in its trash bin (or no trash bin)",
+    refused: "the server refused it",
+    invalid: "the mount refused the item's name",
+};
+
+const VERSIONS: Sentences = Sentences {
+    service: "versions",
+    not_found: "not on the server yet, or no such version",
+    refused: "the server refused it",
+    invalid: "the mount refused the version's name",
+};
 
 pub(super) fn pin_command(a: PinArgs, pin: bool) -> anyhow::Result<ExitCode> {
     let value = if pin { "1" } else { "0" };

@@ -45,19 +45,11 @@ const UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// The largest trash listing answered (extended attribute values stop at 64 KiB).
 const TRASH_LISTING_MAX: usize = 60 << 10;
 
-/// What the mount needs to use the sharing API.
+/// What the mount needs for these services.
 #[derive(Debug)]
 pub struct ServerApi {
-    /// The HTTP client (the mount's, with its TLS settings).
-    pub http: reqwest::Client,
-    /// The server's base URL.
-    pub base: reqwest::Url,
-    /// Login name.
-    pub login: String,
-    /// App password.
-    pub password: Secret,
-    /// The user id (the DAV paths' name for the account).
-    pub user_id: String,
+    /// The account's services.
+    pub api: crate::webdav::nextcloud::Services,
     /// Where the mount's root is in the account (`""` for the whole account).
     pub root_in_account: String,
 }
@@ -141,10 +133,7 @@ impl Vfs {
         s: &ServerApi,
         path: &str,
     ) -> Result<Vec<crate::webdav::nextcloud::PublicLink>> {
-        Ok(
-            crate::webdav::nextcloud::public_links(&s.http, &s.base, &s.login, &s.password, path)
-                .await?,
-        )
+        Ok(crate::webdav::nextcloud::public_links(&s.api, path).await?)
     }
 
     /// The public links of an item, one address per line (`user.nuage.link`).
@@ -192,10 +181,7 @@ impl Vfs {
         let path = self.account_path(s, ino)?;
         let password = req.password.map(Secret::new);
         let link = crate::webdav::nextcloud::create_public_link(
-            &s.http,
-            &s.base,
-            &s.login,
-            &s.password,
+            &s.api,
             &path,
             password.as_ref(),
             req.expire.as_deref(),
@@ -220,8 +206,7 @@ impl Vfs {
         let s = self.server_api()?;
         let path = self.account_path(s, ino)?;
         for l in self.links_at(s, &path).await? {
-            crate::webdav::nextcloud::delete_share(&s.http, &s.base, &s.login, &s.password, &l.id)
-                .await?;
+            crate::webdav::nextcloud::delete_share(&s.api, &l.id).await?;
             tracing::info!(%path, id = %l.id, "public link deleted");
         }
         Ok(())
@@ -233,14 +218,7 @@ impl Vfs {
     /// their locations relative to the mount's root (`user.nuage.trash`).
     pub async fn trash_listing(&self) -> Result<Vec<u8>> {
         let s = self.server_api()?;
-        let items = crate::webdav::nextcloud::trash_list(
-            &s.http,
-            &s.base,
-            &s.login,
-            &s.password,
-            &s.user_id,
-        )
-        .await?;
+        let items = crate::webdav::nextcloud::trash_list(&s.api).await?;
         let root = s.root_in_account.trim_matches('/');
         let mut out: Vec<crate::webdav::nextcloud::TrashItem> = Vec::new();
         let mut size = 2;
@@ -270,15 +248,7 @@ impl Vfs {
     pub async fn restore_from_trash(&self, value: &[u8]) -> Result<()> {
         let s = self.server_api()?;
         let entry = entry_name(value, XATTR_RESTORE)?;
-        crate::webdav::nextcloud::trash_restore(
-            &s.http,
-            &s.base,
-            &s.login,
-            &s.password,
-            &s.user_id,
-            entry,
-        )
-        .await?;
+        crate::webdav::nextcloud::trash_restore(&s.api, entry).await?;
         tracing::info!(entry, "restored from the trash bin");
         // Whatever folder it went back to: the next look at any folder asks the server.
         super::lock(&self.table).invalidate_all_listings();
@@ -327,15 +297,7 @@ impl Vfs {
     pub async fn versions(&self, ino: Ino) -> Result<Vec<u8>> {
         let s = self.server_api()?;
         let fileid = self.uploaded_fileid(ino).await?;
-        let v = crate::webdav::nextcloud::versions_list(
-            &s.http,
-            &s.base,
-            &s.login,
-            &s.password,
-            &s.user_id,
-            fileid,
-        )
-        .await?;
+        let v = crate::webdav::nextcloud::versions_list(&s.api, fileid).await?;
         serde_json::to_vec(&v).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))
     }
 
@@ -346,16 +308,7 @@ impl Vfs {
         let s = self.server_api()?;
         let entry = entry_name(value, XATTR_RESTORE_VERSION)?;
         let fileid = self.uploaded_fileid(ino).await?;
-        crate::webdav::nextcloud::version_restore(
-            &s.http,
-            &s.base,
-            &s.login,
-            &s.password,
-            &s.user_id,
-            fileid,
-            entry,
-        )
-        .await?;
+        crate::webdav::nextcloud::version_restore(&s.api, fileid, entry).await?;
         let path = self.node(ino)?.path;
         tracing::info!(%path, entry, "earlier version restored");
         // The new etag, and the kernel's copy dropped, before the command returns.

@@ -298,17 +298,43 @@ pub struct ActivityPage {
     pub more: bool,
 }
 
+/// One account's Nextcloud services beside its files' WebDAV (the Activity feed, public
+/// links, the trash bin, file versions): the server, the credentials and the user id every
+/// such call needs.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The HTTP client (the mount's, with its TLS settings).
+    pub http: reqwest::Client,
+    /// The server's base URL.
+    pub base: Url,
+    /// Login name.
+    pub login: String,
+    /// App password.
+    pub password: Secret,
+    /// The user id (the DAV paths' name for the account).
+    pub user_id: String,
+}
+
+impl Services {
+    /// A request with `method` to `url`, with the account's credentials.
+    fn request(&self, method: &[u8], url: Url) -> Result<reqwest::RequestBuilder, DavError> {
+        let m = Method::from_bytes(method).map_err(|e| DavError::Config(e.to_string()))?;
+        Ok(self
+            .http
+            .request(m, url)
+            .basic_auth(&self.login, Some(self.password.expose())))
+    }
+}
+
 /// Reads the Activity feed (§9.3, filter `all`): with `since`, the activities after it,
 /// oldest first (`sort=asc`); without, the newest `limit`, newest first. An empty page for
 /// 304 (nothing new) and 204 (the user turned activities off).
 pub async fn activities(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
+    api: &Services,
     since: Option<i64>,
     limit: u32,
 ) -> Result<ActivityPage, DavError> {
+    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
     let endpoint = "ocs/v2.php/apps/activity/api/v2/activity/all";
     let query = match since {
         Some(s) => format!("?format=json&since={s}&sort=asc&limit={limit}"),
@@ -416,13 +442,8 @@ async fn share_call(
 }
 
 /// The public links of `path` (relative to the user's files root, with a leading `/`).
-pub async fn public_links(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    path: &str,
-) -> Result<Vec<PublicLink>, DavError> {
+pub async fn public_links(api: &Services, path: &str) -> Result<Vec<PublicLink>, DavError> {
+    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
     let mut url = join(base, SHARES)?;
     url.query_pairs_mut()
         .append_pair("format", "json")
@@ -448,14 +469,12 @@ pub async fn public_links(
 /// Creates a read-only public link to `path`, with an optional password and expiry date
 /// (`YYYY-MM-DD`).
 pub async fn create_public_link(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
+    api: &Services,
     path: &str,
     link_password: Option<&Secret>,
     expire: Option<&str>,
 ) -> Result<PublicLink, DavError> {
+    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
     let mut url = join(base, SHARES)?;
     url.query_pairs_mut().append_pair("format", "json");
     let mut form: Vec<(&str, &str)> =
@@ -477,13 +496,8 @@ pub async fn create_public_link(
 }
 
 /// Deletes a share.
-pub async fn delete_share(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    id: &str,
-) -> Result<(), DavError> {
+pub async fn delete_share(api: &Services, id: &str) -> Result<(), DavError> {
+    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
     let mut url = join(
         base,
         &format!("{SHARES}/{}", super::path::encode_segment(id)),
@@ -523,28 +537,21 @@ fn trash_root(base: &Url, user_id: &str) -> Result<Url, DavError> {
 /// The members of a DAV collection (`PROPFIND Depth: 1` of `url` with `body`), each with its
 /// last path segment (decoded), the collection itself left out.
 async fn list_collection(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
+    api: &Services,
     url: Url,
     body: &'static str,
     what: &str,
 ) -> Result<Vec<(String, super::xml::PropResponse)>, DavError> {
     let root_path = super::path::decode(url.path());
-    let rb = http
-        .request(
-            Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?,
-            url,
-        )
-        .basic_auth(login, Some(password.expose()))
+    let rb = api
+        .request(b"PROPFIND", url)?
         .header("Depth", "1")
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/xml; charset=utf-8",
         )
         .body(body);
-    let resp = send(rb, base.as_str()).await?;
+    let resp = send(rb, api.base.as_str()).await?;
     let st = resp.status();
     if st.as_u16() != 207 {
         return Err(DavError::from_status(st, &Method::GET, what));
@@ -552,7 +559,7 @@ async fn list_collection(
     let text = resp
         .text()
         .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
+        .map_err(|e| DavError::from_reqwest(&e, api.base.as_str()))?;
     Ok(super::xml::parse_multistatus(&text)?
         .into_iter()
         .filter(|r| r.href.trim_end_matches('/') != root_path.trim_end_matches('/'))
@@ -564,23 +571,11 @@ async fn list_collection(
 }
 
 /// `MOVE from` to `to` (the trash bin's and the versions' restores).
-async fn dav_move(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    from: Url,
-    to: &Url,
-    what: &str,
-) -> Result<(), DavError> {
-    let rb = http
-        .request(
-            Method::from_bytes(b"MOVE").map_err(|e| DavError::Config(e.to_string()))?,
-            from,
-        )
-        .basic_auth(login, Some(password.expose()))
+async fn dav_move(api: &Services, from: Url, to: &Url, what: &str) -> Result<(), DavError> {
+    let rb = api
+        .request(b"MOVE", from)?
         .header("Destination", to.as_str());
-    let resp = send(rb, base.as_str()).await?;
+    let resp = send(rb, api.base.as_str()).await?;
     let st = resp.status();
     if !st.is_success() {
         return Err(DavError::from_status(st, &Method::GET, what));
@@ -590,19 +585,11 @@ async fn dav_move(
 
 /// The trash bin's items (`PROPFIND Depth: 1` of `remote.php/dav/trashbin/<uid>/trash`),
 /// newest first.
-pub async fn trash_list(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    user_id: &str,
-) -> Result<Vec<TrashItem>, DavError> {
+pub async fn trash_list(api: &Services) -> Result<Vec<TrashItem>, DavError> {
+    let (base, user_id) = (&api.base, api.user_id.as_str());
     let url = trash_root(base, user_id)?;
     let entries = list_collection(
-        http,
-        base,
-        login,
-        password,
+        api,
         url,
         super::xml::PROPFIND_TRASH,
         "the trash bin (remote.php/dav/trashbin)",
@@ -636,14 +623,8 @@ pub async fn trash_list(
 }
 
 /// Puts a trash bin item back where it was (`MOVE` to `trashbin/<uid>/restore/<entry>`).
-pub async fn trash_restore(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    user_id: &str,
-    entry: &str,
-) -> Result<(), DavError> {
+pub async fn trash_restore(api: &Services, entry: &str) -> Result<(), DavError> {
+    let (base, user_id) = (&api.base, api.user_id.as_str());
     let seg = super::path::encode_segment(entry);
     let from = join(&trash_root(base, user_id)?, &seg)?;
     let to = join(
@@ -653,16 +634,7 @@ pub async fn trash_restore(
             super::path::encode_segment(user_id)
         ),
     )?;
-    dav_move(
-        http,
-        base,
-        login,
-        password,
-        from,
-        &to,
-        &format!("restoring {entry}"),
-    )
-    .await
+    dav_move(api, from, &to, &format!("restoring {entry}")).await
 }
 
 /// One earlier version of a file (§13).
@@ -692,20 +664,11 @@ fn versions_root(base: &Url, user_id: &str, fileid: u64) -> Result<Url, DavError
 
 /// The earlier versions of file `fileid` (`PROPFIND Depth: 1` of
 /// `remote.php/dav/versions/<uid>/versions/<fileid>`), newest first.
-pub async fn versions_list(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    user_id: &str,
-    fileid: u64,
-) -> Result<Vec<FileVersion>, DavError> {
+pub async fn versions_list(api: &Services, fileid: u64) -> Result<Vec<FileVersion>, DavError> {
+    let (base, user_id) = (&api.base, api.user_id.as_str());
     let url = versions_root(base, user_id, fileid)?;
     let entries = list_collection(
-        http,
-        base,
-        login,
-        password,
+        api,
         url,
         super::xml::PROPFIND_VERSIONS,
         "the file's versions",
@@ -739,15 +702,8 @@ pub async fn versions_list(
 
 /// Makes an earlier version the file's content again (`MOVE` to
 /// `versions/<uid>/restore/target`); the content it replaces becomes a version itself.
-pub async fn version_restore(
-    http: &reqwest::Client,
-    base: &Url,
-    login: &str,
-    password: &Secret,
-    user_id: &str,
-    fileid: u64,
-    entry: &str,
-) -> Result<(), DavError> {
+pub async fn version_restore(api: &Services, fileid: u64, entry: &str) -> Result<(), DavError> {
+    let (base, user_id) = (&api.base, api.user_id.as_str());
     let from = join(
         &versions_root(base, user_id, fileid)?,
         &super::path::encode_segment(entry),
@@ -759,16 +715,7 @@ pub async fn version_restore(
             super::path::encode_segment(user_id)
         ),
     )?;
-    dav_move(
-        http,
-        base,
-        login,
-        password,
-        from,
-        &to,
-        &format!("restoring version {entry}"),
-    )
-    .await
+    dav_move(api, from, &to, &format!("restoring version {entry}")).await
 }
 
 /// A started Login Flow v2 (§7.2).

@@ -210,11 +210,7 @@ impl AccountStore {
     fn ensure_dir(&self) -> Result<(), AuthError> {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| AuthError::Io(format!("cannot create {}: {e}", self.dir.display())))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
-        }
+        let _ = make_private(&self.dir);
         Ok(())
     }
 
@@ -325,6 +321,21 @@ pub fn default_account_name(login: &str, server: &reqwest::Url) -> String {
     match server.port() {
         Some(p) => format!("{login}@{host}:{p}"),
         None => format!("{login}@{host}"),
+    }
+}
+
+/// Makes a folder readable by its owner only (0700): the settings and secrets folder, the
+/// cache (copies of the account's files), the log folder.
+pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 

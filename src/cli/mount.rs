@@ -279,18 +279,12 @@ fn account_dir_name(user: Option<&str>, url: &reqwest::Url) -> String {
     s.trim_end_matches('_').to_string()
 }
 
-/// Makes a folder of nuage's readable by its owner only: the cache holds copies of the
-/// account's files and the journal what waits to be uploaded.
+/// Makes a folder of nuage's readable by its owner only (the cache holds copies of the
+/// account's files, the journal what waits to be uploaded); a failure is logged.
 fn make_private(dir: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
-            tracing::warn!(folder = %dir.display(), error = %e, "could not make the cache folder private");
-        }
+    if let Err(e) = crate::auth::make_private(dir) {
+        tracing::warn!(folder = %dir.display(), error = %e, "could not make the folder private");
     }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {

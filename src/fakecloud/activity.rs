@@ -134,13 +134,7 @@ impl ActivityLog {
 
 /// The query parameters of a request.
 pub(super) fn query_params(q: Option<&str>) -> HashMap<String, String> {
-    q.unwrap_or("")
-        .split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
-        })
-        .collect()
+    super::http::decoded_pairs(q.unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -571,16 +571,20 @@ async fn form(req: Request<Incoming>) -> HashMap<String, String> {
         Ok(b) => b.to_bytes(),
         Err(_) => return HashMap::new(),
     };
-    String::from_utf8_lossy(&body)
-        .split('&')
+    decoded_pairs(&String::from_utf8_lossy(&body))
+}
+
+/// `k=v&k2=v2` (a query string or a form body), decoded (`%xx`, `+` for a space).
+pub(crate) fn decoded_pairs(s: &str) -> HashMap<String, String> {
+    s.split('&')
         .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             let dec = |x: &str| {
                 percent_decode_str(&x.replace('+', " "))
                     .decode_utf8_lossy()
                     .into_owned()
             };
-            Some((dec(k), dec(v)))
+            (!k.is_empty()).then(|| (dec(k), dec(v)))
         })
         .collect()
 }

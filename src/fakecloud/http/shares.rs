@@ -68,21 +68,6 @@ fn normal(path: &str) -> String {
     format!("/{}", segs.join("/"))
 }
 
-fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
-    let q = req.uri().query().unwrap_or("");
-    q.split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            let dec = |x: &str| {
-                percent_encoding::percent_decode_str(&x.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            Some((dec(k), dec(v)))
-        })
-        .collect()
-}
-
 /// A valid `YYYY-MM-DD` that is not before today (UTC).
 fn check_date(d: &str) -> Result<(), &'static str> {
     let parts: Vec<&str> = d.split('-').collect();
@@ -138,8 +123,8 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>, rest: &str) 
     }
     match method {
         Method::GET => {
-            let q = query(&req);
-            let path = q.iter().find(|(k, _)| k == "path").map(|(_, v)| normal(v));
+            let q = super::decoded_pairs(req.uri().query().unwrap_or(""));
+            let path = q.get("path").map(|v| normal(v));
             if let Some(p) = &path {
                 if !shared.file_path(p).exists() {
                     return failure(

@@ -10,6 +10,10 @@ use nuage::webdav::{Credentials, DavClient, DavConfig, Secret};
 use std::sync::Arc;
 
 fn vfs_for(cloud: &Cloud, cache_dir: &std::path::Path) -> Arc<Vfs> {
+    vfs_with(cloud, cache_dir, VfsConfig::default())
+}
+
+fn vfs_with(cloud: &Cloud, cache_dir: &std::path::Path, vcfg: VfsConfig) -> Arc<Vfs> {
     let cfg = DavConfig::default();
     let http = nuage::webdav::http_client(&cfg).expect("client");
     let root = reqwest::Url::parse(&cloud.server.dav_url()).expect("url");
@@ -34,7 +38,7 @@ fn vfs_for(cloud: &Cloud, cache_dir: &std::path::Path) -> Arc<Vfs> {
     };
     let v = cloud
         .runtime()
-        .block_on(Vfs::new(dav, cache, VfsConfig::default(), wb, false))
+        .block_on(Vfs::new(dav, cache, vcfg, wb, false))
         .expect("vfs");
     Arc::new(v)
 }
@@ -243,4 +247,51 @@ fn a_download_that_breaks_off_or_meets_a_503_is_asked_again() {
     );
     assert_eq!(100 - knobs.fail_next.load(SeqCst), 3, "attempts");
     knobs.fail_next.store(0, SeqCst);
+}
+
+#[test]
+fn a_file_opened_again_while_fresh_is_opened_without_waiting() {
+    let cloud = Cloud::start();
+    let path = cloud.files().join("small.txt");
+    std::fs::write(&path, b"first content").expect("seed");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ttl = std::time::Duration::from_millis(400);
+    let vcfg = VfsConfig {
+        attr_ttl: ttl,
+        dir_ttl: ttl,
+        ..VfsConfig::default()
+    };
+    let vfs = vfs_with(&cloud, tmp.path(), vcfg);
+    let rt = cloud.runtime();
+    let attr = rt
+        .block_on(vfs.lookup(Ino::ROOT, "small.txt"))
+        .expect("lookup");
+    // Never opened: its content version is not known yet, so the open must go to the task.
+    assert!(vfs.open_quick(attr.ino, false, false).is_none());
+    let o = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    let data = rt.block_on(vfs.read(o.fh, 0, 100)).expect("read");
+    assert_eq!(&data[..], b"first content");
+    vfs.release_blocking(o.fh).expect("release");
+    // Opened again while its attributes are fresh: answered at once, and it reads right.
+    let q = vfs
+        .open_quick(attr.ino, false, false)
+        .expect("answered without waiting")
+        .expect("opened");
+    let data = rt.block_on(vfs.read(q.fh, 0, 100)).expect("read");
+    assert_eq!(&data[..], b"first content");
+    assert!(q.keep_cache, "same content: the kernel may keep its pages");
+    vfs.release_blocking(q.fh).expect("release");
+    // A writer always goes to the task (it may have to wait for the disk).
+    assert!(vfs.open_quick(attr.ino, true, false).is_none());
+    assert!(vfs.open_quick(attr.ino, false, true).is_none());
+    // Changed on the server: once the attributes are stale the quick path steps aside, and
+    // the open that asks the server reads the new content.
+    std::fs::write(&path, b"second, longer content").expect("change");
+    std::thread::sleep(ttl + std::time::Duration::from_millis(100));
+    assert!(vfs.open_quick(attr.ino, false, false).is_none());
+    let o = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    let data = rt.block_on(vfs.read(o.fh, 0, 100)).expect("read");
+    assert_eq!(&data[..], b"second, longer content");
+    assert!(!o.keep_cache, "new content: the kernel's pages must go");
+    vfs.release_blocking(o.fh).expect("release");
 }

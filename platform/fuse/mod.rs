@@ -356,6 +356,62 @@ fn write_only_flags(flags: i32) -> u32 {
     }
 }
 
+/// Answers an `open`: with the kernel reading the cache file itself (passthrough) when the
+/// core offers a backing file and the kernel takes it, else through nuage.
+fn reply_open(
+    vfs: &Vfs,
+    backing: &std::sync::Mutex<Backings>,
+    ino: u64,
+    write_only: u32,
+    res: nuage::Result<nuage::vfs::Opened>,
+    reply: ReplyOpen,
+) {
+    let o = match res {
+        Ok(o) => o,
+        Err(e) => return reply.error(fail("open", &e)),
+    };
+    let f = write_only
+        | if o.keep_cache {
+            fuser::consts::FOPEN_KEEP_CACHE
+        } else {
+            0
+        };
+    if let Some(file) = &o.backing {
+        let mut b = match backing.lock() {
+            Ok(b) => b,
+            Err(p) => p.into_inner(),
+        };
+        let usable = match b.by_ino.get_mut(&ino) {
+            Some((v, _, n)) if *v == o.backing_version => {
+                *n += 1;
+                true
+            }
+            Some(_) => false,
+            None => match reply.open_backing(file) {
+                Ok(id) => {
+                    b.by_ino.insert(ino, (o.backing_version, id, 1));
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "passthrough refused by the kernel");
+                    false
+                }
+            },
+        };
+        if usable {
+            b.by_fh.insert(o.fh.0, ino);
+            if let Some((_, id, _)) = b.by_ino.get(&ino) {
+                // The kernel refuses page-cache flags on a passthrough open.
+                reply.opened_passthrough(o.fh.0, 0, id);
+                tracing::debug!(ino, fh = o.fh.0, "opened in passthrough mode");
+                return;
+            }
+        }
+        vfs.passthrough_refused(o.fh);
+    }
+    reply.opened(o.fh.0, f)
+}
+
 fn name_str(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
 }
@@ -425,53 +481,14 @@ impl Filesystem for NuageFs {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let write_only = write_only_flags(flags);
         let truncate = flags & libc::O_TRUNC != 0;
+        if let Some(res) = self.vfs.open_quick(Ino(ino), write, truncate) {
+            // Nothing to wait for: answered here, without a thread hop.
+            return reply_open(&self.vfs, &self.backing, ino, write_only, res, reply);
+        }
         let (vfs, backing) = (self.vfs.clone(), self.backing.clone());
         self.rt.spawn(async move {
-            match vfs.open(Ino(ino), write, truncate).await {
-                Ok(o) => {
-                    let f = write_only
-                        | if o.keep_cache {
-                            fuser::consts::FOPEN_KEEP_CACHE
-                        } else {
-                            0
-                        };
-                    if let Some(file) = &o.backing {
-                        let mut b = match backing.lock() {
-                            Ok(b) => b,
-                            Err(p) => p.into_inner(),
-                        };
-                        let usable = match b.by_ino.get_mut(&ino) {
-                            Some((v, _, n)) if *v == o.backing_version => {
-                                *n += 1;
-                                true
-                            }
-                            Some(_) => false,
-                            None => match reply.open_backing(file) {
-                                Ok(id) => {
-                                    b.by_ino.insert(ino, (o.backing_version, id, 1));
-                                    true
-                                }
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "passthrough refused by the kernel");
-                                    false
-                                }
-                            },
-                        };
-                        if usable {
-                            b.by_fh.insert(o.fh.0, ino);
-                            if let Some((_, id, _)) = b.by_ino.get(&ino) {
-                                // The kernel refuses page-cache flags on a passthrough open.
-                                reply.opened_passthrough(o.fh.0, 0, id);
-                                tracing::debug!(ino, fh = o.fh.0, "opened in passthrough mode");
-                                return;
-                            }
-                        }
-                        vfs.passthrough_refused(o.fh);
-                    }
-                    reply.opened(o.fh.0, f)
-                }
-                Err(e) => reply.error(fail("open", &e)),
-            }
+            let res = vfs.open(Ino(ino), write, truncate).await;
+            reply_open(&vfs, &backing, ino, write_only, res, reply);
         });
     }
 
@@ -541,11 +558,17 @@ impl Filesystem for NuageFs {
         reply: ReplyEmpty,
     ) {
         let vfs = self.vfs.clone();
-        self.rt
-            .spawn_blocking(move || match vfs.fsync_blocking(Fh(fh)) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(fail("flush", &e)),
-            });
+        let done = move |res: nuage::Result<()>| match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("flush", &e)),
+        };
+        if vfs.release_is_quick(Fh(fh)) {
+            // A reader, or data already durable: answered here, without a thread hop.
+            done(vfs.fsync_blocking(Fh(fh)));
+        } else {
+            self.rt
+                .spawn_blocking(move || done(vfs.fsync_blocking(Fh(fh))));
+        }
     }
 
     fn fsync(

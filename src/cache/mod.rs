@@ -364,6 +364,14 @@ impl BlockCache {
         self.evict_if_needed()
     }
 
+    /// The version id of `(identity, etag)` when it is already registered (no disk work).
+    pub fn known_version(&self, identity: &str, etag: &str) -> Option<VersionId> {
+        lock(&self.state)
+            .versions
+            .get(&(identity.to_string(), etag.to_string()))
+            .copied()
+    }
+
     /// The version id of `(identity, etag)`, registering it (and dropping the blocks of every
     /// other version of the same identity) when it is new.
     pub fn version(&self, identity: &str, etag: &str) -> Result<VersionId, CacheError> {

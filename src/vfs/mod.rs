@@ -856,90 +856,23 @@ impl Vfs {
             Some(d) => d.validator(),
             None => validator_of(&node.entry),
         };
-        let keep_cache = {
-            let mut t = lock(&self.table);
-            let n = t
-                .get_mut(ino)
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, "vanished"))?;
-            let keep = n.kernel_etag.as_deref() == Some(validator.as_str());
-            n.kernel_etag = Some(validator);
-            keep
-        };
-        // A clean, completely cached file opened for reading may be read by the kernel from
-        // the cache file itself (passthrough), unless it is open in the page cache mode. While
-        // it is read that way the kernel accepts only more passthrough opens of the same
-        // content: any other open waits (bounded) for those readers to finish.
-        let (mut backing, mut passthrough) = (None, None);
         let reader = dirty.is_none() && local.is_none();
-        if reader && self.passthrough.load(Ordering::Relaxed) {
-            // Just read completely? Its last blocks may still be on their way to the disk.
-            let v = base_version.version;
-            let need = self.fetcher.block_count(node.entry.size);
-            let have = self.cache().cached_blocks(v);
-            // Only a file read completely just now has its last blocks in flight (they are
-            // in the memory tier): do not scan every block of a partly cached file.
-            let in_memory = crate::cache::HOT_BYTES / self.cache().block_size();
-            if have < need && need - have <= in_memory && self.blocks_here(v, need) >= need {
-                let t = Instant::now();
-                self.fetcher.drain_disk_writes().await;
-                tracing::debug!(waited = ?t.elapsed(), "last blocks of a complete read written");
-            }
+        if reader && self.last_blocks_in_flight(base_version.version, node.entry.size) {
+            let t = Instant::now();
+            self.fetcher.drain_disk_writes().await;
+            tracing::debug!(waited = ?t.elapsed(), "last blocks of a complete read written");
         }
         let mut waited = Duration::ZERO;
-        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         loop {
-            {
-                // Decided and recorded under one lock: two opens of the same file never both
-                // think they are alone.
-                let mut hs = lock(&self.handles);
-                let mut direct = Vec::new();
-                let mut cached = false;
-                for h in hs.values().filter(|h| h.ino == ino) {
-                    match h.passthrough {
-                        Some(v) => direct.push(v),
-                        None => cached = true,
-                    }
-                }
-                let compatible = direct.iter().all(|v| *v == base_version.version)
-                    && reader
-                    && self.cache().cached_blocks(base_version.version)
-                        >= self.fetcher.block_count(node.entry.size);
-                if direct.is_empty() || compatible {
-                    if self.passthrough.load(Ordering::Relaxed) && reader && !cached {
-                        if let Some(f) = self
-                            .cache()
-                            .hold_complete(base_version.version, node.entry.size)
-                        {
-                            backing = Some(f);
-                            passthrough = Some(base_version.version);
-                        }
-                    }
-                    hs.insert(
-                        fh,
-                        Handle {
-                            ino,
-                            dirty: dirty.take(),
-                            from_local,
-                            follows_local: from_local,
-                            file: FileVersion {
-                                path: node.path.clone(),
-                                etag: node.entry.etag.clone(),
-                                size: node.entry.size,
-                                version: base_version.version,
-                            },
-                            next_offset: 0,
-                            window: 0,
-                            passthrough,
-                            dropped_to: 0,
-                        },
-                    );
-                    return Ok(Opened {
-                        fh,
-                        keep_cache,
-                        backing,
-                        backing_version: base_version.version.0,
-                    });
-                }
+            if let Some(o) = self.register_open(
+                ino,
+                &node,
+                &base_version,
+                from_local,
+                &mut dirty,
+                validator.clone(),
+            ) {
+                return Ok(o);
             }
             if waited >= Duration::from_secs(5) {
                 if let Some(d) = &dirty {
@@ -953,6 +886,132 @@ impl Vfs {
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
         }
+    }
+
+    /// Opens a file for reading without waiting for anything, when that is possible: its
+    /// attributes are fresh, its content version is known in memory and nothing else must
+    /// finish first. `None` means: call [`Vfs::open`] (on a task that may wait).
+    pub fn open_quick(&self, ino: Ino, write: bool, truncate: bool) -> Option<Result<Opened>> {
+        if write || truncate {
+            return None;
+        }
+        let (node, local) = {
+            let t = lock(&self.table);
+            let n = t.get(ino)?;
+            if n.entry.is_dir || n.confirmed.elapsed() >= self.cfg.attr_ttl {
+                return None;
+            }
+            (n.clone(), self.wb.get(&n.path))
+        };
+        let (identity, validator) = self.version_key(&node);
+        let base = Base {
+            version: self.cache().known_version(&identity, &validator)?,
+            ..seen(&node)
+        };
+        let validator = match &local {
+            Some(d) => d.validator(),
+            None => validator,
+        };
+        if local.is_none() && self.last_blocks_in_flight(base.version, node.entry.size) {
+            return None;
+        }
+        self.register_open(ino, &node, &base, local.is_some(), &mut None, validator)
+            .map(Ok)
+    }
+
+    /// Only a file read completely just now has its last blocks on their way to the disk (in
+    /// the memory tier); a passthrough open must wait for them. A partly cached file is not
+    /// scanned block by block.
+    fn last_blocks_in_flight(&self, v: crate::cache::VersionId, size: u64) -> bool {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return false;
+        }
+        let need = self.fetcher.block_count(size);
+        let have = self.cache().cached_blocks(v);
+        let in_memory = crate::cache::HOT_BYTES / self.cache().block_size();
+        have < need && need - have <= in_memory && self.blocks_here(v, need) >= need
+    }
+
+    /// Records a new handle of `ino` unless it must wait (`None`): a clean, completely cached
+    /// file opened for reading may be read by the kernel from the cache file itself
+    /// (passthrough), unless it is open in the page cache mode. While it is read that way the
+    /// kernel accepts only more passthrough opens of the same content, so any other open
+    /// waits for those readers to finish. Decided and recorded under one lock: two opens of
+    /// the same file never both think they are alone. `validator` is what the content opened
+    /// comes from (the kernel's cached pages of an older one are dropped).
+    fn register_open(
+        &self,
+        ino: Ino,
+        node: &Node,
+        base: &Base,
+        from_local: bool,
+        dirty: &mut Option<Arc<DirtyFile>>,
+        validator: String,
+    ) -> Option<Opened> {
+        let reader = dirty.is_none() && !from_local;
+        let (mut backing, mut passthrough) = (None, None);
+        let fh = {
+            let mut hs = lock(&self.handles);
+            let mut direct = Vec::new();
+            let mut cached = false;
+            for h in hs.values().filter(|h| h.ino == ino) {
+                match h.passthrough {
+                    Some(v) => direct.push(v),
+                    None => cached = true,
+                }
+            }
+            let compatible = direct.iter().all(|v| *v == base.version)
+                && reader
+                && self.cache().cached_blocks(base.version)
+                    >= self.fetcher.block_count(node.entry.size);
+            if !(direct.is_empty() || compatible) {
+                return None;
+            }
+            if self.passthrough.load(Ordering::Relaxed) && reader && !cached {
+                if let Some(f) = self.cache().hold_complete(base.version, node.entry.size) {
+                    backing = Some(f);
+                    passthrough = Some(base.version);
+                }
+            }
+            let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+            hs.insert(
+                fh,
+                Handle {
+                    ino,
+                    dirty: dirty.take(),
+                    from_local,
+                    follows_local: from_local,
+                    file: FileVersion {
+                        path: node.path.clone(),
+                        etag: node.entry.etag.clone(),
+                        size: node.entry.size,
+                        version: base.version,
+                    },
+                    next_offset: 0,
+                    window: 0,
+                    passthrough,
+                    dropped_to: 0,
+                },
+            );
+            fh
+        };
+        let keep_cache = {
+            let mut t = lock(&self.table);
+            match t.get_mut(ino) {
+                Some(n) => {
+                    let keep = n.kernel_etag.as_deref() == Some(validator.as_str());
+                    n.kernel_etag = Some(validator);
+                    keep
+                }
+                None => false,
+            }
+        };
+        Some(Opened {
+            fh,
+            keep_cache,
+            backing,
+            backing_version: base.version.0,
+        })
     }
 
     /// Recorded modification times follow a rename (of a file or of a whole folder).

@@ -427,6 +427,36 @@ fn scopeguard_unmount(p: &std::path::Path) -> Unmounter {
 }
 
 #[test]
+fn closing_a_file_that_was_only_read_asks_nuage_nothing() {
+    let cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("notes")).expect("mkdir");
+    for i in 0..20 {
+        std::fs::write(
+            cloud.files().join(format!("notes/n{i}.txt")),
+            format!("note {i}"),
+        )
+        .expect("seed");
+    }
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--attr-ttl", "60"]));
+    // Read twice: cold (the server is asked), then warm (opened without waiting).
+    for _ in 0..2 {
+        for i in 0..20 {
+            let got = std::fs::read_to_string(m.path(&format!("notes/n{i}.txt"))).expect("read");
+            assert_eq!(got, format!("note {i}"));
+        }
+    }
+    let flushes = |log: &str| log.lines().filter(|l| l.contains(" flush ")).count();
+    assert_eq!(flushes(&m.log_text()), 0, "a reader's close sent a FLUSH");
+    // A writer's close still reaches nuage, which makes its data durable before returning.
+    std::fs::write(m.path("notes/new.txt"), b"written").expect("write");
+    assert!(
+        flushes(&m.log_text()) >= 1,
+        "a writer's close sent no FLUSH"
+    );
+    wait_server(&cloud.files(), "notes/new.txt", b"written");
+}
+
+#[test]
 fn cached_files_are_read_by_the_kernel_directly_and_writers_still_open_them() {
     let cloud = Cloud::start();
     let data = pattern(5 << 20, 3);

@@ -125,8 +125,11 @@ struct State {
     clock: i64,
     /// `(identity, etag)` to version id.
     versions: HashMap<(String, String), VersionId>,
-    /// Version id to identity, to drop older versions of the same file.
-    identity_of: HashMap<VersionId, String>,
+    /// Version id to `(identity, etag)`.
+    identity_of: HashMap<VersionId, (String, String)>,
+    /// Identity to its versions (usually one), ordered so that everything below a folder is
+    /// one range: a new version drops the older ones, a rename moves a whole folder.
+    by_identity: std::collections::BTreeMap<String, Vec<VersionId>>,
     limit: u64,
     /// Versions handed out without an index row so far (see [`EPHEMERAL_BASE`]).
     ephemeral: i64,
@@ -141,6 +144,9 @@ struct State {
 struct VersionUse {
     blocks: u64,
     bytes: u64,
+    /// One past the highest block index ever added: dropping the version looks up these
+    /// indices instead of scanning every block of the cache.
+    end: u64,
 }
 
 impl State {
@@ -169,6 +175,7 @@ impl State {
             }
             None => use_.blocks += 1,
         }
+        use_.end = use_.end.max(key.idx.0 + 1);
         use_.bytes += len as u64;
         self.total += len as u64;
         self.lru.put(key, ());
@@ -201,6 +208,55 @@ impl State {
 
     fn blocks_of(&self, v: &VersionId) -> u64 {
         self.per_version.get(v).map_or(0, |u| u.blocks)
+    }
+
+    /// The present blocks of `v`.
+    fn blocks_of_version(&self, v: VersionId) -> Vec<BlockKey> {
+        match self.per_version.get(&v) {
+            Some(u) if u.end <= self.blocks.len() as u64 => (0..u.end)
+                .map(|i| BlockKey {
+                    version: v,
+                    idx: BlockIdx(i),
+                })
+                .filter(|k| self.blocks.contains_key(k))
+                .collect(),
+            Some(_) => self
+                .blocks
+                .keys()
+                .filter(|k| k.version == v)
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Records a version registered in the index under `(identity, etag)`.
+    fn register(&mut self, v: VersionId, identity: &str, etag: &str) {
+        self.unregister(v);
+        self.versions
+            .insert((identity.to_string(), etag.to_string()), v);
+        self.identity_of
+            .insert(v, (identity.to_string(), etag.to_string()));
+        self.by_identity
+            .entry(identity.to_string())
+            .or_default()
+            .push(v);
+    }
+
+    /// Forgets the names of a registered version; answers its `(identity, etag)`.
+    fn unregister(&mut self, v: VersionId) -> Option<(String, String)> {
+        let (identity, etag) = self.identity_of.remove(&v)?;
+        let key = (identity, etag);
+        if self.versions.get(&key) == Some(&v) {
+            self.versions.remove(&key);
+        }
+        if let Some(list) = self.by_identity.get_mut(&key.0) {
+            list.retain(|o| *o != v);
+            if list.is_empty() {
+                self.by_identity.remove(&key.0);
+            }
+        }
+        Some(key)
     }
 }
 
@@ -284,6 +340,7 @@ impl BlockCache {
             clock: 0,
             versions: HashMap::new(),
             identity_of: HashMap::new(),
+            by_identity: std::collections::BTreeMap::new(),
             limit,
             ephemeral: 0,
             pinned: Default::default(),
@@ -300,8 +357,7 @@ impl BlockCache {
             })?;
             for row in rows {
                 let (id, identity, etag) = row?;
-                state.identity_of.insert(VersionId(id), identity.clone());
-                state.versions.insert((identity, etag), VersionId(id));
+                state.register(VersionId(id), &identity, &etag);
             }
             let mut st =
                 db.prepare("SELECT version, idx, len FROM blocks ORDER BY last_used ASC")?;
@@ -410,13 +466,11 @@ impl BlockCache {
         let v = VersionId(id);
         let older: Vec<VersionId> = {
             let mut st = lock(&self.state);
-            st.versions.insert(key, v);
-            st.identity_of.insert(v, identity.to_string());
-            st.identity_of
-                .iter()
-                .filter(|(o, ident)| **o != v && ident.as_str() == identity)
-                .map(|(o, _)| *o)
-                .collect()
+            st.register(v, identity, etag);
+            st.by_identity
+                .get(identity)
+                .map(|l| l.iter().filter(|o| **o != v).copied().collect())
+                .unwrap_or_default()
         };
         for o in older {
             self.drop_version(o)?;
@@ -440,18 +494,27 @@ impl BlockCache {
         };
         let (moving, replaced): (Vec<(VersionId, String)>, Vec<VersionId>) = {
             let st = lock(&self.state);
-            let moving: Vec<(VersionId, String)> = st
-                .identity_of
-                .iter()
-                .filter_map(|(v, i)| renamed(i).map(|n| (*v, n)))
+            let exact = st.by_identity.get_key_value(from).into_iter();
+            let below_it = st
+                .by_identity
+                .range::<str, _>((
+                    std::ops::Bound::Included(below.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(|(i, _)| i.starts_with(below.as_str()));
+            let moving: Vec<(VersionId, String)> = exact
+                .chain(below_it)
+                .filter_map(|(i, l)| renamed(i).map(|n| (l.clone(), n)))
+                .flat_map(|(l, n)| l.into_iter().map(move |v| (v, n.clone())))
                 .collect();
-            let targets: std::collections::HashSet<&str> =
+            let targets: std::collections::BTreeSet<&str> =
                 moving.iter().map(|(_, n)| n.as_str()).collect();
-            let replaced = st
-                .identity_of
+            let replaced = targets
                 .iter()
-                .filter(|(_, i)| targets.contains(i.as_str()) && renamed(i).is_none())
-                .map(|(v, _)| *v)
+                .filter(|n| renamed(n).is_none())
+                .filter_map(|n| st.by_identity.get(*n))
+                .flatten()
+                .copied()
                 .collect();
             (moving, replaced)
         };
@@ -469,16 +532,8 @@ impl BlockCache {
         }
         let mut st = lock(&self.state);
         for (v, new) in moving {
-            if let Some(old) = st.identity_of.insert(v, new.clone()) {
-                let etag = st
-                    .versions
-                    .iter()
-                    .find(|((i, _), id)| *i == old && **id == v)
-                    .map(|((_, e), _)| e.clone());
-                if let Some(e) = etag {
-                    st.versions.remove(&(old, e.clone()));
-                    st.versions.insert((new, e), v);
-                }
+            if let Some((_, etag)) = st.unregister(v) {
+                st.register(v, &new, &etag);
             }
         }
         Ok(())
@@ -489,20 +544,12 @@ impl BlockCache {
         let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
         {
             let mut st = lock(&self.state);
-            let keys: Vec<BlockKey> = st
-                .blocks
-                .keys()
-                .filter(|k| k.version == v)
-                .copied()
-                .collect();
-            for k in keys {
+            for k in st.blocks_of_version(v) {
                 st.remove_block(&k);
                 st.lru.pop(&k);
             }
             st.pending.retain(|(k, _)| k.version != v);
-            if let Some(ident) = st.identity_of.remove(&v) {
-                st.versions.retain(|(i, _), id| !(i == &ident && *id == v));
-            }
+            st.unregister(v);
         }
         lock(&self.fds).pop(&v);
         {
@@ -1126,6 +1173,38 @@ mod tests {
         c.insert(key(other, 0), &[2u8; 16]).expect("ins");
         c.version("f", "c").expect("v");
         assert!(c.has(key(other, 0)), "other files keep their blocks");
+    }
+
+    #[test]
+    fn renames_move_files_and_folders_and_replace_what_was_there() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let a = c.version("r\n/d/a", "e1").expect("v");
+        let b = c.version("r\n/d/sub/b", "e2").expect("v");
+        let near = c.version("r\n/d2", "e3").expect("v"); // not below /d
+        let old = c.version("r\n/x/a", "e4").expect("v"); // replaced by the move
+        for (v, i) in [(a, 0), (b, 3), (near, 0), (old, 0)] {
+            c.insert(key(v, i), &[7u8; 16]).expect("ins");
+        }
+        c.rename_identity("r\n/d", "r\n/x").expect("rename");
+        assert_eq!(c.known_version("r\n/x/a", "e1"), Some(a));
+        assert_eq!(c.known_version("r\n/x/sub/b", "e2"), Some(b));
+        assert_eq!(c.known_version("r\n/d/a", "e1"), None);
+        assert_eq!(c.known_version("r\n/d2", "e3"), Some(near));
+        assert!(c.has(key(a, 0)) && c.has(key(b, 3)) && c.has(key(near, 0)));
+        assert!(!c.has(key(old, 0)), "the file the move replaced is gone");
+        // A new version of a moved file drops the moved one, found under its new name.
+        let a2 = c.version("r\n/x/a", "e5").expect("v");
+        assert!(!c.has(key(a, 0)));
+        assert_ne!(a, a2);
+        // One file renamed; the index keeps the names across a restart.
+        c.rename_identity("r\n/x/sub/b", "r\n/y").expect("rename");
+        c.flush().expect("flush");
+        drop(c);
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("reopen");
+        assert_eq!(c.known_version("r\n/y", "e2"), Some(b));
+        assert!(c.has(key(b, 3)));
+        assert_eq!(c.version("r\n/d2", "e3").expect("v"), near);
     }
 
     #[test]

@@ -382,6 +382,59 @@ fn sigterm_as_soon_as_the_mount_appears_still_unmounts_cleanly() {
 }
 
 #[test]
+fn status_answers_as_soon_as_the_mount_appears() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("hello.txt"), b"hi").expect("w");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let mut child = nuage()
+        .args(["mount", &cloud.url()])
+        .arg(&mp)
+        .args(["--user", USER, "--cache-dir"])
+        .arg(tmp.path().join("c"))
+        .env("NUAGE_PASSWORD", PASSWORD)
+        .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn nuage");
+    let guard = scopeguard_unmount(&mp);
+    // Watched closely: a script may ask for the status the moment the folder is mounted, so
+    // the mount must be registered (in nuage's folder of the user's cache) by then.
+    let registry = tmp.path().join("xdg/nuage/mounts");
+    let registered = || std::fs::read_dir(&registry).is_ok_and(|d| d.count() > 0);
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while !is_mounted(&mp)
+        && std::time::Instant::now() < end
+        && matches!(child.try_wait(), Ok(None))
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mounted = is_mounted(&mp);
+    let registered_then = registered();
+    let mut cmd = nuage();
+    cmd.arg("status")
+        .arg(&mp)
+        .arg("--json")
+        .env("XDG_CACHE_HOME", tmp.path().join("xdg"));
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    let ended = terminate(&mut child, &mp, Duration::from_secs(15));
+    drop(guard);
+    assert!(mounted, "the mount never appeared");
+    assert!(registered_then, "mounted before being registered");
+    assert!(
+        out.status.success(),
+        "status right after the mount appeared: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(st["pending_uploads"].as_u64(), Some(0));
+    assert!(ended.is_some_and(|s| s.success()), "{ended:?}");
+}
+
+#[test]
 fn daemon_mode_returns_once_the_mount_is_live() {
     let cloud = Cloud::start();
     std::fs::write(cloud.files().join("hello.txt"), b"hi").expect("w");

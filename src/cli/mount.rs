@@ -490,6 +490,56 @@ pub(super) fn run_mount(
         rt.block_on(Vfs::new(dav, cache, cfg, wb_cfg, chunking))
             .map_err(|e| anyhow!("{what}: {e}"))?,
     );
+    // The account's services beside WebDAV: public links, trash bin, versions, activity. Set
+    // (and the mount registered for `nuage status`) before the mount appears, so that a
+    // command run as soon as it answers finds everything.
+    let mut activity = None;
+    if let (Some(base), Some(login), Some(pw), Some(uid)) = (
+        &endpoint.nextcloud_base,
+        &plan.user,
+        &plan.password,
+        endpoint
+            .user_id
+            .clone()
+            .or_else(|| webdav::nextcloud::user_id_in(&endpoint.dav_root)),
+    ) {
+        let api = webdav::nextcloud::Services {
+            http: http.clone(),
+            base: base.clone(),
+            login: login.clone(),
+            password: pw.clone(),
+            user_id: uid,
+        };
+        if caps.activity {
+            activity = Some(crate::poll::ActivityConfig {
+                api: api.clone(),
+                interval: Duration::from_secs_f64(plan.common.poll_interval.clamp(1.0, 60.0)),
+            });
+        }
+        vfs.set_server_api(crate::vfs::ServerApi {
+            api,
+            root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root)
+                .unwrap_or_default(),
+        });
+    }
+    let reg_path = crate::status::registry_path(&cache_base()?, &mountpoint);
+    let reg = crate::status::Registration {
+        pid: std::process::id(),
+        cache_dir: cache_dir.clone(),
+    };
+    if let Err(e) = crate::status::write_json(&reg_path, &reg) {
+        tracing::warn!(error = %e, "cannot register the mount for nuage status");
+    }
+    let registered = Registered(reg_path);
+    let info = SnapshotInfo {
+        mountpoint: mountpoint.to_string_lossy().into_owned(),
+        url: url.to_string(),
+        dir: cache_dir.clone(),
+        gate,
+        account: plan.account.clone(),
+        root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root),
+    };
+    write_snapshot(&vfs, &info);
     let opts = PlatformMountOptions {
         fsname: format!("nuage:{}", url.host_str().unwrap_or("webdav")),
         read_only: plan.common.read_only,
@@ -556,60 +606,13 @@ pub(super) fn run_mount(
         push,
     );
     vfs.start_hydrator(Duration::from_secs(300));
-    // The account's services beside WebDAV: public links, trash bin, versions, activity.
-    if let (Some(base), Some(login), Some(pw), Some(uid)) = (
-        &endpoint.nextcloud_base,
-        &plan.user,
-        &plan.password,
-        endpoint
-            .user_id
-            .clone()
-            .or_else(|| webdav::nextcloud::user_id_in(&endpoint.dav_root)),
-    ) {
-        let api = webdav::nextcloud::Services {
-            http: http.clone(),
-            base: base.clone(),
-            login: login.clone(),
-            password: pw.clone(),
-            user_id: uid,
-        };
-        if caps.activity {
-            crate::poll::follow_activity(
-                vfs.clone(),
-                crate::poll::ActivityConfig {
-                    api: api.clone(),
-                    interval: Duration::from_secs_f64(plan.common.poll_interval.clamp(1.0, 60.0)),
-                },
-            );
-        }
-        vfs.set_server_api(crate::vfs::ServerApi {
-            api,
-            root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root)
-                .unwrap_or_default(),
-        });
+    if let Some(a) = activity {
+        crate::poll::follow_activity(vfs.clone(), a);
     }
-
-    let reg_path = crate::status::registry_path(&cache_base()?, &mountpoint);
-    let reg = crate::status::Registration {
-        pid: std::process::id(),
-        cache_dir: cache_dir.clone(),
-    };
-    if let Err(e) = crate::status::write_json(&reg_path, &reg) {
-        tracing::warn!(error = %e, "cannot register the mount for nuage status");
-    }
-    let info = SnapshotInfo {
-        mountpoint: mountpoint.to_string_lossy().into_owned(),
-        url: url.to_string(),
-        dir: cache_dir.clone(),
-        gate,
-        account: plan.account.clone(),
-        root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root),
-    };
-    write_snapshot(&vfs, &info);
     rt.block_on(wait_for_end(&*mounted, &vfs, &info, &mut signals));
     mounted.unmount();
     write_snapshot(&vfs, &info);
-    crate::status::unregister(&reg_path, std::process::id());
+    drop(registered);
     vfs.flush_meta();
     if let Err(e) = rt.block_on(vfs.flush_cache()) {
         tracing::warn!(error = %e, "cache index flush failed at unmount");
@@ -642,6 +645,15 @@ fn remembered_endpoint(cache_dir: &Path) -> Option<webdav::nextcloud::Endpoint> 
             .and_then(|u| u.as_str())
             .map(str::to_string),
     })
+}
+
+/// The mount's entry for `nuage status`, removed when the mount ends (or fails to start).
+struct Registered(PathBuf);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        crate::status::unregister(&self.0, std::process::id());
+    }
 }
 
 struct SnapshotInfo {

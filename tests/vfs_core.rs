@@ -266,11 +266,15 @@ fn a_file_opened_again_while_fresh_is_opened_without_waiting() {
     let attr = rt
         .block_on(vfs.lookup(Ino::ROOT, "small.txt"))
         .expect("lookup");
-    // Never opened: its content version is not known yet, so the open must go to the task.
-    assert!(vfs.open_quick(attr.ino, false, false).is_none());
-    let o = rt.block_on(vfs.open(attr.ino, false, false)).expect("open");
+    // Listed a moment ago, never opened: its content version is registered on the spot.
+    let gets = cloud.server.stats().count("GET");
+    let o = vfs
+        .open_quick(attr.ino, false, false)
+        .expect("a fresh file is opened without waiting")
+        .expect("opened");
     let data = rt.block_on(vfs.read(o.fh, 0, 100)).expect("read");
     assert_eq!(&data[..], b"first content");
+    assert_eq!(cloud.server.stats().count("GET") - gets, 1);
     vfs.release_blocking(o.fh).expect("release");
     // Opened again while its attributes are fresh: answered at once, and it reads right.
     let q = vfs

@@ -428,6 +428,30 @@ impl BlockCache {
             .copied()
     }
 
+    /// [`Self::version`] when that is quick: the version is known, or it is the first one of
+    /// its file (nothing to drop) and the index is not busy (one small insert). `None`: call
+    /// [`Self::version`] where waiting for the disk is allowed.
+    pub fn try_version(&self, identity: &str, etag: &str) -> Option<VersionId> {
+        if let Some(v) = self.known_version(identity, etag) {
+            return Some(v);
+        }
+        if lock(&self.state).by_identity.contains_key(identity) {
+            return None;
+        }
+        let db = self.db.try_lock().ok()?;
+        let id = register_version(&db, identity, etag).ok()?;
+        drop(db);
+        let v = VersionId(id);
+        let mut st = lock(&self.state);
+        if st.by_identity.contains_key(identity) {
+            // Another version of the file came meanwhile: let `version` sort them out.
+            drop(st);
+            return self.version(identity, etag).ok();
+        }
+        st.register(v, identity, etag);
+        Some(v)
+    }
+
     /// The version id of `(identity, etag)`, registering it (and dropping the blocks of every
     /// other version of the same identity) when it is new.
     pub fn version(&self, identity: &str, etag: &str) -> Result<VersionId, CacheError> {
@@ -435,20 +459,7 @@ impl BlockCache {
         if let Some(v) = lock(&self.state).versions.get(&key) {
             return Ok(*v);
         }
-        let registered = {
-            let db = lock(&self.db);
-            db.execute(
-                "INSERT OR IGNORE INTO versions(identity, etag) VALUES (?1, ?2)",
-                params![identity, etag],
-            )
-            .and_then(|_| {
-                db.query_row(
-                    "SELECT id FROM versions WHERE identity=?1 AND etag=?2",
-                    params![identity, etag],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-        };
+        let registered = register_version(&lock(&self.db), identity, etag);
         let id = match registered {
             Ok(id) => id,
             Err(e) => {
@@ -958,6 +969,14 @@ impl BlockCache {
 /// never in the index, never written to disk.
 const EPHEMERAL_BASE: i64 = -(1 << 40);
 
+/// The index row of `(identity, etag)`, added when missing: its id.
+fn register_version(db: &Connection, identity: &str, etag: &str) -> rusqlite::Result<i64> {
+    db.prepare_cached("INSERT OR IGNORE INTO versions(identity, etag) VALUES (?1, ?2)")?
+        .execute(params![identity, etag])?;
+    db.prepare_cached("SELECT id FROM versions WHERE identity=?1 AND etag=?2")?
+        .query_row(params![identity, etag], |r| r.get::<_, i64>(0))
+}
+
 /// Space the cache leaves free on its filesystem: a fiftieth of it, at least 16 MiB and at
 /// most 256 MiB (but never more than half of a tiny filesystem).
 fn reserve(fs_size: u64) -> u64 {
@@ -1173,6 +1192,27 @@ mod tests {
         c.insert(key(other, 0), &[2u8; 16]).expect("ins");
         c.version("f", "c").expect("v");
         assert!(c.has(key(other, 0)), "other files keep their blocks");
+    }
+
+    #[test]
+    fn try_version_registers_first_versions_and_leaves_replacements_to_version() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let v1 = c.try_version("f", "a").expect("first version of f");
+        assert_eq!(c.try_version("f", "a"), Some(v1), "known");
+        c.insert(key(v1, 0), &[1u8; 16]).expect("ins");
+        // A new etag must drop the old blocks first: not done on the quick path.
+        assert_eq!(c.try_version("f", "b"), None);
+        assert!(c.has(key(v1, 0)));
+        let v2 = c.version("f", "b").expect("v");
+        assert!(!c.has(key(v1, 0)));
+        assert_eq!(c.try_version("f", "b"), Some(v2));
+        // Registered in the index like any version: kept across a restart.
+        c.flush().expect("flush");
+        drop(c);
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("reopen");
+        assert_eq!(c.known_version("f", "b"), Some(v2));
+        assert_eq!(c.known_version("f", "a"), None);
     }
 
     #[test]

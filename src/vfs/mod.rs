@@ -889,8 +889,8 @@ impl Vfs {
     }
 
     /// Opens a file for reading without waiting for anything, when that is possible: its
-    /// attributes are fresh, its content version is known in memory and nothing else must
-    /// finish first. `None` means: call [`Vfs::open`] (on a task that may wait).
+    /// attributes are fresh, its content version is known or quickly registered, and nothing
+    /// else must finish first. `None` means: call [`Vfs::open`] (on a task that may wait).
     pub fn open_quick(&self, ino: Ino, write: bool, truncate: bool) -> Option<Result<Opened>> {
         if write || truncate {
             return None;
@@ -905,7 +905,7 @@ impl Vfs {
         };
         let (identity, validator) = self.version_key(&node);
         let base = Base {
-            version: self.cache().known_version(&identity, &validator)?,
+            version: self.cache().try_version(&identity, &validator)?,
             ..seen(&node)
         };
         let validator = match &local {

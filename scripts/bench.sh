@@ -81,6 +81,11 @@ for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break;
 URL="http://127.0.0.1:$PORT/dav/"
 printf '%s\n' "$PASS" > "$W/pw"; chmod 600 "$W/pw"
 printf 'user = "bench:%s"\n' "$PASS" > "$W/curlrc"; chmod 600 "$W/curlrc"
+# Every small file, one after the other on one connection (the limit of reading them all).
+cp "$W/curlrc" "$W/many.curl"
+for i in $(seq 0 $((NFILES - 1))); do
+  printf 'url = "%smany/file-%05d.txt"\noutput = "/dev/null"\n' "$URL" "$i"
+done >> "$W/many.curl"
 
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2-$1:.3f}')"; }
@@ -122,9 +127,13 @@ for _ in $(seq "$ROUNDS"); do
   t0=$(now); cat "$W/data/big.bin" > /dev/null; t1=$(now)
   l=$(mibs "$t0" "$t1")
   t0=$(now); curl -s -K "$W/curlrc" -o /dev/null -X PROPFIND -H "Depth: 1" "${URL}many/"; t1=$(now)
-  lim+=("$c $l $(secs "$t0" "$t1")")
+  p=$(secs "$t0" "$t1")
+  t0=$(now); curl -s -K "$W/many.curl"; t1=$(now)
+  f=$(secs "$t0" "$t1")
+  t0=$(now); cat "$W/data/many/"* > /dev/null; t1=$(now)
+  lim+=("$c $l $p $f $(secs "$t0" "$t1")")
 done
-read -r CURL_MIBS LOCAL_MIBS PROPFIND_S < <(printf '%s\n' "${lim[@]}" | medians)
+read -r CURL_MIBS LOCAL_MIBS PROPFIND_S CURL_FILES LOCAL_FILES < <(printf '%s\n' "${lim[@]}" | medians)
 
 run_fs() { # name mountpoint
   local name="$1" mp="$2" pid="$3"
@@ -150,7 +159,12 @@ run_fs() { # name mountpoint
   local lcold; lcold=$(secs "$t0" "$t1")
   t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
   local lwarm; lwarm=$(secs "$t0" "$t1")
-  echo "$cold $warm $rnd $rndb $lcold $lwarm $rss $small"
+  # Every small file of the folder just listed (grep -r, a file manager's previews), twice.
+  t0=$(now); cat "$mp/many/"* > /dev/null; t1=$(now)
+  local fcold; fcold=$(secs "$t0" "$t1")
+  t0=$(now); cat "$mp/many/"* > /dev/null; t1=$(now)
+  local fwarm; fwarm=$(secs "$t0" "$t1")
+  echo "$cold $warm $rnd $rndb $lcold $lwarm $rss $small $fcold $fwarm"
 }
 
 wait_mounted() { for _ in $(seq 200); do grep -q " $1 " /proc/mounts && return; sleep 0.05; done; }
@@ -172,7 +186,7 @@ mount_nuage() {
   MOUNTED=$NPID
   wait_mounted "$W/mnt"
 }
-read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS N_SMALLREAD < <(rounds nuage mount_nuage "$W/mnt" "$W/cache")
+read -r N_COLD N_WARM N_RND N_RNDB N_LCOLD N_LWARM N_RSS N_SMALLREAD N_FCOLD N_FWARM < <(rounds nuage mount_nuage "$W/mnt" "$W/cache")
 mount_nuage
 
 # Writes: 1,000 files of 4 KiB, then one large file; close time and time until on the server.
@@ -214,7 +228,7 @@ if command -v rclone >/dev/null 2>&1; then
     MOUNTED=$RPID
     wait_mounted "$W/rmnt"
   }
-  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS R_SMALLREAD < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
+  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS R_SMALLREAD R_FCOLD R_FWARM < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
   mount_rclone
   # Writes through rclone (no write-back delay, like nuage's).
   t0=$(now); cp -r "$W/small" "$W/rmnt/rsmall"; t1=$(now); wait_count "$W/data/rsmall" 1000; t2=$(now)
@@ -241,6 +255,8 @@ row "16 x 4 KiB random reads, cold (s)" "$N_RND" "-"
 row "  bytes sent by the server (KiB)" "$N_RNDB" "16 blocks of 1 MiB = 16384"
 row "ls -l of $NFILES files, cold (s)" "$N_LCOLD" "one PROPFIND: $PROPFIND_S (target <= 1.5x)"
 row "ls -l of $NFILES files, warm (s)" "$N_LWARM" "target < 0.100"
+row "read the $NFILES files, cold (s)" "$N_FCOLD" "curl, one connection: $CURL_FILES"
+row "read the $NFILES files, warm (s)" "$N_FWARM" "local files: $LOCAL_FILES"
 row "peak RSS while reading (MiB)" "$N_RSS" "target < 150"
 row "1000 x 4 KiB created, last close (s)" "$N_SMALL_CLOSE" "-"
 row "1000 x 4 KiB all on the server (s)" "$N_SMALL_SERVER" "4 parallel curl PUTs: $CURL_SMALL (target <= 2x)"
@@ -251,8 +267,8 @@ printf '%s\n' "${rows[@]}"
 if [ "$HAVE_RCLONE" = 1 ]; then
   echo
   echo "rclone mount --vfs-cache-mode full, same workloads:"
-  printf '| cold %s MiB/s | warm %s MiB/s | 4 KiB reads %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | RSS %s MiB |\n' \
-    "$R_COLD" "$R_WARM" "$R_SMALLREAD" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$R_RSS"
+  printf '| cold %s MiB/s | warm %s MiB/s | 4 KiB reads %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | %s files read cold %s s, warm %s s | RSS %s MiB |\n' \
+    "$R_COLD" "$R_WARM" "$R_SMALLREAD" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$NFILES" "$R_FCOLD" "$R_FWARM" "$R_RSS"
   printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server), first write to on the server %s s |\n' \
     "$R_SMALL_CLOSE" "$R_SMALL_SERVER" "$SIZE_MIB" "$R_BIG_CLOSE" "$R_BIG_UP" "$R_BIG_TOTAL"
 else

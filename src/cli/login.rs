@@ -115,6 +115,9 @@ pub(super) fn login_command(a: LoginArgs) -> anyhow::Result<ExitCode> {
     let http = webdav::http_client(&dav)?;
     let rt = super::mount::runtime()?;
     let what = format!("cannot sign in to {base}");
+    let base = rt
+        .block_on(nextcloud::settled_base(&http, &base))
+        .map_err(|e| fail(&what, e))?;
     let (server, login, secret) = if a.app_password {
         let login = match &a.user {
             Some(u) => u.clone(),

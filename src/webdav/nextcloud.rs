@@ -59,6 +59,33 @@ async fn send(rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Respon
         .map_err(|e| DavError::from_reqwest(&e, what))
 }
 
+/// Where the server answers for `url`: the same address, or the one it redirects to (the
+/// `http://` address of an `https://` server, an installation that moved). Found with an
+/// anonymous `GET` of `status.php` (public, §8.1) that follows redirects, so no password is
+/// ever sent to an address that only redirects: an HTTP client following a redirect to
+/// another origin drops the `Authorization` header, and most methods but `GET` turn into a
+/// `GET`, so every later request to the old address would fail as if the password were wrong
+/// or the server did not speak WebDAV.
+pub async fn settled_base(http: &reqwest::Client, url: &Url) -> Result<Url, DavError> {
+    let probe = join(url, "status.php")?;
+    let resp = send(http.get(probe.clone()), url.as_str()).await?;
+    let last = resp.url();
+    if *last == probe {
+        return Ok(url.clone());
+    }
+    match last.path().strip_suffix("status.php") {
+        Some(dir) => {
+            let mut moved = last.clone();
+            moved.set_path(dir);
+            moved.set_query(None);
+            moved.set_fragment(None);
+            tracing::info!(asked = %url, answers = %moved, "the server answers at another address");
+            Ok(moved)
+        }
+        None => Ok(url.clone()),
+    }
+}
+
 /// Reads `BASE/status.php`. `Ok(None)` when the server is not a Nextcloud.
 pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerStatus>, DavError> {
     let url = join(base, "status.php")?;
@@ -932,6 +959,7 @@ pub async fn discover(
     login: Option<&str>,
     password: Option<&Secret>,
 ) -> Result<Endpoint, DavError> {
+    let url = &settled_base(http, url).await?;
     if let Some(base) = base_of_dav_url(url) {
         return Ok(Endpoint {
             dav_root: url.clone(),

@@ -3,10 +3,8 @@
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn mountpoint() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -33,51 +31,14 @@ fn assert_failed(stderr: &str, code: i32, mp: &std::path::Path, needle: &str) {
 }
 
 /// A plain HTTP server that answers every request with `status` and an HTML body.
-struct NotDav {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NotDav {
-    fn start(status: &'static str) -> NotDav {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if s2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut c) = conn else { continue };
-                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 8192];
-                let _ = c.read(&mut buf);
-                let body = "<html><body>It works!</body></html>";
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        NotDav {
-            port,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for NotDav {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn not_dav(status: &'static str) -> TinyHttp {
+    TinyHttp::start(move |_| {
+        let body = "<html><body>It works!</body></html>";
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    })
 }
 
 #[test]
@@ -120,7 +81,7 @@ fn wrong_password_on_nextcloud_and_apache() {
 #[test]
 fn not_a_webdav_server() {
     let (_t, mp) = mountpoint();
-    let ok = NotDav::start("200 OK");
+    let ok = not_dav("200 OK");
     let (err, code) = failed_mount(
         &format!("http://127.0.0.1:{}/", ok.port),
         &mp,
@@ -129,7 +90,7 @@ fn not_a_webdav_server() {
         &[],
     );
     assert_failed(&err, code, &mp, "not a WebDAV folder");
-    let refused = NotDav::start("405 Method Not Allowed");
+    let refused = not_dav("405 Method Not Allowed");
     let (err, code) = failed_mount(
         &format!("http://127.0.0.1:{}/", refused.port),
         &mp,

@@ -1081,71 +1081,16 @@ fn versions_lists_and_restores_earlier_contents() {
     m.unmount();
 }
 
-/// Answers every request with a permanent redirect to the same path under `to`, and keeps
-/// the request heads it saw. Ended (and its thread joined) on drop.
-struct Redirector {
-    port: u16,
-    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Redirector {
-    fn start(to: &str) -> Redirector {
-        use std::io::{BufRead, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (h, st, to) = (
-            heads.clone(),
-            stop.clone(),
-            to.trim_end_matches('/').to_string(),
-        );
-        let thread = std::thread::spawn(move || {
-            while !st.load(Ordering::Relaxed) {
-                let Ok((sock, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = sock.set_nonblocking(false);
-                let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut r = std::io::BufReader::new(sock);
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    match r.read_line(&mut line) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) if line == "\r\n" => break,
-                        Ok(_) => head.push_str(&line),
-                    }
-                }
-                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                h.lock().expect("heads").push(head);
-                let answer = format!(
-                    "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}{path}\r\n\
-                     Content-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = r.get_mut().write_all(answer.as_bytes());
-            }
-        });
-        Redirector {
-            port,
-            heads,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Redirector {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Answers every request with a permanent redirect to the same path under `to`.
+fn redirector(to: &str) -> TinyHttp {
+    let to = to.trim_end_matches('/').to_string();
+    TinyHttp::start(move |head| {
+        let path = head.split_whitespace().nth(1).unwrap_or("/");
+        format!(
+            "HTTP/1.1 301 Moved Permanently\r\nLocation: {to}{path}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    })
 }
 
 #[test]
@@ -1153,7 +1098,7 @@ fn an_address_that_redirects_is_followed_once_and_never_sent_the_password() {
     let cloud = Cloud::start();
     std::fs::write(cloud.files().join("cours.txt"), b"le cours").expect("seed");
     // As an http:// address of an https:// server: everything moved permanently.
-    let redirector = Redirector::start(&cloud.url());
+    let redirector = redirector(&cloud.url());
     let m = Mount::new(MountSpec::new(&format!(
         "http://127.0.0.1:{}/",
         redirector.port
@@ -1165,7 +1110,7 @@ fn an_address_that_redirects_is_followed_once_and_never_sent_the_password() {
     std::fs::write(m.path("devoir.txt"), b"rendu").expect("write");
     wait_server(&cloud.files(), "devoir.txt", b"rendu");
     m.unmount();
-    let heads = redirector.heads.lock().expect("heads").clone();
+    let heads = redirector.heads();
     assert!(!heads.is_empty(), "the redirecting address was never asked");
     assert!(
         heads

@@ -424,6 +424,29 @@ fn name_str(name: &OsStr) -> Option<String> {
     name.to_str().map(str::to_string)
 }
 
+impl NuageFs {
+    /// Answers a `flush` or `release` of `fh` with `step`: here when it has nothing to wait
+    /// for (a reader, or data already durable), else on a thread that may block on the disk.
+    fn closing(
+        &self,
+        fh: u64,
+        what: &'static str,
+        step: fn(&Vfs, Fh) -> nuage::Result<()>,
+        reply: ReplyEmpty,
+    ) {
+        let vfs = self.vfs.clone();
+        let done = move |res: nuage::Result<()>| match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail(what, &e)),
+        };
+        if vfs.release_is_quick(Fh(fh)) {
+            done(step(&vfs, Fh(fh)));
+        } else {
+            self.rt.spawn_blocking(move || done(step(&vfs, Fh(fh))));
+        }
+    }
+}
+
 impl Filesystem for NuageFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), libc::c_int> {
         // Large reads (1 MiB) keep the request count low on sequential reads.
@@ -559,18 +582,7 @@ impl Filesystem for NuageFs {
         if let Ok(mut b) = self.backing.lock() {
             b.release(fh);
         }
-        let vfs = self.vfs.clone();
-        let done = move |res: nuage::Result<()>| match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("release", &e)),
-        };
-        if vfs.release_is_quick(Fh(fh)) {
-            // Nothing to wait for: answered here, without a thread hop.
-            done(vfs.release_blocking(Fh(fh)));
-        } else {
-            self.rt
-                .spawn_blocking(move || done(vfs.release_blocking(Fh(fh))));
-        }
+        self.closing(fh, "release", Vfs::release_blocking, reply);
     }
 
     fn flush(
@@ -582,18 +594,7 @@ impl Filesystem for NuageFs {
         reply: ReplyEmpty,
     ) {
         tracing::debug!(fh, "flush");
-        let vfs = self.vfs.clone();
-        let done = move |res: nuage::Result<()>| match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fail("flush", &e)),
-        };
-        if vfs.release_is_quick(Fh(fh)) {
-            // A reader, or data already durable: answered here, without a thread hop.
-            done(vfs.fsync_blocking(Fh(fh)));
-        } else {
-            self.rt
-                .spawn_blocking(move || done(vfs.fsync_blocking(Fh(fh))));
-        }
+        self.closing(fh, "flush", Vfs::fsync_blocking, reply);
     }
 
     fn fsync(

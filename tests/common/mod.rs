@@ -1018,3 +1018,71 @@ pub fn awkward_names() -> Vec<String> {
         "+plus+ [brackets] {braces}.txt".into(),
     ]
 }
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that answers each request (one per connection) with
+/// what `answer` makes of its head (request line and headers), and keeps the heads it saw.
+/// Ended, and its thread joined, on drop.
+pub struct TinyHttp {
+    pub port: u16,
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TinyHttp {
+    pub fn start(answer: impl Fn(&str) -> String + Send + 'static) -> TinyHttp {
+        use std::io::BufRead;
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (heads.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(sock) = conn else { continue };
+                let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut r = std::io::BufReader::new(sock);
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    match r.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line == "\r\n" => break,
+                        Ok(_) => head.push_str(&line),
+                    }
+                }
+                let reply = answer(&head);
+                if let Ok(mut h) = seen.lock() {
+                    h.push(head);
+                }
+                let _ = r.get_mut().write_all(reply.as_bytes());
+            }
+        });
+        TinyHttp {
+            port,
+            heads,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The request heads seen so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for TinyHttp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees the stop flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

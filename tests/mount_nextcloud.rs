@@ -781,6 +781,89 @@ fn share(args: &[&std::ffi::OsStr], input: &str) -> (bool, String, String) {
     nuage_cmd("share", args, input)
 }
 
+/// `nuage share --with`: a folder shared with a colleague (read only, then with the right to
+/// change it), a file written a moment ago shared once uploaded, the shares listed, one ended;
+/// an unknown login and sharing with oneself get one line each.
+#[test]
+fn share_with_a_colleague_from_the_mount() {
+    let cloud = Cloud::start();
+    std::fs::create_dir_all(cloud.files().join("Classe 4B")).expect("mkdir");
+    std::fs::write(cloud.files().join("Classe 4B/notes.ods"), "notes").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let folder = m.path("Classe 4B");
+    let f = folder.as_os_str();
+
+    let (ok, out, err) = share(&[f, "--with".as_ref(), "bob".as_ref()], "");
+    assert!(ok, "{err}");
+    assert!(out.contains("shared with bob (read only)"), "{out}");
+    assert_eq!(
+        cloud.server.user_shares("/Classe 4B"),
+        vec![("bob".into(), 1)]
+    );
+    // Asked again with --edit: the same share, now read, update, create, delete.
+    let (ok, out, err) = share(
+        &[f, "--with".as_ref(), "bob".as_ref(), "--edit".as_ref()],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("(can edit)"), "{out}");
+    assert_eq!(
+        cloud.server.user_shares("/Classe 4B"),
+        vec![("bob".into(), 15)]
+    );
+    let (ok, _, err) = share(&[f, "--with".as_ref(), "carol".as_ref()], "");
+    assert!(ok, "{err}");
+    let (ok, listed, err) = share(&[f, "--list".as_ref()], "");
+    assert!(ok, "{err}");
+    assert!(
+        listed.contains("shared with bob (can edit)")
+            && listed.contains("shared with carol (read only)"),
+        "{listed}"
+    );
+    // A file saved a moment ago: shared once its upload is done, editable as a file is.
+    std::fs::write(m.path("Classe 4B/sujet.odt"), "sujet").expect("write");
+    let (ok, _, err) = share(
+        &[
+            m.path("Classe 4B/sujet.odt").as_os_str(),
+            "--with".as_ref(),
+            "carol".as_ref(),
+            "--edit".as_ref(),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(server_file_is(
+        &cloud.files(),
+        "Classe 4B/sujet.odt",
+        b"sujet"
+    ));
+    assert_eq!(
+        cloud.server.user_shares("/Classe 4B/sujet.odt"),
+        vec![("carol".into(), 3)]
+    );
+    // Ended for one colleague only; public links are a separate matter.
+    let (ok, out, err) = share(
+        &[f, "--with".as_ref(), "bob".as_ref(), "--remove".as_ref()],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("no longer shared with bob"), "{out}");
+    assert_eq!(
+        cloud.server.user_shares("/Classe 4B"),
+        vec![("carol".into(), 1)]
+    );
+    assert!(cloud.server.public_links("/Classe 4B").is_empty());
+    // Nobody of that name, and oneself: one line each, nothing shared.
+    let (ok, _, err) = share(&[f, "--with".as_ref(), "nobody".as_ref()], "");
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no such user"), "{err}");
+    let (ok, _, err) = share(&[f, "--with".as_ref(), USER_ID.as_ref()], "");
+    assert!(!ok);
+    assert!(err.contains("refused"), "{err}");
+    assert_eq!(cloud.server.user_shares("/Classe 4B").len(), 1);
+}
+
 /// `nuage share`: public links made through the mount (which holds the credentials), as a
 /// teacher sends a document or a folder to parents. The same link comes back when asked
 /// again; a password and an expiry date reach the server (the password nowhere else);

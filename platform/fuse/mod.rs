@@ -806,6 +806,7 @@ impl Filesystem for NuageFs {
     ) {
         let asks_server = [
             nuage::vfs::XATTR_LINK,
+            nuage::vfs::XATTR_SHARE,
             nuage::vfs::XATTR_TRASH,
             nuage::vfs::XATTR_VERSIONS,
         ];
@@ -816,6 +817,7 @@ impl Filesystem for NuageFs {
                 let got = match which {
                     nuage::vfs::XATTR_TRASH => vfs.trash_listing().await,
                     nuage::vfs::XATTR_VERSIONS => vfs.versions(Ino(ino)).await,
+                    nuage::vfs::XATTR_SHARE => vfs.people_shares(Ino(ino)).await,
                     _ => vfs.public_links(Ino(ino)).await,
                 };
                 match got {
@@ -854,6 +856,7 @@ impl Filesystem for NuageFs {
         );
         let asks_server = [
             nuage::vfs::XATTR_LINK,
+            nuage::vfs::XATTR_SHARE,
             nuage::vfs::XATTR_RESTORE,
             nuage::vfs::XATTR_RESTORE_VERSION,
         ];
@@ -864,6 +867,7 @@ impl Filesystem for NuageFs {
                     nuage::vfs::XATTR_RESTORE_VERSION => {
                         vfs.restore_version(Ino(ino), &value).await
                     }
+                    nuage::vfs::XATTR_SHARE => vfs.share_with(Ino(ino), &value).await,
                     _ => vfs.create_public_link(Ino(ino), &value).await,
                 };
                 match done {

@@ -120,9 +120,15 @@ pub struct ShareArgs {
     /// Print the existing links only.
     #[arg(long, conflicts_with = "remove")]
     pub list: bool,
-    /// Delete every public link of the file or folder.
+    /// Delete every public link of the file or folder (with --with: end that user's share).
     #[arg(long)]
     pub remove: bool,
+    /// Share with this user of the server (their login), instead of a public link.
+    #[arg(long, value_name = "LOGIN", conflicts_with_all = ["password", "expire", "list"])]
+    pub with: Option<String>,
+    /// With --with: they may change it (and, in a folder, add and delete); else read only.
+    #[arg(long, requires = "with", conflicts_with = "remove")]
+    pub edit: bool,
 }
 
 /// `nuage trash`.

@@ -438,9 +438,52 @@ fn in_a_mount(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+const PEOPLE: Sentences = Sentences {
+    service: "shares with users",
+    not_found: "the server has no such user (give their login), or not this item yet",
+    refused: "the server refused it (sharing with yourself, or sharing not allowed; the \
+        mount's log has its words)",
+    invalid: "nuage refused the request",
+};
+
+/// The users `p` is shared with: (login, "edit" or "read").
+fn people(p: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let v = get_xattr(p, crate::vfs::XATTR_SHARE)
+        .map_err(|e| service_failure(&PEOPLE, "read the shares of", p, &e))?;
+    Ok(String::from_utf8_lossy(&v)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(w, m)| (w.to_string(), m.to_string()))
+        .collect())
+}
+
+/// `nuage share PATH --with LOGIN [--edit | --remove]`.
+fn share_with_command(p: &Path, who: &str, edit: bool, remove: bool) -> anyhow::Result<ExitCode> {
+    let before = people(p)?;
+    let had = before.iter().any(|(w, _)| w == who);
+    if remove && !had {
+        println!("{} is not shared with {who}", p.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let value = serde_json::json!({"with": who, "edit": edit, "remove": remove}).to_string();
+    let what = if remove { "end the share of" } else { "share" };
+    set_xattr(p, crate::vfs::XATTR_SHARE, &value)
+        .map_err(|e| service_failure(&PEOPLE, what, p, &e))?;
+    if remove {
+        println!("{} is no longer shared with {who}", p.display());
+    } else {
+        let may = if edit { "can edit" } else { "read only" };
+        println!("{} is shared with {who} ({may})", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
     let p = &a.path;
     in_a_mount(p)?;
+    if let Some(who) = &a.with {
+        return share_with_command(p, who.trim(), a.edit, a.remove);
+    }
     let name = crate::vfs::XATTR_LINK;
     let links = || -> anyhow::Result<Vec<String>> {
         match get_xattr(p, name) {
@@ -468,6 +511,14 @@ pub(super) fn share_command(a: ShareArgs) -> anyhow::Result<ExitCode> {
         }
         for l in existing {
             println!("{l}");
+        }
+        for (who, may) in people(p)? {
+            let may = if may == "edit" {
+                "can edit"
+            } else {
+                "read only"
+            };
+            println!("shared with {who} ({may})");
         }
         return Ok(ExitCode::SUCCESS);
     }

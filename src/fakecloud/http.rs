@@ -328,6 +328,12 @@ impl FakeCloud {
         self.shared.links_of(path)
     }
 
+    /// The users `path` (relative to the user's root) is shared with, and each share's
+    /// permissions (1 read, 2 update, 4 create, 8 delete, 16 share).
+    pub fn user_shares(&self, path: &str) -> Vec<(String, u32)> {
+        self.shared.user_shares_of(path)
+    }
+
     /// Forgets failed logins (`occ security:bruteforce:reset`).
     pub fn reset_throttle(&self) {
         self.shared.accounts().reset_throttle();

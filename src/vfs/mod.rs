@@ -45,8 +45,8 @@ pub use crate::meta::Ino;
 pub use pins::{PinProgress, XATTR_CLEAN, XATTR_PINNED, XATTR_STATUS};
 pub use remote::{Invalidation, Invalidator, RemoteChanges};
 pub use server::{
-    LinkRequest, ServerApi, XATTR_LINK, XATTR_RESTORE, XATTR_RESTORE_VERSION, XATTR_TRASH,
-    XATTR_VERSIONS,
+    LinkRequest, ServerApi, ShareRequest, XATTR_LINK, XATTR_RESTORE, XATTR_RESTORE_VERSION,
+    XATTR_SHARE, XATTR_TRASH, XATTR_VERSIONS,
 };
 
 mod pins;

@@ -9,6 +9,13 @@
 //!   JSON (a password, an expiry date);
 //! * removing it deletes the file's public links.
 //!
+//! Shares with other users of the server (§12, share type 0), `user.nuage.share` of a file
+//! or folder:
+//! * reading it answers one line per user it is shared with: the user, a tab, and `edit` or
+//!   `read`;
+//! * setting it to a [`ShareRequest`] in JSON shares the item with one user (or changes what
+//!   they may do), or ends that user's share.
+//!
 //! The trash bin (§13), on any node of the mount:
 //! * `user.nuage.trash` reads the items deleted from the mounted folder, newest first, as a
 //!   JSON list of [`TrashItem`](crate::webdav::nextcloud::TrashItem) (locations relative to
@@ -30,6 +37,8 @@ use serde::Deserialize;
 
 /// The extended attribute that reads, creates and removes a file's public links.
 pub const XATTR_LINK: &str = "user.nuage.link";
+/// The extended attribute that reads, creates and ends shares with other users.
+pub const XATTR_SHARE: &str = "user.nuage.share";
 /// The extended attribute that lists the trash bin.
 pub const XATTR_TRASH: &str = "user.nuage.trash";
 /// The extended attribute that restores an item of the trash bin.
@@ -52,6 +61,28 @@ pub struct ServerApi {
     pub api: crate::webdav::nextcloud::Services,
     /// Where the mount's root is in the account (`""` for the whole account).
     pub root_in_account: String,
+}
+
+/// A share with one user, as `nuage share --with` sends it (JSON in the attribute's value).
+#[derive(Debug, Deserialize)]
+pub struct ShareRequest {
+    /// The user's login on the server.
+    pub with: String,
+    /// They may change it (a folder: also add and delete in it); else they may read it.
+    #[serde(default)]
+    pub edit: bool,
+    /// End their share instead.
+    #[serde(default)]
+    pub remove: bool,
+}
+
+/// Permissions of a share (§12): read; or read, update, and for a folder create and delete.
+fn share_permissions(edit: bool, dir: bool) -> u32 {
+    match (edit, dir) {
+        (false, _) => 1,
+        (true, false) => 1 | 2,
+        (true, true) => 1 | 2 | 4 | 8,
+    }
 }
 
 /// Options of a new link, as `nuage share` sends them (JSON in the attribute's value).
@@ -199,6 +230,82 @@ impl Vfs {
         })?;
         tracing::info!(%path, id = %link.id, "public link created");
         Ok(())
+    }
+
+    /// The users an item is shared with, one per line: login, tab, `edit` or `read`
+    /// (`user.nuage.share`).
+    pub async fn people_shares(&self, ino: Ino) -> Result<Vec<u8>> {
+        let s = self.server_api()?;
+        let path = self.account_path(s, ino)?;
+        let mut out = String::new();
+        for sh in crate::webdav::nextcloud::user_shares(&s.api, &path).await? {
+            let may = if sh.permissions & 2 != 0 {
+                "edit"
+            } else {
+                "read"
+            };
+            out.push_str(&format!("{}\t{may}\n", sh.with));
+        }
+        Ok(out.into_bytes())
+    }
+
+    /// Shares an item with one user, changes what they may do, or ends their share
+    /// (`user.nuage.share` set), once what was written to it here is on the server.
+    pub async fn share_with(&self, ino: Ino, value: &[u8]) -> Result<()> {
+        let s = self.server_api()?;
+        let req: ShareRequest = serde_json::from_slice(value)
+            .ok()
+            .filter(|r: &ShareRequest| !r.with.trim().is_empty())
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    "user.nuage.share takes {\"with\": LOGIN, \"edit\": true|false, \"remove\": true|false}",
+                )
+            })?;
+        let who = req.with.trim();
+        let dir = self.node(ino)?.entry.is_dir;
+        if !req.remove {
+            self.uploaded(ino).await?;
+        }
+        let path = self.account_path(s, ino)?;
+        let api = &s.api;
+        let theirs: Vec<_> = crate::webdav::nextcloud::user_shares(api, &path)
+            .await?
+            .into_iter()
+            .filter(|sh| sh.with == who)
+            .collect();
+        if req.remove {
+            for sh in theirs {
+                crate::webdav::nextcloud::delete_share(api, &sh.id).await?;
+                tracing::info!(%path, with = %who, "share ended");
+            }
+            return Ok(());
+        }
+        let want = share_permissions(req.edit, dir);
+        match theirs.first() {
+            Some(sh) if sh.permissions == want => Ok(()),
+            Some(sh) => {
+                crate::webdav::nextcloud::set_share_permissions(api, &sh.id, want).await?;
+                tracing::info!(%path, with = %who, permissions = want, "share changed");
+                Ok(())
+            }
+            None => {
+                crate::webdav::nextcloud::share_with_user(api, &path, who, want)
+                    .await
+                    .map_err(|e| {
+                        tracing::info!(%path, with = %who, error = %e, "share refused");
+                        match e {
+                            crate::webdav::DavError::NotFound(_) => Error::new(
+                                ErrorKind::NotFound,
+                                format!("the server has no user {who:?}"),
+                            ),
+                            e => e.into(),
+                        }
+                    })?;
+                tracing::info!(%path, with = %who, permissions = want, "shared");
+                Ok(())
+            }
+        }
     }
 
     /// Deletes every public link of an item (`user.nuage.link` removed).

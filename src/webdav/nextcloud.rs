@@ -417,11 +417,7 @@ const SHARES: &str = "ocs/v2.php/apps/files_sharing/api/v1/shares";
 const SHARE_TYPE_LINK: i64 = 3;
 
 fn public_link_of(v: &serde_json::Value) -> Option<PublicLink> {
-    let id = match v.get("id")? {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
+    let id = share_id(v)?;
     let url = v.get("url")?.as_str()?.to_string();
     let expiration = v
         .get("expiration")
@@ -470,6 +466,19 @@ async fn share_call(
 
 /// The public links of `path` (relative to the user's files root, with a leading `/`).
 pub async fn public_links(api: &Services, path: &str) -> Result<Vec<PublicLink>, DavError> {
+    Ok(shares_of(api, path, SHARE_TYPE_LINK)
+        .await?
+        .iter()
+        .filter_map(public_link_of)
+        .collect())
+}
+
+/// The shares of type `kind` the user made of `path`, as the server describes them.
+async fn shares_of(
+    api: &Services,
+    path: &str,
+    kind: i64,
+) -> Result<Vec<serde_json::Value>, DavError> {
     let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
     let mut url = join(base, SHARES)?;
     url.query_pairs_mut()
@@ -477,7 +486,7 @@ pub async fn public_links(api: &Services, path: &str) -> Result<Vec<PublicLink>,
         .append_pair("path", path)
         .append_pair("reshares", "false");
     let rb = http.get(url).basic_auth(login, Some(password.expose()));
-    let v = match share_call(rb, base, "listing the links").await {
+    let v = match share_call(rb, base, "listing the shares").await {
         // Nothing shared there (some versions answer 404 for "no shares").
         Err(DavError::NotFound(_)) => return Ok(Vec::new()),
         other => other?,
@@ -488,9 +497,99 @@ pub async fn public_links(api: &Services, path: &str) -> Result<Vec<PublicLink>,
         .ok_or_else(|| DavError::BadResponse("the shares answer has no ocs.data list".into()))?;
     Ok(items
         .iter()
-        .filter(|s| s.get("share_type").and_then(|t| t.as_i64()) == Some(SHARE_TYPE_LINK))
-        .filter_map(public_link_of)
+        .filter(|s| s.get("share_type").and_then(|t| t.as_i64()) == Some(kind))
+        .cloned()
         .collect())
+}
+
+/// Share type of a share with one user of the server (§12).
+const SHARE_TYPE_USER: i64 = 0;
+
+/// A share of a file or folder with one user of the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserShare {
+    /// The share id (to change or delete it).
+    pub id: String,
+    /// The user it is shared with (`share_with`).
+    pub with: String,
+    /// Its permissions (§12: 1 read, 2 update, 4 create, 8 delete, 16 share).
+    pub permissions: u32,
+}
+
+fn share_id(v: &serde_json::Value) -> Option<String> {
+    match v.get("id")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn user_share_of(v: &serde_json::Value) -> Option<UserShare> {
+    Some(UserShare {
+        id: share_id(v)?,
+        with: v.get("share_with")?.as_str()?.to_string(),
+        permissions: v
+            .get("permissions")
+            .and_then(|p| p.as_u64())
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(1),
+    })
+}
+
+/// The users `path` is shared with.
+pub async fn user_shares(api: &Services, path: &str) -> Result<Vec<UserShare>, DavError> {
+    Ok(shares_of(api, path, SHARE_TYPE_USER)
+        .await?
+        .iter()
+        .filter_map(user_share_of)
+        .collect())
+}
+
+/// Shares `path` with the user `with`, with `permissions`.
+pub async fn share_with_user(
+    api: &Services,
+    path: &str,
+    with: &str,
+    permissions: u32,
+) -> Result<UserShare, DavError> {
+    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
+    let mut url = join(base, SHARES)?;
+    url.query_pairs_mut().append_pair("format", "json");
+    let perms = permissions.to_string();
+    let form = [
+        ("path", path),
+        ("shareType", "0"),
+        ("shareWith", with),
+        ("permissions", perms.as_str()),
+    ];
+    let rb = http
+        .post(url)
+        .basic_auth(login, Some(password.expose()))
+        .form(&form);
+    let v = share_call(rb, base, "sharing").await?;
+    v.pointer("/ocs/data")
+        .and_then(user_share_of)
+        .ok_or_else(|| DavError::BadResponse("the new share has no id or user".into()))
+}
+
+/// Changes the permissions of a share.
+pub async fn set_share_permissions(
+    api: &Services,
+    id: &str,
+    permissions: u32,
+) -> Result<(), DavError> {
+    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
+    let mut url = join(
+        base,
+        &format!("{SHARES}/{}", super::path::encode_segment(id)),
+    )?;
+    url.query_pairs_mut().append_pair("format", "json");
+    let perms = permissions.to_string();
+    let rb = http
+        .put(url)
+        .basic_auth(login, Some(password.expose()))
+        .form(&[("permissions", perms.as_str())]);
+    share_call(rb, base, "changing the share").await.map(|_| ())
 }
 
 /// Creates a read-only public link to `path`, with an optional password and expiry date

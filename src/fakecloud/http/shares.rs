@@ -1,16 +1,22 @@
-//! The sharing API's public links (nextcloud-protocol.md §12): create, list by path, read and
-//! delete, with the "passwords are enforced" policy as a knob. Shares belong to paths here
-//! (a real server follows the file id through renames).
+//! The sharing API (nextcloud-protocol.md §12): public links and shares with other users of
+//! the server (the fake's other users are [`COLLEAGUES`]): create, list by path, read,
+//! change permissions and delete, with the "passwords are enforced" policy for links as a
+//! knob. Shares belong to paths here (a real server follows the file id through renames).
 
 use super::{authorized, form, is_ok, json, Resp, Shared};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::sync::atomic::Ordering;
 
-/// One public link.
+/// The other users of the fake server, whom files can be shared with.
+pub const COLLEAGUES: [&str; 2] = ["bob", "carol"];
+
+/// One share: a public link, or a share with one user (`with`).
 #[derive(Debug, Clone)]
 pub(crate) struct Share {
     id: u64,
+    with: Option<String>,
+    permissions: u32,
     path: String,
     token: String,
     password: Option<String>,
@@ -43,6 +49,25 @@ fn ok(data: serde_json::Value) -> Resp {
 }
 
 fn describe(shared: &Shared, s: &Share) -> serde_json::Value {
+    if let Some(with) = &s.with {
+        return serde_json::json!({
+            "id": s.id.to_string(),
+            "share_type": 0,
+            "uid_owner": shared.cfg.user_id,
+            "displayname_owner": shared.cfg.login,
+            "permissions": s.permissions,
+            "stime": s.stime,
+            "expiration": null,
+            "token": null,
+            "path": s.path,
+            "item_type": if s.is_dir { "folder" } else { "file" },
+            "share_with": with,
+            "share_with_displayname": with,
+            "label": "",
+            "note": "",
+            "hide_download": 0,
+        });
+    }
     serde_json::json!({
         "id": s.id.to_string(),
         "share_type": 3,
@@ -105,6 +130,11 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>, rest: &str) 
                 "Wrong share ID, share does not exist",
             );
         };
+        let changes = if method == Method::PUT {
+            Some(form(req).await)
+        } else {
+            None
+        };
         let mut st = shared.shares.lock().unwrap_or_else(|p| p.into_inner());
         let Some(i) = st.all.iter().position(|s| s.id == id) else {
             return failure(
@@ -114,6 +144,16 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>, rest: &str) 
         };
         return match method {
             Method::GET => ok(serde_json::json!([describe(shared, &st.all[i])])),
+            Method::PUT => {
+                let f = changes.unwrap_or_default();
+                let s = &mut st.all[i];
+                match f.get("permissions").map(|p| p.parse::<u32>()) {
+                    Some(Ok(p)) if (1..=31).contains(&p) && p & 1 == 1 => s.permissions = p,
+                    Some(_) => return failure(StatusCode::BAD_REQUEST, "Wrong permissions"),
+                    None => {}
+                }
+                ok(describe(shared, s))
+            }
             Method::DELETE => {
                 st.all.remove(i);
                 ok(serde_json::json!([]))
@@ -157,8 +197,10 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>, rest: &str) 
                     "Wrong path, file/folder does not exist",
                 );
             };
-            if f.get("shareType").map(String::as_str) != Some("3") {
-                return failure(StatusCode::BAD_REQUEST, "Unknown share type");
+            match f.get("shareType").map(String::as_str) {
+                Some("3") => {}
+                Some("0") => return share_with_user(shared, &f, &path, md.is_dir()),
+                _ => return failure(StatusCode::BAD_REQUEST, "Unknown share type"),
             }
             let password = f.get("password").filter(|p| !p.is_empty()).cloned();
             if password.is_none() && shared.knobs.links_need_password.load(Ordering::Relaxed) {
@@ -182,6 +224,8 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>, rest: &str) 
                 .unwrap_or(0);
             let s = Share {
                 id,
+                with: None,
+                permissions: 1,
                 token: format!(
                     "Lk{id:04}{:x}",
                     stime.wrapping_mul(2_654_435_761) & 0xffff_ffff
@@ -202,7 +246,74 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>, rest: &str) 
     }
 }
 
+/// A share of `path` with the user named in `shareWith`.
+fn share_with_user(
+    shared: &Shared,
+    f: &std::collections::HashMap<String, String>,
+    path: &str,
+    is_dir: bool,
+) -> Resp {
+    let Some(with) = f.get("shareWith").filter(|w| !w.is_empty()) else {
+        return failure(StatusCode::BAD_REQUEST, "Please specify a valid user");
+    };
+    if *with == shared.cfg.user_id || *with == shared.cfg.login {
+        return failure(StatusCode::FORBIDDEN, "You cannot share to yourself");
+    }
+    if !COLLEAGUES.contains(&with.as_str()) {
+        return failure(StatusCode::NOT_FOUND, "Please specify a valid user");
+    }
+    let permissions = match f.get("permissions").map(|p| p.parse::<u32>()) {
+        None => 31,
+        Some(Ok(p)) if (1..=31).contains(&p) && p & 1 == 1 => p,
+        Some(_) => return failure(StatusCode::BAD_REQUEST, "Wrong permissions"),
+    };
+    let mut st = shared.shares.lock().unwrap_or_else(|p| p.into_inner());
+    if st
+        .all
+        .iter()
+        .any(|s| s.path == path && s.with.as_ref() == Some(with))
+    {
+        return failure(
+            StatusCode::FORBIDDEN,
+            &format!("Path is already shared with {with}"),
+        );
+    }
+    st.next += 1;
+    let s = Share {
+        id: st.next,
+        with: Some(with.clone()),
+        permissions,
+        path: path.to_string(),
+        token: String::new(),
+        password: None,
+        expiration: None,
+        is_dir,
+        stime: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let out = describe(shared, &s);
+    st.all.push(s);
+    drop(st);
+    shared.record(&shared.cfg.user_id, "shared", path, None, 0);
+    ok(out)
+}
+
 impl Shared {
+    /// The users `path` is shared with, and the permissions of each share.
+    pub(crate) fn user_shares_of(&self, path: &str) -> Vec<(String, u32)> {
+        let p = normal(path);
+        self.shares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all
+            .iter()
+            .filter(|s| s.path == p)
+            .filter_map(|s| s.with.clone().map(|w| (w, s.permissions)))
+            .collect()
+    }
+
     /// The public links of `path` (tests check what the server holds).
     pub(crate) fn links_of(&self, path: &str) -> Vec<(String, Option<String>, bool)> {
         let p = normal(path);
@@ -211,7 +322,7 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .all
             .iter()
-            .filter(|s| s.path == p)
+            .filter(|s| s.path == p && s.with.is_none())
             .map(|s| (s.token.clone(), s.expiration.clone(), s.password.is_some()))
             .collect()
     }

@@ -8,8 +8,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use std::sync::atomic::Ordering;
 
-/// The other users of the fake server, whom files can be shared with.
-pub const COLLEAGUES: [&str; 2] = ["bob", "carol"];
+/// The other users of the fake server, whom files can be shared with (the demo's activity
+/// names the last two).
+pub const COLLEAGUES: [&str; 4] = ["bob", "carol", "claire.martin", "paul.durand"];
 
 /// One share: a public link, or a share with one user (`with`).
 #[derive(Debug, Clone)]

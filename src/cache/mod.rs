@@ -302,6 +302,9 @@ impl BlockCache {
         let db = Connection::open(&db_path)?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints (which sync the disk) are made by `flush`, in the background, never by
+        // a small insert that an `open` makes in the filesystem's own thread.
+        db.pragma_update(None, "wal_autocheckpoint", 0)?;
         db.busy_timeout(std::time::Duration::from_secs(10))?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -765,6 +768,8 @@ impl BlockCache {
             (p, t, st.clock)
         };
         if pending.is_empty() && touched.is_empty() {
+            // Versions registered or dropped since: their log goes into the index too.
+            lock(&self.db).query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
             return Ok(());
         }
         let mut versions: Vec<VersionId> = pending.iter().map(|(k, _)| k.version).collect();
@@ -803,6 +808,9 @@ impl BlockCache {
             }
         }
         tx.commit()?;
+        // The write-ahead log back into the index (not waiting for readers: the next flush
+        // finishes what this one could not).
+        db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
     }
 

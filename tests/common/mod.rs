@@ -537,6 +537,93 @@ impl Drop for Nginx {
     }
 }
 
+/// lighttpd with `mod_webdav` on 127.0.0.1 (Basic auth, its own lock database), ended on drop.
+pub struct Lighttpd {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl Lighttpd {
+    pub fn start() -> Lighttpd {
+        assert!(
+            Path::new("/usr/sbin/lighttpd").exists()
+                && Path::new("/usr/lib/lighttpd/mod_webdav.so").exists(),
+            "lighttpd or its mod_webdav is missing: run scripts/test.sh, which installs them"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        for sub in ["data", "tmp", "lock", "logs"] {
+            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
+        }
+        let mut perms = std::fs::metadata(d).expect("md").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(d, perms).expect("chmod");
+        write_htpasswd(&d.join("htpasswd"));
+        let port = free_port();
+        let conf = format!(
+            r#"server.document-root = "{d}/data"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.username = "www-data"
+server.groupname = "www-data"
+server.errorlog = "{d}/logs/error.log"
+server.upload-dirs = ("{d}/tmp")
+server.modules = ("mod_webdav", "mod_auth", "mod_authn_file")
+webdav.activate = "enable"
+webdav.is-readonly = "disable"
+webdav.sqlite-db-name = "{d}/lock/webdav.db"
+auth.backend = "htpasswd"
+auth.backend.htpasswd.userfile = "{d}/htpasswd"
+auth.require = ("/" => ("method" => "basic", "realm" => "nuage test", "require" => "valid-user"))
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("lighttpd.conf"), conf).expect("conf");
+        // lighttpd opens its log after giving up root.
+        for sub in ["data", "tmp", "lock", "logs"] {
+            chown_www(&d.join(sub));
+        }
+        let child = Command::new("/usr/sbin/lighttpd")
+            .arg("-D")
+            .arg("-f")
+            .arg(d.join("lighttpd.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start lighttpd");
+        let l = Lighttpd { dir, port, child };
+        let up = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "lighttpd did not start: {}", l.error_log());
+        l
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Makes files written by the test readable and writable by lighttpd.
+    pub fn fix_owner(&self) {
+        chown_www(&self.data());
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Lighttpd {
+    fn drop(&mut self) {
+        end_child(&mut self.child);
+    }
+}
+
 fn chown_www(p: &Path) {
     let st = Command::new("chown")
         .arg("-R")

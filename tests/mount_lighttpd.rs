@@ -1,0 +1,68 @@
+//! Real FUSE mounts against lighttpd's `mod_webdav`, a third WebDAV server nobody here wrote
+//! (its listings carry etags; it stores properties and locks in its own SQLite database).
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn lighttpd_listing_reads_writes_and_awkward_names() {
+    let l = Lighttpd::start();
+    let d = l.data();
+    let awkward = "Été #1 + 50% & 'c'est ça' 🎉.txt";
+    std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");
+    std::fs::write(d.join("Cours/Semaine 1/plan.txt"), b"plan du cours\n").expect("w");
+    std::fs::write(d.join("Cours").join(awkward), b"accents").expect("w");
+    std::fs::write(d.join("Cours/slides.bin"), pattern(3 * 1024 * 1024 + 5, 7)).expect("w");
+    l.fix_owner();
+    let m = Mount::new(MountSpec::new(&l.url()).args(FAST));
+    assert_same_tree(&d, &m.mp);
+    assert_eq!(
+        std::fs::read(m.path(&format!("Cours/{awkward}"))).expect("read"),
+        b"accents"
+    );
+    // A ranged read in the middle, compared byte for byte.
+    let want = pattern(3 * 1024 * 1024 + 5, 7);
+    assert_eq!(
+        read_at(&m.path("Cours/slides.bin"), 2_000_000, 10_000),
+        want[2_000_000..2_010_000]
+    );
+
+    std::fs::write(m.path("new.txt"), b"hello lighttpd").expect("create");
+    std::fs::create_dir(m.path("Dossier")).expect("mkdir");
+    std::fs::write(m.path("Dossier/a.bin"), pattern(200_000, 3)).expect("create");
+    std::fs::rename(m.path("new.txt"), m.path("Dossier/renamed.txt")).expect("rename");
+    std::fs::rename(m.path("Cours"), m.path("Cours 2026")).expect("rename folder");
+    std::fs::remove_file(m.path("Cours 2026/Semaine 1/plan.txt")).expect("unlink");
+    std::fs::remove_dir(m.path("Cours 2026/Semaine 1")).expect("rmdir");
+    m.wait_drained();
+    wait_server(&d, "Dossier/renamed.txt", b"hello lighttpd");
+    wait_server(&d, "Dossier/a.bin", &pattern(200_000, 3));
+    wait_server(&d, &format!("Cours 2026/{awkward}"), b"accents");
+    assert!(!d.join("new.txt").exists());
+    assert!(!d.join("Cours").exists());
+    assert!(!d.join("Cours 2026/Semaine 1").exists());
+    m.unmount();
+}
+
+#[test]
+fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
+    let l = Lighttpd::start();
+    let d = l.data();
+    std::fs::write(d.join("emploi.csv"), b"lundi").expect("w");
+    l.fix_owner();
+    let m = Mount::new(MountSpec::new(&l.url()).args(FAST));
+    assert_eq!(std::fs::read(m.path("emploi.csv")).expect("read"), b"lundi");
+    // A colleague saves a longer version (new etag, new size).
+    std::fs::write(d.join("emploi.csv"), b"lundi, mardi et mercredi").expect("w");
+    l.fix_owner();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::fs::read(m.path("emploi.csv")).ok().as_deref()
+                == Some(&b"lundi, mardi et mercredi"[..])
+        }),
+        "the new content never showed"
+    );
+    m.unmount();
+}

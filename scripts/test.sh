@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, nginx with its
-# WebDAV modules, lighttpd with mod_webdav, htpasswd, openssl, attr, LibreOffice) with apt-get
+# WebDAV modules, lighttpd with mod_webdav, rclone, htpasswd, openssl, attr, LibreOffice) with apt-get
 # when missing, then runs cargo test.
 # Needs root (or sudo) for apt-get and for FUSE mounts.
 set -euo pipefail
@@ -22,6 +22,7 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -e /usr/lib/nginx/modules/ngx_http_dav_ext_module.so ] || need+=(libnginx-mod-http-dav-ext)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 [ -e /usr/lib/lighttpd/mod_webdav.so ] || need+=(lighttpd-mod-webdav)
+[ -x /usr/bin/rclone ] || need+=(rclone)
 # LibreOffice (without its desktop parts) and its Python bridge: a test saves documents with it.
 command -v soffice >/dev/null 2>&1 || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/python3/dist-packages/uno.py ] || need+=(python3-uno)

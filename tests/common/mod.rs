@@ -624,6 +624,64 @@ impl Drop for Lighttpd {
     }
 }
 
+/// `rclone serve webdav` on 127.0.0.1 (Basic auth from an htpasswd file), ended on drop.
+pub struct RcloneServe {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Child,
+}
+
+impl RcloneServe {
+    pub fn start() -> RcloneServe {
+        assert!(
+            Path::new("/usr/bin/rclone").exists(),
+            "rclone is missing: run scripts/test.sh, which installs it"
+        );
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("data")).expect("mkdir");
+        write_htpasswd(&d.join("htpasswd"));
+        let port = free_port();
+        let child = Command::new("/usr/bin/rclone")
+            .args(["serve", "webdav", "--config", "/dev/null"])
+            .arg(d.join("data"))
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--htpasswd")
+            .arg(d.join("htpasswd"))
+            .arg("--log-file")
+            .arg(d.join("rclone.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rclone");
+        let r = RcloneServe { dir, port, child };
+        let up = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "rclone serve did not start: {}", r.log());
+        r
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rclone.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RcloneServe {
+    fn drop(&mut self) {
+        end_child(&mut self.child);
+    }
+}
+
 fn chown_www(p: &Path) {
     let st = Command::new("chown")
         .arg("-R")

@@ -1,5 +1,6 @@
-//! Real FUSE mounts against lighttpd's `mod_webdav`, a third WebDAV server nobody here wrote
-//! (its listings carry etags; it stores properties and locks in its own SQLite database).
+//! Real FUSE mounts against more WebDAV servers nobody here wrote: lighttpd's `mod_webdav`
+//! (its listings carry etags; it keeps properties and locks in its own SQLite database) and
+//! `rclone serve webdav` (Go's `x/net/webdav`).
 
 mod common;
 
@@ -64,5 +65,31 @@ fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
         }),
         "the new content never showed"
     );
+    m.unmount();
+}
+
+/// `rclone serve webdav`, a fourth server nobody here wrote (Go's `x/net/webdav`): the same
+/// round of reads, writes, renames and deletes.
+#[test]
+fn rclone_serve_listing_reads_writes_and_renames() {
+    let r = RcloneServe::start();
+    let d = r.data();
+    let awkward = "Été #1 + 50% & 'c'est ça' 🎉.txt";
+    std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");
+    std::fs::write(d.join("Cours/Semaine 1/plan.txt"), b"plan du cours\n").expect("w");
+    std::fs::write(d.join("Cours").join(awkward), b"accents").expect("w");
+    std::fs::write(d.join("Cours/slides.bin"), pattern(3 * 1024 * 1024 + 5, 7)).expect("w");
+    let m = Mount::new(MountSpec::new(&r.url()).args(FAST));
+    assert_same_tree(&d, &m.mp);
+    std::fs::write(m.path("new.txt"), b"hello rclone").expect("create");
+    std::fs::create_dir(m.path("Dossier")).expect("mkdir");
+    std::fs::rename(m.path("new.txt"), m.path("Dossier/renamed.txt")).expect("rename");
+    std::fs::rename(m.path("Cours"), m.path("Cours 2026")).expect("rename folder");
+    std::fs::remove_file(m.path("Cours 2026/Semaine 1/plan.txt")).expect("unlink");
+    m.wait_drained();
+    wait_server(&d, "Dossier/renamed.txt", b"hello rclone");
+    wait_server(&d, &format!("Cours 2026/{awkward}"), b"accents");
+    assert!(!d.join("Cours").exists());
+    assert!(!d.join("Cours 2026/Semaine 1/plan.txt").exists());
     m.unmount();
 }

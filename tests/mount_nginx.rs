@@ -32,14 +32,14 @@ fn conflict_copies(root: &Path, stem: &str) -> Vec<String> {
 }
 
 /// Writes `bytes` as someone else would, straight into the server's folder.
-fn server_write(n: &Nginx, rel: &str, bytes: &[u8]) {
+fn server_write(n: &WebDavServer, rel: &str, bytes: &[u8]) {
     std::fs::write(n.data().join(rel), bytes).expect("server write");
     n.fix_owner();
 }
 
 #[test]
 fn nginx_listing_reads_and_writes() {
-    let n = Nginx::start();
+    let n = WebDavServer::nginx();
     let d = n.data();
     std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");
     std::fs::write(d.join("Cours/Semaine 1/plan.txt"), b"plan du cours\n").expect("w");
@@ -68,7 +68,7 @@ fn nginx_listing_reads_and_writes() {
 
 #[test]
 fn nginx_saves_never_overwrite_a_newer_server_copy() {
-    let n = Nginx::start();
+    let n = WebDavServer::nginx();
     let d = n.data();
     let m = Mount::new(MountSpec::new(&n.url()).args(SLOW_TTL));
 
@@ -124,7 +124,7 @@ fn nginx_saves_never_overwrite_a_newer_server_copy() {
 
 #[test]
 fn nginx_deleting_a_file_changed_on_the_server_keeps_it() {
-    let n = Nginx::start();
+    let n = WebDavServer::nginx();
     let d = n.data();
     server_write(&n, "old.txt", b"as the mount first sees it");
     server_write(&n, "gone.txt", b"nobody changes this one");
@@ -148,7 +148,7 @@ fn nginx_deleting_a_file_changed_on_the_server_keeps_it() {
 #[test]
 fn nginx_upload_size_limit_is_reported_and_not_hammered() {
     // nginx's default configuration takes request bodies up to 1 MiB.
-    let n = Nginx::start_limited("1m");
+    let n = WebDavServer::nginx_limited("1m");
     let d = n.data();
     let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
     let big = pattern(3 << 20, 9);
@@ -185,7 +185,7 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
 #[test]
 fn nginx_dot_files_stay_although_its_listings_leave_them_out() {
     // nginx's dav_ext module leaves names starting with a dot out of folder listings.
-    let n = Nginx::start();
+    let n = WebDavServer::nginx();
     let d = n.data();
     let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
     std::fs::create_dir_all(m.path("projet/.git/objects")).expect("mkdir");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[test]
 fn lighttpd_listing_reads_writes_and_awkward_names() {
-    let l = Lighttpd::start();
+    let l = WebDavServer::lighttpd();
     let d = l.data();
     let awkward = "Été #1 + 50% & 'c'est ça' 🎉.txt";
     std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");
@@ -49,7 +49,7 @@ fn lighttpd_listing_reads_writes_and_awkward_names() {
 
 #[test]
 fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
-    let l = Lighttpd::start();
+    let l = WebDavServer::lighttpd();
     let d = l.data();
     std::fs::write(d.join("emploi.csv"), b"lundi").expect("w");
     l.fix_owner();
@@ -72,7 +72,7 @@ fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
 /// round of reads, writes, renames and deletes.
 #[test]
 fn rclone_serve_listing_reads_writes_and_renames() {
-    let r = RcloneServe::start();
+    let r = WebDavServer::rclone_serve();
     let d = r.data();
     let awkward = "Été #1 + 50% & 'c'est ça' 🎉.txt";
     std::fs::create_dir_all(d.join("Cours/Semaine 1")).expect("mkdir");

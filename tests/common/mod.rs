@@ -267,14 +267,8 @@ impl Apache {
             Path::new("/usr/sbin/apache2").exists(),
             "apache2 is missing: run scripts/test.sh, which installs it"
         );
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = server_folder(&["data", "run"]);
         let d = dir.path();
-        std::fs::create_dir_all(d.join("data")).expect("mkdir");
-        std::fs::create_dir_all(d.join("run")).expect("mkdir");
-        let mut perms = std::fs::metadata(d).expect("md").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(d, perms).expect("chmod");
-        write_htpasswd(&d.join("htpasswd"));
         let port = free_port();
         let m = "/usr/lib/apache2/modules";
         let mut conf = format!(
@@ -432,36 +426,76 @@ fn end_child(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// nginx with its WebDAV modules (`dav` and `dav_ext`) serving a folder under `/dav/`, with
-/// Basic authentication: a server whose listings carry no etag and which ignores `If-Match`
-/// and `If-None-Match` on writes.
-pub struct Nginx {
-    pub dir: tempfile::TempDir,
+/// A WebDAV server nobody here wrote, started for one test in a folder of its own (its files
+/// in `data/`, Basic authentication from an `htpasswd` file), ended on drop.
+pub struct WebDavServer {
+    dir: tempfile::TempDir,
     pub port: u16,
     child: Child,
+    /// The path the files are served under (`/dav/` or `/`).
+    url_path: &'static str,
+    /// Its error log, relative to its folder.
+    log: &'static str,
 }
 
-impl Nginx {
-    pub fn start() -> Nginx {
-        Self::start_limited("0")
+/// A folder for a server: `subs` inside it, readable by the server's user, and the password
+/// file for USER.
+fn server_folder(subs: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    for sub in subs {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+    }
+    let mut perms = std::fs::metadata(dir.path()).expect("md").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(dir.path(), perms).expect("chmod");
+    write_htpasswd(&dir.path().join("htpasswd"));
+    dir
+}
+
+impl WebDavServer {
+    /// Starts `cmd` and waits (bounded) until it listens on `port`.
+    fn spawn(
+        dir: tempfile::TempDir,
+        port: u16,
+        mut cmd: Command,
+        url_path: &'static str,
+        log: &'static str,
+    ) -> WebDavServer {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        let s = WebDavServer {
+            dir,
+            port,
+            child,
+            url_path,
+            log,
+        };
+        let up = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "the server did not start: {}", s.error_log());
+        s
     }
 
-    /// With `client_max_body_size` set to `limit` (`"0"`: none; nginx's own default is 1m).
-    pub fn start_limited(limit: &str) -> Nginx {
+    /// nginx with its WebDAV modules (`dav` and `dav_ext`) serving `/dav/`: a server whose
+    /// listings carry no etag and which ignores `If-Match` and `If-None-Match` on writes.
+    pub fn nginx() -> WebDavServer {
+        Self::nginx_limited("0")
+    }
+
+    /// nginx with `client_max_body_size` set to `limit` (`"0"`: none; nginx's own default is
+    /// 1m).
+    pub fn nginx_limited(limit: &str) -> WebDavServer {
         let module = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
         assert!(
             Path::new("/usr/sbin/nginx").exists() && Path::new(module).exists(),
             "nginx or its dav_ext module is missing: run scripts/test.sh, which installs them"
         );
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = server_folder(&["data", "tmp", "logs"]);
         let d = dir.path();
-        for sub in ["data", "tmp", "logs"] {
-            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-        }
-        let mut perms = std::fs::metadata(d).expect("md").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(d, perms).expect("chmod");
-        write_htpasswd(&d.join("htpasswd"));
         let port = free_port();
         let conf = format!(
             r#"load_module {module};
@@ -494,72 +528,26 @@ http {{
         std::fs::write(d.join("nginx.conf"), conf).expect("conf");
         chown_www(&d.join("data"));
         chown_www(&d.join("tmp"));
-        let child = Command::new("/usr/sbin/nginx")
-            .arg("-p")
+        let mut cmd = Command::new("/usr/sbin/nginx");
+        cmd.arg("-p")
             .arg(d)
             .arg("-e")
             .arg(d.join("error.log"))
             .arg("-c")
-            .arg(d.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let n = Nginx { dir, port, child };
-        let up = wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "nginx did not start: {}", n.error_log());
-        n
+            .arg(d.join("nginx.conf"));
+        Self::spawn(dir, port, cmd, "/dav/", "error.log")
     }
 
-    pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/dav/", self.port)
-    }
-
-    /// Makes files written by the test readable and writable by nginx.
-    pub fn fix_owner(&self) {
-        chown_www(&self.data());
-    }
-
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        end_child(&mut self.child);
-    }
-}
-
-/// lighttpd with `mod_webdav` on 127.0.0.1 (Basic auth, its own lock database), ended on drop.
-pub struct Lighttpd {
-    dir: tempfile::TempDir,
-    pub port: u16,
-    child: Child,
-}
-
-impl Lighttpd {
-    pub fn start() -> Lighttpd {
+    /// lighttpd with `mod_webdav` (its listings carry etags; it keeps properties and locks
+    /// in its own SQLite database), serving `/`.
+    pub fn lighttpd() -> WebDavServer {
         assert!(
             Path::new("/usr/sbin/lighttpd").exists()
                 && Path::new("/usr/lib/lighttpd/mod_webdav.so").exists(),
             "lighttpd or its mod_webdav is missing: run scripts/test.sh, which installs them"
         );
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = server_folder(&["data", "tmp", "lock", "logs"]);
         let d = dir.path();
-        for sub in ["data", "tmp", "lock", "logs"] {
-            std::fs::create_dir_all(d.join(sub)).expect("mkdir");
-        }
-        let mut perms = std::fs::metadata(d).expect("md").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(d, perms).expect("chmod");
-        write_htpasswd(&d.join("htpasswd"));
         let port = free_port();
         let conf = format!(
             r#"server.document-root = "{d}/data"
@@ -584,83 +572,30 @@ auth.require = ("/" => ("method" => "basic", "realm" => "nuage test", "require" 
         for sub in ["data", "tmp", "lock", "logs"] {
             chown_www(&d.join(sub));
         }
-        let child = Command::new("/usr/sbin/lighttpd")
-            .arg("-D")
-            .arg("-f")
-            .arg(d.join("lighttpd.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start lighttpd");
-        let l = Lighttpd { dir, port, child };
-        let up = wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "lighttpd did not start: {}", l.error_log());
-        l
+        let mut cmd = Command::new("/usr/sbin/lighttpd");
+        cmd.arg("-D").arg("-f").arg(d.join("lighttpd.conf"));
+        Self::spawn(dir, port, cmd, "/", "logs/error.log")
     }
 
-    pub fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-
-    /// Makes files written by the test readable and writable by lighttpd.
-    pub fn fix_owner(&self) {
-        chown_www(&self.data());
-    }
-
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("logs/error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Lighttpd {
-    fn drop(&mut self) {
-        end_child(&mut self.child);
-    }
-}
-
-/// `rclone serve webdav` on 127.0.0.1 (Basic auth from an htpasswd file), ended on drop.
-pub struct RcloneServe {
-    dir: tempfile::TempDir,
-    pub port: u16,
-    child: Child,
-}
-
-impl RcloneServe {
-    pub fn start() -> RcloneServe {
+    /// `rclone serve webdav` (Go's `x/net/webdav`), serving `/`.
+    pub fn rclone_serve() -> WebDavServer {
         assert!(
             Path::new("/usr/bin/rclone").exists(),
             "rclone is missing: run scripts/test.sh, which installs it"
         );
-        let dir = tempfile::tempdir().expect("tmp");
+        let dir = server_folder(&["data"]);
         let d = dir.path();
-        std::fs::create_dir_all(d.join("data")).expect("mkdir");
-        write_htpasswd(&d.join("htpasswd"));
         let port = free_port();
-        let child = Command::new("/usr/bin/rclone")
-            .args(["serve", "webdav", "--config", "/dev/null"])
+        let mut cmd = Command::new("/usr/bin/rclone");
+        cmd.args(["serve", "webdav", "--config", "/dev/null"])
             .arg(d.join("data"))
             .arg("--addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--htpasswd")
             .arg(d.join("htpasswd"))
             .arg("--log-file")
-            .arg(d.join("rclone.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rclone");
-        let r = RcloneServe { dir, port, child };
-        let up = wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "rclone serve did not start: {}", r.log());
-        r
+            .arg(d.join("rclone.log"));
+        Self::spawn(dir, port, cmd, "/", "rclone.log")
     }
 
     pub fn data(&self) -> PathBuf {
@@ -668,15 +603,20 @@ impl RcloneServe {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://127.0.0.1:{}{}", self.port, self.url_path)
     }
 
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("rclone.log")).unwrap_or_default()
+    /// Makes files written by the test readable and writable by the server's user.
+    pub fn fix_owner(&self) {
+        chown_www(&self.data());
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(self.log)).unwrap_or_default()
     }
 }
 
-impl Drop for RcloneServe {
+impl Drop for WebDavServer {
     fn drop(&mut self) {
         end_child(&mut self.child);
     }

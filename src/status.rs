@@ -174,6 +174,12 @@ pub fn utc(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
 }
 
+/// `YYYY-MM-DD HH:MM` of a Unix time, in UTC.
+pub fn utc_minute(secs: u64) -> String {
+    let (y, m, d, hh, mm, _) = crate::writeback::civil_utc(secs);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+}
+
 /// How long ago a Unix time was, roughly (`42 s`, `5 min`, `3 h`).
 pub fn ago(secs: u64) -> String {
     let now = std::time::SystemTime::now()

@@ -459,9 +459,7 @@ fn people(p: &Path) -> anyhow::Result<Vec<(String, String)>> {
 
 /// `nuage share PATH --with LOGIN [--edit | --remove]`.
 fn share_with_command(p: &Path, who: &str, edit: bool, remove: bool) -> anyhow::Result<ExitCode> {
-    let before = people(p)?;
-    let had = before.iter().any(|(w, _)| w == who);
-    if remove && !had {
+    if remove && !people(p)?.iter().any(|(w, _)| w == who) {
         println!("{} is not shared with {who}", p.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -608,13 +606,12 @@ pub(super) fn trash_command(a: TrashArgs) -> anyhow::Result<ExitCode> {
         println!("the trash bin holds nothing deleted from {}", mp.display());
     }
     for i in &items {
-        let (y, mo, d, h, mi, _) = crate::writeback::civil_utc(i.deleted);
         let what = if i.dir {
             format!("{}/", i.location)
         } else {
             format!("{} ({})", i.location, human(i.size))
         };
-        println!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}  {what}");
+        println!("{}  {what}", crate::status::utc_minute(i.deleted));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -645,10 +642,10 @@ pub(super) fn versions_command(a: VersionsArgs) -> anyhow::Result<ExitCode> {
         };
         set_xattr(p, crate::vfs::XATTR_RESTORE_VERSION, &v.entry)
             .map_err(|e| fail("restore a version of", &e))?;
-        let (y, mo, d, h, mi, _) = crate::writeback::civil_utc(v.modified);
         println!(
-            "{} is back to its version of {y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC",
-            p.display()
+            "{} is back to its version of {} UTC",
+            p.display(),
+            crate::status::utc_minute(v.modified)
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -660,10 +657,10 @@ pub(super) fn versions_command(a: VersionsArgs) -> anyhow::Result<ExitCode> {
         println!("the server keeps no earlier version of {}", p.display());
     }
     for (i, v) in versions.iter().enumerate() {
-        let (y, mo, d, h, mi, _) = crate::writeback::civil_utc(v.modified);
         let mut line = format!(
-            "{:>3}  {y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC  {:>10}",
+            "{:>3}  {} UTC  {:>10}",
             i + 1,
+            crate::status::utc_minute(v.modified),
             human(v.size)
         );
         if let Some(l) = &v.label {

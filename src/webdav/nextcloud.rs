@@ -67,40 +67,42 @@ async fn send(rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Respon
 /// `GET`, so every later request to the old address would fail as if the password were wrong
 /// or the server did not speak WebDAV.
 pub async fn settled_base(http: &reqwest::Client, url: &Url) -> Result<Url, DavError> {
-    let probe = join(url, "status.php")?;
-    let resp = send(http.get(probe.clone()), url.as_str()).await?;
+    Ok(probe(http, url).await?.0)
+}
+
+/// Reads `BASE/status.php`. `Ok(None)` when the server is not a Nextcloud.
+pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerStatus>, DavError> {
+    Ok(probe(http, base).await?.1)
+}
+
+/// One anonymous `GET` of `url/status.php`, following redirects: the address the server
+/// answers at ([`settled_base`]) and what its status says ([`status`]).
+async fn probe(http: &reqwest::Client, url: &Url) -> Result<(Url, Option<ServerStatus>), DavError> {
+    let asked = join(url, "status.php")?;
+    let resp = send(http.get(asked.clone()), url.as_str()).await?;
     let last = resp.url();
-    if *last == probe {
-        return Ok(url.clone());
-    }
-    match last.path().strip_suffix("status.php") {
-        Some(dir) => {
+    let settled = match last.path().strip_suffix("status.php") {
+        Some(dir) if *last != asked => {
             let mut moved = last.clone();
             moved.set_path(dir);
             moved.set_query(None);
             moved.set_fragment(None);
             tracing::info!(asked = %url, answers = %moved, "the server answers at another address");
-            Ok(moved)
+            moved
         }
-        None => Ok(url.clone()),
-    }
-}
-
-/// Reads `BASE/status.php`. `Ok(None)` when the server is not a Nextcloud.
-pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerStatus>, DavError> {
-    let url = join(base, "status.php")?;
-    let rb = http.get(url);
-    let resp = send(rb, base.as_str()).await?;
+        _ => url.clone(),
+    };
     if resp.status() != StatusCode::OK {
-        return Ok(None);
+        return Ok((settled, None));
     }
     let body = resp
         .bytes()
         .await
-        .map_err(|e| DavError::from_reqwest(&e, base.as_str()))?;
-    Ok(serde_json::from_slice::<ServerStatus>(&body)
+        .map_err(|e| DavError::from_reqwest(&e, url.as_str()))?;
+    let st = serde_json::from_slice::<ServerStatus>(&body)
         .ok()
-        .filter(|s| s.installed || s.maintenance || !s.versionstring.is_empty()))
+        .filter(|s| s.installed || s.maintenance || !s.versionstring.is_empty());
+    Ok((settled, st))
 }
 
 /// An authenticated OCS GET (§1.4): `OCS-APIRequest: true`, JSON, bounded time.
@@ -361,16 +363,15 @@ pub async fn activities(
     since: Option<i64>,
     limit: u32,
 ) -> Result<ActivityPage, DavError> {
-    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
+    let base = &api.base;
     let endpoint = "ocs/v2.php/apps/activity/api/v2/activity/all";
     let query = match since {
         Some(s) => format!("?format=json&since={s}&sort=asc&limit={limit}"),
         None => format!("?format=json&sort=desc&limit={limit}"),
     };
     let url = join(base, &format!("{endpoint}{query}"))?;
-    let rb = http
-        .get(url)
-        .basic_auth(login, Some(password.expose()))
+    let rb = api
+        .request(b"GET", url)?
         .header("OCS-APIRequest", "true")
         .header(reqwest::header::ACCEPT, "application/json");
     let resp = send(rb, base.as_str()).await?;
@@ -415,6 +416,19 @@ const SHARES: &str = "ocs/v2.php/apps/files_sharing/api/v1/shares";
 
 /// Share type of a public link (§12).
 const SHARE_TYPE_LINK: i64 = 3;
+
+/// The sharing API's address: the shares, or share `id`; answers in JSON.
+fn shares_url(api: &Services, id: Option<&str>) -> Result<Url, DavError> {
+    let mut url = match id {
+        Some(id) => join(
+            &api.base,
+            &format!("{SHARES}/{}", super::path::encode_segment(id)),
+        )?,
+        None => join(&api.base, SHARES)?,
+    };
+    url.query_pairs_mut().append_pair("format", "json");
+    Ok(url)
+}
 
 fn public_link_of(v: &serde_json::Value) -> Option<PublicLink> {
     let id = share_id(v)?;
@@ -479,14 +493,12 @@ async fn shares_of(
     path: &str,
     kind: i64,
 ) -> Result<Vec<serde_json::Value>, DavError> {
-    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
-    let mut url = join(base, SHARES)?;
+    let mut url = shares_url(api, None)?;
     url.query_pairs_mut()
-        .append_pair("format", "json")
         .append_pair("path", path)
         .append_pair("reshares", "false");
-    let rb = http.get(url).basic_auth(login, Some(password.expose()));
-    let v = match share_call(rb, base, "listing the shares").await {
+    let rb = api.request(b"GET", url)?;
+    let v = match share_call(rb, &api.base, "listing the shares").await {
         // Nothing shared there (some versions answer 404 for "no shares").
         Err(DavError::NotFound(_)) => return Ok(Vec::new()),
         other => other?,
@@ -552,9 +564,6 @@ pub async fn share_with_user(
     with: &str,
     permissions: u32,
 ) -> Result<UserShare, DavError> {
-    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
-    let mut url = join(base, SHARES)?;
-    url.query_pairs_mut().append_pair("format", "json");
     let perms = permissions.to_string();
     let form = [
         ("path", path),
@@ -562,11 +571,8 @@ pub async fn share_with_user(
         ("shareWith", with),
         ("permissions", perms.as_str()),
     ];
-    let rb = http
-        .post(url)
-        .basic_auth(login, Some(password.expose()))
-        .form(&form);
-    let v = share_call(rb, base, "sharing").await?;
+    let rb = api.request(b"POST", shares_url(api, None)?)?.form(&form);
+    let v = share_call(rb, &api.base, "sharing").await?;
     v.pointer("/ocs/data")
         .and_then(user_share_of)
         .ok_or_else(|| DavError::BadResponse("the new share has no id or user".into()))
@@ -578,18 +584,13 @@ pub async fn set_share_permissions(
     id: &str,
     permissions: u32,
 ) -> Result<(), DavError> {
-    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
-    let mut url = join(
-        base,
-        &format!("{SHARES}/{}", super::path::encode_segment(id)),
-    )?;
-    url.query_pairs_mut().append_pair("format", "json");
     let perms = permissions.to_string();
-    let rb = http
-        .put(url)
-        .basic_auth(login, Some(password.expose()))
+    let rb = api
+        .request(b"PUT", shares_url(api, Some(id))?)?
         .form(&[("permissions", perms.as_str())]);
-    share_call(rb, base, "changing the share").await.map(|_| ())
+    share_call(rb, &api.base, "changing the share")
+        .await
+        .map(|_| ())
 }
 
 /// Creates a read-only public link to `path`, with an optional password and expiry date
@@ -600,9 +601,6 @@ pub async fn create_public_link(
     link_password: Option<&Secret>,
     expire: Option<&str>,
 ) -> Result<PublicLink, DavError> {
-    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
-    let mut url = join(base, SHARES)?;
-    url.query_pairs_mut().append_pair("format", "json");
     let mut form: Vec<(&str, &str)> =
         vec![("path", path), ("shareType", "3"), ("permissions", "1")];
     if let Some(p) = link_password {
@@ -611,11 +609,8 @@ pub async fn create_public_link(
     if let Some(e) = expire {
         form.push(("expireDate", e));
     }
-    let rb = http
-        .post(url)
-        .basic_auth(login, Some(password.expose()))
-        .form(&form);
-    let v = share_call(rb, base, "creating the link").await?;
+    let rb = api.request(b"POST", shares_url(api, None)?)?.form(&form);
+    let v = share_call(rb, &api.base, "creating the link").await?;
     v.pointer("/ocs/data")
         .and_then(public_link_of)
         .ok_or_else(|| DavError::BadResponse("the new share has no id or url".into()))
@@ -623,14 +618,10 @@ pub async fn create_public_link(
 
 /// Deletes a share.
 pub async fn delete_share(api: &Services, id: &str) -> Result<(), DavError> {
-    let (http, base, login, password) = (&api.http, &api.base, api.login.as_str(), &api.password);
-    let mut url = join(
-        base,
-        &format!("{SHARES}/{}", super::path::encode_segment(id)),
-    )?;
-    url.query_pairs_mut().append_pair("format", "json");
-    let rb = http.delete(url).basic_auth(login, Some(password.expose()));
-    share_call(rb, base, "deleting the link").await.map(|_| ())
+    let rb = api.request(b"DELETE", shares_url(api, Some(id))?)?;
+    share_call(rb, &api.base, "deleting the share")
+        .await
+        .map(|_| ())
 }
 
 /// One item in the trash bin (§13).
@@ -1058,7 +1049,9 @@ pub async fn discover(
     login: Option<&str>,
     password: Option<&Secret>,
 ) -> Result<Endpoint, DavError> {
-    let url = &settled_base(http, url).await?;
+    // One request tells where the server answers and whether it is a Nextcloud.
+    let (settled, st) = probe(http, url).await?;
+    let url = &settled;
     if let Some(base) = base_of_dav_url(url) {
         return Ok(Endpoint {
             dav_root: url.clone(),
@@ -1066,7 +1059,7 @@ pub async fn discover(
             user_id: None,
         });
     }
-    match status(http, url).await? {
+    match st {
         Some(st) => {
             if st.maintenance {
                 return Err(DavError::Unavailable);

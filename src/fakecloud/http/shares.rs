@@ -302,8 +302,8 @@ fn share_with_user(
 }
 
 impl Shared {
-    /// The users `path` is shared with, and the permissions of each share.
-    pub(crate) fn user_shares_of(&self, path: &str) -> Vec<(String, u32)> {
+    /// The shares of `path` (tests check what the server holds).
+    fn shares_at(&self, path: &str) -> Vec<Share> {
         let p = normal(path);
         self.shares
             .lock()
@@ -311,20 +311,24 @@ impl Shared {
             .all
             .iter()
             .filter(|s| s.path == p)
-            .filter_map(|s| s.with.clone().map(|w| (w, s.permissions)))
+            .cloned()
             .collect()
     }
 
-    /// The public links of `path` (tests check what the server holds).
+    /// The users `path` is shared with, and the permissions of each share.
+    pub(crate) fn user_shares_of(&self, path: &str) -> Vec<(String, u32)> {
+        self.shares_at(path)
+            .into_iter()
+            .filter_map(|s| s.with.map(|w| (w, s.permissions)))
+            .collect()
+    }
+
+    /// The public links of `path`: token, expiry date, whether a password protects it.
     pub(crate) fn links_of(&self, path: &str) -> Vec<(String, Option<String>, bool)> {
-        let p = normal(path);
-        self.shares
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .all
-            .iter()
-            .filter(|s| s.path == p && s.with.is_none())
-            .map(|s| (s.token.clone(), s.expiration.clone(), s.password.is_some()))
+        self.shares_at(path)
+            .into_iter()
+            .filter(|s| s.with.is_none())
+            .map(|s| (s.token, s.expiration, s.password.is_some()))
             .collect()
     }
 }

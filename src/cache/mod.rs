@@ -447,9 +447,9 @@ impl BlockCache {
         let v = VersionId(id);
         let mut st = lock(&self.state);
         if st.by_identity.contains_key(identity) {
-            // Another version of the file came meanwhile: let `version` sort them out.
-            drop(st);
-            return self.version(identity, etag).ok();
+            // Another version of the file came meanwhile: `version` (off this thread) sorts
+            // them out; the row just added is found there again.
+            return None;
         }
         st.register(v, identity, etag);
         Some(v)

@@ -101,32 +101,42 @@ fn join_range(blocks: &[bytes::Bytes], start: u64, offset: u64, end: u64) -> Opt
     Some(bytes::Bytes::from(out))
 }
 
-/// Buffers of downloaded full-size blocks, reused: a large read would otherwise have the
-/// allocator hand fresh pages from the kernel (a page fault and a zeroed page each) for every
-/// block, and give them back soon after. Holds at most `max` idle buffers ([`POOL_BYTES`]).
-/// A file's short last block gets a buffer of its own size instead (a small file's block
-/// must not hold a whole block's memory while it sits in the memory tier).
+/// Block-sized buffers, reused: for downloaded full-size blocks, and for reads served from
+/// the cache files. A large read would otherwise have the allocator hand fresh pages from the
+/// kernel (a page fault and a zeroed page each) for every block, and give them back soon
+/// after. Every buffer is one block long and was zeroed once, when it was made: it is filled
+/// in place, never cleared again. Holds at most `max` idle buffers ([`POOL_BYTES`]). A file's
+/// short last block gets a buffer of its own size instead (a small file's block must not hold
+/// a whole block's memory while it sits in the memory tier).
 struct BufPool {
     free: Mutex<Vec<Vec<u8>>>,
-    /// The capacity of every pooled buffer: one block.
+    /// The length of every pooled buffer: one block.
     size: usize,
     max: usize,
 }
 
-/// Idle block buffers kept for reuse: the memory tier plus a read-ahead window in flight.
-const POOL_BYTES: u64 = crate::cache::HOT_BYTES + crate::vfs::DEFAULT_READAHEAD;
+/// Idle block buffers kept for reuse: every block a sequential read holds at once (the
+/// memory tier, a read-ahead window in flight, the blocks waiting for the disk), so that a
+/// long read reuses the same buffers instead of freeing and faulting in new ones.
+const POOL_BYTES: u64 = crate::cache::HOT_BYTES
+    + crate::vfs::DEFAULT_READAHEAD
+    + DISK_WRITES as u64 * crate::cache::DEFAULT_BLOCK_SIZE;
 
 impl BufPool {
-    /// An empty buffer for a full-size block.
+    /// A block-sized buffer (its contents are whatever it held last).
     fn take(&self) -> Vec<u8> {
         let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match reused {
-            Some(mut v) => {
-                v.clear();
-                v
-            }
-            None => Vec::with_capacity(self.size),
-        }
+        reused.unwrap_or_else(|| vec![0; self.size])
+    }
+
+    /// `buf`, filled by the caller, as `len` bytes that go back to the pool when the last
+    /// `Bytes` of them is dropped.
+    fn share(self: &Arc<Self>, buf: Vec<u8>, len: usize) -> bytes::Bytes {
+        bytes::Bytes::from_owner(Pooled {
+            buf,
+            pool: self.clone(),
+        })
+        .slice(..len)
     }
 }
 
@@ -146,7 +156,7 @@ impl AsRef<[u8]> for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < self.pool.max && self.buf.capacity() >= self.pool.size {
+        if free.len() < self.pool.max && self.buf.len() == self.pool.size {
             free.push(std::mem::take(&mut self.buf));
         }
     }
@@ -238,8 +248,14 @@ impl Fetcher {
             tracing::trace!(offset, "read from disk");
             let cache = self.cache.clone();
             let version = file.version;
+            let buffers = self.buffers.clone();
             let res = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; (end - offset) as usize];
+                let len = (end - offset) as usize;
+                let mut buf = if len <= buffers.size {
+                    buffers.take()
+                } else {
+                    vec![0; len]
+                };
                 let mut pos = offset;
                 while pos < end {
                     let idx = pos / bs;
@@ -262,7 +278,7 @@ impl Fetcher {
                     }
                     pos += n as u64;
                 }
-                Ok::<_, crate::cache::CacheError>(Some(bytes::Bytes::from(buf)))
+                Ok::<_, crate::cache::CacheError>(Some(buffers.share(buf, len)))
             })
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("cache task failed: {e}")))??;
@@ -513,10 +529,11 @@ impl Fetcher {
             let mut buf = if full {
                 self.buffers.take()
             } else {
-                Vec::with_capacity(len)
+                vec![0; len]
             };
-            if !body.fill(&mut buf, len).await? {
-                let received = idx * bs + buf.len() as u64 - start;
+            let got = body.fill(&mut buf[..len]).await?;
+            if got < len {
+                let received = idx * bs + got as u64 - start;
                 return Err(RunError {
                     retry: true,
                     err: Error::new(
@@ -530,10 +547,7 @@ impl Fetcher {
                 });
             }
             let block = if full {
-                bytes::Bytes::from_owner(Pooled {
-                    buf,
-                    pool: self.buffers.clone(),
-                })
+                self.buffers.share(buf, len)
             } else {
                 bytes::Bytes::from(buf)
             };
@@ -629,13 +643,11 @@ mod tests {
             max: 1,
         });
         let mut v = pool.take();
-        assert!(v.capacity() >= 8);
-        v.extend_from_slice(b"abcdefgh");
+        assert_eq!(v.len(), 8, "a pooled buffer is one block long");
+        v.copy_from_slice(b"abcdefgh");
         let ptr = v.as_ptr();
-        let one = Bytes::from_owner(Pooled {
-            buf: v,
-            pool: pool.clone(),
-        });
+        let one = pool.share(v, 6);
+        assert_eq!(&one[..], b"abcdef", "shared as the length filled");
         let part = one.slice(2..4);
         drop(one);
         assert_eq!(&part[..], b"cd", "a slice keeps the buffer alive");
@@ -643,16 +655,16 @@ mod tests {
         drop(part);
         let again = pool.take();
         assert_eq!(again.as_ptr(), ptr, "the buffer came back to the pool");
-        assert!(again.is_empty());
+        assert_eq!(again.len(), 8, "its full length, not cleared");
         // A buffer smaller than a block is not kept; beyond `max` idle buffers, none is.
         for len in [4, 8, 8] {
             drop(Bytes::from_owner(Pooled {
-                buf: Vec::with_capacity(len),
+                buf: vec![0; len],
                 pool: pool.clone(),
             }));
         }
         let free = pool.free.lock().expect("pool");
         assert_eq!(free.len(), 1);
-        assert!(free[0].capacity() >= 8, "a short buffer was kept");
+        assert_eq!(free[0].len(), 8, "a short buffer was kept");
     }
 }

@@ -1002,7 +1002,7 @@ impl RangeBody {
         let (resp, skip) = match &mut self.src {
             Source::Http { resp, skip } => (resp, skip),
             Source::Raw(r) => {
-                let mut buf = Vec::new();
+                let mut buf = Vec::with_capacity(RAW_CHUNK);
                 let n = r
                     .read_into(&mut buf, RAW_CHUNK)
                     .await
@@ -1032,35 +1032,40 @@ impl RangeBody {
         }
     }
 
-    /// Appends body bytes to `buf` until it holds `len` bytes; `false` when the body ended
-    /// first. A raw body is read straight into `buf`.
-    pub async fn fill(&mut self, buf: &mut Vec<u8>, len: usize) -> Result<bool, DavError> {
-        while buf.len() < len {
+    /// Fills `buf` with the next body bytes; the number of bytes put there, less than its
+    /// length only when the body ended first. A raw body is read straight into `buf`.
+    pub async fn fill(&mut self, buf: &mut [u8]) -> Result<usize, DavError> {
+        let mut filled = 0;
+        while filled < buf.len() {
             if self.back.is_none() {
                 if let Source::Raw(r) = &mut self.src {
+                    let mut dst = &mut buf[filled..];
+                    let want = dst.len();
                     let n = r
-                        .read_into(buf, len - buf.len())
+                        .read_into(&mut dst, want)
                         .await
                         .map_err(|e| raw_error(e, &self.host))?;
                     if n == 0 {
-                        return Ok(false);
+                        break;
                     }
+                    filled += n;
                     continue;
                 }
             }
             match self.chunk().await? {
                 Some(c) => {
                     // A piece may hold the start of what comes next: kept for that.
-                    let take = c.len().min(len - buf.len());
-                    buf.extend_from_slice(&c[..take]);
+                    let take = c.len().min(buf.len() - filled);
+                    buf[filled..filled + take].copy_from_slice(&c[..take]);
+                    filled += take;
                     if take < c.len() {
                         self.push_back(c.slice(take..));
                     }
                 }
-                None => return Ok(false),
+                None => break,
             }
         }
-        Ok(true)
+        Ok(filled)
     }
 
     /// Gives back the unused end of the last piece: the next [`RangeBody::chunk`] returns it.

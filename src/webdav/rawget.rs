@@ -285,12 +285,12 @@ pub(crate) struct RawBody {
 }
 
 impl RawBody {
-    /// Appends at most `max` bytes of the body to `buf` (straight from the socket into its
-    /// spare capacity). `Ok(0)` at the end of the body; an error when the connection ends
-    /// before it.
-    pub(crate) async fn read_into(
+    /// Puts at most `max` bytes of the body into `buf` (straight from the socket into its
+    /// free space, which the caller makes large enough: a `Vec` with spare capacity, or a
+    /// slice). `Ok(0)` at the end of the body; an error when the connection ends before it.
+    pub(crate) async fn read_into<B: BufMut>(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut B,
         max: usize,
     ) -> std::io::Result<usize> {
         let want = (max as u64).min(self.remaining) as usize;
@@ -299,7 +299,7 @@ impl RawBody {
         }
         let n = if self.rest_pos < self.rest.len() {
             let n = want.min(self.rest.len() - self.rest_pos);
-            buf.extend_from_slice(&self.rest[self.rest_pos..self.rest_pos + n]);
+            buf.put_slice(&self.rest[self.rest_pos..self.rest_pos + n]);
             self.rest_pos += n;
             n
         } else {
@@ -307,7 +307,6 @@ impl RawBody {
                 .stream
                 .as_mut()
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
-            buf.reserve(want);
             let mut limited = (&mut *buf).limit(want);
             let n = tokio::time::timeout(self.read_timeout, s.read_buf(&mut limited))
                 .await

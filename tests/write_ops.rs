@@ -887,3 +887,154 @@ fn without_file_etags_a_colleagues_newer_copy_is_still_kept() {
     );
     m.unmount();
 }
+
+/// The answer of the fake server to one WebDAV request of the test user (through curl, the
+/// password on its standard input): status code and body.
+fn dav_request(cloud: &Cloud, method: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let url = format!(
+        "{}/remote.php/dav/files/{USER_ID}/{}",
+        cloud.url(),
+        path.replace(' ', "%20")
+    );
+    let mut c = std::process::Command::new("curl");
+    c.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-K",
+        "-",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ])
+    .args(extra)
+    .arg(&url);
+    let out = run_bounded_input(
+        c,
+        Some(&format!("user = \"{USER}:{PASSWORD}\"\n")),
+        Duration::from_secs(20),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("curl printed a status");
+    (code.trim().parse().expect("status code"), body.to_string())
+}
+
+#[test]
+fn a_share_received_read_only_refuses_changes_at_once_and_an_editable_one_takes_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    std::fs::create_dir_all(srv.join("De Paul/sub")).expect("mkdir");
+    std::fs::write(srv.join("De Paul/cours.odt"), b"cours v1").expect("w");
+    std::fs::create_dir(srv.join("Avec Claire")).expect("mkdir");
+    std::fs::write(srv.join("Avec Claire/notes.txt"), b"notes v1").expect("w");
+    cloud.server.receive_share("/De Paul", 1);
+    cloud.server.receive_share("/Avec Claire", 15);
+
+    // The server, asked directly, lists and refuses as the protocol reference says (§2.3,
+    // 403 without the letter).
+    let (code, body) = dav_request(&cloud, "PROPFIND", "De Paul/", &["-H", "Depth: 1"]);
+    assert_eq!(code, 207);
+    assert!(
+        body.contains("<oc:permissions>SGDNV</oc:permissions>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<oc:permissions>SG</oc:permissions>"),
+        "{body}"
+    );
+    for (method, path) in [
+        ("PUT", "De Paul/new.txt"),
+        ("PUT", "De Paul/cours.odt"),
+        ("DELETE", "De Paul/cours.odt"),
+        ("MKCOL", "De Paul/dir"),
+    ] {
+        assert_eq!(
+            dav_request(&cloud, method, path, &[]).0,
+            403,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        dav_request(&cloud, "PUT", "Avec Claire/direct.txt", &[]).0,
+        201
+    );
+    std::fs::remove_file(srv.join("Avec Claire/direct.txt")).expect("rm");
+
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let mode = |p: &str| {
+        std::fs::metadata(m.path(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("De Paul"), 0o555);
+    assert_eq!(mode("De Paul/cours.odt"), 0o444);
+    assert_eq!(mode("Avec Claire/notes.txt"), 0o644);
+
+    // Refused at once with EACCES, even for root (whom the kernel lets past the modes): a
+    // change accepted here would only be refused at upload.
+    let refused = |what: &str, r: std::io::Result<()>| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{what}: {e}");
+    };
+    refused(
+        "write",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("De Paul/cours.odt"))
+            .map(drop),
+    );
+    refused(
+        "truncate",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(m.path("De Paul/cours.odt"))
+            .map(drop),
+    );
+    refused("create", std::fs::write(m.path("De Paul/new.txt"), b"x"));
+    refused("mkdir", std::fs::create_dir(m.path("De Paul/dir")));
+    refused("unlink", std::fs::remove_file(m.path("De Paul/cours.odt")));
+    refused("rmdir", std::fs::remove_dir(m.path("De Paul/sub")));
+    refused(
+        "rename",
+        std::fs::rename(m.path("De Paul/cours.odt"), m.path("De Paul/autre.odt")),
+    );
+    refused(
+        "move out",
+        std::fs::rename(m.path("De Paul/cours.odt"), m.path("cours.odt")),
+    );
+    refused(
+        "move in",
+        std::fs::rename(m.path("Avec Claire/notes.txt"), m.path("De Paul/notes.txt")),
+    );
+    assert_eq!(
+        std::fs::read(m.path("De Paul/cours.odt")).expect("read"),
+        b"cours v1"
+    );
+    assert_eq!(
+        m.pending(),
+        0,
+        "nothing waits for an upload the server would refuse"
+    );
+
+    // The editable share takes changes, new files and renames.
+    std::fs::write(m.path("Avec Claire/notes.txt"), b"notes v2").expect("write");
+    std::fs::write(m.path("Avec Claire/ajout.txt"), b"ajout").expect("create");
+    std::fs::create_dir(m.path("Avec Claire/dossier")).expect("mkdir");
+    std::fs::rename(
+        m.path("Avec Claire/ajout.txt"),
+        m.path("Avec Claire/dossier/ajout.txt"),
+    )
+    .expect("rename");
+    wait_server(&srv, "Avec Claire/notes.txt", b"notes v2");
+    wait_server(&srv, "Avec Claire/dossier/ajout.txt", b"ajout");
+    m.wait_drained();
+    assert!(server_file_is(&srv, "De Paul/cours.odt", b"cours v1"));
+    assert!(!srv.join("De Paul/new.txt").exists());
+    assert!(!srv.join("De Paul/dir").exists());
+    m.unmount();
+}

@@ -205,6 +205,9 @@ pub(super) struct Shared {
     activity: Mutex<super::activity::ActivityLog>,
     shares: Mutex<shares::Shares>,
     trashed: Mutex<Vec<trash::Trashed>>,
+    /// Folders and files other users shared with this one: where they appear (relative to
+    /// the user's root) and the permissions they were shared with (OCS bitmask).
+    received: Mutex<Vec<(Vec<String>, u32)>>,
 }
 
 /// A running server on `127.0.0.1`. Dropping it stops it and closes every connection.
@@ -236,6 +239,7 @@ impl FakeCloud {
             activity: Mutex::new(Default::default()),
             shares: Mutex::new(Default::default()),
             trashed: Mutex::new(Vec::new()),
+            received: Mutex::new(Vec::new()),
         });
         let s2 = shared.clone();
         let task = tokio::spawn(async move {
@@ -334,6 +338,23 @@ impl FakeCloud {
         self.shared.user_shares_of(path)
     }
 
+    /// Makes `path` (relative to the user's root, existing) a share received from another
+    /// user with `permissions` (1 read, 2 update, 4 create, 8 delete, 16 share): listed with
+    /// the matching `oc:permissions` letters, and changes it does not allow are refused with
+    /// 403, as Nextcloud does.
+    pub fn receive_share(&self, path: &str, permissions: u32) {
+        let rel: Vec<String> = path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        self.shared
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((rel, permissions));
+    }
+
     /// Forgets failed logins (`occ security:bruteforce:reset`).
     pub fn reset_throttle(&self) {
         self.shared.accounts().reset_throttle();
@@ -341,6 +362,88 @@ impl FakeCloud {
 }
 
 impl Shared {
+    /// The `oc:permissions` letters of the node at `rel` (protocol reference §2.3): all of
+    /// them in the user's own files; inside a received share, those its permissions give.
+    /// The root of a received share may always be moved, renamed or deleted (that unshares
+    /// it).
+    fn dav_permissions(&self, rel: &[String], is_dir: bool) -> String {
+        let share = {
+            let r = self.received.lock().unwrap_or_else(|p| p.into_inner());
+            r.iter()
+                .filter(|(root, _)| rel.starts_with(root))
+                .max_by_key(|(root, _)| root.len())
+                .map(|(root, perms)| (*perms, root.len() == rel.len()))
+        };
+        let Some((perms, root)) = share else {
+            return if is_dir { "RGDNVCK" } else { "RGDNVW" }.to_string();
+        };
+        let mut s = String::from("S");
+        if perms & 16 != 0 {
+            s.push('R');
+        }
+        s.push('G');
+        if root || perms & 8 != 0 {
+            s.push('D');
+        }
+        if root || perms & 2 != 0 {
+            s.push_str("NV");
+        }
+        if !is_dir && perms & 2 != 0 {
+            s.push('W');
+        }
+        if is_dir && perms & 4 != 0 {
+            s.push_str("CK");
+        }
+        s
+    }
+
+    /// True when the node at `rel` has the permission `letter`, or does not exist (what
+    /// the request then gets is not a matter of permissions: 404, 409...).
+    fn permits(&self, rel: &[String], letter: char) -> bool {
+        let mut p = self.cfg.root.clone();
+        for s in rel {
+            p.push(s);
+        }
+        match std::fs::metadata(&p) {
+            Ok(m) => self.dav_permissions(rel, m.is_dir()).contains(letter),
+            Err(_) => true,
+        }
+    }
+
+    /// Why a change of `rel` (to `dest` for a move or copy) is refused by the permissions,
+    /// if it is: what Nextcloud answers 403 for.
+    fn refused(&self, method: &str, rel: &[String], dest: Option<&[String]>) -> Option<Resp> {
+        let exists = |r: &[String]| {
+            let mut p = self.cfg.root.clone();
+            for s in r {
+                p.push(s);
+            }
+            std::fs::symlink_metadata(p).ok()
+        };
+        let parent = |r: &[String]| r[..r.len().saturating_sub(1)].to_vec();
+        // Writing the file at `r`: its content (W) when it exists, else a new file in its
+        // folder (C), or a new folder (K).
+        let may_write = |r: &[String], dir: bool| match exists(r) {
+            Some(m) if m.is_dir() => self.permits(r, 'D'),
+            Some(_) => self.permits(r, 'W'),
+            None => self.permits(&parent(r), if dir { 'K' } else { 'C' }),
+        };
+        let ok = match (method, dest) {
+            ("PUT", _) => may_write(rel, false),
+            ("MKCOL", _) => self.permits(&parent(rel), 'K'),
+            ("DELETE", _) => self.permits(rel, 'D'),
+            ("MOVE", Some(d)) | ("COPY", Some(d)) => {
+                let dir = exists(rel).is_some_and(|m| m.is_dir());
+                let source = method == "COPY"
+                    || (self.permits(rel, 'N')
+                        && (parent(rel) == parent(d) || self.permits(rel, 'V')));
+                source && may_write(d, dir)
+            }
+            _ => true,
+        };
+        (!ok).then(|| sabre_error(StatusCode::FORBIDDEN, "Forbidden", "Permission denied"))
+    }
+
     /// The local file behind `path` (relative to the user's root).
     fn file_path(&self, path: &str) -> std::path::PathBuf {
         let mut p = self.cfg.root.clone();
@@ -805,6 +908,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     } else {
         None
     };
+    if writes {
+        if let Some(r) = shared.refused(method.as_str(), &rel, dest.as_deref()) {
+            return r;
+        }
+    }
     let r = match method.as_str() {
         "PROPFIND" => dav.propfind(&req, &rel),
         "GET" => dav.get(&req, &rel, true).await,
@@ -900,6 +1008,8 @@ async fn bulk_upload(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
             Err(why)
         } else if let Some(why) = super::bulk::checksum_problem(&p) {
             Err(why)
+        } else if shared.refused("PUT", &rel, None).is_some() {
+            Err("Permission denied".to_string())
         } else {
             super::bulk::store(&shared.cfg.root, &rel, &p)
         };
@@ -1228,7 +1338,7 @@ impl Dav {
         }
     }
 
-    fn prop_response(&self, rel: &[String], p: &Path, m: &std::fs::Metadata, root: bool) -> String {
+    fn prop_response(&self, rel: &[String], p: &Path, m: &std::fs::Metadata) -> String {
         let mtime = m.modified().unwrap_or(UNIX_EPOCH);
         let mut props = String::new();
         if m.is_dir() {
@@ -1253,10 +1363,7 @@ impl Dav {
                 m.len()
             ));
         }
-        let perms = match (m.is_dir(), root) {
-            (true, _) => "RGDNVCK",
-            (false, _) => "RGDNVW",
-        };
+        let perms = self.shared.dav_permissions(rel, m.is_dir());
         props.push_str(&format!(
             "<oc:fileid>{}</oc:fileid><oc:id>{:08}ocfake</oc:id><oc:permissions>{perms}</oc:permissions><oc:size>{size}</oc:size>",
             m.ino(),
@@ -1289,7 +1396,7 @@ impl Dav {
         let mut out = String::from(
             "<?xml version=\"1.0\"?>\n<d:multistatus xmlns:d=\"DAV:\" xmlns:s=\"http://sabredav.org/ns\" xmlns:oc=\"http://owncloud.org/ns\" xmlns:nc=\"http://nextcloud.org/ns\">",
         );
-        out.push_str(&self.prop_response(rel, &p, &m, rel.is_empty()));
+        out.push_str(&self.prop_response(rel, &p, &m));
         let levels = match depth.as_str() {
             "0" => 0,
             "infinity" => {
@@ -1323,7 +1430,7 @@ impl Dav {
             if let Ok(cm) = std::fs::metadata(&cp) {
                 let mut crel = rel.to_vec();
                 crel.push(n);
-                out.push_str(&self.prop_response(&crel, &cp, &cm, false));
+                out.push_str(&self.prop_response(&crel, &cp, &cm));
                 if cm.is_dir() && levels > 1 {
                     self.list_into(out, &crel, &cp, levels - 1);
                 }
@@ -1926,6 +2033,9 @@ impl Uploads {
             .and_then(|n| self.shared.cfg.names.problem(n))
         {
             return sabre_error(StatusCode::BAD_REQUEST, "InvalidPath", &why);
+        }
+        if let Some(r) = self.shared.refused("PUT", &dest_rel, None) {
+            return r;
         }
         let Ok(rd) = std::fs::read_dir(&d) else {
             return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such upload");

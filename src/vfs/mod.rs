@@ -808,6 +808,9 @@ impl Vfs {
                 format!("{} is a folder", node.path),
             ));
         }
+        if write || truncate {
+            Self::permitted(&node, 'W', "changing this file")?;
+        }
         // Snapshot the node and the local state together, under the table lock: an upload
         // that finishes updates the table before it forgets the local change, so a node read
         // here is never older than the absence of a local change.
@@ -1403,6 +1406,9 @@ impl Vfs {
         if self.cfg.read_only && (size.is_some() || mtime.is_some()) {
             return Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"));
         }
+        if size.is_some() {
+            Self::permitted(&node, 'W', "changing this file")?;
+        }
         if let Some(sz) = size {
             let d = match self.wb.acquire(&node.path) {
                 Some(d) => d,
@@ -1460,6 +1466,23 @@ impl Vfs {
         t.get(c).map(|n| (c, n.clone()))
     }
 
+    /// Refuses here what the server's permissions for a node (its `oc:permissions` letter
+    /// `letter`) do not allow, a share received read-only say, rather than accept a change
+    /// the server refuses at upload. A node without permissions (a plain WebDAV server, a
+    /// file made here and not uploaded yet) allows everything.
+    fn permitted(node: &Node, letter: char, doing: &str) -> Result<()> {
+        match node.entry.permissions.as_deref() {
+            Some(p) if !p.contains(letter) => Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{}: {doing} is not allowed by the server (a share received read-only?)",
+                    node.path
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn writable(&self) -> Result<()> {
         if self.cfg.read_only {
             Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"))
@@ -1480,7 +1503,13 @@ impl Vfs {
                 format!("{name:?} exists"),
             ));
         }
-        Ok(self.node(parent)?.path.join(name))
+        let folder = self.node(parent)?;
+        if is_dir {
+            Self::permitted(&folder, 'K', "making a folder")?;
+        } else {
+            Self::permitted(&folder, 'C', "adding a file")?;
+        }
+        Ok(folder.path.join(name))
     }
 
     /// Creates and opens a new file. It exists locally at once and on the server after its
@@ -1601,6 +1630,7 @@ impl Vfs {
                 format!("{} is a folder", node.path),
             ));
         }
+        Self::permitted(&node, 'D', "deleting")?;
         tracing::debug!(path = %node.path, "unlink");
         let dropped = self.wb.remove(&node.path).await;
         // Read the etag after the removal: an upload that finished meanwhile changed it.
@@ -1662,6 +1692,7 @@ impl Vfs {
                 format!("{} is a file", node.path),
             ));
         }
+        Self::permitted(&node, 'D', "deleting")?;
         self.ensure_empty(ino, &node.path).await?;
         tracing::debug!(path = %node.path, "rmdir");
         if self.wb.is_folder_pending(&node.path) {
@@ -1746,6 +1777,16 @@ impl Vfs {
             ));
         }
         let target = self.child(new_parent, new_name);
+        Self::permitted(&src, 'N', "renaming")?;
+        if new_parent != parent {
+            Self::permitted(&src, 'V', "moving")?;
+            let dest = self.node(new_parent)?;
+            Self::permitted(&dest, if src.entry.is_dir { 'K' } else { 'C' }, "adding")?;
+        }
+        if let Some((_, tnode)) = &target {
+            let replace = if tnode.entry.is_dir { 'D' } else { 'W' };
+            Self::permitted(tnode, replace, "replacing")?;
+        }
         if let Some((tino, tnode)) = &target {
             if no_replace {
                 return Err(Error::new(ErrorKind::AlreadyExists, format!("{to} exists")));

@@ -1208,3 +1208,82 @@ fn an_address_that_redirects_is_followed_once_and_never_sent_the_password() {
         "more than the public status was asked there: {heads:?}"
     );
 }
+
+#[test]
+fn walking_a_tree_lists_the_next_folders_ahead_and_opening_one_does_not() {
+    let cloud = Cloud::start();
+    let classes = cloud.files().join("Classes");
+    for i in 0..12 {
+        let d = classes.join(format!("classe-{i:02}"));
+        std::fs::create_dir_all(d.join("devoirs")).expect("mkdir");
+        std::fs::write(d.join("liste.txt"), format!("classe {i}\n")).expect("w");
+    }
+    for i in 0..8 {
+        let d = cloud.files().join(format!("Eleves/eleve-{i}/travaux"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("copie.txt"), b"copie").expect("w");
+    }
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--dir-ttl", "60", "--attr-ttl", "60"]));
+    assert_eq!(names_in_dir(&m.path("")).len(), 2);
+    let propfinds = || cloud.server.stats().count("PROPFIND");
+    let names = |rel: &str| {
+        let mut v = names_in_dir(&m.path(rel));
+        v.sort();
+        v
+    };
+    assert_eq!(names("Classes").len(), 12);
+
+    // One subfolder opened (a person clicking into it): that folder only.
+    let before = propfinds();
+    assert_eq!(names("Classes/classe-00"), ["devoirs", "liste.txt"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(propfinds(), before + 1, "one folder opened, one listing");
+
+    // A second one soon after: a walk. The other ten are listed ahead, and nothing below
+    // them (what the walker has not reached starts no walk of its own).
+    assert_eq!(names("Classes/classe-01"), ["devoirs", "liste.txt"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || propfinds() >= before + 12),
+        "the other folders were not listed ahead: {} listings",
+        propfinds() - before
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        propfinds(),
+        before + 12,
+        "listed ahead: the ten siblings only"
+    );
+    for i in 2..12 {
+        assert_eq!(
+            names(&format!("Classes/classe-{i:02}")),
+            ["devoirs", "liste.txt"]
+        );
+    }
+    assert_eq!(
+        propfinds(),
+        before + 12,
+        "the walker found the listings ready"
+    );
+
+    // A walker that goes down as well (find, du): the levels below are listed ahead too.
+    let before = propfinds();
+    assert_eq!(names("Eleves/eleve-0"), ["travaux"]);
+    assert_eq!(names("Eleves/eleve-0/travaux"), ["copie.txt"]);
+    assert_eq!(names("Eleves/eleve-1"), ["travaux"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || propfinds() >= before + 17),
+        "the folders below were not listed ahead: {} listings",
+        propfinds() - before
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let listed = propfinds();
+    // Eleves and the three folders opened, the six other pupils and the seven other
+    // `travaux` listed ahead.
+    assert_eq!(listed, before + 17, "listed ahead: what the walk has left");
+    for i in 1..8 {
+        assert_eq!(names(&format!("Eleves/eleve-{i}/travaux")), ["copie.txt"]);
+        assert_eq!(names(&format!("Eleves/eleve-{i}")), ["travaux"]);
+    }
+    assert_eq!(propfinds(), listed, "the walker found the listings ready");
+    m.unmount();
+}

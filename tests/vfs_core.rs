@@ -36,11 +36,10 @@ fn vfs_with(cloud: &Cloud, cache_dir: &std::path::Path, vcfg: VfsConfig) -> Arc<
         chunk_parallel: 3,
         identity: cloud.server.dav_url(),
     };
-    let v = cloud
+    cloud
         .runtime()
         .block_on(Vfs::new(dav, cache, vcfg, wb, false))
-        .expect("vfs");
-    Arc::new(v)
+        .expect("vfs")
 }
 
 #[test]

@@ -486,10 +486,9 @@ pub(super) fn run_mount(
         chunk_parallel: caps.chunk_parallel.map_or(3, |n| n.clamp(1, 4) as usize),
         identity: endpoint.dav_root.to_string(),
     };
-    let vfs = Arc::new(
-        rt.block_on(Vfs::new(dav, cache, cfg, wb_cfg, chunking))
-            .map_err(|e| anyhow!("{what}: {e}"))?,
-    );
+    let vfs = rt
+        .block_on(Vfs::new(dav, cache, cfg, wb_cfg, chunking))
+        .map_err(|e| anyhow!("{what}: {e}"))?;
     // The account's services beside WebDAV: public links, trash bin, versions, activity. Set
     // (and the mount registered for `nuage status`) before the mount appears, so that a
     // command run as soon as it answers finds everything.

@@ -257,7 +257,37 @@ pub struct Vfs {
     pinned_versions: Mutex<std::collections::HashSet<crate::cache::VersionId>>,
     remembered: Mutex<HashMap<Ino, u64>>,
     server_api_slot: std::sync::OnceLock<server::ServerApi>,
+    /// Folders whose subfolders are being opened one after the other (see [`Vfs::walked`]).
+    walks: Mutex<Walks>,
+    /// This core, for the background work it starts itself.
+    me: std::sync::Weak<Vfs>,
 }
+
+/// What the walk detection remembers: the folders opened lately (folder, its parent, when),
+/// and per folder, its subfolders opened lately.
+#[derive(Default)]
+struct Walks {
+    recent: std::collections::VecDeque<(Ino, Ino, Instant)>,
+    folders: HashMap<Ino, Walk>,
+}
+
+/// Folders opened lately that the walk detection remembers.
+const WALK_RECENT: usize = 64;
+
+/// Subfolders of one folder opened for listing in a short time: a program walking the tree
+/// (`find`, `du`, a backup tool, a file manager counting what each folder holds).
+struct Walk {
+    opened: u32,
+    last: Instant,
+    ahead: bool,
+}
+
+/// Opened subfolders of one folder, each within this time of the one before, that make a walk.
+const WALK_AFTER: u32 = 2;
+const WALK_GAP: Duration = Duration::from_secs(5);
+/// Listings asked for at once ahead of a walk, and at most this many in all per walk.
+const WALK_PARALLEL: usize = 4;
+const WALK_MAX: usize = 512;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Critical sections only update maps and cannot leave them half-changed; recover from a
@@ -282,7 +312,7 @@ impl Vfs {
         cfg: VfsConfig,
         wb_cfg: WriteBackConfig,
         chunking: bool,
-    ) -> Result<Self> {
+    ) -> Result<Arc<Self>> {
         let meta = {
             let dir = wb_cfg.dir.clone();
             tokio::task::spawn_blocking(move || MetaStore::open(&dir))
@@ -352,7 +382,7 @@ impl Vfs {
             apply_event(&t2, ev)
         });
         wb.start();
-        Ok(Vfs {
+        Ok(Arc::new_cyclic(|me| Vfs {
             dav,
             fetcher,
             cfg,
@@ -374,7 +404,9 @@ impl Vfs {
             pinned_versions: Mutex::new(Default::default()),
             remembered: Mutex::new(HashMap::new()),
             server_api_slot: std::sync::OnceLock::new(),
-        })
+            walks: Mutex::new(Walks::default()),
+            me: me.clone(),
+        }))
     }
 
     /// What the mount remembers between runs (listings, pins, the Activity feed).
@@ -772,6 +804,9 @@ impl Vfs {
     /// Opens a folder: takes a snapshot of its listing that `readdir_handle` pages through.
     pub async fn opendir(&self, ino: Ino) -> Result<Fh> {
         let (parent, entries) = self.readdir(ino).await?;
+        if parent != ino {
+            self.walked(ino, parent);
+        }
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         lock(&self.dir_handles).insert(
             fh,
@@ -781,6 +816,123 @@ impl Vfs {
             },
         );
         Ok(fh)
+    }
+
+    /// Notes that folder `dir`, in `parent`, was opened for listing. Once [`WALK_AFTER`]
+    /// subfolders of one folder were, each soon after the one before, the tree is being
+    /// walked: the listings of the other subfolders are asked for ahead of the walker,
+    /// [`WALK_PARALLEL`] at a time, so that it finds them ready instead of waiting for the
+    /// server once per folder (on a distant server, most of the time such a walk takes).
+    /// When the walker was also seen going further down (`find`, `du`, a backup), the
+    /// folders below them are listed ahead too, level by level, at most [`WALK_MAX`] in all;
+    /// a file manager counting what each subfolder holds goes one level down only, and gets
+    /// that level only. Only what the walker opens counts: listings asked for ahead start no
+    /// walk of their own.
+    fn walked(&self, dir: Ino, parent: Ino) {
+        let now = Instant::now();
+        let (start, parents) = {
+            let mut w = lock(&self.walks);
+            w.recent.retain(|(_, _, at)| at.elapsed() < WALK_GAP);
+            w.recent.push_back((dir, parent, now));
+            if w.recent.len() > WALK_RECENT {
+                w.recent.pop_front();
+            }
+            w.folders.retain(|_, x| x.last.elapsed() < WALK_GAP);
+            let x = w.folders.entry(parent).or_insert(Walk {
+                opened: 0,
+                last: now,
+                ahead: false,
+            });
+            x.opened += 1;
+            x.last = now;
+            let start = x.opened >= WALK_AFTER && !x.ahead;
+            x.ahead |= start;
+            let parents: Vec<Ino> = w.recent.iter().map(|(_, p, _)| *p).collect();
+            (start, parents)
+        };
+        // Seen below a subfolder of `parent`: a folder opened lately whose own parent is in
+        // `parent`.
+        let deeper = {
+            let t = lock(&self.table);
+            parents
+                .iter()
+                .any(|p| *p != parent && t.get(*p).is_some_and(|n| n.parent == parent))
+        };
+        if !start || !self.reach().is_online() {
+            return;
+        }
+        let mut folders = self.subfolders(parent, false);
+        if deeper {
+            // Below the subfolders the walker opened already, too.
+            for c in self.subfolders(parent, true) {
+                folders.extend(self.subfolders(c, false));
+            }
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        if folders.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            parent = parent.0,
+            folders = folders.len(),
+            deeper,
+            "walk: listing ahead"
+        );
+        tokio::spawn(async move {
+            let mut queue: std::collections::VecDeque<Ino> = folders.into();
+            let mut budget = WALK_MAX;
+            let mut tasks = tokio::task::JoinSet::new();
+            loop {
+                while tasks.len() < WALK_PARALLEL && budget > 0 {
+                    let Some(dir) = queue.pop_front() else {
+                        break;
+                    };
+                    budget -= 1;
+                    let me = me.clone();
+                    tasks.spawn(async move {
+                        if let Err(e) = me.fresh_listing(dir).await {
+                            tracing::debug!(dir = dir.0, error = %e, "walk: listing ahead failed");
+                            return Vec::new();
+                        }
+                        if deeper {
+                            me.subfolders(dir, false)
+                        } else {
+                            Vec::new()
+                        }
+                    });
+                }
+                match tasks.join_next().await {
+                    Some(Ok(below)) => queue.extend(below),
+                    Some(Err(_)) => {}
+                    None => break,
+                }
+            }
+        });
+    }
+
+    /// The subfolders of `dir` with (`listed`) or without a listing younger than `dir_ttl`.
+    fn subfolders(&self, dir: Ino, listed: bool) -> Vec<Ino> {
+        let t = lock(&self.table);
+        let Some(listing) = t.get(dir).and_then(|n| n.listing.as_ref()) else {
+            return Vec::new();
+        };
+        listing
+            .children
+            .values()
+            .filter(|c| {
+                t.get(**c).is_some_and(|n| {
+                    n.entry.is_dir
+                        && !self.wb.is_folder_pending(&n.path)
+                        && listed
+                            == n.listing
+                                .as_ref()
+                                .is_some_and(|l| l.fetched.elapsed() < self.cfg.dir_ttl)
+                })
+            })
+            .copied()
+            .collect()
     }
 
     /// The snapshot of an open folder: its parent's inode and its entries.

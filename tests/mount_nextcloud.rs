@@ -1287,3 +1287,41 @@ fn walking_a_tree_lists_the_next_folders_ahead_and_opening_one_does_not() {
     assert_eq!(propfinds(), listed, "the walker found the listings ready");
     m.unmount();
 }
+
+#[test]
+fn reading_a_folders_files_in_turn_fetches_the_next_ones_ahead() {
+    let cloud = Cloud::start();
+    let dir = cloud.files().join("Copies");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let body = |i: usize| pattern(10_000 + i, i as u64);
+    for i in 0..20 {
+        std::fs::write(dir.join(format!("copie-{i:02}.txt")), body(i)).expect("w");
+    }
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--dir-ttl", "60", "--attr-ttl", "60"]));
+    let gets = || cloud.server.stats().count("GET");
+    let read = |i: usize| std::fs::read(m.path(&format!("Copies/copie-{i:02}.txt"))).expect("read");
+    assert_eq!(names_in_dir(&m.path("Copies")).len(), 20);
+
+    // One file read: that file only.
+    let before = gets();
+    assert_eq!(read(0), body(0));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(gets(), before + 1, "one file read, one download");
+
+    // The next one in name order: the eight after it are fetched ahead.
+    assert_eq!(read(1), body(1));
+    assert!(
+        wait_until(Duration::from_secs(20), || gets() >= before + 10),
+        "nothing fetched ahead: {} downloads",
+        gets() - before
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(gets(), before + 10, "the eight next files, once each");
+    // They are here: read while the server refuses everything.
+    cloud.server.knobs().fail_next.store(1000, Ordering::SeqCst);
+    for i in 2..10 {
+        assert_eq!(read(i), body(i), "copie-{i:02} was not fetched ahead");
+    }
+    cloud.server.knobs().fail_next.store(0, Ordering::SeqCst);
+    m.unmount();
+}

@@ -259,9 +259,25 @@ pub struct Vfs {
     server_api_slot: std::sync::OnceLock<server::ServerApi>,
     /// Folders whose subfolders are being opened one after the other (see [`Vfs::walked`]).
     walks: Mutex<Walks>,
-    /// This core, for the background work it starts itself.
+    /// Per folder, its files opened for reading lately (see [`Vfs::read_in_turn`]).
+    file_runs: Mutex<HashMap<Ino, FileRun>>,
+    /// This core, for the background work it starts itself, and the runtime that work runs
+    /// on (it may be started from a thread outside it).
     me: std::sync::Weak<Vfs>,
+    rt: tokio::runtime::Handle,
 }
+
+/// Files of one folder opened for reading one after the other in name order: the last one,
+/// how many in a row, when, and the last name fetched ahead.
+struct FileRun {
+    name: String,
+    run: u32,
+    last: Instant,
+    ahead_to: String,
+}
+
+/// Files fetched ahead of a program reading a folder's files in turn (their first block).
+const FILES_AHEAD: usize = 8;
 
 /// What the walk detection remembers: the folders opened lately (folder, its parent, when),
 /// and per folder, its subfolders opened lately.
@@ -405,7 +421,9 @@ impl Vfs {
             remembered: Mutex::new(HashMap::new()),
             server_api_slot: std::sync::OnceLock::new(),
             walks: Mutex::new(Walks::default()),
+            file_runs: Mutex::new(HashMap::new()),
             me: me.clone(),
+            rt: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -1150,6 +1168,9 @@ impl Vfs {
             );
             fh
         };
+        if reader {
+            self.read_in_turn(node);
+        }
         let keep_cache = {
             let mut t = lock(&self.table);
             match t.get_mut(ino) {
@@ -1167,6 +1188,84 @@ impl Vfs {
             backing,
             backing_version: base.version.0,
         })
+    }
+
+    /// Notes that `node` was opened for reading. When files of one folder are opened one
+    /// after the other in name order, as `grep -r`, `cp -r`, `tar` or a file manager making
+    /// previews do, the first block of each of the next [`FILES_AHEAD`] files is fetched
+    /// ahead, so that the program finds them here instead of waiting for the server once per
+    /// file. Cheap enough for the thread answering the kernel: the downloads run on a task.
+    fn read_in_turn(&self, node: &Node) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let name = node.path.name();
+        let now = Instant::now();
+        let after = {
+            let mut runs = lock(&self.file_runs);
+            runs.retain(|_, r| r.last.elapsed() < WALK_GAP);
+            let r = runs.entry(node.parent).or_insert(FileRun {
+                name: String::new(),
+                run: 0,
+                last: now,
+                ahead_to: String::new(),
+            });
+            if name > r.name.as_str() {
+                r.run += 1;
+            } else if name < r.name.as_str() {
+                r.run = 1;
+                r.ahead_to.clear();
+            }
+            r.name = name.to_string();
+            r.last = now;
+            if r.run < 2 || !self.reach().is_online() {
+                return;
+            }
+            r.ahead_to.clone()
+        };
+        let picks: Vec<Node> = {
+            let t = lock(&self.table);
+            let Some(l) = t.get(node.parent).and_then(|n| n.listing.as_ref()) else {
+                return;
+            };
+            l.children
+                .range::<str, _>((Excluded(name), Unbounded))
+                .filter_map(|(_, c)| t.get(*c))
+                .filter(|n| !n.entry.is_dir)
+                .take(FILES_AHEAD)
+                .filter(|n| n.path.name() > after.as_str())
+                .cloned()
+                .collect()
+        };
+        let Some(last) = picks.last() else {
+            return;
+        };
+        if let Some(r) = lock(&self.file_runs).get_mut(&node.parent) {
+            r.ahead_to = last.path.name().to_string();
+        }
+        let picks: Vec<Node> = picks
+            .into_iter()
+            .filter(|n| {
+                n.entry.size > 0 && n.entry.etag.is_some() && self.wb.get(&n.path).is_none()
+            })
+            .collect();
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        self.rt.spawn(async move {
+            for n in picks {
+                let Ok(base) = me.base_of(&n).await else {
+                    continue;
+                };
+                let f = FileVersion {
+                    path: n.path.clone(),
+                    etag: n.entry.etag.clone(),
+                    size: n.entry.size,
+                    version: base.version,
+                };
+                if let Err(e) = me.fetcher.ensure(&f, 0..0, 0..1).await {
+                    tracing::debug!(path = %n.path, error = %e, "fetching ahead failed");
+                }
+            }
+        });
     }
 
     /// Recorded modification times follow a rename (of a file or of a whole folder).

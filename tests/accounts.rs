@@ -646,3 +646,147 @@ fn a_listing_into_a_closed_pipe_ends_quietly() {
         out.status
     );
 }
+
+/// The arguments of a desktop entry's `Exec` value, read as the desktop session reads them
+/// (Desktop Entry Specification: string escapes first, then double-quoted arguments in
+/// which `\` escapes `"`, `` ` ``, `$` and `\`; `%%` is a literal `%`).
+fn exec_arguments(value: &str) -> Vec<String> {
+    let mut unescaped = String::new();
+    let mut it = value.chars();
+    while let Some(c) = it.next() {
+        match (c, c == '\\') {
+            (_, true) => match it.next() {
+                Some('s') => unescaped.push(' '),
+                Some('n') => unescaped.push('\n'),
+                Some(o) => unescaped.push(o),
+                None => {}
+            },
+            (c, false) => unescaped.push(c),
+        }
+    }
+    let (mut args, mut cur, mut quoted, mut in_arg) = (Vec::new(), String::new(), false, false);
+    let mut it = unescaped.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_arg = true;
+            }
+            '\\' if quoted => cur.extend(it.next()),
+            '%' => {
+                assert_eq!(it.next(), Some('%'), "a field code in {value:?}");
+                cur.push('%');
+                in_arg = true;
+            }
+            ' ' if !quoted => {
+                if in_arg {
+                    args.push(std::mem::take(&mut cur));
+                }
+                in_arg = false;
+            }
+            c => {
+                cur.push(c);
+                in_arg = true;
+            }
+        }
+    }
+    if in_arg {
+        args.push(cur);
+    }
+    args
+}
+
+#[test]
+fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
+    let cloud = Cloud::start();
+    let cfg = tempfile::tempdir().expect("tmp");
+    let home = tempfile::tempdir().expect("tmp");
+    let xdg = home.path().join("config");
+    let app = cloud.server.create_app_password("autostart");
+    assert_eq!(
+        login_app_password(cfg.path(), &cloud.url(), USER, &app).0,
+        0
+    );
+    std::fs::write(cloud.files().join("cours.txt"), "cours").expect("seed");
+    let session = |c: &mut Command| {
+        c.env("XDG_CONFIG_HOME", &xdg)
+            .env("XDG_CACHE_HOME", home.path().join("cache"));
+    };
+    let autostart = |args: &[&std::ffi::OsStr]| {
+        let mut c = nuage_in(cfg.path());
+        session(&mut c);
+        c.arg("autostart").args(args);
+        let out = run_bounded(c, Duration::from_secs(30));
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // A mount point with characters the entry must quote; made by the command.
+    let mp = home.path().join("Mon cloud \"$HOME\" 100%");
+    let (ok, out, err) = autostart(&["work".as_ref(), mp.as_os_str()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("at each login"), "{out}");
+    assert!(mp.is_dir(), "the mount point was not made");
+    let (ok, _, err) = autostart(&["nobody".as_ref(), mp.as_os_str()]);
+    assert!(!ok && err.contains("no saved account named"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let entry = std::fs::read_to_string(xdg.join("autostart/nuage-work.desktop")).expect("entry");
+    assert!(entry.starts_with("[Desktop Entry]\n"), "{entry}");
+    assert!(entry.contains("\nType=Application\n"), "{entry}");
+    assert!(!entry.contains(&app), "the app password is in the entry");
+    let exec = entry
+        .lines()
+        .find_map(|l| l.strip_prefix("Exec="))
+        .expect("Exec line");
+    let args = exec_arguments(exec);
+    assert_eq!(args[1..4], ["mount", "--daemon", "work"], "{exec}");
+    assert_eq!(args[4], mp.to_str().expect("utf-8"), "{exec}");
+
+    // What the session does at login: run the entry's command.
+    let mut c = Command::new(&args[0]);
+    c.args(&args[1..])
+        .env("NUAGE_CONFIG_DIR", cfg.path())
+        .env("NUAGE_KEYRING", "off")
+        .stdin(Stdio::null());
+    session(&mut c);
+    let out = run_bounded(c, Duration::from_secs(60));
+    struct Guard(std::path::PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+    let _g = Guard(mp.clone());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(mp.join("cours.txt")).expect("read"),
+        "cours"
+    );
+    let out = nuage_in(cfg.path())
+        .arg("unmount")
+        .arg(&mp)
+        .output()
+        .expect("unmount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (ok, out, _) = autostart(&["--list".as_ref()]);
+    assert!(ok);
+    assert_eq!(out.trim(), format!("work\t{}", mp.display()));
+    let (ok, out, err) = autostart(&["work".as_ref(), "--remove".as_ref()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no longer"), "{out}");
+    assert!(!xdg.join("autostart/nuage-work.desktop").exists());
+    let (_, out, _) = autostart(&[]);
+    assert!(out.contains("no account is mounted at login"), "{out}");
+}

@@ -1,9 +1,11 @@
-//! The command line: `nuage mount`, `unmount`, `status`, `login`, `accounts`, `logout`, `demo`.
+//! The command line: `nuage mount`, `unmount`, `status`, `login`, `accounts`, `logout`,
+//! `autostart`, `demo`...
 //!
 //! The CLI owns the tokio runtime and the mount lifecycle. It mounts through the [`Platform`]
 //! trait, which the binary (`platform/main.rs`) implements with FUSE or WinFsp, so nothing here
 //! depends on an OS filesystem API. Errors reach people as one line: `error: <what>: <why>`.
 
+mod autostart;
 mod demo;
 mod login;
 mod mount;
@@ -88,6 +90,8 @@ enum Command {
     Accounts(AccountsArgs),
     /// Revoke an account's app password on the server and forget the account here.
     Logout(LogoutArgs),
+    /// Mount a saved account at every login of the desktop session, or stop it (--remove).
+    Autostart(AutostartArgs),
     /// Give a public link to a file or folder of a Nextcloud mount (read-only), or list or
     /// remove its links.
     Share(ShareArgs),
@@ -224,6 +228,21 @@ pub struct AccountsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `nuage autostart`.
+#[derive(Debug, Clone, Args)]
+pub struct AutostartArgs {
+    /// A saved account (see `nuage accounts`); without it, list what is mounted at login.
+    pub account: Option<String>,
+    /// Where to mount it at each login (made if missing).
+    pub mountpoint: Option<PathBuf>,
+    /// Stop mounting the account at login.
+    #[arg(long)]
+    pub remove: bool,
+    /// List the accounts mounted at login.
+    #[arg(long)]
+    pub list: bool,
 }
 
 /// `nuage logout`.
@@ -407,6 +426,7 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         Command::Login(a) => login::login_command(a),
         Command::Accounts(a) => login::accounts_command(a),
         Command::Logout(a) => login::logout_command(a),
+        Command::Autostart(a) => autostart::autostart_command(a),
         Command::Share(a) => status::share_command(a),
         Command::Trash(a) => status::trash_command(a),
         Command::Versions(a) => status::versions_command(a),

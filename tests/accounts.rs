@@ -57,6 +57,20 @@ fn run_input(mut cmd: Command, input: &str) -> (i32, String, String) {
     }
 }
 
+/// `nuage unmount` of `mp`, which must succeed.
+fn nuage_unmount(cfg: &Path, mp: &Path) {
+    let out = nuage_in(cfg)
+        .arg("unmount")
+        .arg(mp)
+        .output()
+        .expect("unmount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn login_app_password(cfg: &Path, url: &str, user: &str, secret: &str) -> (i32, String, String) {
     let mut c = nuage_in(cfg);
     c.args([
@@ -544,13 +558,7 @@ fn a_saved_account_mounts_as_a_daemon_without_a_password_anywhere() {
     let out = run_bounded(c, Duration::from_secs(60));
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     // Unmounted whatever happens below.
-    struct Guard(std::path::PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
-        }
-    }
-    let _g = Guard(mp.clone());
+    let _g = unmount_on_drop(&mp);
     assert!(out.status.success(), "{err}");
     assert_eq!(
         std::fs::read_to_string(mp.join("x.txt")).expect("read"),
@@ -575,16 +583,7 @@ fn a_saved_account_mounts_as_a_daemon_without_a_password_anywhere() {
             "secret in the environment"
         );
     }
-    let out = nuage_in(cfg.path())
-        .arg("unmount")
-        .arg(&mp)
-        .output()
-        .expect("unmount");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nuage_unmount(cfg.path(), &mp);
     assert!(!is_mounted(&mp));
 }
 
@@ -753,13 +752,7 @@ fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
         .stdin(Stdio::null());
     session(&mut c);
     let out = run_bounded(c, Duration::from_secs(60));
-    struct Guard(std::path::PathBuf);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
-        }
-    }
-    let _g = Guard(mp.clone());
+    let _g = unmount_on_drop(&mp);
     assert!(
         out.status.success(),
         "{}",
@@ -769,16 +762,7 @@ fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
         std::fs::read_to_string(mp.join("cours.txt")).expect("read"),
         "cours"
     );
-    let out = nuage_in(cfg.path())
-        .arg("unmount")
-        .arg(&mp)
-        .output()
-        .expect("unmount");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nuage_unmount(cfg.path(), &mp);
 
     let (ok, out, _) = autostart(&["--list".as_ref()]);
     assert!(ok);

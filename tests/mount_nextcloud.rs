@@ -341,7 +341,7 @@ fn sigterm_unmounts_cleanly() {
     std::fs::write(cloud.files().join("f.txt"), b"x").expect("w");
     let tmp = tempfile::tempdir().expect("tmp");
     let (mut child, mp) = foreground_mount(&cloud, tmp.path());
-    let _guard = scopeguard_unmount(&mp);
+    let _guard = unmount_on_drop(&mp);
     assert!(
         wait_until(Duration::from_secs(30), || is_mounted(&mp)),
         "not mounted"
@@ -359,7 +359,7 @@ fn sigterm_as_soon_as_the_mount_appears_still_unmounts_cleanly() {
     let tmp = tempfile::tempdir().expect("tmp");
     for round in 0..5 {
         let (mut child, mp) = foreground_mount(&cloud, tmp.path());
-        let _guard = scopeguard_unmount(&mp);
+        let _guard = unmount_on_drop(&mp);
         // Watched closely: the signal goes the moment the mount is listed.
         let t = std::time::Instant::now();
         while !is_mounted(&mp) && t.elapsed() < Duration::from_secs(30) {
@@ -400,7 +400,7 @@ fn status_answers_as_soon_as_the_mount_appears() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn nuage");
-    let guard = scopeguard_unmount(&mp);
+    let guard = unmount_on_drop(&mp);
     // Watched closely: a script may ask for the status the moment the folder is mounted, so
     // the mount must be registered (in nuage's folder of the user's cache) by then.
     let registry = tmp.path().join("xdg/nuage/mounts");
@@ -449,7 +449,7 @@ fn daemon_mode_returns_once_the_mount_is_live() {
         .env("NUAGE_PASSWORD", PASSWORD)
         .stdin(std::process::Stdio::null());
     let out = run_bounded(cmd, Duration::from_secs(60));
-    let guard = scopeguard_unmount(&mp);
+    let guard = unmount_on_drop(&mp);
     assert!(
         out.status.success(),
         "{}",
@@ -461,22 +461,6 @@ fn daemon_mode_returns_once_the_mount_is_live() {
     assert!(out.status.success());
     assert!(!is_mounted(&mp));
     drop(guard);
-}
-
-/// Unmounts on drop, in case an assertion failed first.
-struct Unmounter(std::path::PathBuf);
-impl Drop for Unmounter {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(&self.0)
-                .status();
-        }
-    }
-}
-fn scopeguard_unmount(p: &std::path::Path) -> Unmounter {
-    Unmounter(p.to_path_buf())
 }
 
 #[test]
@@ -730,7 +714,7 @@ fn the_demo_serves_its_sample_files_and_a_colleagues_activity() {
         .arg(tmp.path().join("c"))
         .stdin(std::process::Stdio::null());
     let out = run_bounded(cmd, Duration::from_secs(120));
-    let guard = scopeguard_unmount(&mp);
+    let guard = unmount_on_drop(&mp);
     assert!(
         out.status.success(),
         "{}",

@@ -638,6 +638,23 @@ impl Drop for Apache {
     }
 }
 
+/// Unmounts a mount point on drop (made by a command, not by [`Mount`]), in case an assertion
+/// failed first.
+pub struct Unmounter(PathBuf);
+
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-uz").arg(&self.0).status();
+        }
+    }
+}
+
+/// An [`Unmounter`] of `p`.
+pub fn unmount_on_drop(p: &Path) -> Unmounter {
+    Unmounter(p.to_path_buf())
+}
+
 /// A mount made by the real `nuage` binary, in the foreground, ended by `Drop`.
 pub struct Mount {
     pub mp: PathBuf,

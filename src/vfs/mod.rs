@@ -1241,12 +1241,30 @@ impl Vfs {
         if let Some(r) = lock(&self.file_runs).get_mut(&node.parent) {
             r.ahead_to = last.path.name().to_string();
         }
+        // Not those already here (a folder read again): no task, no disk, for them.
+        let here = |n: &Node| {
+            let (identity, validator) = self.version_key(n);
+            self.cache()
+                .known_version(&identity, &validator)
+                .is_some_and(|version| {
+                    self.cache().has(crate::cache::BlockKey {
+                        version,
+                        idx: crate::cache::BlockIdx(0),
+                    })
+                })
+        };
         let picks: Vec<Node> = picks
             .into_iter()
             .filter(|n| {
-                n.entry.size > 0 && n.entry.etag.is_some() && self.wb.get(&n.path).is_none()
+                n.entry.size > 0
+                    && n.entry.etag.is_some()
+                    && self.wb.get(&n.path).is_none()
+                    && !here(n)
             })
             .collect();
+        if picks.is_empty() {
+            return;
+        }
         let Some(me) = self.me.upgrade() else {
             return;
         };

@@ -1015,6 +1015,10 @@ fn a_share_received_read_only_refuses_changes_at_once_and_an_editable_one_takes_
         std::fs::read(m.path("De Paul/cours.odt")).expect("read"),
         b"cours v1"
     );
+    // An office suite's lock file stays here: allowed, as it never goes to the server.
+    let lock = m.path("De Paul/.~lock.cours.odt#");
+    std::fs::write(&lock, b"me,here").expect("lock file in a read-only share");
+    std::fs::remove_file(&lock).expect("lock file removed");
     assert_eq!(
         m.pending(),
         0,

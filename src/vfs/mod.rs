@@ -1775,7 +1775,8 @@ impl Vfs {
         let folder = self.node(parent)?;
         if is_dir {
             Self::permitted(&folder, 'K', "making a folder")?;
-        } else {
+        } else if !crate::writeback::is_excluded(name) {
+            // An editor's lock or swap file never goes to the server: allowed anywhere.
             Self::permitted(&folder, 'C', "adding a file")?;
         }
         Ok(folder.path.join(name))

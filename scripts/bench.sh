@@ -15,14 +15,16 @@ NUAGE="$PWD/target/release/nuage"
 
 W=$(mktemp -d /tmp/nuage-bench.XXXXXX)
 chmod 755 "$W"
-mkdir -p "$W/data/many" "$W/run" "$W/mnt" "$W/rmnt"
-APID=""; NPID=""; RPID=""
+mkdir -p "$W/data/many" "$W/run" "$W/mnt" "$W/rmnt" "$W/dmnt"
+APID=""; NPID=""; RPID=""; PXPID=""; DPID=""
 cleanup() {
-  for mp in "$W/mnt" "$W/rmnt"; do
+  for mp in "$W/mnt" "$W/rmnt" "$W/dmnt"; do
     grep -q " $mp " /proc/mounts && fusermount3 -uz "$mp" 2>/dev/null || true
   done
   [ -n "$NPID" ] && kill "$NPID" 2>/dev/null || true
   [ -n "$RPID" ] && kill "$RPID" 2>/dev/null || true
+  [ -n "$DPID" ] && kill "$DPID" 2>/dev/null || true
+  [ -n "$PXPID" ] && kill "$PXPID" 2>/dev/null || true
   [ -n "$APID" ] && kill "$APID" 2>/dev/null || true
   sleep 0.5
   rm -rf "$W"
@@ -242,6 +244,88 @@ if command -v rclone >/dev/null 2>&1; then
   read -r R_BIG_CLOSE R_BIG_UP R_BIG_TOTAL < <(printf '%s\n' "${res[@]}" | medians)
 fi
 
+# A distant server: every request reaches Apache 20 ms late (through a proxy on 127.0.0.1),
+# as over a long link. A walk of a tree of 200 folders (find) and a read of a folder's 200
+# small files (cat), each on a fresh mount, beside curl asking for the same one request
+# after the other on one connection.
+python3 - "$W/data" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(100):
+    top = os.path.join(d, "tree", f"folder-{i:03d}")
+    os.makedirs(os.path.join(top, "sub"))
+    for j in range(3):
+        with open(os.path.join(top, f"f{j}.txt"), "w") as f:
+            f.write("x" * 100)
+    with open(os.path.join(top, "sub", "s.txt"), "w") as f:
+        f.write("y")
+os.makedirs(os.path.join(d, "few"))
+for i in range(200):
+    with open(os.path.join(d, "few", f"doc-{i:03d}.txt"), "w") as f:
+        f.write("z" * (i * 10 + 1))
+PY
+chown -R www-data:www-data "$W/data/tree" "$W/data/few"
+cat > "$W/delay.py" <<'PY'
+import asyncio, sys
+listen, target, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def pipe(r, w, wait):
+    try:
+        while True:
+            data = await r.read(65536)
+            if not data:
+                break
+            if wait:
+                await asyncio.sleep(wait)
+            w.write(data)
+            await w.drain()
+    except Exception:
+        pass
+    finally:
+        w.close()
+async def handle(cr, cw):
+    sr, sw = await asyncio.open_connection("127.0.0.1", target)
+    await asyncio.gather(pipe(cr, sw, delay), pipe(sr, cw, 0))
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+PY
+DPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 "$W/delay.py" "$DPORT" "$PORT" 0.020 & PXPID=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$DPORT/" && break; sleep 0.1; done
+DURL="http://127.0.0.1:$DPORT/dav/"
+{ cat "$W/curlrc"; echo 'request = "PROPFIND"'; echo 'header = "Depth: 1"'
+  printf 'url = "%stree/"\noutput = "/dev/null"\n' "$DURL"
+  for i in $(seq 0 99); do
+    printf 'url = "%stree/folder-%03d/"\noutput = "/dev/null"\n' "$DURL" "$i"
+    printf 'url = "%stree/folder-%03d/sub/"\noutput = "/dev/null"\n' "$DURL" "$i"
+  done; } > "$W/tree.curl"
+{ cat "$W/curlrc"
+  for i in $(seq 0 199); do printf 'url = "%sfew/doc-%03d.txt"\noutput = "/dev/null"\n' "$DURL" "$i"; done
+} > "$W/few.curl"
+t0=$(now); curl -s -K "$W/tree.curl"; t1=$(now); CURL_DFIND=$(secs "$t0" "$t1")
+t0=$(now); curl -s -K "$W/few.curl"; t1=$(now); CURL_DCAT=$(secs "$t0" "$t1")
+distant() { # mountpoint -> "find_s cat_s"
+  local mp="$1" t0 t1 t2 t3
+  t0=$(now); find "$mp/tree" > /dev/null; t1=$(now)
+  t2=$(now); cat "$mp/few/"* > /dev/null; t3=$(now)
+  echo "$(secs "$t0" "$t1") $(secs "$t2" "$t3")"
+}
+"$NUAGE" mount "$DURL" "$W/dmnt" --user bench --password-file "$W/pw" --cache-dir "$W/dcache" \
+  2>"$W/nuage-distant.log" & DPID=$!
+wait_mounted "$W/dmnt"
+read -r D_FIND D_CAT < <(distant "$W/dmnt")
+fusermount3 -u "$W/dmnt"; wait_gone "$DPID"; DPID=""
+if [ "$HAVE_RCLONE" = 1 ]; then
+  RCLONE_CONFIG="$W/rclone.conf" rclone config create distant webdav url "$DURL" vendor other user bench pass "$OBS" >/dev/null
+  RCLONE_CONFIG="$W/rclone.conf" rclone mount distant: "$W/dmnt" --vfs-cache-mode full \
+    --cache-dir "$W/drcache" 2>"$W/rclone-distant.log" & DPID=$!
+  wait_mounted "$W/dmnt"
+  read -r R_DFIND R_DCAT < <(distant "$W/dmnt")
+  fusermount3 -u "$W/dmnt"; wait_gone "$DPID"; DPID=""
+fi
+
 echo
 echo "nuage benchmark: Apache mod_dav on 127.0.0.1, ${SIZE_MIB} MiB files, $(nproc) cores"
 echo "(read rows, large-file rows and their limits: median of $ROUNDS rounds; small files: one round)"
@@ -263,6 +347,8 @@ row "1000 x 4 KiB all on the server (s)" "$N_SMALL_SERVER" "4 parallel curl PUTs
 row "${SIZE_MIB} MiB written, close (s)" "$N_BIG_CLOSE" "-"
 row "${SIZE_MIB} MiB upload (MiB/s)" "$N_BIG_UP" "curl PUT: $CURL_UP (target >= 80%)"
 row "${SIZE_MIB} MiB write until on the server (s)" "$N_BIG_TOTAL" "-"
+row "server 20 ms away: find, 200 folders (s)" "$D_FIND" "curl, 201 PROPFINDs in turn: $CURL_DFIND"
+row "server 20 ms away: cat 200 small files (s)" "$D_CAT" "curl, 200 GETs in turn: $CURL_DCAT"
 printf '%s\n' "${rows[@]}"
 if [ "$HAVE_RCLONE" = 1 ]; then
   echo
@@ -271,6 +357,7 @@ if [ "$HAVE_RCLONE" = 1 ]; then
     "$R_COLD" "$R_WARM" "$R_SMALLREAD" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$NFILES" "$R_FCOLD" "$R_FWARM" "$R_RSS"
   printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server), first write to on the server %s s |\n' \
     "$R_SMALL_CLOSE" "$R_SMALL_SERVER" "$SIZE_MIB" "$R_BIG_CLOSE" "$R_BIG_UP" "$R_BIG_TOTAL"
+  printf '| server 20 ms away: find, 200 folders %s s | cat 200 small files %s s |\n' "$R_DFIND" "$R_DCAT"
 else
   echo
   echo "(rclone not installed: apt-get install rclone to compare)"

@@ -279,11 +279,11 @@ struct FileRun {
 /// Files fetched ahead of a program reading a folder's files in turn (their first block).
 const FILES_AHEAD: usize = 8;
 
-/// What the walk detection remembers: the folders opened lately (folder, its parent, when),
+/// What the walk detection remembers: the parents of the folders opened lately (and when),
 /// and per folder, its subfolders opened lately.
 #[derive(Default)]
 struct Walks {
-    recent: std::collections::VecDeque<(Ino, Ino, Instant)>,
+    recent: std::collections::VecDeque<(Ino, Instant)>,
     folders: HashMap<Ino, Walk>,
 }
 
@@ -823,7 +823,7 @@ impl Vfs {
     pub async fn opendir(&self, ino: Ino) -> Result<Fh> {
         let (parent, entries) = self.readdir(ino).await?;
         if parent != ino {
-            self.walked(ino, parent);
+            self.walked(parent);
         }
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         lock(&self.dir_handles).insert(
@@ -836,7 +836,7 @@ impl Vfs {
         Ok(fh)
     }
 
-    /// Notes that folder `dir`, in `parent`, was opened for listing. Once [`WALK_AFTER`]
+    /// Notes that a folder in `parent` was opened for listing. Once [`WALK_AFTER`]
     /// subfolders of one folder were, each soon after the one before, the tree is being
     /// walked: the listings of the other subfolders are asked for ahead of the walker,
     /// [`WALK_PARALLEL`] at a time, so that it finds them ready instead of waiting for the
@@ -846,12 +846,12 @@ impl Vfs {
     /// a file manager counting what each subfolder holds goes one level down only, and gets
     /// that level only. Only what the walker opens counts: listings asked for ahead start no
     /// walk of their own.
-    fn walked(&self, dir: Ino, parent: Ino) {
+    fn walked(&self, parent: Ino) {
         let now = Instant::now();
-        let (start, parents) = {
+        let parents: Vec<Ino> = {
             let mut w = lock(&self.walks);
-            w.recent.retain(|(_, _, at)| at.elapsed() < WALK_GAP);
-            w.recent.push_back((dir, parent, now));
+            w.recent.retain(|(_, at)| at.elapsed() < WALK_GAP);
+            w.recent.push_back((parent, now));
             if w.recent.len() > WALK_RECENT {
                 w.recent.pop_front();
             }
@@ -865,9 +865,14 @@ impl Vfs {
             x.last = now;
             let start = x.opened >= WALK_AFTER && !x.ahead;
             x.ahead |= start;
-            let parents: Vec<Ino> = w.recent.iter().map(|(_, p, _)| *p).collect();
-            (start, parents)
+            if !start {
+                return;
+            }
+            w.recent.iter().map(|(p, _)| *p).collect()
         };
+        if !self.reach().is_online() {
+            return;
+        }
         // Seen below a subfolder of `parent`: a folder opened lately whose own parent is in
         // `parent`.
         let deeper = {
@@ -876,9 +881,6 @@ impl Vfs {
                 .iter()
                 .any(|p| *p != parent && t.get(*p).is_some_and(|n| n.parent == parent))
         };
-        if !start || !self.reach().is_online() {
-            return;
-        }
         let mut folders = self.subfolders(parent, false);
         if deeper {
             // Below the subfolders the walker opened already, too.
@@ -898,7 +900,7 @@ impl Vfs {
             deeper,
             "walk: listing ahead"
         );
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let mut queue: std::collections::VecDeque<Ino> = folders.into();
             let mut budget = WALK_MAX;
             let mut tasks = tokio::task::JoinSet::new();

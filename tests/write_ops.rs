@@ -1042,3 +1042,54 @@ fn a_share_received_read_only_refuses_changes_at_once_and_an_editable_one_takes_
     assert!(!srv.join("De Paul/dir").exists());
     m.unmount();
 }
+
+#[test]
+fn chmod_x_is_kept_on_this_device_so_a_script_runs_from_the_mount() {
+    use std::os::unix::fs::PermissionsExt;
+    let cloud = Cloud::start();
+    let cache = tempfile::tempdir().expect("tmp");
+    let spec = || MountSpec::new(&cloud.url()).args(FAST).cache(cache.path());
+    let m = Mount::new(spec());
+    let script = m.path("outils/bonjour.sh");
+    std::fs::create_dir(m.path("outils")).expect("mkdir");
+    std::fs::write(&script, "#!/bin/sh\necho bonjour depuis le cloud\n").expect("write");
+    let run = |p: &std::path::Path| {
+        std::process::Command::new(p)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&script), 0o644);
+    let e = run(&script).expect_err("not executable yet");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod +x");
+    assert_eq!(mode(&script), 0o755);
+    assert_eq!(run(&script).expect("run"), "bonjour depuis le cloud\n");
+    // It follows renames of the file and of its folder, and survives a remount.
+    std::fs::rename(&script, m.path("outils/salut.sh")).expect("rename");
+    std::fs::rename(m.path("outils"), m.path("scripts")).expect("rename folder");
+    m.wait_drained();
+    m.unmount();
+    let m = Mount::new(spec());
+    let script = m.path("scripts/salut.sh");
+    assert_eq!(mode(&script), 0o755);
+    assert_eq!(
+        run(&script).expect("run after remount"),
+        "bonjour depuis le cloud\n"
+    );
+    // The server has the content (no server stores modes).
+    wait_server(
+        &cloud.files(),
+        "scripts/salut.sh",
+        b"#!/bin/sh\necho bonjour depuis le cloud\n",
+    );
+    // chmod -x takes it away; a new file of a deleted one's name does not inherit it.
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod -x");
+    assert_eq!(mode(&script), 0o644);
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).expect("chmod +x");
+    std::fs::remove_file(&script).expect("rm");
+    std::fs::write(&script, "#!/bin/sh\necho autre\n").expect("write again");
+    assert_eq!(mode(&script), 0o644);
+    m.unmount();
+}

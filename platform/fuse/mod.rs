@@ -740,7 +740,7 @@ impl Filesystem for NuageFs {
         &mut self,
         _req: &Request<'_>,
         ino: u64,
-        _mode: Option<u32>,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
@@ -754,15 +754,16 @@ impl Filesystem for NuageFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        // Modes and owners cannot be stored on the server: accepted and ignored, so that
-        // cp -a, rsync -a and tar work (the mount shows fixed permissions).
+        // Modes and owners cannot be stored on the server: owners are accepted and ignored,
+        // so that cp -a, rsync -a and tar work; of a mode, "executable or not" is kept on
+        // this device (the other bits are fixed).
         let mtime = mtime.map(|t| match t {
             TimeOrNow::SpecificTime(t) => t,
             TimeOrNow::Now => std::time::SystemTime::now(),
         });
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
         self.rt.spawn(async move {
-            match vfs.setattr(Ino(ino), size, mtime).await {
+            match vfs.setattr(Ino(ino), size, mtime, mode).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a)),
                 Err(e) => reply.error(fail("setattr", &e)),
             }

@@ -100,6 +100,7 @@ impl MetaStore {
              CREATE TABLE IF NOT EXISTS mtimes (path TEXT PRIMARY KEY, etag TEXT NOT NULL,
                  secs INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS activity (id INTEGER PRIMARY KEY, json TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS execs (path TEXT PRIMARY KEY);
 ",
         )?;
         // Stores written before pins knew their file id get the column (NULL: unknown).
@@ -287,6 +288,40 @@ impl MetaStore {
         let _ = lock(&self.db).execute(
             "INSERT OR REPLACE INTO mtimes(path, etag, secs) VALUES (?1, ?2, ?3)",
             params![path.as_str(), etag, secs],
+        );
+    }
+
+    /// Files made executable here (`chmod +x`): no WebDAV server stores modes, so the mark
+    /// is kept on this device.
+    pub fn execs(&self) -> Vec<RemotePath> {
+        let db = lock(&self.db);
+        let Ok(mut st) = db.prepare("SELECT path FROM execs") else {
+            return Vec::new();
+        };
+        st.query_map([], |r| r.get::<_, String>(0))
+            .map(|rows| rows.flatten().map(|p| RemotePath::new(&p)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks `path` executable, or not.
+    pub fn set_exec(&self, path: &RemotePath, on: bool) {
+        let db = lock(&self.db);
+        let _ = if on {
+            db.execute(
+                "INSERT OR IGNORE INTO execs(path) VALUES (?1)",
+                params![path.as_str()],
+            )
+        } else {
+            db.execute("DELETE FROM execs WHERE path = ?1", params![path.as_str()])
+        };
+    }
+
+    /// Moves the executable marks of `from` and everything below it to `to`.
+    pub fn rename_execs(&self, from: &RemotePath, to: &RemotePath) {
+        let _ = lock(&self.db).execute(
+            "UPDATE OR REPLACE execs SET path = ?2 || substr(path, length(?1) + 1)
+             WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+            params![from.as_str(), to.as_str()],
         );
     }
 

@@ -242,6 +242,8 @@ pub struct Vfs {
     /// uploaded file), by path, each valid while the server etag is the one recorded; kept
     /// in the meta store across mounts.
     mtimes: Arc<Mutex<HashMap<RemotePath, (String, SystemTime)>>>,
+    /// Files made executable here (kept on this device: no server stores modes).
+    execs: Mutex<std::collections::HashSet<RemotePath>>,
     handles: Mutex<HashMap<Fh, Handle>>,
     dir_handles: Mutex<HashMap<Fh, DirHandle>>,
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
@@ -414,6 +416,7 @@ impl Vfs {
             last_root_etag: Mutex::new(None),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             pins: Mutex::new(meta.pins().into_iter().collect()),
+            execs: Mutex::new(meta.execs().into_iter().collect()),
             meta,
             hydrate: tokio::sync::Notify::new(),
             pin_progress: Mutex::new(Vec::new()),
@@ -507,7 +510,8 @@ impl Vfs {
                     }
                 })
                 .unwrap_or(true);
-        let perm = match (e.is_dir, writable) {
+        let exec = !e.is_dir && lock(&self.execs).contains(&n.path);
+        let perm = match (e.is_dir || exec, writable) {
             (true, true) => 0o755,
             (true, false) => 0o555,
             (false, true) => 0o644,
@@ -1288,6 +1292,49 @@ impl Vfs {
         });
     }
 
+    /// Marks a file executable or not (`chmod`), here and in the meta store.
+    async fn set_exec(&self, path: &RemotePath, on: bool) -> Result<()> {
+        let changed = {
+            let mut x = lock(&self.execs);
+            if on {
+                x.insert(path.clone())
+            } else {
+                x.remove(path)
+            }
+        };
+        if changed {
+            let (meta, p) = (self.meta.clone(), path.clone());
+            blocking(move || {
+                meta.set_exec(&p, on);
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Executable marks follow a rename (of a file or of a whole folder).
+    fn move_execs(&self, from: &RemotePath, to: &RemotePath) {
+        let mut x = lock(&self.execs);
+        // A file replaced by the rename loses its mark with its content.
+        let replaced = x.remove(to);
+        let moved: Vec<RemotePath> = x.iter().filter(|p| p.is_within(from)).cloned().collect();
+        if replaced {
+            self.meta.set_exec(to, false);
+        }
+        if moved.is_empty() {
+            return;
+        }
+        for p in moved {
+            x.remove(&p);
+            if let Some(rest) = p.as_str().strip_prefix(from.as_str()) {
+                x.insert(RemotePath::new(&format!("{}{rest}", to.as_str())));
+            }
+        }
+        drop(x);
+        self.meta.rename_execs(from, to);
+    }
+
     /// Recorded modification times follow a rename (of a file or of a whole folder).
     fn move_mtimes(&self, from: &RemotePath, to: &RemotePath) {
         if self.cfg.nextcloud {
@@ -1666,6 +1713,7 @@ impl Vfs {
         ino: Ino,
         size: Option<u64>,
         mtime: Option<SystemTime>,
+        mode: Option<u32>,
     ) -> Result<Attr> {
         let node = self.revalidate(ino).await?;
         if node.entry.is_dir {
@@ -1674,8 +1722,12 @@ impl Vfs {
             }
             return Ok(self.attr_of(ino, &node));
         }
-        if self.cfg.read_only && (size.is_some() || mtime.is_some()) {
+        if self.cfg.read_only && (size.is_some() || mtime.is_some() || mode.is_some()) {
             return Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"));
+        }
+        if let Some(m) = mode {
+            // Only "executable or not" is kept (on this device); other bits are fixed.
+            self.set_exec(&node.path, m & 0o111 != 0).await?;
         }
         if size.is_some() {
             Self::permitted(&node, 'W', "changing this file")?;
@@ -1788,6 +1840,8 @@ impl Vfs {
     /// upload.
     pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Opened)> {
         let path = self.new_child_path(parent, name, false).await?;
+        // A mark left by a file of that name deleted elsewhere does not pass to a new one.
+        self.set_exec(&path, false).await?;
         tracing::debug!(%path, "create");
         let (wb, p) = (self.wb.clone(), path.clone());
         let d = blocking(move || wb.create(&p)).await?;
@@ -1903,6 +1957,7 @@ impl Vfs {
             ));
         }
         Self::permitted(&node, 'D', "deleting")?;
+        self.set_exec(&node.path, false).await?;
         tracing::debug!(path = %node.path, "unlink");
         let dropped = self.wb.remove(&node.path).await;
         // Read the etag after the removal: an upload that finished meanwhile changed it.
@@ -2122,6 +2177,7 @@ impl Vfs {
                 _ => None,
             };
             self.move_mtimes(&src.path, &to);
+            self.move_execs(&src.path, &to);
             // The table and the write-back move together: nobody sees one without the other.
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, None);
@@ -2237,6 +2293,7 @@ impl Vfs {
     /// server, pins, and the cached content, which stays readable under the new name.
     fn renamed_here(&self, from: &RemotePath, to: &RemotePath) {
         self.move_mtimes(from, to);
+        self.move_execs(from, to);
         self.move_pins(from, to);
         let ident = |p: &RemotePath| format!("{}\n{}", self.cfg.cache_identity, p.as_str());
         if let Err(e) = self.cache().rename_identity(&ident(from), &ident(to)) {

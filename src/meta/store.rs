@@ -318,18 +318,22 @@ impl MetaStore {
 
     /// Moves the executable marks of `from` and everything below it to `to`.
     pub fn rename_execs(&self, from: &RemotePath, to: &RemotePath) {
-        let _ = lock(&self.db).execute(
-            "UPDATE OR REPLACE execs SET path = ?2 || substr(path, length(?1) + 1)
-             WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
-            params![from.as_str(), to.as_str()],
-        );
+        self.rename_rows("execs", from, to);
     }
 
     /// Moves the recorded modification times of `from` and everything below it to `to`.
     pub fn rename_mtimes(&self, from: &RemotePath, to: &RemotePath) {
+        self.rename_rows("mtimes", from, to);
+    }
+
+    /// Moves the rows of `table` (one of ours, keyed by `path`) for `from` and everything
+    /// below it to `to`.
+    fn rename_rows(&self, table: &'static str, from: &RemotePath, to: &RemotePath) {
         let _ = lock(&self.db).execute(
-            "UPDATE OR REPLACE mtimes SET path = ?2 || substr(path, length(?1) + 1)
-             WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+            &format!(
+                "UPDATE OR REPLACE {table} SET path = ?2 || substr(path, length(?1) + 1)
+                 WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'"
+            ),
             params![from.as_str(), to.as_str()],
         );
     }
@@ -439,5 +443,21 @@ mod tests {
             .collect();
         m.sort();
         assert_eq!(m, vec!["ab.txt".to_string(), "z/a/b.txt".to_string()]);
+    }
+
+    #[test]
+    fn executable_marks_follow_renames_and_survive_a_reopen() {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = MetaStore::open(d.path()).expect("open");
+        s.set_exec(&RemotePath::new("a/b.sh"), true);
+        s.set_exec(&RemotePath::new("ab.sh"), true);
+        s.set_exec(&RemotePath::new("c.sh"), true);
+        s.set_exec(&RemotePath::new("c.sh"), false);
+        s.rename_execs(&RemotePath::new("a"), &RemotePath::new("z/a"));
+        drop(s);
+        let s = MetaStore::open(d.path()).expect("reopen");
+        let mut x: Vec<String> = s.execs().iter().map(|p| p.as_str().to_string()).collect();
+        x.sort();
+        assert_eq!(x, vec!["ab.sh".to_string(), "z/a/b.sh".to_string()]);
     }
 }

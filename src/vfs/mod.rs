@@ -1160,12 +1160,7 @@ impl Vfs {
                     dirty: dirty.take(),
                     from_local,
                     follows_local: from_local,
-                    file: FileVersion {
-                        path: node.path.clone(),
-                        etag: node.entry.etag.clone(),
-                        size: node.entry.size,
-                        version: base.version,
-                    },
+                    file: Self::server_file(node, base.version),
                     next_offset: 0,
                     window: 0,
                     passthrough,
@@ -1279,12 +1274,7 @@ impl Vfs {
                 let Ok(base) = me.base_of(&n).await else {
                     continue;
                 };
-                let f = FileVersion {
-                    path: n.path.clone(),
-                    etag: n.entry.etag.clone(),
-                    size: n.entry.size,
-                    version: base.version,
-                };
+                let f = Self::server_file(&n, base.version);
                 if let Err(e) = me.fetcher.ensure(&f, 0..0, 0..1).await {
                     tracing::debug!(path = %n.path, error = %e, "fetching ahead failed");
                 }
@@ -1446,6 +1436,16 @@ impl Vfs {
         })
     }
 
+    /// A node's server content, as cache version `version`.
+    fn server_file(node: &Node, version: crate::cache::VersionId) -> FileVersion {
+        FileVersion {
+            path: node.path.clone(),
+            etag: node.entry.etag.clone(),
+            size: node.entry.size,
+            version,
+        }
+    }
+
     /// The block cache's key of a node's server content: (identity, validator).
     fn version_key(&self, node: &Node) -> (String, String) {
         (
@@ -1547,12 +1547,7 @@ impl Vfs {
                 }
                 let node = self.revalidate(ino).await?;
                 let base = self.base_of(&node).await?;
-                let file = FileVersion {
-                    path: node.path.clone(),
-                    etag: node.entry.etag.clone(),
-                    size: node.entry.size,
-                    version: base.version,
-                };
+                let file = Self::server_file(&node, base.version);
                 if let Some(h) = lock(&self.handles).get_mut(&fh) {
                     h.file = file.clone();
                 }
@@ -1957,7 +1952,6 @@ impl Vfs {
             ));
         }
         Self::permitted(&node, 'D', "deleting")?;
-        self.set_exec(&node.path, false).await?;
         tracing::debug!(path = %node.path, "unlink");
         let dropped = self.wb.remove(&node.path).await;
         // Read the etag after the removal: an upload that finished meanwhile changed it.
@@ -1997,6 +1991,7 @@ impl Vfs {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.set_exec(&node.path, false).await?;
         let mut t = lock(&self.table);
         t.remove_child(parent, name);
         if let Some(n) = t.get_mut(ino) {

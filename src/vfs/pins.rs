@@ -309,12 +309,7 @@ impl Vfs {
                     p.files += 1;
                     p.files_cached += 1;
                 } else if let Ok(base) = self.base_of(&node).await {
-                    files.push(FileVersion {
-                        path: node.path.clone(),
-                        etag: node.entry.etag.clone(),
-                        size: node.entry.size,
-                        version: base.version,
-                    });
+                    files.push(Self::server_file(&node, base.version));
                 }
             }
             walks.push((p, files));

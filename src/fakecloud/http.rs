@@ -397,14 +397,17 @@ impl Shared {
         s
     }
 
+    /// The local file or folder behind `rel`.
+    fn local(&self, rel: &[String]) -> PathBuf {
+        let mut p = self.cfg.root.clone();
+        p.extend(rel);
+        p
+    }
+
     /// True when the node at `rel` has the permission `letter`, or does not exist (what
     /// the request then gets is not a matter of permissions: 404, 409...).
     fn permits(&self, rel: &[String], letter: char) -> bool {
-        let mut p = self.cfg.root.clone();
-        for s in rel {
-            p.push(s);
-        }
-        match std::fs::metadata(&p) {
+        match std::fs::metadata(self.local(rel)) {
             Ok(m) => self.dav_permissions(rel, m.is_dir()).contains(letter),
             Err(_) => true,
         }
@@ -413,27 +416,22 @@ impl Shared {
     /// Why a change of `rel` (to `dest` for a move or copy) is refused by the permissions,
     /// if it is: what Nextcloud answers 403 for.
     fn refused(&self, method: &str, rel: &[String], dest: Option<&[String]>) -> Option<Resp> {
-        let exists = |r: &[String]| {
-            let mut p = self.cfg.root.clone();
-            for s in r {
-                p.push(s);
-            }
-            std::fs::symlink_metadata(p).ok()
-        };
         let parent = |r: &[String]| r[..r.len().saturating_sub(1)].to_vec();
-        // Writing the file at `r`: its content (W) when it exists, else a new file in its
-        // folder (C), or a new folder (K).
-        let may_write = |r: &[String], dir: bool| match exists(r) {
-            Some(m) if m.is_dir() => self.permits(r, 'D'),
-            Some(_) => self.permits(r, 'W'),
-            None => self.permits(&parent(r), if dir { 'K' } else { 'C' }),
+        // Writing at `r`: replacing a folder (D) or a file's content (W) when it exists, else
+        // a new file (C) or folder (K) in its folder.
+        let may_write = |r: &[String], dir: bool| match std::fs::metadata(self.local(r)) {
+            Ok(m) => {
+                self.dav_permissions(r, m.is_dir())
+                    .contains(if m.is_dir() { 'D' } else { 'W' })
+            }
+            Err(_) => self.permits(&parent(r), if dir { 'K' } else { 'C' }),
         };
         let ok = match (method, dest) {
             ("PUT", _) => may_write(rel, false),
             ("MKCOL", _) => self.permits(&parent(rel), 'K'),
             ("DELETE", _) => self.permits(rel, 'D'),
             ("MOVE", Some(d)) | ("COPY", Some(d)) => {
-                let dir = exists(rel).is_some_and(|m| m.is_dir());
+                let dir = self.local(rel).is_dir();
                 let source = method == "COPY"
                     || (self.permits(rel, 'N')
                         && (parent(rel) == parent(d) || self.permits(rel, 'V')));
@@ -1017,15 +1015,11 @@ async fn bulk_upload(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
             Ok(()) => {
                 stored = true;
                 shared.stats.bulk_files.fetch_add(1, Ordering::Relaxed);
-                let mut local = shared.cfg.root.clone();
-                for s in &rel {
-                    local.push(s);
-                }
-                let md = std::fs::metadata(&local).ok();
+                let md = std::fs::metadata(shared.local(&rel)).ok();
                 serde_json::json!({"error": false,
                     "etag": md.as_ref().map(file_etag).unwrap_or_default(),
                     "fileid": md.as_ref().map(|m| m.ino().to_string()).unwrap_or_default(),
-                    "permissions": "RGDNVW"})
+                    "permissions": shared.dav_permissions(&rel, false)})
             }
             Err(message) => serde_json::json!({"error": true, "message": message}),
         };
@@ -1311,11 +1305,7 @@ impl Dav {
     }
 
     fn local(&self, rel: &[String]) -> PathBuf {
-        let mut p = self.shared.cfg.root.clone();
-        for s in rel {
-            p.push(s);
-        }
-        p
+        self.shared.local(rel)
     }
 
     fn href(&self, rel: &[String], dir: bool) -> String {
@@ -2063,10 +2053,7 @@ impl Uploads {
                 );
             }
         }
-        let mut dest = self.shared.cfg.root.clone();
-        for s in &dest_rel {
-            dest.push(s);
-        }
+        let dest = self.shared.local(&dest_rel);
         let existing = std::fs::metadata(&dest).ok();
         // The overwrite guard: `If: <dest> (["etag"])` (§5.2).
         if let Some(ifh) = header(req.headers(), "if") {

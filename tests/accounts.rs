@@ -64,11 +64,7 @@ fn nuage_unmount(cfg: &Path, mp: &Path) {
         .arg(mp)
         .output()
         .expect("unmount");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 }
 
 fn login_app_password(cfg: &Path, url: &str, user: &str, secret: &str) -> (i32, String, String) {
@@ -452,11 +448,7 @@ fn logout_revokes_on_the_server_and_works_offline() {
         .args(["logout", "work"])
         .output()
         .expect("logout");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(
         !cloud.server.app_passwords().iter().any(|(t, _)| *t == app),
         "still valid on the server"
@@ -753,11 +745,7 @@ fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
     session(&mut c);
     let out = run_bounded(c, Duration::from_secs(60));
     let _g = unmount_on_drop(&mp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         std::fs::read_to_string(mp.join("cours.txt")).expect("read"),
         "cours"

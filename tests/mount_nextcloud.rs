@@ -450,11 +450,7 @@ fn daemon_mode_returns_once_the_mount_is_live() {
         .stdin(std::process::Stdio::null());
     let out = run_bounded(cmd, Duration::from_secs(60));
     let guard = unmount_on_drop(&mp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // Live at once: no waiting allowed here.
     assert_eq!(std::fs::read(mp.join("hello.txt")).expect("read"), b"hi");
     let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
@@ -715,11 +711,7 @@ fn the_demo_serves_its_sample_files_and_a_colleagues_activity() {
         .stdin(std::process::Stdio::null());
     let out = run_bounded(cmd, Duration::from_secs(120));
     let guard = unmount_on_drop(&mp);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let mut top: Vec<String> = std::fs::read_dir(&mp)
         .expect("ls")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -265,11 +265,7 @@ fn odf_part(doc: &Path, part: &str) -> String {
         },
         Duration::from_secs(30),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

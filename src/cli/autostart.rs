@@ -168,12 +168,13 @@ pub(super) fn autostart_command(a: AutostartArgs) -> anyhow::Result<ExitCode> {
     };
     std::fs::create_dir_all(&mountpoint)
         .with_context(|| format!("cannot make the mount point {}", mountpoint.display()))?;
-    let (Some(mp), Some(acc)) = (mountpoint.to_str(), Some(account.as_str())) else {
+    let Some(mp) = mountpoint.to_str() else {
         bail!(
             "the mount point {} is not valid UTF-8",
             mountpoint.display()
         );
     };
+    let acc = account.as_str();
     if mp.contains(['\n', '\r']) || acc.contains(['\n', '\r']) {
         bail!("a line break in the account or mount point name cannot go in an autostart entry");
     }

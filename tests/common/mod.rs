@@ -638,6 +638,15 @@ impl Drop for Apache {
     }
 }
 
+/// Asserts that a command succeeded, showing what it printed on its standard error if not.
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Unmounts a mount point on drop (made by a command, not by [`Mount`]), in case an assertion
 /// failed first.
 pub struct Unmounter(PathBuf);
@@ -842,11 +851,7 @@ impl Mount {
                 .arg("--json")
                 .output()
                 .expect("status");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert_succeeded(&out);
             last = serde_json::from_slice(&out.stdout).expect("json");
             last["updated_ms"].as_u64().unwrap_or(0) > since
         });

@@ -1193,8 +1193,13 @@ impl WriteBack {
             .truncate(true)
             .open(&data_path)
             .map_err(|e| io("cannot create a local file in the cache", e))?;
-        file.set_len(size_hint)
-            .map_err(|e| io("cannot size a local file in the cache", e))?;
+        // Only a size to give: ext4 takes a truncation to 0, even of an empty file, as a file
+        // being rewritten and writes it out at its close (`auto_da_alloc`), a disk write per
+        // new file for nothing (a small file's content is in its journal row).
+        if size_hint > 0 {
+            file.set_len(size_hint)
+                .map_err(|e| io("cannot size a local file in the cache", e))?;
+        }
         Ok(Arc::new(DirtyFile {
             id,
             data_path,
@@ -2064,9 +2069,11 @@ impl WriteBack {
         snap: &DirtyState,
     ) -> std::result::Result<crate::webdav::PutResult, UploadError> {
         // 1. Never upload holes: fetch what is still missing from the base version.
+        let mut filled = false;
         if let Some(base) = &snap.base {
             let missing = self.missing(d, 0, snap.size);
             if !missing.is_empty() {
+                filled = true;
                 let fv = FileVersion {
                     path: snap.path.clone(),
                     etag: base.etag.clone(),
@@ -2078,13 +2085,18 @@ impl WriteBack {
                 }
             }
         }
-        let file = d
-            .file_once()
-            .map_err(|e| UploadError::Local(io("cache", e)))?;
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| UploadError::Local(io("cache", e)))?
-            .map_err(|e| UploadError::Local(io("cannot sync the cache", e)))?;
+        // The bytes filled in, or a close whose journal row could not be written, are made
+        // durable before the upload (a journal row written meanwhile may say they are here).
+        // A closed file's bytes already are: synced at its close, or held in its row.
+        if filled || snap.persisted < snap.generation {
+            let file = d
+                .file_once()
+                .map_err(|e| UploadError::Local(io("cache", e)))?;
+            tokio::task::spawn_blocking(move || file.sync_data())
+                .await
+                .map_err(|e| UploadError::Local(io("cache", e)))?
+                .map_err(|e| UploadError::Local(io("cannot sync the cache", e)))?;
+        }
         // 2. Send it, conditional on the base version; where the server would not enforce
         // that, only after checking that it still holds that version (or, new, nothing).
         if !server_enforces(&self.dav, snap.base.as_ref()).await {

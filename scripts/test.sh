@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, nginx with its
 # WebDAV modules, lighttpd with mod_webdav, rclone, htpasswd, openssl, attr, LibreOffice) with apt-get
-# when missing, then runs cargo test.
+# and WsgiDAV with pip (into target/test-wsgidav) when missing, then runs cargo test.
 # Needs root (or sudo) for apt-get and for FUSE mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ command -v git >/dev/null 2>&1 || need+=(git)
 # LibreOffice (without its desktop parts) and its Python bridge: a test saves documents with it.
 command -v soffice >/dev/null 2>&1 || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/python3/dist-packages/uno.py ] || need+=(python3-uno)
+# A Python virtual environment for WsgiDAV (below).
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "installing: ${need[*]}"
   # Packages install without starting their services (nginx would listen on port 80): the
@@ -39,6 +41,16 @@ if [ "${#need[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   [ -z "$policy" ] || $SUDO rm -f "$policy"
+fi
+# WsgiDAV, one more WebDAV server nobody here wrote (from PyPI, in its own virtual environment
+# under target/, so nothing is installed system-wide).
+WSGIDAV_ENV=target/test-wsgidav
+if [ ! -x "$WSGIDAV_ENV/bin/wsgidav" ]; then
+  echo "installing: WsgiDAV 4.4.0 into $WSGIDAV_ENV"
+  rm -rf "$WSGIDAV_ENV"
+  python3 -m venv "$WSGIDAV_ENV"
+  "$WSGIDAV_ENV/bin/pip" install --quiet --disable-pip-version-check \
+    wsgidav==4.4.0 cheroot==11.1.2 PyYAML==6.0.3
 fi
 if [ ! -e /dev/fuse ]; then
   echo "error: /dev/fuse is missing; the tests mount real FUSE filesystems (load the fuse module)" >&2

@@ -1,6 +1,6 @@
 //! Real FUSE mounts against more WebDAV servers nobody here wrote: lighttpd's `mod_webdav`
 //! (its listings carry etags; it keeps properties and locks in its own SQLite database) and
-//! `rclone serve webdav` (Go's `x/net/webdav`).
+//! `rclone serve webdav` (Go's `x/net/webdav`), and WsgiDAV (Python).
 
 mod common;
 
@@ -52,17 +52,16 @@ fn lighttpd_listing_reads_writes_and_awkward_names() {
     round_of_operations(&WebDavServer::lighttpd(), b"hello lighttpd");
 }
 
-#[test]
-fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
-    let l = WebDavServer::lighttpd();
-    let d = l.data();
+/// A colleague's change on the server is seen through the mount once the lifetimes pass.
+fn change_on_the_server_is_seen(w: &WebDavServer) {
+    let d = w.data();
     std::fs::write(d.join("emploi.csv"), b"lundi").expect("w");
-    l.fix_owner();
-    let m = Mount::new(MountSpec::new(&l.url()).args(FAST));
+    w.fix_owner();
+    let m = Mount::new(MountSpec::new(&w.url()).args(FAST));
     assert_eq!(std::fs::read(m.path("emploi.csv")).expect("read"), b"lundi");
     // A colleague saves a longer version (new etag, new size).
     std::fs::write(d.join("emploi.csv"), b"lundi, mardi et mercredi").expect("w");
-    l.fix_owner();
+    w.fix_owner();
     assert!(
         wait_until(Duration::from_secs(10), || {
             std::fs::read(m.path("emploi.csv")).ok().as_deref()
@@ -73,9 +72,25 @@ fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
     m.unmount();
 }
 
+#[test]
+fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
+    change_on_the_server_is_seen(&WebDavServer::lighttpd());
+}
+
 /// `rclone serve webdav`, a fourth server nobody here wrote (Go's `x/net/webdav`): the same
 /// round.
 #[test]
 fn rclone_serve_listing_reads_writes_and_renames() {
     round_of_operations(&WebDavServer::rclone_serve(), b"hello rclone");
+}
+
+/// WsgiDAV, a fifth server nobody here wrote (Python): the same round.
+#[test]
+fn wsgidav_listing_reads_writes_and_renames() {
+    round_of_operations(&WebDavServer::wsgidav(), b"hello wsgidav");
+}
+
+#[test]
+fn wsgidav_change_on_the_server_is_seen_after_the_lifetimes() {
+    change_on_the_server_is_seen(&WebDavServer::wsgidav());
 }

@@ -598,6 +598,42 @@ auth.require = ("/" => ("method" => "basic", "realm" => "nuage test", "require" 
         Self::spawn(dir, port, cmd, "/", "rclone.log")
     }
 
+    /// WsgiDAV (Python, from PyPI; installed by scripts/test.sh into target/test-wsgidav)
+    /// serving `/` with Basic authentication: its listings carry etags, it keeps dead
+    /// properties and locks in memory.
+    pub fn wsgidav() -> WebDavServer {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-wsgidav/bin/wsgidav");
+        assert!(
+            bin.exists(),
+            "WsgiDAV is missing: run scripts/test.sh, which installs it into target/test-wsgidav"
+        );
+        let dir = server_folder(&["data"]);
+        let d = dir.path();
+        let port = free_port();
+        let cfg = d.join("wsgidav.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "host: 127.0.0.1\nport: {port}\nverbose: 2\n\
+                 provider_mapping:\n  \"/\": \"{data}\"\n\
+                 http_authenticator:\n  domain_controller: null\n  accept_basic: true\n  \
+                 accept_digest: false\n  default_to_digest: false\n\
+                 simple_dc:\n  user_mapping:\n    \"*\":\n      \"{USER}\":\n        \
+                 password: \"{PASSWORD}\"\n\
+                 lock_storage: true\n",
+                data = d.join("data").display(),
+            ),
+        )
+        .expect("write the WsgiDAV configuration");
+        // Its messages go to a log file; `exec` keeps the server's pid the child's.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec \"$0\" -c \"$1\" >\"$2\" 2>&1"])
+            .arg(&bin)
+            .arg(&cfg)
+            .arg(d.join("wsgidav.log"));
+        Self::spawn(dir, port, cmd, "/", "wsgidav.log")
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

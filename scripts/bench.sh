@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput benchmark (not a test): nuage against Apache mod_dav on 127.0.0.1, each figure
 # beside its limit measured in the same run (curl, the local disk), and beside
-# `rclone mount --vfs-cache-mode full` when rclone is installed.
+# `rclone mount --vfs-cache-mode full` and davfs2 (`mount -t davfs`) when they are installed.
+# A workload a tool cannot do (davfs2 on a recent kernel cannot list folders) shows "failed".
 #   bash scripts/bench.sh [SIZE_MIB]     (default 1024)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,14 @@ NUAGE="$PWD/target/release/nuage"
 
 W=$(mktemp -d /tmp/nuage-bench.XXXXXX)
 chmod 755 "$W"
-mkdir -p "$W/data/many" "$W/run" "$W/mnt" "$W/rmnt" "$W/dmnt"
-APID=""; NPID=""; RPID=""; PXPID=""; DPID=""
+mkdir -p "$W/data/many" "$W/run" "$W/mnt" "$W/rmnt" "$W/vmnt" "$W/dmnt"
+APID=""; NPID=""; RPID=""; PXPID=""; DPID=""; VPIDS=()
 cleanup() {
-  for mp in "$W/mnt" "$W/rmnt" "$W/dmnt"; do
-    grep -q " $mp " /proc/mounts && fusermount3 -uz "$mp" 2>/dev/null || true
+  for mp in "$W/mnt" "$W/rmnt" "$W/vmnt" "$W/dmnt"; do
+    grep -q " $mp " /proc/mounts && umount -l "$mp" 2>/dev/null || true
   done
+  for p in "${VPIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf /var/cache/davfs2/127.0.0.1+"$(echo "${W#/}" | tr / -)"-*
   [ -n "$NPID" ] && kill "$NPID" 2>/dev/null || true
   [ -n "$RPID" ] && kill "$RPID" 2>/dev/null || true
   [ -n "$DPID" ] && kill "$DPID" 2>/dev/null || true
@@ -116,8 +119,13 @@ medians() { # lines of space-separated columns -> the median of each column
   python3 -c '
 import sys, statistics
 rows = [l.split() for l in sys.stdin if l.strip()]
-med = (statistics.median(float(r[i]) for r in rows) for i in range(len(rows[0])))
-print(" ".join(f"{m:.3f}".rstrip("0").rstrip(".") for m in med))'
+def med(col):
+    try:
+        m = statistics.median(float(v) for v in col)
+    except ValueError:
+        return "failed"
+    return f"{m:.3f}".rstrip("0").rstrip(".")
+print(" ".join(med([r[i] for r in rows]) for i in range(len(rows[0]))))'
 }
 
 # Limits measured in the same run.
@@ -137,39 +145,38 @@ for _ in $(seq "$ROUNDS"); do
 done
 read -r CURL_MIBS LOCAL_MIBS PROPFIND_S CURL_FILES LOCAL_FILES < <(printf '%s\n' "${lim[@]}" | medians)
 
-run_fs() { # name mountpoint
+# A workload run on a mount: its time, or "failed" when the tool made it fail (its error
+# in failures.log); the MiB/s of a whole-file read.
+timed() { local t0 t1; t0=$(now); if "$@" > /dev/null 2>>"$W/failures.log"; then t1=$(now); secs "$t0" "$t1"; else echo failed; fi; }
+rate() { local s; s=$(timed "$@"); if [ "$s" = failed ]; then echo failed; else python3 -c "print(f'{$SIZE_MIB/$s:.0f}')"; fi; }
+cat_all() { cat "$1"/*; }
+run_fs() { # name mountpoint pid
   local name="$1" mp="$2" pid="$3"
-  local t0 t1 before after
+  local before after
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   # The server's own files and folder back in its caches, as they were when curl read them.
   cat "$W/data/big.bin" "$W/data/big2.bin" > /dev/null
   ls -l "$W/data/many" > /dev/null
-  t0=$(now); cat "$mp/big.bin" > /dev/null; t1=$(now)
-  local cold; cold=$(mibs "$t0" "$t1")
+  local cold; cold=$(rate cat "$mp/big.bin")
   local rss; rss=$(awk '/VmHWM/{printf "%.0f", $2/1024}' "/proc/$pid/status")
-  t0=$(now); cat "$mp/big.bin" > /dev/null; t1=$(now)
-  local warm; warm=$(mibs "$t0" "$t1")
+  local warm; warm=$(rate cat "$mp/big.bin")
   before=$(served)
-  t0=$(now); randread "$mp/big2.bin"; t1=$(now)
+  local rnd; rnd=$(timed randread "$mp/big2.bin")
   sleep 0.5; after=$(served)
-  local rnd; rnd=$(secs "$t0" "$t1")
   local rndb=$(( (after - before) / 1024 ))
   # Programs that read in small pieces (tar, zip, office suites): the same file, 4 KiB a read.
-  t0=$(now); dd if="$mp/big2.bin" of=/dev/null bs=4k 2>/dev/null; t1=$(now)
-  local small; small=$(mibs "$t0" "$t1")
-  t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
-  local lcold; lcold=$(secs "$t0" "$t1")
-  t0=$(now); ls -l "$mp/many" > /dev/null; t1=$(now)
-  local lwarm; lwarm=$(secs "$t0" "$t1")
+  local small; small=$(rate dd if="$mp/big2.bin" of=/dev/null bs=4k)
+  local lcold; lcold=$(timed ls -l "$mp/many")
+  local lwarm; lwarm=$(timed ls -l "$mp/many")
   # Every small file of the folder just listed (grep -r, a file manager's previews), twice.
-  t0=$(now); cat "$mp/many/"* > /dev/null; t1=$(now)
-  local fcold; fcold=$(secs "$t0" "$t1")
-  t0=$(now); cat "$mp/many/"* > /dev/null; t1=$(now)
-  local fwarm; fwarm=$(secs "$t0" "$t1")
+  local fcold; fcold=$(timed cat_all "$mp/many")
+  local fwarm; fwarm=$(timed cat_all "$mp/many")
   echo "$cold $warm $rnd $rndb $lcold $lwarm $rss $small $fcold $fwarm"
 }
 
 wait_mounted() { for _ in $(seq 200); do grep -q " $1 " /proc/mounts && return; sleep 0.05; done; }
+fuse_unmount() { fusermount3 -u "$1"; }
+UNMOUNT=fuse_unmount
 wait_gone() { for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; }
 rounds() { # name mount-function mountpoint cache-dir: medians of run_fs on ROUNDS fresh mounts
   local name="$1" mountfn="$2" mp="$3" cache="$4" res=()
@@ -177,7 +184,7 @@ rounds() { # name mount-function mountpoint cache-dir: medians of run_fs on ROUN
     rm -rf "$cache"
     "$mountfn"
     res+=("$(run_fs "$name" "$mp" "$MOUNTED")")
-    fusermount3 -u "$mp"; wait_gone "$MOUNTED"
+    "$UNMOUNT" "$mp"; wait_gone "$MOUNTED"
   done
   rm -rf "$cache"
   printf '%s\n' "${res[@]}" | medians
@@ -219,30 +226,48 @@ for r in $(seq "$ROUNDS"); do
 done
 read -r N_BIG_CLOSE N_BIG_UP CURL_UP N_BIG_TOTAL < <(printf '%s\n' "${res[@]}" | medians)
 
-HAVE_RCLONE=0
-if command -v rclone >/dev/null 2>&1; then
-  HAVE_RCLONE=1
-  OBS=$(rclone obscure "$PASS")
-  RCLONE_CONFIG="$W/rclone.conf" rclone config create bench webdav url "$URL" vendor other user bench pass "$OBS" >/dev/null
-  mount_rclone() {
-    RCLONE_CONFIG="$W/rclone.conf" rclone mount bench: "$W/rmnt" --vfs-cache-mode full \
-       --cache-dir "$W/rcache" --dir-cache-time 60s --vfs-write-back 0s 2>"$W/rclone.log" & RPID=$!
-    MOUNTED=$RPID
-    wait_mounted "$W/rmnt"
-  }
-  read -r R_COLD R_WARM R_RND R_RNDB R_LCOLD R_LWARM R_RSS R_SMALLREAD R_FCOLD R_FWARM < <(rounds rclone mount_rclone "$W/rmnt" "$W/rcache")
-  mount_rclone
-  # Writes through rclone (no write-back delay, like nuage's).
-  t0=$(now); cp -r "$W/small" "$W/rmnt/rsmall"; t1=$(now); wait_count "$W/data/rsmall" 1000; t2=$(now)
-  R_SMALL_CLOSE=$(secs "$t0" "$t1"); R_SMALL_SERVER=$(secs "$t0" "$t2")
-  res=()
+# The same workloads on other tools, when installed: each mounts with the settings closest to
+# nuage's (whole-file cache, no upload delay) and is compared row by row at the end.
+writes_on() { # tag mountpoint -> "small_close small_server big_close big_up big_total"
+  local tag="$1" mp="$2" t0 t1 t2 res=() r sc ss
+  t0=$(now)
+  if cp -r "$W/small" "$mp/${tag}small" 2>>"$W/failures.log"; then
+    t1=$(now); wait_count "$W/data/${tag}small" 1000; t2=$(now)
+    sc=$(secs "$t0" "$t1"); ss=$(secs "$t0" "$t2")
+  else
+    sc=failed; ss=failed
+  fi
   for r in $(seq "$ROUNDS"); do
-    t0=$(now); cp "$W/upload.bin" "$W/rmnt/rupload-$r.bin"; t1=$(now)
-    wait_size "$W/data/rupload-$r.bin" "$want"; t2=$(now)
-    res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(secs "$t0" "$t2")")
+    t0=$(now)
+    if cp "$W/upload.bin" "$mp/${tag}upload-$r.bin" 2>>"$W/failures.log"; then
+      t1=$(now); wait_size "$W/data/${tag}upload-$r.bin" "$want"; t2=$(now)
+      res+=("$(secs "$t0" "$t1") $(mibs "$t1" "$t2") $(secs "$t0" "$t2")")
+    else
+      res+=("failed failed failed")
+    fi
   done
-  read -r R_BIG_CLOSE R_BIG_UP R_BIG_TOTAL < <(printf '%s\n' "${res[@]}" | medians)
-fi
+  echo "$sc $ss $(printf '%s\n' "${res[@]}" | medians)"
+}
+compared=()
+compare() { # title tag mount-function unmount-function mountpoint cache-dir distant-mount-function
+  local title="$1" tag="$2" mountfn="$3" umountfn="$4" mp="$5" cache="$6" distantfn="$7"
+  local cold warm rnd rndb lcold lwarm rss smallread fcold fwarm sc ss bc bu bt df dc
+  UNMOUNT="$umountfn"
+  read -r cold warm rnd rndb lcold lwarm rss smallread fcold fwarm < <(rounds "$tag" "$mountfn" "$mp" "$cache")
+  "$mountfn"
+  read -r sc ss bc bu bt < <(writes_on "$tag" "$mp")
+  "$umountfn" "$mp"; wait_gone "$MOUNTED"
+  "$distantfn"
+  read -r df dc < <(distant "$W/dmnt")
+  "$umountfn" "$W/dmnt"; wait_gone "$MOUNTED"
+  UNMOUNT=fuse_unmount
+  compared+=("" "$title, same workloads:"
+    "$(printf '| cold %s MiB/s | warm %s MiB/s | 4 KiB reads %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | %s files read cold %s s, warm %s s | RSS %s MiB |' \
+      "$cold" "$warm" "$smallread" "$rnd" "$rndb" "$lcold" "$lwarm" "$NFILES" "$fcold" "$fwarm" "$rss")"
+    "$(printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server), first write to on the server %s s |' \
+      "$sc" "$ss" "$SIZE_MIB" "$bc" "$bu" "$bt")"
+    "$(printf '| server 20 ms away: find, 200 folders %s s | cat 200 small files %s s |' "$df" "$dc")")
+}
 
 # A distant server: every request reaches Apache 20 ms late (through a proxy on 127.0.0.1),
 # as over a long link. A walk of a tree of 200 folders (find) and a read of a folder's 200
@@ -307,23 +332,54 @@ DURL="http://127.0.0.1:$DPORT/dav/"
 t0=$(now); curl -s -K "$W/tree.curl"; t1=$(now); CURL_DFIND=$(secs "$t0" "$t1")
 t0=$(now); curl -s -K "$W/few.curl"; t1=$(now); CURL_DCAT=$(secs "$t0" "$t1")
 distant() { # mountpoint -> "find_s cat_s"
-  local mp="$1" t0 t1 t2 t3
-  t0=$(now); find "$mp/tree" > /dev/null; t1=$(now)
-  t2=$(now); cat "$mp/few/"* > /dev/null; t3=$(now)
-  echo "$(secs "$t0" "$t1") $(secs "$t2" "$t3")"
+  local mp="$1"
+  echo "$(timed find "$mp/tree") $(timed cat_all "$mp/few")"
 }
 "$NUAGE" mount "$DURL" "$W/dmnt" --user bench --password-file "$W/pw" --cache-dir "$W/dcache" \
   2>"$W/nuage-distant.log" & DPID=$!
 wait_mounted "$W/dmnt"
 read -r D_FIND D_CAT < <(distant "$W/dmnt")
 fusermount3 -u "$W/dmnt"; wait_gone "$DPID"; DPID=""
-if [ "$HAVE_RCLONE" = 1 ]; then
+if command -v rclone >/dev/null 2>&1; then
+  OBS=$(rclone obscure "$PASS")
+  RCLONE_CONFIG="$W/rclone.conf" rclone config create bench webdav url "$URL" vendor other user bench pass "$OBS" >/dev/null
   RCLONE_CONFIG="$W/rclone.conf" rclone config create distant webdav url "$DURL" vendor other user bench pass "$OBS" >/dev/null
-  RCLONE_CONFIG="$W/rclone.conf" rclone mount distant: "$W/dmnt" --vfs-cache-mode full \
-    --cache-dir "$W/drcache" 2>"$W/rclone-distant.log" & DPID=$!
-  wait_mounted "$W/dmnt"
-  read -r R_DFIND R_DCAT < <(distant "$W/dmnt")
-  fusermount3 -u "$W/dmnt"; wait_gone "$DPID"; DPID=""
+  mount_rclone() {
+    RCLONE_CONFIG="$W/rclone.conf" rclone mount bench: "$W/rmnt" --vfs-cache-mode full \
+       --cache-dir "$W/rcache" --dir-cache-time 60s --vfs-write-back 0s 2>"$W/rclone.log" & RPID=$!
+    MOUNTED=$RPID
+    wait_mounted "$W/rmnt"
+  }
+  distant_rclone() {
+    RCLONE_CONFIG="$W/rclone.conf" rclone mount distant: "$W/dmnt" --vfs-cache-mode full \
+      --cache-dir "$W/drcache" 2>"$W/rclone-distant.log" & RPID=$!
+    MOUNTED=$RPID
+    wait_mounted "$W/dmnt"
+  }
+  compare "rclone mount --vfs-cache-mode full" r mount_rclone fuse_unmount "$W/rmnt" "$W/rcache" distant_rclone
+else
+  compared+=("" "(rclone not installed: apt-get install rclone to compare)")
+fi
+if command -v mount.davfs >/dev/null 2>&1; then
+  # davfs2 keeps its cache under /var/cache/davfs2 when mounted by root, one folder per mount
+  # point; its credentials come from a secrets file named in a configuration file of this run.
+  printf '%s bench %s\n%s bench %s\n' "$URL" "$PASS" "$DURL" "$PASS" > "$W/davfs2.secrets"
+  chmod 600 "$W/davfs2.secrets"
+  printf 'secrets %s\ndelay_upload 0\nuse_locks 0\ndir_refresh 60\nfile_refresh 1\n' "$W/davfs2.secrets" > "$W/davfs2.conf"
+  davfs_cache() { echo "/var/cache/davfs2/127.0.0.1+$(echo "${1#/}" | tr / -)+root"; }
+  mount_davfs_at() { # url mountpoint
+    rm -rf "$(davfs_cache "$2")"
+    mount -t davfs -o "conf=$W/davfs2.conf" "$1" "$2" 2>>"$W/davfs2.log"
+    wait_mounted "$2"
+    MOUNTED=$(pgrep -n -x mount.davfs)
+    VPIDS+=("$MOUNTED")
+  }
+  mount_davfs() { mount_davfs_at "$URL" "$W/vmnt"; }
+  distant_davfs() { mount_davfs_at "$DURL" "$W/dmnt"; }
+  davfs_unmount() { umount "$1" >>"$W/davfs2.log" 2>&1; rm -rf "$(davfs_cache "$1")"; }
+  compare "davfs2 (mount -t davfs, delay_upload 0, no locks)" v mount_davfs davfs_unmount "$W/vmnt" "$(davfs_cache "$W/vmnt")" distant_davfs
+else
+  compared+=("" "(davfs2 not installed: apt-get install davfs2 to compare)")
 fi
 
 echo
@@ -350,15 +406,4 @@ row "${SIZE_MIB} MiB write until on the server (s)" "$N_BIG_TOTAL" "-"
 row "server 20 ms away: find, 200 folders (s)" "$D_FIND" "curl, 201 PROPFINDs in turn: $CURL_DFIND"
 row "server 20 ms away: cat 200 small files (s)" "$D_CAT" "curl, 200 GETs in turn: $CURL_DCAT"
 printf '%s\n' "${rows[@]}"
-if [ "$HAVE_RCLONE" = 1 ]; then
-  echo
-  echo "rclone mount --vfs-cache-mode full, same workloads:"
-  printf '| cold %s MiB/s | warm %s MiB/s | 4 KiB reads %s MiB/s | random %s s, %s KiB sent | ls cold %s s, warm %s s | %s files read cold %s s, warm %s s | RSS %s MiB |\n' \
-    "$R_COLD" "$R_WARM" "$R_SMALLREAD" "$R_RND" "$R_RNDB" "$R_LCOLD" "$R_LWARM" "$NFILES" "$R_FCOLD" "$R_FWARM" "$R_RSS"
-  printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server), first write to on the server %s s |\n' \
-    "$R_SMALL_CLOSE" "$R_SMALL_SERVER" "$SIZE_MIB" "$R_BIG_CLOSE" "$R_BIG_UP" "$R_BIG_TOTAL"
-  printf '| server 20 ms away: find, 200 folders %s s | cat 200 small files %s s |\n' "$R_DFIND" "$R_DCAT"
-else
-  echo
-  echo "(rclone not installed: apt-get install rclone to compare)"
-fi
+printf '%s\n' "${compared[@]}"

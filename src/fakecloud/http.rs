@@ -149,6 +149,10 @@ pub struct Stats {
     pub chunk_assemblies: AtomicU64,
     /// Plain PUT requests of whole files.
     pub file_puts: AtomicU64,
+    /// Plain PUTs being answered right now (from their arrival, before any delay).
+    pub file_puts_in_flight: AtomicU64,
+    /// The most plain PUTs answered at the same time.
+    pub file_puts_max_in_flight: AtomicU64,
     /// notify_push clients connected and authenticated now.
     pub push_clients: AtomicU64,
     /// Bulk upload requests.
@@ -193,6 +197,24 @@ pub struct Knobs {
     pub locked_for_moves: Mutex<std::collections::HashSet<String>>,
     /// Public links need a password ("Enforce password protection", §12).
     pub links_need_password: AtomicBool,
+}
+
+/// Counts a request in a number of requests being answered, and the most seen at once,
+/// until dropped.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(now: &'a AtomicU64, max: &AtomicU64) -> Self {
+        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+        max.fetch_max(n, Ordering::SeqCst);
+        InFlight(now)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub(super) struct Shared {
@@ -874,6 +896,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     if !(rest.is_empty() || rest.starts_with('/')) {
         return resp(StatusCode::NOT_FOUND, "not found");
     }
+    let stats = shared.stats.clone();
+    let _put = (req.method() == hyper::Method::PUT)
+        .then(|| InFlight::enter(&stats.file_puts_in_flight, &stats.file_puts_max_in_flight));
     let delay = shared.knobs.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -1937,17 +1962,8 @@ impl Uploads {
                 }
                 self.shared.stats.chunk_puts.fetch_add(1, Ordering::Relaxed);
                 let stats = &self.shared.stats;
-                let now = stats.chunk_puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                stats
-                    .chunk_puts_max_in_flight
-                    .fetch_max(now, Ordering::SeqCst);
-                struct InFlight<'a>(&'a AtomicU64);
-                impl Drop for InFlight<'_> {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
-                let _in_flight = InFlight(&stats.chunk_puts_in_flight);
+                let _in_flight =
+                    InFlight::enter(&stats.chunk_puts_in_flight, &stats.chunk_puts_max_in_flight);
                 let target = d.join(&rel[1]);
                 let mut body = req.into_body();
                 let mut data = Vec::new();

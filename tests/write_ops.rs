@@ -667,6 +667,70 @@ fn many_small_new_files_go_up_in_bulk_requests() {
     m.unmount();
 }
 
+/// On a distant server each upload waits on round trips: many small files go up 8 at once,
+/// large ones (which share the bandwidth) at most 4 at once.
+#[test]
+fn on_a_slow_server_small_files_go_up_eight_at_once_and_large_ones_four() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0"]));
+    std::fs::create_dir(m.path("leçons")).expect("mkdir");
+    m.wait_drained();
+    let stats = cloud.server.stats().clone();
+    // Every request waits 300 ms at the server, as over a long link.
+    cloud.server.knobs().delay_ms.store(300, Ordering::SeqCst);
+    // Accented names: not for bulk upload, one PUT each.
+    let small = |i: usize| {
+        (
+            format!("leçons/séance {i:02}.txt"),
+            pattern(2000 + i, i as u64),
+        )
+    };
+    for i in 0..24 {
+        let (name, data) = small(i);
+        std::fs::write(m.path(&name), data).expect("write");
+    }
+    m.wait_drained();
+    for i in 0..24 {
+        let (name, data) = small(i);
+        assert!(
+            server_file_is(&cloud.files(), &name, &data),
+            "{name} differs"
+        );
+    }
+    let at_once = stats.file_puts_max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (6..=8).contains(&at_once),
+        "{at_once} small-file PUTs at once (want up to 8)"
+    );
+    // Files over 1 MiB (below the chunked-upload size: one PUT each).
+    stats.file_puts_max_in_flight.store(0, Ordering::SeqCst);
+    let large = |i: usize| {
+        (
+            format!("leçons/vidéo {i}.bin"),
+            pattern(1_500_000 + i, 50 + i as u64),
+        )
+    };
+    for i in 0..6 {
+        let (name, data) = large(i);
+        std::fs::write(m.path(&name), data).expect("write");
+    }
+    m.wait_drained();
+    for i in 0..6 {
+        let (name, data) = large(i);
+        assert!(
+            server_file_is(&cloud.files(), &name, &data),
+            "{name} differs"
+        );
+    }
+    let at_once = stats.file_puts_max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        (2..=4).contains(&at_once),
+        "{at_once} large-file PUTs at once (want at most 4)"
+    );
+    cloud.server.knobs().delay_ms.store(0, Ordering::SeqCst);
+    m.unmount();
+}
+
 #[test]
 fn uploads_wait_while_a_program_keeps_writing_then_all_go_up() {
     let cloud = Cloud::start();

@@ -474,7 +474,8 @@ pub(super) fn run_mount(
     let wb_cfg = WriteBackConfig {
         dir: cache_dir.clone(),
         upload_delay: Duration::from_secs_f64(plan.common.upload_delay.max(0.0)),
-        parallel: 4,
+        // 8 transfers at once, at most 4 of them of files over 1 MiB.
+        parallel: 8,
         chunk_threshold: 10 << 20,
         // 10 MiB chunks, smaller when the server asks for it (files.chunked_upload.max_size).
         chunk_size: caps

@@ -141,7 +141,9 @@ pub struct WriteBackConfig {
     pub dir: PathBuf,
     /// Time between the last close and the upload.
     pub upload_delay: Duration,
-    /// Uploads at once.
+    /// Uploads at once; files larger than [`SMALL_UPLOAD`] take at most half of them (as the
+    /// desktop client lets more small transfers than large ones run at once: on a distant
+    /// server, small files wait on round trips, large ones share the bandwidth).
     pub parallel: usize,
     /// Files larger than this use chunked upload (when the server offers it).
     pub chunk_threshold: u64,
@@ -445,6 +447,9 @@ pub struct PendingMove {
 const QUIET: Duration = Duration::from_millis(150);
 /// ...or once they waited this long past their time anyway.
 const MAX_YIELD: Duration = Duration::from_secs(2);
+
+/// Files up to this size may use every upload slot (see [`WriteBackConfig::parallel`]).
+const SMALL_UPLOAD: u64 = 1 << 20;
 
 /// New files up to this size may go up together in one bulk upload.
 const BULK_MAX_FILE: u64 = 1 << 20;
@@ -1716,6 +1721,7 @@ impl WriteBack {
 
     async fn run(self: Arc<Self>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.cfg.parallel.max(1)));
+        let large_slots = Arc::new(tokio::sync::Semaphore::new((self.cfg.parallel / 2).max(1)));
         let mut was_cut_off = false;
         let mut yielding_since: Option<Instant> = None;
         // When to try again to send what was done offline, after a failure.
@@ -1817,6 +1823,18 @@ impl WriteBack {
                 tokio::spawn(async move { me.upload_bulk_pass(bulk, slots).await });
             }
             for d in due {
+                let large = if lock(&d.st).size > SMALL_UPLOAD {
+                    match large_slots.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(_) => {
+                            // Smaller files behind it may still go.
+                            next = Some(Instant::now() + Duration::from_millis(100));
+                            continue;
+                        }
+                    }
+                } else {
+                    None
+                };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     next = Some(Instant::now() + Duration::from_millis(100));
                     break;
@@ -1826,7 +1844,7 @@ impl WriteBack {
                 tokio::spawn(async move {
                     me.upload(&d).await;
                     lock(&d.st).uploading = false;
-                    drop(permit);
+                    drop((permit, large));
                     me.wake.notify_one();
                 });
             }

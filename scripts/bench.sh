@@ -252,14 +252,14 @@ writes_on() { # tag mountpoint -> "small_close small_server big_close big_up big
 compared=()
 compare() { # title tag mount-function unmount-function mountpoint cache-dir distant-mount-function
   local title="$1" tag="$2" mountfn="$3" umountfn="$4" mp="$5" cache="$6" distantfn="$7"
-  local cold warm rnd rndb lcold lwarm rss smallread fcold fwarm sc ss bc bu bt df dc
+  local cold warm rnd rndb lcold lwarm rss smallread fcold fwarm sc ss bc bu bt df dc dp
   UNMOUNT="$umountfn"
   read -r cold warm rnd rndb lcold lwarm rss smallread fcold fwarm < <(rounds "$tag" "$mountfn" "$mp" "$cache")
   "$mountfn"
   read -r sc ss bc bu bt < <(writes_on "$tag" "$mp")
   "$umountfn" "$mp"; wait_gone "$MOUNTED"
   "$distantfn"
-  read -r df dc < <(distant "$W/dmnt")
+  read -r df dc dp < <(distant "$W/dmnt" "$tag")
   "$umountfn" "$W/dmnt"; wait_gone "$MOUNTED"
   UNMOUNT=fuse_unmount
   compared+=("" "$title, same workloads:"
@@ -267,7 +267,7 @@ compare() { # title tag mount-function unmount-function mountpoint cache-dir dis
       "$cold" "$warm" "$smallread" "$rnd" "$rndb" "$lcold" "$lwarm" "$NFILES" "$fcold" "$fwarm" "$rss")"
     "$(printf '| 1000 x 4 KiB: close %s s, on the server %s s | %s MiB: close %s s, upload %s MiB/s (from close until on the server), first write to on the server %s s |' \
       "$sc" "$ss" "$SIZE_MIB" "$bc" "$bu" "$bt")"
-    "$(printf '| server 20 ms away: find, 200 folders %s s | cat 200 small files %s s |' "$df" "$dc")")
+    "$(printf '| server 20 ms away: find, 200 folders %s s | cat 200 small files %s s | 200 small files written, on the server %s s |' "$df" "$dc" "$dp")")
 }
 
 # A distant server: every request reaches Apache 20 ms late (through a proxy on 127.0.0.1),
@@ -332,14 +332,30 @@ DURL="http://127.0.0.1:$DPORT/dav/"
 } > "$W/few.curl"
 t0=$(now); curl -s -K "$W/tree.curl"; t1=$(now); CURL_DFIND=$(secs "$t0" "$t1")
 t0=$(now); curl -s -K "$W/few.curl"; t1=$(now); CURL_DCAT=$(secs "$t0" "$t1")
-distant() { # mountpoint -> "find_s cat_s"
-  local mp="$1"
-  echo "$(timed find "$mp/tree") $(timed cat_all "$mp/few")"
+# 200 of the small files written: copied in, until all are in Apache's folder.
+mkdir -p "$W/small200"
+for i in $(seq 0 199); do cp "$(printf '%s/small/s%04d.bin' "$W" "$i")" "$W/small200/"; done
+curl -s -K "$W/curlrc" -X MKCOL -o /dev/null "${DURL}curldsmall/"
+{ cat "$W/curlrc"
+  for f in "$W/small200/"*; do printf 'upload-file = "%s"\nurl = "%scurldsmall/%s"\noutput = "/dev/null"\n' "$f" "$DURL" "$(basename "$f")"; done
+} > "$W/dput.curl"
+t0=$(now); curl -s -K "$W/dput.curl"; t1=$(now); CURL_DPUT=$(secs "$t0" "$t1")
+distant() { # mountpoint tag -> "find_s cat_s write_s"
+  local mp="$1" tag="$2" t0 t1 w
+  local f; f=$(timed find "$mp/tree")
+  local c; c=$(timed cat_all "$mp/few")
+  t0=$(now)
+  if cp -r "$W/small200" "$mp/${tag}dsmall" 2>>"$W/failures.log"; then
+    wait_count "$W/data/${tag}dsmall" 200; t1=$(now); w=$(secs "$t0" "$t1")
+  else
+    w=failed
+  fi
+  echo "$f $c $w"
 }
 "$NUAGE" mount "$DURL" "$W/dmnt" --user bench --password-file "$W/pw" --cache-dir "$W/dcache" \
-  2>"$W/nuage-distant.log" & DPID=$!
+  --upload-delay 0 2>"$W/nuage-distant.log" & DPID=$!
 wait_mounted "$W/dmnt"
-read -r D_FIND D_CAT < <(distant "$W/dmnt")
+read -r D_FIND D_CAT D_PUT < <(distant "$W/dmnt" n)
 fusermount3 -u "$W/dmnt"; wait_gone "$DPID"; DPID=""
 if command -v rclone >/dev/null 2>&1; then
   OBS=$(rclone obscure "$PASS")
@@ -353,7 +369,7 @@ if command -v rclone >/dev/null 2>&1; then
   }
   distant_rclone() {
     RCLONE_CONFIG="$W/rclone.conf" rclone mount distant: "$W/dmnt" --vfs-cache-mode full \
-      --cache-dir "$W/drcache" 2>"$W/rclone-distant.log" & RPID=$!
+      --cache-dir "$W/drcache" --vfs-write-back 0s 2>"$W/rclone-distant.log" & RPID=$!
     MOUNTED=$RPID
     wait_mounted "$W/dmnt"
   }
@@ -406,5 +422,6 @@ row "${SIZE_MIB} MiB upload (MiB/s)" "$N_BIG_UP" "curl PUT: $CURL_UP (target >= 
 row "${SIZE_MIB} MiB write until on the server (s)" "$N_BIG_TOTAL" "-"
 row "server 20 ms away: find, 200 folders (s)" "$D_FIND" "curl, 201 PROPFINDs in turn: $CURL_DFIND"
 row "server 20 ms away: cat 200 small files (s)" "$D_CAT" "curl, 200 GETs in turn: $CURL_DCAT"
+row "server 20 ms away: 200 x 4 KiB written (s)" "$D_PUT" "curl, 200 PUTs in turn: $CURL_DPUT"
 printf '%s\n' "${rows[@]}"
 printf '%s\n' "${compared[@]}"

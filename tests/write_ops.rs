@@ -678,51 +678,43 @@ fn on_a_slow_server_small_files_go_up_eight_at_once_and_large_ones_four() {
     let stats = cloud.server.stats().clone();
     // Every request waits 300 ms at the server, as over a long link.
     cloud.server.knobs().delay_ms.store(300, Ordering::SeqCst);
-    // Accented names: not for bulk upload, one PUT each.
-    let small = |i: usize| {
-        (
-            format!("leçons/séance {i:02}.txt"),
-            pattern(2000 + i, i as u64),
-        )
+    // Writes the files, waits until all are on the server, and answers the most PUTs the
+    // server was answering at once meanwhile.
+    let most_at_once = |files: Vec<(String, Vec<u8>)>| {
+        stats.file_puts_max_in_flight.store(0, Ordering::SeqCst);
+        for (name, data) in &files {
+            std::fs::write(m.path(name), data).expect("write");
+        }
+        m.wait_drained();
+        for (name, data) in &files {
+            assert!(server_file_is(&cloud.files(), name, data), "{name} differs");
+        }
+        stats.file_puts_max_in_flight.load(Ordering::SeqCst)
     };
-    for i in 0..24 {
-        let (name, data) = small(i);
-        std::fs::write(m.path(&name), data).expect("write");
-    }
-    m.wait_drained();
-    for i in 0..24 {
-        let (name, data) = small(i);
-        assert!(
-            server_file_is(&cloud.files(), &name, &data),
-            "{name} differs"
-        );
-    }
-    let at_once = stats.file_puts_max_in_flight.load(Ordering::SeqCst);
+    // Accented names: not for bulk upload, one PUT each.
+    let small = (0..24)
+        .map(|i| {
+            (
+                format!("leçons/séance {i:02}.txt"),
+                pattern(2000 + i, i as u64),
+            )
+        })
+        .collect();
+    let at_once = most_at_once(small);
     assert!(
         (6..=8).contains(&at_once),
         "{at_once} small-file PUTs at once (want up to 8)"
     );
     // Files over 1 MiB (below the chunked-upload size: one PUT each).
-    stats.file_puts_max_in_flight.store(0, Ordering::SeqCst);
-    let large = |i: usize| {
-        (
-            format!("leçons/vidéo {i}.bin"),
-            pattern(1_500_000 + i, 50 + i as u64),
-        )
-    };
-    for i in 0..6 {
-        let (name, data) = large(i);
-        std::fs::write(m.path(&name), data).expect("write");
-    }
-    m.wait_drained();
-    for i in 0..6 {
-        let (name, data) = large(i);
-        assert!(
-            server_file_is(&cloud.files(), &name, &data),
-            "{name} differs"
-        );
-    }
-    let at_once = stats.file_puts_max_in_flight.load(Ordering::SeqCst);
+    let large = (0..6)
+        .map(|i| {
+            (
+                format!("leçons/vidéo {i}.bin"),
+                pattern(1_500_000 + i, 50 + i as u64),
+            )
+        })
+        .collect();
+    let at_once = most_at_once(large);
     assert!(
         (2..=4).contains(&at_once),
         "{at_once} large-file PUTs at once (want at most 4)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, nginx with its
-# WebDAV modules, lighttpd with mod_webdav, rclone, htpasswd, openssl, attr, LibreOffice) with apt-get
+# WebDAV modules, lighttpd with mod_webdav, rclone, htpasswd, openssl, attr, LibreOffice,
+# gnome-keyring) with apt-get
 # and WsgiDAV with pip (into target/test-wsgidav) when missing, then runs cargo test.
 # Needs root (or sudo) for apt-get and for FUSE mounts.
 set -euo pipefail
@@ -26,6 +27,12 @@ command -v git >/dev/null 2>&1 || need+=(git)
 # LibreOffice (without its desktop parts) and its Python bridge: a test saves documents with it.
 command -v soffice >/dev/null 2>&1 || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/python3/dist-packages/uno.py ] || need+=(python3-uno)
+# A desktop keyring (GNOME's Secret Service) on a private session bus: a test saves an app
+# password there.
+command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
+command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
+command -v secret-tool >/dev/null 2>&1 || need+=(libsecret-tools)
 # A Python virtual environment for WsgiDAV (below).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then

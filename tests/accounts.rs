@@ -762,3 +762,190 @@ fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
     let (_, out, _) = autostart(&[]);
     assert!(out.contains("no account is mounted at login"), "{out}");
 }
+
+/// A private D-Bus session with GNOME's keyring answering the Secret Service on it, as in a
+/// desktop session; both processes end with it.
+struct DesktopKeyring {
+    bus: std::process::Child,
+    keyring: std::process::Child,
+    address: String,
+    _home: tempfile::TempDir,
+}
+
+impl DesktopKeyring {
+    fn start() -> DesktopKeyring {
+        for tool in [
+            "dbus-daemon",
+            "dbus-send",
+            "gnome-keyring-daemon",
+            "secret-tool",
+        ] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                "{tool} is missing: run scripts/test.sh, which installs it"
+            );
+        }
+        let home = tempfile::tempdir().expect("tmp");
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        let out = bus.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default();
+        if address.is_empty() {
+            end_child(&mut bus);
+            panic!("dbus-daemon gave no address");
+        }
+        // The login keyring is made (and unlocked) with the password given on stdin.
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("HOME", home.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gnome-keyring-daemon");
+        if let Some(mut i) = keyring.stdin.take() {
+            let _ = i.write_all(b"keyring-test-password\n");
+        }
+        let k = DesktopKeyring {
+            bus,
+            keyring,
+            address,
+            _home: home,
+        };
+        let answers = wait_until(Duration::from_secs(15), || {
+            let out = k
+                .command("dbus-send")
+                .args([
+                    "--session",
+                    "--print-reply",
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ])
+                .output();
+            out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+        });
+        assert!(answers, "the keyring never answered on the session bus");
+        k
+    }
+
+    /// `program` run inside the session.
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+        c
+    }
+
+    /// What the keyring holds for nuage's account `name`, asked with libsecret's own tool.
+    fn lookup(&self, name: &str) -> Option<String> {
+        let out = self
+            .command("secret-tool")
+            .args(["lookup", "service", "nuage", "username", name])
+            .output()
+            .expect("secret-tool");
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    }
+}
+
+impl Drop for DesktopKeyring {
+    fn drop(&mut self) {
+        end_child(&mut self.keyring);
+        end_child(&mut self.bus);
+    }
+}
+
+#[test]
+fn in_a_desktop_session_the_app_password_lives_in_the_keyring() {
+    let cloud = Cloud::start();
+    let cfg = tempfile::tempdir().expect("tmp");
+    let k = DesktopKeyring::start();
+    // nuage as run from the desktop: the session bus known, the keyring not turned off.
+    let nuage_desktop = || {
+        let mut c = nuage();
+        c.env("NUAGE_CONFIG_DIR", cfg.path())
+            .env("DBUS_SESSION_BUS_ADDRESS", &k.address)
+            .env_remove("NUAGE_KEYRING");
+        c
+    };
+    let app = cloud.server.create_app_password("desktop");
+    let mut c = nuage_desktop();
+    c.args([
+        "login",
+        &cloud.url(),
+        "--app-password",
+        "--user",
+        USER,
+        "--name",
+        "work",
+    ]);
+    let (code, out, err) = run_input(c, &format!("{app}\n"));
+    assert_eq!(code, 0, "login failed: {out}{err}");
+    assert!(out.contains("desktop keyring"), "{out}");
+    assert!(!out.contains(&app) && !err.contains(&app), "secret printed");
+    // In the keyring (as libsecret reads it), and in no file of nuage's.
+    assert_eq!(k.lookup("work").as_deref(), Some(app.as_str()));
+    assert!(!cfg.path().join("secrets.json").exists());
+    for f in std::fs::read_dir(cfg.path()).expect("ls").flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        assert!(
+            !text.contains(&app),
+            "{} holds the secret",
+            f.path().display()
+        );
+    }
+    let out = nuage_desktop().arg("accounts").output().expect("accounts");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("work") && listed.contains("keyring"),
+        "{listed}"
+    );
+    // A mount by name reads the secret from the keyring.
+    std::fs::write(cloud.files().join("hello.txt"), "bonjour").expect("seed");
+    let mut spec = MountSpec::new("work");
+    spec.user = None;
+    spec.password = None;
+    let spec = spec
+        .env("NUAGE_CONFIG_DIR", cfg.path().to_str().expect("utf-8 path"))
+        .env("NUAGE_KEYRING", "on")
+        .env("DBUS_SESSION_BUS_ADDRESS", &k.address);
+    let m = Mount::new(spec);
+    assert_eq!(
+        std::fs::read_to_string(m.path("hello.txt")).expect("read"),
+        "bonjour"
+    );
+    assert!(!m.log_text().contains(&app), "the secret reached the log");
+    m.unmount();
+    // Logging out revokes it on the server and removes it from the keyring.
+    let out = nuage_desktop()
+        .args(["logout", "work"])
+        .output()
+        .expect("logout");
+    assert_succeeded(&out);
+    assert!(
+        !cloud.server.app_passwords().iter().any(|(t, _)| *t == app),
+        "still valid on the server"
+    );
+    assert_eq!(k.lookup("work"), None, "still in the keyring");
+}

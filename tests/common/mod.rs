@@ -410,7 +410,7 @@ fn write_htpasswd(file: &Path) {
 }
 
 /// Ends a server we started: SIGTERM, then SIGKILL after 10 s.
-fn end_child(child: &mut Child) {
+pub fn end_child(child: &mut Child) {
     // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);

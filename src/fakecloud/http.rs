@@ -197,6 +197,9 @@ pub struct Knobs {
     pub locked_for_moves: Mutex<std::collections::HashSet<String>>,
     /// Public links need a password ("Enforce password protection", §12).
     pub links_need_password: AtomicBool,
+    /// Answer every PUT with 200 and a web page, storing nothing: a proxy or network portal
+    /// answering in the server's place.
+    pub swallow_puts: AtomicBool,
 }
 
 /// Counts a request in a number of requests being answered, and the most seen at once,
@@ -935,6 +938,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         if let Some(r) = shared.refused(method.as_str(), &rel, dest.as_deref()) {
             return r;
         }
+    }
+    if method.as_str() == "PUT" && shared.knobs.swallow_puts.load(Ordering::Relaxed) {
+        let mut r = resp(
+            StatusCode::OK,
+            "<html><body>Please sign in to the network.</body></html>",
+        );
+        r.headers_mut()
+            .insert("Content-Type", HeaderValue::from_static("text/html"));
+        return r;
     }
     let r = match method.as_str() {
         "PROPFIND" => dav.propfind(&req, &rel),

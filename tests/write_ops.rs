@@ -723,6 +723,48 @@ fn on_a_slow_server_small_files_go_up_eight_at_once_and_large_ones_four() {
     m.unmount();
 }
 
+/// A proxy or network portal answering 200 in the server's place (no etag, nothing stored):
+/// the file is not taken as uploaded, stays in the journal with the reason, and reaches the
+/// server once the real one answers again.
+#[test]
+fn an_answer_from_a_portal_in_the_servers_place_does_not_count_as_uploaded() {
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&["--upload-delay", "0"]));
+    cloud
+        .server
+        .knobs()
+        .swallow_puts
+        .store(true, Ordering::SeqCst);
+    let name = "bulletin élève.txt";
+    std::fs::write(m.path(name), b"notes du trimestre").expect("write");
+    let told = wait_until(Duration::from_secs(20), || {
+        m.status()["uploads"]
+            .as_array()
+            .and_then(|u| u.first().cloned())
+            .and_then(|u| u["last_error"].as_str().map(str::to_string))
+            .is_some_and(|e| e.contains("does not list it"))
+    });
+    assert!(told, "status must tell why: {}", m.status());
+    assert_eq!(m.pending(), 1, "forgotten by the journal");
+    assert!(!cloud.files().join(name).exists());
+    assert!(
+        !m.log_text().contains(&format!("uploaded path=/{name}")),
+        "taken as uploaded"
+    );
+    assert_eq!(
+        std::fs::read(m.path(name)).expect("still readable here"),
+        b"notes du trimestre"
+    );
+    cloud
+        .server
+        .knobs()
+        .swallow_puts
+        .store(false, Ordering::SeqCst);
+    m.wait_drained();
+    assert!(server_file_is(&cloud.files(), name, b"notes du trimestre"));
+    m.unmount();
+}
+
 #[test]
 fn uploads_wait_while_a_program_keeps_writing_then_all_go_up() {
     let cloud = Cloud::start();

@@ -2400,10 +2400,28 @@ impl WriteBack {
     ) {
         let (etag, server_mtime) = match etag {
             Some(e) => (Some(e), None),
+            // An answer without an etag: the server must then list the file as sent before
+            // the journal lets it go. A proxy or portal answering 200 in the server's place
+            // (or an answer lost with the listing) keeps it, to be sent again.
             None => match self.server_entry(&snap.path).await {
-                Some(e) if e.etag.is_some() => (e.etag, None),
-                Some(e) => (None, Some(e.mtime)),
-                None => (None, None),
+                Some(e) if !e.is_dir && e.size == snap.size => match e.etag {
+                    Some(tag) => (Some(tag), None),
+                    None => (None, Some(e.mtime)),
+                },
+                listed => {
+                    let what = match listed {
+                        Some(e) if e.is_dir => "lists a folder there".to_string(),
+                        Some(e) => format!("lists it with {} bytes", e.size),
+                        None => "does not list it".to_string(),
+                    };
+                    return self.failed(
+                        d,
+                        UploadError::Unconfirmed(format!(
+                            "the server accepted {} ({} bytes) but {what}",
+                            snap.path, snap.size
+                        )),
+                    );
+                }
             },
         };
         tracing::info!(path = %snap.path, size = snap.size, "uploaded");
@@ -2538,6 +2556,8 @@ enum UploadError {
     Local(Error),
     #[error("the server copy changed before the rest of the file could be downloaded; the local part stays in the journal")]
     BaseChanged,
+    #[error("{0}; kept to be sent again")]
+    Unconfirmed(String),
 }
 
 #[cfg(test)]

@@ -197,8 +197,8 @@ pub struct Knobs {
     pub locked_for_moves: Mutex<std::collections::HashSet<String>>,
     /// Public links need a password ("Enforce password protection", §12).
     pub links_need_password: AtomicBool,
-    /// Answer every PUT with 200 and a web page, storing nothing: a proxy or network portal
-    /// answering in the server's place.
+    /// Answer every PUT with 200 and a web page (with its own etag), storing nothing: a proxy
+    /// or network portal answering in the server's place.
     pub swallow_puts: AtomicBool,
 }
 
@@ -946,6 +946,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         );
         r.headers_mut()
             .insert("Content-Type", HeaderValue::from_static("text/html"));
+        // As a static page's server adds.
+        r.headers_mut()
+            .insert("ETag", HeaderValue::from_static("\"portal-page-1\""));
         return r;
     }
     let r = match method.as_str() {

@@ -245,6 +245,16 @@ impl DavClient {
         if !st.is_success() {
             return Err(DavError::from_status(st, &Method::PUT, &what));
         }
+        // WebDAV servers answer a PUT with 201 (created) or 204 (replaced). A 200 is also
+        // what a proxy or network portal answering in the server's place gives, with the
+        // etag of its own page perhaps: that answer's etag is not taken, and the caller then
+        // looks for the file in the server's listing.
+        if st == StatusCode::OK {
+            return Ok(PutResult {
+                etag: None,
+                fileid: None,
+            });
+        }
         Ok(PutResult {
             etag: etag_of(&resp),
             fileid: fileid_of(&resp),

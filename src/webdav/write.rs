@@ -202,6 +202,23 @@ fn fileid_in(h: &reqwest::header::HeaderMap) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// What a successful answer to a write of a whole file tells. WebDAV servers answer 201
+/// (created) or 204 (replaced); a 200 is also what a proxy or network portal answering in
+/// the server's place gives, with the etag of its own page perhaps: such an answer's etag
+/// and file id are not taken, and the caller then looks for the file in the server's listing.
+fn written(resp: &reqwest::Response) -> PutResult {
+    if resp.status() == StatusCode::OK {
+        return PutResult {
+            etag: None,
+            fileid: None,
+        };
+    }
+    PutResult {
+        etag: etag_of(resp),
+        fileid: fileid_of(resp),
+    }
+}
+
 fn etag_of(resp: &reqwest::Response) -> Option<String> {
     let h = resp.headers();
     h.get("OC-ETag")
@@ -245,20 +262,7 @@ impl DavClient {
         if !st.is_success() {
             return Err(DavError::from_status(st, &Method::PUT, &what));
         }
-        // WebDAV servers answer a PUT with 201 (created) or 204 (replaced). A 200 is also
-        // what a proxy or network portal answering in the server's place gives, with the
-        // etag of its own page perhaps: that answer's etag is not taken, and the caller then
-        // looks for the file in the server's listing.
-        if st == StatusCode::OK {
-            return Ok(PutResult {
-                etag: None,
-                fileid: None,
-            });
-        }
-        Ok(PutResult {
-            etag: etag_of(&resp),
-            fileid: fileid_of(&resp),
-        })
+        Ok(written(&resp))
     }
 
     /// Creates a folder. 405 (exists) answers `Status { 405 }`.
@@ -484,10 +488,7 @@ impl DavClient {
         if !st.is_success() {
             return Err(DavError::from_status(st, &m, &dest.to_string()));
         }
-        Ok(PutResult {
-            etag: etag_of(&resp),
-            fileid: fileid_of(&resp),
-        })
+        Ok(written(&resp))
     }
 
     /// Abandons session `id`.

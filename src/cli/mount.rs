@@ -814,14 +814,14 @@ async fn wait_for_end(
                     return;
                 }
                 n += 1;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     write_snapshot(vfs, info);
                 }
-                if n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     info.reload_credentials();
                     vfs.remember_listings();
                 }
-                if n % 8 == 0 {
+                if n.is_multiple_of(8) {
                     if let Err(e) = vfs.flush_cache().await {
                         tracing::warn!(error = %e, "cache index flush failed");
                     }

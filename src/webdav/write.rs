@@ -80,7 +80,7 @@ async fn file_body(
                 let mut buf = vec![0u8; n];
                 crate::cache::read_exact_at(&f, &mut buf, at).map(|()| Bytes::from(buf))
             };
-            let piece = match direct.as_ref().filter(|_| at % ALIGN as u64 == 0) {
+            let piece = match direct.as_ref().filter(|_| at.is_multiple_of(ALIGN as u64)) {
                 Some(d) => match read_direct(d, at, n) {
                     // The filesystem took O_DIRECT at open but not these reads: read normally.
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {

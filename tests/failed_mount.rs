@@ -293,3 +293,57 @@ fn a_user_without_access_to_the_fuse_device_is_told_so() {
         );
     }
 }
+
+/// Two mounts sharing one cache folder would write over each other's pending files: the
+/// second is refused, naming the first, which goes on working; once it is gone the folder
+/// is free again.
+#[test]
+fn a_cache_folder_used_by_another_mount_is_refused() {
+    let cloud = Cloud::start();
+    let t = tempfile::tempdir().expect("tmp");
+    let cache = t.path().join("cache");
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(&cache));
+    let (_t2, mp) = mountpoint();
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, PASSWORD).expect("pw");
+    let mut cmd = nuage();
+    cmd.arg("mount")
+        .arg(cloud.url())
+        .arg(&mp)
+        .arg("--daemon")
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("--user")
+        .arg(USER)
+        .arg("--password-file")
+        .arg(&pw)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_failed(
+        &err,
+        out.status.code().unwrap_or(-1),
+        &mp,
+        "used by another nuage mount",
+    );
+    assert!(
+        err.contains(&m.mp.display().to_string()),
+        "names the other mount: {err}"
+    );
+    // The first mount is untouched and still saves.
+    assert!(is_mounted(&m.mp));
+    std::fs::write(m.path("bilan.txt"), b"premier trimestre").expect("write");
+    m.wait_drained();
+    assert!(server_file_is(
+        &cloud.files(),
+        "bilan.txt",
+        b"premier trimestre"
+    ));
+    m.unmount();
+    let m2 = Mount::new(MountSpec::new(&cloud.url()).cache(&cache).at(&mp));
+    assert_eq!(
+        std::fs::read(m2.path("bilan.txt")).expect("read"),
+        b"premier trimestre"
+    );
+    m2.unmount();
+}

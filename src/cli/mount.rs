@@ -329,6 +329,52 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
 }
 
 /// Mounts and serves until unmounted or signalled.
+/// A mount's hold on its cache folder. Two mounts sharing one would write over each other's
+/// pending files (journal rows and local copies are numbered by each process), so a second
+/// mount of the same folder is refused while the first runs; the system lets go of the lock
+/// when the process ends, also when it is killed.
+struct CacheLock {
+    _file: std::fs::File,
+}
+
+fn lock_cache(dir: &Path, mountpoint: &Path) -> anyhow::Result<CacheLock> {
+    use std::io::{Read, Write};
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Where this mount is, for the message a second one gives.
+            let _ = file.set_len(0);
+            let _ = writeln!(file, "{}", mountpoint.display());
+            Ok(CacheLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut held = String::new();
+            let _ = file.read_to_string(&mut held);
+            let at = held
+                .lines()
+                .next()
+                .filter(|l| !l.is_empty())
+                .map(|l| format!(" on {l}"))
+                .unwrap_or_default();
+            bail!(
+                "the cache folder {} is used by another nuage mount{at}: unmount it first, or \
+                 give this mount a cache folder of its own with --cache-dir",
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock the cache folder {}", dir.display()))
+        }
+    }
+}
+
 pub(super) fn run_mount(
     platform: &dyn Platform,
     rt: &tokio::runtime::Runtime,
@@ -364,6 +410,11 @@ pub(super) fn run_mount(
     }
     init_logging(&plan.common, default_log);
     let mountpoint = check_mountpoint(platform, &plan.mountpoint)?;
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
+    make_private(&cache_dir);
+    // Held until this mount ends.
+    let _cache_lock = lock_cache(&cache_dir, &mountpoint)?;
 
     let http = webdav::http_client(&plan.dav)?;
     let creds = match (&plan.user, &plan.password) {
@@ -453,9 +504,6 @@ pub(super) fn run_mount(
     let chunking = caps.chunking;
     let gate = dav.auth().clone();
 
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
-    make_private(&cache_dir);
     let cache = Arc::new(
         BlockCache::open(&cache_dir, DEFAULT_BLOCK_SIZE, plan.common.cache_size)
             .with_context(|| format!("cannot open the cache in {}", cache_dir.display()))?,

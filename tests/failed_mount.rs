@@ -7,11 +7,30 @@ use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-fn mountpoint() -> (tempfile::TempDir, std::path::PathBuf) {
-    let t = tempfile::tempdir().expect("tmp");
-    let mp = t.path().join("mnt");
+/// A folder to mount on, unmounted when dropped if a mount that should have failed did not
+/// (so that a failing test leaves nothing mounted).
+struct Place {
+    _unmount: Unmounter,
+    dir: tempfile::TempDir,
+}
+
+impl Place {
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+fn mountpoint() -> (Place, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mp = dir.path().join("mnt");
     std::fs::create_dir(&mp).expect("mkdir");
-    (t, mp)
+    (
+        Place {
+            _unmount: unmount_on_drop(&mp),
+            dir,
+        },
+        mp,
+    )
 }
 
 fn assert_failed(stderr: &str, code: i32, mp: &std::path::Path, needle: &str) {

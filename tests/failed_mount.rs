@@ -313,6 +313,52 @@ fn a_user_without_access_to_the_fuse_device_is_told_so() {
     }
 }
 
+/// `nuage mount --daemon` of `url` on `mp` with the cache in `cache`: (stderr, exit code).
+fn mount_with_cache(url: &str, mp: &std::path::Path, cache: &std::path::Path) -> (String, i32) {
+    let t = tempfile::tempdir().expect("tmp");
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, PASSWORD).expect("pw");
+    let mut cmd = nuage();
+    cmd.arg("mount")
+        .arg(url)
+        .arg(mp)
+        .arg("--daemon")
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--user")
+        .arg(USER)
+        .arg("--password-file")
+        .arg(&pw)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// A cache folder inside the mount point would have nuage write its cache into its own
+/// mount (and hang there): refused before anything is made, also through a symbolic link.
+#[test]
+fn a_cache_folder_inside_the_mount_point_is_refused() {
+    let cloud = Cloud::start();
+    let (t, mp) = mountpoint();
+    let inside = mp.join("cache");
+    let (err, code) = mount_with_cache(&cloud.url(), &mp, &inside);
+    assert_failed(&err, code, &mp, "inside the mount point");
+    assert!(!inside.exists(), "made a folder under the mount point");
+    let link = t.path().join("link");
+    std::os::unix::fs::symlink(&mp, &link).expect("symlink");
+    let (err, code) = mount_with_cache(&cloud.url(), &mp, &link.join("nuage/cache"));
+    assert_failed(&err, code, &mp, "inside the mount point");
+    // Beside it, the same mount works.
+    let (err, code) = mount_with_cache(&cloud.url(), &mp, &t.path().join("cache"));
+    assert_eq!(code, 0, "{err}");
+    assert!(is_mounted(&mp));
+    let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
+    assert_succeeded(&out);
+}
+
 /// Two mounts sharing one cache folder would write over each other's pending files: the
 /// second is refused, naming the first, which goes on working; once it is gone the folder
 /// is free again.
@@ -323,28 +369,8 @@ fn a_cache_folder_used_by_another_mount_is_refused() {
     let cache = t.path().join("cache");
     let m = Mount::new(MountSpec::new(&cloud.url()).cache(&cache));
     let (_t2, mp) = mountpoint();
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, PASSWORD).expect("pw");
-    let mut cmd = nuage();
-    cmd.arg("mount")
-        .arg(cloud.url())
-        .arg(&mp)
-        .arg("--daemon")
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("--user")
-        .arg(USER)
-        .arg("--password-file")
-        .arg(&pw)
-        .stdin(std::process::Stdio::null());
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_failed(
-        &err,
-        out.status.code().unwrap_or(-1),
-        &mp,
-        "used by another nuage mount",
-    );
+    let (err, code) = mount_with_cache(&cloud.url(), &mp, &cache);
+    assert_failed(&err, code, &mp, "used by another nuage mount");
     assert!(
         err.contains(&m.mp.display().to_string()),
         "names the other mount: {err}"

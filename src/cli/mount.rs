@@ -329,6 +329,27 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
 }
 
 /// Mounts and serves until unmounted or signalled.
+/// `p` made absolute with its symbolic links followed, also when its last parts do not
+/// exist yet (a cache folder made at mount time).
+fn resolved(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut out) = std::fs::canonicalize(existing) {
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 /// A mount's hold on its cache folder. Two mounts sharing one would write over each other's
 /// pending files (journal rows and local copies are numbered by each process), so a second
 /// mount of the same folder is refused while the first runs; the system lets go of the lock
@@ -410,6 +431,14 @@ pub(super) fn run_mount(
     }
     init_logging(&plan.common, default_log);
     let mountpoint = check_mountpoint(platform, &plan.mountpoint)?;
+    if resolved(&cache_dir).starts_with(&mountpoint) {
+        bail!(
+            "the cache folder {} is inside the mount point {}: nuage would keep its cache in \
+             the mount itself; give it a folder outside with --cache-dir",
+            cache_dir.display(),
+            mountpoint.display()
+        );
+    }
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create the cache folder {}", cache_dir.display()))?;
     make_private(&cache_dir);

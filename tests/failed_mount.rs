@@ -392,3 +392,13 @@ fn a_cache_folder_used_by_another_mount_is_refused() {
     );
     m2.unmount();
 }
+
+#[test]
+fn unmounting_a_folder_where_nothing_is_mounted_says_so() {
+    let (_t, mp) = mountpoint();
+    let out = nuage().arg("unmount").arg(&mp).output().expect("unmount");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("nothing is mounted on"), "{err}");
+}

@@ -68,7 +68,18 @@ fn nuage_unmount(cfg: &Path, mp: &Path) {
 }
 
 fn login_app_password(cfg: &Path, url: &str, user: &str, secret: &str) -> (i32, String, String) {
-    let mut c = nuage_in(cfg);
+    login_as(nuage_in(cfg), "work", url, user, secret)
+}
+
+/// `nuage login URL --app-password --user USER --name NAME` run as `c`, the app password
+/// typed at its prompt.
+fn login_as(
+    mut c: Command,
+    name: &str,
+    url: &str,
+    user: &str,
+    secret: &str,
+) -> (i32, String, String) {
     c.args([
         "login",
         url,
@@ -76,9 +87,19 @@ fn login_app_password(cfg: &Path, url: &str, user: &str, secret: &str) -> (i32, 
         "--user",
         user,
         "--name",
-        "work",
+        name,
     ]);
     run_input(c, &format!("{secret}\n"))
+}
+
+/// `nuage logout work` run as `c` succeeds and `app` is no longer valid on the server.
+fn logout_revokes(mut c: Command, cloud: &Cloud, app: &str) {
+    let out = c.args(["logout", "work"]).output().expect("logout");
+    assert_succeeded(&out);
+    assert!(
+        !cloud.server.app_passwords().iter().any(|(t, _)| t == app),
+        "still valid on the server"
+    );
 }
 
 fn saved_secret(cfg: &Path, name: &str) -> Option<String> {
@@ -138,17 +159,7 @@ fn app_password_login_saves_the_account_privately_and_mounts_by_name() {
     assert_eq!(mode(&m.cache), 0o700, "the cache folder is private");
     // A second account beside the first.
     let app2 = cloud.server.create_app_password("second device");
-    let mut c = nuage_in(cfg.path());
-    c.args([
-        "login",
-        &cloud.url(),
-        "--app-password",
-        "--user",
-        USER,
-        "--name",
-        "other",
-    ]);
-    let (code, _, err) = run_input(c, &format!("{app2}\n"));
+    let (code, _, err) = login_as(nuage_in(cfg.path()), "other", &cloud.url(), USER, &app2);
     assert_eq!(code, 0, "{err}");
     let out = nuage_in(cfg.path())
         .args(["accounts", "--json"])
@@ -444,15 +455,7 @@ fn logout_revokes_on_the_server_and_works_offline() {
         login_app_password(cfg.path(), &cloud.url(), USER, &app).0,
         0
     );
-    let out = nuage_in(cfg.path())
-        .args(["logout", "work"])
-        .output()
-        .expect("logout");
-    assert_succeeded(&out);
-    assert!(
-        !cloud.server.app_passwords().iter().any(|(t, _)| *t == app),
-        "still valid on the server"
-    );
+    logout_revokes(nuage_in(cfg.path()), &cloud, &app);
     assert!(saved_secret(cfg.path(), "work").is_none());
     let out = nuage_in(cfg.path())
         .arg("accounts")
@@ -890,17 +893,7 @@ fn in_a_desktop_session_the_app_password_lives_in_the_keyring() {
         c
     };
     let app = cloud.server.create_app_password("desktop");
-    let mut c = nuage_desktop();
-    c.args([
-        "login",
-        &cloud.url(),
-        "--app-password",
-        "--user",
-        USER,
-        "--name",
-        "work",
-    ]);
-    let (code, out, err) = run_input(c, &format!("{app}\n"));
+    let (code, out, err) = login_as(nuage_desktop(), "work", &cloud.url(), USER, &app);
     assert_eq!(code, 0, "login failed: {out}{err}");
     assert!(out.contains("desktop keyring"), "{out}");
     assert!(!out.contains(&app) && !err.contains(&app), "secret printed");
@@ -938,14 +931,6 @@ fn in_a_desktop_session_the_app_password_lives_in_the_keyring() {
     assert!(!m.log_text().contains(&app), "the secret reached the log");
     m.unmount();
     // Logging out revokes it on the server and removes it from the keyring.
-    let out = nuage_desktop()
-        .args(["logout", "work"])
-        .output()
-        .expect("logout");
-    assert_succeeded(&out);
-    assert!(
-        !cloud.server.app_passwords().iter().any(|(t, _)| *t == app),
-        "still valid on the server"
-    );
+    logout_revokes(nuage_desktop(), &cloud, &app);
     assert_eq!(k.lookup("work"), None, "still in the keyring");
 }

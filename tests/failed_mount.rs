@@ -315,26 +315,7 @@ fn a_user_without_access_to_the_fuse_device_is_told_so() {
 
 /// `nuage mount --daemon` of `url` on `mp` with the cache in `cache`: (stderr, exit code).
 fn mount_with_cache(url: &str, mp: &std::path::Path, cache: &std::path::Path) -> (String, i32) {
-    let t = tempfile::tempdir().expect("tmp");
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, PASSWORD).expect("pw");
-    let mut cmd = nuage();
-    cmd.arg("mount")
-        .arg(url)
-        .arg(mp)
-        .arg("--daemon")
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--user")
-        .arg(USER)
-        .arg("--password-file")
-        .arg(&pw)
-        .stdin(std::process::Stdio::null());
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    (
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
+    mount_daemon(url, mp, Some(USER), Some(PASSWORD), Some(cache), &[])
 }
 
 /// A cache folder inside the mount point would have nuage write its cache into its own

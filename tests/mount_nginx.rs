@@ -156,12 +156,8 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
     std::fs::write(m.path("note.txt"), b"small enough").expect("save");
     wait_server(&d, "note.txt", b"small enough");
     let refused = wait_until(Duration::from_secs(20), || {
-        m.status()["uploads"]
-            .as_array()
-            .and_then(|u| u.first().cloned())
-            .and_then(|u| u["last_error"].as_str().map(str::to_string))
-            .map(|e| e.contains("HTTP 413"))
-            .unwrap_or(false)
+        m.first_upload_error()
+            .is_some_and(|e| e.contains("HTTP 413"))
     });
     assert!(refused, "status must tell the size limit: {}", m.status());
     // Kept in the journal, and not sent again and again.

@@ -738,10 +738,7 @@ fn an_answer_from_a_portal_in_the_servers_place_does_not_count_as_uploaded() {
     let name = "bulletin élève.txt";
     std::fs::write(m.path(name), b"notes du trimestre").expect("write");
     let told = wait_until(Duration::from_secs(20), || {
-        m.status()["uploads"]
-            .as_array()
-            .and_then(|u| u.first().cloned())
-            .and_then(|u| u["last_error"].as_str().map(str::to_string))
+        m.first_upload_error()
             .is_some_and(|e| e.contains("does not list it"))
     });
     assert!(told, "status must tell why: {}", m.status());

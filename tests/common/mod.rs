@@ -902,6 +902,14 @@ impl Mount {
             .expect("pending_uploads is a number")
     }
 
+    /// The reason the first pending upload last failed, as `nuage status` tells it.
+    pub fn first_upload_error(&self) -> Option<String> {
+        self.status()["uploads"]
+            .as_array()
+            .and_then(|u| u.first().cloned())
+            .and_then(|u| u["last_error"].as_str().map(str::to_string))
+    }
+
     /// Waits (bounded) until every upload is done.
     pub fn wait_drained(&self) {
         assert!(
@@ -1008,6 +1016,19 @@ pub fn failed_mount(
     password: Option<&str>,
     extra: &[&str],
 ) -> (String, i32) {
+    mount_daemon(url, mp, user, password, None, extra)
+}
+
+/// `nuage mount --daemon`, its cache in `cache` (else a folder of its own): (stderr, exit
+/// code).
+pub fn mount_daemon(
+    url: &str,
+    mp: &Path,
+    user: Option<&str>,
+    password: Option<&str>,
+    cache: Option<&Path>,
+    extra: &[&str],
+) -> (String, i32) {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut cmd = nuage();
     cmd.arg("mount")
@@ -1015,7 +1036,7 @@ pub fn failed_mount(
         .arg(mp)
         .arg("--daemon")
         .arg("--cache-dir")
-        .arg(tmp.path().join("c"));
+        .arg(cache.map_or_else(|| tmp.path().join("c"), Path::to_path_buf));
     if let Some(u) = user {
         cmd.arg("--user").arg(u);
     }

@@ -801,9 +801,19 @@ impl Mount {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"));
+        // Over a dead mount (listed until the new process clears it), the mount is up once
+        // the new process says so; the kernel's mount ids are reused, so they cannot tell.
+        let over_dead = is_mounted(&mp);
         let mut child = cmd.spawn().expect("spawn nuage");
         let ok = wait_until(Duration::from_secs(30), || {
-            is_mounted(&mp) || matches!(child.try_wait(), Ok(Some(_)))
+            let up = if over_dead {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("(Ctrl-C to unmount)")
+            } else {
+                is_mounted(&mp)
+            };
+            up || matches!(child.try_wait(), Ok(Some(_)))
         });
         let m = Mount {
             mp: mp.clone(),

@@ -328,10 +328,9 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
     Ok(abs)
 }
 
-/// Mounts and serves until unmounted or signalled.
 /// `p` made absolute with its symbolic links followed, also when its last parts do not
-/// exist yet (a cache folder made at mount time).
-fn resolved(p: &Path) -> PathBuf {
+/// exist yet (a cache folder made at mount time) or cannot be looked at (a dead mount).
+pub(super) fn resolved(p: &Path) -> PathBuf {
     let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let mut existing = abs.as_path();
     let mut rest = Vec::new();
@@ -396,6 +395,7 @@ fn lock_cache(dir: &Path, mountpoint: &Path) -> anyhow::Result<CacheLock> {
     }
 }
 
+/// Mounts and serves until unmounted or signalled.
 pub(super) fn run_mount(
     platform: &dyn Platform,
     rt: &tokio::runtime::Runtime,

@@ -291,15 +291,9 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    if found.is_none() {
-        // Mount tables hold resolved paths; a dead mount cannot be resolved (its folder
-        // answers "not connected"), only made absolute.
-        let abs = std::fs::canonicalize(&a.mountpoint)
-            .or_else(|_| std::path::absolute(&a.mountpoint))
-            .unwrap_or_else(|_| a.mountpoint.clone());
-        if !platform.is_mounted(&abs) {
-            anyhow::bail!("nothing is mounted on {}", a.mountpoint.display());
-        }
+    // Mount tables hold resolved paths.
+    if found.is_none() && !platform.is_mounted(&super::mount::resolved(&a.mountpoint)) {
+        anyhow::bail!("nothing is mounted on {}", a.mountpoint.display());
     }
     platform.unmount(&a.mountpoint)?;
     if let Some((_, reg)) = found {

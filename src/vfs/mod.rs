@@ -1317,12 +1317,19 @@ impl Vfs {
         }
         for p in moved {
             x.remove(&p);
-            if let Some(rest) = p.as_str().strip_prefix(from.as_str()) {
-                x.insert(RemotePath::new(&format!("{}{rest}", to.as_str())));
+            if let Some(q) = p.rebased(from, to) {
+                x.insert(q);
             }
         }
         drop(x);
         self.meta.rename_execs(from, to);
+    }
+
+    /// What is kept of files on this device only (modification times a server cannot store,
+    /// executable marks) follows a rename.
+    fn move_local_marks(&self, from: &RemotePath, to: &RemotePath) {
+        self.move_mtimes(from, to);
+        self.move_execs(from, to);
     }
 
     /// Recorded modification times follow a rename (of a file or of a whole folder).
@@ -1333,9 +1340,8 @@ impl Vfs {
         let mut m = lock(&self.mtimes);
         let moved: Vec<RemotePath> = m.keys().filter(|p| p.is_within(from)).cloned().collect();
         for p in moved {
-            if let Some(v) = m.remove(&p) {
-                let rest = &p.as_str()[from.as_str().len()..];
-                m.insert(RemotePath::new(&format!("{}{rest}", to.as_str())), v);
+            if let (Some(v), Some(q)) = (m.remove(&p), p.rebased(from, to)) {
+                m.insert(q, v);
             }
         }
         drop(m);
@@ -2150,6 +2156,7 @@ impl Vfs {
             // Made offline, not on the server yet: renamed here, made there under its new
             // name (also while the server is out of reach).
             self.wb.move_waiting_folders(&src.path, &to)?;
+            self.move_local_marks(&src.path, &to);
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, None);
             t.move_node(ino, new_parent, new_name);
@@ -2171,8 +2178,7 @@ impl Vfs {
                 }),
                 _ => None,
             };
-            self.move_mtimes(&src.path, &to);
-            self.move_execs(&src.path, &to);
+            self.move_local_marks(&src.path, &to);
             // The table and the write-back move together: nobody sees one without the other.
             let mut t = lock(&self.table);
             self.wb.rename(held, &src.path, &to, None);
@@ -2287,8 +2293,7 @@ impl Vfs {
     /// What a rename changes here besides the names: modification times kept for the
     /// server, pins, and the cached content, which stays readable under the new name.
     fn renamed_here(&self, from: &RemotePath, to: &RemotePath) {
-        self.move_mtimes(from, to);
-        self.move_execs(from, to);
+        self.move_local_marks(from, to);
         self.move_pins(from, to);
         let ident = |p: &RemotePath| format!("{}\n{}", self.cfg.cache_identity, p.as_str());
         if let Err(e) = self.cache().rename_identity(&ident(from), &ident(to)) {

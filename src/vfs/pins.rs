@@ -79,14 +79,8 @@ impl Vfs {
     pub(super) fn move_pins(&self, from: &RemotePath, to: &RemotePath) {
         let moved: Vec<(RemotePath, RemotePath)> = lock(&self.pins)
             .iter()
-            .filter(|p| p.is_within(from) && !from.is_root())
-            .map(|p| {
-                let rest = &p.as_str()[from.as_str().len()..];
-                (
-                    p.clone(),
-                    RemotePath::new(&format!("{}{rest}", to.as_str())),
-                )
-            })
+            .filter(|_| !from.is_root())
+            .filter_map(|p| Some((p.clone(), p.rebased(from, to)?)))
             .collect();
         if moved.is_empty() {
             return;

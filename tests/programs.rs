@@ -295,7 +295,8 @@ fn libreoffice_saves_edits_and_exports_on_the_mount() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "LibreOffice script failed: {said}\n{}",
+        "LibreOffice script failed ({}): {said}\n{}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(

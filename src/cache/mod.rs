@@ -1040,11 +1040,15 @@ fn sync_filesystem(_dir: &Path) -> std::io::Result<()> {
 #[cfg(unix)]
 pub(crate) fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
     // In pieces of WRITE_PIECE. Measured on the 2-core VM this project is benchmarked on:
-    // with 1 MiB writes, filling the cache was 2-3x slower (a cold read in 4 KiB pieces: ~350
-    // against ~820 MiB/s with 64 or 256 KiB writes; `perf` put the time in the copy into the
-    // page cache). Most likely cause: the kernel sizes the folios it allocates after the
-    // write, and large ones come from the high-order free blocks that this VM hands back to
-    // its host (free page reporting), so each of their pages costs a host fault to fill.
+    // the larger each write, the slower the copy into the page cache that `perf` shows as
+    // most of a cold read's cost (`dd` of 1 GiB into a new file: ~500 MB/s with 1 MiB
+    // writes, 1.6-2.8 GB/s with 256 KiB, 1.5-3.8 GB/s with 64 KiB; a cold read through nuage,
+    // interleaved runs: ~860 MiB/s with 256 KiB pieces, ~1200 with 64 KiB, ~990 with 32 and
+    // ~940 with 16, where the write calls start to cost). Most likely cause: the kernel sizes
+    // the folios it allocates after the write, and large ones come from the high-order free
+    // blocks that this VM hands back to its host (free page reporting), so each of their
+    // pages costs a host fault to fill. A plain `curl -o file` of the same file runs at
+    // 440-810 MiB/s there.
     for (i, piece) in data.chunks(WRITE_PIECE).enumerate() {
         std::os::unix::fs::FileExt::write_all_at(f, piece, off + (i * WRITE_PIECE) as u64)?;
     }
@@ -1053,7 +1057,7 @@ pub(crate) fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<(
 
 /// Largest single write into a cache or journal data file (see [`write_all_at`]).
 #[cfg(unix)]
-const WRITE_PIECE: usize = 256 << 10;
+const WRITE_PIECE: usize = 64 << 10;
 
 /// Fills `buf` from `off` (positioned read, no shared cursor).
 #[cfg(unix)]

@@ -1186,5 +1186,49 @@ fn chmod_x_is_kept_on_this_device_so_a_script_runs_from_the_mount() {
     std::fs::remove_file(&script).expect("rm");
     std::fs::write(&script, "#!/bin/sh\necho autre\n").expect("write again");
     assert_eq!(mode(&script), 0o644);
+    // A program that creates its file executable (a compiler, `cp` of a script) needs no chmod.
+    let made = m.path("scripts/compile.sh");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&made)
+            .expect("create 0755");
+        f.write_all(b"#!/bin/sh\necho compile\n").expect("write");
+    }
+    assert_eq!(mode(&made), 0o755);
+    assert_eq!(run(&made).expect("run a file made executable"), "compile\n");
+    m.unmount();
+}
+
+/// `mknod` makes regular files (Python's `os.mknod`, some archivers); pipes, sockets and
+/// devices have no place on a WebDAV server and are refused with `EPERM`, not "function not
+/// implemented".
+#[test]
+fn mknod_makes_regular_files_and_refuses_pipes() {
+    use std::os::unix::ffi::OsStrExt;
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let mknod = |name: &str, mode: libc::mode_t| {
+        let p = std::ffi::CString::new(m.path(name).as_os_str().as_bytes()).expect("path");
+        // SAFETY: mknod(2) with a valid NUL-terminated path.
+        let rc = unsafe { libc::mknod(p.as_ptr(), mode, 0) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error())
+        }
+    };
+    assert_eq!(mknod("vide.txt", libc::S_IFREG | 0o644), Ok(()));
+    let md = std::fs::metadata(m.path("vide.txt")).expect("stat");
+    assert!(md.is_file() && md.len() == 0, "{md:?}");
+    for (name, kind) in [("tube", libc::S_IFIFO), ("prise", libc::S_IFSOCK)] {
+        assert_eq!(mknod(name, kind | 0o644), Err(Some(libc::EPERM)), "{name}");
+        assert!(!m.path(name).exists(), "{name}");
+    }
+    wait_server(&cloud.files(), "vide.txt", b"");
     m.unmount();
 }

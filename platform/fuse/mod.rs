@@ -641,8 +641,8 @@ impl Filesystem for NuageFs {
         _req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -651,10 +651,47 @@ impl Filesystem for NuageFs {
         };
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
         let open_flags = write_only_flags(flags);
+        let exec = mode & !umask & 0o111 != 0;
         self.rt.spawn(async move {
-            match vfs.create(Ino(parent), &name).await {
+            match vfs.create(Ino(parent), &name, exec).await {
                 Ok((a, o)) => reply.created(&ttl, &file_attr(&a), 0, o.fh.0, open_flags),
                 Err(e) => reply.error(fail("create", &e)),
+            }
+        });
+    }
+
+    /// `mknod` of a regular file (some programs make files this way) creates it; no server
+    /// stores pipes, sockets or devices: those are refused with `EPERM`, as on FAT.
+    fn mknod(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(libc::EPERM);
+        }
+        let Some(name) = name_str(name) else {
+            return reply.error(libc::EINVAL);
+        };
+        let (vfs, ttl) = (self.vfs.clone(), self.ttl);
+        let exec = mode & !umask & 0o111 != 0;
+        self.rt.spawn(async move {
+            let made = match vfs.create(Ino(parent), &name, exec).await {
+                Ok(x) => x,
+                Err(e) => return reply.error(fail("mknod", &e)),
+            };
+            let (attr, fh) = (made.0, made.1.fh);
+            // The new file stays empty and closed: it is made durable and scheduled for upload.
+            let closing = vfs.clone();
+            match tokio::task::spawn_blocking(move || closing.release_blocking(fh)).await {
+                Ok(Ok(())) => reply.entry(&ttl, &file_attr(&attr), 0),
+                Ok(Err(e)) => reply.error(fail("mknod", &e)),
+                Err(_) => reply.error(libc::EIO),
             }
         });
     }

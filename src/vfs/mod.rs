@@ -1838,11 +1838,12 @@ impl Vfs {
     }
 
     /// Creates and opens a new file. It exists locally at once and on the server after its
-    /// upload.
-    pub async fn create(&self, parent: Ino, name: &str) -> Result<(Attr, Opened)> {
+    /// upload. `exec`: the program created it executable (a mode with an x bit, as a compiler
+    /// writing a program or `cp` copying a script does); kept on this device, like `chmod +x`.
+    pub async fn create(&self, parent: Ino, name: &str, exec: bool) -> Result<(Attr, Opened)> {
         let path = self.new_child_path(parent, name, false).await?;
         // A mark left by a file of that name deleted elsewhere does not pass to a new one.
-        self.set_exec(&path, false).await?;
+        self.set_exec(&path, exec).await?;
         tracing::debug!(%path, "create");
         let (wb, p) = (self.wb.clone(), path.clone());
         let d = blocking(move || wb.create(&p)).await?;

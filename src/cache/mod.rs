@@ -697,7 +697,7 @@ impl BlockCache {
             let f = self.file(key.version)?;
             {
                 let _one = lock(&self.writer);
-                write_all_at(&f, data, key.idx.0 * self.block_size)
+                write_block_at(&f, data, key.idx.0 * self.block_size)
                     .map_err(io_err(&self.data_path(key.version)))?;
             }
             let mut st = lock(&self.state);
@@ -1036,28 +1036,45 @@ fn sync_filesystem(_dir: &Path) -> std::io::Result<()> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 
-/// Writes all of `data` at `off` (positioned write, no shared cursor).
+/// Writes all of `data` at `off` (positioned write, no shared cursor), in pieces of
+/// [`JOURNAL_PIECE`]: for the journal's data files.
 #[cfg(unix)]
 pub(crate) fn write_all_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
-    // In pieces of WRITE_PIECE. Measured on the 2-core VM this project is benchmarked on:
-    // the larger each write, the slower the copy into the page cache that `perf` shows as
-    // most of a cold read's cost (`dd` of 1 GiB into a new file: ~500 MB/s with 1 MiB
-    // writes, 1.6-2.8 GB/s with 256 KiB, 1.5-3.8 GB/s with 64 KiB; a cold read through nuage,
-    // interleaved runs: ~860 MiB/s with 256 KiB pieces, ~1200 with 64 KiB, ~990 with 32 and
-    // ~940 with 16, where the write calls start to cost). Most likely cause: the kernel sizes
-    // the folios it allocates after the write, and large ones come from the high-order free
-    // blocks that this VM hands back to its host (free page reporting), so each of their
-    // pages costs a host fault to fill. A plain `curl -o file` of the same file runs at
-    // 440-810 MiB/s there.
-    for (i, piece) in data.chunks(WRITE_PIECE).enumerate() {
-        std::os::unix::fs::FileExt::write_all_at(f, piece, off + (i * WRITE_PIECE) as u64)?;
+    write_in_pieces(f, data, off, JOURNAL_PIECE)
+}
+
+/// Writes a downloaded block at `off`, in pieces of [`BLOCK_PIECE`].
+#[cfg(unix)]
+fn write_block_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    write_in_pieces(f, data, off, BLOCK_PIECE)
+}
+
+// Why pieces, measured on the 2-core VM this project is benchmarked on: the larger each write,
+// the slower the copy into new page-cache memory, which `perf` shows as most of a cold read's
+// cost (`dd` of 1 GiB into a new file: ~500 MB/s with 1 MiB writes, 1.6-2.8 GB/s with 256
+// KiB, 1.5-3.8 GB/s with 64 KiB). Most likely cause: the kernel sizes the folios it allocates
+// after the write, and large ones come from the high-order free blocks that this VM hands
+// back to its host (free page reporting), so each of their pages costs a host fault to fill.
+// A plain `curl -o file` of a 1 GiB file runs at 440-810 MiB/s there.
+#[cfg(unix)]
+fn write_in_pieces(f: &File, data: &[u8], off: u64, piece: usize) -> std::io::Result<()> {
+    for (i, p) in data.chunks(piece).enumerate() {
+        std::os::unix::fs::FileExt::write_all_at(f, p, off + (i * piece) as u64)?;
     }
     Ok(())
 }
 
-/// Largest single write into a cache or journal data file (see [`write_all_at`]).
+/// Largest single write of a downloaded block into its cache file. A cold 1 GiB read through
+/// nuage, interleaved runs: ~860 MiB/s with 256 KiB pieces, ~1200 with 64 KiB, ~990 with 32
+/// and ~940 with 16 (where the write calls start to cost).
 #[cfg(unix)]
-const WRITE_PIECE: usize = 64 << 10;
+const BLOCK_PIECE: usize = 64 << 10;
+
+/// Largest single write into a journal data file. There the bytes come from FUSE writes of
+/// up to 1 MiB, and 64 KiB pieces made the close of a 1 GiB copy ~10% slower than 256 KiB
+/// (interleaved runs, 0.72-0.80 s against 0.64-0.73 s).
+#[cfg(unix)]
+const JOURNAL_PIECE: usize = 256 << 10;
 
 /// Fills `buf` from `off` (positioned read, no shared cursor).
 #[cfg(unix)]
@@ -1075,6 +1092,12 @@ pub(crate) fn write_all_at(f: &File, mut data: &[u8], mut off: u64) -> std::io::
         off += n as u64;
     }
     Ok(())
+}
+
+/// Writes a downloaded block at `off`.
+#[cfg(windows)]
+fn write_block_at(f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+    write_all_at(f, data, off)
 }
 
 /// Fills `buf` from `off` (positioned read, no shared cursor).

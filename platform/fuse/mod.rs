@@ -349,6 +349,12 @@ fn fail(op: &str, e: &Error) -> i32 {
     errno::errno(e.kind)
 }
 
+/// True when a program creates a file with an x bit in its mode (after its umask): a
+/// compiler's output, `cp` of a script.
+fn asks_exec(mode: u32, umask: u32) -> bool {
+    mode & !umask & 0o111 != 0
+}
+
 /// Open flags for a handle: a write-only one gains nothing from the page cache, so its writes
 /// go straight to nuage (one copy and one page cache fill less per byte written; nothing is
 /// read through it, and the kernel drops the pages it overwrites from other handles' cache).
@@ -651,7 +657,7 @@ impl Filesystem for NuageFs {
         };
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
         let open_flags = write_only_flags(flags);
-        let exec = mode & !umask & 0o111 != 0;
+        let exec = asks_exec(mode, umask);
         self.rt.spawn(async move {
             match vfs.create(Ino(parent), &name, exec).await {
                 Ok((a, o)) => reply.created(&ttl, &file_attr(&a), 0, o.fh.0, open_flags),
@@ -679,7 +685,7 @@ impl Filesystem for NuageFs {
             return reply.error(libc::EINVAL);
         };
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
-        let exec = mode & !umask & 0o111 != 0;
+        let exec = asks_exec(mode, umask);
         self.rt.spawn(async move {
             let made = match vfs.create(Ino(parent), &name, exec).await {
                 Ok(x) => x,

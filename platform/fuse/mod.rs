@@ -687,14 +687,12 @@ impl Filesystem for NuageFs {
         let (vfs, ttl) = (self.vfs.clone(), self.ttl);
         let exec = asks_exec(mode, umask);
         self.rt.spawn(async move {
-            let made = match vfs.create(Ino(parent), &name, exec).await {
-                Ok(x) => x,
+            let (attr, opened) = match vfs.create(Ino(parent), &name, exec).await {
+                Ok(made) => made,
                 Err(e) => return reply.error(fail("mknod", &e)),
             };
-            let (attr, fh) = (made.0, made.1.fh);
             // The new file stays empty and closed: it is made durable and scheduled for upload.
-            let closing = vfs.clone();
-            match tokio::task::spawn_blocking(move || closing.release_blocking(fh)).await {
+            match tokio::task::spawn_blocking(move || vfs.release_blocking(opened.fh)).await {
                 Ok(Ok(())) => reply.entry(&ttl, &file_attr(&attr), 0),
                 Ok(Err(e)) => reply.error(fail("mknod", &e)),
                 Err(_) => reply.error(libc::EIO),

@@ -210,3 +210,54 @@ fn nginx_dot_files_stay_although_its_listings_leave_them_out() {
     );
     m.unmount();
 }
+
+/// A server that ignores `Range` (nginx with `max_ranges 0`, as some servers and proxies do)
+/// answers every ranged GET with the whole file. Reading a file through costs about one
+/// transfer of it, not the beginning of the file again for every read-ahead run (which grows
+/// with the square of the size), and the bytes are right; with a cache too small to keep the
+/// whole file, a read far into it is still right.
+#[test]
+fn nginx_without_ranges_reads_a_file_through_in_one_transfer() {
+    let n = WebDavServer::nginx_without_ranges();
+    let size = 40usize << 20;
+    let data = pattern(size, 11);
+    server_write(&n, "film.bin", &data);
+    server_write(&n, "autre.bin", &pattern(size, 12));
+    let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
+    assert!(
+        std::fs::read(m.path("film.bin")).expect("read") == data,
+        "the bytes read differ from the server's"
+    );
+    // nginx logs a request once it has sent its answer (bounded wait).
+    wait_until(Duration::from_secs(5), || {
+        n.nginx_get_bytes() >= size as u64
+    });
+    let sent = n.nginx_get_bytes();
+    assert!(
+        sent <= 2 * size as u64,
+        "reading {size} bytes through made the server send {sent}"
+    );
+    // Read again by another program (a new open): from the cache.
+    let f = std::fs::File::open(m.path("film.bin")).expect("open");
+    let mut tail = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut tail, (size - 4096) as u64)
+        .expect("read the end");
+    assert_eq!(tail, data[size - 4096..]);
+    drop(f);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(n.nginx_get_bytes(), sent, "downloaded again");
+    m.unmount();
+
+    // A cache of 32 MiB keeps no 40 MiB file whole: the answer is read up to the blocks asked.
+    let m = Mount::new(
+        MountSpec::new(&n.url())
+            .args(FAST)
+            .args(&["--cache-size", "32M"]),
+    );
+    let want = pattern(size, 12);
+    for off in [30usize << 20, 1 << 20, 39 << 20] {
+        let got = read_at(&m.path("autre.bin"), off as u64, 8192);
+        assert!(got == want[off..off + 8192], "wrong bytes at {off}");
+    }
+    m.unmount();
+}

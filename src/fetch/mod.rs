@@ -355,22 +355,30 @@ impl Fetcher {
     }
 
     /// Makes sure the `need` blocks are cached (waiting for them) and starts downloading the
-    /// `ahead` blocks without waiting.
+    /// `ahead` blocks without waiting. A download that ended without delivering a block it
+    /// had taken over (see `download_whole`) makes the block looked at, and asked for, again.
     pub async fn ensure(
         self: &Arc<Self>,
         f: &FileVersion,
         need: Range<u64>,
         ahead: Range<u64>,
     ) -> Result<()> {
-        for mut rx in self.start(f, need, ahead) {
-            let res = rx
-                .wait_for(|d| d.is_some())
-                .await
-                .map_err(|_| Error::new(ErrorKind::Io, "download task ended unexpectedly"))?
-                .clone();
-            if let Some(Err(e)) = res {
-                return Err(e);
+        let mut waits = self.start(f, need.clone(), ahead);
+        for _ in 0..4 {
+            if waits.is_empty() {
+                break;
             }
+            for mut rx in waits {
+                let res = rx
+                    .wait_for(|d| d.is_some())
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Io, "download task ended unexpectedly"))?
+                    .clone();
+                if let Some(Err(e)) = res {
+                    return Err(e);
+                }
+            }
+            waits = self.start(f, need.clone(), 0..0);
         }
         Ok(())
     }
@@ -523,38 +531,133 @@ impl Fetcher {
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
         let (_permit, mut body) = self.get(f, start, end - start).await?;
-        for idx in first..first + n {
-            let len = (f.size - idx * bs).min(bs) as usize;
-            let full = len as u64 == bs;
-            let mut buf = if full {
-                self.buffers.take()
-            } else {
-                vec![0; len]
-            };
-            let got = body.fill(&mut buf[..len]).await?;
-            if got < len {
-                let received = idx * bs + got as u64 - start;
-                return Err(RunError {
-                    retry: true,
-                    err: Error::new(
-                        ErrorKind::Io,
-                        format!(
-                            "the server sent a short body for {} ({} bytes missing)",
-                            f.path,
-                            end - start - received
-                        ),
-                    ),
-                });
+        if let Some(len) = body.whole_file() {
+            if len.is_some_and(|l| l != f.size) {
+                return Err(RunError::fatal(Error::new(
+                    ErrorKind::Stale,
+                    format!("{} changed on the server", f.path),
+                )));
             }
-            let block = if full {
-                self.buffers.share(buf, len)
-            } else {
-                bytes::Bytes::from(buf)
-            };
+            return self.download_whole(f, first, n, senders, body).await;
+        }
+        for idx in first..first + n {
+            let block = self.next_block(f, &mut body, idx, end).await?;
             self.store(f, idx, block).await.map_err(RunError::fatal)?;
             self.finish(f, idx, &senders[(idx - first) as usize], Ok(()));
         }
         Ok(())
+    }
+
+    /// A server that ignored `Range` sends the whole file from its first byte. Every block
+    /// the answer carries that nobody has or is downloading is kept too (taken over in
+    /// `inflight` first), not only the run's: reading such a file through then costs one
+    /// transfer instead of the whole beginning of the file again for every run. Past the run
+    /// it reads on to the end of the file when the file takes at most a quarter of the cache
+    /// (as a client that downloads whole files would), else it stops after the run.
+    async fn download_whole(
+        &self,
+        f: &FileVersion,
+        first: u64,
+        n: u64,
+        senders: &[watch::Sender<Done>],
+        mut body: crate::webdav::RangeBody,
+    ) -> std::result::Result<(), RunError> {
+        let run = first..first + n;
+        let to = if f.size <= self.cache.usage().limit / 4 {
+            self.block_count(f.size)
+        } else {
+            run.end
+        };
+        tracing::debug!(path = %f.path, "the server ignored the range and sends the whole file");
+        let taken = self.take_over(f, (0..run.start).chain(run.end..to));
+        let last = taken.last().map_or(run.end, |(i, _)| run.end.max(i + 1));
+        let res = async {
+            let mut next = taken.iter().peekable();
+            for idx in 0..last {
+                let block = self.next_block(f, &mut body, idx, f.size).await?;
+                let tx = if run.contains(&idx) {
+                    &senders[(idx - first) as usize]
+                } else if let Some((_, tx)) = next.next_if(|(i, _)| *i == idx) {
+                    tx
+                } else {
+                    // Someone has it or is downloading it.
+                    continue;
+                };
+                self.store(f, idx, block).await.map_err(RunError::fatal)?;
+                self.finish(f, idx, tx, Ok(()));
+            }
+            Ok(())
+        }
+        .await;
+        // Blocks taken over but not delivered are given up: a reader waiting for one looks
+        // again and asks for it itself (see `ensure`).
+        for (idx, tx) in &taken {
+            if tx.borrow().is_none() {
+                self.finish(f, *idx, tx, Ok(()));
+            }
+        }
+        res
+    }
+
+    /// Marks the blocks `idxs` of `f` that are neither cached nor being downloaded as being
+    /// downloaded; what to report their end to.
+    fn take_over(
+        &self,
+        f: &FileVersion,
+        idxs: impl Iterator<Item = u64>,
+    ) -> Vec<(u64, watch::Sender<Done>)> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        idxs.filter_map(|idx| {
+            let key = BlockKey {
+                version: f.version,
+                idx: BlockIdx(idx),
+            };
+            if self.cache.has(key) || self.cache.is_hot(key) || inflight.contains_key(&key) {
+                return None;
+            }
+            let (tx, rx) = watch::channel(None);
+            inflight.insert(key, rx);
+            Some((idx, tx))
+        })
+        .collect()
+    }
+
+    /// The next block of a body positioned at block `idx`, which ends at file offset
+    /// `body_end`.
+    async fn next_block(
+        &self,
+        f: &FileVersion,
+        body: &mut crate::webdav::RangeBody,
+        idx: u64,
+        body_end: u64,
+    ) -> std::result::Result<bytes::Bytes, RunError> {
+        let bs = self.cache.block_size();
+        let len = (f.size - idx * bs).min(bs) as usize;
+        let full = len as u64 == bs;
+        let mut buf = if full {
+            self.buffers.take()
+        } else {
+            vec![0; len]
+        };
+        let got = body.fill(&mut buf[..len]).await?;
+        if got < len {
+            return Err(RunError {
+                retry: true,
+                err: Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "the server sent a short body for {} ({} bytes missing)",
+                        f.path,
+                        body_end - (idx * bs + got as u64)
+                    ),
+                ),
+            });
+        }
+        Ok(if full {
+            self.buffers.share(buf, len)
+        } else {
+            bytes::Bytes::from(buf)
+        })
     }
 
     /// Downloads `[offset, offset + len)` of `f` into memory without caching it: for a reader of

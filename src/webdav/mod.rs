@@ -920,14 +920,22 @@ impl DavClient {
                     )));
                 }
                 Ok(RangeBody {
-                    src: Source::Http { resp, skip: 0 },
+                    src: Source::Http {
+                        resp,
+                        skip: 0,
+                        whole: false,
+                    },
                     back: None,
                     what,
                     host: self.root.to_string(),
                 })
             }
             StatusCode::OK => Ok(RangeBody {
-                src: Source::Http { resp, skip: start },
+                src: Source::Http {
+                    resp,
+                    skip: start,
+                    whole: true,
+                },
                 back: None,
                 what,
                 host: self.root.to_string(),
@@ -985,7 +993,12 @@ pub struct RangeBody {
 /// Where a body's bytes come from.
 enum Source {
     /// reqwest, skipping `skip` bytes first (a server that sent the whole file).
-    Http { resp: reqwest::Response, skip: u64 },
+    Http {
+        resp: reqwest::Response,
+        skip: u64,
+        /// The server ignored the range and sends the whole file (`200`).
+        whole: bool,
+    },
     /// The socket itself (plain HTTP, see [`rawget`]).
     Raw(rawget::RawBody),
 }
@@ -1000,7 +1013,7 @@ impl RangeBody {
             return Ok(Some(b));
         }
         let (resp, skip) = match &mut self.src {
-            Source::Http { resp, skip } => (resp, skip),
+            Source::Http { resp, skip, .. } => (resp, skip),
             Source::Raw(r) => {
                 let mut buf = Vec::with_capacity(RAW_CHUNK);
                 let n = r
@@ -1066,6 +1079,21 @@ impl RangeBody {
             }
         }
         Ok(filled)
+    }
+
+    /// When the server ignored the range and sends the whole file: the body is from then on
+    /// read from the file's first byte (nothing skipped any more), and the answer is its
+    /// announced length, if any. `None` for an answer carrying the asked range. To be asked
+    /// before reading the body.
+    pub fn whole_file(&mut self) -> Option<Option<u64>> {
+        match &mut self.src {
+            Source::Http { resp, skip, whole } if *whole && self.back.is_none() => {
+                *skip = 0;
+                *whole = false;
+                Some(resp.content_length())
+            }
+            _ => None,
+        }
     }
 
     /// Gives back the unused end of the last piece: the next [`RangeBody::chunk`] returns it.

@@ -483,12 +483,23 @@ impl WebDavServer {
     /// nginx with its WebDAV modules (`dav` and `dav_ext`) serving `/dav/`: a server whose
     /// listings carry no etag and which ignores `If-Match` and `If-None-Match` on writes.
     pub fn nginx() -> WebDavServer {
-        Self::nginx_limited("0")
+        Self::nginx_conf("client_max_body_size 0;")
     }
 
     /// nginx with `client_max_body_size` set to `limit` (`"0"`: none; nginx's own default is
     /// 1m).
     pub fn nginx_limited(limit: &str) -> WebDavServer {
+        Self::nginx_conf(&format!("client_max_body_size {limit};"))
+    }
+
+    /// nginx with byte ranges turned off (`max_ranges 0`): a `GET` with `Range` is answered
+    /// `200` with the whole file.
+    pub fn nginx_without_ranges() -> WebDavServer {
+        Self::nginx_conf("client_max_body_size 0;\n  max_ranges 0;")
+    }
+
+    /// nginx with these directives added to its `http` block.
+    fn nginx_conf(http_extra: &str) -> WebDavServer {
         let module = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
         assert!(
             Path::new("/usr/sbin/nginx").exists() && Path::new(module).exists(),
@@ -508,7 +519,7 @@ events {{}}
 http {{
   access_log {d}/access.log;
   client_body_temp_path {d}/tmp;
-  client_max_body_size {limit};
+  {http_extra}
   server {{
     listen 127.0.0.1:{port};
     location /dav/ {{
@@ -649,6 +660,20 @@ auth.require = ("/" => ("method" => "basic", "realm" => "nuage test", "require" 
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join(self.log)).unwrap_or_default()
+    }
+
+    /// nginx only: the sum of the body bytes of GET answers, from its access log (`combined`
+    /// format: `"GET /path HTTP/1.1" status bytes ...`).
+    pub fn nginx_get_bytes(&self) -> u64 {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once("\"GET ")?;
+                let (_, after) = rest.split_once('"')?;
+                after.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
     }
 }
 

@@ -884,6 +884,30 @@ fn a_small_or_full_cache_disk_keeps_reads_and_writes_working() {
     m.unmount();
 }
 
+/// The same once the cache's index has recorded the downloaded blocks (it does every two
+/// seconds): then recording their eviction needs room on the disk, which a save filled to
+/// the last byte. The room the cache sets aside for this lets it.
+#[test]
+fn a_save_that_fills_the_cache_disk_evicts_blocks_recorded_in_the_index() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let film = pattern(40 << 20, 8);
+    std::fs::write(srv.join("film.bin"), &film).expect("w");
+    let disk = SmallDisk::new(48);
+    let m = Mount::new(
+        MountSpec::new(&cloud.url())
+            .args(FAST)
+            .cache(&disk.path.join("cache")),
+    );
+    assert!(std::fs::read(m.path("film.bin")).expect("read") == film);
+    // Two flushes of the cache's index.
+    std::thread::sleep(Duration::from_millis(4500));
+    let w = pattern(26 << 20, 9);
+    std::fs::write(m.path("copie.bin"), &w).expect("a save must find room");
+    wait_server(&srv, "copie.bin", &w);
+    m.unmount();
+}
+
 #[test]
 fn many_pending_files_hold_no_descriptors() {
     let cloud = Cloud::start();

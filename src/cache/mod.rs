@@ -70,14 +70,29 @@ pub enum CacheError {
     Db(#[from] rusqlite::Error),
 }
 
+impl CacheError {
+    /// The disk holding the cache is full (or the user's quota on it used up).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            CacheError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            CacheError::Db(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            CacheError::Db(_) => false,
+        }
+    }
+}
+
 impl From<CacheError> for crate::error::Error {
     fn from(e: CacheError) -> Self {
         use crate::error::ErrorKind;
-        let kind = match &e {
-            CacheError::Io { source, .. } if source.raw_os_error() == Some(28) => {
-                ErrorKind::NoSpace
-            }
-            _ => ErrorKind::Io,
+        let kind = if e.is_disk_full() {
+            ErrorKind::NoSpace
+        } else {
+            ErrorKind::Io
         };
         crate::error::Error::new(kind, e.to_string())
     }
@@ -404,7 +419,14 @@ impl BlockCache {
             }),
         };
         cache.evict_if_needed()?;
+        if let Err(e) = make_ballast(&cache.ballast_path()) {
+            tracing::debug!(error = %e, "could not set aside room for a full disk");
+        }
         Ok(cache)
+    }
+
+    fn ballast_path(&self) -> PathBuf {
+        self.dir.join(BALLAST_NAME)
     }
 
     /// The block size in bytes.
@@ -908,7 +930,23 @@ impl BlockCache {
             let st = lock(&self.state);
             (st.total, st.limit)
         };
-        self.evict_to(self.room_for(total, limit, need))
+        match self.evict_to(self.room_for(total, limit, need)) {
+            // The index could not record the eviction: the disk is full to the last byte
+            // (local changes filled it). The room set aside lets it, then is set aside again
+            // from what the eviction freed.
+            Err(e) if need > 0 && e.is_disk_full() => {
+                if std::fs::remove_file(self.ballast_path()).is_err() {
+                    return Err(e);
+                }
+                let total = lock(&self.state).total;
+                let res = self.evict_to(self.room_for(total, limit, need + BALLAST));
+                if let Err(e) = make_ballast(&self.ballast_path()) {
+                    tracing::debug!(error = %e, "could not set aside room for a full disk again");
+                }
+                res
+            }
+            other => other,
+        }
     }
 
     /// Evicts until the blocks that are not pinned take at most `limit` bytes.
@@ -924,37 +962,44 @@ impl BlockCache {
         let mut emptied = Vec::new();
         {
             let mut st = lock(&self.state);
+            // The victims, least recently used first, are chosen and their index rows deleted
+            // before anything changes here: when the index cannot record it (a full disk),
+            // nothing is evicted and nothing is lost track of.
             let pinned_bytes = st.pinned_bytes();
-            let mut kept = Vec::new();
-            while st.total - pinned_bytes > limit {
-                let Some((k, ())) = st.lru.pop_lru() else {
+            let mut over = (st.total - pinned_bytes).saturating_sub(limit);
+            for (k, ()) in st.lru.iter().rev() {
+                if over == 0 {
                     break;
-                };
+                }
                 if st.protected(&k.version) {
-                    kept.push(k);
                     continue;
                 }
-                if let Some((len, empty)) = st.remove_block(&k) {
-                    victims.push((k, len));
-                    if empty {
-                        emptied.push(k.version);
-                    }
+                if let Some(len) = st.blocks.get(k) {
+                    victims.push((*k, *len));
+                    over = over.saturating_sub(*len as u64);
                 }
             }
-            for k in kept {
-                st.lru.put(k, ());
-                st.touched.insert(k);
+            {
+                let mut db = lock(&self.db);
+                let tx = db.transaction()?;
+                {
+                    let mut del =
+                        tx.prepare_cached("DELETE FROM blocks WHERE version=?1 AND idx=?2")?;
+                    for (k, _) in &victims {
+                        del.execute(params![k.version.0, k.idx.0 as i64])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            for (k, _) in &victims {
+                st.lru.pop(k);
+                if let Some((_, true)) = st.remove_block(k) {
+                    emptied.push(k.version);
+                }
             }
             let st = &mut *st;
             let blocks = &st.blocks;
             st.pending.retain(|(k, _)| blocks.contains_key(k));
-        }
-        {
-            let db = lock(&self.db);
-            let mut del = db.prepare_cached("DELETE FROM blocks WHERE version=?1 AND idx=?2")?;
-            for (k, _) in &victims {
-                del.execute(params![k.version.0, k.idx.0 as i64])?;
-            }
         }
         for v in &emptied {
             lock(&self.fds).pop(v);
@@ -971,6 +1016,44 @@ impl BlockCache {
         tracing::debug!(usage = ?self.usage(), "cache eviction done");
         Ok(())
     }
+}
+
+/// Room set aside in the cache folder (a file of this size) and given up when local changes
+/// filled its disk to the last byte: SQLite must write to record an eviction before the
+/// eviction frees anything.
+const BALLAST: u64 = 2 << 20;
+const BALLAST_NAME: &str = "room.reserved";
+
+/// Creates the file holding [`BALLAST`] bytes of allocated disk space (not a sparse file).
+fn make_ballast(path: &Path) -> std::io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() == BALLAST) {
+        return Ok(());
+    }
+    let f = File::create(path)?;
+    let res = allocate(&f, BALLAST);
+    if res.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    res
+}
+
+#[cfg(target_os = "linux")]
+fn allocate(f: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, owned by `f` for the duration of the call.
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(f: &File, len: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = f;
+    w.write_all(&vec![0x5a; len as usize])?;
+    w.sync_all()
 }
 
 /// Versions that could not be registered in the index (a full disk) get ids below this one:

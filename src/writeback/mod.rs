@@ -1359,7 +1359,10 @@ impl WriteBack {
                     tracing::info!("the cache disk was full: dropped cached blocks to make room for local changes");
                     f()
                 }
-                Err(_) => Err(e),
+                Err(fe) => {
+                    tracing::warn!(error = %fe, "the cache disk is full and no cached block could be dropped");
+                    Err(e)
+                }
             },
             other => other,
         }

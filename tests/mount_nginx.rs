@@ -261,3 +261,37 @@ fn nginx_without_ranges_reads_a_file_through_in_one_transfer() {
     }
     m.unmount();
 }
+
+/// nginx lists no etags, so a read cannot be made conditional on the version it started
+/// from. A file replaced on the server by one of another size is still noticed in the
+/// middle of a read (the answer's `Content-Range` names the new size): the read fails with
+/// `ESTALE` instead of mixing old and new bytes, and the next open reads the new file.
+#[test]
+fn nginx_a_file_replaced_under_a_reader_is_not_mixed() {
+    let n = WebDavServer::nginx();
+    let old = pattern(32 << 20, 21);
+    server_write(&n, "cours.bin", &old);
+    let m = Mount::new(MountSpec::new(&n.url()).args(SLOW_TTL));
+    let p = m.path("cours.bin");
+    assert_eq!(read_at(&p, 0, 4096), old[..4096]);
+    let new = pattern(33 << 20, 22);
+    server_write(&n, "cours.bin", &new);
+    // Within the attribute lifetime the mount still knows the old size: the bytes at 20 MiB
+    // were never downloaded.
+    let f = std::fs::File::open(&p).expect("open");
+    let mut buf = vec![0u8; 4096];
+    let err = std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 20 << 20)
+        .expect_err("a read of a replaced file must fail, not mix versions");
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
+    drop(f);
+    assert_eq!(
+        std::fs::metadata(&p).expect("stat").len(),
+        new.len() as u64,
+        "the next stat asks the server"
+    );
+    assert!(
+        std::fs::read(&p).expect("read again") == new,
+        "the new file is read"
+    );
+    m.unmount();
+}

@@ -32,16 +32,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// `len` bytes at `start` through `get_range` and `fill`; whether they came straight from the
-/// socket.
+/// `len` bytes at `start` of a file of `size` bytes through `get_range` and `fill`; whether
+/// they came straight from the socket.
 async fn fetch(
     dav: &DavClient,
     name: &str,
-    start: u64,
-    len: u64,
+    (start, len): (u64, u64),
+    size: u64,
 ) -> Result<(Vec<u8>, bool), DavError> {
     let mut body = dav
-        .get_range(&RemotePath::new(name), start, len, None)
+        .get_range(&RemotePath::new(name), (start, len), size, None)
         .await?;
     let direct = body.is_direct();
     let mut buf = vec![0; len as usize];
@@ -64,7 +64,9 @@ fn apache_ranges_are_read_straight_from_the_socket_byte_for_byte() {
             (123_457, 70_001),
             ((5 << 20) - 10, 10),
         ] {
-            let (got, direct) = fetch(&dav, "big.bin", start, len).await.expect("get");
+            let (got, direct) = fetch(&dav, "big.bin", (start, len), data.len() as u64)
+                .await
+                .expect("get");
             assert!(
                 direct,
                 "plain HTTP to Apache should be read from the socket"
@@ -77,7 +79,12 @@ fn apache_ranges_are_read_straight_from_the_socket_byte_for_byte() {
         }
         // A changed file (another etag) is refused, as through reqwest.
         let mut body = dav
-            .get_range(&RemotePath::new("big.bin"), 0, 10, Some("\"not-the-etag\""))
+            .get_range(
+                &RemotePath::new("big.bin"),
+                (0, 10),
+                5 << 20,
+                Some("\"not-the-etag\""),
+            )
             .await;
         assert!(
             matches!(body, Err(DavError::PreconditionFailed(_))),
@@ -95,7 +102,7 @@ fn apache_ranges_are_read_straight_from_the_socket_byte_for_byte() {
             &DavConfig::default(),
         );
         let r = bad
-            .get_range(&RemotePath::new("big.bin"), 0, 10, None)
+            .get_range(&RemotePath::new("big.bin"), (0, 10), 5 << 20, None)
             .await;
         assert!(matches!(r, Err(DavError::Unauthorized)), "{:?}", r.err());
     });
@@ -241,7 +248,9 @@ fn kept_alive_connections_are_reused_and_carry_the_credentials() {
     let data = file_bytes();
     rt.block_on(async {
         for i in 0..5u64 {
-            let (got, direct) = fetch(&dav, "f.bin", i * 1000, 1000).await.expect("get");
+            let (got, direct) = fetch(&dav, "f.bin", (i * 1000, 1000), FILE_LEN as u64)
+                .await
+                .expect("get");
             assert!(direct);
             assert!(got[..] == data[(i * 1000) as usize..(i * 1000 + 1000) as usize]);
         }
@@ -267,7 +276,7 @@ fn a_kept_alive_connection_the_server_closed_is_replaced() {
     let data = file_bytes();
     rt.block_on(async {
         for i in 0..3u64 {
-            let (got, _) = fetch(&dav, "f.bin", i * 5000, 5000)
+            let (got, _) = fetch(&dav, "f.bin", (i * 5000, 5000), FILE_LEN as u64)
                 .await
                 .expect("get after a close");
             assert!(got[..] == data[(i * 5000) as usize..(i * 5000 + 5000) as usize]);
@@ -284,7 +293,7 @@ fn error_answers_are_taken_as_they_are_and_others_asked_again() {
     let srv = Scripted::start(vec![Act::Changed]);
     let rt = runtime();
     let dav = client(&srv.url(), &DavConfig::default());
-    let r = rt.block_on(fetch(&dav, "f.bin", 0, 100));
+    let r = rt.block_on(fetch(&dav, "f.bin", (0, 100), FILE_LEN as u64));
     assert!(
         matches!(r, Err(DavError::PreconditionFailed(_))),
         "{:?}",
@@ -294,10 +303,24 @@ fn error_answers_are_taken_as_they_are_and_others_asked_again() {
     // 200 with the whole file: asked again through reqwest, the asked range cut out of it.
     let srv = Scripted::start(vec![Act::Whole]);
     let dav = client(&srv.url(), &DavConfig::default());
-    let (got, direct) = rt.block_on(fetch(&dav, "f.bin", 4000, 3000)).expect("get");
+    let (got, direct) = rt
+        .block_on(fetch(&dav, "f.bin", (4000, 3000), FILE_LEN as u64))
+        .expect("get");
     assert!(!direct);
     assert!(got[..] == file_bytes()[4000..7000]);
     assert_eq!(srv.requests().len(), 2);
+    // An answer for a file of another size than the one listed (a server without etags
+    // whose file was replaced): the file changed, whether the answer is a 206 or a 200.
+    for act in [Act::Partial, Act::Whole] {
+        let srv = Scripted::start(vec![act]);
+        let dav = client(&srv.url(), &DavConfig::default());
+        let r = rt.block_on(fetch(&dav, "f.bin", (0, 100), FILE_LEN as u64 + 1));
+        assert!(
+            matches!(r, Err(DavError::PreconditionFailed(_))),
+            "{:?}",
+            r.err()
+        );
+    }
 }
 
 #[test]
@@ -307,7 +330,12 @@ fn a_body_cut_short_is_an_error_and_a_silent_server_a_bounded_timeout() {
     let dav = client(&srv.url(), &DavConfig::default());
     let r = rt.block_on(async {
         let mut body = dav
-            .get_range(&RemotePath::new("f.bin"), 0, 20_000, None)
+            .get_range(
+                &RemotePath::new("f.bin"),
+                (0, 20_000),
+                FILE_LEN as u64,
+                None,
+            )
             .await?;
         let mut buf = vec![0; 20_000];
         body.fill(&mut buf).await
@@ -324,7 +352,7 @@ fn a_body_cut_short_is_an_error_and_a_silent_server_a_bounded_timeout() {
     };
     let dav = client(&srv.url(), &cfg);
     let t = Instant::now();
-    let r = rt.block_on(fetch(&dav, "f.bin", 0, 100));
+    let r = rt.block_on(fetch(&dav, "f.bin", (0, 100), FILE_LEN as u64));
     assert!(matches!(r, Err(DavError::Timeout(_))), "{:?}", r.err());
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }

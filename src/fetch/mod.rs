@@ -349,7 +349,7 @@ impl Fetcher {
         let path = redirected.as_ref().unwrap_or(&f.path);
         let body = self
             .dav
-            .get_range(path, start, len, f.etag.as_deref())
+            .get_range(path, (start, len), f.size, f.etag.as_deref())
             .await?;
         Ok((permit, body))
     }
@@ -531,13 +531,7 @@ impl Fetcher {
         let start = first * bs;
         let end = ((first + n) * bs).min(f.size);
         let (_permit, mut body) = self.get(f, start, end - start).await?;
-        if let Some(len) = body.whole_file() {
-            if len.is_some_and(|l| l != f.size) {
-                return Err(RunError::fatal(Error::new(
-                    ErrorKind::Stale,
-                    format!("{} changed on the server", f.path),
-                )));
-            }
+        if body.whole_file() {
             return self.download_whole(f, first, n, senders, body).await;
         }
         for idx in first..first + n {

@@ -1548,9 +1548,7 @@ impl Vfs {
                 let Some(ino) = ino else {
                     return Err(e);
                 };
-                if let Some(n) = lock(&self.table).get_mut(ino) {
-                    n.confirmed = Instant::now() - self.cfg.attr_ttl - Duration::from_secs(1);
-                }
+                self.unconfirm(ino);
                 let node = self.revalidate(ino).await?;
                 let base = self.base_of(&node).await?;
                 let file = Self::server_file(&node, base.version);
@@ -1559,7 +1557,25 @@ impl Vfs {
                 }
                 self.read_version(&file, offset, size, 0).await
             }
+            Err(e) if e.kind == ErrorKind::Stale => {
+                // Changed on the server under this reader, which fails (`ESTALE`) rather
+                // than mix versions: the next open or stat asks the server again at once.
+                let ino = lock(&self.handles).get(&fh).map(|h| h.ino);
+                if let Some(ino) = ino {
+                    self.unconfirm(ino);
+                    self.invalidate(vec![Invalidation::Inode(ino)]);
+                }
+                Err(e)
+            }
             other => other,
+        }
+    }
+
+    /// Makes the next use of `ino`'s attributes ask the server first.
+    fn unconfirm(&self, ino: Ino) {
+        if let Some(n) = lock(&self.table).get_mut(ino) {
+            let stale = self.cfg.attr_ttl + Duration::from_secs(1);
+            n.confirmed = Instant::now().checked_sub(stale).unwrap_or(n.confirmed);
         }
     }
 
@@ -2530,7 +2546,8 @@ fn apply_event(table: &Mutex<InodeTable>, ev: Event) {
                 }
                 if let Some(ino) = t.by_path(&p) {
                     if let Some(n) = t.get_mut(ino) {
-                        n.confirmed = Instant::now() - Duration::from_secs(3600 * 24);
+                        let day = Duration::from_secs(3600 * 24);
+                        n.confirmed = Instant::now().checked_sub(day).unwrap_or(n.confirmed);
                         n.kernel_etag = None;
                     }
                 }

@@ -846,14 +846,16 @@ impl DavClient {
             .map(RemotePath::new)
     }
 
-    /// Starts a ranged GET of `len` bytes at `start`, conditional on `etag` when it is strong.
-    /// Answers the response (status 206, or 200 when the server ignored the range and sends the
-    /// whole file) so the caller can stream the body.
+    /// Starts a ranged GET of `len` bytes at `start` of a file of `size` bytes, conditional on
+    /// `etag` when it is strong. Answers the response (status 206, or 200 when the server
+    /// ignored the range and sends the whole file) so the caller can stream the body. An
+    /// answer for a file of another size (a server without etags whose file changed) fails
+    /// with [`DavError::PreconditionFailed`], as a changed etag would.
     pub async fn get_range(
         &self,
         p: &RemotePath,
-        start: u64,
-        len: u64,
+        (start, len): (u64, u64),
+        size: u64,
         etag: Option<&str>,
     ) -> Result<RangeBody, DavError> {
         let what = p.to_string();
@@ -866,7 +868,10 @@ impl DavClient {
                 None => url.path().to_string(),
             };
             let auth = self.auth.basic_authorization();
-            match raw.get(&target, start, len, etag, auth.as_deref()).await {
+            match raw
+                .get(&target, (start, len, size), etag, auth.as_deref())
+                .await
+            {
                 Ok(rawget::Answer::Body(body)) => {
                     return Ok(RangeBody {
                         src: Source::Raw(body),
@@ -904,6 +909,11 @@ impl DavClient {
         }
         let resp = self.send(rb).await?;
         let status = resp.status();
+        let changed = |now: u64| {
+            DavError::PreconditionFailed(format!(
+                "{what} changed on the server ({now} bytes, not {size})"
+            ))
+        };
         match status {
             StatusCode::PARTIAL_CONTENT => {
                 let cr = resp
@@ -911,9 +921,12 @@ impl DavClient {
                     .get(header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                let got = parse_content_range_start(cr).ok_or_else(|| {
+                let (got, total) = parse_content_range(cr).ok_or_else(|| {
                     DavError::BadResponse(format!("GET {what}: bad Content-Range {cr:?}"))
                 })?;
+                if let Some(now) = total.filter(|t| *t != size) {
+                    return Err(changed(now));
+                }
                 if got != start {
                     return Err(DavError::BadResponse(format!(
                         "GET {what}: asked for offset {start}, got {got}"
@@ -930,16 +943,21 @@ impl DavClient {
                     host: self.root.to_string(),
                 })
             }
-            StatusCode::OK => Ok(RangeBody {
-                src: Source::Http {
-                    resp,
-                    skip: start,
-                    whole: true,
-                },
-                back: None,
-                what,
-                host: self.root.to_string(),
-            }),
+            StatusCode::OK => {
+                if let Some(now) = resp.content_length().filter(|l| *l != size) {
+                    return Err(changed(now));
+                }
+                Ok(RangeBody {
+                    src: Source::Http {
+                        resp,
+                        skip: start,
+                        whole: true,
+                    },
+                    back: None,
+                    what,
+                    host: self.root.to_string(),
+                })
+            }
             s => Err(DavError::from_status(s, &Method::GET, &what)),
         }
     }
@@ -1081,18 +1099,17 @@ impl RangeBody {
         Ok(filled)
     }
 
-    /// When the server ignored the range and sends the whole file: the body is from then on
-    /// read from the file's first byte (nothing skipped any more), and the answer is its
-    /// announced length, if any. `None` for an answer carrying the asked range. To be asked
-    /// before reading the body.
-    pub fn whole_file(&mut self) -> Option<Option<u64>> {
+    /// True when the server ignored the range and sends the whole file: the body is from
+    /// then on read from the file's first byte (nothing skipped any more). To be asked before
+    /// reading the body.
+    pub fn whole_file(&mut self) -> bool {
         match &mut self.src {
-            Source::Http { resp, skip, whole } if *whole && self.back.is_none() => {
+            Source::Http { skip, whole, .. } if *whole && self.back.is_none() => {
                 *skip = 0;
                 *whole = false;
-                Some(resp.content_length())
+                true
             }
-            _ => None,
+            _ => false,
         }
     }
 
@@ -1122,11 +1139,16 @@ fn raw_error(e: std::io::Error, host: &str) -> DavError {
     }
 }
 
-fn parse_content_range_start(v: &str) -> Option<u64> {
+/// The first byte and the file's total length (`None` for `*`) of a `Content-Range`.
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
-    let (range, _total) = rest.split_once('/')?;
+    let (range, total) = rest.split_once('/')?;
     let (a, _b) = range.split_once('-')?;
-    a.trim().parse().ok()
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((a.trim().parse().ok()?, total))
 }
 
 #[cfg(test)]
@@ -1183,9 +1205,14 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range_start("bytes 100-199/1000"), Some(100));
-        assert_eq!(parse_content_range_start("bytes */1000"), None);
-        assert_eq!(parse_content_range_start("nonsense"), None);
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, None)));
+        assert_eq!(parse_content_range("bytes */1000"), None);
+        assert_eq!(parse_content_range("bytes 0-9/ten"), None);
+        assert_eq!(parse_content_range("nonsense"), None);
     }
 
     #[test]

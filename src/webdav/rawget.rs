@@ -137,8 +137,7 @@ impl RawGets {
     pub(crate) async fn get(
         self: &std::sync::Arc<Self>,
         target: &str,
-        start: u64,
-        len: u64,
+        (start, len, size): (u64, u64, u64),
         etag: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<Answer, RawError> {
@@ -160,14 +159,14 @@ impl RawGets {
         // A reused connection may have been closed by the server meanwhile: when it fails
         // before any byte of an answer, the request goes once more on a new connection.
         if let Some(s) = self.take_idle() {
-            match self.exchange(s, req.as_bytes(), start, len).await {
+            match self.exchange(s, req.as_bytes(), (start, len, size)).await {
                 Ok(r) => return Ok(r),
                 Err(Failure::Early) => {}
                 Err(Failure::Late(e)) => return Err(e),
             }
         }
         let s = self.connect().await?;
-        match self.exchange(s, req.as_bytes(), start, len).await {
+        match self.exchange(s, req.as_bytes(), (start, len, size)).await {
             Ok(r) => Ok(r),
             Err(Failure::Early) => Err(RawError::Connect(format!(
                 "{}:{}: the connection closed before an answer",
@@ -181,8 +180,7 @@ impl RawGets {
         self: &std::sync::Arc<Self>,
         mut s: TcpStream,
         req: &[u8],
-        start: u64,
-        len: u64,
+        (start, len, size): (u64, u64, u64),
     ) -> Result<Answer, Failure> {
         if s.write_all(req).await.is_err() {
             return Err(Failure::Early);
@@ -210,7 +208,7 @@ impl RawGets {
                         // The connection is dropped with the unread error body.
                         return Ok(Answer::Refused(code));
                     }
-                    let Some((length, keep_alive)) = plan_body(&resp, start, len) else {
+                    let Some((length, keep_alive)) = plan_body(&resp, start, len, size) else {
                         return Ok(Answer::Other);
                     };
                     let rest = head.split_off(used);
@@ -239,8 +237,13 @@ enum Failure {
 }
 
 /// The body length and whether the connection may be reused, when the answer is a `206` with
-/// exactly the requested range and a plain `Content-Length` body.
-fn plan_body(resp: &httparse::Response<'_, '_>, start: u64, len: u64) -> Option<(u64, bool)> {
+/// exactly the requested range of a file of `size` bytes and a plain `Content-Length` body.
+fn plan_body(
+    resp: &httparse::Response<'_, '_>,
+    start: u64,
+    len: u64,
+    size: u64,
+) -> Option<(u64, bool)> {
     if resp.code != Some(206) {
         return None;
     }
@@ -259,7 +262,10 @@ fn plan_body(resp: &httparse::Response<'_, '_>, start: u64, len: u64) -> Option<
     let length: u64 = header("content-length")?.parse().ok()?;
     // "bytes first-last/total": the range asked for (the last block may end earlier).
     let range = header("content-range")?.strip_prefix("bytes ")?;
-    let (span, _total) = range.split_once('/')?;
+    let (span, total) = range.split_once('/')?;
+    if total.trim() != "*" && total.trim().parse::<u64>().ok() != Some(size) {
+        return None;
+    }
     let (first, last) = span.split_once('-')?;
     let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
     if first != start || last < first || last - first + 1 != length || length > len {
@@ -332,10 +338,14 @@ mod tests {
     use super::plan_body;
 
     fn plan(head: &str, start: u64, len: u64) -> Option<(u64, bool)> {
+        plan_of(head, start, len, 1000)
+    }
+
+    fn plan_of(head: &str, start: u64, len: u64, size: u64) -> Option<(u64, bool)> {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut resp = httparse::Response::new(&mut headers);
         assert!(resp.parse(head.as_bytes()).expect("parse").is_complete());
-        plan_body(&resp, start, len)
+        plan_body(&resp, start, len, size)
     }
 
     #[test]
@@ -346,9 +356,12 @@ mod tests {
         let tail = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 900-999/1000\r\nContent-Length: 100\r\n\r\n";
         assert_eq!(plan(tail, 900, 4096), Some((100, true)));
         let close = "HTTP/1.1 206 Partial Content\r\nConnection: close\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\n";
-        assert_eq!(plan(close, 0, 10), Some((10, false)));
+        assert_eq!(plan_of(close, 0, 10, 10), Some((10, false)));
         let http10 = "HTTP/1.0 206 Partial Content\r\nContent-Range: bytes 0-9/10\r\nContent-Length: 10\r\n\r\n";
-        assert_eq!(plan(http10, 0, 10), Some((10, false)));
+        assert_eq!(plan_of(http10, 0, 10, 10), Some((10, false)));
+        // A server that does not know the length yet.
+        let unknown = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-9/*\r\nContent-Length: 10\r\n\r\n";
+        assert_eq!(plan_of(unknown, 0, 10, 10), Some((10, true)));
         for other in [
             // The whole file, a changed file, a refused login, a redirect.
             "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
@@ -362,6 +375,8 @@ mod tests {
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/1000\r\nContent-Length: 100\r\nContent-Encoding: gzip\r\n\r\n",
             "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-299/1000\r\nContent-Length: 200\r\n\r\n",
+            // A file of another size now (it changed on the server).
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/2000\r\nContent-Length: 100\r\n\r\n",
         ] {
             assert_eq!(plan(other, 100, 100), None, "{other}");
         }

@@ -2368,7 +2368,7 @@ impl WriteBack {
         }
         let mut body = self
             .dav
-            .get_range(&snap.path, 0, snap.size, e.etag.as_deref())
+            .get_range(&snap.path, (0, snap.size), e.size, e.etag.as_deref())
             .await
             .ok()?;
         let mut theirs = Vec::with_capacity(snap.size as usize);

@@ -1256,3 +1256,67 @@ fn mknod_makes_regular_files_and_refuses_pipes() {
     wait_server(&cloud.files(), "vide.txt", b"");
     m.unmount();
 }
+
+/// `fallocate()`: the server reserves no room ahead, so what a program can see is done (a
+/// file made longer reads zeros there; a punched hole or a zeroed range reads zeros); modes
+/// that move bytes are refused with `EOPNOTSUPP`. util-linux's `fallocate -l` works too (it
+/// got "Operation not supported" and left an empty file).
+#[test]
+fn fallocate_extends_zeroes_and_punches_what_programs_see() {
+    use std::os::fd::AsRawFd;
+    let apache = Apache::start();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(FAST));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("réservé.bin"))
+        .expect("create");
+    f.write_all_at(&[7u8; 10_000], 0).expect("write");
+    let falloc = |mode: i32, off: i64, len: i64| {
+        // SAFETY: fallocate(2) on a descriptor owned by `f`, alive for the call.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, off, len) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error().raw_os_error())
+        }
+    };
+    let mut want = vec![7u8; 10_000];
+    // Longer: zeros after the old end.
+    assert_eq!(falloc(0, 5_000, 15_000), Ok(()));
+    want.resize(20_000, 0);
+    // Room reserved past the end, size kept.
+    assert_eq!(falloc(libc::FALLOC_FL_KEEP_SIZE, 0, 1 << 20), Ok(()));
+    // A hole punched in the middle.
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    assert_eq!(falloc(punch, 1_000, 2_000), Ok(()));
+    want[1_000..3_000].fill(0);
+    // A zeroed range past the end makes the file longer.
+    assert_eq!(falloc(libc::FALLOC_FL_ZERO_RANGE, 8_000, 14_000), Ok(()));
+    want[8_000..10_000].fill(0);
+    want.resize(22_000, 0);
+    assert_eq!(
+        falloc(libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096),
+        Err(Some(libc::EOPNOTSUPP))
+    );
+    assert_eq!(f.metadata().expect("stat").len(), 22_000);
+    let mut got = vec![0u8; 22_000];
+    f.read_exact_at(&mut got, 0).expect("read back");
+    assert!(got == want, "the file reads wrong after fallocate");
+    drop(f);
+    let out = std::process::Command::new("fallocate")
+        .args(["-l", "3M"])
+        .arg(m.path("image.bin"))
+        .output()
+        .expect("fallocate");
+    assert_succeeded(&out);
+    assert_eq!(
+        std::fs::metadata(m.path("image.bin")).expect("stat").len(),
+        3 << 20
+    );
+    wait_server(&apache.data(), "réservé.bin", &want);
+    wait_server(&apache.data(), "image.bin", &vec![0u8; 3 << 20]);
+    m.unmount();
+}

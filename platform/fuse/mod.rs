@@ -355,6 +355,21 @@ fn asks_exec(mode: u32, umask: u32) -> bool {
     mode & !umask & 0o111 != 0
 }
 
+/// What a `fallocate()` mode asks; `None` for what cannot be done here (moving bytes:
+/// collapse, insert).
+fn allocate_mode(mode: i32) -> Option<nuage::vfs::Allocate> {
+    use nuage::vfs::Allocate;
+    const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+    match mode {
+        0 => Some(Allocate::Extend),
+        KEEP => Some(Allocate::KeepSize),
+        m if m == libc::FALLOC_FL_PUNCH_HOLE | KEEP => Some(Allocate::Zero { keep_size: true }),
+        m if m == libc::FALLOC_FL_ZERO_RANGE => Some(Allocate::Zero { keep_size: false }),
+        m if m == libc::FALLOC_FL_ZERO_RANGE | KEEP => Some(Allocate::Zero { keep_size: true }),
+        _ => None,
+    }
+}
+
 /// Open flags for a handle: a write-only one gains nothing from the page cache, so its writes
 /// go straight to nuage (one copy and one page cache fill less per byte written; nothing is
 /// read through it, and the kernel drops the pages it overwrites from other handles' cache).
@@ -809,6 +824,32 @@ impl Filesystem for NuageFs {
                 Err(e) => reply.error(fail("setattr", &e)),
             }
         });
+    }
+
+    fn fallocate(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        length: i64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let how = match allocate_mode(mode) {
+            Some(h) => h,
+            None => return reply.error(libc::EOPNOTSUPP),
+        };
+        let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
+            return reply.error(libc::EINVAL);
+        };
+        let vfs = self.vfs.clone();
+        self.rt.spawn_blocking(
+            move || match vfs.allocate_blocking(Fh(fh), offset, length, how) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("fallocate", &e)),
+            },
+        );
     }
 
     // Links cannot be represented over WebDAV: refused deliberately.

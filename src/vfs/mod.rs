@@ -208,6 +208,21 @@ const DROP_BEHIND: u64 = 4 << 20;
 /// ...in slices of this size.
 const DROP_SLICE: u64 = 16 << 20;
 
+/// What a `fallocate()` asks of a range (see [`Vfs::allocate_blocking`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocate {
+    /// The file is made at least as long as the range's end (the new bytes read as zeros).
+    Extend,
+    /// Room is to be reserved, the size kept: nothing a program can see changes.
+    KeepSize,
+    /// The range reads as zeros (a punched hole, a zeroed range); with `keep_size`, only up
+    /// to the end of the file.
+    Zero {
+        /// Nothing past the end of the file.
+        keep_size: bool,
+    },
+}
+
 /// A handle's sequential state after one read (see [`Vfs::sequence`]).
 struct Step {
     window: u64,
@@ -1722,6 +1737,33 @@ impl Vfs {
         let d = self.writer(fh)?;
         self.wb.write(&d, offset, data)?;
         Ok(data.len() as u32)
+    }
+
+    /// `fallocate()` of `len` bytes at `offset` through a handle opened for writing, on a
+    /// thread that may block on the disk. The server reserves no room ahead, so what remains
+    /// is what a program can see: the size (`Extend`) and zeros (`Zero`).
+    pub fn allocate_blocking(&self, fh: Fh, offset: u64, len: u64, how: Allocate) -> Result<()> {
+        let d = self.writer(fh)?;
+        let end = offset.checked_add(len).ok_or_else(|| {
+            Error::new(ErrorKind::InvalidArgument, "the range ends past any size")
+        })?;
+        let size = self.wb.size(&d);
+        match how {
+            Allocate::KeepSize => Ok(()),
+            Allocate::Extend if end > size => self.wb.truncate(&d, end),
+            Allocate::Extend => Ok(()),
+            Allocate::Zero { keep_size } => {
+                let to = if keep_size { end.min(size) } else { end };
+                let zeros = vec![0u8; to.saturating_sub(offset).min(1 << 20) as usize];
+                let mut pos = offset;
+                while pos < to {
+                    let n = (to - pos).min(zeros.len() as u64) as usize;
+                    self.wb.write(&d, pos, &zeros[..n])?;
+                    pos += n as u64;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Changes size and/or modification time.

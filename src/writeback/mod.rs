@@ -1387,6 +1387,11 @@ impl WriteBack {
         Ok(())
     }
 
+    /// The changed file's current size.
+    pub fn size(&self, d: &DirtyFile) -> u64 {
+        lock(&d.st).size
+    }
+
     /// Sets the modification time (sent as `X-OC-Mtime` with the upload).
     pub fn set_mtime(&self, d: &DirtyFile, t: SystemTime) {
         let mut st = lock(&d.st);

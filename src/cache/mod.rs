@@ -1388,6 +1388,38 @@ mod tests {
     }
 
     #[test]
+    fn an_eviction_the_index_cannot_record_changes_nothing() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = BlockCache::open(d.path(), 16, 1 << 20).expect("open");
+        let v = c.version("f", "e").expect("v");
+        for i in 0..3 {
+            c.insert(key(v, i), &[i as u8 + 1; 16]).expect("ins");
+        }
+        c.flush().expect("flush");
+        // The index refuses writes (as a full disk makes it): nothing is evicted, nothing is
+        // lost track of.
+        lock(&c.db)
+            .pragma_update(None, "query_only", true)
+            .expect("pragma");
+        assert!(c.set_limit(16).is_err());
+        assert_eq!(c.usage().blocks, 3);
+        let mut b = [0u8; 16];
+        for i in 0..3 {
+            assert!(c.read(key(v, i), 0, &mut b).expect("read"), "block {i}");
+            assert_eq!(b, [i as u8 + 1; 16]);
+        }
+        // Once it can, the eviction happens (and the evicted blocks' bytes are gone).
+        lock(&c.db)
+            .pragma_update(None, "query_only", false)
+            .expect("pragma");
+        c.set_limit(16).expect("limit");
+        assert_eq!(c.usage().blocks, 1);
+        assert!(c.has(key(v, 2)), "the most recent block kept");
+        let f = std::fs::read(c.data_path(v)).expect("data file");
+        assert!(f[..32].iter().all(|x| *x == 0), "evicted blocks punched");
+    }
+
+    #[test]
     fn recency_survives_a_restart_and_only_used_blocks_are_rewritten() {
         let d = tempfile::tempdir().expect("tmp");
         {

@@ -1295,3 +1295,50 @@ fn a_file_renamed_offline_over_another_replaces_it_on_the_server_unless_changed_
     );
     m.unmount();
 }
+
+/// Institutions put a gateway (a reverse proxy) in front of their cloud; when the server
+/// behind it is down, the gateway answers `502 Bad Gateway` (or `504`). For the mount that
+/// is a server out of reach, not a broken one: cached folders list, cached files read, and
+/// a save waits in the journal (they all failed with `EIO` once the lifetimes expired).
+#[test]
+fn behind_a_gateway_whose_server_is_down_cached_files_stay_readable() {
+    let mut apache = Apache::start();
+    let d = apache.data();
+    std::fs::create_dir(d.join("cours")).expect("mkdir");
+    std::fs::write(d.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
+    std::fs::write(d.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+    apache.fix_owner();
+    let gateway = WebDavServer::nginx_gateway(apache.port);
+    let m = Mount::new(MountSpec::new(&gateway.url()).args(FAST));
+    assert_eq!(names(&m.path("cours")), ["film.bin", "plan.txt"]);
+    assert_eq!(
+        read(&m.path("cours/film.bin")).expect("read"),
+        pattern(3 << 20, 4)
+    );
+    assert_eq!(
+        read(&m.path("cours/plan.txt")).expect("read"),
+        b"plan du cours\n"
+    );
+    apache.stop();
+    std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
+    assert_eq!(names(&m.path("cours")), ["film.bin", "plan.txt"]);
+    assert_eq!(
+        read(&m.path("cours/film.bin")).expect("read behind a 502"),
+        pattern(3 << 20, 4)
+    );
+    assert_eq!(
+        read(&m.path("cours/plan.txt")).expect("read behind a 502"),
+        b"plan du cours\n"
+    );
+    std::fs::write(m.path("cours/notes.txt"), b"pendant la panne").expect("save behind a 502");
+    assert_eq!(
+        read(&m.path("cours/notes.txt")).expect("read back"),
+        b"pendant la panne"
+    );
+    assert!(m.pending() >= 1, "the save waits in the journal");
+    let said = m.unmount_now();
+    assert!(
+        said.contains("still pending in the journal") && said.contains("cours/notes.txt"),
+        "{said}"
+    );
+}

@@ -38,7 +38,7 @@ pub(super) fn exit_code(e: &DavError) -> u8 {
         DavError::Connect(_) | DavError::Timeout(_) => 3,
         DavError::Tls(_) => 4,
         DavError::NotNextcloud(_) => 5,
-        DavError::Unavailable => 6,
+        DavError::Unavailable(_) => 6,
         DavError::Unauthorized => 7,
         DavError::TooManyRequests => 8,
         DavError::AppPasswordRequired => 9,
@@ -48,7 +48,7 @@ pub(super) fn exit_code(e: &DavError) -> u8 {
 
 fn fail(what: &str, e: DavError) -> anyhow::Error {
     let message = match &e {
-        DavError::Unavailable => {
+        DavError::Unavailable(503) => {
             format!("{what}: the server is in maintenance mode; try again later")
         }
         DavError::Unauthorized => format!(
@@ -190,7 +190,7 @@ async fn browser_flow(
         .map_err(|e| fail(&what, e))?
     {
         None => return Err(fail(&what, DavError::NotNextcloud(base.to_string()))),
-        Some(st) if st.maintenance => return Err(fail(&what, DavError::Unavailable)),
+        Some(st) if st.maintenance => return Err(fail(&what, DavError::Unavailable(503))),
         Some(_) => {}
     }
     // Ctrl-C cancels from now on (registered before the address is shown).

@@ -2535,7 +2535,7 @@ fn cut_off(e: &DavError) -> bool {
         e,
         DavError::Connect(_)
             | DavError::Timeout(_)
-            | DavError::Unavailable
+            | DavError::Unavailable(_)
             | DavError::Unauthorized
     )
 }

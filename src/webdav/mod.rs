@@ -218,9 +218,10 @@ pub enum DavError {
         "the server throttles this client (HTTP 429, too many failed logins); wait before retrying"
     )]
     TooManyRequests,
-    /// 503: maintenance or overload.
-    #[error("the server is unavailable (HTTP 503, maintenance or overload)")]
-    Unavailable,
+    /// 503 (maintenance or overload), or 502 and 504 from a gateway in front of the server
+    /// that cannot reach it: the status.
+    #[error("the server is unavailable (HTTP {0}: maintenance, overload, or a gateway in front of it cannot reach it)")]
+    Unavailable(u16),
     /// Any other unexpected status.
     #[error("unexpected HTTP {status} for {method} {what}")]
     Status {
@@ -247,7 +248,7 @@ impl DavError {
             DavError::Connect(_)
                 | DavError::Timeout(_)
                 | DavError::Locked(_)
-                | DavError::Unavailable
+                | DavError::Unavailable(_)
                 | DavError::TooManyRequests
         ) || matches!(self, DavError::Status { status, .. } if *status >= 500)
     }
@@ -303,7 +304,7 @@ impl DavError {
             413 => DavError::TooLarge(what.to_string()),
             423 => DavError::Locked(what.to_string()),
             429 => DavError::TooManyRequests,
-            503 => DavError::Unavailable,
+            s @ 502..=504 => DavError::Unavailable(s),
             507 => DavError::InsufficientStorage,
             s => DavError::Status {
                 status: s,
@@ -327,7 +328,7 @@ impl From<DavError> for Error {
             DavError::PreconditionFailed(_) => ErrorKind::Stale,
             DavError::Locked(_) => ErrorKind::Busy,
             DavError::InsufficientStorage | DavError::TooLarge(_) => ErrorKind::NoSpace,
-            DavError::TooManyRequests | DavError::Unavailable => ErrorKind::Io,
+            DavError::TooManyRequests | DavError::Unavailable(_) => ErrorKind::Io,
             DavError::Status { status, .. } if *status == 409 => ErrorKind::NotFound,
             DavError::Status { status, .. } if *status == 405 => ErrorKind::AlreadyExists,
             DavError::Status { .. }
@@ -1245,7 +1246,7 @@ mod tests {
 
     #[test]
     fn retryable_and_kinds() {
-        assert!(DavError::Unavailable.is_retryable());
+        assert!(DavError::Unavailable(503).is_retryable());
         assert!(!DavError::Unauthorized.is_retryable());
         assert_eq!(
             Error::from(DavError::InsufficientStorage).kind,

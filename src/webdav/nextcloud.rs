@@ -930,7 +930,7 @@ pub async fn check_login(
 ) -> Result<String, DavError> {
     match status(http, base).await? {
         None => return Err(DavError::NotNextcloud(base.to_string())),
-        Some(st) if st.maintenance => return Err(DavError::Unavailable),
+        Some(st) if st.maintenance => return Err(DavError::Unavailable(503)),
         Some(_) => {}
     }
     // A DAV request first: its 401 tells a wrong password from an account that needs an app
@@ -1062,7 +1062,7 @@ pub async fn discover(
     match st {
         Some(st) => {
             if st.maintenance {
-                return Err(DavError::Unavailable);
+                return Err(DavError::Unavailable(503));
             }
             let (Some(login), Some(pw)) = (login, password) else {
                 return Err(DavError::Config(

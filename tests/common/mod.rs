@@ -238,6 +238,8 @@ pub struct Apache {
     pub port: u16,
     pub tls: bool,
     child: Child,
+    /// Ended by [`Apache::stop`] (its pid may be reused: not signalled again).
+    stopped: bool,
 }
 
 fn free_port() -> u16 {
@@ -355,6 +357,7 @@ Alias /dav {d}/data
             port,
             tls,
             child,
+            stopped: false,
         };
         let up = wait_until(Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -375,6 +378,14 @@ Alias /dav {d}/data
     /// Makes files written by the test readable and writable by Apache.
     pub fn fix_owner(&self) {
         chown_www(&self.data());
+    }
+
+    /// Ends the server (as a backend that went down).
+    pub fn stop(&mut self) {
+        if !self.stopped {
+            end_child(&mut self.child);
+            self.stopped = true;
+        }
     }
 
     pub fn error_log(&self) -> String {
@@ -498,8 +509,35 @@ impl WebDavServer {
         Self::nginx_conf("client_max_body_size 0;\n  max_ranges 0;")
     }
 
+    /// nginx as a gateway (reverse proxy) in front of the WebDAV server at
+    /// `http://127.0.0.1:backend/dav/`, as institutions put one in front of their cloud:
+    /// when the backend is down it answers `502 Bad Gateway`.
+    pub fn nginx_gateway(backend: u16) -> WebDavServer {
+        Self::nginx_with(
+            "client_max_body_size 0;",
+            &format!(
+                "proxy_pass http://127.0.0.1:{backend}/dav/;\n      \
+                 proxy_request_buffering off;\n      proxy_buffering off;"
+            ),
+        )
+    }
+
     /// nginx with these directives added to its `http` block.
     fn nginx_conf(http_extra: &str) -> WebDavServer {
+        Self::nginx_with(
+            http_extra,
+            "dav_methods PUT DELETE MKCOL COPY MOVE;
+      dav_ext_methods PROPFIND OPTIONS;
+      create_full_put_path on;
+      dav_access user:rw group:rw all:r;
+      auth_basic \"nuage test\";
+      auth_basic_user_file {d}/htpasswd;",
+        )
+    }
+
+    /// nginx with these directives in its `http` block and in its `/dav/` location (where
+    /// `{d}` stands for its folder).
+    fn nginx_with(http_extra: &str, location: &str) -> WebDavServer {
         let module = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so";
         assert!(
             Path::new("/usr/sbin/nginx").exists() && Path::new(module).exists(),
@@ -524,17 +562,13 @@ http {{
     listen 127.0.0.1:{port};
     location /dav/ {{
       alias {d}/data/;
-      dav_methods PUT DELETE MKCOL COPY MOVE;
-      dav_ext_methods PROPFIND OPTIONS;
-      create_full_put_path on;
-      dav_access user:rw group:rw all:r;
-      auth_basic "nuage test";
-      auth_basic_user_file {d}/htpasswd;
+      {location}
     }}
   }}
 }}
 "#,
-            d = d.display()
+            d = d.display(),
+            location = location.replace("{d}", &d.display().to_string())
         );
         std::fs::write(d.join("nginx.conf"), conf).expect("conf");
         chown_www(&d.join("data"));
@@ -695,7 +729,7 @@ fn chown_www(p: &Path) {
 
 impl Drop for Apache {
     fn drop(&mut self) {
-        end_child(&mut self.child);
+        self.stop();
     }
 }
 

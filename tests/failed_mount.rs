@@ -170,6 +170,20 @@ fn mount_point_missing_not_a_folder_or_busy() {
     assert_ne!(code, 0);
     assert!(err.contains("busy"), "{err}");
     assert!(is_mounted(&m.mp), "the first mount must survive");
+    // A file held open: `nuage unmount` fails with one line that says what to do.
+    std::fs::write(m.path("ouvert.txt"), b"x").expect("w");
+    let held = std::fs::File::open(m.path("ouvert.txt")).expect("open");
+    let out = nuage()
+        .args(["unmount", "--wait", "0"])
+        .arg(&m.mp)
+        .output()
+        .expect("unmount");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("still has a file or folder open"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+    assert!(is_mounted(&m.mp));
+    drop(held);
     m.unmount();
     let _ = mp;
 }

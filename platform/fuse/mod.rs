@@ -175,7 +175,15 @@ impl Platform for FusePlatform {
                             Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
                             Err(e) => e.to_string(),
                         };
-                        anyhow::bail!("cannot unmount {}: {why}", mountpoint.display())
+                        let hint = if why.contains("busy") {
+                            format!(
+                                " (a program still has a file or folder open there, or a shell is in it: close it and try again; `fuser -vm {}` names it)",
+                                mountpoint.display()
+                            )
+                        } else {
+                            String::new()
+                        };
+                        anyhow::bail!("cannot unmount {}: {why}{hint}", mountpoint.display())
                     }
                 }
             }

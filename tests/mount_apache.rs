@@ -275,3 +275,37 @@ fn apache_a_renamed_file_keeps_what_was_downloaded_of_it() {
     );
     m.unmount();
 }
+
+/// A file manager sniffing the first bytes of every file of a folder (its type, a
+/// thumbnail), or `file *`: a first read is no sequential pattern yet, so each file costs
+/// the one block the read touches, not a read-ahead window as well (it cost 5 MiB a file).
+/// A read that goes on from there still gets its read-ahead.
+#[test]
+fn apache_first_bytes_of_many_files_cost_one_block_each() {
+    let apache = Apache::start();
+    let d = apache.data();
+    for i in 0..8 {
+        write_big(&d.join(format!("vidéo {i}.bin")), 12 << 20, i);
+    }
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()));
+    let before = apache.get_bytes();
+    for i in 0..8 {
+        let p = m.path(&format!("vidéo {i}.bin"));
+        let got = read_at(&p, 0, 4096);
+        assert_eq!(got, read_at(&d.join(format!("vidéo {i}.bin")), 0, 4096));
+    }
+    wait_until(Duration::from_secs(5), || {
+        apache.get_bytes() >= before + (8 << 20)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = apache.get_bytes() - before;
+    assert!(
+        sent <= 8 * ((1 << 20) + (64 << 10)),
+        "8 reads of 4 KiB at the start of 8 files made Apache send {sent} bytes"
+    );
+    // Reading one through afterwards is right (and read ahead).
+    let whole = std::fs::read(m.path("vidéo 3.bin")).expect("read");
+    assert!(whole == std::fs::read(d.join("vidéo 3.bin")).expect("server file"));
+    m.unmount();
+}

@@ -1603,14 +1603,17 @@ impl Vfs {
 
     /// What a read of `size` bytes at `offset` changes in a handle's sequential state: the
     /// read-ahead window doubles (from 4 blocks up to the configured read-ahead) while reads
-    /// continue where the last ones ended, allowing the kernel's slight reordering; the page
-    /// cache behind a sequential reader is dropped (see [`DROP_BEHIND`]).
+    /// continue where the last ones ended (from the second read on), allowing the kernel's
+    /// slight reordering; the page cache behind a sequential reader is dropped (see
+    /// [`DROP_BEHIND`]).
     fn sequence(&self, h: &Handle, offset: u64, size: u32) -> Step {
         let bs = self.cache().block_size();
         let end = (offset + size as u64).min(h.file.size);
         let near = offset + 2 * bs >= h.next_offset && offset <= h.next_offset + 2 * bs;
         let max_blocks = (self.cfg.max_readahead / bs).max(1);
-        let window = if near && (h.next_offset > 0 || offset == 0) {
+        // A first read is no pattern yet (a file manager sniffing the first bytes of every
+        // file, `file`, a thumbnailer): read-ahead starts with the read that continues it.
+        let window = if near && h.next_offset > 0 {
             (h.window * 2).clamp(4, max_blocks)
         } else {
             0

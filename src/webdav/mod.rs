@@ -849,9 +849,11 @@ impl DavClient {
 
     /// Starts a ranged GET of `len` bytes at `start` of a file of `size` bytes, conditional on
     /// `etag` when it is strong. Answers the response (status 206, or 200 when the server
-    /// ignored the range and sends the whole file) so the caller can stream the body. An
-    /// answer for a file of another size (a server without etags whose file changed) fails
-    /// with [`DavError::PreconditionFailed`], as a changed etag would.
+    /// ignored the range and sends the whole file) so the caller can stream the body. Without
+    /// a strong etag, an answer for a file of another size (a server without etags whose file
+    /// changed) fails with [`DavError::PreconditionFailed`], as a changed etag would; with
+    /// one, `If-Match` tells a change, and a size that differs is the server's listing being
+    /// off (the reference, §3: it may fix its cached size during the GET), not checked.
     pub async fn get_range(
         &self,
         p: &RemotePath,
@@ -861,6 +863,7 @@ impl DavClient {
     ) -> Result<RangeBody, DavError> {
         let what = p.to_string();
         let etag = etag.filter(|t| !t.starts_with("W/"));
+        let size = etag.is_none().then_some(size);
         let url = self.url(p, false);
         if let Some(raw) = &self.raw {
             self.gate()?;
@@ -910,7 +913,7 @@ impl DavClient {
         }
         let resp = self.send(rb).await?;
         let status = resp.status();
-        let changed = |now: u64| {
+        let changed = |now: u64, size: u64| {
             DavError::PreconditionFailed(format!(
                 "{what} changed on the server ({now} bytes, not {size})"
             ))
@@ -925,8 +928,10 @@ impl DavClient {
                 let (got, total) = parse_content_range(cr).ok_or_else(|| {
                     DavError::BadResponse(format!("GET {what}: bad Content-Range {cr:?}"))
                 })?;
-                if let Some(now) = total.filter(|t| *t != size) {
-                    return Err(changed(now));
+                if let (Some(now), Some(size)) = (total, size) {
+                    if now != size {
+                        return Err(changed(now, size));
+                    }
                 }
                 if got != start {
                     return Err(DavError::BadResponse(format!(
@@ -945,8 +950,10 @@ impl DavClient {
                 })
             }
             StatusCode::OK => {
-                if let Some(now) = resp.content_length().filter(|l| *l != size) {
-                    return Err(changed(now));
+                if let (Some(now), Some(size)) = (resp.content_length(), size) {
+                    if now != size {
+                        return Err(changed(now, size));
+                    }
                 }
                 Ok(RangeBody {
                     src: Source::Http {

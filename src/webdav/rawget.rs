@@ -137,7 +137,7 @@ impl RawGets {
     pub(crate) async fn get(
         self: &std::sync::Arc<Self>,
         target: &str,
-        (start, len, size): (u64, u64, u64),
+        (start, len, size): (u64, u64, Option<u64>),
         etag: Option<&str>,
         authorization: Option<&str>,
     ) -> Result<Answer, RawError> {
@@ -180,7 +180,7 @@ impl RawGets {
         self: &std::sync::Arc<Self>,
         mut s: TcpStream,
         req: &[u8],
-        (start, len, size): (u64, u64, u64),
+        (start, len, size): (u64, u64, Option<u64>),
     ) -> Result<Answer, Failure> {
         if s.write_all(req).await.is_err() {
             return Err(Failure::Early);
@@ -237,12 +237,13 @@ enum Failure {
 }
 
 /// The body length and whether the connection may be reused, when the answer is a `206` with
-/// exactly the requested range of a file of `size` bytes and a plain `Content-Length` body.
+/// exactly the requested range (of a file of `size` bytes, when given) and a plain
+/// `Content-Length` body.
 fn plan_body(
     resp: &httparse::Response<'_, '_>,
     start: u64,
     len: u64,
-    size: u64,
+    size: Option<u64>,
 ) -> Option<(u64, bool)> {
     if resp.code != Some(206) {
         return None;
@@ -263,7 +264,7 @@ fn plan_body(
     // "bytes first-last/total": the range asked for (the last block may end earlier).
     let range = header("content-range")?.strip_prefix("bytes ")?;
     let (span, total) = range.split_once('/')?;
-    if total.trim() != "*" && total.trim().parse::<u64>().ok() != Some(size) {
+    if size.is_some() && total.trim() != "*" && total.trim().parse::<u64>().ok() != size {
         return None;
     }
     let (first, last) = span.split_once('-')?;
@@ -345,7 +346,7 @@ mod tests {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut resp = httparse::Response::new(&mut headers);
         assert!(resp.parse(head.as_bytes()).expect("parse").is_complete());
-        plan_body(&resp, start, len, size)
+        plan_body(&resp, start, len, Some(size))
     }
 
     #[test]
@@ -380,5 +381,14 @@ mod tests {
         ] {
             assert_eq!(plan(other, 100, 100), None, "{other}");
         }
+        // Not checked against a size (a conditional request: the etag tells a change).
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        let other_size = "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 100-199/2000\r\nContent-Length: 100\r\n\r\n";
+        assert!(resp
+            .parse(other_size.as_bytes())
+            .expect("parse")
+            .is_complete());
+        assert_eq!(plan_body(&resp, 100, 100, None), Some((100, true)));
     }
 }

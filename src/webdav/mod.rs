@@ -913,9 +913,9 @@ impl DavClient {
         }
         let resp = self.send(rb).await?;
         let status = resp.status();
-        let changed = |now: u64, size: u64| {
+        let changed = |now: u64, was: u64| {
             DavError::PreconditionFailed(format!(
-                "{what} changed on the server ({now} bytes, not {size})"
+                "{what} changed on the server ({now} bytes, not {was})"
             ))
         };
         match status {
@@ -925,13 +925,11 @@ impl DavClient {
                     .get(header::CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                let (got, total) = parse_content_range(cr).ok_or_else(|| {
+                let (got, _, total) = parse_content_range(cr).ok_or_else(|| {
                     DavError::BadResponse(format!("GET {what}: bad Content-Range {cr:?}"))
                 })?;
-                if let (Some(now), Some(size)) = (total, size) {
-                    if now != size {
-                        return Err(changed(now, size));
-                    }
+                if let Some((now, was)) = other_size(total, size) {
+                    return Err(changed(now, was));
                 }
                 if got != start {
                     return Err(DavError::BadResponse(format!(
@@ -950,10 +948,8 @@ impl DavClient {
                 })
             }
             StatusCode::OK => {
-                if let (Some(now), Some(size)) = (resp.content_length(), size) {
-                    if now != size {
-                        return Err(changed(now, size));
-                    }
+                if let Some((now, was)) = other_size(resp.content_length(), size) {
+                    return Err(changed(now, was));
                 }
                 Ok(RangeBody {
                     src: Source::Http {
@@ -1147,16 +1143,26 @@ fn raw_error(e: std::io::Error, host: &str) -> DavError {
     }
 }
 
-/// The first byte and the file's total length (`None` for `*`) of a `Content-Range`.
-fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+/// The first and last byte and the file's total length (`None` for `*`) of a
+/// `Content-Range` (`bytes first-last/total`).
+fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
-    let (a, _b) = range.split_once('-')?;
+    let (a, b) = range.split_once('-')?;
     let total = match total.trim() {
         "*" => None,
         t => Some(t.parse().ok()?),
     };
-    Some((a.trim().parse().ok()?, total))
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+}
+
+/// The length an answer gives for the file and the one expected, when both are known and
+/// differ: the file changed (a server without etags), see [`DavClient::get_range`].
+fn other_size(answered: Option<u64>, expected: Option<u64>) -> Option<(u64, u64)> {
+    match (answered, expected) {
+        (Some(now), Some(was)) if now != was => Some((now, was)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1215,9 +1221,12 @@ mod tests {
     fn content_range() {
         assert_eq!(
             parse_content_range("bytes 100-199/1000"),
-            Some((100, Some(1000)))
+            Some((100, 199, Some(1000)))
         );
-        assert_eq!(parse_content_range("bytes 100-199/*"), Some((100, None)));
+        assert_eq!(
+            parse_content_range("bytes 100-199/*"),
+            Some((100, 199, None))
+        );
         assert_eq!(parse_content_range("bytes */1000"), None);
         assert_eq!(parse_content_range("bytes 0-9/ten"), None);
         assert_eq!(parse_content_range("nonsense"), None);

@@ -261,14 +261,11 @@ fn plan_body(
         return None;
     }
     let length: u64 = header("content-length")?.parse().ok()?;
-    // "bytes first-last/total": the range asked for (the last block may end earlier).
-    let range = header("content-range")?.strip_prefix("bytes ")?;
-    let (span, total) = range.split_once('/')?;
-    if size.is_some() && total.trim() != "*" && total.trim().parse::<u64>().ok() != size {
+    // The range asked for (the last block may end earlier), of a file of the size expected.
+    let (first, last, total) = super::parse_content_range(header("content-range")?)?;
+    if super::other_size(total, size).is_some() {
         return None;
     }
-    let (first, last) = span.split_once('-')?;
-    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
     if first != start || last < first || last - first + 1 != length || length > len {
         return None;
     }

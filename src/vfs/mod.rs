@@ -1756,13 +1756,18 @@ impl Vfs {
             Allocate::Extend if end > size => self.wb.truncate(&d, end),
             Allocate::Extend => Ok(()),
             Allocate::Zero { keep_size } => {
-                let to = if keep_size { end.min(size) } else { end };
+                // Zeros written over what the file holds; past its end, a longer file reads
+                // zeros anyway.
+                let to = end.min(size);
                 let zeros = vec![0u8; to.saturating_sub(offset).min(1 << 20) as usize];
                 let mut pos = offset;
                 while pos < to {
                     let n = (to - pos).min(zeros.len() as u64) as usize;
                     self.wb.write(&d, pos, &zeros[..n])?;
                     pos += n as u64;
+                }
+                if !keep_size && end > size {
+                    self.wb.truncate(&d, end)?;
                 }
                 Ok(())
             }

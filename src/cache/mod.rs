@@ -932,9 +932,9 @@ impl BlockCache {
         };
         match self.evict_to(self.room_for(total, limit, need)) {
             // The index could not record the eviction: the disk is full to the last byte
-            // (local changes filled it). The room set aside lets it, then is set aside again
-            // from what the eviction freed.
-            Err(e) if need > 0 && e.is_disk_full() => {
+            // (local changes or another program filled it). The room set aside lets it, then
+            // is set aside again from what the eviction freed.
+            Err(e) if e.is_disk_full() => {
                 if std::fs::remove_file(self.ballast_path()).is_err() {
                     return Err(e);
                 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, nginx with its
-# WebDAV modules, lighttpd with mod_webdav, rclone, htpasswd, openssl, attr, LibreOffice,
+# WebDAV modules, lighttpd with mod_webdav, rclone, chezdav, htpasswd, openssl, attr, LibreOffice,
 # gnome-keyring) with apt-get
 # and WsgiDAV with pip (into target/test-wsgidav) when missing, then runs cargo test.
 # Needs root (or sudo) for apt-get and for FUSE mounts.
@@ -24,6 +24,8 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /usr/sbin/lighttpd ] || need+=(lighttpd)
 [ -e /usr/lib/lighttpd/mod_webdav.so ] || need+=(lighttpd-mod-webdav)
 [ -x /usr/bin/rclone ] || need+=(rclone)
+# GNOME's phodav WebDAV server (Digest authentication, ISO 8601 dates).
+[ -x /usr/bin/chezdav ] || need+=(chezdav)
 # LibreOffice (without its desktop parts) and its Python bridge: a test saves documents with it.
 command -v soffice >/dev/null 2>&1 || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/python3/dist-packages/uno.py ] || need+=(python3-uno)

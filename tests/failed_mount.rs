@@ -95,6 +95,11 @@ fn wrong_password_on_nextcloud_and_apache() {
     let apache = Apache::start();
     let (err, code) = failed_mount(&apache.url(), &mp, Some(USER), Some("wrong"), &[]);
     assert_failed(&err, code, &mp, "refused the login");
+    // A server asking for Digest: the password is answered with a hash, and refused.
+    let digest = Apache::start_digest(300);
+    let (err, code) = failed_mount(&digest.url(), &mp, Some(USER), Some("wrong"), &[]);
+    assert_failed(&err, code, &mp, "refused the login");
+    assert!(!err.contains("wrong"), "{err}");
 }
 
 #[test]

@@ -32,6 +32,68 @@ fn apache_listing_reads_and_names() {
     m.unmount();
 }
 
+/// Apache asking for Digest authentication (`mod_auth_digest`) with nonces good for one
+/// second: listing, reads, a large save and a rename go through, each request after a nonce
+/// expired is answered with a fresh one (`stale=true`), and the password never travels.
+#[test]
+fn apache_with_digest_authentication_and_expiring_nonces() {
+    let apache = Apache::start_digest(1);
+    let d = apache.data();
+    std::fs::create_dir_all(d.join("Cours")).expect("mkdir");
+    std::fs::write(d.join("Cours/plan.txt"), b"plan du cours\n").expect("w");
+    let slides = pattern(3 * 1024 * 1024 + 5, 4);
+    std::fs::write(d.join("Cours/slides.bin"), &slides).expect("w");
+    apache.fix_owner();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(FAST));
+    assert_same_tree(&d, &m.mp);
+    assert_eq!(
+        read_at(&m.path("Cours/slides.bin"), 2_000_000, 10_000),
+        slides[2_000_000..2_010_000]
+    );
+    // Past the nonce's lifetime: the next requests are refused as stale and sent again.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(
+        std::fs::read(m.path("Cours/slides.bin")).expect("read"),
+        slides
+    );
+    let big = pattern(24 * 1024 * 1024 + 3, 9);
+    std::fs::write(m.path("Cours/cours.bin"), &big).expect("save");
+    std::thread::sleep(Duration::from_millis(2100));
+    std::fs::rename(m.path("Cours/plan.txt"), m.path("Cours/plan 2.txt")).expect("rename");
+    m.wait_drained();
+    wait_server(&d, "Cours/cours.bin", &big);
+    wait_server(&d, "Cours/plan 2.txt", b"plan du cours\n");
+    assert!(!d.join("Cours/plan.txt").exists());
+    let log = std::fs::read_to_string(apache.dir.path().join("access.log")).expect("log");
+    assert!(
+        log.lines().filter(|l| l.contains(" 401 ")).count() >= 2,
+        "the server never asked for Digest, or no nonce expired: {log}"
+    );
+    // What each request carried (the test server logs the header): never the password.
+    let sent = std::fs::read_to_string(apache.dir.path().join("auth.log")).expect("log");
+    assert!(
+        sent.lines().any(|l| l.starts_with("Digest username=")),
+        "{sent}"
+    );
+    assert!(
+        sent.lines().all(|l| l == "-" || l.starts_with("Digest ")),
+        "{sent}"
+    );
+    assert!(
+        !m.log_text().contains(PASSWORD),
+        "the password showed in the log"
+    );
+    assert!(
+        std::fs::read_to_string(apache.dir.path().join("error.log"))
+            .unwrap_or_default()
+            .lines()
+            .all(|l| !l.contains("auth_digest") || l.contains("stale")),
+        "Apache refused a digest: {}",
+        apache.error_log()
+    );
+    m.unmount();
+}
+
 #[test]
 fn apache_sparse_read_counted_by_the_server() {
     let apache = Apache::start();

@@ -1,6 +1,7 @@
 //! Real FUSE mounts against more WebDAV servers nobody here wrote: lighttpd's `mod_webdav`
 //! (its listings carry etags; it keeps properties and locks in its own SQLite database) and
-//! `rclone serve webdav` (Go's `x/net/webdav`), and WsgiDAV (Python).
+//! `rclone serve webdav` (Go's `x/net/webdav`), WsgiDAV (Python), and GNOME's phodav
+//! (`chezdav`, Digest authentication).
 
 mod common;
 
@@ -82,6 +83,32 @@ fn lighttpd_change_on_the_server_is_seen_after_the_lifetimes() {
 #[test]
 fn rclone_serve_listing_reads_writes_and_renames() {
     round_of_operations(&WebDavServer::rclone_serve(), b"hello rclone");
+}
+
+/// GNOME's phodav (`chezdav`), a sixth server nobody here wrote (C, libsoup), which asks
+/// for Digest authentication and sends ISO 8601 modification dates: the same round, and
+/// the dates read right.
+#[test]
+fn chezdav_digest_listing_reads_writes_and_dates() {
+    let s = WebDavServer::chezdav();
+    let d = s.data();
+    std::fs::write(d.join("dated.txt"), b"dated").expect("w");
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(d.join("dated.txt"))
+        .and_then(|f| f.set_modified(when))
+        .expect("set the time");
+    {
+        let m = Mount::new(MountSpec::new(&s.url()).args(FAST));
+        let got = std::fs::metadata(m.path("dated.txt"))
+            .and_then(|md| md.modified())
+            .expect("stat");
+        assert_eq!(got, when, "the modification date read from an ISO 8601 one");
+        m.unmount();
+    }
+    std::fs::remove_file(d.join("dated.txt")).expect("rm");
+    round_of_operations(&s, b"hello chezdav");
 }
 
 /// WsgiDAV, a fifth server nobody here wrote (Python): the same round.

@@ -495,7 +495,7 @@ pub(super) fn run_mount(
     tracing::info!(root = %endpoint.dav_root, nextcloud = endpoint.nextcloud_base.is_some(), "server found");
     let mut dav = DavClient::new(http.clone(), endpoint.dav_root.clone(), creds, &plan.dav);
     if endpoint.nextcloud_base.is_some() {
-        dav = dav.with_trusted_conditions();
+        dav = dav.with_trusted_conditions().with_basic_auth();
     }
     let mut caps = webdav::nextcloud::Capabilities::default();
     if let (Some(base), Some(user), Some(pw)) =

@@ -6,6 +6,7 @@
 //! timeouts so a dead server never hangs a caller. Credentials are only ever placed in the
 //! `Authorization` header; [`Secret`] never prints its value.
 
+mod digest;
 pub mod nextcloud;
 pub mod path;
 mod rawget;
@@ -58,6 +59,28 @@ pub struct Credentials {
 pub struct AuthGate {
     refused: std::sync::atomic::AtomicBool,
     creds: std::sync::RwLock<Option<Credentials>>,
+    /// The server's Digest challenge, once it asked for Digest instead of Basic.
+    digest: std::sync::RwLock<Option<std::sync::Arc<digest::Challenge>>>,
+    /// The server asked for Basic (over TLS, Basic is sent from the first request).
+    basic: std::sync::atomic::AtomicBool,
+}
+
+/// The credentials a request carried.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    Nothing,
+    Basic,
+    /// Digest, with this nonce.
+    Digest(String),
+}
+
+/// What a `401` answer means for the request that got it.
+#[derive(Debug, PartialEq)]
+enum Challenged {
+    /// The server asks for Digest (or for a fresh nonce): send the request again.
+    Retry,
+    /// The credentials are wrong.
+    Refused,
 }
 
 impl AuthGate {
@@ -66,6 +89,8 @@ impl AuthGate {
         AuthGate {
             refused: Default::default(),
             creds: std::sync::RwLock::new(creds),
+            digest: Default::default(),
+            basic: Default::default(),
         }
     }
 
@@ -92,22 +117,90 @@ impl AuthGate {
             .and_then(|c| c.as_ref().map(|c| c.password.clone()))
     }
 
-    fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match self.creds.read().ok().and_then(|c| c.clone()) {
-            Some(c) => rb.basic_auth(&c.user, Some(c.password.expose())),
-            None => rb,
+    /// The `Authorization` value for `method` on `target` (path and query, as on the request
+    /// line) and what it is. Digest once the server asked for it; Basic once the server asked
+    /// for it, or from the first request over TLS; nothing on a first request in clear text,
+    /// so that a password never travels readable to a server that wants a Digest of it.
+    fn authorization(&self, method: &str, target: &str, tls: bool) -> Option<(String, Sent)> {
+        let c = self.creds.read().ok().and_then(|c| c.clone())?;
+        let digest = self.digest.read().ok().and_then(|d| d.clone());
+        if let Some(d) = digest {
+            let v = d.authorization(&c.user, c.password.expose(), method, target);
+            return Some((v, Sent::Digest(d.nonce.clone())));
         }
+        if !tls && !self.basic.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        use base64::Engine;
+        let pair = format!("{}:{}", c.user, c.password.expose());
+        let v = base64::engine::general_purpose::STANDARD.encode(pair);
+        Some((format!("Basic {v}"), Sent::Basic))
     }
 
-    /// The `Authorization` header value for the credentials in use (Basic).
-    fn basic_authorization(&self) -> Option<String> {
-        use base64::Engine;
-        let c = self.creds.read().ok().and_then(|c| c.clone())?;
-        let pair = format!("{}:{}", c.user, c.password.expose());
-        Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(pair)
-        ))
+    /// True once the way to send the credentials is known (or there are none).
+    fn settled(&self) -> bool {
+        let none = self.creds.read().map(|c| c.is_none()).unwrap_or(false);
+        let digest = self.digest.read().map(|d| d.is_some()).unwrap_or(false);
+        none || digest || self.basic.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Puts the `Authorization` header on `req`; answers what it sent.
+    fn authorize(&self, req: &mut reqwest::Request) -> Sent {
+        let url = req.url();
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let tls = url.scheme() == "https";
+        let Some((value, sent)) = self.authorization(req.method().as_str(), &target, tls) else {
+            return Sent::Nothing;
+        };
+        if let Ok(mut v) = header::HeaderValue::from_bytes(value.as_bytes()) {
+            v.set_sensitive(true);
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        sent
+    }
+
+    /// Reads a `401`'s challenges for a request sent with `sent`. A first request without
+    /// credentials learns the scheme the server asks for; a Basic one learns that the server
+    /// wants Digest instead; a Digest one whose nonce expired (`stale`) gets a fresh nonce:
+    /// the request may go again. Anything else means wrong credentials.
+    fn challenged(&self, headers: &header::HeaderMap, sent: &Sent) -> Challenged {
+        let values: Vec<&str> = headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let has_creds = self.creds.read().map(|c| c.is_some()).unwrap_or(false);
+        if !has_creds {
+            return Challenged::Refused;
+        }
+        let Some(c) = digest::Challenge::pick(values.iter().copied()) else {
+            let basic = values.iter().any(|v| {
+                v.trim_start()
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("basic"))
+                    || v.to_ascii_lowercase().contains(", basic")
+            });
+            // Without any challenge, Basic is the one thing left to try.
+            if *sent == Sent::Nothing && (basic || values.is_empty()) {
+                self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Challenged::Retry;
+            }
+            return Challenged::Refused;
+        };
+        match sent {
+            Sent::Digest(_) if !c.stale => return Challenged::Refused,
+            Sent::Digest(_) => {}
+            Sent::Nothing | Sent::Basic => {
+                tracing::info!(realm = %c.realm, "the server asks for Digest authentication")
+            }
+        }
+        if let Ok(mut d) = self.digest.write() {
+            *d = Some(std::sync::Arc::new(c));
+        }
+        Challenged::Retry
     }
 
     fn refuse(&self) {
@@ -472,6 +565,8 @@ pub struct DavClient {
     conditions: std::sync::Arc<tokio::sync::OnceCell<bool>>,
     /// Block downloads over plain HTTP read straight into their buffers (see [`rawget`]).
     raw: Option<std::sync::Arc<rawget::RawGets>>,
+    /// Listings ask for `d:displayname` too (the server left hrefs out).
+    names: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl DavClient {
@@ -501,7 +596,17 @@ impl DavClient {
             plain: Default::default(),
             conditions: Default::default(),
             raw,
+            names: Default::default(),
         }
+    }
+
+    /// Marks the server as one that takes HTTP Basic (Nextcloud does, nextcloud-protocol.md
+    /// §7.1): the credentials go from the first request, also over plain `http://`.
+    pub fn with_basic_auth(self) -> Self {
+        self.auth
+            .basic
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self
     }
 
     /// Marks the server as one that honours conditional requests without asking it
@@ -593,8 +698,9 @@ impl DavClient {
         Url::parse(&s).unwrap_or_else(|_| self.root.clone())
     }
 
+    /// A request to `url`; [`Self::send`] adds the credentials.
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.auth.apply(self.http.request(method, url))
+        self.http.request(method, url)
     }
 
     /// The credentials gate shared by the clones of this client.
@@ -642,11 +748,37 @@ impl DavClient {
         &self,
         rb: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, DavError> {
-        let req = rb
+        let mut req = rb
             .build()
             .map_err(|e| DavError::Config(format!("cannot build the request: {e}")))?;
-        // A pooled connection the server closed meanwhile fails at once; a request that
-        // cannot have changed anything may simply be sent again.
+        // A server asking for another scheme (or for a new nonce) gets the request once
+        // more, when its body can be sent again; a streamed one cannot: its caller retries.
+        let sent = self.auth.authorize(&mut req);
+        let again = req.try_clone();
+        let resp = self.execute(req).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        if self.auth.challenged(resp.headers(), &sent) == Challenged::Refused {
+            self.auth.refuse();
+            return Ok(resp);
+        }
+        let Some(mut req) = again else {
+            return Ok(resp);
+        };
+        let sent = self.auth.authorize(&mut req);
+        let resp = self.execute(req).await?;
+        if resp.status() == StatusCode::UNAUTHORIZED
+            && self.auth.challenged(resp.headers(), &sent) == Challenged::Refused
+        {
+            self.auth.refuse();
+        }
+        Ok(resp)
+    }
+
+    /// Sends `req`; an idempotent request on a pooled connection the server closed meanwhile
+    /// (it fails at once) goes again on a new one.
+    async fn execute(&self, req: reqwest::Request) -> Result<reqwest::Response, DavError> {
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "PROPFIND");
         let spare = if idempotent { req.try_clone() } else { None };
         let mut res = self.http.execute(req).await;
@@ -656,18 +788,14 @@ impl DavClient {
                 res = self.http.execute(again).await;
             }
         }
-        let resp = match res {
-            Ok(r) => r,
+        match res {
+            Ok(r) => Ok(r),
             Err(e) => {
                 let e = DavError::from_reqwest(&e, self.root.as_str());
                 self.transport_failed(&e).await;
-                return Err(e);
+                Err(e)
             }
-        };
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            self.auth.refuse();
         }
-        Ok(resp)
     }
 
     /// True when the server answers anything at all within two seconds.
@@ -675,12 +803,18 @@ impl DavClient {
         let Ok(method) = Method::from_bytes(b"PROPFIND") else {
             return false;
         };
-        self.request(method, self.root.clone())
+        // With the credentials, as the request that failed: a server may refuse a stranger
+        // at once while the requests it would serve hang.
+        let Ok(mut req) = self
+            .request(method, self.root.clone())
             .header("Depth", "0")
             .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .is_ok()
+            .build()
+        else {
+            return false;
+        };
+        self.auth.authorize(&mut req);
+        self.http.execute(req).await.is_ok()
     }
 
     /// Asks the server for the root folder even while it is known to be out of reach, and
@@ -708,8 +842,12 @@ impl DavClient {
         Ok(raw.into_iter().next().and_then(|r| r.etag))
     }
 
-    /// PROPFIND with the given depth. With `Depth::One` the first entry is the folder itself.
-    pub async fn propfind(&self, p: &RemotePath, depth: Depth) -> Result<Vec<Entry>, DavError> {
+    /// The responses of one PROPFIND.
+    async fn propfind_raw(
+        &self,
+        p: &RemotePath,
+        depth: Depth,
+    ) -> Result<Vec<xml::PropResponse>, DavError> {
         let method =
             Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
         let what = p.to_string();
@@ -717,6 +855,11 @@ impl DavClient {
         let body = match depth {
             Depth::One if plain => xml::PROPFIND_LISTING_PLAIN,
             _ => xml::PROPFIND_BODY,
+        };
+        let body = if self.names.load(std::sync::atomic::Ordering::Relaxed) {
+            body.replace("</d:prop>", "<d:displayname/></d:prop>")
+        } else {
+            body.to_string()
         };
         let resp = self
             // No trailing slash: a file with one is a 404 on Apache; folders answer either way.
@@ -749,17 +892,33 @@ impl DavClient {
             }
             return Err(DavError::from_status(status, &method, &what));
         }
-        let raw = match depth {
+        match depth {
             Depth::Zero => {
                 let body = resp
                     .text()
                     .await
                     .map_err(|e| DavError::from_reqwest(&e, self.root.as_str()))?;
-                xml::parse_multistatus(&body)?
+                xml::parse_multistatus(&body)
             }
             // A folder listing can be megabytes: parsed while it arrives.
-            Depth::One => self.parse_streamed(resp).await?,
+            Depth::One => self.parse_streamed(resp).await,
+        }
+    }
+
+    /// PROPFIND with the given depth. With `Depth::One` the first entry is the folder itself.
+    pub async fn propfind(&self, p: &RemotePath, depth: Depth) -> Result<Vec<Entry>, DavError> {
+        let mut raw = self.propfind_raw(p, depth).await?;
+        let unnamed = |raw: &[xml::PropResponse]| {
+            raw.iter()
+                .any(|r| r.href.is_empty() && r.display_name.is_none())
         };
+        if unnamed(&raw) && !self.names.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // A server that leaves hrefs out (phodav, for names with `%`): from now on
+            // listings ask for display names too, to place such answers.
+            tracing::info!("the server sent answers without an href: asking for display names");
+            raw = self.propfind_raw(p, depth).await?;
+        }
+        let plain = self.plain.load(std::sync::atomic::Ordering::Relaxed);
         if !plain
             && !raw.is_empty()
             && raw
@@ -770,8 +929,24 @@ impl DavClient {
             self.plain.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         let mut out = Vec::with_capacity(raw.len());
+        let has_self = raw
+            .iter()
+            .any(|r| !r.href.is_empty() && self.relative(&r.href).as_ref() == Some(p));
         for r in raw {
-            match self.relative(&r.href) {
+            let at = if r.href.is_empty() {
+                // A response without an href (phodav cannot write one for a name with `%`):
+                // placed by its display name, under the folder asked or as the folder itself.
+                let name = r.display_name.as_deref().unwrap_or("");
+                match depth {
+                    _ if name.is_empty() => None,
+                    Depth::Zero => Some(p.clone()),
+                    Depth::One if !has_self && r.is_dir && name == p.name() => Some(p.clone()),
+                    Depth::One => Some(p.join(name)),
+                }
+            } else {
+                self.relative(&r.href)
+            };
+            match at {
                 Some(rel) => out.push(Entry {
                     path: rel,
                     is_dir: r.is_dir,
@@ -865,13 +1040,18 @@ impl DavClient {
         let etag = etag.filter(|t| !t.starts_with("W/"));
         let size = etag.is_none().then_some(size);
         let url = self.url(p, false);
-        if let Some(raw) = &self.raw {
+        // Not before the server said how it wants the credentials: reqwest's path learns it.
+        let raw = self.raw.as_ref().filter(|_| self.auth.settled());
+        if let Some(raw) = raw {
             self.gate()?;
             let target = match url.query() {
                 Some(q) => format!("{}?{q}", url.path()),
                 None => url.path().to_string(),
             };
-            let auth = self.auth.basic_authorization();
+            let auth = self
+                .auth
+                .authorization("GET", &target, false)
+                .map(|(v, _)| v);
             match raw
                 .get(&target, (start, len, size), etag, auth.as_deref())
                 .await
@@ -884,10 +1064,9 @@ impl DavClient {
                         host: self.root.to_string(),
                     })
                 }
+                // A refused login, or a Digest nonce that expired: reqwest's path tells which.
+                Ok(rawget::Answer::Refused(401)) => {}
                 Ok(rawget::Answer::Refused(code)) => {
-                    if code == 401 {
-                        self.auth.refuse();
-                    }
                     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
                     return Err(DavError::from_status(status, &Method::GET, &what));
                 }

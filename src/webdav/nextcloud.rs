@@ -679,7 +679,9 @@ async fn list_collection(
         .map_err(|e| DavError::from_reqwest(&e, api.base.as_str()))?;
     Ok(super::xml::parse_multistatus(&text)?
         .into_iter()
-        .filter(|r| r.href.trim_end_matches('/') != root_path.trim_end_matches('/'))
+        .filter(|r| {
+            !r.href.is_empty() && r.href.trim_end_matches('/') != root_path.trim_end_matches('/')
+        })
         .filter_map(|r| {
             let entry = r.href.trim_end_matches('/').rsplit('/').next()?.to_string();
             Some((entry, r))

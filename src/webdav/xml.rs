@@ -69,6 +69,9 @@ pub struct PropResponse {
     pub version_label: Option<String>,
     /// A file version's `nc:version-author`.
     pub version_author: Option<String>,
+    /// `d:displayname`, when the server sends it unasked: the name of a response whose href
+    /// the server could not write (phodav leaves it empty for names with `%`).
+    pub display_name: Option<String>,
 }
 
 /// The PROPFIND body for a file's versions (§13).
@@ -107,6 +110,7 @@ enum Prop {
     TrashDeleted,
     VersionLabel,
     VersionAuthor,
+    DisplayName,
 }
 
 fn classify(ns: &[u8], local: &[u8]) -> Prop {
@@ -117,6 +121,7 @@ fn classify(ns: &[u8], local: &[u8]) -> Prop {
         (DAV, b"getlastmodified") => Prop::LastModified,
         (DAV, b"getetag") => Prop::ETag,
         (DAV, b"getcontenttype") => Prop::ContentType,
+        (DAV, b"displayname") => Prop::DisplayName,
         (DAV, b"quota-used-bytes") => Prop::QuotaUsed,
         (DAV, b"quota-available-bytes") => Prop::QuotaAvailable,
         (OC, b"size") => Prop::OcSize,
@@ -226,7 +231,8 @@ pub fn parse_multistatus_from<R: std::io::BufRead>(
                 match (ns_bytes, local) {
                     (DAV, b"response") => {
                         if let Some(r) = cur.take() {
-                            if response_ok && !r.href.is_empty() {
+                            // Kept without an href too: the caller may place it by its name.
+                            if response_ok {
                                 out.push(r);
                             }
                         }
@@ -283,7 +289,7 @@ fn set_prop(p: &mut PropResponse, which: Prop, value: String) {
     match which {
         Prop::ContentLength => p.content_length = value.parse().ok(),
         Prop::OcSize => p.oc_size = value.parse().ok(),
-        Prop::LastModified => p.mtime = httpdate::parse_http_date(&value).ok(),
+        Prop::LastModified => p.mtime = parse_dav_date(&value),
         Prop::ETag => p.etag = Some(value),
         Prop::ContentType => p.content_type = Some(value),
         Prop::FileId => p.fileid = value.parse().ok(),
@@ -295,8 +301,88 @@ fn set_prop(p: &mut PropResponse, which: Prop, value: String) {
         Prop::TrashDeleted => p.trash_deleted = value.parse().ok(),
         Prop::VersionLabel => p.version_label = Some(value),
         Prop::VersionAuthor => p.version_author = Some(value),
+        Prop::DisplayName => {
+            let usable = !value.contains('/') && value != "." && value != "..";
+            if usable {
+                p.display_name = Some(value)
+            }
+        }
         Prop::None | Prop::Href | Prop::Status => {}
     }
+}
+
+/// A `getlastmodified` value: an HTTP date (RFC 4918 §15.7, what most servers send), or an
+/// ISO 8601 / RFC 3339 one (`2026-12-07T02:26:06Z`), which some servers send instead (GNOME's
+/// phodav, behind `chezdav` and gnome-user-share). A time without a zone is taken as UTC.
+pub fn parse_dav_date(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    if let Ok(t) = httpdate::parse_http_date(value) {
+        return Some(t);
+    }
+    parse_iso8601(value)
+}
+
+fn parse_iso8601(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = b.get(from..from + len)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let sep = |at: usize, want: &[u8]| b.get(at).is_some_and(|c| want.contains(c));
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Seconds may be 60 (a leap second); a fraction is dropped (mtimes are whole seconds here).
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.').or_else(|| rest.strip_prefix(',')) {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "" | "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes()[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let zone = rest[1..].replace(':', "");
+            if zone.len() != 4 || !zone.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let (h, m): (i64, i64) = (zone[..2].parse().ok()?, zone[2..].parse().ok()?);
+            sign * (h * 3600 + m * 60)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+}
+
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 fn merge(into: &mut PropResponse, from: PropResponse) {
@@ -315,6 +401,7 @@ fn merge(into: &mut PropResponse, from: PropResponse) {
     into.trash_deleted = into.trash_deleted.or(from.trash_deleted);
     into.version_label = into.version_label.take().or(from.version_label);
     into.version_author = into.version_author.take().or(from.version_author);
+    into.display_name = into.display_name.take().or(from.display_name);
 }
 
 #[cfg(test)]
@@ -383,6 +470,66 @@ mod tests {
         assert_eq!(r[0].href, "/files/x/");
         assert_eq!(r[0].quota_used, Some(1000));
         assert_eq!(r[0].quota_available, Some(-3));
+    }
+
+    #[test]
+    fn modification_dates_in_http_and_iso_8601_forms() {
+        let http = httpdate::parse_http_date("Mon, 07 Dec 2026 02:26:06 GMT").ok();
+        assert!(http.is_some());
+        for same in [
+            "Mon, 07 Dec 2026 02:26:06 GMT",
+            "2026-12-07T02:26:06Z",
+            " 2026-12-07T02:26:06Z ",
+            "2026-12-07T02:26:06.250Z",
+            "2026-12-07T02:26:06",
+            "2026-12-07 02:26:06z",
+            "2026-12-07T03:26:06+01:00",
+            "2026-12-06T21:26:06-0500",
+        ] {
+            assert_eq!(parse_dav_date(same), http, "{same}");
+        }
+        assert_eq!(
+            parse_dav_date("2000-03-01T00:00:00Z"),
+            httpdate::parse_http_date("Wed, 01 Mar 2000 00:00:00 GMT").ok()
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-07T02:26:06Z",
+            "2026-12-07T02:26",
+            "2026-12-07T02:26:06+1",
+            "2026-12-07T02:26:06.Z",
+            "1960-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_dav_date(bad), None, "{bad}");
+        }
+        // A listing from phodav (chezdav): ISO 8601 modification dates, absolute hrefs.
+        let body = r#"<?xml version="1.0" encoding="utf-8"?>
+<D:multistatus xmlns:D="DAV:"><D:response><D:href>http://127.0.0.1:18080/big.bin</D:href>
+<D:propstat><D:prop><D:getetag>"1:2:3"</D:getetag><D:getcontentlength>5</D:getcontentlength>
+<D:getlastmodified>2026-12-07T02:26:06Z</D:getlastmodified>
+<D:creationdate>Mon, 07 Dec 2026 02:26:06 GMT</D:creationdate><D:resourcetype/></D:prop>
+<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
+        let r = parse_multistatus(body).expect("parses");
+        assert_eq!(r[0].href, "/big.bin");
+        assert_eq!(r[0].mtime, http);
+    }
+
+    #[test]
+    fn a_response_without_href_keeps_its_display_name() {
+        // phodav cannot write the href of a name with `%`: `<D:href/>`, but its name is there.
+        let body = r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:"><D:response><D:href/>
+            <D:propstat><D:prop><D:displayname>Notes 50% &amp; plus.txt</D:displayname>
+            <D:getcontentlength>2</D:getcontentlength><D:resourcetype/></D:prop>
+            <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response><D:response><D:href/>
+            <D:propstat><D:prop><D:displayname>a/b</D:displayname></D:prop>
+            <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response></D:multistatus>"#;
+        let r = parse_multistatus(body).expect("parses");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].href, "");
+        assert_eq!(r[0].display_name.as_deref(), Some("Notes 50% & plus.txt"));
+        assert_eq!(r[0].content_length, Some(2));
+        assert_eq!(r[1].display_name, None, "a name with a slash is no name");
     }
 
     #[test]

@@ -256,6 +256,12 @@ impl Apache {
         Self::start_cert(tls.then_some("CA:FALSE"))
     }
 
+    /// Plain HTTP with Digest authentication (`mod_auth_digest`, MD5, `qop=auth`) instead of
+    /// Basic, its nonces good for `nonce_secs` seconds only.
+    pub fn start_digest(nonce_secs: u32) -> Apache {
+        Self::start_with(None, Some(nonce_secs))
+    }
+
     /// Over TLS, with a self-signed certificate marked as a certificate authority (CA:TRUE,
     /// what `openssl req -x509` makes by default).
     pub fn start_tls_ca_certificate() -> Apache {
@@ -264,6 +270,10 @@ impl Apache {
 
     /// Plain HTTP, or TLS with a self-signed certificate with these basic constraints.
     fn start_cert(constraints: Option<&str>) -> Apache {
+        Self::start_with(constraints, None)
+    }
+
+    fn start_with(constraints: Option<&str>, digest_nonce_secs: Option<u32>) -> Apache {
         let tls = constraints.is_some();
         assert!(
             Path::new("/usr/sbin/apache2").exists(),
@@ -297,15 +307,33 @@ DavLockDB {d}/run/davlock
 Alias /dav {d}/data
 <Directory {d}/data>
   Dav On
-  AuthType Basic
+  {auth}
   AuthName "nuage test"
-  AuthUserFile {d}/htpasswd
   Require valid-user
   AllowOverride None
 </Directory>
 "#,
-            d = d.display()
+            d = d.display(),
+            auth = match digest_nonce_secs {
+                None => format!("AuthType Basic\n  AuthUserFile {}/htpasswd", d.display()),
+                Some(secs) => format!(
+                    "AuthType Digest\n  AuthDigestProvider file\n  AuthUserFile {}/htdigest\n  \
+                     AuthDigestDomain /dav/\n  AuthDigestNonceLifetime {secs}",
+                    d.display()
+                ),
+            },
         );
+        if digest_nonce_secs.is_some() {
+            conf.push_str(&format!(
+                "LoadModule auth_digest_module {m}/mod_auth_digest.so\n\
+                 CustomLog {d}/auth.log \"%{{Authorization}}i\"\n",
+                d = d.display()
+            ));
+            // user:realm:MD5(user:realm:password), what `htdigest` writes.
+            let ha1 = md5::compute(format!("{USER}:nuage test:{PASSWORD}"));
+            std::fs::write(d.join("htdigest"), format!("{USER}:nuage test:{ha1:x}\n"))
+                .expect("htdigest");
+        }
         if tls {
             let ok = Command::new("openssl")
                 .args([
@@ -641,6 +669,34 @@ auth.require = ("/" => ("method" => "basic", "realm" => "nuage test", "require" 
             .arg("--log-file")
             .arg(d.join("rclone.log"));
         Self::spawn(dir, port, cmd, "/", "rclone.log")
+    }
+
+    /// GNOME's phodav (`chezdav`, the server behind gnome-user-share) serving `/` with Digest
+    /// authentication: absolute hrefs, folders without a trailing `/`, ISO 8601 modification
+    /// dates.
+    pub fn chezdav() -> WebDavServer {
+        assert!(
+            Path::new("/usr/bin/chezdav").exists(),
+            "chezdav is missing: run scripts/test.sh, which installs it"
+        );
+        let dir = server_folder(&["data"]);
+        let d = dir.path();
+        let port = free_port();
+        let ha1 = md5::compute(format!("{USER}:nuage test:{PASSWORD}"));
+        std::fs::write(d.join("htdigest"), format!("{USER}:nuage test:{ha1:x}\n"))
+            .expect("htdigest");
+        // Its messages go to a log file; `exec` keeps the server's pid the child's.
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "exec /usr/bin/chezdav --local --no-mdns -p \"$0\" -P \"$1\" -d \"$2\" \
+             --realm 'nuage test' >\"$3\" 2>&1",
+        ])
+        .arg(port.to_string())
+        .arg(d.join("data"))
+        .arg(d.join("htdigest"))
+        .arg(d.join("chezdav.log"));
+        Self::spawn(dir, port, cmd, "/", "chezdav.log")
     }
 
     /// WsgiDAV (Python, from PyPI; installed by scripts/test.sh into target/test-wsgidav)

@@ -60,6 +60,26 @@ fn not_dav(status: &'static str) -> TinyHttp {
     })
 }
 
+/// A server that wants Windows authentication (IIS, SharePoint): said, not called a wrong
+/// password.
+#[test]
+fn a_server_asking_only_for_ntlm_says_so() {
+    let (_t, mp) = mountpoint();
+    let ntlm = TinyHttp::start(|_| {
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Negotiate\r\nWWW-Authenticate: NTLM\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_string()
+    });
+    let (err, code) = failed_mount(
+        &format!("http://127.0.0.1:{}/dav/", ntlm.port),
+        &mp,
+        Some(USER),
+        Some(PASSWORD),
+        &[],
+    );
+    assert_failed(&err, code, &mp, "asks for Negotiate, NTLM authentication");
+}
+
 #[test]
 fn unreachable_server() {
     let (_t, mp) = mountpoint();

@@ -97,6 +97,15 @@ fn challenges(value: &str) -> Vec<(String, Vec<(String, String)>)> {
     out
 }
 
+/// The schemes the `WWW-Authenticate` values offer, as written (`Basic`, `Digest`, `NTLM`...).
+pub fn schemes<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    values
+        .into_iter()
+        .flat_map(challenges)
+        .map(|(scheme, _)| scheme)
+        .collect()
+}
+
 impl Challenge {
     /// The best `Digest` challenge among `WWW-Authenticate` values (SHA-256 before MD5), or
     /// `None` when there is none this client can answer (no Digest, an unknown algorithm,
@@ -324,6 +333,10 @@ mod tests {
             "no nonce"
         );
         assert!(Challenge::pick(["Negotiate abc==, \"unclosed", ",,=,", ""]).is_none());
+        assert_eq!(
+            schemes(["Negotiate, NTLM", "Basic realm=\"a, b\", charset=\"UTF-8\""]),
+            ["Negotiate", "NTLM", "Basic"]
+        );
         // No qop (RFC 2069), stale, an escaped quote, lowercase scheme and names.
         let c = Challenge::pick(["digest REALM=\"a \\\"b\\\"\", NONCE=xyz, stale=TRUE"])
             .expect("a challenge");

@@ -81,6 +81,8 @@ enum Challenged {
     Retry,
     /// The credentials are wrong.
     Refused,
+    /// The server asks only for schemes this client does not speak (NTLM, Negotiate...).
+    Unsupported(String),
 }
 
 impl AuthGate {
@@ -177,16 +179,15 @@ impl AuthGate {
             return Challenged::Refused;
         }
         let Some(c) = digest::Challenge::pick(values.iter().copied()) else {
-            let basic = values.iter().any(|v| {
-                v.trim_start()
-                    .get(..5)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("basic"))
-                    || v.to_ascii_lowercase().contains(", basic")
-            });
+            let schemes = digest::schemes(values.iter().copied());
+            let basic = schemes.iter().any(|s| s.eq_ignore_ascii_case("basic"));
             // Without any challenge, Basic is the one thing left to try.
-            if *sent == Sent::Nothing && (basic || values.is_empty()) {
+            if *sent == Sent::Nothing && (basic || schemes.is_empty()) {
                 self.basic.store(true, std::sync::atomic::Ordering::Relaxed);
                 return Challenged::Retry;
+            }
+            if !basic && !schemes.is_empty() {
+                return Challenged::Unsupported(schemes.join(", "));
             }
             return Challenged::Refused;
         };
@@ -759,19 +760,25 @@ impl DavClient {
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
-        if self.auth.challenged(resp.headers(), &sent) == Challenged::Refused {
-            self.auth.refuse();
-            return Ok(resp);
+        match self.auth.challenged(resp.headers(), &sent) {
+            Challenged::Retry => {}
+            Challenged::Refused => {
+                self.auth.refuse();
+                return Ok(resp);
+            }
+            Challenged::Unsupported(s) => return Err(unsupported_auth(&s)),
         }
         let Some(mut req) = again else {
             return Ok(resp);
         };
         let sent = self.auth.authorize(&mut req);
         let resp = self.execute(req).await?;
-        if resp.status() == StatusCode::UNAUTHORIZED
-            && self.auth.challenged(resp.headers(), &sent) == Challenged::Refused
-        {
-            self.auth.refuse();
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            match self.auth.challenged(resp.headers(), &sent) {
+                Challenged::Retry => {}
+                Challenged::Refused => self.auth.refuse(),
+                Challenged::Unsupported(s) => return Err(unsupported_auth(&s)),
+            }
         }
         Ok(resp)
     }
@@ -1333,6 +1340,14 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
         t => Some(t.parse().ok()?),
     };
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+}
+
+/// A server that asks only for authentication schemes nuage does not speak.
+fn unsupported_auth(schemes: &str) -> DavError {
+    DavError::Config(format!(
+        "the server asks for {schemes} authentication, which nuage does not speak (it speaks \
+         Basic, and Digest with MD5 or SHA-256)"
+    ))
 }
 
 /// The length an answer gives for the file and the one expected, when both are known and

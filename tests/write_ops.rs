@@ -217,6 +217,46 @@ fn a_partial_write_into_an_uncached_large_file_never_uploads_holes() {
     m.unmount();
 }
 
+/// A file deleted while a program still has it open (written before and after, then closed)
+/// never comes back: it is not uploaded, and nothing of it waits in the journal for the next
+/// mount to upload.
+#[test]
+fn a_file_deleted_while_open_never_comes_back() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let cache = tempfile::tempdir().expect("tmp");
+    let spec = || MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST);
+    let m = Mount::new(spec());
+    let mut f = std::fs::File::create(m.path("gone.txt")).expect("create");
+    f.write_all(b"first").expect("write");
+    // Durable before the delete: its journal row is written.
+    f.sync_all().expect("fsync");
+    std::fs::remove_file(m.path("gone.txt")).expect("unlink while open");
+    f.write_all(b" and more, after the delete")
+        .expect("write after the delete");
+    drop(f);
+    std::fs::write(m.path("kept.txt"), b"kept").expect("write");
+    m.wait_drained();
+    wait_server(&srv, "kept.txt", b"kept");
+    assert!(
+        !srv.join("gone.txt").exists(),
+        "a deleted file was uploaded"
+    );
+    assert!(!m.path("gone.txt").exists());
+    m.unmount();
+    // The next mount of the same cache has nothing of it to resume.
+    let m = Mount::new(spec());
+    m.wait_drained();
+    assert!(
+        !m.log_text().contains("resuming a pending upload"),
+        "{}",
+        m.log_text()
+    );
+    assert!(!srv.join("gone.txt").exists(), "a deleted file came back");
+    assert!(!m.path("gone.txt").exists());
+    m.unmount();
+}
+
 #[test]
 fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     let cloud = Cloud::start();

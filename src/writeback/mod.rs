@@ -1560,7 +1560,15 @@ impl WriteBack {
         files.remove(p);
         drop(files);
         let st = d.state();
-        let _ = lock(&self.journal).delete(d.id);
+        {
+            // A program may still hold it open (deleted while open, or its release not there
+            // yet: SQLite deletes its `-shm` file right after closing it): what that handle
+            // writes or closes from now on belongs to no name, and must neither come back in
+            // the journal (it would be uploaded again at the next mount) nor go up.
+            let _serial = lock(&d.persist_lock);
+            lock(&d.st).local_only = true;
+            let _ = lock(&self.journal).delete(d.id);
+        }
         let _ = std::fs::remove_file(&d.data_path);
         Some(st)
     }

@@ -257,6 +257,54 @@ fn a_file_deleted_while_open_never_comes_back() {
     m.unmount();
 }
 
+/// The scratch file pattern (`tmpfile()`, `sort`, many programs): made, deleted at once, then
+/// written, read back, sized through its descriptor; it stays whole until closed, and nothing
+/// of it reaches the server.
+#[test]
+fn a_scratch_file_deleted_at_once_keeps_what_is_written_until_closed() {
+    use std::io::Read;
+    let cloud = Cloud::start();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(m.path("scratch.tmp"))
+        .expect("create");
+    std::fs::remove_file(m.path("scratch.tmp")).expect("unlink at once");
+    let data = pattern(3 << 20, 21);
+    f.write_all(&data).expect("write");
+    // Past the attribute lifetime: the size asked again must still be the handle's.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(f.metadata().expect("fstat").len(), data.len() as u64);
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    let mut back = Vec::new();
+    f.read_to_end(&mut back).expect("read back");
+    assert!(
+        back == data,
+        "read back {} bytes, not what was written",
+        back.len()
+    );
+    f.write_all_at(b"hello", 10).expect("pwrite");
+    let mut five = [0u8; 5];
+    f.read_exact_at(&mut five, 10).expect("pread");
+    assert_eq!(&five, b"hello");
+    f.set_len(1000).expect("ftruncate");
+    assert_eq!(f.metadata().expect("fstat").len(), 1000);
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    back.clear();
+    f.read_to_end(&mut back).expect("read back");
+    assert_eq!(back.len(), 1000);
+    assert_eq!(&back[10..15], b"hello");
+    drop(f);
+    std::fs::write(m.path("kept.txt"), b"kept").expect("write");
+    m.wait_drained();
+    wait_server(&cloud.files(), "kept.txt", b"kept");
+    assert!(!cloud.files().join("scratch.tmp").exists());
+    assert!(!m.path("scratch.tmp").exists());
+    m.unmount();
+}
+
 #[test]
 fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     let cloud = Cloud::start();

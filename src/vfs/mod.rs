@@ -260,6 +260,10 @@ pub struct Vfs {
     /// Files made executable here (kept on this device: no server stores modes).
     execs: Mutex<std::collections::HashSet<RemotePath>>,
     handles: Mutex<HashMap<Fh, Handle>>,
+    /// Files deleted while a program still has them open (a scratch file made with `tmpfile()`,
+    /// say): their changes, read, written and sized through those handles until the last one
+    /// closes. Nothing of them reaches the server or the journal. A leaf lock.
+    orphans: Mutex<HashMap<Ino, Arc<DirtyFile>>>,
     dir_handles: Mutex<HashMap<Fh, DirHandle>>,
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     next_fh: AtomicU64,
@@ -423,6 +427,7 @@ impl Vfs {
             wb,
             mtimes,
             handles: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             listing_locks: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -542,7 +547,11 @@ impl Vfs {
             gid: self.cfg.gid,
         };
         if !e.is_dir {
-            if let Some(d) = self.wb.get(&n.path) {
+            let dirty = lock(&self.orphans)
+                .get(&ino)
+                .cloned()
+                .or_else(|| self.wb.get(&n.path));
+            if let Some(d) = dirty {
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
@@ -751,7 +760,7 @@ impl Vfs {
     /// Re-reads one node's attributes from the server when they are older than `attr_ttl`.
     async fn revalidate(&self, ino: Ino) -> Result<Node> {
         let node = self.node(ino)?;
-        if node.confirmed.elapsed() < self.cfg.attr_ttl {
+        if node.confirmed.elapsed() < self.cfg.attr_ttl || lock(&self.orphans).contains_key(&ino) {
             return Ok(node);
         }
         if let Some(d) = self.wb.get(&node.path) {
@@ -1485,12 +1494,15 @@ impl Vfs {
                 .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "bad file handle"))?;
             (h.ino, h.dirty.clone())
         };
+        let orphan = || lock(&self.orphans).get(&ino).cloned();
         let dirty = match own {
             Some(d) => Some(d),
-            None => lock(&self.table)
-                .get(ino)
-                .map(|n| n.path.clone())
-                .and_then(|p| self.wb.get(&p)),
+            None => orphan().or_else(|| {
+                lock(&self.table)
+                    .get(ino)
+                    .map(|n| n.path.clone())
+                    .and_then(|p| self.wb.get(&p))
+            }),
         };
         match dirty {
             Some(d) => self.read_dirty(&d, offset, size).await,
@@ -1696,7 +1708,15 @@ impl Vfs {
 
     /// Forgets a handle; answers its pending change when it was a writer.
     fn take_handle(&self, fh: Fh) -> Option<Arc<DirtyFile>> {
-        let h = lock(&self.handles).remove(&fh)?;
+        let (h, last) = {
+            let mut hs = lock(&self.handles);
+            let h = hs.remove(&fh)?;
+            let last = !hs.values().any(|o| o.ino == h.ino);
+            (h, last)
+        };
+        if last {
+            lock(&self.orphans).remove(&h.ino);
+        }
         if let Some(v) = h.passthrough {
             self.cache().unhold(v);
         }
@@ -1791,6 +1811,18 @@ impl Vfs {
         }
         if self.cfg.read_only && (size.is_some() || mtime.is_some() || mode.is_some()) {
             return Err(Error::new(ErrorKind::ReadOnly, "the mount is read-only"));
+        }
+        let orphan = lock(&self.orphans).get(&ino).cloned();
+        if let Some(d) = orphan {
+            // Deleted, still open: its local copy only.
+            if let Some(sz) = size {
+                let (wb, d2) = (self.wb.clone(), d.clone());
+                blocking(move || wb.truncate(&d2, sz)).await?;
+            }
+            if let Some(t) = mtime {
+                self.wb.set_mtime(&d, t);
+            }
+            return Ok(self.attr_of(ino, &node));
         }
         if let Some(m) = mode {
             // Only "executable or not" is kept (on this device); other bits are fixed.
@@ -2026,7 +2058,17 @@ impl Vfs {
         }
         Self::permitted(&node, 'D', "deleting")?;
         tracing::debug!(path = %node.path, "unlink");
+        let pending = self.wb.get(&node.path);
         let dropped = self.wb.remove(&node.path).await;
+        if let Some(d) = pending.filter(|_| dropped.is_some()) {
+            // Through a writer's handle, which keeps its data file open.
+            if lock(&self.handles)
+                .values()
+                .any(|h| h.ino == ino && h.dirty.is_some())
+            {
+                lock(&self.orphans).insert(ino, d);
+            }
+        }
         // Read the etag after the removal: an upload that finished meanwhile changed it.
         let on_server = match &dropped {
             Some(st) => st.base.clone(),

@@ -36,15 +36,20 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn mount(cloud: &Cloud) -> Mount {
-    Mount::new(MountSpec::new(&cloud.url()).args(&[
+/// A mount of `cloud` with short lifetimes and upload delay.
+fn spec(cloud: &Cloud) -> MountSpec {
+    MountSpec::new(&cloud.url()).args(&[
         "--upload-delay",
         "0.3",
         "--attr-ttl",
         "2",
         "--dir-ttl",
         "2",
-    ]))
+    ])
+}
+
+fn mount(cloud: &Cloud) -> Mount {
+    Mount::new(spec(cloud))
 }
 
 fn drained(m: &Mount, srv: &Path, local: &Path) {
@@ -360,17 +365,7 @@ fn sqlite_in_wal_mode_leaves_only_its_database() {
     let cloud = Cloud::start();
     let srv = cloud.files();
     let cache = tempfile::tempdir().expect("tmp");
-    let spec = || {
-        MountSpec::new(&cloud.url()).cache(cache.path()).args(&[
-            "--upload-delay",
-            "0.3",
-            "--attr-ttl",
-            "2",
-            "--dir-ttl",
-            "2",
-        ])
-    };
-    let m = Mount::new(spec());
+    let m = Mount::new(spec(&cloud).cache(cache.path()));
     let script = "import sqlite3, sys\n\
         for _ in range(5):\n\
         \x20   c = sqlite3.connect(sys.argv[1])\n\
@@ -389,7 +384,7 @@ fn sqlite_in_wal_mode_leaves_only_its_database() {
     wait_server(&srv, "notes.db", &local);
     m.unmount();
     // The next mount of the same cache resumes nothing.
-    let m = Mount::new(spec());
+    let m = Mount::new(spec(&cloud).cache(cache.path()));
     m.wait_drained();
     std::thread::sleep(Duration::from_millis(500));
     let names: Vec<String> = std::fs::read_dir(&srv)

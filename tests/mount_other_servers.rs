@@ -53,6 +53,21 @@ fn lighttpd_listing_reads_writes_and_awkward_names() {
     round_of_operations(&WebDavServer::lighttpd(), b"hello lighttpd");
 }
 
+/// lighttpd asking for Digest with SHA-256: the same round; a wrong password is refused in
+/// one line.
+#[test]
+fn lighttpd_digest_sha256_round_and_wrong_password() {
+    let l = WebDavServer::lighttpd_digest_sha256();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let (err, code) = failed_mount(&l.url(), &mp, Some(USER), Some("wrong"), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("refused the login"), "{err}");
+    assert!(!is_mounted(&mp));
+    round_of_operations(&l, b"hello lighttpd digest");
+}
+
 /// A colleague's change on the server is seen through the mount once the lifetimes pass.
 fn change_on_the_server_is_seen(w: &WebDavServer) {
     let d = w.data();

@@ -614,6 +614,25 @@ http {{
     /// lighttpd with `mod_webdav` (its listings carry etags; it keeps properties and locks
     /// in its own SQLite database), serving `/`.
     pub fn lighttpd() -> WebDavServer {
+        Self::lighttpd_auth(
+            "auth.backend = \"htpasswd\"\nauth.backend.htpasswd.userfile = \"{d}/htpasswd\"\n\
+             auth.require = (\"/\" => (\"method\" => \"basic\", \"realm\" => \"nuage test\", \
+             \"require\" => \"valid-user\"))",
+        )
+    }
+
+    /// lighttpd asking for Digest authentication with SHA-256 (RFC 7616), its passwords in a
+    /// plain file (its `htdigest` backend holds MD5 hashes only).
+    pub fn lighttpd_digest_sha256() -> WebDavServer {
+        Self::lighttpd_auth(
+            "auth.backend = \"plain\"\nauth.backend.plain.userfile = \"{d}/plain\"\n\
+             auth.require = (\"/\" => (\"method\" => \"digest\", \"algorithm\" => \"SHA-256\", \
+             \"realm\" => \"nuage test\", \"require\" => \"valid-user\"))",
+        )
+    }
+
+    /// lighttpd with `auth`, its authentication lines (`{d}` stands for its folder).
+    fn lighttpd_auth(auth: &str) -> WebDavServer {
         assert!(
             Path::new("/usr/sbin/lighttpd").exists()
                 && Path::new("/usr/lib/lighttpd/mod_webdav.so").exists(),
@@ -634,13 +653,13 @@ server.modules = ("mod_webdav", "mod_auth", "mod_authn_file")
 webdav.activate = "enable"
 webdav.is-readonly = "disable"
 webdav.sqlite-db-name = "{d}/lock/webdav.db"
-auth.backend = "htpasswd"
-auth.backend.htpasswd.userfile = "{d}/htpasswd"
-auth.require = ("/" => ("method" => "basic", "realm" => "nuage test", "require" => "valid-user"))
+{auth}
 "#,
-            d = d.display()
+            d = d.display(),
+            auth = auth.replace("{d}", &d.display().to_string()),
         );
         std::fs::write(d.join("lighttpd.conf"), conf).expect("conf");
+        std::fs::write(d.join("plain"), format!("{USER}:{PASSWORD}\n")).expect("plain");
         // lighttpd opens its log after giving up root.
         for sub in ["data", "tmp", "lock", "logs"] {
             chown_www(&d.join(sub));

@@ -333,6 +333,11 @@ mod tests {
             "no nonce"
         );
         assert!(Challenge::pick(["Negotiate abc==, \"unclosed", ",,=,", ""]).is_none());
+        // Bytes outside ASCII anywhere: read or skipped, never a panic.
+        let c = Challenge::pick(["é Digest realm=\"Académie\", nonce=nœud, opaque=\"ü"])
+            .expect("a challenge");
+        assert_eq!((c.realm.as_str(), c.nonce.as_str()), ("Académie", "nœud"));
+        assert_eq!(c.opaque.as_deref(), Some("ü"));
         assert_eq!(
             schemes(["Negotiate, NTLM", "Basic realm=\"a, b\", charset=\"UTF-8\""]),
             ["Negotiate", "NTLM", "Basic"]

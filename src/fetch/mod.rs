@@ -26,6 +26,7 @@ use crate::webdav::{DavClient, RemotePath};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 
 /// One version of one remote file, as a reader sees it.
@@ -174,7 +175,19 @@ pub struct Fetcher {
     /// Renames made here that wait to be made on the server (`(new, old)` names, in order):
     /// the bytes of what they renamed are still asked for under the server names.
     redirects: Mutex<Vec<(RemotePath, RemotePath)>>,
+    /// For versions listed without an etag (nginx): the strong `ETag` the first download's
+    /// answer gave, sent as `If-Match` with the next ones, so that a file replaced on the
+    /// server while it is read (even by one of the same size) is told, not mixed.
+    /// The time is when the server said it changed (`412`): see [`Fetcher::learned`].
+    learned: Mutex<HashMap<VersionId, (String, Option<Instant>)>>,
 }
+
+/// At most this many learned etags are kept (forgotten all at once beyond: they are learned
+/// again at the next download).
+const LEARNED_MAX: usize = 4096;
+/// A version the server said changed fails every download for this long, then is learned
+/// again (its listing is asked again meanwhile: a changed file is a new version then).
+const CHANGED_FOR: Duration = Duration::from_secs(10);
 
 impl Fetcher {
     /// A fetcher with at most `parallel` concurrent GETs of at most `max_run` blocks each.
@@ -194,6 +207,7 @@ impl Fetcher {
             max_run: max_run.max(1),
             buffers,
             redirects: Mutex::new(Vec::new()),
+            learned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -329,6 +343,29 @@ impl Fetcher {
         *self.redirects.lock().unwrap_or_else(|p| p.into_inner()) = moves;
     }
 
+    fn lock_learned(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<VersionId, (String, Option<Instant>)>> {
+        self.learned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The etag learned for version `v`; fails at once while the server says it changed.
+    fn learned(&self, v: VersionId) -> std::result::Result<Option<String>, RunError> {
+        let mut l = self.lock_learned();
+        match l.get(&v) {
+            None => Ok(None),
+            Some((tag, None)) => Ok(Some(tag.clone())),
+            Some((_, Some(t))) if t.elapsed() < CHANGED_FOR => Err(RunError::fatal(Error::new(
+                ErrorKind::Stale,
+                "the file changed on the server while it was read",
+            ))),
+            Some(_) => {
+                l.remove(&v);
+                Ok(None)
+            }
+        }
+    }
+
     /// Waits for a GET slot and starts a ranged GET.
     async fn get(
         &self,
@@ -347,10 +384,34 @@ impl Fetcher {
             (!r.is_empty()).then(|| f.path.before_moves(&r))
         };
         let path = redirected.as_ref().unwrap_or(&f.path);
-        let body = self
-            .dav
-            .get_range(path, (start, len), f.size, f.etag.as_deref())
-            .await?;
+        let learned = match &f.etag {
+            Some(_) => None,
+            None => self.learned(f.version)?,
+        };
+        let etag = f.etag.as_deref().or(learned.as_deref());
+        let body = match self.dav.get_range(path, (start, len), f.size, etag).await {
+            Ok(b) => b,
+            Err(e) => {
+                if learned.is_some() && matches!(e, crate::webdav::DavError::PreconditionFailed(_))
+                {
+                    // Every download of this version fails alike for a while (a concurrent
+                    // one must not fetch the new file's bytes as this version's).
+                    if let Some(l) = self.lock_learned().get_mut(&f.version) {
+                        l.1 = Some(Instant::now());
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        if f.etag.is_none() && learned.is_none() {
+            if let Some(tag) = body.etag() {
+                let mut l = self.lock_learned();
+                if l.len() >= LEARNED_MAX {
+                    l.clear();
+                }
+                l.insert(f.version, (tag, None));
+            }
+        }
         Ok((permit, body))
     }
 

@@ -1318,6 +1318,19 @@ impl RangeBody {
     pub fn is_direct(&self) -> bool {
         matches!(self.src, Source::Raw(_))
     }
+
+    /// The answer's `ETag` header, when strong: what the bytes are a version of.
+    pub fn etag(&self) -> Option<String> {
+        let tag = match &self.src {
+            Source::Http { resp, .. } => resp
+                .headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string()),
+            Source::Raw(body) => body.etag.clone(),
+        };
+        tag.filter(|t| t.starts_with('"'))
+    }
 }
 
 /// A raw body's transport error, as reqwest's would be classified.

@@ -211,8 +211,15 @@ impl RawGets {
                     let Some((length, keep_alive)) = plan_body(&resp, start, len, size) else {
                         return Ok(Answer::Other);
                     };
+                    let etag = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("etag"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .map(|v| v.trim().to_string());
                     let rest = head.split_off(used);
                     return Ok(Answer::Body(RawBody {
+                        etag,
                         stream: Some(s),
                         rest,
                         rest_pos: 0,
@@ -277,6 +284,8 @@ fn plan_body(
 /// The body of a raw `206` answer, read into the caller's buffers. The connection goes back
 /// to the idle set once the whole body was read.
 pub(crate) struct RawBody {
+    /// The answer's `ETag` header.
+    pub(crate) etag: Option<String>,
     stream: Option<TcpStream>,
     /// Body bytes that arrived with the head.
     rest: Vec<u8>,

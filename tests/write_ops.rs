@@ -305,6 +305,43 @@ fn a_scratch_file_deleted_at_once_keeps_what_is_written_until_closed() {
     m.unmount();
 }
 
+/// A program that reads a cached file while it writes it (`rsync --inplace`): while the
+/// kernel reads the cache file itself (passthrough) it accepts no other open, so the first
+/// attempt fails with `EBUSY` after 5 s; the file is not given to the kernel that way again,
+/// and the next attempt goes through.
+#[test]
+fn a_file_read_while_written_goes_through_at_the_next_attempt() {
+    let cloud = Cloud::start();
+    let data = pattern(2 << 20, 31);
+    std::fs::write(cloud.files().join("base.bin"), &data).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let p = m.path("base.bin");
+    assert!(std::fs::read(&p).expect("read through") == data);
+    let reader = std::fs::File::open(&p).expect("open for reading");
+    let writer = std::fs::OpenOptions::new().write(true).open(&p);
+    match writer {
+        // No passthrough on this machine (not root, or an older kernel): nothing to show.
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}"),
+    }
+    drop(reader);
+    let reader = std::fs::File::open(&p).expect("open for reading again");
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .expect("the next attempt goes through");
+    writer.write_all_at(b"XYZ", 1000).expect("write");
+    let mut three = [0u8; 3];
+    reader.read_exact_at(&mut three, 1000).expect("read");
+    assert_eq!(&three, b"XYZ", "the reader sees the write");
+    drop((reader, writer));
+    let mut want = data;
+    want[1000..1003].copy_from_slice(b"XYZ");
+    m.wait_drained();
+    wait_server(&cloud.files(), "base.bin", &want);
+    m.unmount();
+}
+
 #[test]
 fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     let cloud = Cloud::start();

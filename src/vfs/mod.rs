@@ -264,6 +264,9 @@ pub struct Vfs {
     /// say): their changes, read, written and sized through those handles until the last one
     /// closes. Nothing of them reaches the server or the journal. A leaf lock.
     orphans: Mutex<HashMap<Ino, Arc<DirtyFile>>>,
+    /// Files a writer had to wait for passthrough readers of: not opened in passthrough
+    /// mode again (for this mount). A leaf lock.
+    no_passthrough: Mutex<std::collections::HashSet<Ino>>,
     dir_handles: Mutex<HashMap<Fh, DirHandle>>,
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     next_fh: AtomicU64,
@@ -428,6 +431,7 @@ impl Vfs {
             mtimes,
             handles: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
+            no_passthrough: Mutex::new(std::collections::HashSet::new()),
             dir_handles: Mutex::new(HashMap::new()),
             listing_locks: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -1077,6 +1081,13 @@ impl Vfs {
             ) {
                 return Ok(o);
             }
+            if waited.is_zero() {
+                // Held by readers of the cache file (passthrough): a program that reads the
+                // file while it writes it (`rsync --inplace`) would wait for itself. Later
+                // opens of this file are not given to the kernel that way, so that the next
+                // attempt goes through.
+                lock(&self.no_passthrough).insert(ino);
+            }
             if waited >= Duration::from_secs(5) {
                 if let Some(d) = &dirty {
                     self.wb.release(d);
@@ -1170,7 +1181,8 @@ impl Vfs {
             if !(direct.is_empty() || compatible) {
                 return None;
             }
-            if self.passthrough.load(Ordering::Relaxed) && reader && !cached {
+            let allowed = !lock(&self.no_passthrough).contains(&ino);
+            if self.passthrough.load(Ordering::Relaxed) && reader && !cached && allowed {
                 if let Some(f) = self.cache().hold_complete(base.version, node.entry.size) {
                     backing = Some(f);
                     passthrough = Some(base.version);

@@ -24,8 +24,10 @@ impl Ino {
 /// A folder's last listing.
 #[derive(Debug, Clone)]
 pub struct Listing {
-    /// Children by name.
-    pub children: BTreeMap<String, Ino>,
+    /// Children by name. Shared, copied on change: a node is cloned for most operations, and
+    /// a folder of 10,000 files must not copy its whole listing each time (a `tar x` of such
+    /// a folder spent most of its time there).
+    pub children: std::sync::Arc<BTreeMap<String, Ino>>,
     /// When the server answered it.
     pub fetched: Instant,
 }
@@ -163,6 +165,7 @@ impl InodeTable {
             let ino = self.upsert(dir, e, now);
             children.insert(name, ino);
         }
+        let children = std::sync::Arc::new(children);
         let old = self.nodes.get_mut(&dir).and_then(|n| {
             n.listing.replace(Listing {
                 children: children.clone(),
@@ -170,7 +173,7 @@ impl InodeTable {
             })
         });
         if let Some(old) = old {
-            for (name, ino) in old.children {
+            for (name, ino) in old.children.iter().map(|(n, i)| (n.clone(), *i)) {
                 if children.get(&name) != Some(&ino) {
                     tracing::debug!(dir = %dir_path, %name, "listing: child gone or replaced");
                     self.forget_path(&dir_path.join(&name), ino);
@@ -225,7 +228,7 @@ impl InodeTable {
             .nodes
             .get_mut(&dir)
             .and_then(|n| n.listing.as_mut())
-            .and_then(|l| l.children.insert(name.to_string(), ino));
+            .and_then(|l| std::sync::Arc::make_mut(&mut l.children).insert(name.to_string(), ino));
         if let Some(old) = old.filter(|o| *o != ino) {
             self.forget_path(&dp.join(name), old);
             self.by_path.insert(dp.join(name), ino);
@@ -287,7 +290,7 @@ impl InodeTable {
             .and_then(|n| n.listing.as_mut())
         {
             if l.children.get(from.name()) == Some(&ino) {
-                l.children.remove(from.name());
+                std::sync::Arc::make_mut(&mut l.children).remove(from.name());
             }
         }
         // Whatever was at the destination goes away.
@@ -298,7 +301,7 @@ impl InodeTable {
                 .get_mut(&new_parent)
                 .and_then(|n| n.listing.as_mut())
             {
-                l.children.remove(new_name);
+                std::sync::Arc::make_mut(&mut l.children).remove(new_name);
             }
         }
         // Re-key this node and its descendants.
@@ -330,7 +333,7 @@ impl InodeTable {
             .get_mut(&new_parent)
             .and_then(|n| n.listing.as_mut())
         {
-            l.children.insert(new_name.to_string(), ino);
+            std::sync::Arc::make_mut(&mut l.children).insert(new_name.to_string(), ino);
         }
     }
 
@@ -344,7 +347,7 @@ impl InodeTable {
             .nodes
             .get_mut(&parent)
             .and_then(|n| n.listing.as_mut())
-            .and_then(|l| l.children.remove(name));
+            .and_then(|l| std::sync::Arc::make_mut(&mut l.children).remove(name));
         if let Some(ino) = ino {
             self.forget_path(&pp.join(name), ino);
         }

@@ -485,7 +485,7 @@ impl Vfs {
                 };
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 let mut children = Vec::with_capacity(l.children.len());
-                for (name, c) in &l.children {
+                for (name, c) in l.children.iter() {
                     if let Some(cn) = t.get(*c) {
                         name.hash(&mut h);
                         cn.entry.etag.hash(&mut h);
@@ -837,7 +837,7 @@ impl Vfs {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "folder vanished"))?;
         let mut out = Vec::new();
         if let Some(l) = &n.listing {
-            for (name, c) in &l.children {
+            for (name, c) in l.children.iter() {
                 if let Some(cn) = t.get(*c) {
                     out.push(DirEntry {
                         ino: *c,

@@ -1786,12 +1786,25 @@ impl WriteBack {
             let mut next: Option<Instant> = offline_work_at;
             let now = Instant::now();
             let mut due = Vec::new();
+            // Only as many files as the free upload slots can take (a bulk request carries
+            // up to BULK_MAX_FILES): looking at every pending file after each upload made a
+            // copy of 10,000 small files quadratic. Each upload that ends wakes this loop.
+            let free = slots.available_permits();
+            let want = if self.dav.has_bulk() && self.bulk.load(Ordering::Relaxed) {
+                free * BULK_MAX_FILES
+            } else {
+                free
+            };
+            let moves = !lock(&self.moves).is_empty();
             for d in self.all() {
+                if due.len() >= want {
+                    break;
+                }
                 let st = lock(&d.st);
                 if st.uploading || st.local_only || st.open_writers > 0 {
                     continue;
                 }
-                if self.under_pending_move(&st.path) {
+                if moves && self.under_pending_move(&st.path) {
                     // Goes up once the rename is made there (`send_offline_work`).
                     continue;
                 }
@@ -1800,6 +1813,12 @@ impl WriteBack {
                     Some(t) => next = Some(next.map_or(t, |n: Instant| n.min(t))),
                     None => {}
                 }
+            }
+            if free == 0 || due.len() >= want {
+                // Not every file was looked at: the next one due may be sooner than `next`.
+                next = Some(next.map_or(now + Duration::from_secs(1), |n| {
+                    n.min(now + Duration::from_secs(1))
+                }));
             }
 
             // Many small new files: one bulk request where the server offers it. Files that

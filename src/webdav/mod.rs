@@ -149,10 +149,7 @@ impl AuthGate {
     /// Puts the `Authorization` header on `req`; answers what it sent.
     fn authorize(&self, req: &mut reqwest::Request) -> Sent {
         let url = req.url();
-        let target = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
+        let target = request_target(url);
         let tls = url.scheme() == "https";
         let Some((value, sent)) = self.authorization(req.method().as_str(), &target, tls) else {
             return Sent::Nothing;
@@ -754,33 +751,25 @@ impl DavClient {
             .map_err(|e| DavError::Config(format!("cannot build the request: {e}")))?;
         // A server asking for another scheme (or for a new nonce) gets the request once
         // more, when its body can be sent again; a streamed one cannot: its caller retries.
-        let sent = self.auth.authorize(&mut req);
-        let again = req.try_clone();
-        let resp = self.execute(req).await?;
-        if resp.status() != StatusCode::UNAUTHORIZED {
-            return Ok(resp);
-        }
-        match self.auth.challenged(resp.headers(), &sent) {
-            Challenged::Retry => {}
-            Challenged::Refused => {
-                self.auth.refuse();
+        let mut first = true;
+        loop {
+            let sent = self.auth.authorize(&mut req);
+            let spare = if first { req.try_clone() } else { None };
+            first = false;
+            let resp = self.execute(req).await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
-            Challenged::Unsupported(s) => return Err(unsupported_auth(&s)),
-        }
-        let Some(mut req) = again else {
-            return Ok(resp);
-        };
-        let sent = self.auth.authorize(&mut req);
-        let resp = self.execute(req).await?;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            match self.auth.challenged(resp.headers(), &sent) {
-                Challenged::Retry => {}
-                Challenged::Refused => self.auth.refuse(),
-                Challenged::Unsupported(s) => return Err(unsupported_auth(&s)),
+            match (self.auth.challenged(resp.headers(), &sent), spare) {
+                (Challenged::Retry, Some(again)) => req = again,
+                (Challenged::Retry, None) => return Ok(resp),
+                (Challenged::Refused, _) => {
+                    self.auth.refuse();
+                    return Ok(resp);
+                }
+                (Challenged::Unsupported(s), _) => return Err(unsupported_auth(&s)),
             }
         }
-        Ok(resp)
     }
 
     /// Sends `req`; an idempotent request on a pooled connection the server closed meanwhile
@@ -915,11 +904,10 @@ impl DavClient {
     /// PROPFIND with the given depth. With `Depth::One` the first entry is the folder itself.
     pub async fn propfind(&self, p: &RemotePath, depth: Depth) -> Result<Vec<Entry>, DavError> {
         let mut raw = self.propfind_raw(p, depth).await?;
-        let unnamed = |raw: &[xml::PropResponse]| {
-            raw.iter()
-                .any(|r| r.href.is_empty() && r.display_name.is_none())
-        };
-        if unnamed(&raw) && !self.names.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let unnamed = raw
+            .iter()
+            .any(|r| r.href.is_empty() && r.display_name.is_none());
+        if unnamed && !self.names.swap(true, std::sync::atomic::Ordering::Relaxed) {
             // A server that leaves hrefs out (phodav, for names with `%`): from now on
             // listings ask for display names too, to place such answers.
             tracing::info!("the server sent answers without an href: asking for display names");
@@ -1051,10 +1039,7 @@ impl DavClient {
         let raw = self.raw.as_ref().filter(|_| self.auth.settled());
         if let Some(raw) = raw {
             self.gate()?;
-            let target = match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_string(),
-            };
+            let target = request_target(&url);
             let auth = self
                 .auth
                 .authorization("GET", &target, false)
@@ -1353,6 +1338,14 @@ fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
         t => Some(t.parse().ok()?),
     };
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?, total))
+}
+
+/// What a request line names of `url`: its path and query.
+fn request_target(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
 }
 
 /// A server that asks only for authentication schemes nuage does not speak.

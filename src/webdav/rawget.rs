@@ -211,12 +211,7 @@ impl RawGets {
                     let Some((length, keep_alive)) = plan_body(&resp, start, len, size) else {
                         return Ok(Answer::Other);
                     };
-                    let etag = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("etag"))
-                        .and_then(|h| std::str::from_utf8(h.value).ok())
-                        .map(|v| v.trim().to_string());
+                    let etag = header(&resp, "etag").map(str::to_string);
                     let rest = head.split_off(used);
                     return Ok(Answer::Body(RawBody {
                         etag,
@@ -243,6 +238,15 @@ enum Failure {
     Late(RawError),
 }
 
+/// The value of the answer's header `name`, trimmed.
+fn header<'a>(resp: &httparse::Response<'_, 'a>, name: &str) -> Option<&'a str> {
+    resp.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(str::trim)
+}
+
 /// The body length and whether the connection may be reused, when the answer is a `206` with
 /// exactly the requested range (of a file of `size` bytes, when given) and a plain
 /// `Content-Length` body.
@@ -255,13 +259,7 @@ fn plan_body(
     if resp.code != Some(206) {
         return None;
     }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .and_then(|h| std::str::from_utf8(h.value).ok())
-            .map(str::trim)
-    };
+    let header = |name: &str| header(resp, name);
     if header("transfer-encoding").is_some()
         || header("content-encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity"))
     {

@@ -173,10 +173,10 @@ impl InodeTable {
             })
         });
         if let Some(old) = old {
-            for (name, ino) in old.children.iter().map(|(n, i)| (n.clone(), *i)) {
-                if children.get(&name) != Some(&ino) {
+            for (name, &ino) in old.children.iter() {
+                if children.get(name) != Some(&ino) {
                     tracing::debug!(dir = %dir_path, %name, "listing: child gone or replaced");
-                    self.forget_path(&dir_path.join(&name), ino);
+                    self.forget_path(&dir_path.join(name), ino);
                 }
             }
         }

@@ -551,11 +551,7 @@ impl Vfs {
             gid: self.cfg.gid,
         };
         if !e.is_dir {
-            let dirty = lock(&self.orphans)
-                .get(&ino)
-                .cloned()
-                .or_else(|| self.wb.get(&n.path));
-            if let Some(d) = dirty {
+            if let Some(d) = self.pending_of(ino, &n.path) {
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
@@ -1506,15 +1502,12 @@ impl Vfs {
                 .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, "bad file handle"))?;
             (h.ino, h.dirty.clone())
         };
-        let orphan = || lock(&self.orphans).get(&ino).cloned();
         let dirty = match own {
             Some(d) => Some(d),
-            None => orphan().or_else(|| {
-                lock(&self.table)
-                    .get(ino)
-                    .map(|n| n.path.clone())
-                    .and_then(|p| self.wb.get(&p))
-            }),
+            None => {
+                let path = lock(&self.table).get(ino).map(|n| n.path.clone());
+                path.and_then(|p| self.pending_of(ino, &p))
+            }
         };
         match dirty {
             Some(d) => self.read_dirty(&d, offset, size).await,
@@ -1608,6 +1601,13 @@ impl Vfs {
             }
             other => other,
         }
+    }
+
+    /// The local change of `ino` at `path`: the one of a file deleted while open (see
+    /// `orphans`), else the one pending at `path`.
+    fn pending_of(&self, ino: Ino, path: &RemotePath) -> Option<Arc<DirtyFile>> {
+        let orphan = lock(&self.orphans).get(&ino).cloned();
+        orphan.or_else(|| self.wb.get(path))
     }
 
     /// Makes the next use of `ino`'s attributes ask the server first.

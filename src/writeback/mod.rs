@@ -1795,8 +1795,9 @@ impl WriteBack {
             } else {
                 free
             };
-            let moves = !lock(&self.moves).is_empty();
-            for d in self.all() {
+            let moves = self.has_moves();
+            let pending = if want > 0 { self.all() } else { Vec::new() };
+            for d in pending {
                 if due.len() >= want {
                     break;
                 }
@@ -1814,11 +1815,10 @@ impl WriteBack {
                     None => {}
                 }
             }
-            if free == 0 || due.len() >= want {
+            if due.len() >= want {
                 // Not every file was looked at: the next one due may be sooner than `next`.
-                next = Some(next.map_or(now + Duration::from_secs(1), |n| {
-                    n.min(now + Duration::from_secs(1))
-                }));
+                let soon = now + Duration::from_secs(1);
+                next = Some(next.map_or(soon, |n| n.min(soon)));
             }
 
             // Many small new files: one bulk request where the server offers it. Files that

@@ -262,20 +262,24 @@ fn nginx_without_ranges_reads_a_file_through_in_one_transfer() {
     m.unmount();
 }
 
-/// nginx lists no etags, so a read cannot be made conditional on the version it started
-/// from. A file replaced on the server by one of another size is still noticed in the
-/// middle of a read (the answer's `Content-Range` names the new size): the read fails with
-/// `ESTALE` instead of mixing old and new bytes, and the next open reads the new file.
-#[test]
-fn nginx_a_file_replaced_under_a_reader_is_not_mixed() {
+/// A file of 32 MiB read at its start, then replaced on the server by `new` (saved `later`
+/// when given): a read in the middle fails with `ESTALE` instead of mixing old and new
+/// bytes, the next stat asks the server, and the next open reads the new file.
+fn replaced_under_a_reader_is_not_mixed(new: &[u8], later: Option<std::time::SystemTime>) {
     let n = WebDavServer::nginx();
     let old = pattern(32 << 20, 21);
     server_write(&n, "cours.bin", &old);
     let m = Mount::new(MountSpec::new(&n.url()).args(SLOW_TTL));
     let p = m.path("cours.bin");
     assert_eq!(read_at(&p, 0, 4096), old[..4096]);
-    let new = pattern(33 << 20, 22);
-    server_write(&n, "cours.bin", &new);
+    server_write(&n, "cours.bin", new);
+    if let Some(t) = later {
+        std::fs::File::options()
+            .write(true)
+            .open(n.data().join("cours.bin"))
+            .and_then(|f| f.set_modified(t))
+            .expect("set the time");
+    }
     // Within the attribute lifetime the mount still knows the old size: the bytes at 20 MiB
     // were never downloaded.
     let f = std::fs::File::open(&p).expect("open");
@@ -296,35 +300,19 @@ fn nginx_a_file_replaced_under_a_reader_is_not_mixed() {
     m.unmount();
 }
 
-/// The same with a file of the same size: nginx lists no etags, but its answers carry one
-/// (`"mtime-size"`), which the next downloads of that version send as `If-Match`: the read
-/// fails with `ESTALE` instead of mixing two files.
+/// nginx lists no etags, so a read cannot be made conditional on the version it started
+/// from. A file replaced on the server by one of another size is still noticed in the
+/// middle of a read (the answer's `Content-Range` names the new size).
+#[test]
+fn nginx_a_file_replaced_under_a_reader_is_not_mixed() {
+    replaced_under_a_reader_is_not_mixed(&pattern(33 << 20, 22), None);
+}
+
+/// The same with a file of the same size: nginx's answers carry an etag (`"mtime-size"`),
+/// which the next downloads of that version send as `If-Match`.
 #[test]
 fn nginx_a_file_replaced_by_one_of_the_same_size_under_a_reader_is_not_mixed() {
-    let n = WebDavServer::nginx();
-    let old = pattern(32 << 20, 23);
-    server_write(&n, "cours.bin", &old);
-    let m = Mount::new(MountSpec::new(&n.url()).args(SLOW_TTL));
-    let p = m.path("cours.bin");
-    assert_eq!(read_at(&p, 0, 4096), old[..4096]);
-    let new = pattern(32 << 20, 24);
-    server_write(&n, "cours.bin", &new);
     // Saved later than the first (nginx's etag holds the second of the modification).
     let later = std::time::SystemTime::now() + Duration::from_secs(10);
-    std::fs::File::options()
-        .write(true)
-        .open(n.data().join("cours.bin"))
-        .and_then(|f| f.set_modified(later))
-        .expect("set the time");
-    let f = std::fs::File::open(&p).expect("open");
-    let mut buf = vec![0u8; 4096];
-    let err = std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 20 << 20)
-        .expect_err("a read of a replaced file must fail, not mix versions");
-    assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
-    drop(f);
-    assert!(
-        std::fs::read(&p).expect("read again") == new,
-        "the new file is read"
-    );
-    m.unmount();
+    replaced_under_a_reader_is_not_mixed(&pattern(32 << 20, 24), Some(later));
 }

@@ -263,11 +263,7 @@ fn apache_keeps_modification_times_it_cannot_store() {
     };
     assert_eq!(mtime(&m.path("d/old.txt")), when, "after the upload");
     // A clean file's date set later, and a rename of its folder.
-    std::fs::File::options()
-        .write(true)
-        .open(m.path("d/old.txt"))
-        .and_then(|f| f.set_modified(when + Duration::from_secs(60)))
-        .expect("touch");
+    set_mtime(&m.path("d/old.txt"), when + Duration::from_secs(60));
     std::fs::rename(m.path("d"), m.path("e")).expect("rename");
     std::thread::sleep(Duration::from_millis(1200));
     m.unmount();

@@ -274,11 +274,7 @@ fn replaced_under_a_reader_is_not_mixed(new: &[u8], later: Option<std::time::Sys
     assert_eq!(read_at(&p, 0, 4096), old[..4096]);
     server_write(&n, "cours.bin", new);
     if let Some(t) = later {
-        std::fs::File::options()
-            .write(true)
-            .open(n.data().join("cours.bin"))
-            .and_then(|f| f.set_modified(t))
-            .expect("set the time");
+        set_mtime(&n.data().join("cours.bin"), t);
     }
     // Within the attribute lifetime the mount still knows the old size: the bytes at 20 MiB
     // were never downloaded.

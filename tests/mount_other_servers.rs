@@ -109,11 +109,7 @@ fn chezdav_digest_listing_reads_writes_and_dates() {
     let d = s.data();
     std::fs::write(d.join("dated.txt"), b"dated").expect("w");
     let when = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-    std::fs::File::options()
-        .write(true)
-        .open(d.join("dated.txt"))
-        .and_then(|f| f.set_modified(when))
-        .expect("set the time");
+    set_mtime(&d.join("dated.txt"), when);
     {
         let m = Mount::new(MountSpec::new(&s.url()).args(FAST));
         let got = std::fs::metadata(m.path("dated.txt"))

@@ -87,6 +87,15 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Writes a large pseudo-random file without holding it all in memory.
+/// Sets the modification time of the file at `path` (as `touch -d` does).
+pub fn set_mtime(path: &Path, t: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .unwrap_or_else(|e| panic!("set the time of {}: {e}", path.display()));
+}
+
 pub fn write_big(path: &Path, len: u64, seed: u64) {
     let mut f = std::fs::File::create(path).expect("create big file");
     let chunk = 4 << 20;

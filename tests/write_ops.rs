@@ -305,12 +305,13 @@ fn a_scratch_file_deleted_at_once_keeps_what_is_written_until_closed() {
     m.unmount();
 }
 
-/// A program that reads a cached file while it writes it (`rsync --inplace`): while the
-/// kernel reads the cache file itself (passthrough) it accepts no other open, so the first
-/// attempt fails with `EBUSY` after 5 s; the file is not given to the kernel that way again,
-/// and the next attempt goes through.
+/// A program that reads a cached file while another writes it (`rsync --inplace` reads the
+/// old file as it writes it; `tail -f` of a log being written). While the kernel reads the
+/// cache file itself (passthrough) it accepts no other kind of open, so the writer takes
+/// that file over as its change: the open goes through at once, every reader sees each
+/// write (also past the old end), and the upload does not wait for the readers.
 #[test]
-fn a_file_read_while_written_goes_through_at_the_next_attempt() {
+fn a_file_read_from_the_cache_can_be_written_at_once_and_its_readers_see_it() {
     let cloud = Cloud::start();
     let data = pattern(2 << 20, 31);
     std::fs::write(cloud.files().join("base.bin"), &data).expect("seed");
@@ -318,27 +319,133 @@ fn a_file_read_while_written_goes_through_at_the_next_attempt() {
     let p = m.path("base.bin");
     assert!(std::fs::read(&p).expect("read through") == data);
     let reader = std::fs::File::open(&p).expect("open for reading");
-    let writer = std::fs::OpenOptions::new().write(true).open(&p);
-    match writer {
-        // No passthrough on this machine (not root, or an older kernel): nothing to show.
-        Ok(_) => {}
-        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}"),
-    }
-    drop(reader);
-    let reader = std::fs::File::open(&p).expect("open for reading again");
+    let mut head = [0u8; 16];
+    reader.read_exact_at(&mut head, 0).expect("read");
+    assert_eq!(&head[..], &data[..16]);
+    // A writer that changes nothing gives the file back to the cache, and the next one
+    // takes it over again.
+    let idle = std::fs::OpenOptions::new().write(true).open(&p);
+    drop(idle.expect("a writer beside a reader opens at once"));
     let writer = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&p)
-        .expect("the next attempt goes through");
+        .expect("a second writer beside the reader opens at once");
     writer.write_all_at(b"XYZ", 1000).expect("write");
     let mut three = [0u8; 3];
     reader.read_exact_at(&mut three, 1000).expect("read");
     assert_eq!(&three, b"XYZ", "the reader sees the write");
-    drop((reader, writer));
+    writer
+        .write_all_at(b"TAIL", data.len() as u64)
+        .expect("append");
+    assert_eq!(
+        std::fs::metadata(&p).expect("stat").len(),
+        data.len() as u64 + 4,
+        "the size grows with a write past the end"
+    );
+    let mut tail = [0u8; 4];
+    reader
+        .read_exact_at(&mut tail, data.len() as u64)
+        .expect("read past the old end");
+    assert_eq!(&tail, b"TAIL");
+    // A third program opening it now reads the same.
     let mut want = data;
     want[1000..1003].copy_from_slice(b"XYZ");
-    m.wait_drained();
+    want.extend_from_slice(b"TAIL");
+    assert!(std::fs::read(&p).expect("read again") == want);
+    drop(writer);
+    // The reader is still open: the upload goes on without it.
     wait_server(&cloud.files(), "base.bin", &want);
+    reader.read_exact_at(&mut three, 1000).expect("read");
+    assert_eq!(&three, b"XYZ");
+    drop(reader);
+    m.wait_drained();
+    assert!(std::fs::read(&p).expect("read after") == want);
+    m.unmount();
+}
+
+/// A log written by one program line by line (each line an open, an append and a close) and
+/// followed by another (`tail -f`): each writer takes the file over in turn, also after the
+/// line before was uploaded, and the follower reads every line as it comes.
+#[test]
+fn a_log_appended_line_by_line_is_followed_by_a_reader_that_stays_open() {
+    let cloud = Cloud::start();
+    std::fs::write(cloud.files().join("app.log"), b"start\n").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let p = m.path("app.log");
+    assert_eq!(std::fs::read(&p).expect("read through"), b"start\n");
+    let follower = std::fs::File::open(&p).expect("open for reading");
+    let mut want = b"start\n".to_vec();
+    for i in 0..4 {
+        let line = format!("line {i}\n");
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("a writer beside the follower opens at once");
+        w.write_all(line.as_bytes()).expect("append");
+        drop(w);
+        let from = want.len();
+        want.extend_from_slice(line.as_bytes());
+        let mut got = vec![0u8; line.len()];
+        follower
+            .read_exact_at(&mut got, from as u64)
+            .expect("the follower reads the new line");
+        assert_eq!(got, line.as_bytes());
+        // Every other line waits until the one before is on the server (uploaded, the file is
+        // the cache's again before the next writer takes it).
+        if i % 2 == 1 {
+            wait_server(&cloud.files(), "app.log", &want);
+        }
+    }
+    drop(follower);
+    m.wait_drained();
+    wait_server(&cloud.files(), "app.log", &want);
+    m.unmount();
+}
+
+/// The same take-over, emptied by the writer (`O_TRUNC`), then the mount killed before the
+/// upload: what was written and closed is in the journal and reaches the server from the
+/// next mount.
+#[test]
+fn a_file_rewritten_while_read_from_the_cache_survives_kill_9() {
+    let cloud = Cloud::start();
+    let cache = tempfile::tempdir().expect("tmp");
+    let data = pattern(3 << 20, 7);
+    std::fs::write(cloud.files().join("doc.bin"), &data).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(&[
+        "--upload-delay",
+        "600",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    let p = m.path("doc.bin");
+    assert!(std::fs::read(&p).expect("read through") == data);
+    let reader = std::fs::File::open(&p).expect("open for reading");
+    let new = pattern(100_000, 8);
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .expect("a writer beside a reader opens at once");
+    assert_eq!(reader.metadata().expect("fstat").len(), 0, "emptied");
+    w.write_all(&new).expect("write");
+    drop(w);
+    let mut back = vec![0u8; new.len()];
+    reader.read_exact_at(&mut back, 0).expect("read");
+    assert!(back == new, "the reader sees the new content");
+    drop(reader);
+    assert_eq!(m.pending(), 1);
+    m.kill9();
+    assert!(
+        server_file_is(&cloud.files(), "doc.bin", &data),
+        "not uploaded yet"
+    );
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()).args(FAST));
+    m.wait_drained();
+    wait_server(&cloud.files(), "doc.bin", &new);
+    assert!(std::fs::read(m.path("doc.bin")).expect("read") == new);
     m.unmount();
 }
 

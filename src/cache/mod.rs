@@ -577,6 +577,34 @@ impl BlockCache {
 
     /// Forgets a version and all its blocks.
     fn drop_version(&self, v: VersionId) -> Result<(), CacheError> {
+        self.forget_version(v, None)
+    }
+
+    /// Gives the data file of version `v`, complete, away to `to` (a rename, so whoever has
+    /// it open goes on reading the same file) and forgets the version: its content becomes
+    /// the start of a local change (see `WriteBack::take_content`). Fails, changing nothing,
+    /// when the version is not complete on disk.
+    pub fn surrender(&self, v: VersionId, size: u64, to: &Path) -> Result<(), CacheError> {
+        {
+            let st = lock(&self.state);
+            if st.blocks_of(&v) < size.div_ceil(self.block_size) {
+                return Err(CacheError::Io {
+                    path: self.data_path(v),
+                    source: std::io::Error::other("not completely cached"),
+                });
+            }
+        }
+        self.forget_version(v, Some(to))
+    }
+
+    /// Which file on disk holds version `v` (device and inode), if any.
+    pub fn file_id(&self, v: VersionId) -> Option<(u64, u64)> {
+        file_id(&self.data_path(v))
+    }
+
+    /// Forgets a version and all its blocks; its data file is moved to `keep` if given,
+    /// else deleted.
+    fn forget_version(&self, v: VersionId, keep: Option<&Path>) -> Result<(), CacheError> {
         let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
         {
             let mut st = lock(&self.state);
@@ -607,7 +635,15 @@ impl BlockCache {
             db.execute("DELETE FROM blocks WHERE version=?1", params![v.0])?;
             db.execute("DELETE FROM versions WHERE id=?1", params![v.0])?;
         }
-        let _ = std::fs::remove_file(self.data_path(v));
+        let from = self.data_path(v);
+        if let Some(to) = keep {
+            if let Err(e) = std::fs::rename(&from, to) {
+                let _ = std::fs::remove_file(&from);
+                return Err(io_err(&from)(e));
+            }
+            return Ok(());
+        }
+        let _ = std::fs::remove_file(from);
         Ok(())
     }
 
@@ -1158,6 +1194,19 @@ const BLOCK_PIECE: usize = 64 << 10;
 /// (interleaved runs, 0.72-0.80 s against 0.64-0.73 s).
 #[cfg(unix)]
 const JOURNAL_PIECE: usize = 256 << 10;
+
+/// A file's device and inode numbers: whether two paths name the same file.
+#[cfg(unix)]
+pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// A file's identity: not known on this system.
+#[cfg(not(unix))]
+pub fn file_id(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
 
 /// Fills `buf` from `off` (positioned read, no shared cursor).
 #[cfg(unix)]

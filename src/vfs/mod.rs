@@ -197,6 +197,20 @@ struct Handle {
     dropped_to: u64,
 }
 
+/// A cache file the kernel reads directly (passthrough) that a writer took over (see
+/// [`Vfs::share_backing`]).
+struct Taken {
+    /// The version the kernel's backing file was registered for.
+    version: crate::cache::VersionId,
+    /// The change now held in that file.
+    change: Arc<DirtyFile>,
+    /// That file (device and inode): once the change is uploaded, the cache keeps it as the
+    /// new version's, and the next writer may take it over again.
+    file: (u64, u64),
+    /// That file, open: wherever it is now, for the adapter's next handles of it.
+    open: std::fs::File,
+}
+
 /// Where the kernel can read cached files directly (passthrough), a large file read
 /// sequentially has the kernel's page cache dropped this far behind the reader, a slice at a
 /// time: its data stays in the block cache (and the next open reads it from there through
@@ -267,6 +281,11 @@ pub struct Vfs {
     /// Files a writer had to wait for passthrough readers of: not opened in passthrough
     /// mode again (for this mount). A leaf lock.
     no_passthrough: Mutex<std::collections::HashSet<Ino>>,
+    /// Files whose cache file, read by the kernel directly (passthrough), a writer took over
+    /// as its change while they were read ([`Vfs::share_backing`]): the version the
+    /// kernel's backing file was registered for, and the change. Until their last handle
+    /// closes. Taken under `handles`.
+    taken: Mutex<HashMap<Ino, Taken>>,
     dir_handles: Mutex<HashMap<Fh, DirHandle>>,
     listing_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     next_fh: AtomicU64,
@@ -432,6 +451,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
             no_passthrough: Mutex::new(std::collections::HashSet::new()),
+            taken: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             listing_locks: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -552,6 +572,9 @@ impl Vfs {
         };
         if !e.is_dir {
             if let Some(d) = self.pending_of(ino, &n.path) {
+                if let Err(e) = self.wb.absorb(&d) {
+                    tracing::warn!(path = %n.path, error = %e, "could not read a local file's size");
+                }
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
@@ -1160,6 +1183,7 @@ impl Vfs {
     ) -> Option<Opened> {
         let reader = dirty.is_none() && !from_local;
         let (mut backing, mut passthrough) = (None, None);
+        let mut backing_version = base.version;
         let fh = {
             let mut hs = lock(&self.handles);
             let mut direct = Vec::new();
@@ -1172,16 +1196,21 @@ impl Vfs {
             }
             let compatible = direct.iter().all(|v| *v == base.version)
                 && reader
+                && !lock(&self.taken).contains_key(&ino)
                 && self.cache().cached_blocks(base.version)
                     >= self.fetcher.block_count(node.entry.size);
             if !(direct.is_empty() || compatible) {
-                return None;
-            }
-            let allowed = !lock(&self.no_passthrough).contains(&ino);
-            if self.passthrough.load(Ordering::Relaxed) && reader && !cached && allowed {
-                if let Some(f) = self.cache().hold_complete(base.version, node.entry.size) {
-                    backing = Some(f);
-                    passthrough = Some(base.version);
+                let (f, v) = self.share_backing(ino, node, base, &direct, dirty.as_ref())?;
+                backing = Some(f);
+                passthrough = Some(v);
+                backing_version = v;
+            } else {
+                let allowed = !lock(&self.no_passthrough).contains(&ino);
+                if self.passthrough.load(Ordering::Relaxed) && reader && !cached && allowed {
+                    if let Some(f) = self.cache().hold_complete(base.version, node.entry.size) {
+                        backing = Some(f);
+                        passthrough = Some(base.version);
+                    }
                 }
             }
             let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
@@ -1219,8 +1248,96 @@ impl Vfs {
             fh,
             keep_cache,
             backing,
-            backing_version: base.version.0,
+            backing_version: backing_version.0,
         })
+    }
+
+    /// An open of `ino` while the kernel reads its cache file directly for other handles
+    /// (passthrough, version in `direct`): the kernel then accepts only passthrough opens
+    /// on that same file. A writer takes the file over: the cache gives it up as the
+    /// start of the writer's change (no copy, no download), and the kernel's readers see
+    /// every byte written from then on, as in any local file. Later opens, readers or
+    /// writers of that change, share it. Anything else waits (`None`), as a writer did
+    /// before: a writer joining another change, readers of another version. Called under
+    /// the `handles` lock, so two opens never both take the file over.
+    fn share_backing(
+        &self,
+        ino: Ino,
+        node: &Node,
+        base: &Base,
+        direct: &[crate::cache::VersionId],
+        dirty: Option<&Arc<DirtyFile>>,
+    ) -> Option<(std::fs::File, crate::cache::VersionId)> {
+        let v = *direct.first()?;
+        if direct.iter().any(|x| *x != v) {
+            return None;
+        }
+        let mut taken = lock(&self.taken);
+        let give = match (taken.get(&ino), dirty) {
+            (Some(t), _) if t.version != v => return None,
+            // A writer of the change the file holds, or a reader: they share it. A reader of
+            // the server file reads what the kernel's other readers read; a reader of a
+            // local change must read that one.
+            (Some(t), Some(d)) if Arc::ptr_eq(d, &t.change) => None,
+            (Some(t), None) => {
+                let current = self.wb.get(&node.path);
+                if !current.is_none_or(|c| Arc::ptr_eq(&c, &t.change)) {
+                    return None;
+                }
+                None
+            }
+            // A new change after the last one was uploaded: the cache kept that same file
+            // as the new version, which this writer takes over in turn.
+            (Some(t), Some(d)) => {
+                if self.cache().file_id(base.version) != Some(t.file) {
+                    tracing::debug!(path = %node.path, "a writer of another change waits for the readers");
+                    return None;
+                }
+                Some((d, base.version))
+            }
+            (None, None) => return None,
+            (None, Some(d)) => {
+                if v != base.version {
+                    tracing::debug!(path = %node.path, "a writer of another version waits for the readers");
+                    return None;
+                }
+                Some((d, v))
+            }
+        };
+        if let Some((d, from)) = give {
+            let cache = self.cache().clone();
+            let size = node.entry.size;
+            let moved = self.wb.take_content(d, from, |to| {
+                cache
+                    .surrender(from, size, to)
+                    .map_err(std::io::Error::other)
+            });
+            match moved {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(path = %node.path, "a writer joining a change waits for the readers");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %node.path, error = %e, "could not hand a file being read to its writer");
+                    return None;
+                }
+            }
+            tracing::debug!(path = %node.path, "writer took over the cache file its readers read");
+            let open = d.backing_file().ok()?;
+            let file = d.file_id()?;
+            taken.insert(
+                ino,
+                Taken {
+                    version: v,
+                    change: d.clone(),
+                    file,
+                    open,
+                },
+            );
+        }
+        let t = taken.get(&ino)?;
+        t.open.try_clone().ok().map(|f| (f, v))
     }
 
     /// Notes that `node` was opened for reading. When files of one folder are opened one
@@ -1701,7 +1818,10 @@ impl Vfs {
     /// already made durable): [`Self::release_blocking`] then returns at once.
     pub fn release_is_quick(&self, fh: Fh) -> bool {
         match lock(&self.handles).get(&fh) {
-            Some(h) => h.dirty.as_ref().is_none_or(|d| self.wb.is_persisted(d)),
+            Some(h) => h
+                .dirty
+                .as_ref()
+                .is_none_or(|d| !d.is_external() && self.wb.is_persisted(d)),
             None => true,
         }
     }
@@ -1711,7 +1831,7 @@ impl Vfs {
     pub fn release_blocking(&self, fh: Fh) -> Result<()> {
         match self.take_handle(fh) {
             Some(d) => {
-                let res = self.wb.persist(&d);
+                let res = self.wb.absorb(&d).and_then(|()| self.wb.persist(&d));
                 self.closed(&d, res)
             }
             None => Ok(()),
@@ -1728,6 +1848,7 @@ impl Vfs {
         };
         if last {
             lock(&self.orphans).remove(&h.ino);
+            lock(&self.taken).remove(&h.ino);
         }
         if let Some(v) = h.passthrough {
             self.cache().unhold(v);
@@ -1754,7 +1875,10 @@ impl Vfs {
     pub fn fsync_blocking(&self, fh: Fh) -> Result<()> {
         let dirty = lock(&self.handles).get(&fh).and_then(|h| h.dirty.clone());
         match dirty {
-            Some(d) => self.wb.persist(&d),
+            Some(d) => {
+                self.wb.absorb(&d)?;
+                self.wb.persist(&d)
+            }
             None => Ok(()),
         }
     }
@@ -1835,6 +1959,10 @@ impl Vfs {
                 self.wb.set_mtime(&d, t);
             }
             return Ok(self.attr_of(ino, &node));
+        }
+        if let Some(d) = self.wb.get(&node.path) {
+            // What the kernel wrote directly comes first: a time set now must stay.
+            self.wb.absorb(&d)?;
         }
         if let Some(m) = mode {
             // Only "executable or not" is kept (on this device); other bits are fixed.

@@ -43,7 +43,7 @@ use ranges::RangeSet;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -297,6 +297,12 @@ pub struct DirtyFile {
     pub sent: Arc<AtomicU64>,
     /// Bytes written since the disk was last asked to start writing this file out.
     unstarted: AtomicU64,
+    /// The kernel writes the data file directly (passthrough, see
+    /// [`WriteBack::take_content`]): its size and time are read from it
+    /// ([`WriteBack::absorb`]).
+    external: AtomicBool,
+    /// The data file's size and modification time when last absorbed.
+    seen: Mutex<Option<(u64, SystemTime)>>,
 }
 
 impl DirtyFile {
@@ -337,6 +343,22 @@ impl DirtyFile {
     /// A snapshot of the state.
     pub fn state(&self) -> DirtyState {
         lock(&self.st).clone()
+    }
+
+    /// The data file, opened for reading, for the kernel to use as a passthrough backing
+    /// file (see [`WriteBack::take_content`]).
+    pub fn backing_file(&self) -> std::io::Result<File> {
+        File::open(&self.data_path)
+    }
+
+    /// Which file on disk holds the data (device and inode), if any.
+    pub fn file_id(&self) -> Option<(u64, u64)> {
+        crate::cache::file_id(&self.data_path)
+    }
+
+    /// True when the kernel may write the data file directly (see [`WriteBack::absorb`]).
+    pub fn is_external(&self) -> bool {
+        self.external.load(Ordering::Relaxed)
     }
 
     /// A validator for the kernel page cache: changes whenever the local content does.
@@ -664,6 +686,8 @@ impl WriteBack {
                 persist_lock: Mutex::new(()),
                 sent: Arc::new(AtomicU64::new(0)),
                 unstarted: AtomicU64::new(0),
+                external: AtomicBool::new(false),
+                seen: Mutex::new(None),
             };
             lock(&wb.files).insert(r.path, Arc::new(df));
         }
@@ -1214,6 +1238,8 @@ impl WriteBack {
             persist_lock: Mutex::new(()),
             sent: Arc::new(AtomicU64::new(0)),
             unstarted: AtomicU64::new(0),
+            external: AtomicBool::new(false),
+            seen: Mutex::new(None),
         }))
     }
 
@@ -1366,6 +1392,75 @@ impl WriteBack {
             },
             other => other,
         }
+    }
+
+    /// Gives a change just opened on server version `base` the complete content of that
+    /// version instead of fetching it: `move_in` puts the cache's file of it at the data
+    /// file's place (a rename: programs reading that file through the kernel go on reading
+    /// it, now with every change made to it). From then on the kernel may write the data
+    /// file directly ([`Self::absorb`] reads what it did). `false` when the change is not
+    /// fresh (written, or joined by another writer): nothing is done.
+    pub fn take_content(
+        &self,
+        d: &DirtyFile,
+        base: VersionId,
+        move_in: impl FnOnce(&std::path::Path) -> std::io::Result<()>,
+    ) -> Result<bool> {
+        let mut st = lock(&d.st);
+        let fresh = st.present == RangeSet::new()
+            && st.persisted == 0
+            && st.open_writers == 1
+            && st.base.as_ref().map(|b| b.version) == Some(base);
+        if !fresh {
+            return Ok(false);
+        }
+        move_in(&d.data_path).map_err(|e| io("cannot take over the cached file", e))?;
+        let f = d
+            .open_data()
+            .map_err(|e| io("cannot open the taken-over file", e))?;
+        if f.metadata().map(|m| m.len()).ok() != Some(st.size) {
+            f.set_len(st.size)
+                .map_err(|e| io("cannot size the taken-over file", e))?;
+        }
+        let md = f
+            .metadata()
+            .map_err(|e| io("cannot read the taken-over file", e))?;
+        *lock(&d.file) = Some(Arc::new(f));
+        let size = st.size;
+        st.present = RangeSet::new();
+        st.present.insert(0, size);
+        *lock(&d.seen) = Some((md.len(), md.modified().unwrap_or(st.mtime)));
+        d.external.store(true, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Reads what the kernel wrote into the data file directly (see [`Self::take_content`])
+    /// into the change's state: its size and time, as one more generation. Cheap (one
+    /// `fstat`), and nothing for a file the kernel never writes.
+    pub fn absorb(&self, d: &DirtyFile) -> Result<()> {
+        if !d.is_external() {
+            return Ok(());
+        }
+        let md = d
+            .file_once()
+            .and_then(|f| f.metadata())
+            .map_err(|e| io("cannot read a local file in the cache", e))?;
+        let now = (
+            md.len(),
+            md.modified().unwrap_or_else(|_| SystemTime::now()),
+        );
+        let mut st = lock(&d.st);
+        let mut seen = lock(&d.seen);
+        if *seen == Some(now) {
+            return Ok(());
+        }
+        *seen = Some(now);
+        st.present = RangeSet::new();
+        st.present.insert(0, now.0);
+        st.size = now.0;
+        st.mtime = now.1;
+        st.generation += 1;
+        Ok(())
     }
 
     /// Sets the size.
@@ -1538,13 +1633,38 @@ impl WriteBack {
 
     /// Forgets a change that was never modified (opened for writing, closed untouched).
     fn discard(&self, d: &DirtyFile) {
-        let p = lock(&d.st).path.clone();
+        let (p, base) = {
+            let st = lock(&d.st);
+            (st.path.clone(), st.base.clone())
+        };
         let mut files = lock(&self.files);
         if files.get(&p).map(|x| x.id == d.id).unwrap_or(false) {
             files.remove(&p);
             drop(files);
             let _ = lock(&self.journal).delete(d.id);
+            if d.is_external() {
+                // The cache's own file of the server version, taken over by a writer that
+                // changed nothing: it goes back to the cache.
+                self.give_back(d, &p, base);
+            }
             let _ = std::fs::remove_file(&d.data_path);
+        }
+    }
+
+    /// Hands an unchanged copy of server version `base` back to the cache as that version's
+    /// blocks (see [`Self::take_content`]), when the version has an etag to be known by.
+    fn give_back(&self, d: &DirtyFile, p: &RemotePath, base: Option<Base>) {
+        let Some((etag, size)) = base.and_then(|b| b.etag.map(|e| (e, b.size))) else {
+            return;
+        };
+        let cache = self.fetcher.cache();
+        match cache.version(&self.identity(p), &etag) {
+            Ok(v) if v.0 >= 0 && size > 0 => {
+                if let Err(e) = cache.adopt(v, &d.data_path, size) {
+                    tracing::debug!(path = %p, error = %e, "an unchanged file could not go back to the cache");
+                }
+            }
+            _ => {}
         }
     }
 

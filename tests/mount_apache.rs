@@ -239,6 +239,30 @@ fn apache_writes_renames_and_deletes() {
     m.unmount();
 }
 
+/// A file saved again right after its upload: Apache gives it a weak etag for a second,
+/// which never passes `If-Match`. The server copy is still the one the change is based on,
+/// so the next saves go up at once, with no failed attempt and no conflicted copy.
+#[test]
+fn apache_a_file_saved_again_within_a_second_goes_up_at_once() {
+    let apache = Apache::start();
+    let m = Mount::new(MountSpec::new(&apache.url()).args(FAST));
+    let d = apache.data();
+    for i in 0..4 {
+        let body = format!("version {i}\n");
+        std::fs::write(m.path("notes.txt"), &body).expect("save");
+        wait_server(&d, "notes.txt", body.as_bytes());
+    }
+    m.wait_drained();
+    let log = m.log_text();
+    assert!(!log.contains("upload failed"), "{log}");
+    let names: Vec<String> = std::fs::read_dir(&d)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["notes.txt".to_string()], "no conflicted copy");
+    m.unmount();
+}
+
 #[test]
 fn apache_keeps_modification_times_it_cannot_store() {
     let apache = Apache::start();

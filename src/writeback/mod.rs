@@ -2200,7 +2200,7 @@ impl WriteBack {
             st.clone()
         };
         d.sent.store(0, Ordering::Relaxed);
-        let mut res = self.try_upload(d, &snap).await;
+        let mut res = self.try_upload(d, &snap, true).await;
         if let Err(UploadError::Dav(DavError::Status { status: 409, .. })) = &res {
             // Its folder is gone from the server (deleted by someone else while this file
             // waited): made again, as the desktop client does, so the file is not lost.
@@ -2209,7 +2209,7 @@ impl WriteBack {
                 Ok(made) => {
                     tracing::info!(path = %snap.path, folders = made, "its folder had been deleted on the server: made again");
                     d.sent.store(0, Ordering::Relaxed);
-                    res = self.try_upload(d, &snap).await;
+                    res = self.try_upload(d, &snap, true).await;
                 }
                 Err(e) => {
                     tracing::warn!(path = %snap.path, error = %e, "cannot make its folder again")
@@ -2227,19 +2227,30 @@ impl WriteBack {
                 } else if self.really_changed(&snap).await {
                     self.conflict(d, &snap)
                 } else {
-                    // Apache refuses If-Match for a file changed within the last second (its
-                    // etag is weak then): the server copy is still ours to replace. Retry.
-                    self.failed(d, UploadError::Dav(DavError::Locked(m)))
+                    // The server copy is still the base, yet the condition failed: Apache
+                    // gives a file changed within the last second a weak etag, which never
+                    // passes `If-Match` (a strong comparison, RFC 9110 §13.1.1); some
+                    // servers give only weak ones. Sent again without the condition, right
+                    // after looking at the server copy once more.
+                    tracing::debug!(path = %snap.path, refused = %m, "condition refused for the version we know: sent after a look instead");
+                    d.sent.store(0, Ordering::Relaxed);
+                    match self.try_upload(d, &snap, false).await {
+                        Ok(put) => self.uploaded(d, &snap, put.etag, put.fileid).await,
+                        Err(e) => self.failed(d, e),
+                    }
                 }
             }
             Err(e) => self.failed(d, e),
         }
     }
 
+    /// Uploads the change; `conditional`: the server checks the base version itself
+    /// where it can (`If-Match`), else the server copy is looked at first.
     async fn try_upload(
         &self,
         d: &Arc<DirtyFile>,
         snap: &DirtyState,
+        conditional: bool,
     ) -> std::result::Result<crate::webdav::PutResult, UploadError> {
         // 1. Never upload holes: fetch what is still missing from the base version.
         let mut filled = false;
@@ -2272,11 +2283,15 @@ impl WriteBack {
         }
         // 2. Send it, conditional on the base version; where the server would not enforce
         // that, only after checking that it still holds that version (or, new, nothing).
-        if !server_enforces(&self.dav, snap.base.as_ref()).await {
+        if !conditional || !server_enforces(&self.dav, snap.base.as_ref()).await {
             self.check_unchanged(snap).await?;
         }
         let opts = PutOptions {
-            if_match: snap.base.as_ref().and_then(|b| b.etag.clone()),
+            if_match: snap
+                .base
+                .as_ref()
+                .and_then(|b| b.etag.clone())
+                .filter(|_| conditional),
             create_only: snap.base.is_none(),
             mtime: Some(snap.mtime),
         };

@@ -66,6 +66,14 @@ fn nginx_listing_reads_and_writes() {
     m.unmount();
 }
 
+/// nginx lists no etags: an uploaded file is known by its time and size, and kept in the
+/// cache under them, so the next writer beside a follower takes it over as on Nextcloud.
+#[test]
+fn nginx_a_log_appended_line_by_line_is_followed_by_a_reader_that_stays_open() {
+    let n = WebDavServer::nginx();
+    follow_a_log_appended_line_by_line(&n.url(), &n.data(), || n.fix_owner());
+}
+
 #[test]
 fn nginx_saves_never_overwrite_a_newer_server_copy() {
     let n = WebDavServer::nginx();

@@ -370,37 +370,7 @@ fn a_file_read_from_the_cache_can_be_written_at_once_and_its_readers_see_it() {
 #[test]
 fn a_log_appended_line_by_line_is_followed_by_a_reader_that_stays_open() {
     let cloud = Cloud::start();
-    std::fs::write(cloud.files().join("app.log"), b"start\n").expect("seed");
-    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
-    let p = m.path("app.log");
-    assert_eq!(std::fs::read(&p).expect("read through"), b"start\n");
-    let follower = std::fs::File::open(&p).expect("open for reading");
-    let mut want = b"start\n".to_vec();
-    for i in 0..4 {
-        let line = format!("line {i}\n");
-        let mut w = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&p)
-            .expect("a writer beside the follower opens at once");
-        w.write_all(line.as_bytes()).expect("append");
-        drop(w);
-        let from = want.len();
-        want.extend_from_slice(line.as_bytes());
-        let mut got = vec![0u8; line.len()];
-        follower
-            .read_exact_at(&mut got, from as u64)
-            .expect("the follower reads the new line");
-        assert_eq!(got, line.as_bytes());
-        // Every other line waits until the one before is on the server (uploaded, the file is
-        // the cache's again before the next writer takes it).
-        if i % 2 == 1 {
-            wait_server(&cloud.files(), "app.log", &want);
-        }
-    }
-    drop(follower);
-    m.wait_drained();
-    wait_server(&cloud.files(), "app.log", &want);
-    m.unmount();
+    follow_a_log_appended_line_by_line(&cloud.url(), &cloud.files(), || {});
 }
 
 /// The same take-over, emptied by the writer (`O_TRUNC`), then the mount killed before the

@@ -1080,7 +1080,7 @@ impl Vfs {
         }
         let validator = match dirty.as_ref().or(local.as_ref()) {
             Some(d) => d.validator(),
-            None => validator_of(&node.entry),
+            None => node.entry.validator(),
         };
         let reader = dirty.is_none() && local.is_none();
         if reader && self.last_blocks_in_flight(base_version.version, node.entry.size) {
@@ -1605,7 +1605,7 @@ impl Vfs {
     fn version_key(&self, node: &Node) -> (String, String) {
         (
             format!("{}\n{}", self.cfg.cache_identity, node.path.as_str()),
-            validator_of(&node.entry),
+            node.entry.validator(),
         )
     }
 
@@ -2631,13 +2631,6 @@ fn seen(n: &Node) -> Base {
         version: crate::cache::VersionId(-1),
         mtime: Some(n.entry.mtime_secs()),
     }
-}
-
-/// Identifies a server version: its etag, or mtime and size when the server gives no etag.
-fn validator_of(e: &Entry) -> String {
-    e.etag
-        .clone()
-        .unwrap_or_else(|| format!("mtime:{}:size:{}", e.mtime_secs(), e.size))
 }
 
 /// Folders made offline (not on the server yet) are folders in their parent's listing.

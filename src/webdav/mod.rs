@@ -470,10 +470,24 @@ pub fn unix_secs(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// What tells one server version of a file from another: its etag, or, from a server that
+/// gives none, its modification time (seconds) and size.
+pub fn version_validator(etag: Option<&str>, mtime: SystemTime, size: u64) -> String {
+    match etag {
+        Some(e) => e.to_string(),
+        None => format!("mtime:{}:size:{size}", unix_secs(mtime)),
+    }
+}
+
 impl Entry {
     /// The modification time in whole seconds (what `getlastmodified` can tell).
     pub fn mtime_secs(&self) -> i64 {
         unix_secs(self.mtime)
+    }
+
+    /// See [`version_validator`].
+    pub fn validator(&self) -> String {
+        version_validator(self.etag.as_deref(), self.mtime, self.size)
     }
 
     /// Whether this entry is still the server version described by `etag`, `size` and

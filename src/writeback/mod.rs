@@ -1652,13 +1652,16 @@ impl WriteBack {
     }
 
     /// Hands an unchanged copy of server version `base` back to the cache as that version's
-    /// blocks (see [`Self::take_content`]), when the version has an etag to be known by.
+    /// blocks (see [`Self::take_content`]).
     fn give_back(&self, d: &DirtyFile, p: &RemotePath, base: Option<Base>) {
-        let Some((etag, size)) = base.and_then(|b| b.etag.map(|e| (e, b.size))) else {
+        let Some(b) = base.filter(|b| b.etag.is_some() || b.mtime.is_some()) else {
             return;
         };
+        let size = b.size;
+        let mtime = UNIX_EPOCH + Duration::from_secs(b.mtime.unwrap_or(0).max(0) as u64);
+        let validator = crate::webdav::version_validator(b.etag.as_deref(), mtime, size);
         let cache = self.fetcher.cache();
-        match cache.version(&self.identity(p), &etag) {
+        match cache.version(&self.identity(p), &validator) {
             Ok(v) if v.0 >= 0 && size > 0 => {
                 if let Err(e) = cache.adopt(v, &d.data_path, size) {
                     tracing::debug!(path = %p, error = %e, "an unchanged file could not go back to the cache");
@@ -2605,12 +2608,21 @@ impl WriteBack {
             server_mtime,
             fileid,
         });
+        // The new server version, as the filesystem will know it (see `Event::Uploaded`).
+        let validator = match (&etag, server_mtime) {
+            (None, None) => None,
+            (e, t) => Some(crate::webdav::version_validator(
+                e.as_deref(),
+                t.unwrap_or(snap.mtime),
+                snap.size,
+            )),
+        };
         let version = self
             .fetcher
             .cache()
             .version(
                 &self.identity(&snap.path),
-                etag.as_deref().unwrap_or("unknown"),
+                validator.as_deref().unwrap_or("unknown"),
             )
             .unwrap_or(VersionId(-1));
         let unchanged = {
@@ -2643,7 +2655,7 @@ impl WriteBack {
             let _ = lock(&self.journal).forget_uploaded(d.id);
             // What was just uploaded is the new server version: keep it as cached blocks, so
             // the file stays readable (also offline) without downloading it back.
-            let adopted = match (&etag, version) {
+            let adopted = match (&validator, version) {
                 (Some(_), v) if v.0 >= 0 && snap.size > 0 => self
                     .fetcher
                     .cache()

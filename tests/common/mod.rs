@@ -1403,3 +1403,50 @@ impl Drop for TinyHttp {
         }
     }
 }
+
+/// A log written by one program line by line (each line an open, an append and a close) and
+/// followed by another that keeps it open (`tail -f`), on the server at `url` whose files are
+/// in `root` (`fix` makes a file written there readable by the server). When the kernel
+/// reads the cached file itself (passthrough), each writer takes the file over in turn,
+/// also after the line before was uploaded; the follower reads every line as it comes.
+pub fn follow_a_log_appended_line_by_line(url: &str, root: &Path, fix: impl Fn()) {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    std::fs::write(root.join("app.log"), b"start\n").expect("seed");
+    fix();
+    let m = Mount::new(MountSpec::new(url).args(FAST));
+    let p = m.path("app.log");
+    assert_eq!(std::fs::read(&p).expect("read through"), b"start\n");
+    let follower = std::fs::File::open(&p).expect("open for reading");
+    // A writer that changes nothing gives the file back to the cache, where the next one
+    // finds it.
+    let idle = std::fs::OpenOptions::new().append(true).open(&p);
+    drop(idle.expect("a writer beside the follower opens at once"));
+    let mut want = b"start\n".to_vec();
+    for i in 0..4 {
+        let line = format!("line {i}\n");
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .expect("a writer beside the follower opens at once");
+        w.write_all(line.as_bytes()).expect("append");
+        drop(w);
+        let from = want.len();
+        want.extend_from_slice(line.as_bytes());
+        let mut got = vec![0u8; line.len()];
+        follower
+            .read_exact_at(&mut got, from as u64)
+            .expect("the follower reads the new line");
+        assert_eq!(got, line.as_bytes());
+        // Every other line waits until the one before is on the server (uploaded, the file is
+        // the cache's again before the next writer takes it).
+        if i % 2 == 1 {
+            wait_server(root, "app.log", &want);
+        }
+    }
+    drop(follower);
+    m.wait_drained();
+    wait_server(root, "app.log", &want);
+    assert!(std::fs::read(&p).expect("read after") == want);
+    m.unmount();
+}

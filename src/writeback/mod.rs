@@ -1441,6 +1441,8 @@ impl WriteBack {
         if !d.is_external() {
             return Ok(());
         }
+        // Under the state's lock: a truncation through nuage is not seen half done.
+        let mut st = lock(&d.st);
         let md = d
             .file_once()
             .and_then(|f| f.metadata())
@@ -1449,7 +1451,6 @@ impl WriteBack {
             md.len(),
             md.modified().unwrap_or_else(|_| SystemTime::now()),
         );
-        let mut st = lock(&d.st);
         let mut seen = lock(&d.seen);
         if *seen == Some(now) {
             return Ok(());

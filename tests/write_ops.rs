@@ -442,7 +442,14 @@ fn kill_9_with_pending_uploads_then_remount_finishes_them() {
         std::fs::write(m.path(p), d).expect("write");
     }
     assert_eq!(m.pending(), 20);
+    // A file still being written when the mount dies: nothing was promised for it, and its
+    // local copy must not stay in the cache folder forever.
+    let mut unclosed = std::fs::File::create(m.path("docs/unclosed.bin")).expect("create");
+    unclosed
+        .write_all(&pattern(300_000, 99))
+        .expect("write, not closed");
     m.kill9();
+    drop(unclosed);
     for (p, _) in &files {
         assert!(
             !srv.join(p).exists(),
@@ -472,6 +479,11 @@ fn kill_9_with_pending_uploads_then_remount_finishes_them() {
     for (p, d) in &files {
         assert!(server_file_is(&srv, p, d), "{p} lost");
     }
+    let left: Vec<_> = std::fs::read_dir(cache.path().join("dirty"))
+        .expect("dirty dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "local copies left behind: {left:?}");
     m.unmount();
 }
 

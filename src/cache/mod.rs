@@ -395,6 +395,21 @@ impl BlockCache {
                 state.add_block(key, len as u32);
             }
             state.touched.clear();
+            // Data files of versions the index does not know: left by a crash between a
+            // version's removal from the index and the removal of its file. Only this mount
+            // uses the folder (the cache lock).
+            if let Ok(rd) = std::fs::read_dir(&blocks_dir) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let known = name
+                        .strip_suffix(".data")
+                        .and_then(|id| id.parse::<i64>().ok())
+                        .is_some_and(|id| state.identity_of.contains_key(&VersionId(id)));
+                    if name.ends_with(".data") && !known {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
             state.clock =
                 db.query_row("SELECT COALESCE(MAX(last_used), 0) FROM blocks", [], |r| {
                     r.get(0)
@@ -1300,11 +1315,20 @@ mod tests {
         );
         c.flush().expect("flush");
         drop(c);
+        // A data file the index does not know (a crash after the version left the index)
+        // is removed; the known one stays.
+        let stray = d.path().join("blocks").join("987654.data");
+        std::fs::write(&stray, [7u8; 16]).expect("stray");
         let c = BlockCache::open(d.path(), 16, 1 << 20).expect("reopen");
         let v2 = c.version("f", "\"e1\"").expect("v");
         assert_eq!(v, v2);
         assert!(c.has(key(v, 0)) && c.has(key(v, 2)));
         assert_eq!(c.usage().bytes, 21);
+        assert!(!stray.exists(), "stray data file removed");
+        assert!(
+            c.read(key(v, 2), 1, &mut buf).expect("read"),
+            "known one kept"
+        );
     }
 
     #[test]

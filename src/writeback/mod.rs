@@ -628,6 +628,20 @@ impl WriteBack {
             rmdirs: Mutex::new(rmdirs),
         };
         let now = Instant::now();
+        // Data files no journal row names: a file a killed mount had open and never closed
+        // (nothing was promised for it), or one whose row was just forgotten. Only this mount
+        // uses the folder (the cache lock), so they are nobody's.
+        let known: std::collections::HashSet<String> =
+            rows.iter().map(|r| format!("{}.data", r.id)).collect();
+        if let Ok(rd) = std::fs::read_dir(&dirty_dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".data") && !known.contains(&name) {
+                    tracing::debug!(file = %name, "data file without a journal entry removed");
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         for r in rows {
             let data_path = wb.data_path(r.id);
             match std::fs::OpenOptions::new()

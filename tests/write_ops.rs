@@ -364,6 +364,65 @@ fn a_file_read_from_the_cache_can_be_written_at_once_and_its_readers_see_it() {
     m.unmount();
 }
 
+/// A file taken over by a writer beside its reader (see above), then renamed while both
+/// are open, arrives under its new name with what was written before and after; another,
+/// deleted while both are open, keeps what is written through them and never reaches the
+/// server.
+#[test]
+fn a_file_taken_over_from_its_readers_follows_renames_and_deletes() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let a = pattern(3 << 20, 41);
+    let b = pattern(2 << 20, 42);
+    std::fs::write(srv.join("a.bin"), &a).expect("seed");
+    std::fs::write(srv.join("b.bin"), &b).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    for name in ["a.bin", "b.bin"] {
+        assert!(!std::fs::read(m.path(name))
+            .expect("read through")
+            .is_empty());
+    }
+    let reader = std::fs::File::open(m.path("a.bin")).expect("open for reading");
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("a.bin"))
+        .expect("a writer beside a reader opens at once");
+    writer.write_all_at(b"HELLO", 10).expect("write");
+    std::fs::rename(m.path("a.bin"), m.path("moved.bin")).expect("rename");
+    writer
+        .write_all_at(b"AFTER", 20)
+        .expect("write after the rename");
+    let mut got = [0u8; 5];
+    reader.read_exact_at(&mut got, 20).expect("read");
+    assert_eq!(&got, b"AFTER");
+    drop((reader, writer));
+    let mut want = a;
+    want[10..15].copy_from_slice(b"HELLO");
+    want[20..25].copy_from_slice(b"AFTER");
+    wait_server(&srv, "moved.bin", &want);
+    assert!(!srv.join("a.bin").exists());
+
+    let reader = std::fs::File::open(m.path("b.bin")).expect("open for reading");
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("b.bin"))
+        .expect("a writer beside a reader opens at once");
+    std::fs::remove_file(m.path("b.bin")).expect("unlink");
+    writer
+        .write_all_at(b"GONE!", 30)
+        .expect("write after the unlink");
+    reader.read_exact_at(&mut got, 30).expect("read");
+    assert_eq!(&got, b"GONE!");
+    drop((reader, writer));
+    m.wait_drained();
+    assert!(
+        !srv.join("b.bin").exists(),
+        "a deleted file never comes back"
+    );
+    assert!(!m.path("b.bin").exists());
+    m.unmount();
+}
+
 /// A log written by one program line by line (each line an open, an append and a close) and
 /// followed by another (`tail -f`): each writer takes the file over in turn, also after the
 /// line before was uploaded, and the follower reads every line as it comes.

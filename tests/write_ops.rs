@@ -364,6 +364,19 @@ fn a_file_read_from_the_cache_can_be_written_at_once_and_its_readers_see_it() {
     m.unmount();
 }
 
+/// Opens `p` for reading, then with `writer` beside that reader: at once, though the kernel
+/// reads the cached file itself for the reader (see above).
+fn beside_a_reader(
+    p: &std::path::Path,
+    writer: &std::fs::OpenOptions,
+) -> (std::fs::File, std::fs::File) {
+    let reader = std::fs::File::open(p).expect("open for reading");
+    let w = writer
+        .open(p)
+        .expect("a writer beside a reader opens at once");
+    (reader, w)
+}
+
 /// A file taken over by a writer beside its reader (see above), then renamed while both
 /// are open, arrives under its new name with what was written before and after; another,
 /// deleted while both are open, keeps what is written through them and never reaches the
@@ -382,11 +395,8 @@ fn a_file_taken_over_from_its_readers_follows_renames_and_deletes() {
             .expect("read through")
             .is_empty());
     }
-    let reader = std::fs::File::open(m.path("a.bin")).expect("open for reading");
-    let writer = std::fs::OpenOptions::new()
-        .write(true)
-        .open(m.path("a.bin"))
-        .expect("a writer beside a reader opens at once");
+    let (reader, writer) =
+        beside_a_reader(&m.path("a.bin"), std::fs::OpenOptions::new().write(true));
     writer.write_all_at(b"HELLO", 10).expect("write");
     std::fs::rename(m.path("a.bin"), m.path("moved.bin")).expect("rename");
     writer
@@ -402,11 +412,8 @@ fn a_file_taken_over_from_its_readers_follows_renames_and_deletes() {
     wait_server(&srv, "moved.bin", &want);
     assert!(!srv.join("a.bin").exists());
 
-    let reader = std::fs::File::open(m.path("b.bin")).expect("open for reading");
-    let writer = std::fs::OpenOptions::new()
-        .write(true)
-        .open(m.path("b.bin"))
-        .expect("a writer beside a reader opens at once");
+    let (reader, writer) =
+        beside_a_reader(&m.path("b.bin"), std::fs::OpenOptions::new().write(true));
     std::fs::remove_file(m.path("b.bin")).expect("unlink");
     writer
         .write_all_at(b"GONE!", 30)
@@ -451,13 +458,9 @@ fn a_file_rewritten_while_read_from_the_cache_survives_kill_9() {
     ]));
     let p = m.path("doc.bin");
     assert!(std::fs::read(&p).expect("read through") == data);
-    let reader = std::fs::File::open(&p).expect("open for reading");
     let new = pattern(100_000, 8);
-    let mut w = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&p)
-        .expect("a writer beside a reader opens at once");
+    let (reader, mut w) =
+        beside_a_reader(&p, std::fs::OpenOptions::new().write(true).truncate(true));
     assert_eq!(reader.metadata().expect("fstat").len(), 0, "emptied");
     w.write_all(&new).expect("write");
     drop(w);

@@ -401,12 +401,13 @@ impl BlockCache {
             if let Ok(rd) = std::fs::read_dir(&blocks_dir) {
                 for e in rd.flatten() {
                     let name = e.file_name().to_string_lossy().into_owned();
-                    let known = name
-                        .strip_suffix(".data")
-                        .and_then(|id| id.parse::<i64>().ok())
-                        .is_some_and(|id| state.identity_of.contains_key(&VersionId(id)));
-                    if name.ends_with(".data") && !known {
-                        let _ = std::fs::remove_file(e.path());
+                    if let Some(id) = name.strip_suffix(".data") {
+                        let known = id
+                            .parse::<i64>()
+                            .is_ok_and(|id| state.identity_of.contains_key(&VersionId(id)));
+                        if !known {
+                            let _ = std::fs::remove_file(e.path());
+                        }
                     }
                 }
             }

@@ -572,9 +572,6 @@ impl Vfs {
         };
         if !e.is_dir {
             if let Some(d) = self.pending_of(ino, &n.path) {
-                if let Err(e) = self.wb.absorb(&d) {
-                    tracing::warn!(path = %n.path, error = %e, "could not read a local file's size");
-                }
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
@@ -1101,10 +1098,9 @@ impl Vfs {
                 return Ok(o);
             }
             if waited.is_zero() {
-                // Held by readers of the cache file (passthrough): a program that reads the
-                // file while it writes it (`rsync --inplace`) would wait for itself. Later
-                // opens of this file are not given to the kernel that way, so that the next
-                // attempt goes through.
+                // Held by readers of the cache file (passthrough) that this open cannot
+                // share (another version: see `share_backing`). Later opens of this file are
+                // not given to the kernel that way, so that the next attempt goes through.
                 lock(&self.no_passthrough).insert(ino);
             }
             if waited >= Duration::from_secs(5) {
@@ -1273,19 +1269,23 @@ impl Vfs {
             return None;
         }
         let mut taken = lock(&self.taken);
+        // What this open takes over (`Some`), shares as it is (`None`), or waits for
+        // (`return None`).
         let give = match (taken.get(&ino), dirty) {
             (Some(t), _) if t.version != v => return None,
             // A writer of the change the file holds, or a reader: they share it. A reader of
             // the server file reads what the kernel's other readers read; a reader of a
             // local change must read that one.
             (Some(t), Some(d)) if Arc::ptr_eq(d, &t.change) => None,
-            (Some(t), None) => {
-                let current = self.wb.get(&node.path);
-                if !current.is_none_or(|c| Arc::ptr_eq(&c, &t.change)) {
-                    return None;
-                }
+            (Some(t), None)
+                if self
+                    .wb
+                    .get(&node.path)
+                    .is_none_or(|c| Arc::ptr_eq(&c, &t.change)) =>
+            {
                 None
             }
+            (Some(_), None) => return None,
             // A new change after the last one was uploaded: the cache kept that same file
             // as the new version, which this writer takes over in turn.
             (Some(t), Some(d)) => {
@@ -1831,7 +1831,7 @@ impl Vfs {
     pub fn release_blocking(&self, fh: Fh) -> Result<()> {
         match self.take_handle(fh) {
             Some(d) => {
-                let res = self.wb.absorb(&d).and_then(|()| self.wb.persist(&d));
+                let res = self.wb.persist(&d);
                 self.closed(&d, res)
             }
             None => Ok(()),
@@ -1875,10 +1875,7 @@ impl Vfs {
     pub fn fsync_blocking(&self, fh: Fh) -> Result<()> {
         let dirty = lock(&self.handles).get(&fh).and_then(|h| h.dirty.clone());
         match dirty {
-            Some(d) => {
-                self.wb.absorb(&d)?;
-                self.wb.persist(&d)
-            }
+            Some(d) => self.wb.persist(&d),
             None => Ok(()),
         }
     }
@@ -1959,10 +1956,6 @@ impl Vfs {
                 self.wb.set_mtime(&d, t);
             }
             return Ok(self.attr_of(ino, &node));
-        }
-        if let Some(d) = self.wb.get(&node.path) {
-            // What the kernel wrote directly comes first: a time set now must stay.
-            self.wb.absorb(&d)?;
         }
         if let Some(m) = mode {
             // Only "executable or not" is kept (on this device); other bits are fixed.

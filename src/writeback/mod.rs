@@ -299,7 +299,7 @@ pub struct DirtyFile {
     unstarted: AtomicU64,
     /// The kernel writes the data file directly (passthrough, see
     /// [`WriteBack::take_content`]): its size and time are read from it
-    /// ([`WriteBack::absorb`]).
+    /// ([`DirtyFile::fresh_st`]).
     external: AtomicBool,
     /// The data file's size and modification time when last absorbed.
     seen: Mutex<Option<(u64, SystemTime)>>,
@@ -342,7 +342,37 @@ impl DirtyFile {
 
     /// A snapshot of the state.
     pub fn state(&self) -> DirtyState {
-        lock(&self.st).clone()
+        self.fresh_st().clone()
+    }
+
+    /// The state, with what the kernel wrote into the data file directly (see
+    /// [`WriteBack::take_content`]) read in first: its size and time, as one more
+    /// generation. One `fstat` for such a file, nothing for the others.
+    fn fresh_st(&self) -> MutexGuard<'_, DirtyState> {
+        let mut st = lock(&self.st);
+        if self.is_external() {
+            match self.file_once().and_then(|f| f.metadata()) {
+                Ok(md) => {
+                    let now = (
+                        md.len(),
+                        md.modified().unwrap_or_else(|_| SystemTime::now()),
+                    );
+                    let mut seen = lock(&self.seen);
+                    if *seen != Some(now) {
+                        *seen = Some(now);
+                        st.present = RangeSet::new();
+                        st.present.insert(0, now.0);
+                        st.size = now.0;
+                        st.mtime = now.1;
+                        st.generation += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(path = %st.path, error = %e, "cannot read a local file in the cache")
+                }
+            }
+        }
+        st
     }
 
     /// The data file, opened for reading, for the kernel to use as a passthrough backing
@@ -356,7 +386,7 @@ impl DirtyFile {
         crate::cache::file_id(&self.data_path)
     }
 
-    /// True when the kernel may write the data file directly (see [`WriteBack::absorb`]).
+    /// True when the kernel may write the data file directly (see [`DirtyFile::fresh_st`]).
     pub fn is_external(&self) -> bool {
         self.external.load(Ordering::Relaxed)
     }
@@ -1412,7 +1442,7 @@ impl WriteBack {
     /// version instead of fetching it: `move_in` puts the cache's file of it at the data
     /// file's place (a rename: programs reading that file through the kernel go on reading
     /// it, now with every change made to it). From then on the kernel may write the data
-    /// file directly ([`Self::absorb`] reads what it did). `false` when the change is not
+    /// file directly ([`DirtyFile::fresh_st`] reads what it did). `false` when the change is not
     /// fresh (written, or joined by another writer): nothing is done.
     pub fn take_content(
         &self,
@@ -1448,36 +1478,6 @@ impl WriteBack {
         Ok(true)
     }
 
-    /// Reads what the kernel wrote into the data file directly (see [`Self::take_content`])
-    /// into the change's state: its size and time, as one more generation. Cheap (one
-    /// `fstat`), and nothing for a file the kernel never writes.
-    pub fn absorb(&self, d: &DirtyFile) -> Result<()> {
-        if !d.is_external() {
-            return Ok(());
-        }
-        // Under the state's lock: a truncation through nuage is not seen half done.
-        let mut st = lock(&d.st);
-        let md = d
-            .file_once()
-            .and_then(|f| f.metadata())
-            .map_err(|e| io("cannot read a local file in the cache", e))?;
-        let now = (
-            md.len(),
-            md.modified().unwrap_or_else(|_| SystemTime::now()),
-        );
-        let mut seen = lock(&d.seen);
-        if *seen == Some(now) {
-            return Ok(());
-        }
-        *seen = Some(now);
-        st.present = RangeSet::new();
-        st.present.insert(0, now.0);
-        st.size = now.0;
-        st.mtime = now.1;
-        st.generation += 1;
-        Ok(())
-    }
-
     /// Sets the size.
     pub fn truncate(&self, d: &DirtyFile, size: u64) -> Result<()> {
         let mut st = lock(&d.st);
@@ -1504,7 +1504,8 @@ impl WriteBack {
 
     /// Sets the modification time (sent as `X-OC-Mtime` with the upload).
     pub fn set_mtime(&self, d: &DirtyFile, t: SystemTime) {
-        let mut st = lock(&d.st);
+        // What the kernel wrote directly comes first: a time set now must stay.
+        let mut st = d.fresh_st();
         st.mtime = t;
         st.generation += 1;
     }
@@ -1563,7 +1564,7 @@ impl WriteBack {
     pub fn persist(&self, d: &DirtyFile) -> Result<()> {
         let _serial = lock(&d.persist_lock);
         let row = {
-            let st = lock(&d.st);
+            let st = d.fresh_st();
             if st.local_only || st.persisted == st.generation {
                 None
             } else {

@@ -30,6 +30,9 @@ pub enum ErrorKind {
     NoSpace,
     /// The file changed on the server while it was being read.
     Stale,
+    /// The file was given a new inode (a new version opened while programs read the old
+    /// one): the name must be looked up again. The kernel does so by itself on `ESTALE`.
+    Replaced,
     /// The resource is locked or busy; try again later.
     Busy,
     /// The server cannot be reached.

@@ -538,6 +538,85 @@ fn cached_files_are_read_by_the_kernel_directly_and_writers_still_open_them() {
 }
 
 #[test]
+fn a_file_changed_on_the_server_while_read_from_the_cache_opens_at_once_as_a_new_file() {
+    use std::io::{Read, Write};
+    let cloud = Cloud::start();
+    let server = cloud.files().join("plan.odt");
+    let v1 = pattern(3 << 20, 5);
+    std::fs::write(&server, &v1).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(&[
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+        "--upload-delay",
+        "0.3",
+    ]));
+    let f = m.path("plan.odt");
+    assert_eq!(std::fs::read(&f).expect("cold read"), v1);
+    // Completely cached: a reader that stays open is served from the cache file by the
+    // kernel itself (passthrough), which then accepts no open of another file for it.
+    let reader = std::fs::File::open(&f).expect("open");
+    let old_ino = reader.metadata().expect("fstat").ino();
+    assert!(
+        !m.log_text().contains("passthrough=true")
+            || m.log_text().contains("opened in passthrough mode"),
+        "no passthrough open"
+    );
+    // A colleague saves a longer version. Once the mount sees it, opening the name gives
+    // it at once, as a new file (inode), while the reader keeps reading the old one.
+    let v2 = pattern(4 << 20, 6);
+    std::fs::write(&server, &v2).expect("colleague saves");
+    let seen = wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&f).map(|a| a.len()).ok() == Some(v2.len() as u64)
+    });
+    assert!(seen, "new size not seen");
+    assert_eq!(std::fs::read(&f).expect("the new version opens"), v2);
+    let new_ino = std::fs::metadata(&f).expect("stat").ino();
+    assert_ne!(new_ino, old_ino, "the new version is a new file");
+    let mut old = Vec::new();
+    (&reader).read_to_end(&mut old).expect("old reader");
+    assert!(
+        old == v1,
+        "the reader open before the change reads the old version"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            reader.metadata().map(|a| a.len()).ok() == Some(v1.len() as u64)
+        }),
+        "the reader's fstat describes the old version"
+    );
+    // The same for a writer: the new version read completely and held open by a reader,
+    // then changed on the server again; appending to the name opens at once and goes up.
+    let reader2 = std::fs::File::open(&f).expect("open v2");
+    let v3 = pattern(2 << 20, 7);
+    std::fs::write(&server, &v3).expect("colleague saves again");
+    let seen = wait_until(Duration::from_secs(10), || {
+        std::fs::metadata(&f).map(|a| a.len()).ok() == Some(v3.len() as u64)
+    });
+    assert!(seen, "third version not seen");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f)
+        .and_then(|mut w| w.write_all(b"appended"))
+        .expect("a writer of the new version opens");
+    let mut want = v3.clone();
+    want.extend_from_slice(b"appended");
+    m.wait_drained();
+    assert!(
+        std::fs::read(&server).expect("server") == want,
+        "server copy differs"
+    );
+    let mut old2 = Vec::new();
+    (&reader2).read_to_end(&mut old2).expect("second reader");
+    assert!(old2 == v2, "the second reader reads the version it opened");
+    drop((reader, reader2));
+    assert!(std::fs::read(&f).expect("after the readers closed") == want);
+    assert_ne!(std::fs::metadata(&f).expect("stat").ino(), new_ino);
+    m.unmount();
+}
+
+#[test]
 fn a_large_sequential_read_drops_the_kernel_copy_behind_it_and_rereads_from_the_cache() {
     let cloud = Cloud::start();
     write_big(&cloud.files().join("film.bin"), 160 << 20, 21);

@@ -15,6 +15,7 @@ pub fn errno(kind: ErrorKind) -> i32 {
         ErrorKind::NameTooLong => libc::ENAMETOOLONG,
         ErrorKind::NoSpace => libc::ENOSPC,
         ErrorKind::Stale => libc::ESTALE,
+        ErrorKind::Replaced => libc::ESTALE,
         ErrorKind::Busy => libc::EBUSY,
         ErrorKind::Offline => libc::ENETUNREACH,
         ErrorKind::TimedOut => libc::ETIMEDOUT,

@@ -351,6 +351,7 @@ fn fail(op: &str, e: &Error) -> i32 {
         | ErrorKind::ReadOnly
         | ErrorKind::NoAttribute
         | ErrorKind::Unsupported
+        | ErrorKind::Replaced
         | ErrorKind::InvalidArgument => tracing::debug!(op, error = %e, "refused"),
         _ => tracing::warn!(op, error = %e, "operation failed"),
     }

@@ -52,6 +52,7 @@ pub fn ntstatus(kind: ErrorKind) -> i32 {
         ErrorKind::NameTooLong => STATUS_NAME_TOO_LONG,
         ErrorKind::NoSpace => STATUS_DISK_FULL,
         ErrorKind::Stale => STATUS_FILE_INVALID,
+        ErrorKind::Replaced => STATUS_FILE_INVALID,
         ErrorKind::Busy => STATUS_SHARING_VIOLATION,
         ErrorKind::Offline => STATUS_NETWORK_UNREACHABLE,
         ErrorKind::TimedOut => STATUS_IO_TIMEOUT,

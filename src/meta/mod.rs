@@ -337,6 +337,37 @@ impl InodeTable {
         }
     }
 
+    /// Gives the file at `ino`'s path a new inode, as if it had been replaced by a new file
+    /// of the same name: later lookups find the new inode (a copy of the node), while `ino`
+    /// stays valid, unlinked, for the handles open on it. Answers the new inode, or `None`
+    /// when `ino` is a folder or no longer the inode of its path.
+    pub fn renumber(&mut self, ino: Ino) -> Option<Ino> {
+        let node = self.nodes.get(&ino)?.clone();
+        if node.entry.is_dir || self.by_path.get(&node.path) != Some(&ino) {
+            return None;
+        }
+        let new = Ino(self.next);
+        self.next += 1;
+        self.by_path.insert(node.path.clone(), new);
+        if let Some(l) = self
+            .nodes
+            .get_mut(&node.parent)
+            .and_then(|n| n.listing.as_mut())
+        {
+            if l.children.get(node.path.name()) == Some(&ino) {
+                std::sync::Arc::make_mut(&mut l.children).insert(node.path.name().to_string(), new);
+            }
+        }
+        self.nodes.insert(
+            new,
+            Node {
+                kernel_etag: None,
+                ..node
+            },
+        );
+        Some(new)
+    }
+
     /// Removes a child from its parent's listing (the server said it is gone).
     pub fn remove_child(&mut self, parent: Ino, name: &str) {
         self.bump(parent);
@@ -428,5 +459,42 @@ mod tests {
             .expect("listing");
         assert_eq!(root.children.get("x"), Some(&d));
         assert_eq!(root.children.get("d"), None);
+    }
+    #[test]
+    fn renumber_gives_the_path_a_new_inode_and_keeps_the_old_one() {
+        let now = Instant::now();
+        let mut t = InodeTable::new(e("", true));
+        t.apply_listing(
+            Ino::ROOT,
+            vec![e("", true), e("f", false), e("d", true)],
+            now,
+        );
+        let f = t.by_path(&RemotePath::new("f")).expect("f");
+        let d = t.by_path(&RemotePath::new("d")).expect("d");
+        let g = t.renumber(f).expect("renumbered");
+        assert_ne!(f, g);
+        assert_eq!(t.by_path(&RemotePath::new("f")), Some(g));
+        let root = t
+            .get(Ino::ROOT)
+            .and_then(|n| n.listing.clone())
+            .expect("listing");
+        assert_eq!(
+            root.children.get("f"),
+            Some(&g),
+            "the listing names the new inode"
+        );
+        assert_eq!(t.get(f).map(|n| n.path.clone()), Some(RemotePath::new("f")));
+        assert_eq!(t.renumber(f), None, "the old inode is no longer the path's");
+        assert_eq!(t.renumber(d), None, "folders keep their inode");
+        t.apply_listing(
+            Ino::ROOT,
+            vec![e("", true), e("f", false), e("d", true)],
+            now,
+        );
+        assert_eq!(
+            t.by_path(&RemotePath::new("f")),
+            Some(g),
+            "stable from then on"
+        );
     }
 }

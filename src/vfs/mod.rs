@@ -783,6 +783,11 @@ impl Vfs {
         if node.confirmed.elapsed() < self.cfg.attr_ttl || lock(&self.orphans).contains_key(&ino) {
             return Ok(node);
         }
+        if ino != Ino::ROOT && lock(&self.table).by_path(&node.path) != Some(ino) {
+            // Unlinked (deleted, or replaced by a new inode) but still open somewhere: the
+            // server's file at that path is another one.
+            return Ok(node);
+        }
         if let Some(d) = self.wb.get(&node.path) {
             if d.state().base.is_none() {
                 // Not on the server yet: the local state is the truth.
@@ -1097,9 +1102,22 @@ impl Vfs {
             ) {
                 return Ok(o);
             }
+            if self.renumber_under_readers(ino, &base_version) {
+                // The new version is a new file (inode) for the kernel: this open fails with
+                // ESTALE, on which the kernel looks the name up again and opens that one.
+                if let Some(d) = &dirty {
+                    self.wb.release(d);
+                }
+                tracing::debug!(path = %node.path, "new version opened beside readers of the old one: new inode");
+                return Err(Error::new(
+                    ErrorKind::Replaced,
+                    format!("{} changed on the server; look it up again", node.path),
+                ));
+            }
             if waited.is_zero() {
                 // Held by readers of the cache file (passthrough) that this open cannot
-                // share (another version: see `share_backing`). Later opens of this file are
+                // share (a local change other than theirs: see `share_backing`; another
+                // server version was renumbered above). Later opens of this file are
                 // not given to the kernel that way, so that the next attempt goes through.
                 lock(&self.no_passthrough).insert(ino);
             }
@@ -1114,6 +1132,53 @@ impl Vfs {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += Duration::from_millis(20);
+        }
+    }
+
+    /// An open of another version of `ino` than the one the kernel reads directly from the
+    /// cache for other handles (passthrough: the kernel then accepts only opens on that same
+    /// file). The name gets a new inode for the new version, as a local file replaced by a
+    /// new one: the readers keep theirs and read the old version to its end, later opens
+    /// find the new inode. True when renumbered (or already renumbered by another open).
+    fn renumber_under_readers(&self, ino: Ino, base: &Base) -> bool {
+        if !self.passthrough.load(Ordering::Relaxed) || lock(&self.taken).contains_key(&ino) {
+            return false;
+        }
+        // The version the readers read, as they opened it.
+        let read = {
+            let hs = lock(&self.handles);
+            let direct: Vec<&FileVersion> = hs
+                .values()
+                .filter(|h| h.ino == ino && h.passthrough.is_some())
+                .map(|h| &h.file)
+                .collect();
+            match direct.first() {
+                Some(f) if direct.iter().all(|g| g.version == f.version) => (*f).clone(),
+                _ => return false,
+            }
+        };
+        if read.version == base.version {
+            return false;
+        }
+        let mut t = lock(&self.table);
+        let Some(path) = t.get(ino).map(|n| n.path.clone()) else {
+            return false;
+        };
+        match t.by_path(&path) {
+            Some(i) if i == ino => {
+                if t.renumber(ino).is_none() {
+                    return false;
+                }
+                // The old inode describes what its readers read.
+                if let Some(n) = t.get_mut(ino) {
+                    n.entry.size = read.size;
+                    n.entry.etag = read.etag;
+                }
+                true
+            }
+            // Renumbered already by another open, or renamed or deleted meanwhile: either
+            // way the name is to be looked up again.
+            _ => true,
         }
     }
 
@@ -1165,7 +1230,7 @@ impl Vfs {
     /// file opened for reading may be read by the kernel from the cache file itself
     /// (passthrough), unless it is open in the page cache mode. While it is read that way the
     /// kernel accepts only more passthrough opens of the same content, so any other open
-    /// waits for those readers to finish. Decided and recorded under one lock: two opens of
+    /// is shared, renumbered or waits (see `share_backing`). Decided and recorded under one lock: two opens of
     /// the same file never both think they are alone. `validator` is what the content opened
     /// comes from (the kernel's cached pages of an older one are dropped).
     fn register_open(
@@ -1253,8 +1318,9 @@ impl Vfs {
     /// on that same file. A writer takes the file over: the cache gives it up as the
     /// start of the writer's change (no copy, no download), and the kernel's readers see
     /// every byte written from then on, as in any local file. Later opens, readers or
-    /// writers of that change, share it. Anything else waits (`None`), as a writer did
-    /// before: a writer joining another change, readers of another version. Called under
+    /// writers of that change, share it. Anything else waits (`None`): a writer joining
+    /// another change, readers of another version (which `Vfs::open` then gives a new
+    /// inode: see `renumber_under_readers`). Called under
     /// the `handles` lock, so two opens never both take the file over.
     fn share_backing(
         &self,

@@ -204,6 +204,76 @@ fn apache_change_on_the_server_is_seen() {
 }
 
 #[test]
+fn apache_a_file_a_colleague_saved_just_after_the_listing_opens_with_the_new_content() {
+    let apache = Apache::start();
+    let d = apache.data();
+    std::fs::write(d.join("notes.txt"), b"short").expect("w");
+    std::fs::write(d.join("rapport.odt"), pattern(3 << 20, 1)).expect("w");
+    std::fs::write(d.join("photo.jpg"), pattern((2 << 20) + 100, 2)).expect("w");
+    std::fs::write(d.join("tableau.ods"), pattern(50_000, 3)).expect("w");
+    let film = pattern(16 << 20, 4);
+    std::fs::write(d.join("film.mkv"), &film).expect("w");
+    apache.fix_owner();
+    // Strong etags (Apache gives weak ones within a second of a change).
+    std::thread::sleep(Duration::from_millis(1100));
+    // Attributes trusted for a minute: the listing below describes the old versions
+    // throughout the test.
+    let m =
+        Mount::new(MountSpec::new(&apache.url()).args(&["--attr-ttl", "60", "--dir-ttl", "60"]));
+    let listed: Vec<(String, u64)> = ["notes.txt", "rapport.odt", "photo.jpg", "tableau.ods"]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                std::fs::metadata(m.path(n)).expect("stat").len(),
+            )
+        })
+        .collect();
+    assert_eq!(listed[0].1, 5);
+    // A colleague saves new versions: longer, across more blocks, shorter, same size.
+    let notes = b"a longer second version of the notes".to_vec();
+    let rapport = pattern(5 << 20, 11);
+    let photo = pattern(100_000, 12);
+    let tableau = pattern(50_000, 13);
+    std::fs::write(d.join("notes.txt"), &notes).expect("w");
+    std::fs::write(d.join("rapport.odt"), &rapport).expect("w");
+    std::fs::write(d.join("photo.jpg"), &photo).expect("w");
+    std::fs::write(d.join("tableau.ods"), &tableau).expect("w");
+    apache.fix_owner();
+    // Opened before the mount knows: nothing of the old versions was read through the
+    // kernel, so each reads the new version whole, without an error and without a byte of
+    // the old one.
+    assert_eq!(std::fs::read(m.path("notes.txt")).expect("notes"), notes);
+    assert!(std::fs::read(m.path("rapport.odt")).expect("rapport") == rapport);
+    assert!(std::fs::read(m.path("photo.jpg")).expect("photo") == photo);
+    assert!(std::fs::read(m.path("tableau.ods")).expect("tableau") == tableau);
+    assert_eq!(
+        std::fs::metadata(m.path("rapport.odt"))
+            .expect("stat")
+            .len(),
+        rapport.len() as u64
+    );
+    assert_eq!(
+        std::fs::metadata(m.path("photo.jpg")).expect("stat").len(),
+        photo.len() as u64
+    );
+    // A reader that already read bytes of a version (not cached whole) fails on a later
+    // change (ESTALE) rather than mixing two versions.
+    let f = std::fs::File::open(m.path("film.mkv")).expect("open");
+    let mut first = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut first, 0).expect("first bytes");
+    assert!(first[..] == film[..4096]);
+    std::fs::write(d.join("film.mkv"), pattern(16 << 20, 21)).expect("w");
+    apache.fix_owner();
+    let mut later = vec![0u8; 4096];
+    let err = std::os::unix::fs::FileExt::read_exact_at(&f, &mut later, 12 << 20)
+        .expect_err("a later block of another version");
+    assert_eq!(err.raw_os_error(), Some(libc::ESTALE));
+    drop(f);
+    m.unmount();
+}
+
+#[test]
 fn apache_writes_renames_and_deletes() {
     let apache = Apache::start();
     std::fs::create_dir(apache.data().join("docs")).expect("mkdir");

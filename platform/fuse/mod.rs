@@ -125,6 +125,7 @@ impl Platform for FusePlatform {
         // Remote changes reach the kernel from a thread of their own: a notification may wait
         // for the kernel, which may be waiting for a callback.
         let notifier = session.notifier();
+        let at_once = notifier.clone();
         let (tx, rx) = std::sync::mpsc::channel::<Invalidation>();
         std::thread::Builder::new()
             .name("nuage-notify".into())
@@ -132,6 +133,7 @@ impl Platform for FusePlatform {
                 for inv in rx {
                     let res = match &inv {
                         Invalidation::Inode(ino) => notifier.inval_inode(ino.0, 0, 0),
+                        Invalidation::Attributes(ino) => notifier.inval_inode(ino.0, -1, 0),
                         Invalidation::Pages { ino, offset, len } => notifier.inval_inode(
                             ino.0,
                             i64::try_from(*offset).unwrap_or(i64::MAX),
@@ -149,7 +151,13 @@ impl Platform for FusePlatform {
             })?;
         let tx = std::sync::Mutex::new(tx);
         vfs.set_invalidator(Arc::new(move |inv| {
-            if let Ok(t) = tx.lock() {
+            if let Invalidation::Attributes(ino) = inv {
+                // No page is involved: told before the read that asked is answered, so that
+                // the kernel cannot stop at the old size first.
+                if let Err(e) = at_once.inval_inode(ino.0, -1, 0) {
+                    tracing::debug!(ino = ino.0, error = %e, "kernel attribute invalidation");
+                }
+            } else if let Ok(t) = tx.lock() {
                 let _ = t.send(inv);
             }
         }));

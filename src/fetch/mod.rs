@@ -548,7 +548,12 @@ impl Fetcher {
                         attempt += 1;
                     }
                     Err(e) => {
-                        tracing::warn!(path = %f.path, error = %e.err, "download failed");
+                        if e.err.kind == ErrorKind::Stale {
+                            // The reader may follow the new version (`Vfs`), or says so.
+                            tracing::debug!(path = %f.path, error = %e.err, "download of an older version");
+                        } else {
+                            tracing::warn!(path = %f.path, error = %e.err, "download failed");
+                        }
                         break e.err;
                     }
                 }

@@ -195,6 +195,13 @@ struct Handle {
     passthrough: Option<crate::cache::VersionId>,
     /// The kernel's page cache of this file was dropped up to here (see [`DROP_BEHIND`]).
     dropped_to: u64,
+    /// Bytes of `file` were answered through this handle.
+    served: bool,
+    /// The kernel held none of the file's pages when this handle was opened (it dropped
+    /// them: no `keep_cache`), and which open of the file it was (`Node::opens`): while no
+    /// bytes were answered through it and nobody opened the file since, the kernel holds no
+    /// page of `file`, and the handle may follow a newer server version (`follow_new`).
+    clean_open: Option<u64>,
 }
 
 /// A cache file the kernel reads directly (passthrough) that a writer took over (see
@@ -281,6 +288,9 @@ pub struct Vfs {
     /// Files a writer had to wait for passthrough readers of: not opened in passthrough
     /// mode again (for this mount). A leaf lock.
     no_passthrough: Mutex<std::collections::HashSet<Ino>>,
+    /// How many times each file was opened (see `Handle::clean_open`). Locked only under
+    /// `handles`.
+    opens: Mutex<HashMap<Ino, u64>>,
     /// Files whose cache file, read by the kernel directly (passthrough), a writer took over
     /// as its change while they were read ([`Vfs::share_backing`]): the version the
     /// kernel's backing file was registered for, and the change. Until their last handle
@@ -451,6 +461,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
             no_passthrough: Mutex::new(std::collections::HashSet::new()),
+            opens: Mutex::new(HashMap::new()),
             taken: Mutex::new(HashMap::new()),
             dir_handles: Mutex::new(HashMap::new()),
             listing_locks: Mutex::new(HashMap::new()),
@@ -1135,6 +1146,14 @@ impl Vfs {
         }
     }
 
+    /// Counts an open of `ino` (called under the `handles` lock); answers which one it is.
+    fn count_open(&self, ino: Ino) -> u64 {
+        let mut opens = lock(&self.opens);
+        let n = opens.entry(ino).or_default();
+        *n += 1;
+        *n
+    }
+
     /// An open of another version of `ino` than the one the kernel reads directly from the
     /// cache for other handles (passthrough: the kernel then accepts only opens on that same
     /// file). The name gets a new inode for the new version, as a local file replaced by a
@@ -1245,6 +1264,7 @@ impl Vfs {
         let reader = dirty.is_none() && !from_local;
         let (mut backing, mut passthrough) = (None, None);
         let mut backing_version = base.version;
+        let seq;
         let fh = {
             let mut hs = lock(&self.handles);
             let mut direct = Vec::new();
@@ -1275,6 +1295,7 @@ impl Vfs {
                 }
             }
             let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+            seq = self.count_open(ino);
             hs.insert(
                 fh,
                 Handle {
@@ -1287,6 +1308,8 @@ impl Vfs {
                     window: 0,
                     passthrough,
                     dropped_to: 0,
+                    served: false,
+                    clean_open: None,
                 },
             );
             fh
@@ -1305,6 +1328,11 @@ impl Vfs {
                 None => false,
             }
         };
+        if reader && !keep_cache && passthrough.is_none() {
+            if let Some(h) = lock(&self.handles).get_mut(&fh) {
+                h.clean_open = Some(seq);
+            }
+        }
         Some(Opened {
             fh,
             keep_cache,
@@ -1755,35 +1783,119 @@ impl Vfs {
         if let Some(d) = drop {
             self.invalidate(vec![d]);
         }
-        match self.read_version(&file, offset, size, ahead).await {
-            Err(e) if e.kind == ErrorKind::Stale && self.follows_local(fh) => {
-                // Opened while the file had local changes, which became a newer server
-                // version meanwhile (a later upload): follow it instead of failing.
-                let ino = lock(&self.handles).get(&fh).map(|h| h.ino);
-                let Some(ino) = ino else {
-                    return Err(e);
-                };
-                self.unconfirm(ino);
-                let node = self.revalidate(ino).await?;
-                let base = self.base_of(&node).await?;
-                let file = Self::server_file(&node, base.version);
-                if let Some(h) = lock(&self.handles).get_mut(&fh) {
-                    h.file = file.clone();
+        let mut file = file;
+        let mut read = self.read_version(&file, offset, size, ahead).await;
+        // Each turn follows a newer version; a server that keeps changing (or keeps failing
+        // the etag check) ends the read after a few.
+        for _ in 0..4 {
+            let newer = match read {
+                Ok(data) => match self.answered_from(fh, &file) {
+                    None => return Ok(data),
+                    Some(newer) => newer,
+                },
+                Err(e) if e.kind == ErrorKind::Stale => {
+                    let newer = if self.follows_local(fh) {
+                        self.follow_local(fh).await?
+                    } else {
+                        self.follow_new(fh, &file).await
+                    };
+                    match newer {
+                        Some(newer) => newer,
+                        None => return Err(self.stale(fh, e)),
+                    }
                 }
-                self.read_version(&file, offset, size, 0).await
-            }
-            Err(e) if e.kind == ErrorKind::Stale => {
-                // Changed on the server under this reader, which fails (`ESTALE`) rather
-                // than mix versions: the next open or stat asks the server again at once.
-                let ino = lock(&self.handles).get(&fh).map(|h| h.ino);
-                if let Some(ino) = ino {
-                    self.unconfirm(ino);
-                    self.invalidate(vec![Invalidation::Inode(ino)]);
-                }
-                Err(e)
-            }
-            other => other,
+                Err(e) => return Err(e),
+            };
+            file = newer;
+            read = self.read_version(&file, offset, size, 0).await;
         }
+        read.map_err(|e| self.stale(fh, e))
+    }
+
+    /// A read of `file` through `fh` is answered, unless the handle followed a newer
+    /// version meanwhile (`follow_new`, for another read of it): then that one (`Some`) is
+    /// read instead.
+    fn answered_from(&self, fh: Fh, file: &FileVersion) -> Option<FileVersion> {
+        let mut hs = lock(&self.handles);
+        let h = hs.get_mut(&fh)?;
+        if h.file.version != file.version {
+            return Some(h.file.clone());
+        }
+        h.served = true;
+        None
+    }
+
+    /// A handle opened while the file had local changes, which became a newer server version
+    /// meanwhile (a later upload), follows it instead of failing.
+    async fn follow_local(&self, fh: Fh) -> Result<Option<FileVersion>> {
+        let Some(ino) = lock(&self.handles).get(&fh).map(|h| h.ino) else {
+            return Ok(None);
+        };
+        self.unconfirm(ino);
+        let node = self.revalidate(ino).await?;
+        let base = self.base_of(&node).await?;
+        let file = Self::server_file(&node, base.version);
+        if let Some(h) = lock(&self.handles).get_mut(&fh) {
+            h.file = file.clone();
+        }
+        Ok(Some(file))
+    }
+
+    /// A handle whose reads answered nothing yet, opened when the kernel held no page of the
+    /// file and nobody opened it since (`Handle::clean_open`), follows a newer server version
+    /// instead of failing: no program saw a byte of the older one through it, so it sees the
+    /// new one from its start (a program opening a file a colleague saved a moment after
+    /// the folder was listed). The kernel still has the older size: a shorter version shows
+    /// in the short answers; for a longer one the kernel is told to ask for the size again,
+    /// so that it does not stop at the old end. `None`: the read fails.
+    async fn follow_new(&self, fh: Fh, old: &FileVersion) -> Option<FileVersion> {
+        let eligible = |hs: &HashMap<Fh, Handle>| -> Option<Ino> {
+            let h = hs.get(&fh)?;
+            let seq = h.clean_open?;
+            let alone = hs.iter().all(|(k, o)| *k == fh || o.ino != h.ino);
+            let latest = lock(&self.opens).get(&h.ino).copied() == Some(seq);
+            (!h.served && alone && latest).then_some(h.ino)
+        };
+        let ino = {
+            let hs = lock(&self.handles);
+            match hs.get(&fh) {
+                // Another read of this handle followed the newer version already.
+                Some(h) if h.file.version != old.version => return Some(h.file.clone()),
+                _ => eligible(&hs)?,
+            }
+        };
+        self.unconfirm(ino);
+        let node = self.revalidate(ino).await.ok()?;
+        let base = self.base_of(&node).await.ok()?;
+        let newer = Self::server_file(&node, base.version);
+        if newer.version == old.version {
+            return None;
+        }
+        {
+            let mut hs = lock(&self.handles);
+            if let Some(h) = hs.get(&fh).filter(|h| h.file.version != old.version) {
+                return Some(h.file.clone());
+            }
+            eligible(&hs)?;
+            hs.get_mut(&fh)?.file = newer.clone();
+        }
+        tracing::debug!(path = %node.path, "changed on the server before the first bytes were read: reading the new version");
+        if newer.size > old.size {
+            self.invalidate(vec![Invalidation::Attributes(ino)]);
+        }
+        Some(newer)
+    }
+
+    /// A read that meets a change on the server fails (`ESTALE`) rather than mix versions;
+    /// the next open or stat asks the server again at once.
+    fn stale(&self, fh: Fh, e: Error) -> Error {
+        if e.kind == ErrorKind::Stale {
+            if let Some(ino) = lock(&self.handles).get(&fh).map(|h| h.ino) {
+                self.unconfirm(ino);
+                self.invalidate(vec![Invalidation::Inode(ino)]);
+            }
+        }
+        e
     }
 
     /// The local change of `ino` at `path`: the one of a file deleted while open (see
@@ -1860,6 +1972,7 @@ impl Vfs {
         let data = self
             .fetcher
             .read_ready(&h.file, offset, size, step.window)?;
+        h.served = true;
         let behind = step.apply(h);
         drop(hs);
         if let Some(d) = behind {
@@ -2155,7 +2268,9 @@ impl Vfs {
             ino
         };
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
-        lock(&self.handles).insert(
+        let mut hs = lock(&self.handles);
+        self.count_open(ino);
+        hs.insert(
             fh,
             Handle {
                 ino,
@@ -2172,8 +2287,11 @@ impl Vfs {
                 window: 0,
                 passthrough: None,
                 dropped_to: 0,
+                served: true,
+                clean_open: None,
             },
         );
+        drop(hs);
         let n = self.node(ino)?;
         Ok((
             self.attr_of(ino, &n),

@@ -18,6 +18,10 @@ use std::sync::Arc;
 pub enum Invalidation {
     /// A file's cached data and attributes.
     Inode(Ino),
+    /// A file's attributes only: the kernel asks for them again before it relies on them
+    /// (its size at the end of a read). Touches no page, so it may be told at once, also
+    /// while the kernel waits for a read of that file.
+    Attributes(Ino),
     /// A range of a file's pages in the kernel's page cache (its data is still in the block
     /// cache).
     Pages {

@@ -1617,22 +1617,28 @@ impl WriteBack {
     /// A writer closed the file: once nobody writes, the upload is scheduled. (A close is not
     /// "busy": after a large file's close, which waits for the disk, its upload starts at once.)
     pub fn release(&self, d: &DirtyFile) {
+        // Under the registry lock, as in `acquire`: a writer joining this change at this
+        // moment is either counted before it is found unused, or finds it gone and starts
+        // its own; it never writes into a change that was just forgotten.
+        let files = lock(&self.files);
         let mut st = lock(&d.st);
         st.open_writers = st.open_writers.saturating_sub(1);
         if st.open_writers > 0 {
             return;
         }
         if st.local_only {
-            drop(st);
+            drop((st, files));
             d.close_file();
             return;
         }
         if st.generation == 0 {
             // Opened for writing but never changed: nothing to upload.
+            let (p, base) = (st.path.clone(), st.base.clone());
             drop(st);
-            self.discard(d);
+            self.discard(d, files, &p, base);
             return;
         }
+        drop(files);
         st.next_attempt = Some(Instant::now() + self.cfg.upload_delay);
         // Only once the last writer is gone: a program that keeps a large file open and
         // syncs it often (a database) keeps its pages.
@@ -1648,20 +1654,22 @@ impl WriteBack {
     }
 
     /// Forgets a change that was never modified (opened for writing, closed untouched).
-    fn discard(&self, d: &DirtyFile) {
-        let (p, base) = {
-            let st = lock(&d.st);
-            (st.path.clone(), st.base.clone())
-        };
-        let mut files = lock(&self.files);
-        if files.get(&p).map(|x| x.id == d.id).unwrap_or(false) {
-            files.remove(&p);
+    /// Called with the registry (`files`) locked, where `d` was found without writers.
+    fn discard(
+        &self,
+        d: &DirtyFile,
+        mut files: MutexGuard<'_, HashMap<RemotePath, Arc<DirtyFile>>>,
+        p: &RemotePath,
+        base: Option<Base>,
+    ) {
+        if files.get(p).map(|x| x.id == d.id).unwrap_or(false) {
+            files.remove(p);
             drop(files);
             let _ = lock(&self.journal).delete(d.id);
             if d.is_external() {
                 // The cache's own file of the server version, taken over by a writer that
                 // changed nothing: it goes back to the cache.
-                self.give_back(d, &p, base);
+                self.give_back(d, p, base);
             }
             let _ = std::fs::remove_file(&d.data_path);
         }

@@ -198,7 +198,7 @@ struct Handle {
     /// Bytes of `file` were answered through this handle.
     served: bool,
     /// The kernel held none of the file's pages when this handle was opened (it dropped
-    /// them: no `keep_cache`), and which open of the file it was (`Node::opens`): while no
+    /// them: no `keep_cache`), and which open of the file it was (`Vfs::opens`): while no
     /// bytes were answered through it and nobody opened the file since, the kernel holds no
     /// page of `file`, and the handle may follow a newer server version (`follow_new`).
     clean_open: Option<u64>,
@@ -1249,9 +1249,10 @@ impl Vfs {
     /// file opened for reading may be read by the kernel from the cache file itself
     /// (passthrough), unless it is open in the page cache mode. While it is read that way the
     /// kernel accepts only more passthrough opens of the same content, so any other open
-    /// is shared, renumbered or waits (see `share_backing`). Decided and recorded under one lock: two opens of
-    /// the same file never both think they are alone. `validator` is what the content opened
-    /// comes from (the kernel's cached pages of an older one are dropped).
+    /// shares the file, waits, or (another server version) is renumbered by the caller (see
+    /// `share_backing`). Decided and recorded under one lock: two opens of the same file
+    /// never both think they are alone. `validator` is what the content opened comes from
+    /// (the kernel's cached pages of an older one are dropped).
     fn register_open(
         &self,
         ino: Ino,

@@ -221,6 +221,35 @@ fn a_partial_write_into_an_uncached_large_file_never_uploads_holes() {
 /// never comes back: it is not uploaded, and nothing of it waits in the journal for the next
 /// mount to upload.
 #[test]
+fn a_descriptor_on_a_file_replaced_by_a_rename_keeps_reading_the_file_it_opened() {
+    use std::io::Read;
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let old = pattern(3 << 20, 31);
+    std::fs::write(srv.join("plan.odt"), &old).expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    // Opened before any of it is read: read through the mount, not from a cache file.
+    let reader = std::fs::File::open(m.path("plan.odt")).expect("open");
+    let mut first = vec![0u8; 4096];
+    (&reader).read_exact(&mut first).expect("first bytes");
+    // An editor saves: a new file written beside it, renamed over it.
+    let new = b"the new plan, saved by an editor\n".repeat(100);
+    std::fs::write(m.path(".plan.odt.tmp"), &new).expect("write the new file");
+    std::fs::rename(m.path(".plan.odt.tmp"), m.path("plan.odt")).expect("rename over");
+    // The descriptor keeps the file it opened, as with a local file: its bytes and size.
+    let mut all = first;
+    (&reader).read_to_end(&mut all).expect("read on");
+    assert!(all == old, "the open descriptor reads the replaced file");
+    assert_eq!(reader.metadata().expect("fstat").len(), old.len() as u64);
+    // The name gives the new file, here and on the server.
+    assert!(std::fs::read(m.path("plan.odt")).expect("read the name") == new);
+    m.wait_drained();
+    wait_server(&srv, "plan.odt", &new);
+    drop(reader);
+    m.unmount();
+}
+
+#[test]
 fn a_file_deleted_while_open_never_comes_back() {
     let cloud = Cloud::start();
     let srv = cloud.files();

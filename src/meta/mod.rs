@@ -47,6 +47,10 @@ pub struct Node {
     pub listing: Option<Listing>,
     /// The etag whose content the kernel may still hold in its page cache.
     pub kernel_etag: Option<String>,
+    /// Its path leads to it. False once it was deleted, replaced (by a rename, a type change)
+    /// or renumbered: it then lives on only for the handles open on it, and what is at its
+    /// path now (on the server, in the write-back) is another file.
+    pub linked: bool,
 }
 
 /// All known nodes.
@@ -83,6 +87,7 @@ impl InodeTable {
                 confirmed: Instant::now(),
                 listing: None,
                 kernel_etag: None,
+                linked: true,
             },
         );
         t
@@ -126,7 +131,10 @@ impl InodeTable {
         }
         let ino = Ino(self.next);
         self.next += 1;
-        self.by_path.insert(path.clone(), ino);
+        if let Some(old) = self.by_path.insert(path.clone(), ino) {
+            // Another type now: the old inode is another file's.
+            self.unlinked(old);
+        }
         self.nodes.insert(
             ino,
             Node {
@@ -136,6 +144,7 @@ impl InodeTable {
                 confirmed: now,
                 listing: None,
                 kernel_etag: None,
+                linked: true,
             },
         );
         ino
@@ -186,6 +195,7 @@ impl InodeTable {
     pub fn forget_path(&mut self, p: &RemotePath, ino: Ino) {
         if self.by_path.get(p) == Some(&ino) {
             self.by_path.remove(p);
+            self.unlinked(ino);
         }
         let prefix = format!("{}/", p.as_str());
         let below: Vec<RemotePath> = self
@@ -196,11 +206,19 @@ impl InodeTable {
             .collect();
         if !below.is_empty() {
             for k in below {
-                self.by_path.remove(&k);
+                if let Some(i) = self.by_path.remove(&k) {
+                    self.unlinked(i);
+                }
             }
         }
         if let Some(n) = self.nodes.get_mut(&ino) {
             n.listing = None;
+        }
+    }
+
+    fn unlinked(&mut self, ino: Ino) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.linked = false;
         }
     }
 
@@ -232,6 +250,9 @@ impl InodeTable {
         if let Some(old) = old.filter(|o| *o != ino) {
             self.forget_path(&dp.join(name), old);
             self.by_path.insert(dp.join(name), ino);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.linked = true;
+            }
         }
     }
 
@@ -358,10 +379,12 @@ impl InodeTable {
                 std::sync::Arc::make_mut(&mut l.children).insert(node.path.name().to_string(), new);
             }
         }
+        self.unlinked(ino);
         self.nodes.insert(
             new,
             Node {
                 kernel_etag: None,
+                linked: true,
                 ..node
             },
         );
@@ -429,6 +452,8 @@ mod tests {
         assert_ne!(a, a2, "file became folder: new inode");
         assert_eq!(t.by_path(&RemotePath::new("b")), None, "b is gone");
         assert!(t.get(a).is_some(), "old inode still valid for open handles");
+        assert_eq!(t.get(a).map(|n| n.linked), Some(false), "a's file replaced");
+        assert_eq!(t.get(a2).map(|n| n.linked), Some(true));
     }
 
     #[test]
@@ -484,6 +509,8 @@ mod tests {
             "the listing names the new inode"
         );
         assert_eq!(t.get(f).map(|n| n.path.clone()), Some(RemotePath::new("f")));
+        assert_eq!(t.get(f).map(|n| n.linked), Some(false));
+        assert_eq!(t.get(g).map(|n| n.linked), Some(true));
         assert_eq!(t.renumber(f), None, "the old inode is no longer the path's");
         assert_eq!(t.renumber(d), None, "folders keep their inode");
         t.apply_listing(

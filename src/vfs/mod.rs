@@ -582,7 +582,7 @@ impl Vfs {
             gid: self.cfg.gid,
         };
         if !e.is_dir {
-            if let Some(d) = self.pending_of(ino, &n.path) {
+            if let Some(d) = self.own_change(ino, n) {
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
@@ -794,7 +794,7 @@ impl Vfs {
         if node.confirmed.elapsed() < self.cfg.attr_ttl || lock(&self.orphans).contains_key(&ino) {
             return Ok(node);
         }
-        if ino != Ino::ROOT && lock(&self.table).by_path(&node.path) != Some(ino) {
+        if !node.linked {
             // Unlinked (deleted, or replaced by a new inode) but still open somewhere: the
             // server's file at that path is another one.
             return Ok(node);
@@ -1717,8 +1717,8 @@ impl Vfs {
         let dirty = match own {
             Some(d) => Some(d),
             None => {
-                let path = lock(&self.table).get(ino).map(|n| n.path.clone());
-                path.and_then(|p| self.pending_of(ino, &p))
+                let node = lock(&self.table).get(ino).cloned();
+                node.and_then(|n| self.own_change(ino, &n))
             }
         };
         match dirty {
@@ -1899,11 +1899,14 @@ impl Vfs {
         e
     }
 
-    /// The local change of `ino` at `path`: the one of a file deleted while open (see
-    /// `orphans`), else the one pending at `path`.
-    fn pending_of(&self, ino: Ino, path: &RemotePath) -> Option<Arc<DirtyFile>> {
+    /// The local change of file `ino` (node `n`): the one of a file deleted while open (see
+    /// `orphans`), else the one pending at its path while the path still leads to it. An
+    /// unlinked file (replaced by a rename, renumbered) has none of its own: what is pending
+    /// at its old path is another file's, and its descriptors keep reading the version they
+    /// opened, as a local file's do.
+    fn own_change(&self, ino: Ino, n: &Node) -> Option<Arc<DirtyFile>> {
         let orphan = lock(&self.orphans).get(&ino).cloned();
-        orphan.or_else(|| self.wb.get(path))
+        orphan.or_else(|| n.linked.then(|| self.wb.get(&n.path)).flatten())
     }
 
     /// Makes the next use of `ino`'s attributes ask the server first.

@@ -250,6 +250,42 @@ fn a_descriptor_on_a_file_replaced_by_a_rename_keeps_reading_the_file_it_opened(
 }
 
 #[test]
+fn a_file_replaced_by_a_rename_while_a_writer_has_it_open_keeps_its_bytes_to_that_writer() {
+    use std::io::{Read, Seek, SeekFrom};
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let mut w = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(m.path("notes.txt"))
+        .expect("create");
+    w.write_all(b"draft one").expect("write");
+    w.sync_all().expect("fsync");
+    // Another program saves over it by a rename while the writer still has it open.
+    std::fs::write(m.path("notes.new"), b"the saved notes").expect("write the new file");
+    std::fs::rename(m.path("notes.new"), m.path("notes.txt")).expect("rename over");
+    // The writer's descriptor keeps its own file, as on a local disk.
+    w.write_all(b", and more").expect("write after the rename");
+    let mut back = String::new();
+    w.seek(SeekFrom::Start(0)).expect("seek");
+    w.read_to_string(&mut back).expect("read back");
+    assert_eq!(back, "draft one, and more");
+    assert_eq!(w.metadata().expect("fstat").len(), 19);
+    drop(w);
+    // The name is the saved file, here and on the server; the replaced one goes nowhere.
+    m.wait_drained();
+    wait_server(&srv, "notes.txt", b"the saved notes");
+    assert_eq!(
+        std::fs::read(m.path("notes.txt")).expect("read the name"),
+        b"the saved notes"
+    );
+    m.unmount();
+}
+
+#[test]
 fn a_file_deleted_while_open_never_comes_back() {
     let cloud = Cloud::start();
     let srv = cloud.files();

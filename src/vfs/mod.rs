@@ -2363,6 +2363,18 @@ impl Vfs {
         Ok(self.attr_of(ino, &n))
     }
 
+    /// The local change `d` of file `ino`, just dropped (deleted, or replaced by a rename)
+    /// while a writer still has it open: kept for that writer's descriptors, which keep its
+    /// data file open (what they write and read is theirs, and goes nowhere).
+    fn orphan(&self, ino: Ino, d: Arc<DirtyFile>) {
+        if lock(&self.handles)
+            .values()
+            .any(|h| h.ino == ino && h.dirty.is_some())
+        {
+            lock(&self.orphans).insert(ino, d);
+        }
+    }
+
     /// Deletes a file: a file never uploaded is dropped locally, otherwise the server copy is
     /// deleted (only if it is still the version we know: a newer server copy is kept).
     pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
@@ -2382,13 +2394,7 @@ impl Vfs {
         let pending = self.wb.get(&node.path);
         let dropped = self.wb.remove(&node.path).await;
         if let Some(d) = pending.filter(|_| dropped.is_some()) {
-            // Through a writer's handle, which keeps its data file open.
-            if lock(&self.handles)
-                .values()
-                .any(|h| h.ino == ino && h.dirty.is_some())
-            {
-                lock(&self.orphans).insert(ino, d);
-            }
+            self.orphan(ino, d);
         }
         // Read the etag after the removal: an upload that finished meanwhile changed it.
         let on_server = match &dropped {
@@ -2569,10 +2575,19 @@ impl Vfs {
         tracing::debug!(from = %src.path, %to, replaces = target.is_some(), "rename");
 
         // What the target was on the server (to replace it conditionally).
+        let target_pending = match &target {
+            Some((_, t)) if !t.entry.is_dir => self.wb.get(&to),
+            _ => None,
+        };
         let target_dropped = match &target {
             Some((_, t)) if !t.entry.is_dir => self.wb.remove(&to).await,
             _ => None,
         };
+        if let (Some((tino, _)), Some(d)) = (&target, target_pending) {
+            if target_dropped.is_some() {
+                self.orphan(*tino, d);
+            }
+        }
         let target_on_server: Option<Base> = match (&target, &target_dropped) {
             (Some(_), Some(st)) => st.base.clone(),
             (Some((tino, t)), None) => Some(seen(&self.node(*tino).unwrap_or(t.clone()))),

@@ -56,6 +56,25 @@ impl Backings {
     }
 }
 
+/// Tells the kernel what changed remotely.
+fn tell(notifier: &fuser::Notifier, inv: &Invalidation) {
+    let res = match inv {
+        Invalidation::Inode(ino) => notifier.inval_inode(ino.0, 0, 0),
+        // A negative offset: the attributes only.
+        Invalidation::Attributes(ino) => notifier.inval_inode(ino.0, -1, 0),
+        Invalidation::Pages { ino, offset, len } => notifier.inval_inode(
+            ino.0,
+            i64::try_from(*offset).unwrap_or(i64::MAX),
+            i64::try_from(*len).unwrap_or(i64::MAX),
+        ),
+        Invalidation::Entry { parent, name } => notifier.inval_entry(parent.0, OsStr::new(name)),
+    };
+    // ENOENT: the kernel did not know it, nothing to forget.
+    if let Err(e) = res {
+        tracing::debug!(?inv, error = %e, "kernel invalidation");
+    }
+}
+
 struct FuseMount {
     session: fuser::BackgroundSession,
 }
@@ -131,32 +150,15 @@ impl Platform for FusePlatform {
             .name("nuage-notify".into())
             .spawn(move || {
                 for inv in rx {
-                    let res = match &inv {
-                        Invalidation::Inode(ino) => notifier.inval_inode(ino.0, 0, 0),
-                        Invalidation::Attributes(ino) => notifier.inval_inode(ino.0, -1, 0),
-                        Invalidation::Pages { ino, offset, len } => notifier.inval_inode(
-                            ino.0,
-                            i64::try_from(*offset).unwrap_or(i64::MAX),
-                            i64::try_from(*len).unwrap_or(i64::MAX),
-                        ),
-                        Invalidation::Entry { parent, name } => {
-                            notifier.inval_entry(parent.0, OsStr::new(name))
-                        }
-                    };
-                    // ENOENT: the kernel did not know it, nothing to forget.
-                    if let Err(e) = res {
-                        tracing::debug!(?inv, error = %e, "kernel invalidation");
-                    }
+                    tell(&notifier, &inv);
                 }
             })?;
         let tx = std::sync::Mutex::new(tx);
         vfs.set_invalidator(Arc::new(move |inv| {
-            if let Invalidation::Attributes(ino) = inv {
+            if let Invalidation::Attributes(_) = inv {
                 // No page is involved: told before the read that asked is answered, so that
                 // the kernel cannot stop at the old size first.
-                if let Err(e) = at_once.inval_inode(ino.0, -1, 0) {
-                    tracing::debug!(ino = ino.0, error = %e, "kernel attribute invalidation");
-                }
+                tell(&at_once, &inv);
             } else if let Ok(t) = tx.lock() {
                 let _ = t.send(inv);
             }

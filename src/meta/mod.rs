@@ -364,7 +364,7 @@ impl InodeTable {
     /// when `ino` is a folder or no longer the inode of its path.
     pub fn renumber(&mut self, ino: Ino) -> Option<Ino> {
         let node = self.nodes.get(&ino)?.clone();
-        if node.entry.is_dir || self.by_path.get(&node.path) != Some(&ino) {
+        if node.entry.is_dir || !node.linked {
             return None;
         }
         let new = Ino(self.next);

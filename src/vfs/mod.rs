@@ -582,7 +582,7 @@ impl Vfs {
             gid: self.cfg.gid,
         };
         if !e.is_dir {
-            if let Some(d) = self.own_change(ino, n) {
+            if let Some(d) = self.own_change(ino, &n.path, n.linked) {
                 let st = d.state();
                 a.size = st.size;
                 a.mtime = st.mtime;
@@ -1180,11 +1180,12 @@ impl Vfs {
             return false;
         }
         let mut t = lock(&self.table);
-        let Some(path) = t.get(ino).map(|n| n.path.clone()) else {
-            return false;
-        };
-        match t.by_path(&path) {
-            Some(i) if i == ino => {
+        match t.get(ino).map(|n| n.linked) {
+            None => false,
+            // Renumbered already by another open, or replaced or deleted meanwhile: either
+            // way the name is to be looked up again.
+            Some(false) => true,
+            Some(true) => {
                 if t.renumber(ino).is_none() {
                     return false;
                 }
@@ -1195,9 +1196,6 @@ impl Vfs {
                 }
                 true
             }
-            // Renumbered already by another open, or renamed or deleted meanwhile: either
-            // way the name is to be looked up again.
-            _ => true,
         }
     }
 
@@ -1717,8 +1715,10 @@ impl Vfs {
         let dirty = match own {
             Some(d) => Some(d),
             None => {
-                let node = lock(&self.table).get(ino).cloned();
-                node.and_then(|n| self.own_change(ino, &n))
+                let at = lock(&self.table)
+                    .get(ino)
+                    .map(|n| (n.path.clone(), n.linked));
+                at.and_then(|(path, linked)| self.own_change(ino, &path, linked))
             }
         };
         match dirty {
@@ -1899,14 +1899,14 @@ impl Vfs {
         e
     }
 
-    /// The local change of file `ino` (node `n`): the one of a file deleted while open (see
-    /// `orphans`), else the one pending at its path while the path still leads to it. An
-    /// unlinked file (replaced by a rename, renumbered) has none of its own: what is pending
-    /// at its old path is another file's, and its descriptors keep reading the version they
-    /// opened, as a local file's do.
-    fn own_change(&self, ino: Ino, n: &Node) -> Option<Arc<DirtyFile>> {
+    /// The local change of file `ino` at `path`: the one of a file deleted while open (see
+    /// `orphans`), else the one pending at its path while the path still leads to it
+    /// (`Node::linked`). An unlinked file (replaced by a rename, renumbered) has none of its
+    /// own: what is pending at its old path is another file's, and its descriptors keep
+    /// reading the version they opened, as a local file's do.
+    fn own_change(&self, ino: Ino, path: &RemotePath, linked: bool) -> Option<Arc<DirtyFile>> {
         let orphan = lock(&self.orphans).get(&ino).cloned();
-        orphan.or_else(|| n.linked.then(|| self.wb.get(&n.path)).flatten())
+        orphan.or_else(|| linked.then(|| self.wb.get(path)).flatten())
     }
 
     /// Makes the next use of `ino`'s attributes ask the server first.
@@ -2363,16 +2363,22 @@ impl Vfs {
         Ok(self.attr_of(ino, &n))
     }
 
-    /// The local change `d` of file `ino`, just dropped (deleted, or replaced by a rename)
-    /// while a writer still has it open: kept for that writer's descriptors, which keep its
-    /// data file open (what they write and read is theirs, and goes nowhere).
-    fn orphan(&self, ino: Ino, d: Arc<DirtyFile>) {
+    /// Drops the local change of file `ino` at `path` (deleted, or replaced by a rename);
+    /// answers its state. A writer that still has it open keeps it for its descriptors,
+    /// which keep its data file open (what they write and read is theirs, and goes nowhere).
+    async fn drop_change(
+        &self,
+        ino: Ino,
+        path: &RemotePath,
+    ) -> Option<crate::writeback::DirtyState> {
+        let (d, st) = self.wb.remove(path).await?;
         if lock(&self.handles)
             .values()
             .any(|h| h.ino == ino && h.dirty.is_some())
         {
             lock(&self.orphans).insert(ino, d);
         }
+        Some(st)
     }
 
     /// Deletes a file: a file never uploaded is dropped locally, otherwise the server copy is
@@ -2391,11 +2397,7 @@ impl Vfs {
         }
         Self::permitted(&node, 'D', "deleting")?;
         tracing::debug!(path = %node.path, "unlink");
-        let pending = self.wb.get(&node.path);
-        let dropped = self.wb.remove(&node.path).await;
-        if let Some(d) = pending.filter(|_| dropped.is_some()) {
-            self.orphan(ino, d);
-        }
+        let dropped = self.drop_change(ino, &node.path).await;
         // Read the etag after the removal: an upload that finished meanwhile changed it.
         let on_server = match &dropped {
             Some(st) => st.base.clone(),
@@ -2575,19 +2577,10 @@ impl Vfs {
         tracing::debug!(from = %src.path, %to, replaces = target.is_some(), "rename");
 
         // What the target was on the server (to replace it conditionally).
-        let target_pending = match &target {
-            Some((_, t)) if !t.entry.is_dir => self.wb.get(&to),
-            _ => None,
-        };
         let target_dropped = match &target {
-            Some((_, t)) if !t.entry.is_dir => self.wb.remove(&to).await,
+            Some((tino, t)) if !t.entry.is_dir => self.drop_change(*tino, &to).await,
             _ => None,
         };
-        if let (Some((tino, _)), Some(d)) = (&target, target_pending) {
-            if target_dropped.is_some() {
-                self.orphan(*tino, d);
-            }
-        }
         let target_on_server: Option<Base> = match (&target, &target_dropped) {
             (Some(_), Some(st)) => st.base.clone(),
             (Some((tino, t)), None) => Some(seen(&self.node(*tino).unwrap_or(t.clone()))),

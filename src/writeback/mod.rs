@@ -1696,8 +1696,8 @@ impl WriteBack {
     }
 
     /// Drops the pending change at `p` (unlink, or replaced by a rename); waits for an upload
-    /// in flight to end first. Answers the dropped state.
-    pub async fn remove(&self, p: &RemotePath) -> Option<DirtyState> {
+    /// in flight to end first. Answers the dropped change and its state.
+    pub async fn remove(&self, p: &RemotePath) -> Option<(Arc<DirtyFile>, DirtyState)> {
         let d = self.get(p)?;
         let _g = d.upload_lock.lock().await;
         let mut files = lock(&self.files);
@@ -1717,7 +1717,8 @@ impl WriteBack {
             let _ = lock(&self.journal).delete(d.id);
         }
         let _ = std::fs::remove_file(&d.data_path);
-        Some(st)
+        drop(_g);
+        Some((d, st))
     }
 
     /// Waits for the uploads in flight of every pending file at or below `p` and keeps new ones

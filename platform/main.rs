@@ -7,6 +7,7 @@ mod fuse;
 mod winfsp;
 
 fn main() -> std::process::ExitCode {
+    few_malloc_arenas();
     #[cfg(unix)]
     {
         nuage::cli::run(&fuse::FusePlatform)
@@ -16,5 +17,21 @@ fn main() -> std::process::ExitCode {
         // The WinFsp adapter is not written yet (only its NTSTATUS table is): say so plainly.
         eprintln!("nuage: mounting on Windows (WinFsp) is not available yet");
         std::process::ExitCode::FAILURE
+    }
+}
+
+/// Caps glibc's malloc at two arenas (unless `MALLOC_ARENA_MAX` says otherwise). By default
+/// glibc gives up to eight per core, one per thread that allocates while another holds an
+/// arena, and memory freed in one is not reused by the others: a mount that listed and read
+/// 50,000 small files held 200-280 MiB that way, against 120 MiB with two arenas, for the
+/// same speed (measured on 2 cores; the large-file read path allocates from pooled buffers).
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt(3) only changes the allocator's settings; it is called before the
+        // program starts any thread.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }

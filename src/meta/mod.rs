@@ -57,7 +57,9 @@ pub struct Node {
 #[derive(Debug)]
 pub struct InodeTable {
     nodes: HashMap<Ino, Node>,
-    by_path: HashMap<RemotePath, Ino>,
+    /// Sorted, so that what is below a folder is one range (see [`Self::below`]): a delete or
+    /// rename in a folder of 20,000 files scanned every known path before.
+    by_path: BTreeMap<RemotePath, Ino>,
     next: u64,
     /// Per folder, bumped by every local change of its children: a listing fetched while it
     /// moved must not be applied (it could bring back what was just deleted).
@@ -69,7 +71,7 @@ impl InodeTable {
     pub fn new(root: Entry) -> Self {
         let mut t = InodeTable {
             nodes: HashMap::new(),
-            by_path: HashMap::new(),
+            by_path: BTreeMap::new(),
             next: 2,
             changes: HashMap::new(),
         };
@@ -106,6 +108,24 @@ impl InodeTable {
     /// The inode of a path, if known.
     pub fn by_path(&self, p: &RemotePath) -> Option<Ino> {
         self.by_path.get(p).copied()
+    }
+
+    /// The known paths strictly below folder `p`, with their inodes.
+    fn below(&self, p: &RemotePath) -> Vec<(RemotePath, Ino)> {
+        if p.is_root() {
+            return self
+                .by_path
+                .iter()
+                .filter(|(k, _)| !k.is_root())
+                .map(|(k, i)| (k.clone(), *i))
+                .collect();
+        }
+        let bound = p.below_bound();
+        self.by_path
+            .range(&bound..)
+            .take_while(|(k, _)| k.as_str().starts_with(bound.as_str()))
+            .map(|(k, i)| (k.clone(), *i))
+            .collect()
     }
 
     /// Records a server description of a path under `parent`, asked for at `now`; answers its
@@ -197,18 +217,9 @@ impl InodeTable {
             self.by_path.remove(p);
             self.unlinked(ino);
         }
-        let prefix = format!("{}/", p.as_str());
-        let below: Vec<RemotePath> = self
-            .by_path
-            .keys()
-            .filter(|k| k.as_str().starts_with(&prefix))
-            .cloned()
-            .collect();
-        if !below.is_empty() {
-            for k in below {
-                if let Some(i) = self.by_path.remove(&k) {
-                    self.unlinked(i);
-                }
+        for (k, _) in self.below(p) {
+            if let Some(i) = self.by_path.remove(&k) {
+                self.unlinked(i);
             }
         }
         if let Some(n) = self.nodes.get_mut(&ino) {
@@ -326,19 +337,17 @@ impl InodeTable {
             }
         }
         // Re-key this node and its descendants.
-        let prefix = format!("{}/", from.as_str());
-        let moved: Vec<(RemotePath, Ino)> = self
-            .by_path
-            .iter()
-            .filter(|(p, _)| **p == from || p.as_str().starts_with(&prefix))
-            .map(|(p, i)| (p.clone(), *i))
-            .collect();
+        let prefix_len = from.below_bound().as_str().len();
+        let mut moved = self.below(&from);
+        if let Some(i) = self.by_path.get(&from) {
+            moved.push((from.clone(), *i));
+        }
         for (p, i) in moved {
             self.by_path.remove(&p);
             let np = if p == from {
                 to.clone()
             } else {
-                RemotePath::new(&format!("{}/{}", to.as_str(), &p.as_str()[prefix.len()..]))
+                RemotePath::new(&format!("{}/{}", to.as_str(), &p.as_str()[prefix_len..]))
             };
             if let Some(n) = self.nodes.get_mut(&i) {
                 n.path = np.clone();
@@ -485,6 +494,57 @@ mod tests {
         assert_eq!(root.children.get("x"), Some(&d));
         assert_eq!(root.children.get("d"), None);
     }
+    /// Siblings whose names sort between `d` and `d/` (a space, `-`, `.` come before `/`)
+    /// are neither moved nor forgotten with folder `d`; everything below it, at any depth, is.
+    #[test]
+    fn a_folder_moved_or_forgotten_takes_all_below_it_and_no_sibling() {
+        let now = Instant::now();
+        let mut t = InodeTable::new(e("", true));
+        t.apply_listing(
+            Ino::ROOT,
+            vec![
+                e("", true),
+                e("d", true),
+                e("d c", false),
+                e("d-x", false),
+                e("d.txt", false),
+                e("d0", false),
+                e("dd", true),
+            ],
+            now,
+        );
+        let d = t.by_path(&RemotePath::new("d")).expect("d");
+        t.apply_listing(d, vec![e("d", true), e("d/f", false), e("d/s", true)], now);
+        let s = t.by_path(&RemotePath::new("d/s")).expect("d/s");
+        t.apply_listing(s, vec![e("d/s", true), e("d/s/g", false)], now);
+        let g = t.by_path(&RemotePath::new("d/s/g")).expect("g");
+        let siblings = ["d c", "d-x", "d.txt", "d0", "dd"];
+        let before: Vec<Option<Ino>> = siblings
+            .iter()
+            .map(|n| t.by_path(&RemotePath::new(n)))
+            .collect();
+        t.move_node(d, Ino::ROOT, "e");
+        assert_eq!(t.by_path(&RemotePath::new("e/s/g")), Some(g));
+        assert!(t.by_path(&RemotePath::new("e/f")).is_some());
+        assert_eq!(t.by_path(&RemotePath::new("d/s/g")), None);
+        let after: Vec<Option<Ino>> = siblings
+            .iter()
+            .map(|n| t.by_path(&RemotePath::new(n)))
+            .collect();
+        assert_eq!(before, after, "siblings untouched by the move");
+        assert!(after.iter().all(Option::is_some));
+        t.remove_child(Ino::ROOT, "e");
+        assert_eq!(t.by_path(&RemotePath::new("e")), None);
+        assert_eq!(t.by_path(&RemotePath::new("e/f")), None);
+        assert_eq!(t.by_path(&RemotePath::new("e/s/g")), None);
+        assert_eq!(t.get(g).map(|n| n.linked), Some(false));
+        let still: Vec<Option<Ino>> = siblings
+            .iter()
+            .map(|n| t.by_path(&RemotePath::new(n)))
+            .collect();
+        assert_eq!(before, still, "siblings untouched by the delete");
+    }
+
     #[test]
     fn renumber_gives_the_path_a_new_inode_and_keeps_the_old_one() {
         let now = Instant::now();

@@ -68,6 +68,18 @@ impl RemotePath {
         })
     }
 
+    /// The smallest string every path strictly below this one begins with (`a/b/` for
+    /// `a/b`; `""` for the root). Not a path itself: a bound for a range of sorted paths,
+    /// where everything below `a/b` follows it contiguously (`a/b c` and `a/b.txt`, whose
+    /// next byte sorts before `/`, come before it).
+    pub fn below_bound(&self) -> RemotePath {
+        if self.0.is_empty() {
+            RemotePath::root()
+        } else {
+            RemotePath(format!("{}/", self.0))
+        }
+    }
+
     /// True when this path is `ancestor` or lies below it.
     pub fn is_within(&self, ancestor: &RemotePath) -> bool {
         ancestor.0.is_empty()

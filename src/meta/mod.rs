@@ -494,6 +494,7 @@ mod tests {
         assert_eq!(root.children.get("x"), Some(&d));
         assert_eq!(root.children.get("d"), None);
     }
+
     /// Siblings whose names sort between `d` and `d/` (a space, `-`, `.` come before `/`)
     /// are neither moved nor forgotten with folder `d`; everything below it, at any depth, is.
     #[test]

@@ -515,19 +515,24 @@ impl Vfs {
                     continue;
                 };
                 let mut h = std::collections::hash_map::DefaultHasher::new();
-                let mut children = Vec::with_capacity(l.children.len());
                 for (name, c) in l.children.iter() {
                     if let Some(cn) = t.get(*c) {
                         name.hash(&mut h);
                         cn.entry.etag.hash(&mut h);
                         cn.entry.size.hash(&mut h);
                         cn.entry.is_dir.hash(&mut h);
-                        children.push(cn.entry.clone());
                     }
                 }
                 let sig = h.finish();
                 if seen.get(ino) != Some(&sig) {
                     seen.insert(*ino, sig);
+                    // Copied only when changed: every listing is looked at every few seconds
+                    // (copying a folder of 50,000 entries each time held the table 50 ms).
+                    let children: Vec<Entry> = l
+                        .children
+                        .values()
+                        .filter_map(|c| t.get(*c).map(|cn| cn.entry.clone()))
+                        .collect();
                     out.push((node.entry.clone(), children));
                 }
             }

@@ -436,15 +436,24 @@ mod tests {
         }
     }
 
+    /// A table whose root was listed with `children` (path, is a folder), at `now`.
+    fn listed_root(children: &[(&str, bool)], now: Instant) -> InodeTable {
+        let mut t = InodeTable::new(e("", true));
+        let mut entries = vec![e("", true)];
+        entries.extend(children.iter().map(|(p, dir)| e(p, *dir)));
+        t.apply_listing(Ino::ROOT, entries, now);
+        t
+    }
+
+    /// The inode of path `p`, if known.
+    fn at(t: &InodeTable, p: &str) -> Option<Ino> {
+        t.by_path(&RemotePath::new(p))
+    }
+
     #[test]
     fn stable_inodes_and_type_change() {
         let now = Instant::now();
-        let mut t = InodeTable::new(e("", true));
-        t.apply_listing(
-            Ino::ROOT,
-            vec![e("", true), e("a", false), e("b", true)],
-            now,
-        );
+        let mut t = listed_root(&[("a", false), ("b", true)], now);
         let a = t.by_path(&RemotePath::new("a")).expect("a");
         t.apply_listing(
             Ino::ROOT,
@@ -468,12 +477,7 @@ mod tests {
     #[test]
     fn move_node_rekeys_descendants() {
         let now = Instant::now();
-        let mut t = InodeTable::new(e("", true));
-        t.apply_listing(
-            Ino::ROOT,
-            vec![e("", true), e("d", true), e("x", false)],
-            now,
-        );
+        let mut t = listed_root(&[("d", true), ("x", false)], now);
         let d = t.by_path(&RemotePath::new("d")).expect("d");
         t.apply_listing(d, vec![e("d", true), e("d/f", false)], now);
         let f = t.by_path(&RemotePath::new("d/f")).expect("f");
@@ -500,61 +504,45 @@ mod tests {
     #[test]
     fn a_folder_moved_or_forgotten_takes_all_below_it_and_no_sibling() {
         let now = Instant::now();
-        let mut t = InodeTable::new(e("", true));
-        t.apply_listing(
-            Ino::ROOT,
-            vec![
-                e("", true),
-                e("d", true),
-                e("d c", false),
-                e("d-x", false),
-                e("d.txt", false),
-                e("d0", false),
-                e("dd", true),
+        let siblings = ["d c", "d-x", "d.txt", "d0", "dd"];
+        let mut t = listed_root(
+            &[
+                ("d", true),
+                ("d c", false),
+                ("d-x", false),
+                ("d.txt", false),
+                ("d0", false),
+                ("dd", true),
             ],
             now,
         );
-        let d = t.by_path(&RemotePath::new("d")).expect("d");
+        let of_siblings =
+            |t: &InodeTable| -> Vec<Option<Ino>> { siblings.iter().map(|n| at(t, n)).collect() };
+        let d = at(&t, "d").expect("d");
         t.apply_listing(d, vec![e("d", true), e("d/f", false), e("d/s", true)], now);
-        let s = t.by_path(&RemotePath::new("d/s")).expect("d/s");
+        let s = at(&t, "d/s").expect("d/s");
         t.apply_listing(s, vec![e("d/s", true), e("d/s/g", false)], now);
-        let g = t.by_path(&RemotePath::new("d/s/g")).expect("g");
-        let siblings = ["d c", "d-x", "d.txt", "d0", "dd"];
-        let before: Vec<Option<Ino>> = siblings
-            .iter()
-            .map(|n| t.by_path(&RemotePath::new(n)))
-            .collect();
+        let g = at(&t, "d/s/g").expect("g");
+        let before = of_siblings(&t);
         t.move_node(d, Ino::ROOT, "e");
-        assert_eq!(t.by_path(&RemotePath::new("e/s/g")), Some(g));
-        assert!(t.by_path(&RemotePath::new("e/f")).is_some());
-        assert_eq!(t.by_path(&RemotePath::new("d/s/g")), None);
-        let after: Vec<Option<Ino>> = siblings
-            .iter()
-            .map(|n| t.by_path(&RemotePath::new(n)))
-            .collect();
+        assert_eq!(at(&t, "e/s/g"), Some(g));
+        assert!(at(&t, "e/f").is_some());
+        assert_eq!(at(&t, "d/s/g"), None);
+        let after = of_siblings(&t);
         assert_eq!(before, after, "siblings untouched by the move");
         assert!(after.iter().all(Option::is_some));
         t.remove_child(Ino::ROOT, "e");
-        assert_eq!(t.by_path(&RemotePath::new("e")), None);
-        assert_eq!(t.by_path(&RemotePath::new("e/f")), None);
-        assert_eq!(t.by_path(&RemotePath::new("e/s/g")), None);
+        assert_eq!(at(&t, "e"), None);
+        assert_eq!(at(&t, "e/f"), None);
+        assert_eq!(at(&t, "e/s/g"), None);
         assert_eq!(t.get(g).map(|n| n.linked), Some(false));
-        let still: Vec<Option<Ino>> = siblings
-            .iter()
-            .map(|n| t.by_path(&RemotePath::new(n)))
-            .collect();
-        assert_eq!(before, still, "siblings untouched by the delete");
+        assert_eq!(before, of_siblings(&t), "siblings untouched by the delete");
     }
 
     #[test]
     fn renumber_gives_the_path_a_new_inode_and_keeps_the_old_one() {
         let now = Instant::now();
-        let mut t = InodeTable::new(e("", true));
-        t.apply_listing(
-            Ino::ROOT,
-            vec![e("", true), e("f", false), e("d", true)],
-            now,
-        );
+        let mut t = listed_root(&[("f", false), ("d", true)], now);
         let f = t.by_path(&RemotePath::new("f")).expect("f");
         let d = t.by_path(&RemotePath::new("d")).expect("d");
         let g = t.renumber(f).expect("renumbered");

@@ -1837,14 +1837,21 @@ impl Vfs {
         let Some(ino) = lock(&self.handles).get(&fh).map(|h| h.ino) else {
             return Ok(None);
         };
-        self.unconfirm(ino);
-        let node = self.revalidate(ino).await?;
-        let base = self.base_of(&node).await?;
-        let file = Self::server_file(&node, base.version);
+        let (_, file) = self.server_version_now(ino).await?;
         if let Some(h) = lock(&self.handles).get_mut(&fh) {
             h.file = file.clone();
         }
         Ok(Some(file))
+    }
+
+    /// The version of file `ino` on the server now (its attributes asked for again), with
+    /// its node: what a handle that met a change follows.
+    async fn server_version_now(&self, ino: Ino) -> Result<(Node, FileVersion)> {
+        self.unconfirm(ino);
+        let node = self.revalidate(ino).await?;
+        let base = self.base_of(&node).await?;
+        let file = Self::server_file(&node, base.version);
+        Ok((node, file))
     }
 
     /// A handle whose reads answered nothing yet, opened when the kernel held no page of the
@@ -1870,10 +1877,7 @@ impl Vfs {
                 _ => eligible(&hs)?,
             }
         };
-        self.unconfirm(ino);
-        let node = self.revalidate(ino).await.ok()?;
-        let base = self.base_of(&node).await.ok()?;
-        let newer = Self::server_file(&node, base.version);
+        let (node, newer) = self.server_version_now(ino).await.ok()?;
         if newer.version == old.version {
             return None;
         }

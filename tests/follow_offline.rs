@@ -1296,6 +1296,131 @@ fn a_file_renamed_offline_over_another_replaces_it_on_the_server_unless_changed_
     m.unmount();
 }
 
+/// A server that stops answering without closing anything (hung, or a network that drops
+/// every packet): a program that meets it waits a few seconds (`PATIENCE`, then the check
+/// whether the server answers at all), not the request timeout (120 s here), and gets what
+/// the mount knows: the cached file, the last listing, the last quota. The mount then works
+/// offline, and online again once the server answers.
+#[test]
+fn a_silent_server_holds_programs_up_seconds_not_the_whole_timeout() {
+    let cloud = Cloud::start_with(Some(5 << 30));
+    std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
+    std::fs::write(cloud.files().join("docs/cached.txt"), "gardé").expect("seed");
+    let relay = Relay::start(cloud.port());
+    let cache = tempfile::tempdir().expect("tmp");
+    let m = Mount::new(MountSpec::new(&relay.url()).cache(cache.path()).args(&[
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+        "--timeout",
+        "120",
+        "--poll-interval",
+        "60",
+    ]));
+    assert_eq!(
+        read(&m.path("docs/cached.txt")).expect("read"),
+        "gardé".as_bytes()
+    );
+    let quota = |st: &libc::statvfs| st.f_blocks * st.f_frsize;
+    assert_eq!(quota(&statvfs(&m.mp).expect("statvfs")), 5 << 30);
+
+    relay.set(RelayMode::Silent);
+    std::thread::sleep(Duration::from_millis(1100)); // lifetimes over: the server is asked
+                                                     // In a thread of its own, so that a mount waiting for the whole timeout fails the test
+                                                     // instead of holding it up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (file, docs, mp) = (m.path("docs/cached.txt"), m.path("docs"), m.mp.clone());
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let content = std::fs::read(&file).map_err(|e| e.to_string());
+        let first = t.elapsed();
+        let listed = names(&docs);
+        let st = statvfs(&mp).map_err(|e| e.to_string());
+        let _ = tx.send((content, first, listed, st.map(|s| quota(&s)), t.elapsed()));
+    });
+    let (content, first, listed, total, all) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the mount waited for the silent server");
+    assert_eq!(content, Ok("gardé".as_bytes().to_vec()));
+    assert_eq!(listed, ["cached.txt"]);
+    assert_eq!(total, Ok(5 << 30), "statfs answers the last quota known");
+    eprintln!("first answer after {first:?}, all after {all:?}");
+    assert!(
+        all < Duration::from_secs(30),
+        "took {all:?}: waited for the request timeout"
+    );
+    time_until(Duration::from_secs(20), "seen out of reach", || {
+        m.status()["online"] == false
+    });
+
+    // It answers again: the mount finds out by itself and sees what changed meanwhile.
+    relay.set(RelayMode::Through);
+    std::fs::write(cloud.files().join("docs/new.txt"), "nouveau").expect("seed");
+    time_until(Duration::from_secs(30), "back online", || {
+        m.status()["online"] == true
+    });
+    time_until(Duration::from_secs(10), "new file listed", || {
+        names(&m.path("docs")) == ["cached.txt", "new.txt"]
+    });
+    m.unmount();
+}
+
+/// A slow server (each answer a few seconds late) is not out of reach: a program gets the
+/// last listing after `PATIENCE`, the listing asked for lands when it comes, and reads that
+/// need the server wait for it instead of failing.
+#[test]
+fn a_slow_server_answers_late_listings_in_the_background_and_stays_online() {
+    let cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
+    std::fs::write(cloud.files().join("docs/a.txt"), "a").expect("seed");
+    let relay = Relay::start(cloud.port());
+    let cache = tempfile::tempdir().expect("tmp");
+    let m = Mount::new(MountSpec::new(&relay.url()).cache(cache.path()).args(&[
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+        "--poll-interval",
+        "60",
+    ]));
+    assert_eq!(names(&m.path("docs")), ["a.txt"]);
+    std::fs::write(cloud.files().join("docs/b.txt"), "b").expect("seed");
+    relay.set(RelayMode::Slow(Duration::from_secs(6)));
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = Instant::now();
+    let first = names(&m.path("docs"));
+    let took = t.elapsed();
+    eprintln!("listed after {took:?}: {first:?}");
+    assert_eq!(
+        first,
+        ["a.txt"],
+        "the last listing, answered before the server"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "waited {took:?} for the slow server"
+    );
+    // The listing asked for lands on its own, without another look at the folder (which
+    // would ask the server again).
+    std::thread::sleep(Duration::from_secs(8));
+    relay.set(RelayMode::Through);
+    let t = Instant::now();
+    assert_eq!(names(&m.path("docs")), ["a.txt", "b.txt"]);
+    eprintln!("then listed in {:?}", t.elapsed());
+    assert_eq!(
+        m.status()["online"],
+        true,
+        "a slow server is not out of reach"
+    );
+    // A file never read needs the server: the read waits for the slow answer.
+    relay.set(RelayMode::Slow(Duration::from_secs(4)));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(read(&m.path("docs/b.txt")).expect("slow read"), b"b");
+    assert_eq!(m.status()["online"], true);
+    m.unmount();
+}
+
 /// Institutions put a gateway (a reverse proxy) in front of their cloud; when the server
 /// behind it is down, the gateway answers `502 Bad Gateway` (or `504`). For the mount that
 /// is a server out of reach, not a broken one: cached folders list, cached files read, and

@@ -237,12 +237,7 @@ fn statfs_reports_the_quota() {
     let cloud = Cloud::start_with(Some(5 << 30));
     std::fs::write(cloud.files().join("f"), vec![1u8; 1 << 20]).expect("w");
     let m = Mount::new(MountSpec::new(&cloud.url()));
-    let c = std::ffi::CString::new(m.mp.to_string_lossy().as_bytes()).expect("cstr");
-    // SAFETY: statvfs writes into the zeroed struct we pass; the path is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    assert_eq!(rc, 0);
+    let st = statvfs(&m.mp).expect("statvfs");
     let total = st.f_blocks * st.f_frsize;
     let free = st.f_bavail * st.f_frsize;
     assert_eq!(total, 5 << 30, "total is the quota");

@@ -541,7 +541,13 @@ impl Fetcher {
                         )
                     }
                     Err(e)
-                        if e.retry && attempt < RETRY_AFTER.len() && me.dav.reach().is_online() =>
+                        if e.retry && attempt < RETRY_AFTER.len() && {
+                            if e.err.kind == ErrorKind::TimedOut {
+                                // Not asked again of a server that answers nothing at all.
+                                me.dav.check_reach().await;
+                            }
+                            me.dav.reach().is_online()
+                        } =>
                     {
                         tracing::info!(path = %f.path, error = %e.err, "download broke off, asking again");
                         tokio::time::sleep(RETRY_AFTER[attempt]).await;

@@ -133,6 +133,14 @@ pub struct Opened {
 /// copied at all).
 pub const DEFAULT_READAHEAD: u64 = 16 << 20;
 
+/// How long a program waits for the server when the mount has an answer of its own (the last
+/// listing of a folder, the attributes known, the last quota), unless the read timeout is
+/// shorter ([`VfsConfig::patience`]): a slow or silent server then holds it up this long, not
+/// for the whole request timeout. The request goes on in the background and its answer lands
+/// when it comes; meanwhile the server is asked whether it answers at all, and when it does
+/// not the mount works offline at once.
+pub const PATIENCE: Duration = Duration::from_secs(3);
+
 /// Mount behaviour settings.
 #[derive(Debug, Clone)]
 pub struct VfsConfig {
@@ -154,6 +162,9 @@ pub struct VfsConfig {
     pub nextcloud: bool,
     /// Names the server refuses (Nextcloud capabilities), checked at create and rename.
     pub names: Option<crate::webdav::nextcloud::NameRules>,
+    /// How long a program waits for the server where the mount has an answer of its own
+    /// (see [`PATIENCE`]).
+    pub patience: Duration,
 }
 
 impl Default for VfsConfig {
@@ -168,6 +179,7 @@ impl Default for VfsConfig {
             cache_identity: String::new(),
             nextcloud: false,
             names: None,
+            patience: PATIENCE,
         }
     }
 }
@@ -632,27 +644,111 @@ impl Vfs {
     }
 
     /// Lists folder `dir` again when its listing is older than `dir_ttl`, or always with
-    /// `force` (then a listing fetched by someone else meanwhile also counts).
+    /// `force` (then a listing fetched by someone else meanwhile also counts). A folder listed
+    /// before is answered from that listing when the server takes longer than [`PATIENCE`]
+    /// (its new listing still lands when it comes).
     async fn refresh_listing(&self, dir: Ino, force: bool) -> Result<()> {
         let since = Instant::now();
-        let is_fresh = |t: &InodeTable| {
-            t.get(dir)
-                .and_then(|n| n.listing.as_ref())
-                .map(|l| {
-                    if force {
-                        l.fetched >= since
-                    } else {
-                        l.fetched.elapsed() < self.cfg.dir_ttl
-                    }
-                })
-                .unwrap_or(false)
-        };
-        if is_fresh(&lock(&self.table)) {
+        if self.listing_is_fresh(dir, force, since) {
             return Ok(());
         }
         let gate = lock(&self.listing_locks).entry(dir).or_default().clone();
+        let listed_before = lock(&self.table)
+            .get(dir)
+            .is_some_and(|n| n.listing.is_some());
+        let (true, false, Some(me)) = (listed_before, force, self.me.upgrade()) else {
+            return self.list_now(dir, force, since, &gate).await;
+        };
+        if !self.reach().is_online() && gate.try_lock().is_err() {
+            // Out of reach, and an earlier listing of it still waits for the server.
+            return Ok(());
+        }
+        let listed =
+            self.within_patience(async move { me.list_now(dir, force, since, &gate).await });
+        match listed.await {
+            Some(r) => r,
+            None => {
+                tracing::debug!(
+                    dir = dir.0,
+                    "the server is slow: answering from the last listing"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `work` (a request with an answer to fall back on) to its end in the background and
+    /// waits for it `patience` at most: `None` when it takes longer (or failed to run), and
+    /// then the server is asked whether it answers at all. While that is being asked, `None`
+    /// at once, and `work` is not started (it would most likely wait as well).
+    async fn within_patience<T: Send + 'static>(
+        &self,
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        if self.dav.checking_reach() {
+            return None;
+        }
+        let task = self.rt.spawn(work);
+        let reach = self.reach();
+        let gone = async {
+            if !reach.is_online() {
+                // Out of reach already: `work` fails at once or answers from the cache.
+                std::future::pending::<()>().await;
+            }
+            // Found out of reach meanwhile (by the check another wait started, say).
+            while reach.is_online() {
+                reach.changed().await;
+            }
+        };
+        tokio::select! {
+            done = task => match done {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a request to the server ended abnormally");
+                    None
+                }
+            },
+            _ = tokio::time::sleep(self.cfg.patience) => {
+                self.check_reach_soon();
+                None
+            }
+            _ = gone => None,
+        }
+    }
+
+    /// Asks in the background whether the server answers at all, unless that is being asked.
+    fn check_reach_soon(&self) {
+        if self.dav.checking_reach() {
+            return;
+        }
+        let dav = self.dav.clone();
+        self.rt.spawn(async move { dav.check_reach().await });
+    }
+
+    /// True when folder `dir` was listed within `dir_ttl` (with `force`: since `since`).
+    fn listing_is_fresh(&self, dir: Ino, force: bool, since: Instant) -> bool {
+        lock(&self.table)
+            .get(dir)
+            .and_then(|n| n.listing.as_ref())
+            .is_some_and(|l| {
+                if force {
+                    l.fetched >= since
+                } else {
+                    l.fetched.elapsed() < self.cfg.dir_ttl
+                }
+            })
+    }
+
+    /// Lists folder `dir` (see [`Vfs::refresh_listing`]), one listing of it at a time (`gate`).
+    async fn list_now(
+        &self,
+        dir: Ino,
+        force: bool,
+        since: Instant,
+        gate: &tokio::sync::Mutex<()>,
+    ) -> Result<()> {
         let _g = gate.lock().await;
-        if is_fresh(&lock(&self.table)) {
+        if self.listing_is_fresh(dir, force, since) {
             return Ok(());
         }
         let node = self.node(dir)?;
@@ -793,7 +889,8 @@ impl Vfs {
         }
     }
 
-    /// Re-reads one node's attributes from the server when they are older than `attr_ttl`.
+    /// Re-reads one node's attributes from the server when they are older than `attr_ttl`;
+    /// the ones known when the server takes longer than [`PATIENCE`] (its answer still lands).
     async fn revalidate(&self, ino: Ino) -> Result<Node> {
         let node = self.node(ino)?;
         if node.confirmed.elapsed() < self.cfg.attr_ttl || lock(&self.orphans).contains_key(&ino) {
@@ -814,6 +911,24 @@ impl Vfs {
             // Made offline, not on the server yet.
             return Ok(node);
         }
+        let Some(me) = self.me.upgrade() else {
+            return self.revalidate_now(ino, node).await;
+        };
+        let known = node.clone();
+        match self
+            .within_patience(async move { me.revalidate_now(ino, node).await })
+            .await
+        {
+            Some(r) => r,
+            None => {
+                tracing::debug!(path = %known.path, "the server is slow: using the attributes known");
+                Ok(known)
+            }
+        }
+    }
+
+    /// Asks the server for one node's attributes (see [`Vfs::revalidate`]).
+    async fn revalidate_now(&self, ino: Ino, node: Node) -> Result<Node> {
         let asked = Instant::now();
         let on_server = self.wb.server_path(&node.path);
         let asked_for = self.dav.propfind(&on_server, Depth::Zero).await;
@@ -2749,14 +2864,37 @@ impl Vfs {
     }
 
     /// Usage figures: the Nextcloud quota when the server gives one (§11), else a large
-    /// synthetic size so that programs do not refuse to work.
+    /// synthetic size so that programs do not refuse to work. Never an error: the last
+    /// figures known while the server is out of reach or slower than [`PATIENCE`].
     pub async fn statfs(&self) -> Result<StatFs> {
-        if let Some((at, s)) = *lock(&self.quota) {
-            if at.elapsed() < Duration::from_secs(30) {
+        let known = *lock(&self.quota);
+        if let Some((at, s)) = known {
+            if at.elapsed() < self.cfg.attr_ttl {
                 return Ok(s);
             }
         }
-        const SYNTHETIC_FREE: u64 = 1 << 40;
+        let asked = match self.me.upgrade() {
+            Some(me) => {
+                self.within_patience(async move { me.ask_quota().await })
+                    .await
+            }
+            None => Some(self.ask_quota().await),
+        };
+        match asked {
+            Some(Ok(s)) => Ok(s),
+            other => {
+                // Slow, out of reach or refusing: programs (file managers, `df`) still get
+                // an answer, the last one known or the one for a server without quotas.
+                if let Some(Err(e)) = other {
+                    tracing::debug!(error = %e, "quota not known now");
+                }
+                Ok(known.map_or_else(|| self.no_quota(0), |(_, s)| s))
+            }
+        }
+    }
+
+    /// Asks the server for the quota (see [`Vfs::statfs`]) and keeps it.
+    async fn ask_quota(&self) -> Result<StatFs> {
         let root = self.dav.propfind(&RemotePath::root(), Depth::Zero).await?;
         let r = root.into_iter().find(|e| e.path.is_root());
         let used = r
@@ -2773,15 +2911,21 @@ impl Vfs {
                 name_max: self.name_max(),
             }
         } else {
-            StatFs {
-                total: used + SYNTHETIC_FREE,
-                free: SYNTHETIC_FREE,
-                bsize: 4096,
-                name_max: self.name_max(),
-            }
+            self.no_quota(used)
         };
         *lock(&self.quota) = Some((Instant::now(), s));
         Ok(s)
+    }
+
+    /// What `statfs` tells of a server without a quota: plenty of room.
+    fn no_quota(&self, used: u64) -> StatFs {
+        const SYNTHETIC_FREE: u64 = 1 << 40;
+        StatFs {
+            total: used + SYNTHETIC_FREE,
+            free: SYNTHETIC_FREE,
+            bsize: 4096,
+            name_max: self.name_max(),
+        }
     }
 
     /// The longest name the server takes: Nextcloud's limit when its naming rules are known,

@@ -227,6 +227,10 @@ impl AuthGate {
 pub struct Reach {
     offline_since: std::sync::Mutex<Option<SystemTime>>,
     changed: tokio::sync::Notify,
+    /// The server is being asked whether it answers at all ([`DavClient::check_reach`]).
+    checking: std::sync::atomic::AtomicBool,
+    /// That question was answered.
+    checked: tokio::sync::Notify,
 }
 
 impl Reach {
@@ -566,6 +570,8 @@ pub struct DavClient {
     auth: std::sync::Arc<AuthGate>,
     reach: std::sync::Arc<Reach>,
     request_timeout: Duration,
+    /// Longest silence while reading a response ([`DavConfig::read_timeout`]).
+    read_timeout: Duration,
     uploads: Option<Url>,
     /// Bulk upload endpoint and the mount root's path below the user's root.
     bulk: Option<(Url, String)>,
@@ -603,6 +609,7 @@ impl DavClient {
             auth: std::sync::Arc::new(AuthGate::new(creds)),
             reach: Default::default(),
             request_timeout: cfg.request_timeout,
+            read_timeout: cfg.read_timeout,
             uploads: None,
             bulk: None,
             plain: Default::default(),
@@ -728,13 +735,17 @@ impl DavClient {
     /// Sends a request built by [`Self::request`]: not at all once the server refused the
     /// credentials or is known to be out of reach; notes refusals (401) and lost connections.
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, DavError> {
-        self.gate()?;
+        self.gate().await?;
         self.send_anyway(rb).await
     }
 
     /// Refuses at once to send anything once the server refused the credentials or while it
-    /// is known to be out of reach.
-    fn gate(&self) -> Result<(), DavError> {
+    /// is known to be out of reach. While the server is being asked whether it answers at all
+    /// (a request waited long, see [`Self::check_reach`]), waits for that answer first.
+    async fn gate(&self) -> Result<(), DavError> {
+        if self.checking_reach() {
+            self.check_reach().await;
+        }
         if self.auth.is_refused() {
             return Err(DavError::Unauthorized);
         }
@@ -751,9 +762,46 @@ impl DavClient {
     /// A request could not be sent or was not answered: when the server does not answer
     /// anything else either, it is out of reach.
     async fn transport_failed(&self, e: &DavError) {
-        if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) && !self.answers().await {
+        if matches!(e, DavError::Connect(_) | DavError::Timeout(_))
+            && !self.answers(Duration::from_secs(2)).await
+        {
             self.reach.went_offline(e);
         }
+    }
+
+    /// Asks whether the server answers anything at all (within the read timeout, ten seconds
+    /// at most, as the probe that brings a mount back online), for a request that has been
+    /// waiting long: when it does not, the server is out of reach from now on (requests
+    /// fail at once, the mount works from its cache) rather than after that request's
+    /// timeout.
+    /// When that is being asked already, waits for the answer.
+    pub async fn check_reach(&self) {
+        use std::sync::atomic::Ordering;
+        let r = &self.reach;
+        if !r.is_online() {
+            return;
+        }
+        if r.checking.swap(true, Ordering::AcqRel) {
+            // Woken by the end of that check even if it ends before this is polled.
+            let ended = r.checked.notified();
+            if r.checking.load(Ordering::Acquire) {
+                ended.await;
+            }
+            return;
+        }
+        let limit = self.read_timeout.min(Duration::from_secs(10));
+        if !self.answers(limit).await {
+            r.went_offline(&DavError::Timeout(self.root.to_string()));
+        }
+        r.checking.store(false, Ordering::Release);
+        r.checked.notify_waiters();
+    }
+
+    /// True while the server is being asked whether it answers at all.
+    pub fn checking_reach(&self) -> bool {
+        self.reach
+            .checking
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn send_anyway(
@@ -808,8 +856,8 @@ impl DavClient {
         }
     }
 
-    /// True when the server answers anything at all within two seconds.
-    async fn answers(&self) -> bool {
+    /// True when the server answers anything at all within `limit`.
+    async fn answers(&self, limit: Duration) -> bool {
         let Ok(method) = Method::from_bytes(b"PROPFIND") else {
             return false;
         };
@@ -818,7 +866,7 @@ impl DavClient {
         let Ok(mut req) = self
             .request(method, self.root.clone())
             .header("Depth", "0")
-            .timeout(Duration::from_secs(2))
+            .timeout(limit)
             .build()
         else {
             return false;
@@ -1052,7 +1100,7 @@ impl DavClient {
         // Not before the server said how it wants the credentials: reqwest's path learns it.
         let raw = self.raw.as_ref().filter(|_| self.auth.settled());
         if let Some(raw) = raw {
-            self.gate()?;
+            self.gate().await?;
             let target = request_target(&url);
             let auth = self
                 .auth

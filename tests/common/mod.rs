@@ -1450,3 +1450,173 @@ pub fn follow_a_log_appended_line_by_line(url: &str, root: &Path, fix: impl Fn()
     assert!(std::fs::read(&p).expect("read after") == want);
     m.unmount();
 }
+
+/// How a [`Relay`] passes traffic on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Both ways, as it comes.
+    Through,
+    /// Nothing either way, and no connection closed: a server that hangs, or a network that
+    /// drops every packet. Connections that lost bytes are closed when it works again.
+    Silent,
+    /// Each request's first bytes are held back this long: a slow server.
+    Slow(Duration),
+}
+
+/// A TCP relay on 127.0.0.1 in front of a server, whose traffic a test can stop or slow down
+/// without the server knowing. Its threads end within 0.1 s of its drop.
+pub struct Relay {
+    pub port: u16,
+    mode: std::sync::Arc<std::sync::Mutex<RelayMode>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start(backend: u16) -> Relay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.set_nonblocking(true).expect("nonblocking");
+        let port = l.local_addr().expect("addr").port();
+        let mode = Arc::new(Mutex::new(RelayMode::Through));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, s) = (mode.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let (m, s) = (m.clone(), s.clone());
+                        std::thread::spawn(move || relay_connection(c, backend, &m, &s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Relay {
+            port,
+            mode,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn set(&self, m: RelayMode) {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = m;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay_mode(m: &std::sync::Mutex<RelayMode>) -> RelayMode {
+    *m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn relay_connection(
+    client: std::net::TcpStream,
+    backend: u16,
+    mode: &std::sync::Arc<std::sync::Mutex<RelayMode>>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let _ = client.set_nonblocking(false);
+    // Taken while silent: held unanswered, closed once the relay works again.
+    while relay_mode(mode) == RelayMode::Silent {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", backend)) else {
+        return;
+    };
+    let tick = Some(Duration::from_millis(100));
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    for s in [&client, &server] {
+        let _ = s.set_read_timeout(tick);
+    }
+    let (m, st) = (mode.clone(), stop.clone());
+    let up = std::thread::spawn(move || relay_pump(c2, s2, &m, &st, true));
+    relay_pump(server, client, mode, stop, false);
+    let _ = up.join();
+}
+
+/// Copies `from` to `to` as the mode says, until either side closes or the relay stops.
+fn relay_pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    mode: &std::sync::Mutex<RelayMode>,
+    stop: &std::sync::atomic::AtomicBool,
+    upstream: bool,
+) {
+    use std::io::Read;
+    let close = |a: &std::net::TcpStream, b: &std::net::TcpStream| {
+        let _ = a.shutdown(std::net::Shutdown::Both);
+        let _ = b.shutdown(std::net::Shutdown::Both);
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lost = false;
+    let mut last = Instant::now() - Duration::from_secs(1);
+    loop {
+        let m = relay_mode(mode);
+        if stop.load(std::sync::atomic::Ordering::SeqCst) || (lost && m != RelayMode::Silent) {
+            return close(&from, &to);
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                match relay_mode(mode) {
+                    RelayMode::Silent => {
+                        lost = true;
+                        continue;
+                    }
+                    RelayMode::Slow(d)
+                        if upstream && last.elapsed() > Duration::from_millis(200) =>
+                    {
+                        std::thread::sleep(d)
+                    }
+                    _ => {}
+                }
+                last = Instant::now();
+                if to.write_all(&buf[..n]).is_err() {
+                    return close(&from, &to);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return close(&from, &to),
+        }
+    }
+}
+
+/// `statvfs(2)` of `p`, as `df` and file managers ask it.
+pub fn statvfs(p: &Path) -> std::io::Result<libc::statvfs> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: statvfs writes into the zeroed struct we pass; the path is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st)
+}

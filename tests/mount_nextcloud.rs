@@ -739,13 +739,18 @@ fn a_mount_unmounted_from_outside_leaves_a_new_mount_at_the_same_place_alone() {
         let first = Mount::new(MountSpec::new(&cloud.url()));
         let mp = first.mp.clone();
         assert!(mp.join("hello.txt").exists());
-        // Someone unmounts it, and mounts nuage there again at once.
-        let st = std::process::Command::new("fusermount3")
-            .arg("-u")
-            .arg(&mp)
-            .status()
-            .expect("fusermount3");
-        assert!(st.success());
+        // Someone unmounts it, and mounts nuage there again at once. (Asked again while
+        // busy: a child another test forks meanwhile holds this thread's files until its
+        // exec.)
+        let unmounted = wait_until(Duration::from_secs(5), || {
+            std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg(&mp)
+                .status()
+                .expect("fusermount3")
+                .success()
+        });
+        assert!(unmounted, "fusermount3 -u failed");
         let cache = tempfile::tempdir().expect("tmp");
         let pw = cache.path().join("pw");
         std::fs::write(&pw, PASSWORD).expect("pw");

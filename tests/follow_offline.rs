@@ -1421,6 +1421,91 @@ fn a_slow_server_answers_late_listings_in_the_background_and_stays_online() {
     m.unmount();
 }
 
+/// A laptop that moved to another network (or woke up): the connections the mount kept
+/// alive lead nowhere, new ones work. The mount answers from what it knows meanwhile, does
+/// not take the server for out of reach (asked on a new connection, it answers), drops its
+/// kept-alive connections, asks again what was stuck on one, and reads what it never
+/// downloaded over new connections: all in seconds, not after the request timeout (120 s).
+#[test]
+fn connections_that_lead_nowhere_are_left_for_new_ones() {
+    let cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
+    const MIB: usize = 1 << 20;
+    for i in 0..4 {
+        std::fs::write(
+            cloud.files().join(format!("docs/big{i}.bin")),
+            pattern(48 * MIB, i),
+        )
+        .expect("seed");
+    }
+    let relay = Relay::start(cloud.port());
+    let cache = tempfile::tempdir().expect("tmp");
+    let m = Mount::new(MountSpec::new(&relay.url()).cache(cache.path()).args(&[
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+        "--poll-interval",
+        "60",
+        "--timeout",
+        "120",
+    ]));
+    let at = |off: usize| {
+        let m = &m;
+        move |i: u64| {
+            let p = m.path(&format!("docs/big{i}.bin"));
+            let got = read_at(&p, off as u64, 4096);
+            assert_eq!(
+                got,
+                pattern(48 * MIB, i)[off..off + 4096],
+                "big{i} at {off}"
+            );
+        }
+    };
+    // Several connections kept alive: files read and asked about at once.
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            s.spawn(move || at(0)(i));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let p = m.path(&format!("docs/big{i}.bin"));
+            s.spawn(move || std::fs::metadata(p).expect("stat"));
+        }
+    });
+    relay.strand();
+    std::fs::write(cloud.files().join("docs/new.txt"), "nouveau").expect("seed");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = Instant::now();
+    assert_eq!(names(&m.path("docs")).len(), 4, "the last listing");
+    eprintln!("listed after {:?}", t.elapsed());
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            s.spawn(move || at(40 * MIB)(i));
+        }
+    });
+    let took = t.elapsed();
+    eprintln!("never downloaded, read after {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "reads waited {took:?} on dead connections"
+    );
+    // The listing stuck on a dead connection was asked again on a new one.
+    let took = time_until(Duration::from_secs(30), "new file listed", || {
+        names(&m.path("docs")).contains(&"new.txt".to_string())
+    });
+    eprintln!("new file listed after {took:?}");
+    assert_eq!(
+        m.status()["online"],
+        true,
+        "the server answers new connections"
+    );
+    m.unmount();
+}
+
 /// Institutions put a gateway (a reverse proxy) in front of their cloud; when the server
 /// behind it is down, the gateway answers `502 Bad Gateway` (or `504`). For the mount that
 /// is a server out of reach, not a broken one: cached folders list, cached files read, and

@@ -663,8 +663,10 @@ impl Vfs {
             // Out of reach, and an earlier listing of it still waits for the server.
             return Ok(());
         }
-        let listed =
-            self.within_patience(async move { me.list_now(dir, force, since, &gate).await });
+        let listed = self.within_patience(move || {
+            let (me, gate) = (me.clone(), gate.clone());
+            async move { me.list_now(dir, force, since, &gate).await }
+        });
         match listed.await {
             Some(r) => r,
             None => {
@@ -677,18 +679,22 @@ impl Vfs {
         }
     }
 
-    /// Runs `work` (a request with an answer to fall back on) to its end in the background and
-    /// waits for it `patience` at most: `None` when it takes longer (or failed to run), and
-    /// then the server is asked whether it answers at all. While that is being asked, `None`
-    /// at once, and `work` is not started (it would most likely wait as well).
-    async fn within_patience<T: Send + 'static>(
-        &self,
-        work: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> Option<T> {
+    /// Runs `work()` (a request with an answer to fall back on) to its end in the background
+    /// and waits for it `patience` at most: `None` when it takes longer (or failed to run),
+    /// and then the server is asked whether it answers at all; when it answers at once on a
+    /// new connection, `work` was most likely stuck on one that leads nowhere and starts
+    /// again. While that is being asked, `None` at once, and `work` is not started (it would
+    /// most likely wait as well).
+    async fn within_patience<T, F>(&self, work: impl Fn() -> F + Send + 'static) -> Option<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
         if self.dav.checking_reach() {
             return None;
         }
-        let task = self.rt.spawn(work);
+        let task = self.rt.spawn(work());
+        let stuck = task.abort_handle();
         let reach = self.reach();
         let gone = async {
             if !reach.is_online() {
@@ -709,20 +715,18 @@ impl Vfs {
                 }
             },
             _ = tokio::time::sleep(self.cfg.patience) => {
-                self.check_reach_soon();
+                let (dav, rt) = (self.dav.clone(), self.rt.clone());
+                self.rt.spawn(async move {
+                    if dav.check_reach().await && !stuck.is_finished() {
+                        tracing::debug!("a request stuck on a kept-alive connection: asked again");
+                        stuck.abort();
+                        rt.spawn(work());
+                    }
+                });
                 None
             }
             _ = gone => None,
         }
-    }
-
-    /// Asks in the background whether the server answers at all, unless that is being asked.
-    fn check_reach_soon(&self) {
-        if self.dav.checking_reach() {
-            return;
-        }
-        let dav = self.dav.clone();
-        self.rt.spawn(async move { dav.check_reach().await });
     }
 
     /// True when folder `dir` was listed within `dir_ttl` (with `force`: since `since`).
@@ -916,7 +920,10 @@ impl Vfs {
         };
         let known = node.clone();
         match self
-            .within_patience(async move { me.revalidate_now(ino, node).await })
+            .within_patience(move || {
+                let (me, node) = (me.clone(), node.clone());
+                async move { me.revalidate_now(ino, node).await }
+            })
             .await
         {
             Some(r) => r,
@@ -2875,8 +2882,11 @@ impl Vfs {
         }
         let asked = match self.me.upgrade() {
             Some(me) => {
-                self.within_patience(async move { me.ask_quota().await })
-                    .await
+                self.within_patience(move || {
+                    let me = me.clone();
+                    async move { me.ask_quota().await }
+                })
+                .await
             }
             None => Some(self.ask_quota().await),
         };

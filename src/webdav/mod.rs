@@ -231,6 +231,8 @@ pub struct Reach {
     checking: std::sync::atomic::AtomicBool,
     /// That question was answered.
     checked: tokio::sync::Notify,
+    /// ... at once, on a new connection (see [`DavClient::check_reach`]).
+    answered_at_once: std::sync::atomic::AtomicBool,
 }
 
 impl Reach {
@@ -535,12 +537,17 @@ impl Default for DavConfig {
 
 /// Builds the shared HTTP client (rustls, verified TLS unless `insecure`).
 pub fn http_client(cfg: &DavConfig) -> Result<reqwest::Client, DavError> {
+    client_keeping(cfg, 32)
+}
+
+/// An HTTP client as [`http_client`] that keeps up to `idle` connections per host.
+fn client_keeping(cfg: &DavConfig, idle: usize) -> Result<reqwest::Client, DavError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("nuage/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(cfg.connect_timeout)
         .read_timeout(cfg.read_timeout)
-        .pool_max_idle_per_host(32)
+        .pool_max_idle_per_host(idle)
         .tcp_nodelay(true);
     if cfg.insecure {
         b = b.danger_accept_invalid_certs(true);
@@ -564,7 +571,13 @@ pub fn http_client(cfg: &DavConfig) -> Result<reqwest::Client, DavError> {
 /// A WebDAV client bound to one root collection.
 #[derive(Debug, Clone)]
 pub struct DavClient {
-    http: reqwest::Client,
+    /// Replaced by a new one (with no connection kept alive) by [`Self::check_reach`].
+    http: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
+    settings: DavConfig,
+    /// For the questions whether the server answers at all: a new connection each time, so
+    /// that the answer is the server's, not that of a kept-alive connection that leads
+    /// nowhere any more (a laptop that moved to another network, or woke up).
+    fresh: reqwest::Client,
     root: Url,
     root_path: String,
     auth: std::sync::Arc<AuthGate>,
@@ -602,8 +615,12 @@ impl DavClient {
         let root_path = path::decode(root.path());
         let raw = rawget::RawGets::for_root(&root, cfg.connect_timeout, cfg.read_timeout)
             .map(std::sync::Arc::new);
+        // Built as `http` was, from the same settings.
+        let fresh = client_keeping(cfg, 0).unwrap_or_else(|_| http.clone());
         DavClient {
-            http,
+            http: std::sync::Arc::new(std::sync::RwLock::new(http)),
+            settings: cfg.clone(),
+            fresh,
             root,
             root_path,
             auth: std::sync::Arc::new(AuthGate::new(creds)),
@@ -719,7 +736,7 @@ impl DavClient {
 
     /// A request to `url`; [`Self::send`] adds the credentials.
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        self.http.request(method, url)
+        self.http().request(method, url)
     }
 
     /// The credentials gate shared by the clones of this client.
@@ -736,7 +753,7 @@ impl DavClient {
     /// credentials or is known to be out of reach; notes refusals (401) and lost connections.
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, DavError> {
         self.gate().await?;
-        self.send_anyway(rb).await
+        self.send_anyway(rb, &self.http()).await
     }
 
     /// Refuses at once to send anything once the server refused the credentials or while it
@@ -774,12 +791,15 @@ impl DavClient {
     /// waiting long: when it does not, the server is out of reach from now on (requests
     /// fail at once, the mount works from its cache) rather than after that request's
     /// timeout.
-    /// When that is being asked already, waits for the answer.
-    pub async fn check_reach(&self) {
+    /// When that is being asked already, waits for the answer. True when the server answered
+    /// at once on a new connection: the request that waited is most likely stuck on a kept-
+    /// alive connection that leads nowhere, so every kept-alive connection is dropped (new
+    /// requests open new ones) and the caller may ask again.
+    pub async fn check_reach(&self) -> bool {
         use std::sync::atomic::Ordering;
         let r = &self.reach;
         if !r.is_online() {
-            return;
+            return false;
         }
         if r.checking.swap(true, Ordering::AcqRel) {
             // Woken by the end of that check even if it ends before this is polled.
@@ -787,14 +807,37 @@ impl DavClient {
             if r.checking.load(Ordering::Acquire) {
                 ended.await;
             }
-            return;
+            return r.answered_at_once.load(Ordering::Acquire);
         }
         let limit = self.read_timeout.min(Duration::from_secs(10));
-        if !self.answers(limit).await {
+        let asked = std::time::Instant::now();
+        let answered = self.answers(limit).await;
+        let at_once = answered && asked.elapsed() < Duration::from_secs(1);
+        if !answered {
             r.went_offline(&DavError::Timeout(self.root.to_string()));
+        } else if at_once {
+            self.renew_connections();
         }
+        r.answered_at_once.store(at_once, Ordering::Release);
         r.checking.store(false, Ordering::Release);
         r.checked.notify_waiters();
+        at_once
+    }
+
+    /// The client for requests (with the connections it keeps alive).
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Drops every kept-alive connection (those of requests under way end with them).
+    fn renew_connections(&self) {
+        if let Ok(c) = http_client(&self.settings) {
+            *self.http.write().unwrap_or_else(|p| p.into_inner()) = c;
+            tracing::debug!("kept-alive connections dropped: new requests open new ones");
+        }
+        if let Some(raw) = &self.raw {
+            raw.forget_idle();
+        }
     }
 
     /// True while the server is being asked whether it answers at all.
@@ -804,9 +847,11 @@ impl DavClient {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Sends a request (with credentials, answering the server's challenges) over `http`.
     async fn send_anyway(
         &self,
         rb: reqwest::RequestBuilder,
+        http: &reqwest::Client,
     ) -> Result<reqwest::Response, DavError> {
         let mut req = rb
             .build()
@@ -818,7 +863,7 @@ impl DavClient {
             let sent = self.auth.authorize(&mut req);
             let spare = if first { req.try_clone() } else { None };
             first = false;
-            let resp = self.execute(req).await?;
+            let resp = self.execute(req, http).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -836,14 +881,18 @@ impl DavClient {
 
     /// Sends `req`; an idempotent request on a pooled connection the server closed meanwhile
     /// (it fails at once) goes again on a new one.
-    async fn execute(&self, req: reqwest::Request) -> Result<reqwest::Response, DavError> {
+    async fn execute(
+        &self,
+        req: reqwest::Request,
+        http: &reqwest::Client,
+    ) -> Result<reqwest::Response, DavError> {
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "PROPFIND");
         let spare = if idempotent { req.try_clone() } else { None };
-        let mut res = self.http.execute(req).await;
+        let mut res = http.execute(req).await;
         if let (Err(e), Some(again)) = (&res, spare) {
             // Not after a timeout: a silent server would double the wait.
             if !e.is_timeout() {
-                res = self.http.execute(again).await;
+                res = http.execute(again).await;
             }
         }
         match res {
@@ -872,11 +921,11 @@ impl DavClient {
             return false;
         };
         self.auth.authorize(&mut req);
-        self.http.execute(req).await.is_ok()
+        self.fresh.execute(req).await.is_ok()
     }
 
-    /// Asks the server for the root folder even while it is known to be out of reach, and
-    /// marks it reachable when it answers. Answers the root's etag.
+    /// Asks the server for the root folder even while it is known to be out of reach (then
+    /// on a new connection), and marks it reachable when it answers. Answers the root's etag.
     pub async fn probe(&self) -> Result<Option<String>, DavError> {
         let method =
             Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
@@ -886,7 +935,12 @@ impl DavClient {
             .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
             .timeout(self.request_timeout.min(Duration::from_secs(10)))
             .body(xml::PROPFIND_BODY);
-        let resp = self.send_anyway(rb).await?;
+        let http = if self.reach.is_online() {
+            self.http()
+        } else {
+            self.fresh.clone()
+        };
+        let resp = self.send_anyway(rb, &http).await?;
         let status = resp.status();
         if status != StatusCode::MULTI_STATUS {
             return Err(DavError::from_status(status, &method, "/"));

@@ -11,8 +11,9 @@
 //! and the caller sends the request through reqwest.
 //!
 //! Connections are kept alive and reused; a reused connection that the server closed
-//! meanwhile is replaced once, as reqwest does for idempotent requests. Every connect and
-//! every read has a time limit.
+//! meanwhile is replaced once, as reqwest does for idempotent requests, and so is one that
+//! stays silent for [`REUSED_SILENT`] (it may lead nowhere any more: a laptop that moved to
+//! another network or woke up). Every connect and every read has a time limit.
 
 use bytes::BufMut;
 use std::sync::Mutex;
@@ -25,6 +26,9 @@ const IDLE_MAX: usize = 32;
 /// Idle connections older than this are closed rather than reused (servers close theirs
 /// after 5 to 75 seconds).
 const IDLE_FOR: Duration = Duration::from_secs(30);
+/// A reused connection whose answer has not begun after this long is given up for a new one
+/// (the request is sent again there; a slow server then answers on the new connection).
+const REUSED_SILENT: Duration = Duration::from_secs(3);
 /// Largest response head read.
 const HEAD_MAX: usize = 64 << 10;
 
@@ -112,6 +116,11 @@ impl RawGets {
         idle.pop().map(|(s, _)| s)
     }
 
+    /// Closes every idle connection: the next requests open new ones.
+    pub(crate) fn forget_idle(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     fn give_back(&self, s: TcpStream) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_MAX {
@@ -156,17 +165,25 @@ impl RawGets {
             req.push_str(&format!("Authorization: {a}\r\n"));
         }
         req.push_str("\r\n");
-        // A reused connection may have been closed by the server meanwhile: when it fails
-        // before any byte of an answer, the request goes once more on a new connection.
+        // A reused connection may have been closed by the server meanwhile, or lead nowhere:
+        // when it fails or stays silent before any byte of an answer, the request goes once
+        // more on a new connection.
         if let Some(s) = self.take_idle() {
-            match self.exchange(s, req.as_bytes(), (start, len, size)).await {
+            let silent_for = REUSED_SILENT.min(self.read_timeout);
+            match self
+                .exchange(s, req.as_bytes(), (start, len, size), silent_for)
+                .await
+            {
                 Ok(r) => return Ok(r),
                 Err(Failure::Early) => {}
                 Err(Failure::Late(e)) => return Err(e),
             }
         }
         let s = self.connect().await?;
-        match self.exchange(s, req.as_bytes(), (start, len, size)).await {
+        match self
+            .exchange(s, req.as_bytes(), (start, len, size), self.read_timeout)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(Failure::Early) => Err(RawError::Connect(format!(
                 "{}:{}: the connection closed before an answer",
@@ -176,20 +193,27 @@ impl RawGets {
         }
     }
 
+    /// Sends `req` on `s` and reads the answer's head; silence before its first byte longer
+    /// than `silent_for` is an early failure when shorter than the read timeout.
     async fn exchange(
         self: &std::sync::Arc<Self>,
         mut s: TcpStream,
         req: &[u8],
         (start, len, size): (u64, u64, Option<u64>),
+        silent_for: Duration,
     ) -> Result<Answer, Failure> {
         if s.write_all(req).await.is_err() {
             return Err(Failure::Early);
         }
         let mut head: Vec<u8> = Vec::with_capacity(8 << 10);
         loop {
-            let n = tokio::time::timeout(self.read_timeout, s.read_buf(&mut head))
-                .await
-                .map_err(|_| Failure::Late(RawError::Timeout))?;
+            let first = head.is_empty() && silent_for < self.read_timeout;
+            let limit = if first { silent_for } else { self.read_timeout };
+            let n = match tokio::time::timeout(limit, s.read_buf(&mut head)).await {
+                Ok(n) => n,
+                Err(_) if first => return Err(Failure::Early),
+                Err(_) => return Err(Failure::Late(RawError::Timeout)),
+            };
             match n {
                 Ok(0) | Err(_) if head.is_empty() => return Err(Failure::Early),
                 Ok(0) | Err(_) => {

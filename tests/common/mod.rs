@@ -1469,6 +1469,8 @@ pub struct Relay {
     pub port: u16,
     mode: std::sync::Arc<std::sync::Mutex<RelayMode>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections made before the last [`Relay::strand`] carry nothing any more.
+    strands: std::sync::Arc<std::sync::atomic::AtomicU64>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -1481,13 +1483,14 @@ impl Relay {
         let port = l.local_addr().expect("addr").port();
         let mode = Arc::new(Mutex::new(RelayMode::Through));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, s) = (mode.clone(), stop.clone());
+        let strands = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (m, s, cut) = (mode.clone(), stop.clone(), strands.clone());
         let accept = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 match l.accept() {
                     Ok((c, _)) => {
-                        let (m, s) = (m.clone(), s.clone());
-                        std::thread::spawn(move || relay_connection(c, backend, &m, &s));
+                        let (m, s, cut) = (m.clone(), s.clone(), cut.clone());
+                        std::thread::spawn(move || relay_connection(c, backend, &m, &s, &cut));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -1497,6 +1500,7 @@ impl Relay {
             port,
             mode,
             stop,
+            strands,
             accept: Some(accept),
         }
     }
@@ -1507,6 +1511,13 @@ impl Relay {
 
     pub fn set(&self, m: RelayMode) {
         *self.mode.lock().unwrap_or_else(|p| p.into_inner()) = m;
+    }
+
+    /// The connections open now carry nothing any more, and are never closed (a laptop that
+    /// moved to another network: its kept-alive connections lead nowhere); new ones work.
+    pub fn strand(&self) {
+        self.strands
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -1528,8 +1539,10 @@ fn relay_connection(
     backend: u16,
     mode: &std::sync::Arc<std::sync::Mutex<RelayMode>>,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    strands: &std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     use std::sync::atomic::Ordering;
+    let born = strands.load(Ordering::SeqCst);
     let _ = client.set_nonblocking(false);
     // Taken while silent: held unanswered, closed once the relay works again.
     while relay_mode(mode) == RelayMode::Silent {
@@ -1548,9 +1561,9 @@ fn relay_connection(
     for s in [&client, &server] {
         let _ = s.set_read_timeout(tick);
     }
-    let (m, st) = (mode.clone(), stop.clone());
-    let up = std::thread::spawn(move || relay_pump(c2, s2, &m, &st, true));
-    relay_pump(server, client, mode, stop, false);
+    let (m, st, cut) = (mode.clone(), stop.clone(), strands.clone());
+    let up = std::thread::spawn(move || relay_pump(c2, s2, &m, &st, (born, &cut), true));
+    relay_pump(server, client, mode, stop, (born, strands), false);
     let _ = up.join();
 }
 
@@ -1560,6 +1573,7 @@ fn relay_pump(
     mut to: std::net::TcpStream,
     mode: &std::sync::Mutex<RelayMode>,
     stop: &std::sync::atomic::AtomicBool,
+    (born, strands): (u64, &std::sync::atomic::AtomicU64),
     upstream: bool,
 ) {
     use std::io::Read;
@@ -1581,6 +1595,9 @@ fn relay_pump(
                 return;
             }
             Ok(n) => {
+                if strands.load(std::sync::atomic::Ordering::SeqCst) > born {
+                    continue;
+                }
                 match relay_mode(mode) {
                     RelayMode::Silent => {
                         lost = true;

@@ -715,9 +715,9 @@ impl Vfs {
                 }
             },
             _ = tokio::time::sleep(self.cfg.patience) => {
-                let (dav, rt) = (self.dav.clone(), self.rt.clone());
+                let (check, rt) = (self.dav.check_reach(), self.rt.clone());
                 self.rt.spawn(async move {
-                    if dav.check_reach().await && !stuck.is_finished() {
+                    if check.await && !stuck.is_finished() {
                         tracing::debug!("a request stuck on a kept-alive connection: asked again");
                         stuck.abort();
                         rt.spawn(work());

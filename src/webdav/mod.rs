@@ -795,20 +795,32 @@ impl DavClient {
     /// at once on a new connection: the request that waited is most likely stuck on a kept-
     /// alive connection that leads nowhere, so every kept-alive connection is dropped (new
     /// requests open new ones) and the caller may ask again.
-    pub async fn check_reach(&self) -> bool {
+    /// The check counts as under way from this call on, before the answer is awaited.
+    pub fn check_reach(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
         use std::sync::atomic::Ordering;
-        let r = &self.reach;
-        if !r.is_online() {
-            return false;
-        }
-        if r.checking.swap(true, Ordering::AcqRel) {
+        let me = self.clone();
+        let owner = me.reach.is_online() && !me.reach.checking.swap(true, Ordering::AcqRel);
+        async move {
+            if owner {
+                return me.run_check().await;
+            }
+            let r = &me.reach;
+            if !r.is_online() {
+                return false;
+            }
             // Woken by the end of that check even if it ends before this is polled.
             let ended = r.checked.notified();
             if r.checking.load(Ordering::Acquire) {
                 ended.await;
             }
-            return r.answered_at_once.load(Ordering::Acquire);
+            r.answered_at_once.load(Ordering::Acquire)
         }
+    }
+
+    /// The check of [`Self::check_reach`], by the caller that started it.
+    async fn run_check(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let r = &self.reach;
         let limit = self.read_timeout.min(Duration::from_secs(10));
         let asked = std::time::Instant::now();
         let answered = self.answers(limit).await;

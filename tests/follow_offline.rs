@@ -1296,6 +1296,18 @@ fn a_file_renamed_offline_over_another_replaces_it_on_the_server_unless_changed_
     m.unmount();
 }
 
+/// A mount of `cloud` through a [`Relay`], with lifetimes of 1 s and no change polling to
+/// speak of (only the programs' own calls ask the server), plus `extra` options.
+fn behind_relay(cloud: &Cloud, extra: &[&str]) -> (Relay, Mount, tempfile::TempDir) {
+    let relay = Relay::start(cloud.port());
+    let cache = tempfile::tempdir().expect("tmp");
+    let spec = MountSpec::new(&relay.url())
+        .cache(cache.path())
+        .args(&["--attr-ttl", "1", "--dir-ttl", "1", "--poll-interval", "60"])
+        .args(extra);
+    (relay, Mount::new(spec), cache)
+}
+
 /// A server that stops answering without closing anything (hung, or a network that drops
 /// every packet): a program that meets it waits a few seconds (`PATIENCE`, then the check
 /// whether the server answers at all), not the request timeout (120 s here), and gets what
@@ -1306,18 +1318,7 @@ fn a_silent_server_holds_programs_up_seconds_not_the_whole_timeout() {
     let cloud = Cloud::start_with(Some(5 << 30));
     std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
     std::fs::write(cloud.files().join("docs/cached.txt"), "gardé").expect("seed");
-    let relay = Relay::start(cloud.port());
-    let cache = tempfile::tempdir().expect("tmp");
-    let m = Mount::new(MountSpec::new(&relay.url()).cache(cache.path()).args(&[
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-        "--timeout",
-        "120",
-        "--poll-interval",
-        "60",
-    ]));
+    let (relay, m, _cache) = behind_relay(&cloud, &["--timeout", "120"]);
     assert_eq!(
         read(&m.path("docs/cached.txt")).expect("read"),
         "gardé".as_bytes()
@@ -1374,16 +1375,7 @@ fn a_slow_server_answers_late_listings_in_the_background_and_stays_online() {
     let cloud = Cloud::start();
     std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
     std::fs::write(cloud.files().join("docs/a.txt"), "a").expect("seed");
-    let relay = Relay::start(cloud.port());
-    let cache = tempfile::tempdir().expect("tmp");
-    let m = Mount::new(MountSpec::new(&relay.url()).cache(cache.path()).args(&[
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-        "--poll-interval",
-        "60",
-    ]));
+    let (relay, m, _cache) = behind_relay(&cloud, &[]);
     assert_eq!(names(&m.path("docs")), ["a.txt"]);
     std::fs::write(cloud.files().join("docs/b.txt"), "b").expect("seed");
     relay.set(RelayMode::Slow(Duration::from_secs(6)));
@@ -1438,18 +1430,7 @@ fn connections_that_lead_nowhere_are_left_for_new_ones() {
         )
         .expect("seed");
     }
-    let relay = Relay::start(cloud.port());
-    let cache = tempfile::tempdir().expect("tmp");
-    let m = Mount::new(MountSpec::new(&relay.url()).cache(cache.path()).args(&[
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-        "--poll-interval",
-        "60",
-        "--timeout",
-        "120",
-    ]));
+    let (relay, m, _cache) = behind_relay(&cloud, &["--timeout", "120"]);
     let at = |off: usize| {
         let m = &m;
         move |i: u64| {

@@ -1296,14 +1296,14 @@ fn a_file_renamed_offline_over_another_replaces_it_on_the_server_unless_changed_
     m.unmount();
 }
 
-/// A mount of `cloud` through a [`Relay`], with lifetimes of 1 s and no change polling to
-/// speak of (only the programs' own calls ask the server), plus `extra` options.
-fn behind_relay(cloud: &Cloud, extra: &[&str]) -> (Relay, Mount, tempfile::TempDir) {
+/// A mount of `cloud` through a [`Relay`], with no change polling to speak of (only the
+/// programs' own calls ask the server), lifetimes of `ttl` seconds, plus `extra` options.
+fn behind_relay(cloud: &Cloud, ttl: &str, extra: &[&str]) -> (Relay, Mount, tempfile::TempDir) {
     let relay = Relay::start(cloud.port());
     let cache = tempfile::tempdir().expect("tmp");
     let spec = MountSpec::new(&relay.url())
         .cache(cache.path())
-        .args(&["--attr-ttl", "1", "--dir-ttl", "1", "--poll-interval", "60"])
+        .args(&["--attr-ttl", ttl, "--dir-ttl", ttl, "--poll-interval", "60"])
         .args(extra);
     (relay, Mount::new(spec), cache)
 }
@@ -1318,7 +1318,7 @@ fn a_silent_server_holds_programs_up_seconds_not_the_whole_timeout() {
     let cloud = Cloud::start_with(Some(5 << 30));
     std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
     std::fs::write(cloud.files().join("docs/cached.txt"), "gardé").expect("seed");
-    let (relay, m, _cache) = behind_relay(&cloud, &["--timeout", "120"]);
+    let (relay, m, _cache) = behind_relay(&cloud, "1", &["--timeout", "120"]);
     assert_eq!(
         read(&m.path("docs/cached.txt")).expect("read"),
         "gardé".as_bytes()
@@ -1327,9 +1327,9 @@ fn a_silent_server_holds_programs_up_seconds_not_the_whole_timeout() {
     assert_eq!(quota(&statvfs(&m.mp).expect("statvfs")), 5 << 30);
 
     relay.set(RelayMode::Silent);
-    std::thread::sleep(Duration::from_millis(1100)); // lifetimes over: the server is asked
-                                                     // In a thread of its own, so that a mount waiting for the whole timeout fails the test
-                                                     // instead of holding it up.
+    // Lifetimes over: the server is asked. In a thread of its own, so that a mount waiting
+    // for the whole timeout fails the test instead of holding it up.
+    std::thread::sleep(Duration::from_millis(1100));
     let (tx, rx) = std::sync::mpsc::channel();
     let (file, docs, mp) = (m.path("docs/cached.txt"), m.path("docs"), m.mp.clone());
     std::thread::spawn(move || {
@@ -1367,6 +1367,54 @@ fn a_silent_server_holds_programs_up_seconds_not_the_whole_timeout() {
     m.unmount();
 }
 
+/// What only the server can answer (a file never downloaded) ends in seconds too when the
+/// server goes silent: after 3 s without an answer the server is asked whether it answers at
+/// all, and when it does not the read fails (ETIMEDOUT) and the mount works offline, instead
+/// of waiting for the request timeout (120 s here).
+#[test]
+fn a_silent_server_ends_what_only_it_can_answer_in_seconds() {
+    let cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
+    std::fs::write(cloud.files().join("docs/remote.bin"), pattern(1 << 20, 3)).expect("seed");
+    let (relay, m, _cache) = behind_relay(&cloud, "600", &["--timeout", "120"]);
+    assert_eq!(names(&m.path("docs")), ["remote.bin"]);
+    assert_eq!(
+        std::fs::metadata(m.path("docs/remote.bin"))
+            .expect("stat")
+            .len(),
+        1 << 20
+    );
+    relay.set(RelayMode::Silent);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = m.path("docs/remote.bin");
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let e = std::fs::read(&file)
+            .map(|_| ())
+            .map_err(|e| e.raw_os_error());
+        let _ = tx.send((e, t.elapsed()));
+    });
+    let (got, took) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the read waited for the silent server");
+    eprintln!("read ended after {took:?}: {got:?}");
+    assert!(
+        matches!(
+            got,
+            Err(Some(libc::ETIMEDOUT)) | Err(Some(libc::ENETUNREACH))
+        ),
+        "{got:?}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert_eq!(m.status()["online"], false);
+    relay.set(RelayMode::Through);
+    time_until(Duration::from_secs(30), "back online", || {
+        m.status()["online"] == true
+    });
+    assert_eq!(read(&m.path("docs/remote.bin")), Some(pattern(1 << 20, 3)));
+    m.unmount();
+}
+
 /// A slow server (each answer a few seconds late) is not out of reach: a program gets the
 /// last listing after `PATIENCE`, the listing asked for lands when it comes, and reads that
 /// need the server wait for it instead of failing.
@@ -1375,7 +1423,7 @@ fn a_slow_server_answers_late_listings_in_the_background_and_stays_online() {
     let cloud = Cloud::start();
     std::fs::create_dir(cloud.files().join("docs")).expect("mkdir");
     std::fs::write(cloud.files().join("docs/a.txt"), "a").expect("seed");
-    let (relay, m, _cache) = behind_relay(&cloud, &[]);
+    let (relay, m, _cache) = behind_relay(&cloud, "1", &[]);
     assert_eq!(names(&m.path("docs")), ["a.txt"]);
     std::fs::write(cloud.files().join("docs/b.txt"), "b").expect("seed");
     relay.set(RelayMode::Slow(Duration::from_secs(6)));
@@ -1430,7 +1478,7 @@ fn connections_that_lead_nowhere_are_left_for_new_ones() {
         )
         .expect("seed");
     }
-    let (relay, m, _cache) = behind_relay(&cloud, &["--timeout", "120"]);
+    let (relay, m, _cache) = behind_relay(&cloud, "1", &["--timeout", "120"]);
     let at = |off: usize| {
         let m = &m;
         move |i: u64| {

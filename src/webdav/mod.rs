@@ -800,7 +800,19 @@ impl DavClient {
         use std::sync::atomic::Ordering;
         let me = self.clone();
         let owner = me.reach.is_online() && !me.reach.checking.swap(true, Ordering::AcqRel);
+        // Run by a task of its own: a caller that stops waiting (its request answered
+        // meanwhile) does not leave the check unfinished and every later caller waiting.
+        let run = match (owner, tokio::runtime::Handle::try_current()) {
+            (true, Ok(rt)) => {
+                let me = me.clone();
+                Some(rt.spawn(async move { me.run_check().await }))
+            }
+            _ => None,
+        };
         async move {
+            if let Some(run) = run {
+                return run.await.unwrap_or(false);
+            }
             if owner {
                 return me.run_check().await;
             }
@@ -820,7 +832,16 @@ impl DavClient {
     /// The check of [`Self::check_reach`], by the caller that started it.
     async fn run_check(&self) -> bool {
         use std::sync::atomic::Ordering;
+        /// Ends the check however `run_check` ends (also dropped before its end).
+        struct Done<'a>(&'a Reach);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.checking.store(false, Ordering::Release);
+                self.0.checked.notify_waiters();
+            }
+        }
         let r = &self.reach;
+        let _done = Done(r);
         let limit = self.read_timeout.min(Duration::from_secs(10));
         let asked = std::time::Instant::now();
         let answered = self.answers(limit).await;
@@ -831,8 +852,6 @@ impl DavClient {
             self.renew_connections();
         }
         r.answered_at_once.store(at_once, Ordering::Release);
-        r.checking.store(false, Ordering::Release);
-        r.checked.notify_waiters();
         at_once
     }
 
@@ -900,11 +919,18 @@ impl DavClient {
     ) -> Result<reqwest::Response, DavError> {
         let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "PROPFIND");
         let spare = if idempotent { req.try_clone() } else { None };
-        let mut res = http.execute(req).await;
+        // An upload's answer comes after its body: not watched (its time says nothing).
+        let watched = !matches!(req.method().as_str(), "PUT" | "POST");
+        let Some(mut res) = self.unless_unreachable(http.execute(req), watched).await else {
+            return Err(DavError::Timeout(self.root.to_string()));
+        };
         if let (Err(e), Some(again)) = (&res, spare) {
             // Not after a timeout: a silent server would double the wait.
             if !e.is_timeout() {
-                res = http.execute(again).await;
+                let Some(r) = self.unless_unreachable(http.execute(again), true).await else {
+                    return Err(DavError::Timeout(self.root.to_string()));
+                };
+                res = r;
             }
         }
         match res {
@@ -914,6 +940,34 @@ impl DavClient {
                 self.transport_failed(&e).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Runs `request` (up to its answer's head), unless the server is found out of reach
+    /// meanwhile (`None`): when it has not answered within 3 s (the read timeout if shorter),
+    /// and `watched`, the server is asked whether it answers at all ([`Self::check_reach`]),
+    /// so a request to a server that answers nothing ends after that check (13 s with the
+    /// default timeout), not after its own timeout. Not while out of reach already (the
+    /// probe that finds the server back has its own limit).
+    async fn unless_unreachable<T>(
+        &self,
+        request: impl std::future::Future<Output = T>,
+        watched: bool,
+    ) -> Option<T> {
+        let patience = self.read_timeout.min(Duration::from_secs(3));
+        let gone = async {
+            if !watched || !self.reach.is_online() {
+                return std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(patience).await;
+            self.check_reach().await;
+            while self.reach.is_online() {
+                self.reach.changed().await;
+            }
+        };
+        tokio::select! {
+            r = request => Some(r),
+            _ = gone => None,
         }
     }
 
@@ -1172,10 +1226,11 @@ impl DavClient {
                 .auth
                 .authorization("GET", &target, false)
                 .map(|(v, _)| v);
-            match raw
-                .get(&target, (start, len, size), etag, auth.as_deref())
-                .await
-            {
+            let asked = raw.get(&target, (start, len, size), etag, auth.as_deref());
+            let Some(answer) = self.unless_unreachable(asked, true).await else {
+                return Err(DavError::Timeout(self.root.to_string()));
+            };
+            match answer {
                 Ok(rawget::Answer::Body(body)) => {
                     return Ok(RangeBody {
                         src: Source::Raw(body),

@@ -547,7 +547,6 @@ pub(super) fn run_mount(
         cache_identity: endpoint.dav_root.to_string(),
         nextcloud: endpoint.nextcloud_base.is_some(),
         names: endpoint.nextcloud_base.as_ref().map(|_| caps.names.clone()),
-        patience: crate::vfs::PATIENCE.min(plan.dav.read_timeout),
     };
     let wb_cfg = WriteBackConfig {
         dir: cache_dir.clone(),

@@ -133,13 +133,7 @@ pub struct Opened {
 /// copied at all).
 pub const DEFAULT_READAHEAD: u64 = 16 << 20;
 
-/// How long a program waits for the server when the mount has an answer of its own (the last
-/// listing of a folder, the attributes known, the last quota), unless the read timeout is
-/// shorter ([`VfsConfig::patience`]): a slow or silent server then holds it up this long, not
-/// for the whole request timeout. The request goes on in the background and its answer lands
-/// when it comes; meanwhile the server is asked whether it answers at all, and when it does
-/// not the mount works offline at once.
-pub const PATIENCE: Duration = Duration::from_secs(3);
+pub use crate::webdav::PATIENCE;
 
 /// Mount behaviour settings.
 #[derive(Debug, Clone)]
@@ -162,9 +156,6 @@ pub struct VfsConfig {
     pub nextcloud: bool,
     /// Names the server refuses (Nextcloud capabilities), checked at create and rename.
     pub names: Option<crate::webdav::nextcloud::NameRules>,
-    /// How long a program waits for the server where the mount has an answer of its own
-    /// (see [`PATIENCE`]).
-    pub patience: Duration,
 }
 
 impl Default for VfsConfig {
@@ -179,7 +170,6 @@ impl Default for VfsConfig {
             cache_identity: String::new(),
             nextcloud: false,
             names: None,
-            patience: PATIENCE,
         }
     }
 }
@@ -680,7 +670,7 @@ impl Vfs {
     }
 
     /// Runs `work()` (a request with an answer to fall back on) to its end in the background
-    /// and waits for it `patience` at most: `None` when it takes longer (or failed to run),
+    /// and waits for it [`PATIENCE`] at most: `None` when it takes longer (or failed to run),
     /// and then the server is asked whether it answers at all; when it answers at once on a
     /// new connection, `work` was most likely stuck on one that leads nowhere and starts
     /// again. While that is being asked, `None` at once, and `work` is not started (it would
@@ -714,7 +704,7 @@ impl Vfs {
                     None
                 }
             },
-            _ = tokio::time::sleep(self.cfg.patience) => {
+            _ = tokio::time::sleep(self.dav.patience()) => {
                 let (check, rt) = (self.dav.check_reach(), self.rt.clone());
                 self.rt.spawn(async move {
                     if check.await && !stuck.is_finished() {

@@ -508,6 +508,13 @@ impl Entry {
     }
 }
 
+/// How long a program waits for the server before the mount looks for another way: where it
+/// has an answer of its own (the last listing of a folder, the attributes known, the last
+/// quota: see `Vfs`), that answer; in any case the server is asked whether it answers at all
+/// ([`DavClient::check_reach`]), and when it does not the mount works offline at once, not
+/// after the request timeout. The read timeout when shorter ([`DavClient::patience`]).
+pub const PATIENCE: Duration = Duration::from_secs(3);
+
 /// Transport settings.
 #[derive(Debug, Clone)]
 pub struct DavConfig {
@@ -871,6 +878,11 @@ impl DavClient {
         }
     }
 
+    /// [`PATIENCE`], or the read timeout when shorter.
+    pub fn patience(&self) -> Duration {
+        self.read_timeout.min(PATIENCE)
+    }
+
     /// True while the server is being asked whether it answers at all.
     pub fn checking_reach(&self) -> bool {
         self.reach
@@ -944,7 +956,7 @@ impl DavClient {
     }
 
     /// Runs `request` (up to its answer's head), unless the server is found out of reach
-    /// meanwhile (`None`): when it has not answered within 3 s (the read timeout if shorter),
+    /// meanwhile (`None`): when it has not answered within [`Self::patience`],
     /// and `watched`, the server is asked whether it answers at all ([`Self::check_reach`]),
     /// so a request to a server that answers nothing ends after that check (13 s with the
     /// default timeout), not after its own timeout. Not while out of reach already (the
@@ -954,7 +966,7 @@ impl DavClient {
         request: impl std::future::Future<Output = T>,
         watched: bool,
     ) -> Option<T> {
-        let patience = self.read_timeout.min(Duration::from_secs(3));
+        let patience = self.patience();
         let gone = async {
             if !watched || !self.reach.is_online() {
                 return std::future::pending::<()>().await;

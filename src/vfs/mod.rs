@@ -692,9 +692,7 @@ impl Vfs {
                 std::future::pending::<()>().await;
             }
             // Found out of reach meanwhile (by the check another wait started, say).
-            while reach.is_online() {
-                reach.changed().await;
-            }
+            reach.until_offline().await;
         };
         tokio::select! {
             done = task => match done {

@@ -251,6 +251,13 @@ impl Reach {
         self.changed.notified().await
     }
 
+    /// Waits until the server is out of reach (at once when it is already).
+    pub async fn until_offline(&self) {
+        while self.is_online() {
+            self.changed().await;
+        }
+    }
+
     fn went_offline(&self, why: &DavError) {
         let mut g = self.offline_since.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
@@ -786,23 +793,22 @@ impl DavClient {
     /// A request could not be sent or was not answered: when the server does not answer
     /// anything else either, it is out of reach.
     async fn transport_failed(&self, e: &DavError) {
-        if matches!(e, DavError::Connect(_) | DavError::Timeout(_))
-            && !self.answers(Duration::from_secs(2)).await
-        {
-            self.reach.went_offline(e);
+        if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) {
+            self.check_reach().await;
         }
     }
 
-    /// Asks whether the server answers anything at all (within the read timeout, ten seconds
-    /// at most, as the probe that brings a mount back online), for a request that has been
-    /// waiting long: when it does not, the server is out of reach from now on (requests
-    /// fail at once, the mount works from its cache) rather than after that request's
-    /// timeout.
-    /// When that is being asked already, waits for the answer. True when the server answered
-    /// at once on a new connection: the request that waited is most likely stuck on a kept-
-    /// alive connection that leads nowhere, so every kept-alive connection is dropped (new
-    /// requests open new ones) and the caller may ask again.
-    /// The check counts as under way from this call on, before the answer is awaited.
+    /// Asks whether the server answers anything at all, on a new connection, within the
+    /// read timeout (ten seconds at most, as the probe that brings a mount back online), for
+    /// a request that failed or has been waiting long: when it does not, the server is out
+    /// of reach from now on (requests fail at once, the mount works from its cache) rather
+    /// than after that request's timeout.
+    ///
+    /// True when the server answered at once: the request that waited is most likely stuck
+    /// on a kept-alive connection that leads nowhere, so every kept-alive connection is
+    /// dropped (new requests open new ones) and the caller may ask again. One check at a
+    /// time: it counts as under way from this call on, and a call meanwhile waits for its
+    /// answer.
     pub fn check_reach(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
         use std::sync::atomic::Ordering;
         let me = self.clone();
@@ -973,9 +979,7 @@ impl DavClient {
             }
             tokio::time::sleep(patience).await;
             self.check_reach().await;
-            while self.reach.is_online() {
-                self.reach.changed().await;
-            }
+            self.reach.until_offline().await;
         };
         tokio::select! {
             r = request => Some(r),

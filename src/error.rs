@@ -51,6 +51,26 @@ pub enum ErrorKind {
     Io,
 }
 
+impl ErrorKind {
+    /// An answer programs expect in normal use (a name that is not there, a folder that is
+    /// not empty...): adapters log it quietly, not as a failure.
+    pub fn is_routine(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::NotFound
+                | ErrorKind::AlreadyExists
+                | ErrorKind::NotEmpty
+                | ErrorKind::NotADirectory
+                | ErrorKind::IsADirectory
+                | ErrorKind::ReadOnly
+                | ErrorKind::NoAttribute
+                | ErrorKind::Unsupported
+                | ErrorKind::Replaced
+                | ErrorKind::InvalidArgument
+        )
+    }
+}
+
 /// An error at the `vfs` boundary: a portable kind plus one readable line.
 #[derive(Debug, Clone)]
 pub struct Error {

@@ -298,3 +298,142 @@ fn a_file_opened_again_while_fresh_is_opened_without_waiting() {
     assert!(!o.keep_cache, "new content: the kernel's pages must go");
     vfs.release_blocking(o.fh).expect("release");
 }
+
+/// The path-based face of the core (what the WinFsp adapter calls), against the fake
+/// Nextcloud: names in another letter case, opening for writing without writing, appends,
+/// renames with and without replacing, deletion only of empty folders.
+#[test]
+fn by_path_files_are_opened_written_renamed_and_deleted() {
+    use nuage::vfs::paths::PathFs;
+    use nuage::ErrorKind;
+    use std::time::Duration;
+    let cloud = Cloud::start();
+    let files = cloud.files();
+    std::fs::create_dir_all(files.join("Docs")).expect("mkdir");
+    let report = pattern(300_000, 7);
+    std::fs::write(files.join("Docs/Report.odt"), &report).expect("write");
+    std::fs::write(files.join("Docs/a.txt"), b"old").expect("write");
+    std::fs::write(files.join("Docs/Same.txt"), b"1").expect("write");
+    std::fs::write(files.join("Docs/same.txt"), b"2").expect("write");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let writable = VfsConfig {
+        read_only: false,
+        ..VfsConfig::default()
+    };
+    let vfs = vfs_with(&cloud, tmp.path(), writable);
+    let fs = PathFs::new(vfs, cloud.runtime().handle().clone());
+    let stats = cloud.server.stats().clone();
+
+    // Windows spelling, another letter case: the one entry it can mean.
+    assert_eq!(fs.stat("\\Docs\\Report.odt").expect("stat").size, 300_000);
+    let (h, attr) = fs.open("\\docs\\REPORT.odt").expect("open by other case");
+    assert_eq!(h.path(), "/Docs/Report.odt");
+    assert_eq!(attr.size, 300_000);
+    assert_eq!(
+        &fs.read(&h, 1000, 5000).expect("read")[..],
+        &report[1000..6000]
+    );
+    assert!(fs.read(&h, 300_000, 10).expect("read at end").is_empty());
+    fs.close(&h).expect("close");
+    // Two entries differ only in case: neither is guessed.
+    assert_eq!(
+        fs.stat("/Docs/SAME.txt").expect_err("ambiguous").kind,
+        ErrorKind::NotFound
+    );
+    assert_eq!(fs.stat("/Docs/same.txt").expect("exact").size, 1);
+
+    // Opened (as Explorer does, with write access) and closed without writing: nothing sent.
+    let puts = stats.count("PUT");
+    let (h, _) = fs.open("/Docs/a.txt").expect("open");
+    fs.close(&h).expect("close");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        stats.count("PUT"),
+        puts,
+        "an unchanged file is not uploaded"
+    );
+
+    // Appends (offset None) and a write at an offset reach the server.
+    let (h, _) = fs.create("\\Docs\\new.txt", false).expect("create");
+    assert_eq!(fs.write(&h, None, b"hello").expect("write"), 5);
+    assert_eq!(fs.write(&h, None, b" world").expect("append"), 6);
+    assert_eq!(fs.attr(&h).expect("attr").size, 11);
+    fs.flush(&h).expect("flush");
+    fs.close(&h).expect("close");
+    wait_server(&files, "Docs/new.txt", b"hello world");
+    let (h, _) = fs.open("/Docs/a.txt").expect("open");
+    fs.write(&h, Some(1), b"NE").expect("write");
+    assert_eq!(&fs.read(&h, 0, 10).expect("read own write")[..], b"oNE");
+    fs.set_size(&h, 2).expect("truncate");
+    fs.close(&h).expect("close");
+    wait_server(&files, "Docs/a.txt", b"oN");
+
+    // Renames: refused over an existing name unless asked to replace; the handle follows.
+    let (h, _) = fs.open("/Docs/new.txt").expect("open");
+    assert_eq!(
+        fs.rename(&h, "\\Docs\\a.txt", false)
+            .expect_err("exists")
+            .kind,
+        ErrorKind::AlreadyExists
+    );
+    fs.rename(&h, "\\Docs\\a.txt", true).expect("replace");
+    assert_eq!(h.path(), "/Docs/a.txt");
+    fs.close(&h).expect("close");
+    wait_server(&files, "Docs/a.txt", b"hello world");
+    assert!(wait_until(Duration::from_secs(20), || !files
+        .join("Docs/new.txt")
+        .exists()));
+
+    // A handle follows a rename made through another one (or by another program).
+    let (held, _) = fs.open("/Docs/a.txt").expect("open");
+    let (mover, _) = fs.open("/Docs/a.txt").expect("open");
+    fs.rename(&mover, "/Docs/moved.txt", false).expect("rename");
+    fs.close(&mover).expect("close");
+    assert_eq!(fs.path(&held), "/Docs/moved.txt");
+    fs.can_delete(&held).expect("a file may go");
+    fs.delete(&held).expect("delete where it is now");
+    fs.close(&held).expect("close");
+    assert!(wait_until(Duration::from_secs(20), || !files
+        .join("Docs/moved.txt")
+        .exists()));
+    assert_eq!(
+        fs.stat("/Docs/a.txt").expect_err("gone").kind,
+        ErrorKind::NotFound
+    );
+
+    // A folder is deleted only once empty; deletions reach the server.
+    let (d, _) = fs.create("/Sub", true).expect("mkdir");
+    let (f, _) = fs.create("/Sub/x.bin", false).expect("create");
+    fs.write(&f, Some(0), b"x").expect("write");
+    fs.close(&f).expect("close");
+    assert_eq!(
+        fs.can_delete(&d).expect_err("not empty").kind,
+        ErrorKind::NotEmpty
+    );
+    let names: Vec<String> = fs
+        .list(&d)
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["x.bin"]);
+    let (f, _) = fs.open("/Sub/x.bin").expect("open");
+    fs.can_delete(&f).expect("a file may go");
+    fs.delete(&f).expect("delete file");
+    fs.close(&f).expect("close");
+    fs.can_delete(&d).expect("empty now");
+    fs.delete(&d).expect("delete folder");
+    fs.close(&d).expect("close");
+    assert!(wait_until(Duration::from_secs(20), || !files
+        .join("Sub")
+        .exists()));
+    assert_eq!(fs.stat("/Sub").expect_err("gone").kind, ErrorKind::NotFound);
+    let (root, _) = fs.open("\\").expect("open root");
+    let names: Vec<String> = fs
+        .list(&root)
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["Docs"]);
+}

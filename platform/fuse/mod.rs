@@ -12,7 +12,7 @@ use fuser::{
 };
 use nuage::cli::{MountedFs, Platform, PlatformMountOptions};
 use nuage::vfs::{Attr, Fh, FileKind, Ino, Invalidation, Vfs};
-use nuage::{Error, ErrorKind};
+use nuage::Error;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
@@ -351,19 +351,10 @@ fn reply_xattr(reply: ReplyXattr, size: u32, v: &[u8]) {
 }
 
 fn fail(op: &str, e: &Error) -> i32 {
-    match e.kind {
-        // Answers a program expects in normal use: not worth a warning.
-        ErrorKind::NotFound
-        | ErrorKind::AlreadyExists
-        | ErrorKind::NotEmpty
-        | ErrorKind::NotADirectory
-        | ErrorKind::IsADirectory
-        | ErrorKind::ReadOnly
-        | ErrorKind::NoAttribute
-        | ErrorKind::Unsupported
-        | ErrorKind::Replaced
-        | ErrorKind::InvalidArgument => tracing::debug!(op, error = %e, "refused"),
-        _ => tracing::warn!(op, error = %e, "operation failed"),
+    if e.kind.is_routine() {
+        tracing::debug!(op, error = %e, "refused");
+    } else {
+        tracing::warn!(op, error = %e, "operation failed");
     }
     errno::errno(e.kind)
 }

@@ -49,6 +49,7 @@ pub use server::{
     XATTR_SHARE, XATTR_TRASH, XATTR_VERSIONS,
 };
 
+pub mod paths;
 mod pins;
 mod remote;
 mod server;
@@ -2933,6 +2934,12 @@ impl Vfs {
             Some(_) => crate::webdav::nextcloud::MAX_NAME_BYTES as u32,
             None => 255,
         }
+    }
+
+    /// Where inode `ino` is now (`/a/b`, `/` for the root), after renames made by anyone;
+    /// `None` once it is gone.
+    pub fn path_of(&self, ino: Ino) -> Option<String> {
+        lock(&self.table).get(ino).map(|n| n.path.to_string())
     }
 
     /// Resolves a `/`-separated path from the root (for path-based adapters such as WinFsp).

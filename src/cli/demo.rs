@@ -2,6 +2,9 @@
 //! mounted like a real account. The server's files live in a local folder filled once with a
 //! few documents, a folder of pictures and one 200 MiB file.
 
+// Outside Unix only the command's shell is built (see `demo_inner`).
+#![cfg_attr(not(unix), allow(unused_imports, dead_code))]
+
 use super::mount::{daemonize, is_daemon_child, report, run_mount, runtime, MountPlan};
 use super::{DemoArgs, Platform};
 use crate::webdav::{DavConfig, Secret};
@@ -26,6 +29,13 @@ pub(super) fn demo_command(platform: &dyn Platform, a: DemoArgs) -> anyhow::Resu
     report(demo_inner(platform, a))
 }
 
+/// The demo server keeps file ids as inode numbers: Unix only for now.
+#[cfg(not(unix))]
+fn demo_inner(_platform: &dyn Platform, _a: DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("the demo cloud runs on Linux and macOS only; mount a real account instead")
+}
+
+#[cfg(unix)]
 fn demo_inner(platform: &dyn Platform, a: DemoArgs) -> anyhow::Result<ExitCode> {
     let base = super::mount::cache_base()?;
     let home = a

@@ -36,8 +36,21 @@ pub trait MountedFs: Send {
     fn unmount(self: Box<Self>);
 }
 
+/// What an OS mounts a filesystem on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountTarget {
+    /// An existing folder (FUSE).
+    ExistingFolder,
+    /// A drive letter not in use (`N:`) or a folder that does not exist yet (WinFsp makes it).
+    DriveOrNewFolder,
+}
+
 /// What an OS adapter provides.
 pub trait Platform: Sync {
+    /// What this OS mounts on.
+    fn mounts_on(&self) -> MountTarget {
+        MountTarget::ExistingFolder
+    }
     /// Mounts `vfs` on `mountpoint`; the adapter calls into `vfs` on `rt`.
     fn mount(
         &self,

@@ -288,6 +288,9 @@ fn make_private(dir: &Path) {
 }
 
 fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
+    if platform.mounts_on() == super::MountTarget::DriveOrNewFolder {
+        return check_drive_or_new_folder(platform, mp);
+    }
     let mut md = std::fs::metadata(mp);
     if let Err(e) = &md {
         // A nuage mount whose process was killed: what it had not uploaded is in the journal,
@@ -326,6 +329,49 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
         );
     }
     Ok(abs)
+}
+
+/// `N:` or `n:\\` (a drive letter, as Windows names it).
+fn is_drive_letter(s: &str) -> bool {
+    let b = s.as_bytes();
+    let tail_ok = match b.len() {
+        2 => true,
+        3 => b[2] == b'\\' || b[2] == b'/',
+        _ => false,
+    };
+    tail_ok && b[0].is_ascii_alphabetic() && b[1] == b':'
+}
+
+/// WinFsp's mount points: a drive letter not in use, or a folder that does not exist yet
+/// inside one that does (WinFsp makes it, and removes it at unmount).
+fn check_drive_or_new_folder(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
+    let s = mp.to_string_lossy();
+    if is_drive_letter(&s) {
+        let drive = PathBuf::from(s[..2].to_ascii_uppercase());
+        if platform.is_mounted(&drive) {
+            bail!(
+                "drive {} is already in use; pick a free letter (for example N:)",
+                drive.display()
+            );
+        }
+        return Ok(drive);
+    }
+    if mp.exists() {
+        bail!(
+            "mount point {} exists already: name a free drive letter (N:) or a folder that does not exist yet",
+            mp.display()
+        );
+    }
+    let abs = std::path::absolute(mp)
+        .with_context(|| format!("cannot resolve the mount point {}", mp.display()))?;
+    match abs.parent() {
+        Some(parent) if parent.is_dir() => Ok(abs),
+        Some(parent) => bail!(
+            "folder {} does not exist (the mount point goes inside an existing folder)",
+            parent.display()
+        ),
+        None => bail!("mount point {} is not usable", mp.display()),
+    }
 }
 
 /// `p` made absolute with its symbolic links followed, also when its last parts do not
@@ -976,6 +1022,51 @@ fn give_back_free_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// WinFsp's rules, checked with a platform that has `M:` in use.
+    struct Drives;
+    impl Platform for Drives {
+        fn mounts_on(&self) -> super::super::MountTarget {
+            super::super::MountTarget::DriveOrNewFolder
+        }
+        fn mount(
+            &self,
+            _vfs: Arc<Vfs>,
+            _rt: tokio::runtime::Handle,
+            _mountpoint: &Path,
+            _opts: &super::super::PlatformMountOptions,
+        ) -> anyhow::Result<Box<dyn super::super::MountedFs>> {
+            bail!("not in this test")
+        }
+        fn unmount(&self, _mountpoint: &Path) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn is_mounted(&self, mountpoint: &Path) -> bool {
+            mountpoint == Path::new("M:")
+        }
+    }
+
+    #[test]
+    fn drive_letters_and_new_folders_are_windows_mount_points() {
+        assert_eq!(
+            check_mountpoint(&Drives, Path::new("n:")).expect("n:"),
+            PathBuf::from("N:")
+        );
+        assert_eq!(
+            check_mountpoint(&Drives, Path::new("N:\\")).expect("N:\\"),
+            PathBuf::from("N:")
+        );
+        let busy = check_mountpoint(&Drives, Path::new("m:")).expect_err("in use");
+        assert!(busy.to_string().contains("already in use"), "{busy}");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let new = tmp.path().join("Nextcloud");
+        assert_eq!(check_mountpoint(&Drives, &new).expect("new folder"), new);
+        let exists = check_mountpoint(&Drives, tmp.path()).expect_err("exists");
+        assert!(exists.to_string().contains("exists already"), "{exists}");
+        let orphan = check_mountpoint(&Drives, &tmp.path().join("no/such")).expect_err("no parent");
+        assert!(orphan.to_string().contains("does not exist"), "{orphan}");
+        assert!(!is_drive_letter("NN:") && !is_drive_letter("1:") && !is_drive_letter("N"));
+    }
 
     #[test]
     fn account_dirs_are_safe_names() {

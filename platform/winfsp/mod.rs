@@ -1,5 +1,12 @@
-//! The Windows adapter (WinFsp). Only the NTSTATUS table exists so far: it is plain data, built
-//! and tested on Linux, so the error decisions for Windows are made together with FUSE's.
-//! The path-based adapter itself (`FileSystemContext` over `Vfs::resolve`) is not written yet.
+//! The Windows adapter (WinFsp): mounts on a drive letter or a new folder. The translation
+//! itself (`adapter`) is built only for Windows; the tables it uses (`ntstatus`, `info`) are
+//! plain data, built and tested on every platform, so the decisions for Windows are made
+//! and checked together with FUSE's.
 
+#[cfg(windows)]
+mod adapter;
+pub mod info;
 pub mod ntstatus;
+
+#[cfg(windows)]
+pub use adapter::WinFspPlatform;

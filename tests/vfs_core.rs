@@ -368,6 +368,24 @@ fn by_path_files_are_opened_written_renamed_and_deleted() {
     fs.close(&h).expect("close");
     wait_server(&files, "Docs/a.txt", b"oN");
 
+    // Replaced whole (Windows' overwrite: cut to 0, then written), dated as the copy's source.
+    let (h, _) = fs.open("/Docs/Same.txt").expect("open");
+    fs.set_size(&h, 0).expect("overwrite");
+    fs.write(&h, Some(0), b"replaced").expect("write");
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_577_934_245);
+    assert_eq!(fs.set_mtime(&h, when).expect("mtime").mtime, when);
+    fs.close(&h).expect("close");
+    wait_server(&files, "Docs/Same.txt", b"replaced");
+    assert_eq!(fs.stat("/Docs/Same.txt").expect("stat").mtime, when);
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::metadata(
+            files.join("Docs/Same.txt")
+        )
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t == when)),
+        "the server keeps the date"
+    );
+
     // Renames: refused over an existing name unless asked to replace; the handle follows.
     let (h, _) = fs.open("/Docs/new.txt").expect("open");
     assert_eq!(

@@ -114,6 +114,10 @@ pub struct Registration {
     pub cache_dir: PathBuf,
 }
 
+/// A file `nuage unmount --ask` puts in a mount's cache folder: the mount process removes it,
+/// unmounts and ends.
+pub const UNMOUNT_REQUEST: &str = "unmount.request";
+
 /// Registry file of a mount point under `base`.
 pub fn registry_path(base: &Path, mountpoint: &Path) -> PathBuf {
     let key: String = mountpoint

@@ -454,6 +454,33 @@ fn daemon_mode_returns_once_the_mount_is_live() {
     drop(guard);
 }
 
+/// `nuage unmount --ask` (what Windows uses: only the process serving a WinFsp mount can end
+/// it): the mount process unmounts and ends by itself, after what was closed is uploaded.
+#[test]
+fn unmount_by_asking_the_mount_process_to_end() {
+    let cloud = Cloud::start();
+    let mut m = Mount::new(MountSpec::new(&cloud.url()));
+    std::fs::write(m.path("late.txt"), b"written just before").expect("write");
+    let mut cmd = nuage();
+    cmd.args(["unmount", "--ask", "--wait", "30"]).arg(&m.mp);
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    assert_succeeded(&out);
+    assert!(!is_mounted(&m.mp), "unmounted once the command returns");
+    m.wait_exit();
+    assert!(server_file_is(
+        &cloud.files(),
+        "late.txt",
+        b"written just before"
+    ));
+    // Nothing registered there any more: asking again says so.
+    let mut cmd = nuage();
+    cmd.args(["unmount", "--ask"]).arg(&m.mp);
+    let out = run_bounded(cmd, Duration::from_secs(30));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no nuage mount is registered"), "{err}");
+}
+
 #[test]
 fn closing_a_file_that_was_only_read_asks_nuage_nothing() {
     let cloud = Cloud::start();

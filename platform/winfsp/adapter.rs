@@ -438,6 +438,10 @@ impl Platform for WinFspPlatform {
         MountTarget::DriveOrNewFolder
     }
 
+    fn unmounts_from_outside(&self) -> bool {
+        false
+    }
+
     fn mount(
         &self,
         vfs: Arc<Vfs>,
@@ -518,8 +522,9 @@ impl Platform for WinFspPlatform {
     }
 
     fn unmount(&self, mountpoint: &Path) -> anyhow::Result<()> {
+        // Not called: `unmounts_from_outside` is false, `nuage unmount` asks the process.
         anyhow::bail!(
-            "a WinFsp mount ends with the nuage process that serves it: press Ctrl-C in its window (mount point {})",
+            "a WinFsp mount ends with the nuage process that serves it (mount point {})",
             mountpoint.display()
         )
     }

@@ -51,6 +51,11 @@ pub trait Platform: Sync {
     fn mounts_on(&self) -> MountTarget {
         MountTarget::ExistingFolder
     }
+    /// False when only the process that serves a mount can end it (WinFsp): `nuage unmount`
+    /// then asks that process to end, as `--ask` does.
+    fn unmounts_from_outside(&self) -> bool {
+        true
+    }
     /// Mounts `vfs` on `mountpoint`; the adapter calls into `vfs` on `rt`.
     fn mount(
         &self,
@@ -342,6 +347,10 @@ pub struct UnmountArgs {
     /// Seconds to wait for pending uploads before unmounting.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub wait: u64,
+    /// Ask the mount process to unmount and end, as Ctrl-C in its terminal would (the only
+    /// way on Windows), instead of unmounting from here.
+    #[arg(long)]
+    pub ask: bool,
 }
 
 /// `nuage status`.

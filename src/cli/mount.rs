@@ -332,7 +332,7 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
 }
 
 /// `N:` or `n:\\` (a drive letter, as Windows names it).
-fn is_drive_letter(s: &str) -> bool {
+pub(super) fn is_drive_letter(s: &str) -> bool {
     let b = s.as_bytes();
     let tail_ok = match b.len() {
         2 => true,
@@ -934,6 +934,12 @@ async fn wait_for_end(
             why = signals.next() => { tracing::info!("{why}, unmounting"); return; }
             _ = tick.tick() => {
                 if !mounted.is_alive() {
+                    return;
+                }
+                let request = info.dir.join(crate::status::UNMOUNT_REQUEST);
+                if request.exists() {
+                    let _ = std::fs::remove_file(&request);
+                    tracing::info!("asked to unmount (nuage unmount), unmounting");
                     return;
                 }
                 n += 1;

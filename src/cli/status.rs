@@ -13,10 +13,21 @@ use std::time::{Duration, Instant};
 fn find(mountpoint: &Path) -> anyhow::Result<(PathBuf, Registration)> {
     let mp = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let base = super::mount::cache_base()?;
-    let reg_path = registry_path(&base, &mp);
-    let reg: Registration = read_json(&reg_path)
-        .map_err(|_| anyhow!("no nuage mount is registered at {}", mp.display()))?;
-    Ok((mp, reg))
+    // Mounts register the path they were given as checked: resolved (an existing folder), or
+    // as WinFsp takes it (a drive letter, a new folder made absolute).
+    let mut keys = vec![mp.clone()];
+    let s = mountpoint.to_string_lossy();
+    if super::mount::is_drive_letter(&s) {
+        keys.push(PathBuf::from(s[..2].to_ascii_uppercase()));
+    } else if let Ok(abs) = std::path::absolute(mountpoint) {
+        keys.push(abs);
+    }
+    for key in keys {
+        if let Ok(reg) = read_json::<Registration>(&registry_path(&base, &key)) {
+            return Ok((key, reg));
+        }
+    }
+    Err(anyhow!("no nuage mount is registered at {}", mp.display()))
 }
 
 fn snapshot(reg: &Registration) -> anyhow::Result<Status> {
@@ -291,11 +302,18 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    // Mount tables hold resolved paths.
-    if found.is_none() && !platform.is_mounted(&super::mount::resolved(&a.mountpoint)) {
-        anyhow::bail!("nothing is mounted on {}", a.mountpoint.display());
+    if a.ask || !platform.unmounts_from_outside() {
+        let Some((_, reg)) = &found else {
+            anyhow::bail!("no nuage mount is registered at {}", a.mountpoint.display());
+        };
+        ask_to_end(reg)?;
+    } else {
+        // Mount tables hold resolved paths.
+        if found.is_none() && !platform.is_mounted(&super::mount::resolved(&a.mountpoint)) {
+            anyhow::bail!("nothing is mounted on {}", a.mountpoint.display());
+        }
+        platform.unmount(&a.mountpoint)?;
     }
-    platform.unmount(&a.mountpoint)?;
     if let Some((_, reg)) = found {
         // Let the mount process write its last snapshot and exit (bounded).
         let end = Instant::now() + Duration::from_secs(10);
@@ -316,6 +334,28 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the mount process to unmount and end (`UNMOUNT_REQUEST`), and waits for it (bounded).
+fn ask_to_end(reg: &Registration) -> anyhow::Result<()> {
+    if !pid_alive(reg.pid) {
+        anyhow::bail!("the mount process ({}) is not running", reg.pid);
+    }
+    let request = reg.cache_dir.join(crate::status::UNMOUNT_REQUEST);
+    std::fs::write(&request, b"")
+        .with_context(|| format!("cannot ask the mount to end ({})", request.display()))?;
+    let end = Instant::now() + Duration::from_secs(20);
+    while pid_alive(reg.pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if pid_alive(reg.pid) {
+        let _ = std::fs::remove_file(&request);
+        anyhow::bail!(
+            "the mount process ({}) did not end within 20 s; its log says why",
+            reg.pid
+        );
+    }
+    Ok(())
 }
 
 /// Sets an extended attribute: the running mount acts on it (pins, cache cleaning).

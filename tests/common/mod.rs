@@ -1002,7 +1002,7 @@ impl Mount {
     }
 
     /// Waits (bounded) for the mount process to end after an unmount.
-    fn wait_exit(&mut self) {
+    pub fn wait_exit(&mut self) {
         let mut child = self.child.take().expect("child");
         let exited = wait_until(Duration::from_secs(15), || {
             matches!(child.try_wait(), Ok(Some(_)))

@@ -479,6 +479,17 @@ fn unmount_by_asking_the_mount_process_to_end() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no nuage mount is registered"), "{err}");
+    // A request left behind (its process killed before it saw it) does not end the next mount.
+    let cache = tempfile::tempdir().expect("tmp");
+    std::fs::write(cache.path().join("unmount.request"), b"").expect("stale request");
+    let m2 = Mount::new(MountSpec::new(&cloud.url()).cache(cache.path()));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        is_mounted(&m2.mp),
+        "a stale request does not end a new mount"
+    );
+    assert!(!cache.path().join("unmount.request").exists());
+    m2.unmount_now();
 }
 
 #[test]

@@ -927,6 +927,9 @@ async fn wait_for_end(
     info: &SnapshotInfo,
     signals: &mut EndSignals,
 ) {
+    let request = info.dir.join(crate::status::UNMOUNT_REQUEST);
+    // A request left by a mount process that was killed before it saw it is not this one's.
+    let _ = std::fs::remove_file(&request);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut n: u64 = 0;
     loop {
@@ -936,7 +939,6 @@ async fn wait_for_end(
                 if !mounted.is_alive() {
                     return;
                 }
-                let request = info.dir.join(crate::status::UNMOUNT_REQUEST);
                 if request.exists() {
                     let _ = std::fs::remove_file(&request);
                     tracing::info!("asked to unmount (nuage unmount), unmounting");

@@ -2942,15 +2942,6 @@ impl Vfs {
         lock(&self.table).get(ino).map(|n| n.path.to_string())
     }
 
-    /// Resolves a `/`-separated path from the root (for path-based adapters such as WinFsp).
-    pub async fn resolve(&self, path: &str) -> Result<Attr> {
-        let mut attr = self.getattr(Ino::ROOT).await?;
-        for name in path.split(['/', '\\']).filter(|s| !s.is_empty()) {
-            attr = self.lookup(attr.ino, name).await?;
-        }
-        Ok(attr)
-    }
-
     /// Writes the cache index to disk (called periodically and at unmount).
     pub async fn flush_cache(&self) -> Result<()> {
         self.fetcher.drain_disk_writes().await;

@@ -303,10 +303,10 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
         }
     }
     if a.ask || !platform.unmounts_from_outside() {
-        let Some((_, reg)) = &found else {
+        let Some((key, reg)) = &found else {
             anyhow::bail!("no nuage mount is registered at {}", a.mountpoint.display());
         };
-        ask_to_end(reg)?;
+        ask_to_end(key, reg)?;
     } else {
         // Mount tables hold resolved paths.
         if found.is_none() && !platform.is_mounted(&super::mount::resolved(&a.mountpoint)) {
@@ -336,22 +336,36 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
     Ok(ExitCode::SUCCESS)
 }
 
-/// Asks the mount process to unmount and end (`UNMOUNT_REQUEST`), and waits for it (bounded).
-fn ask_to_end(reg: &Registration) -> anyhow::Result<()> {
-    if !pid_alive(reg.pid) {
-        anyhow::bail!("the mount process ({}) is not running", reg.pid);
+/// Asks the mount process to unmount and end (`UNMOUNT_REQUEST`), and waits (bounded) until
+/// it has: its registration is gone (it removes it as it ends; this works where process ids
+/// cannot be looked at, on Windows).
+fn ask_to_end(key: &Path, reg: &Registration) -> anyhow::Result<()> {
+    // Where process ids can be looked at, a process that is gone is said at once.
+    if Path::new("/proc/self").exists() && !pid_alive(reg.pid) {
+        anyhow::bail!(
+            "the mount process ({}) is not running (killed?); its journal is taken over by the next mount",
+            reg.pid
+        );
     }
+    let registered = registry_path(&super::mount::cache_base()?, key);
     let request = reg.cache_dir.join(crate::status::UNMOUNT_REQUEST);
     std::fs::write(&request, b"")
         .with_context(|| format!("cannot ask the mount to end ({})", request.display()))?;
     let end = Instant::now() + Duration::from_secs(20);
-    while pid_alive(reg.pid) && Instant::now() < end {
+    while registered.exists() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    if pid_alive(reg.pid) {
+    if registered.exists() {
+        let seen = !request.exists();
         let _ = std::fs::remove_file(&request);
+        if seen {
+            anyhow::bail!(
+                "the mount process ({}) did not end within 20 s; its log says why",
+                reg.pid
+            );
+        }
         anyhow::bail!(
-            "the mount process ({}) did not end within 20 s; its log says why",
+            "the mount process ({}) did not answer within 20 s: it is not running (killed?); its journal is taken over by the next mount",
             reg.pid
         );
     }

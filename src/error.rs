@@ -90,6 +90,17 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Logs a failed operation `op` for an adapter: quietly when [`ErrorKind::is_routine`].
+    pub fn log(&self, op: &str) {
+        if self.kind.is_routine() {
+            tracing::debug!(op, error = %self, "refused");
+        } else {
+            tracing::warn!(op, error = %self, "operation failed");
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.msg)

@@ -304,7 +304,7 @@ fn a_file_opened_again_while_fresh_is_opened_without_waiting() {
 /// renames with and without replacing, deletion only of empty folders.
 #[test]
 fn by_path_files_are_opened_written_renamed_and_deleted() {
-    use nuage::vfs::paths::PathFs;
+    use nuage::vfs::paths::{PathFs, WriteAt};
     use nuage::ErrorKind;
     use std::time::Duration;
     let cloud = Cloud::start();
@@ -327,7 +327,7 @@ fn by_path_files_are_opened_written_renamed_and_deleted() {
     // Windows spelling, another letter case: the one entry it can mean.
     assert_eq!(fs.stat("\\Docs\\Report.odt").expect("stat").size, 300_000);
     let (h, attr) = fs.open("\\docs\\REPORT.odt").expect("open by other case");
-    assert_eq!(h.path(), "/Docs/Report.odt");
+    assert_eq!(fs.path(&h), "/Docs/Report.odt");
     assert_eq!(attr.size, 300_000);
     assert_eq!(
         &fs.read(&h, 1000, 5000).expect("read")[..],
@@ -355,23 +355,42 @@ fn by_path_files_are_opened_written_renamed_and_deleted() {
 
     // Appends (offset None) and a write at an offset reach the server.
     let (h, _) = fs.create("\\Docs\\new.txt", false).expect("create");
-    assert_eq!(fs.write(&h, None, b"hello").expect("write"), 5);
-    assert_eq!(fs.write(&h, None, b" world").expect("append"), 6);
+    assert_eq!(fs.write(&h, WriteAt::End, b"hello").expect("write"), 5);
+    assert_eq!(fs.write(&h, WriteAt::End, b" world").expect("append"), 6);
     assert_eq!(fs.attr(&h).expect("attr").size, 11);
+    // Paging writes stay within the file; an allocation size only ever cuts.
+    assert_eq!(
+        fs.write(&h, WriteAt::Within(9), b"LDXX").expect("within"),
+        2
+    );
+    assert_eq!(
+        fs.write(&h, WriteAt::Within(11), b"past")
+            .expect("past end"),
+        0
+    );
+    assert_eq!(fs.set_allocation(&h, 4096).expect("alloc").size, 11);
+    assert_eq!(&fs.read(&h, 0, 64).expect("read")[..], b"hello worLD");
+    fs.write(&h, WriteAt::Offset(9), b"ld").expect("write");
     fs.flush(&h).expect("flush");
     fs.close(&h).expect("close");
     wait_server(&files, "Docs/new.txt", b"hello world");
     let (h, _) = fs.open("/Docs/a.txt").expect("open");
-    fs.write(&h, Some(1), b"NE").expect("write");
+    fs.write(&h, WriteAt::Offset(1), b"NE").expect("write");
     assert_eq!(&fs.read(&h, 0, 10).expect("read own write")[..], b"oNE");
-    fs.set_size(&h, 2).expect("truncate");
+    assert_eq!(
+        fs.set_allocation(&h, 2)
+            .expect("a smaller allocation cuts")
+            .size,
+        2
+    );
     fs.close(&h).expect("close");
     wait_server(&files, "Docs/a.txt", b"oN");
 
     // Replaced whole (Windows' overwrite: cut to 0, then written), dated as the copy's source.
     let (h, _) = fs.open("/Docs/Same.txt").expect("open");
     fs.set_size(&h, 0).expect("overwrite");
-    fs.write(&h, Some(0), b"replaced").expect("write");
+    fs.write(&h, WriteAt::Offset(0), b"replaced")
+        .expect("write");
     let when = std::time::UNIX_EPOCH + Duration::from_secs(1_577_934_245);
     assert_eq!(fs.set_mtime(&h, when).expect("mtime").mtime, when);
     fs.close(&h).expect("close");
@@ -395,7 +414,7 @@ fn by_path_files_are_opened_written_renamed_and_deleted() {
         ErrorKind::AlreadyExists
     );
     fs.rename(&h, "\\Docs\\a.txt", true).expect("replace");
-    assert_eq!(h.path(), "/Docs/a.txt");
+    assert_eq!(fs.path(&h), "/Docs/a.txt");
     fs.close(&h).expect("close");
     wait_server(&files, "Docs/a.txt", b"hello world");
     assert!(wait_until(Duration::from_secs(20), || !files
@@ -422,7 +441,7 @@ fn by_path_files_are_opened_written_renamed_and_deleted() {
     // A folder is deleted only once empty; deletions reach the server.
     let (d, _) = fs.create("/Sub", true).expect("mkdir");
     let (f, _) = fs.create("/Sub/x.bin", false).expect("create");
-    fs.write(&f, Some(0), b"x").expect("write");
+    fs.write(&f, WriteAt::Offset(0), b"x").expect("write");
     fs.close(&f).expect("close");
     assert_eq!(
         fs.can_delete(&d).expect_err("not empty").kind,

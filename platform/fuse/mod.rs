@@ -351,11 +351,7 @@ fn reply_xattr(reply: ReplyXattr, size: u32, v: &[u8]) {
 }
 
 fn fail(op: &str, e: &Error) -> i32 {
-    if e.kind.is_routine() {
-        tracing::debug!(op, error = %e, "refused");
-    } else {
-        tracing::warn!(op, error = %e, "operation failed");
-    }
+    e.log(op);
     errno::errno(e.kind)
 }
 

@@ -7,9 +7,11 @@
 //! not run here: these machines have no Windows.
 
 use super::info::{self, FILE_DIRECTORY_FILE};
-use super::ntstatus::ntstatus;
+use super::ntstatus::{
+    ntstatus, STATUS_BUFFER_OVERFLOW, STATUS_END_OF_FILE, STATUS_OBJECT_NAME_INVALID,
+};
 use nuage::cli::{MountTarget, MountedFs, Platform, PlatformMountOptions};
-use nuage::vfs::paths::{Handle, PathFs};
+use nuage::vfs::paths::{Handle, PathFs, WriteAt};
 use nuage::vfs::{Attr, Ino, Vfs};
 use std::ffi::c_void;
 use std::path::Path;
@@ -22,12 +24,6 @@ use winfsp::filesystem::{
 use winfsp::host::{FileSystemHost, VolumeParams};
 use winfsp::{FspError, U16CStr};
 
-/// STATUS_END_OF_FILE: a read at or past the end.
-const STATUS_END_OF_FILE: i32 = 0xC000_0011_u32 as i32;
-/// STATUS_BUFFER_OVERFLOW: the security descriptor does not fit the caller's buffer.
-const STATUS_BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
-/// STATUS_OBJECT_NAME_INVALID: a name that is not Unicode.
-const STATUS_OBJECT_NAME_INVALID: i32 = 0xC000_0033_u32 as i32;
 /// FspCleanupDelete: the cleanup completes a deletion.
 const CLEANUP_DELETE: u32 = 0x1;
 /// Full access for SYSTEM, administrators and everyone: who may do what is the server's
@@ -50,12 +46,17 @@ struct NuageWinFs {
 }
 
 fn failed(op: &str, e: &nuage::Error) -> FspError {
-    if e.kind.is_routine() {
-        tracing::debug!(op, error = %e, "refused");
-    } else {
-        tracing::warn!(op, error = %e, "operation failed");
-    }
+    e.log(op);
     FspError::NTSTATUS(ntstatus(e.kind))
+}
+
+impl FileContext {
+    fn new(handle: Handle) -> Self {
+        FileContext {
+            handle,
+            dir_buffer: DirBuffer::new(),
+        }
+    }
 }
 
 fn path_of(name: &U16CStr) -> winfsp::Result<String> {
@@ -170,15 +171,12 @@ impl FileSystemContext for NuageWinFs {
             .open(&path_of(file_name)?)
             .map_err(|e| failed("open", &e))?;
         fill(file_info.as_mut(), &a);
-        Ok(FileContext {
-            handle,
-            dir_buffer: DirBuffer::new(),
-        })
+        Ok(FileContext::new(handle))
     }
 
     fn close(&self, context: FileContext) {
         if let Err(e) = self.fs.close(&context.handle) {
-            failed("close", &e);
+            e.log("close");
         }
     }
 
@@ -200,16 +198,13 @@ impl FileSystemContext for NuageWinFs {
             .create(&path_of(file_name)?, dir)
             .map_err(|e| failed("create", &e))?;
         fill(file_info.as_mut(), &a);
-        Ok(FileContext {
-            handle,
-            dir_buffer: DirBuffer::new(),
-        })
+        Ok(FileContext::new(handle))
     }
 
     fn cleanup(&self, context: &FileContext, _file_name: Option<&U16CStr>, flags: u32) {
         if flags & CLEANUP_DELETE != 0 {
             if let Err(e) = self.fs.delete(&context.handle) {
-                failed("delete", &e);
+                e.log("delete");
             }
         }
     }
@@ -342,20 +337,14 @@ impl FileSystemContext for NuageWinFs {
         set_allocation_size: bool,
         file_info: &mut FileInfo,
     ) -> winfsp::Result<()> {
-        // An allocation size only matters when it cuts the file.
-        let cut = !set_allocation_size
-            || new_size
-                < self
-                    .fs
-                    .attr(&context.handle)
-                    .map_err(|e| failed("setattr", &e))?
-                    .size;
-        if cut {
-            self.fs
-                .set_size(&context.handle, new_size)
-                .map_err(|e| failed("truncate", &e))?;
+        let a = if set_allocation_size {
+            self.fs.set_allocation(&context.handle, new_size)
+        } else {
+            self.fs.set_size(&context.handle, new_size)
         }
-        self.refill(context, file_info)
+        .map_err(|e| failed("truncate", &e))?;
+        fill(file_info, &a);
+        Ok(())
     }
 
     fn read(&self, context: &FileContext, buffer: &mut [u8], offset: u64) -> winfsp::Result<u32> {
@@ -380,24 +369,14 @@ impl FileSystemContext for NuageWinFs {
         constrained_io: bool,
         file_info: &mut FileInfo,
     ) -> winfsp::Result<u32> {
-        let mut data = buffer;
-        if constrained_io {
-            // Paging I/O never extends a file.
-            let size = self
-                .fs
-                .attr(&context.handle)
-                .map_err(|e| failed("write", &e))?
-                .size;
-            if offset >= size {
-                return Ok(0);
-            }
-            let room = usize::try_from(size - offset).unwrap_or(usize::MAX);
-            data = &buffer[..buffer.len().min(room)];
-        }
-        let at = if write_to_eof { None } else { Some(offset) };
+        let at = match (write_to_eof, constrained_io) {
+            (true, _) => WriteAt::End,
+            (false, true) => WriteAt::Within(offset),
+            (false, false) => WriteAt::Offset(offset),
+        };
         let n = self
             .fs
-            .write(&context.handle, at, data)
+            .write(&context.handle, at, buffer)
             .map_err(|e| failed("write", &e))?;
         self.refill(context, file_info)?;
         Ok(n)

@@ -30,9 +30,6 @@ pub fn filetime(t: SystemTime) -> u64 {
 /// 1970.
 pub fn system_time(ft: u64) -> Option<SystemTime> {
     let ticks = ft.checked_sub(EPOCH_GAP_SECS * TICKS)?;
-    if ft == 0 {
-        return None;
-    }
     let nanos = (ticks % TICKS) * 100;
     Some(UNIX_EPOCH + Duration::new(ticks / TICKS, nanos as u32))
 }

@@ -36,6 +36,10 @@ pub const STATUS_NOT_SUPPORTED: i32 = 0xC000_00BB_u32 as i32;
 pub const STATUS_INVALID_PARAMETER: i32 = 0xC000_000D_u32 as i32;
 /// STATUS_NO_EAS_ON_FILE
 pub const STATUS_NO_EAS_ON_FILE: i32 = 0xC000_0052_u32 as i32;
+/// STATUS_END_OF_FILE (a read at or past the end)
+pub const STATUS_END_OF_FILE: i32 = 0xC000_0011_u32 as i32;
+/// STATUS_BUFFER_OVERFLOW (a warning: the answer does not fit the caller's buffer)
+pub const STATUS_BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
 /// STATUS_UNEXPECTED_IO_ERROR
 pub const STATUS_UNEXPECTED_IO_ERROR: i32 = 0xC000_00E9_u32 as i32;
 

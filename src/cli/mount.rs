@@ -331,23 +331,24 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
     Ok(abs)
 }
 
-/// `N:` or `n:\\` (a drive letter, as Windows names it).
-pub(super) fn is_drive_letter(s: &str) -> bool {
+/// The drive `p` names as `N:` when it is a drive letter (`n:`, `N:\\`), as Windows mounts
+/// and registers it.
+pub(super) fn drive_letter(p: &Path) -> Option<PathBuf> {
+    let s = p.to_string_lossy();
     let b = s.as_bytes();
     let tail_ok = match b.len() {
         2 => true,
         3 => b[2] == b'\\' || b[2] == b'/',
         _ => false,
     };
-    tail_ok && b[0].is_ascii_alphabetic() && b[1] == b':'
+    (tail_ok && b[0].is_ascii_alphabetic() && b[1] == b':')
+        .then(|| PathBuf::from(s[..2].to_ascii_uppercase()))
 }
 
 /// WinFsp's mount points: a drive letter not in use, or a folder that does not exist yet
 /// inside one that does (WinFsp makes it, and removes it at unmount).
 fn check_drive_or_new_folder(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
-    let s = mp.to_string_lossy();
-    if is_drive_letter(&s) {
-        let drive = PathBuf::from(s[..2].to_ascii_uppercase());
+    if let Some(drive) = drive_letter(mp) {
         if platform.is_mounted(&drive) {
             bail!(
                 "drive {} is already in use; pick a free letter (for example N:)",
@@ -1073,7 +1074,9 @@ mod tests {
         assert!(exists.to_string().contains("exists already"), "{exists}");
         let orphan = check_mountpoint(&Drives, &tmp.path().join("no/such")).expect_err("no parent");
         assert!(orphan.to_string().contains("does not exist"), "{orphan}");
-        assert!(!is_drive_letter("NN:") && !is_drive_letter("1:") && !is_drive_letter("N"));
+        for not_a_drive in ["NN:", "1:", "N", "N:x"] {
+            assert_eq!(drive_letter(Path::new(not_a_drive)), None, "{not_a_drive}");
+        }
     }
 
     #[test]

@@ -16,9 +16,8 @@ fn find(mountpoint: &Path) -> anyhow::Result<(PathBuf, Registration)> {
     // Mounts register the path they were given as checked: resolved (an existing folder), or
     // as WinFsp takes it (a drive letter, a new folder made absolute).
     let mut keys = vec![mp.clone()];
-    let s = mountpoint.to_string_lossy();
-    if super::mount::is_drive_letter(&s) {
-        keys.push(PathBuf::from(s[..2].to_ascii_uppercase()));
+    if let Some(drive) = super::mount::drive_letter(mountpoint) {
+        keys.push(drive);
     } else if let Ok(abs) = std::path::absolute(mountpoint) {
         keys.push(abs);
     }
@@ -341,11 +340,14 @@ pub(super) fn unmount_command(platform: &dyn Platform, a: UnmountArgs) -> anyhow
 /// cannot be looked at, on Windows).
 fn ask_to_end(key: &Path, reg: &Registration) -> anyhow::Result<()> {
     // Where process ids can be looked at, a process that is gone is said at once.
-    if Path::new("/proc/self").exists() && !pid_alive(reg.pid) {
-        anyhow::bail!(
+    let gone = || {
+        anyhow!(
             "the mount process ({}) is not running (killed?); its journal is taken over by the next mount",
             reg.pid
-        );
+        )
+    };
+    if Path::new("/proc/self").exists() && !pid_alive(reg.pid) {
+        return Err(gone());
     }
     let registered = registry_path(&super::mount::cache_base()?, key);
     let request = reg.cache_dir.join(crate::status::UNMOUNT_REQUEST);
@@ -364,10 +366,7 @@ fn ask_to_end(key: &Path, reg: &Registration) -> anyhow::Result<()> {
                 reg.pid
             );
         }
-        anyhow::bail!(
-            "the mount process ({}) did not answer within 20 s: it is not running (killed?); its journal is taken over by the next mount",
-            reg.pid
-        );
+        return Err(gone());
     }
     Ok(())
 }

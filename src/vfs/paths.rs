@@ -68,11 +68,29 @@ fn joined(parent: &str, name: &str) -> String {
     }
 }
 
+/// Where a write goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAt {
+    /// At this offset; the file grows as needed.
+    Offset(u64),
+    /// At the end of the file (an append).
+    End,
+    /// At this offset, but only within the file's current size (Windows' paging I/O, which
+    /// never extends a file): what lies past the end is not written.
+    Within(u64),
+}
+
 impl Handle {
-    /// The path this handle was opened with, or renamed to through it (see
-    /// [`PathFs::path`] for where it is now).
-    pub fn path(&self) -> String {
-        guard(&self.state).path.clone()
+    fn new(attr: &Attr, path: String, reader: Option<Fh>, writer: Option<Fh>) -> Self {
+        Handle {
+            ino: attr.ino,
+            kind: attr.kind,
+            state: Mutex::new(HandleState {
+                path,
+                reader,
+                writer,
+            }),
+        }
     }
 
     /// True for a folder.
@@ -145,16 +163,7 @@ impl PathFs {
             FileKind::Dir => None,
             FileKind::File => Some(self.rt.block_on(self.vfs.open(attr.ino, false, false))?.fh),
         };
-        let h = Handle {
-            ino: attr.ino,
-            kind: attr.kind,
-            state: Mutex::new(HandleState {
-                path: real,
-                reader,
-                writer: None,
-            }),
-        };
-        Ok((h, attr))
+        Ok((Handle::new(&attr, real, reader, None), attr))
     }
 
     /// Creates a file (open for writing) or a folder at `path`.
@@ -176,16 +185,7 @@ impl PathFs {
             let (a, o) = self.rt.block_on(self.vfs.create(pattr.ino, name, false))?;
             (a, Some(o.fh))
         };
-        let h = Handle {
-            ino: attr.ino,
-            kind: attr.kind,
-            state: Mutex::new(HandleState {
-                path: joined(&preal, name),
-                reader: None,
-                writer,
-            }),
-        };
-        Ok((h, attr))
+        Ok((Handle::new(&attr, joined(&preal, name), None, writer), attr))
     }
 
     /// The handle's writing core handle, taken now if it has none.
@@ -220,13 +220,21 @@ impl PathFs {
         self.rt.block_on(self.vfs.read(fh, offset, size))
     }
 
-    /// Writes `data` at `offset`, or at the end of the file when `offset` is `None`.
-    pub fn write(&self, h: &Handle, offset: Option<u64>, data: &[u8]) -> Result<u32> {
-        let fh = self.writer(h)?;
-        let offset = match offset {
-            Some(o) => o,
-            None => self.attr(h)?.size,
+    /// Writes `data` where `at` says; answers the bytes written.
+    pub fn write(&self, h: &Handle, at: WriteAt, data: &[u8]) -> Result<u32> {
+        let (offset, data) = match at {
+            WriteAt::Offset(o) => (o, data),
+            WriteAt::End => (self.attr(h)?.size, data),
+            WriteAt::Within(o) => {
+                let size = self.attr(h)?.size;
+                let room = usize::try_from(size.saturating_sub(o)).unwrap_or(usize::MAX);
+                (o, &data[..data.len().min(room)])
+            }
         };
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let fh = self.writer(h)?;
         self.vfs.write_blocking(fh, offset, data)
     }
 
@@ -234,6 +242,17 @@ impl PathFs {
     pub fn set_size(&self, h: &Handle, size: u64) -> Result<Attr> {
         self.rt
             .block_on(self.vfs.setattr(h.ino, Some(size), None, None))
+    }
+
+    /// Windows' allocation size: it matters only when it is below the file's size, which it
+    /// then cuts.
+    pub fn set_allocation(&self, h: &Handle, size: u64) -> Result<Attr> {
+        let now = self.attr(h)?;
+        if size < now.size {
+            self.set_size(h, size)
+        } else {
+            Ok(now)
+        }
     }
 
     /// Sets the modification time.

@@ -476,6 +476,16 @@ pub struct Entry {
     pub quota_available: Option<i64>,
 }
 
+/// Marks the answer to a request sent twice ([`DavClient::execute`]): the server may have
+/// done what the first asked, its answer lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Resent;
+
+/// Whether `resp` answers a request sent twice ([`Resent`]).
+pub fn was_resent(resp: &reqwest::Response) -> bool {
+    resp.extensions().get::<Resent>().is_some()
+}
+
 /// Whole seconds since the epoch (0 before it).
 pub fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
@@ -928,15 +938,23 @@ impl DavClient {
         }
     }
 
-    /// Sends `req`; an idempotent request on a pooled connection the server closed meanwhile
-    /// (it fails at once) goes again on a new one.
+    /// Sends `req`. A request whose connection broke before its answer came (a pooled
+    /// connection the server closed meanwhile, a network that dropped it) goes once more on
+    /// a new one: one that reads (`GET`, `HEAD`, `PROPFIND`) or sets a property, and one that
+    /// changes names (`MOVE`, `DELETE`, `MKCOL`), whose server may have done it with
+    /// the answer lost: its answer then carries [`Resent`], and the caller takes "not there
+    /// any more" or "there already" for done. Uploads are left to their callers, which check
+    /// what the server holds before sending them again.
     async fn execute(
         &self,
         req: reqwest::Request,
         http: &reqwest::Client,
     ) -> Result<reqwest::Response, DavError> {
-        let idempotent = matches!(req.method().as_str(), "GET" | "HEAD" | "PROPFIND");
-        let spare = if idempotent { req.try_clone() } else { None };
+        let resendable = matches!(
+            req.method().as_str(),
+            "GET" | "HEAD" | "PROPFIND" | "PROPPATCH" | "MOVE" | "DELETE" | "MKCOL"
+        );
+        let spare = if resendable { req.try_clone() } else { None };
         // An upload's answer comes after its body: not watched (its time says nothing).
         let watched = !matches!(req.method().as_str(), "PUT" | "POST");
         let Some(mut res) = self.unless_unreachable(http.execute(req), watched).await else {
@@ -945,10 +963,18 @@ impl DavClient {
         if let (Err(e), Some(again)) = (&res, spare) {
             // Not after a timeout: a silent server would double the wait.
             if !e.is_timeout() {
-                let Some(r) = self.unless_unreachable(http.execute(again), true).await else {
+                tracing::debug!(method = %again.method(), error = %e, "connection broke: sent again on a new one");
+                // On a connection of its own: another kept-alive one may be as dead.
+                let Some(r) = self
+                    .unless_unreachable(self.fresh.execute(again), true)
+                    .await
+                else {
                     return Err(DavError::Timeout(self.root.to_string()));
                 };
-                res = r;
+                res = r.map(|mut r| {
+                    r.extensions_mut().insert(Resent);
+                    r
+                });
             }
         }
         match res {
@@ -1101,7 +1127,14 @@ impl DavClient {
 
     /// PROPFIND with the given depth. With `Depth::One` the first entry is the folder itself.
     pub async fn propfind(&self, p: &RemotePath, depth: Depth) -> Result<Vec<Entry>, DavError> {
-        let mut raw = self.propfind_raw(p, depth).await?;
+        let mut raw = match self.propfind_raw(p, depth).await {
+            // The answer broke off (its head came, its body did not): asked once more.
+            Err(DavError::Connect(e)) if self.reach.is_online() => {
+                tracing::debug!(path = %p, error = %e, "listing cut short: asked again");
+                self.propfind_raw(p, depth).await?
+            }
+            r => r?,
+        };
         let unnamed = raw
             .iter()
             .any(|r| r.href.is_empty() && r.display_name.is_none());

@@ -271,6 +271,13 @@ impl DavClient {
         let resp = self
             .send(self.request(m.clone(), self.url(p, true)))
             .await?;
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && super::was_resent(&resp)
+            && self.is_folder(p).await
+        {
+            // There already: made by the first request, whose answer was lost.
+            return Ok(());
+        }
         success(&resp, &m, &p.to_string())
     }
 
@@ -307,6 +314,10 @@ impl DavClient {
             rb = rb.header(header::IF_MATCH, strong_etag(tag));
         }
         let resp = self.send(rb).await?;
+        if resp.status() == StatusCode::NOT_FOUND && super::was_resent(&resp) {
+            // Deleted by the first request, whose answer was lost.
+            return Ok(());
+        }
         success(&resp, &Method::DELETE, &p.to_string())
     }
 
@@ -326,10 +337,31 @@ impl DavClient {
         let resp = self.send(rb).await?;
         let st = resp.status();
         if st.is_success() {
-            Ok(etag_of(&resp))
-        } else {
-            Err(DavError::from_status(st, &m, &from.to_string()))
+            return Ok(etag_of(&resp));
         }
+        let done_before = matches!(st, StatusCode::NOT_FOUND | StatusCode::PRECONDITION_FAILED)
+            && super::was_resent(&resp)
+            && self.moved(from, to).await;
+        if done_before {
+            // Moved by the first request, whose answer was lost.
+            return Ok(None);
+        }
+        Err(DavError::from_status(st, &m, &from.to_string()))
+    }
+
+    /// Whether the server lists `p` as a folder.
+    pub async fn is_folder(&self, p: &RemotePath) -> bool {
+        self.propfind(p, super::Depth::Zero)
+            .await
+            .is_ok_and(|v| v.iter().any(|e| e.path == *p && e.is_dir))
+    }
+
+    /// Whether `from` is gone and `to` is there.
+    async fn moved(&self, from: &RemotePath, to: &RemotePath) -> bool {
+        matches!(
+            self.propfind(from, super::Depth::Zero).await,
+            Err(DavError::NotFound(_))
+        ) && self.propfind(to, super::Depth::Zero).await.is_ok()
     }
 
     /// Sets the modification time with PROPPATCH `d:lastmodified` (Nextcloud, §6.4).

@@ -1461,6 +1461,16 @@ pub enum RelayMode {
     Silent,
     /// Each request's first bytes are held back this long: a slow server.
     Slow(Duration),
+    /// Both ways, but every connection breaks 20 to 300 ms after this mode was set or it was
+    /// opened, at a time drawn for each direction: what passes then is cut short
+    /// (from before a request's or an answer's first byte to its middle: a request lost, or
+    /// done by the server with its answer lost), and a connection idle then is closed. The
+    /// times come from `seed` and the connection's number, so that a failing run can be
+    /// repeated as far as the timing allows.
+    Breaking { seed: u64 },
+    /// The next answer's first bytes close its connection instead of passing (the server
+    /// did the request; the program never hears of it), then [`RelayMode::Through`].
+    LoseAnswer,
 }
 
 /// A TCP relay on 127.0.0.1 in front of a server, whose traffic a test can stop or slow down
@@ -1471,6 +1481,8 @@ pub struct Relay {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Connections made before the last [`Relay::strand`] carry nothing any more.
     strands: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Connections cut by [`RelayMode::Breaking`].
+    cuts: std::sync::Arc<std::sync::atomic::AtomicU64>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -1484,13 +1496,19 @@ impl Relay {
         let mode = Arc::new(Mutex::new(RelayMode::Through));
         let stop = Arc::new(AtomicBool::new(false));
         let strands = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (m, s, cut) = (mode.clone(), stop.clone(), strands.clone());
+        let cuts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (m, s, strand, cut) = (mode.clone(), stop.clone(), strands.clone(), cuts.clone());
         let accept = std::thread::spawn(move || {
+            let mut n = 0u64;
             while !s.load(Ordering::SeqCst) {
                 match l.accept() {
                     Ok((c, _)) => {
-                        let (m, s, cut) = (m.clone(), s.clone(), cut.clone());
-                        std::thread::spawn(move || relay_connection(c, backend, &m, &s, &cut));
+                        n += 1;
+                        let (m, s, strand, cut) =
+                            (m.clone(), s.clone(), strand.clone(), cut.clone());
+                        std::thread::spawn(move || {
+                            relay_connection(c, backend, &m, &s, &strand, (n, &cut))
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -1501,6 +1519,7 @@ impl Relay {
             mode,
             stop,
             strands,
+            cuts,
             accept: Some(accept),
         }
     }
@@ -1519,6 +1538,28 @@ impl Relay {
         self.strands
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// How many connections [`RelayMode::Breaking`] broke so far.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// How long connection number `conn` lives (towards the server, towards the program) under
+/// [`RelayMode::Breaking`], and which share of what passes then still passes (/ 1000).
+fn relay_lifetimes(seed: u64, conn: u64) -> (Duration, Duration, u64) {
+    // splitmix64 of the seed and the connection's number.
+    let mut x = seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut ms = || Duration::from_millis(20 + next() % 280);
+    let (up, down) = (ms(), ms());
+    (up, down, next() % 1000)
 }
 
 impl Drop for Relay {
@@ -1528,6 +1569,16 @@ impl Drop for Relay {
             let _ = t.join();
         }
     }
+}
+
+/// True (once) when the mode is [`RelayMode::LoseAnswer`], which then becomes `Through`.
+fn lose_answer(m: &std::sync::Mutex<RelayMode>) -> bool {
+    let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
+    let lose = *g == RelayMode::LoseAnswer;
+    if lose {
+        *g = RelayMode::Through;
+    }
+    lose
 }
 
 fn relay_mode(m: &std::sync::Mutex<RelayMode>) -> RelayMode {
@@ -1540,6 +1591,7 @@ fn relay_connection(
     mode: &std::sync::Arc<std::sync::Mutex<RelayMode>>,
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     strands: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+    (conn, cuts): (u64, &std::sync::Arc<std::sync::atomic::AtomicU64>),
 ) {
     use std::sync::atomic::Ordering;
     let born = strands.load(Ordering::SeqCst);
@@ -1561,9 +1613,18 @@ fn relay_connection(
     for s in [&client, &server] {
         let _ = s.set_read_timeout(tick);
     }
-    let (m, st, cut) = (mode.clone(), stop.clone(), strands.clone());
-    let up = std::thread::spawn(move || relay_pump(c2, s2, &m, &st, (born, &cut), true));
-    relay_pump(server, client, mode, stop, (born, strands), false);
+    let (m, st, strand, cut) = (mode.clone(), stop.clone(), strands.clone(), cuts.clone());
+    let up = std::thread::spawn(move || {
+        relay_pump(c2, s2, &m, &st, (born, &strand), (true, conn, &cut))
+    });
+    relay_pump(
+        server,
+        client,
+        mode,
+        stop,
+        (born, strands),
+        (false, conn, cuts),
+    );
     let _ = up.join();
 }
 
@@ -1574,8 +1635,11 @@ fn relay_pump(
     mode: &std::sync::Mutex<RelayMode>,
     stop: &std::sync::atomic::AtomicBool,
     (born, strands): (u64, &std::sync::atomic::AtomicU64),
-    upstream: bool,
+    (upstream, conn, cuts): (bool, u64, &std::sync::atomic::AtomicU64),
 ) {
+    // When this direction breaks, once the mode is Breaking.
+    let mut ends: Option<Instant> = None;
+    let mut share = 0;
     use std::io::Read;
     let close = |a: &std::net::TcpStream, b: &std::net::TcpStream| {
         let _ = a.shutdown(std::net::Shutdown::Both);
@@ -1589,6 +1653,15 @@ fn relay_pump(
         if stop.load(std::sync::atomic::Ordering::SeqCst) || (lost && m != RelayMode::Silent) {
             return close(&from, &to);
         }
+        let broken = match m {
+            RelayMode::Breaking { seed } => {
+                let (up, down, part) = relay_lifetimes(seed, conn);
+                share = part;
+                *ends.get_or_insert_with(|| Instant::now() + if upstream { up } else { down })
+                    <= Instant::now()
+            }
+            _ => false,
+        };
         match from.read(&mut buf) {
             Ok(0) => {
                 let _ = to.shutdown(std::net::Shutdown::Write);
@@ -1611,6 +1684,15 @@ fn relay_pump(
                     _ => {}
                 }
                 last = Instant::now();
+                if !upstream && lose_answer(mode) {
+                    cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return close(&from, &to);
+                }
+                if broken {
+                    let _ = to.write_all(&buf[..n * share as usize / 1000]);
+                    cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return close(&from, &to);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     return close(&from, &to);
                 }
@@ -1619,7 +1701,13 @@ fn relay_pump(
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+                ) =>
+            {
+                if broken {
+                    cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    return close(&from, &to);
+                }
+            }
             Err(_) => return close(&from, &to),
         }
     }

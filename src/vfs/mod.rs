@@ -2432,7 +2432,13 @@ impl Vfs {
     pub async fn mkdir(&self, parent: Ino, name: &str) -> Result<Attr> {
         let path = self.new_child_path(parent, name, true).await?;
         tracing::debug!(%path, "mkdir");
-        let made_here = match self.dav.mkcol(&path).await {
+        self.send_earlier_changes().await;
+        let mut made = self.dav.mkcol(&path).await;
+        if matches!(&made, Err(e) if cut_off(e)) && self.dav.is_folder(&path).await {
+            // Made with its answer lost.
+            made = Ok(());
+        }
+        let made_here = match made {
             Ok(()) => false,
             Err(DavError::Status { status: 405, .. }) => {
                 return Err(Error::new(
@@ -2745,16 +2751,14 @@ impl Vfs {
             }
             t.move_node(ino, new_parent, new_name);
         } else {
-            if self.wb.has_moves() {
-                // Files renamed offline (this one, say) get their new names there first. One
-                // the server refuses for now (locked there) does not hold this rename up.
-                if let Err(e) = self.wb.send_moves().await {
-                    tracing::debug!(error = %e, "earlier renames not made on the server yet");
-                }
-            }
+            // Files renamed offline (this one, say) get their new names there first, a folder
+            // removed here leaves the name there before something else takes it. One the
+            // server refuses for now (locked there) does not hold this rename up.
+            self.send_earlier_changes().await;
             // A server file replaced while the server is out of reach: deleted there (if
             // still this version) once it answers, before the rename is made.
             let mut replaced_offline: Option<Base> = None;
+            let mut target_gone = target_on_server.is_none();
             if let (Some(b), Some((_, t))) = (&target_on_server, &target) {
                 let on_server = self.wb.server_path(&to);
                 match crate::writeback::delete_if_unchanged(
@@ -2765,7 +2769,7 @@ impl Vfs {
                 )
                 .await
                 {
-                    Ok(()) | Err(DavError::NotFound(_)) => {}
+                    Ok(()) | Err(DavError::NotFound(_)) => target_gone = true,
                     Err(DavError::PreconditionFailed(_)) => {
                         lock(&self.table).invalidate_listing(new_parent);
                         return Err(Error::new(
@@ -2777,7 +2781,8 @@ impl Vfs {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let offline_ok = target_on_server.is_none() || replaced_offline.is_some();
+            // Renamed there later only when nothing stands in the way there.
+            let offline_ok = target_gone || replaced_offline.is_some();
             // A file or folder whose rename still waits (the server is out of reach), or one
             // renamed while it is: renamed here now, there once it answers.
             let waiting = self.wb.moved_from(&src.path).is_some();
@@ -2832,6 +2837,17 @@ impl Vfs {
             t.move_node(ino, new_parent, new_name);
         }
         Ok(())
+    }
+
+    /// Sends first what was done here and not there yet (the server was out of reach, or a
+    /// request's answer was lost): a name taken there by a folder removed or a file renamed
+    /// here would otherwise stand in the way of what comes now.
+    async fn send_earlier_changes(&self) {
+        if self.wb.has_offline_work() && self.dav.reach().is_online() {
+            if let Err(e) = self.wb.send_offline_work().await {
+                tracing::debug!(error = %e, "earlier changes not made on the server yet");
+            }
+        }
     }
 
     /// MOVE on the server, after the folders made offline it needs.

@@ -471,6 +471,9 @@ pub struct WriteBack {
     /// made under its old name and then moved there, or renamed here and made under its new
     /// name, never both.
     folder_work: tokio::sync::Mutex<()>,
+    /// Held while what was done offline is sent ([`Self::send_offline_work`]), so that two
+    /// callers do not send the same thing twice.
+    offline_work: tokio::sync::Mutex<()>,
     /// Files deleted while the server was out of reach, with the server version deleted, to
     /// be deleted there (if still that version) once it answers; in the journal too.
     deletes: Mutex<std::collections::BTreeMap<RemotePath, Base>>,
@@ -515,6 +518,15 @@ fn redirects_of(moves: &[PendingMove]) -> Vec<(RemotePath, RemotePath)> {
         .iter()
         .map(|m| (m.to.clone(), m.from.clone()))
         .collect()
+}
+
+/// Whether an upload that failed with `e` may have reached the server all the same: its
+/// connection broke, or its answer did not come or came cut short.
+fn outcome_unknown(e: &DavError) -> bool {
+    matches!(
+        e,
+        DavError::Connect(_) | DavError::Timeout(_) | DavError::BadResponse(_)
+    )
 }
 
 /// The names of those of `paths` directly inside folder `dir`.
@@ -653,6 +665,7 @@ impl WriteBack {
             last_write: Mutex::new(Instant::now()),
             folders: Mutex::new(folders),
             folder_work: tokio::sync::Mutex::new(()),
+            offline_work: tokio::sync::Mutex::new(()),
             deletes: Mutex::new(deletes),
             moves: Mutex::new(moves),
             rmdirs: Mutex::new(rmdirs),
@@ -1183,6 +1196,15 @@ impl WriteBack {
         Ok(())
     }
 
+    /// True when something done here besides file contents waits to be done on the server
+    /// (folders made, files deleted, renames, folders removed).
+    pub fn has_offline_work(&self) -> bool {
+        self.has_folders()
+            || self.has_moves()
+            || !lock(&self.deletes).is_empty()
+            || !lock(&self.rmdirs).is_empty()
+    }
+
     /// True when folders wait to be made on the server.
     pub fn has_folders(&self) -> bool {
         !lock(&self.folders).is_empty()
@@ -1193,7 +1215,8 @@ impl WriteBack {
     /// same name goes up, or another file is renamed to it), then the files renamed (before
     /// their changes go up), then the folders removed (emptied by the deletes and renames
     /// before). Stops at the first failure to reach the server.
-    async fn send_offline_work(&self) -> std::result::Result<(), DavError> {
+    pub async fn send_offline_work(&self) -> std::result::Result<(), DavError> {
+        let _one = self.offline_work.lock().await;
         if self.has_folders() {
             self.make_folders().await?;
         }
@@ -2199,12 +2222,20 @@ impl WriteBack {
             }
             Err(e) => {
                 let retry = e.is_retryable();
+                let unknown = outcome_unknown(&e);
                 let msg = e.to_string();
-                for (d, _, _) in &items {
-                    let err = if retry {
-                        DavError::Connect(msg.clone())
-                    } else {
-                        DavError::BadResponse(msg.clone())
+                for (d, snap, _) in &items {
+                    if unknown {
+                        if let Some(etag) = self.landed(d, snap).await {
+                            tracing::info!(path = %snap.path, "the answer was lost, but the server holds the file: uploaded");
+                            self.uploaded(d, snap, etag, None).await;
+                            continue;
+                        }
+                    }
+                    let err = match &e {
+                        _ if retry => DavError::Connect(msg.clone()),
+                        DavError::BadResponse(m) => DavError::BadResponse(m.clone()),
+                        _ => DavError::BadResponse(msg.clone()),
                     };
                     self.failed(d, UploadError::Dav(err));
                 }
@@ -2268,8 +2299,29 @@ impl WriteBack {
                     }
                 }
             }
+            Err(UploadError::Dav(e)) if outcome_unknown(&e) => {
+                // Before anything else happens to the file here (a rename or a delete waits
+                // for this upload to end): did it arrive?
+                match self.landed(d, &snap).await {
+                    Some(etag) => {
+                        tracing::info!(path = %snap.path, "the answer was lost, but the server holds the file: uploaded");
+                        self.uploaded(d, &snap, etag, None).await
+                    }
+                    None => self.failed(d, UploadError::Dav(e)),
+                }
+            }
             Err(e) => self.failed(d, e),
         }
+    }
+
+    /// After an upload whose answer was lost: the server's etag when it holds this change
+    /// (the size and modification time it was sent with, or, for a small file, the same
+    /// bytes), `None` when it does not or cannot be asked.
+    async fn landed(&self, d: &DirtyFile, snap: &DirtyState) -> Option<Option<String>> {
+        if let Some(etag) = self.already_assembled(snap).await {
+            return Some(etag);
+        }
+        self.identical_on_server(d, snap).await
     }
 
     /// Uploads the change; `conditional`: the server checks the base version itself

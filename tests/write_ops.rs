@@ -1663,3 +1663,49 @@ fn fallocate_extends_zeroes_and_punches_what_programs_see() {
     wait_server(&apache.data(), "image.bin", &vec![0u8; 3 << 20]);
     m.unmount();
 }
+
+/// Large files go up in chunks; through connections that break 20 to 300 ms after they open
+/// (a chunk cut short, an answer lost, the assembly's answer lost), each file still arrives
+/// whole, once, with no conflict copy.
+#[test]
+fn large_files_arrive_whole_through_connections_that_keep_breaking() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    let relay = Relay::start(cloud.port());
+    let m = Mount::new(MountSpec::new(&relay.url()).args(FAST));
+    relay.set(RelayMode::Breaking { seed: 20261207 });
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("film-{i}.mp4"),
+                pattern((25 << 20) + i * 4099, 40 + i as u64),
+            )
+        })
+        .collect();
+    for (name, data) in &files {
+        std::fs::write(m.path(name), data).expect("write");
+    }
+    // Written again while its first upload may be under way.
+    let (name, data) = &files[0];
+    let mut again = data.clone();
+    again[7 << 20..(7 << 20) + 5].copy_from_slice(b"again");
+    std::fs::write(m.path(name), &again).expect("rewrite");
+    m.wait_drained();
+    eprintln!("{} connections cut", relay.cuts());
+    assert!(relay.cuts() > 0, "no connection was cut");
+    assert_eq!(std::fs::read(srv.join(name)).expect("on the server"), again);
+    for (name, data) in &files[1..] {
+        assert!(
+            std::fs::read(srv.join(name)).expect("on the server") == *data,
+            "{name} differs on the server"
+        );
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&srv)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".fake-upload-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["film-0.mp4", "film-1.mp4", "film-2.mp4"]);
+    m.unmount();
+}

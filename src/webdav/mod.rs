@@ -486,6 +486,27 @@ pub fn was_resent(resp: &reqwest::Response) -> bool {
     resp.extensions().get::<Resent>().is_some()
 }
 
+/// The JSON body of `resp`, an answer to `what`. One cut short (its connection broke, or it
+/// ended early) is a broken connection, not nonsense: it says so, and the callers that send
+/// again on broken connections do.
+pub async fn json_answer(
+    resp: reqwest::Response,
+    what: &str,
+) -> Result<serde_json::Value, DavError> {
+    let url = resp.url().to_string();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| DavError::from_reqwest(&e, &url))?;
+    serde_json::from_slice(&body).map_err(|e| {
+        if e.is_eof() && !body.is_empty() {
+            DavError::Connect(format!("{url} (the answer to {what} was cut short)"))
+        } else {
+            DavError::BadResponse(format!("{what} answer is not JSON: {e}"))
+        }
+    })
+}
+
 /// Whole seconds since the epoch (0 before it).
 pub fn unix_secs(t: SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
@@ -1599,6 +1620,38 @@ fn other_size(answered: Option<u64>, expected: Option<u64>) -> Option<(u64, u64)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_json_answer_cut_short_is_a_broken_connection_not_nonsense() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let answer = |body: &'static str| {
+            let r = hyper::Response::builder()
+                .status(200)
+                .body(body)
+                .expect("response");
+            rt.block_on(super::json_answer(reqwest::Response::from(r), "cloud/user"))
+        };
+        let whole = answer(r#"{"ocs":{"data":{"id":"alice"}}}"#).expect("whole");
+        assert_eq!(
+            whole.pointer("/ocs/data/id"),
+            Some(&serde_json::json!("alice"))
+        );
+        let cut = answer(r#"{"ocs":{"data":{"i"#);
+        assert!(matches!(cut, Err(super::DavError::Connect(_))), "{cut:?}");
+        assert!(cut.is_err_and(|e| e.to_string().contains("cut short")));
+        let html = answer("<html>portal</html>");
+        assert!(
+            matches!(html, Err(super::DavError::BadResponse(_))),
+            "{html:?}"
+        );
+        let empty = answer("");
+        assert!(
+            matches!(empty, Err(super::DavError::BadResponse(_))),
+            "{empty:?}"
+        );
+    }
+
     #[test]
     fn a_version_is_told_by_etag_else_by_size_and_time() {
         let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);

@@ -114,9 +114,7 @@ async fn ocs_get(
     password: &Secret,
 ) -> Result<serde_json::Value, DavError> {
     let resp = ocs_call(http, Method::GET, base, endpoint, login, password).await?;
-    resp.json()
-        .await
-        .map_err(|e| DavError::BadResponse(format!("{endpoint} answer is not JSON: {e}")))
+    super::json_answer(resp, endpoint).await
 }
 
 /// One authenticated OCS request; a non-success status is an error.
@@ -388,10 +386,7 @@ pub async fn activities(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("rel=\"next\""));
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| DavError::BadResponse(format!("{endpoint} answer is not JSON: {e}")))?;
+    let v = super::json_answer(resp, endpoint).await?;
     let items = v
         .pointer("/ocs/data")
         .and_then(|d| d.as_array())
@@ -872,10 +867,7 @@ pub async fn start_login_flow(http: &reqwest::Client, base: &Url) -> Result<Logi
             "index.php/login/v2",
         ));
     }
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| DavError::BadResponse(format!("login flow answer is not JSON: {e}")))?;
+    let v = super::json_answer(resp, "login flow").await?;
     let get = |p: &str| {
         v.pointer(p)
             .and_then(|x| x.as_str())
@@ -901,9 +893,7 @@ pub async fn poll_login_flow(
     match resp.status() {
         StatusCode::NOT_FOUND => Ok(None),
         StatusCode::OK => {
-            let v: serde_json::Value = resp.json().await.map_err(|e| {
-                DavError::BadResponse(format!("login flow result is not JSON: {e}"))
-            })?;
+            let v = super::json_answer(resp, "login flow result").await?;
             let get = |k: &str| {
                 v.get(k)
                     .and_then(|x| x.as_str())

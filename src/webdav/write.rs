@@ -517,6 +517,13 @@ impl DavClient {
         }
         let resp = self.send(rb).await?;
         let st = resp.status();
+        if st == StatusCode::NOT_FOUND && super::was_resent(&resp) {
+            // The session is gone: most likely assembled by the first request, whose answer
+            // was lost. The caller looks at what the server holds.
+            return Err(DavError::Connect(format!(
+                "{dest}: the answer to the assembly of its upload was lost"
+            )));
+        }
         if !st.is_success() {
             return Err(DavError::from_status(st, &m, &dest.to_string()));
         }
@@ -608,10 +615,7 @@ impl DavClient {
         if !st.is_success() {
             return Err(DavError::from_status(st, &Method::POST, "bulk upload"));
         }
-        let v: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| DavError::BadResponse(format!("bulk upload answer is not JSON: {e}")))?;
+        let v = super::json_answer(resp, "bulk upload").await?;
         Ok(items
             .iter()
             .map(|it| match v.get(full(&it.path)) {

@@ -461,3 +461,44 @@ fn apache_first_bytes_of_many_files_cost_one_block_each() {
     assert!(whole == std::fs::read(d.join("vidéo 3.bin")).expect("server file"));
     m.unmount();
 }
+
+/// Reads through connections that break 20 to 300 ms after they open (block downloads cut in
+/// the middle, answers lost): every byte read is the file's, whole-file and random reads
+/// alike; the blocks that broke off are asked again.
+#[test]
+fn apache_reads_through_connections_that_keep_breaking_give_the_files_bytes() {
+    let apache = Apache::start();
+    for i in 0..3u64 {
+        write_big(
+            &apache.data().join(format!("big-{i}.bin")),
+            24 << 20,
+            60 + i,
+        );
+    }
+    apache.fix_owner();
+    let relay = Relay::start(apache.port);
+    let m = Mount::new(MountSpec::new(&format!("{}/dav/", relay.url())));
+    relay.set(RelayMode::Breaking { seed: 7 });
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..3u64 {
+        let name = format!("big-{i}.bin");
+        let want = std::fs::read(apache.data().join(&name)).expect("server copy");
+        // Random reads first (cold blocks), then the whole file.
+        for _ in 0..20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = x % (want.len() as u64 - 70_000);
+            let len = 1 + (x >> 40) as usize % 65_536;
+            let got = read_at(&m.path(&name), off, len);
+            assert!(
+                got[..] == want[off as usize..off as usize + len],
+                "{name}: {len} bytes at {off} differ"
+            );
+        }
+        let got = std::fs::read(m.path(&name)).expect("read");
+        assert!(got == want, "{name} differs when read whole");
+    }
+    assert!(relay.cuts() > 0, "no connection was cut");
+    m.unmount();
+}

@@ -15,8 +15,14 @@ struct Setup {
     rt: tokio::runtime::Runtime,
 }
 
-fn setup() -> Setup {
+/// Apache holding `files` (name, content), and a client that has talked to it once through
+/// the relay (so that a connection is open).
+fn setup(files: &[(&str, &str)]) -> Setup {
     let apache = Apache::start();
+    for (name, content) in files {
+        std::fs::write(apache.data().join(name), content).expect("seed");
+    }
+    apache.fix_owner();
     let relay = Relay::start(apache.port);
     let cfg = DavConfig::default();
     let http = nuage::webdav::http_client(&cfg).expect("client");
@@ -35,6 +41,8 @@ fn setup() -> Setup {
         .enable_all()
         .build()
         .expect("runtime");
+    rt.block_on(dav.propfind(&RemotePath::new(""), Depth::One))
+        .expect("listing");
     Setup {
         apache,
         relay,
@@ -56,15 +64,9 @@ impl Setup {
 
 #[test]
 fn a_move_delete_or_mkcol_whose_answer_is_lost_counts_as_done() {
-    let s = setup();
+    let s = setup(&[("a.txt", "contenu"), ("gone.txt", "x")]);
     let data = s.apache.data();
-    std::fs::write(data.join("a.txt"), "contenu").expect("seed");
-    std::fs::write(data.join("gone.txt"), "x").expect("seed");
-    s.apache.fix_owner();
     let p = RemotePath::new;
-    // A first request opens a connection the relay passes through.
-    s.rt.block_on(s.dav.propfind(&p(""), Depth::One))
-        .expect("listing");
 
     let moved = s.losing_one(s.dav.move_to(&p("a.txt"), &p("b.txt"), false, false));
     assert!(moved.is_ok(), "{moved:?}");
@@ -85,15 +87,9 @@ fn a_move_delete_or_mkcol_whose_answer_is_lost_counts_as_done() {
 
 #[test]
 fn a_refusal_after_a_lost_answer_is_still_a_refusal() {
-    let s = setup();
+    let s = setup(&[("fichier", "x"), ("source.txt", "s"), ("pris.txt", "p")]);
     let data = s.apache.data();
-    std::fs::write(data.join("fichier"), "x").expect("seed");
-    std::fs::write(data.join("source.txt"), "s").expect("seed");
-    std::fs::write(data.join("pris.txt"), "p").expect("seed");
-    s.apache.fix_owner();
     let p = RemotePath::new;
-    s.rt.block_on(s.dav.propfind(&p(""), Depth::One))
-        .expect("listing");
 
     // A name a file holds: refused both times (Apache: 400), not taken for a folder made.
     let made = s.losing_one(s.dav.mkcol(&p("fichier")));

@@ -502,3 +502,41 @@ fn apache_reads_through_connections_that_keep_breaking_give_the_files_bytes() {
     assert!(relay.cuts() > 0, "no connection was cut");
     m.unmount();
 }
+
+/// An upload whose answer is lost (Apache stored the file, the connection closed before the
+/// answer came): the file counts as uploaded once the server is seen to hold its bytes (read
+/// back as they arrive, for a 12 MiB file as for a small one), and is not sent again as a
+/// conflicted copy, neither new nor when it replaced a version the mount knew.
+#[test]
+fn apache_an_upload_whose_answer_was_lost_is_not_taken_for_a_conflict() {
+    let apache = Apache::start();
+    let relay = Relay::start(apache.port);
+    let m = Mount::new(MountSpec::new(&format!("{}/dav/", relay.url())).args(FAST));
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(apache.data())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for (round, seed) in [(1, 77), (2, 78)] {
+        let data = pattern(12 << 20, seed);
+        relay.set(RelayMode::LoseAnswerTo("PUT"));
+        std::fs::write(m.path("rapport.pdf"), &data).expect("write");
+        // A date of its own (Apache keeps the time of the upload): only the bytes tell.
+        set_mtime(
+            &m.path("rapport.pdf"),
+            std::time::UNIX_EPOCH + Duration::from_secs(1_600_000_000 + round),
+        );
+        m.wait_drained();
+        assert_eq!(relay.cuts(), round, "round {round}: no PUT answer was lost");
+        assert!(
+            std::fs::read(apache.data().join("rapport.pdf")).expect("on the server") == data,
+            "round {round}: the server's copy differs"
+        );
+        assert_eq!(names(), ["rapport.pdf"], "round {round}");
+        assert!(std::fs::read(m.path("rapport.pdf")).expect("read") == data);
+    }
+    m.unmount();
+}

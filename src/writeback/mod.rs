@@ -94,9 +94,11 @@ fn drop_pages(f: &File) {
 #[cfg(not(target_os = "linux"))]
 fn drop_pages(_f: &File) {}
 
-/// After a refused conditional upload, files up to this size are compared with the server's
-/// copy before a conflict is declared.
-const IDENTICAL_CHECK_MAX: u64 = 4 << 20;
+/// After a refused conditional upload or a lost answer, files up to this size are compared
+/// with the server's copy (read as it arrives, up to the first difference) before a conflict
+/// is declared or the upload sent again: a download of this size at worst, against a
+/// conflicted copy of it in the account.
+const IDENTICAL_CHECK_MAX: u64 = 256 << 20;
 
 /// Files up to this size are made durable by their journal row alone (the content is in it).
 const INLINE_MAX: u64 = 64 << 10;
@@ -521,11 +523,15 @@ fn redirects_of(moves: &[PendingMove]) -> Vec<(RemotePath, RemotePath)> {
 }
 
 /// Whether an upload that failed with `e` may have reached the server all the same: its
-/// connection broke, or its answer did not come or came cut short.
+/// connection broke, or its answer did not come, came cut short, or came from a gateway.
 fn outcome_unknown(e: &DavError) -> bool {
     matches!(
         e,
-        DavError::Connect(_) | DavError::Timeout(_) | DavError::BadResponse(_)
+        DavError::Connect(_)
+            | DavError::Timeout(_)
+            | DavError::BadResponse(_)
+            // A gateway that gave up waiting for the server (which may have finished).
+            | DavError::Unavailable(502 | 504)
     )
 }
 
@@ -2600,7 +2606,8 @@ impl WriteBack {
         Some(taken)
     }
 
-    /// After a 412: the server's etag when it holds exactly the bytes of this (small) change.
+    /// The server's etag when it holds exactly the bytes of this change (up to
+    /// [`IDENTICAL_CHECK_MAX`]), compared as they arrive.
     async fn identical_on_server(
         &self,
         d: &DirtyFile,
@@ -2618,15 +2625,18 @@ impl WriteBack {
             .get_range(&snap.path, (0, snap.size), e.size, e.etag.as_deref())
             .await
             .ok()?;
-        let mut theirs = Vec::with_capacity(snap.size as usize);
-        while let Some(c) = body.chunk().await.ok()? {
-            theirs.extend_from_slice(&c);
-            if theirs.len() as u64 > snap.size {
+        let mut at = 0u64;
+        while let Some(theirs) = body.chunk().await.ok()? {
+            if at + theirs.len() as u64 > snap.size {
                 return None;
             }
+            let ours = self.read_local(d, at, theirs.len()).ok()?;
+            if ours != theirs {
+                return None;
+            }
+            at += theirs.len() as u64;
         }
-        let ours = self.read_local(d, 0, snap.size as usize).ok()?;
-        (theirs == ours).then_some(e.etag)
+        (at == snap.size).then_some(e.etag)
     }
 
     /// After a 412: does the server hold another version than the one this change is based

@@ -1471,6 +1471,9 @@ pub enum RelayMode {
     /// The next answer's first bytes close its connection instead of passing (the server
     /// did the request; the program never hears of it), then [`RelayMode::Through`].
     LoseAnswer,
+    /// [`RelayMode::LoseAnswer`] for the next success (2xx) answering a request with this
+    /// method: the server did it.
+    LoseAnswerTo(&'static str),
 }
 
 /// A TCP relay on 127.0.0.1 in front of a server, whose traffic a test can stop or slow down
@@ -1571,10 +1574,32 @@ impl Drop for Relay {
     }
 }
 
-/// True (once) when the mode is [`RelayMode::LoseAnswer`], which then becomes `Through`.
-fn lose_answer(m: &std::sync::Mutex<RelayMode>) -> bool {
+/// The first word of `request` when it starts a request (`PUT /dav/a HTTP/1.1`), packed.
+fn request_method(request: &[u8]) -> Option<u64> {
+    let word = request.split(|&b| b == b' ').next()?;
+    if word.is_empty() || word.len() > 8 || !word.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    Some(method_code(word))
+}
+
+fn method_code(word: &[u8]) -> u64 {
+    word.iter().fold(0, |acc, &b| acc << 8 | u64::from(b))
+}
+
+/// True (once) when the mode is [`RelayMode::LoseAnswer`], or [`RelayMode::LoseAnswerTo`] the
+/// method of `last` (the connection's last request) and `answer` starts a success; the mode
+/// then becomes `Through`.
+fn lose_answer(m: &std::sync::Mutex<RelayMode>, last: u64, answer: &[u8]) -> bool {
     let mut g = m.lock().unwrap_or_else(|p| p.into_inner());
-    let lose = *g == RelayMode::LoseAnswer;
+    let lose = match *g {
+        RelayMode::LoseAnswer => true,
+        RelayMode::LoseAnswerTo(method) => {
+            method_code(method.as_bytes()) == last
+                && (answer.starts_with(b"HTTP/1.1 2") || answer.starts_with(b"HTTP/1.0 2"))
+        }
+        _ => false,
+    };
     if lose {
         *g = RelayMode::Through;
     }
@@ -1614,8 +1639,11 @@ fn relay_connection(
         let _ = s.set_read_timeout(tick);
     }
     let (m, st, strand, cut) = (mode.clone(), stop.clone(), strands.clone(), cuts.clone());
+    // The method of the last request sent on this connection.
+    let method = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let meth = method.clone();
     let up = std::thread::spawn(move || {
-        relay_pump(c2, s2, &m, &st, (born, &strand), (true, conn, &cut))
+        relay_pump(c2, s2, &m, &st, (born, &strand), (true, conn, &cut, &meth))
     });
     relay_pump(
         server,
@@ -1623,7 +1651,7 @@ fn relay_connection(
         mode,
         stop,
         (born, strands),
-        (false, conn, cuts),
+        (false, conn, cuts, &method),
     );
     let _ = up.join();
 }
@@ -1635,7 +1663,12 @@ fn relay_pump(
     mode: &std::sync::Mutex<RelayMode>,
     stop: &std::sync::atomic::AtomicBool,
     (born, strands): (u64, &std::sync::atomic::AtomicU64),
-    (upstream, conn, cuts): (bool, u64, &std::sync::atomic::AtomicU64),
+    (upstream, conn, cuts, method): (
+        bool,
+        u64,
+        &std::sync::atomic::AtomicU64,
+        &std::sync::atomic::AtomicU64,
+    ),
 ) {
     // When this direction breaks, once the mode is Breaking.
     let mut ends: Option<Instant> = None;
@@ -1684,7 +1717,15 @@ fn relay_pump(
                     _ => {}
                 }
                 last = Instant::now();
-                if !upstream && lose_answer(mode) {
+                if upstream {
+                    if let Some(m) = request_method(&buf[..n]) {
+                        method.store(m, std::sync::atomic::Ordering::SeqCst);
+                    }
+                } else if lose_answer(
+                    mode,
+                    method.load(std::sync::atomic::Ordering::SeqCst),
+                    &buf[..n],
+                ) {
                     cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     return close(&from, &to);
                 }

@@ -215,11 +215,23 @@ fn mount_matches_a_local_folder(
     seed: u64,
 ) -> Vec<(String, Option<Vec<u8>>)> {
     let local = tempfile::tempdir().expect("tmp");
+    mount_matches(srv, m, local.path(), count, seed)
+}
+
+/// [`mount_matches_a_local_folder`] with the local folder `local`, which may hold the result
+/// of earlier operations (the mount must then hold them too).
+fn mount_matches(
+    srv: &Path,
+    m: &Mount,
+    local: &Path,
+    count: usize,
+    seed: u64,
+) -> Vec<(String, Option<Vec<u8>>)> {
     let mut r = Rng(seed);
     let mut log: Vec<Op> = Vec::new();
     for i in 0..count {
         let op = gen(&mut r);
-        let want = apply(local.path(), &op);
+        let want = apply(local, &op);
         let got = apply(&m.mp, &op);
         log.push(op.clone());
         if want != got {
@@ -257,7 +269,7 @@ fn mount_matches_a_local_folder(
             );
         }
         if i % 1000 == 999 {
-            let (a, b) = (tree(local.path()), tree(&m.mp));
+            let (a, b) = (tree(local), tree(&m.mp));
             if a != b {
                 let diff: Vec<String> = a
                     .iter()
@@ -285,7 +297,7 @@ fn mount_matches_a_local_folder(
             }
         }
     }
-    let expected = tree(local.path());
+    let expected = tree(local);
     assert!(
         expected == tree(&m.mp),
         "seed {seed}: final mount tree differs"
@@ -379,4 +391,54 @@ fn apache_random_operations_through_connections_that_keep_breaking() {
         op_count(4_000),
         seed(),
     );
+}
+
+/// Random operations through connections that keep breaking, the mount killed (`kill -9`)
+/// halfway with what it had not sent yet (file contents, renames, deletions and folders that
+/// met a broken connection), then mounted again on the same cache: it shows at once what the
+/// local folder holds, goes on, and the server ends with the local folder's tree.
+#[test]
+fn random_operations_survive_kill_9_through_connections_that_keep_breaking() {
+    let (count, seed) = (op_count(4_000), seed());
+    eprintln!("random operations, kill -9 halfway: {count} ops, NUAGE_RANDOM_SEED={seed}");
+    let cloud = Cloud::start();
+    let relay = Relay::start(cloud.port());
+    let cache = tempfile::tempdir().expect("tmp");
+    let local = tempfile::tempdir().expect("tmp");
+    let spec = |delay: &str| {
+        MountSpec::new(&relay.url()).cache(cache.path()).args(&[
+            "--upload-delay",
+            delay,
+            "--attr-ttl",
+            "1",
+            "--dir-ttl",
+            "1",
+        ])
+    };
+    // Uploads held back a little: the kill finds changes waiting.
+    let mut first = Mount::new(spec("2"));
+    relay.set(RelayMode::Breaking { seed });
+    mount_matches(&cloud.files(), &first, local.path(), count / 2, seed);
+    let pending = first.pending();
+    eprintln!("killed with {pending} changes not on the server yet");
+    assert!(
+        pending > 0,
+        "seed {seed}: nothing was waiting when the mount was killed"
+    );
+    first.crash();
+    relay.set(RelayMode::Through);
+    let m = Mount::new(spec("0").at(&first.mp));
+    relay.set(RelayMode::Breaking { seed: seed ^ 1 });
+    let before = tree(local.path());
+    assert!(
+        tree(&m.mp) == before,
+        "seed {seed}: after kill -9 and a new mount:\nlocal {:?}\nmount {:?}",
+        summary(&before),
+        summary(&tree(&m.mp))
+    );
+    let expected = mount_matches(&cloud.files(), &m, local.path(), count / 2, seed ^ 2);
+    server_matches(&cloud.files(), &m, seed, &expected);
+    assert!(relay.cuts() >= 5, "seed {seed}: only {} cuts", relay.cuts());
+    m.unmount();
+    drop(first);
 }

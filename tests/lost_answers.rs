@@ -115,3 +115,40 @@ fn a_refusal_after_a_lost_answer_is_still_a_refusal() {
     );
     assert!(matches!(moved, Err(DavError::NotFound(_))), "{moved:?}");
 }
+
+/// What a mount, `nuage login` and the activity feed read from Nextcloud besides WebDAV
+/// (`status.php`, the OCS user and capabilities), its answer lost: asked once more, the
+/// answer is the server's.
+#[test]
+fn a_nextcloud_read_whose_answer_is_lost_is_asked_again() {
+    let cloud = Cloud::start();
+    let relay = Relay::start(cloud.port());
+    let http = nuage::webdav::http_client(&DavConfig::default()).expect("client");
+    let base = reqwest::Url::parse(&relay.url()).expect("url");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let password = Secret::new(PASSWORD);
+    use nuage::webdav::nextcloud as nc;
+    for round in 1..=3u64 {
+        relay.set(RelayMode::LoseAnswer);
+        let asked = match round {
+            1 => rt
+                .block_on(nc::status(&http, &base))
+                .map(|s| s.map(|s| s.productname)),
+            2 => rt
+                .block_on(nc::user_id(&http, &base, USER, &password))
+                .map(Some),
+            _ => rt
+                .block_on(nc::capabilities(&http, &base, USER, &password))
+                .map(|c| c.pointer("/dav/chunking").map(|v| v.to_string())),
+        };
+        assert_eq!(relay.cuts(), round, "round {round}: no answer was lost");
+        let got = asked.expect("answered").expect("an answer");
+        assert!(!got.is_empty(), "round {round}");
+        if round == 2 {
+            assert_eq!(got, USER_ID);
+        }
+    }
+}

@@ -51,12 +51,24 @@ fn join(base: &Url, rest: &str) -> Result<Url, DavError> {
     Url::parse(&s).map_err(|e| DavError::Config(format!("bad URL {s}: {e}")))
 }
 
-/// Sends a request with the bounded time of these small calls.
+/// Sends a request with the bounded time of these small calls. One that only reads (`GET`,
+/// `PROPFIND`) and whose connection broke before its answer came (a kept-alive connection
+/// the server closed, a flaky network) goes once more, as [`super::DavClient`]'s do.
 async fn send(rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, DavError> {
-    rb.timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .map_err(|e| DavError::from_reqwest(&e, what))
+    let (client, req) = rb.timeout(Duration::from_secs(30)).build_split();
+    let req = req.map_err(|e| DavError::Config(format!("cannot build the request: {e}")))?;
+    let again = match req.method().as_str() {
+        "GET" | "HEAD" | "PROPFIND" => req.try_clone(),
+        _ => None,
+    };
+    match (client.execute(req).await, again) {
+        (Err(e), Some(again)) if !e.is_timeout() => {
+            tracing::debug!(error = %e, "connection broke: sent again");
+            client.execute(again).await
+        }
+        (res, _) => res,
+    }
+    .map_err(|e| DavError::from_reqwest(&e, what))
 }
 
 /// Where the server answers for `url`: the same address, or the one it redirects to (the

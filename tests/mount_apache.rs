@@ -478,7 +478,10 @@ fn apache_reads_through_connections_that_keep_breaking_give_the_files_bytes() {
     apache.fix_owner();
     let relay = Relay::start(apache.port);
     let m = Mount::new(MountSpec::new(&format!("{}/dav/", relay.url())));
-    relay.set(RelayMode::Breaking { seed: 7 });
+    relay.set(RelayMode::Breaking {
+        seed: 7,
+        span_ms: 300,
+    });
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     for i in 0..3u64 {
         let name = format!("big-{i}.bin");

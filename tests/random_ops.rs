@@ -358,7 +358,7 @@ fn through_a_breaking_relay(port: u16, path: &str, files: &Path, count: usize, s
         "--dir-ttl",
         "1",
     ]));
-    relay.set(RelayMode::Breaking { seed });
+    relay.set(RelayMode::Breaking { seed, span_ms: 300 });
     let expected = mount_matches_a_local_folder(files, &m, count, seed);
     server_matches(files, &m, seed, &expected);
     let cuts = relay.cuts();
@@ -417,7 +417,7 @@ fn random_operations_survive_kill_9_through_connections_that_keep_breaking() {
     };
     // Uploads held back a little: the kill finds changes waiting.
     let mut first = Mount::new(spec("2"));
-    relay.set(RelayMode::Breaking { seed });
+    relay.set(RelayMode::Breaking { seed, span_ms: 300 });
     mount_matches(&cloud.files(), &first, local.path(), count / 2, seed);
     let pending = first.pending();
     eprintln!("killed with {pending} changes not on the server yet");
@@ -428,7 +428,10 @@ fn random_operations_survive_kill_9_through_connections_that_keep_breaking() {
     first.crash();
     relay.set(RelayMode::Through);
     let m = Mount::new(spec("0").at(&first.mp));
-    relay.set(RelayMode::Breaking { seed: seed ^ 1 });
+    relay.set(RelayMode::Breaking {
+        seed: seed ^ 1,
+        span_ms: 300,
+    });
     let before = tree(local.path());
     assert!(
         tree(&m.mp) == before,

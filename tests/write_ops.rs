@@ -1664,16 +1664,20 @@ fn fallocate_extends_zeroes_and_punches_what_programs_see() {
     m.unmount();
 }
 
-/// Large files go up in chunks; through connections that break 20 to 300 ms after they open
-/// (a chunk cut short, an answer lost, the assembly's answer lost), each file still arrives
-/// whole, once, with no conflict copy.
+/// Large files go up in chunks; through connections that break 20 ms to 1.5 s after they
+/// open (a chunk cut short, an answer lost, the assembly's answer lost), each file still
+/// arrives whole, once, with no conflict copy. (A 10 MiB chunk must fit in a connection's
+/// life: with 300 ms it did not on a slow run of the relay.)
 #[test]
 fn large_files_arrive_whole_through_connections_that_keep_breaking() {
     let cloud = Cloud::start();
     let srv = cloud.files();
     let relay = Relay::start(cloud.port());
     let m = Mount::new(MountSpec::new(&relay.url()).args(FAST));
-    relay.set(RelayMode::Breaking { seed: 20261207 });
+    relay.set(RelayMode::Breaking {
+        seed: 20261207,
+        span_ms: 1500,
+    });
     let files: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| {
             (

@@ -481,6 +481,12 @@ pub struct Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct Resent;
 
+/// Whether a request with `method` only reads: sent again as it is when its connection broke
+/// before the answer came.
+pub(crate) fn only_reads(method: &reqwest::Method) -> bool {
+    matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND")
+}
+
 /// Whether `resp` answers a request sent twice ([`Resent`]).
 pub fn was_resent(resp: &reqwest::Response) -> bool {
     resp.extensions().get::<Resent>().is_some()
@@ -971,10 +977,11 @@ impl DavClient {
         req: reqwest::Request,
         http: &reqwest::Client,
     ) -> Result<reqwest::Response, DavError> {
-        let resendable = matches!(
-            req.method().as_str(),
-            "GET" | "HEAD" | "PROPFIND" | "PROPPATCH" | "MOVE" | "DELETE" | "MKCOL"
-        );
+        let resendable = only_reads(req.method())
+            || matches!(
+                req.method().as_str(),
+                "PROPPATCH" | "MOVE" | "DELETE" | "MKCOL"
+            );
         let spare = if resendable { req.try_clone() } else { None };
         // An upload's answer comes after its body: not watched (its time says nothing).
         let watched = !matches!(req.method().as_str(), "PUT" | "POST");

@@ -57,9 +57,10 @@ fn join(base: &Url, rest: &str) -> Result<Url, DavError> {
 async fn send(rb: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response, DavError> {
     let (client, req) = rb.timeout(Duration::from_secs(30)).build_split();
     let req = req.map_err(|e| DavError::Config(format!("cannot build the request: {e}")))?;
-    let again = match req.method().as_str() {
-        "GET" | "HEAD" | "PROPFIND" => req.try_clone(),
-        _ => None,
+    let again = if super::only_reads(req.method()) {
+        req.try_clone()
+    } else {
+        None
     };
     match (client.execute(req).await, again) {
         (Err(e), Some(again)) if !e.is_timeout() => {

@@ -535,6 +535,17 @@ fn outcome_unknown(e: &DavError) -> bool {
     )
 }
 
+/// Whether the server's `e` is the upload of `snap` done already: same size, same
+/// modification time (sent as `X-OC-Mtime`), and not the version it was based on.
+fn assembled_as(snap: &DirtyState, e: &crate::webdav::Entry) -> bool {
+    let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
+    let same_base = match (&snap.base, &e.etag) {
+        (Some(b), Some(now)) => b.etag.as_deref().map(strong_etag) == Some(strong_etag(now)),
+        _ => false,
+    };
+    !e.is_dir && e.size == snap.size && secs(e.mtime) == secs(snap.mtime) && !same_base
+}
+
 /// The names of those of `paths` directly inside folder `dir`.
 fn names_in<'a, C: FromIterator<String>>(
     paths: impl Iterator<Item = &'a RemotePath>,
@@ -2324,10 +2335,12 @@ impl WriteBack {
     /// (the size and modification time it was sent with, or, for a small file, the same
     /// bytes), `None` when it does not or cannot be asked.
     async fn landed(&self, d: &DirtyFile, snap: &DirtyState) -> Option<Option<String>> {
-        if let Some(etag) = self.already_assembled(snap).await {
-            return Some(etag);
+        // One look at the server for both questions.
+        let e = self.server_entry(&snap.path).await?;
+        if assembled_as(snap, &e) {
+            return Some(e.etag);
         }
-        self.identical_on_server(d, snap).await
+        self.same_bytes(d, snap, e).await
     }
 
     /// Uploads the change; `conditional`: the server checks the base version itself
@@ -2570,13 +2583,7 @@ impl WriteBack {
     /// same modification time (sent as `X-OC-Mtime`), and not the version it was based on.
     async fn already_assembled(&self, snap: &DirtyState) -> Option<Option<String>> {
         let e = self.server_entry(&snap.path).await?;
-        let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).ok();
-        let same_base = match (&snap.base, &e.etag) {
-            (Some(b), Some(now)) => b.etag.as_deref().map(strong_etag) == Some(strong_etag(now)),
-            _ => false,
-        };
-        (!e.is_dir && e.size == snap.size && secs(e.mtime) == secs(snap.mtime) && !same_base)
-            .then_some(e.etag)
+        assembled_as(snap, &e).then_some(e.etag)
     }
 
     /// Which of these files' paths exist on the server now (one Depth-1 listing per folder);
@@ -2613,13 +2620,23 @@ impl WriteBack {
         d: &DirtyFile,
         snap: &DirtyState,
     ) -> Option<Option<String>> {
-        if snap.size > IDENTICAL_CHECK_MAX || !snap.present.missing(0, snap.size).is_empty() {
-            return None;
-        }
         let e = self.server_entry(&snap.path).await?;
-        if e.is_dir || e.size != snap.size {
+        self.same_bytes(d, snap, e).await
+    }
+
+    /// [`Self::identical_on_server`] with `e`, how the server lists the file now. The local
+    /// copy is read off the async threads, from one open descriptor.
+    async fn same_bytes(
+        &self,
+        d: &DirtyFile,
+        snap: &DirtyState,
+        e: crate::webdav::Entry,
+    ) -> Option<Option<String>> {
+        let whole = snap.present.missing(0, snap.size).is_empty();
+        if !whole || snap.size > IDENTICAL_CHECK_MAX || e.is_dir || e.size != snap.size {
             return None;
         }
+        let local = d.file_once().ok()?;
         let mut body = self
             .dav
             .get_range(&snap.path, (0, snap.size), e.size, e.etag.as_deref())
@@ -2630,7 +2647,14 @@ impl WriteBack {
             if at + theirs.len() as u64 > snap.size {
                 return None;
             }
-            let ours = self.read_local(d, at, theirs.len()).ok()?;
+            let (f, len) = (local.clone(), theirs.len());
+            let ours = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; len];
+                crate::cache::read_exact_at(&f, &mut buf, at).map(|()| buf)
+            })
+            .await
+            .ok()?
+            .ok()?;
             if ours != theirs {
                 return None;
             }

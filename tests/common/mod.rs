@@ -1461,13 +1461,13 @@ pub enum RelayMode {
     Silent,
     /// Each request's first bytes are held back this long: a slow server.
     Slow(Duration),
-    /// Both ways, but every connection breaks 20 to 300 ms after this mode was set or it was
-    /// opened, at a time drawn for each direction: what passes then is cut short
+    /// Both ways, but every connection breaks 20 ms to `span_ms` after this mode was set or
+    /// it was opened, at a time drawn for each direction: what passes then is cut short
     /// (from before a request's or an answer's first byte to its middle: a request lost, or
     /// done by the server with its answer lost), and a connection idle then is closed. The
     /// times come from `seed` and the connection's number, so that a failing run can be
     /// repeated as far as the timing allows.
-    Breaking { seed: u64 },
+    Breaking { seed: u64, span_ms: u64 },
     /// The next answer's first bytes close its connection instead of passing (the server
     /// did the request; the program never hears of it), then [`RelayMode::Through`].
     LoseAnswer,
@@ -1550,7 +1550,7 @@ impl Relay {
 
 /// How long connection number `conn` lives (towards the server, towards the program) under
 /// [`RelayMode::Breaking`], and which share of what passes then still passes (/ 1000).
-fn relay_lifetimes(seed: u64, conn: u64) -> (Duration, Duration, u64) {
+fn relay_lifetimes(seed: u64, conn: u64, span_ms: u64) -> (Duration, Duration, u64) {
     // splitmix64 of the seed and the connection's number.
     let mut x = seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut next = || {
@@ -1560,7 +1560,7 @@ fn relay_lifetimes(seed: u64, conn: u64) -> (Duration, Duration, u64) {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     };
-    let mut ms = || Duration::from_millis(20 + next() % 280);
+    let mut ms = || Duration::from_millis(20 + next() % span_ms.saturating_sub(20).max(1));
     let (up, down) = (ms(), ms());
     (up, down, next() % 1000)
 }
@@ -1574,13 +1574,21 @@ impl Drop for Relay {
     }
 }
 
-/// The first word of `request` when it starts a request (`PUT /dav/a HTTP/1.1`), packed.
+/// The method of `request` when it starts with a request line (`PUT /dav/a HTTP/1.1`),
+/// packed; `None` for anything else (say, a piece of an upload's body: its first bytes tell
+/// at once, the line end is looked for only after a method and a space).
 fn request_method(request: &[u8]) -> Option<u64> {
-    let word = request.split(|&b| b == b' ').next()?;
-    if word.is_empty() || word.len() > 8 || !word.iter().all(u8::is_ascii_uppercase) {
+    let space = request.iter().take(9).position(|&b| b == b' ')?;
+    let word = &request[..space];
+    if word.is_empty() || !word.iter().all(u8::is_ascii_uppercase) {
         return None;
     }
-    Some(method_code(word))
+    let end = request
+        .windows(2)
+        .take(8 << 10)
+        .position(|w| w == b"\r\n")?;
+    let line = &request[..end];
+    (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")).then(|| method_code(word))
 }
 
 fn method_code(word: &[u8]) -> u64 {
@@ -1687,8 +1695,8 @@ fn relay_pump(
             return close(&from, &to);
         }
         let broken = match m {
-            RelayMode::Breaking { seed } => {
-                let (up, down, part) = relay_lifetimes(seed, conn);
+            RelayMode::Breaking { seed, span_ms } => {
+                let (up, down, part) = relay_lifetimes(seed, conn, span_ms);
                 share = part;
                 *ends.get_or_insert_with(|| Instant::now() + if upstream { up } else { down })
                     <= Instant::now()

@@ -852,8 +852,16 @@ pub struct Mount {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// The `nuage` binary under test. Its own folders (mount registrations, its log, default
+/// cache folders) go under `target/tmp`, not into the cache folder of the user running the
+/// tests; a test that sets `XDG_CACHE_HOME` or `HOME` itself overrides this.
 pub fn nuage() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_nuage"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nuage"));
+    c.env(
+        "XDG_CACHE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache"),
+    );
+    c
 }
 
 pub struct MountSpec {

@@ -157,16 +157,31 @@ fn app_password_login_saves_the_account_privately_and_mounts_by_name() {
     // The cache holds copies of the account's files (and what waits to be uploaded): only
     // its owner may look inside.
     assert_eq!(mode(&m.cache), 0o700, "the cache folder is private");
-    // A second account beside the first.
+    // A second account beside the first, signed in with an address copied from the
+    // browser's address bar on the Files app: the server's address is saved.
     let app2 = cloud.server.create_app_password("second device");
-    let (code, _, err) = login_as(nuage_in(cfg.path()), "other", &cloud.url(), USER, &app2);
+    let page = format!("{}/index.php/apps/files/?dir=/Cours&fileid=3", cloud.url());
+    let (code, _, err) = login_as(nuage_in(cfg.path()), "other", &page, USER, &app2);
     assert_eq!(code, 0, "{err}");
     let out = nuage_in(cfg.path())
         .args(["accounts", "--json"])
         .output()
         .expect("accounts");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(v.as_array().map(|a| a.len()), Some(2));
+    assert_eq!(v.as_array().map(|a| a.len()), Some(2), "{v}");
+    let servers: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["server"].as_str())
+        .collect();
+    assert_eq!(servers.len(), 2, "{v}");
+    assert!(
+        servers
+            .iter()
+            .all(|s| s.trim_end_matches('/') == cloud.url()),
+        "{v}"
+    );
     m.unmount();
 }
 

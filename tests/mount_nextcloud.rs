@@ -1317,6 +1317,44 @@ fn an_address_that_redirects_is_followed_once_and_never_sent_the_password() {
 }
 
 #[test]
+fn an_address_copied_from_the_files_app_mounts_the_folder_it_showed() {
+    let cloud = Cloud::start();
+    let shown = cloud.files().join("Mes cours/Première");
+    std::fs::create_dir_all(&shown).expect("mkdir");
+    std::fs::write(shown.join("plan.txt"), b"le plan").expect("seed");
+    std::fs::write(cloud.files().join("racine.txt"), b"r").expect("seed");
+    // As a browser's address bar shows it in the Files app.
+    let m = Mount::new(MountSpec::new(&format!(
+        "{}/index.php/apps/files/?dir=/Mes%20cours/Premi%C3%A8re&fileid=12",
+        cloud.url()
+    )));
+    assert_eq!(std::fs::read(m.path("plan.txt")).expect("read"), b"le plan");
+    assert!(
+        !m.path("racine.txt").exists(),
+        "the account's root was mounted"
+    );
+    std::fs::write(m.path("devoir.txt"), b"rendu").expect("write");
+    wait_server(&shown, "devoir.txt", b"rendu");
+    m.unmount();
+
+    // A public share link is not an account's files: one clear line, nothing mounted.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mp = tmp.path().join("mnt");
+    std::fs::create_dir(&mp).expect("mkdir");
+    let _guard = unmount_on_drop(&mp);
+    let (err, code) = failed_mount(
+        &format!("{}/s/AbCdEf123", cloud.url()),
+        &mp,
+        Some(USER),
+        Some(PASSWORD),
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("public share link"), "{err}");
+    assert!(!is_mounted(&mp));
+}
+
+#[test]
 fn walking_a_tree_lists_the_next_folders_ahead_and_opening_one_does_not() {
     let cloud = Cloud::start();
     let classes = cloud.files().join("Classes");

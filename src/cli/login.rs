@@ -106,7 +106,17 @@ fn read_secret(prompt: &str) -> anyhow::Result<Secret> {
 }
 
 pub(super) fn login_command(a: LoginArgs) -> anyhow::Result<ExitCode> {
-    let base = server_url(&a.server)?;
+    let mut base = server_url(&a.server)?;
+    // An address copied from a browser on one of the server's pages: its server.
+    if let Some(page) = nextcloud::web_page(&base) {
+        if page.public_share {
+            anyhow::bail!(
+                "{base} is a public share link, not a server address: give the server address {} to sign in",
+                page.base
+            );
+        }
+        base = page.base;
+    }
     let dav = DavConfig {
         insecure: a.insecure,
         ca_cert: a.ca_cert.clone(),

@@ -257,26 +257,37 @@ pub(super) fn cache_base() -> anyhow::Result<PathBuf> {
     Ok(base.cache_dir().join("nuage"))
 }
 
+/// The default cache folder's name for `user` at `url`: readable, and one per folder mounted.
+/// Where the readable form loses something (a space, an accent, a `_` that a `/` would also
+/// give, a long path cut), a digest of the whole address keeps two folders apart: they must
+/// not share a cache, whose journal would then upload one's changes into the other.
 fn account_dir_name(user: Option<&str>, url: &reqwest::Url) -> String {
+    // The folder a browser's address showed (`?dir=`) is the one mounted (see `web_page`).
+    let folder = webdav::nextcloud::web_page(url)
+        .and_then(|p| p.folder)
+        .map(|f| format!("/{f}"))
+        .unwrap_or_default();
+    let path = format!("{}{folder}", url.path());
     let raw = format!(
-        "{}@{}{}{}",
+        "{}@{}{}{path}",
         user.unwrap_or("anonymous"),
         url.host_str().unwrap_or("host"),
         url.port().map(|p| format!("_{p}")).unwrap_or_default(),
-        url.path()
     );
-    let mut s: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '-');
+    let mut s: String = raw.chars().map(|c| if safe(c) { c } else { '_' }).collect();
+    let lossy = s.len() > 100 || !path.chars().all(|c| safe(c) || c == '/');
     s.truncate(100);
-    s.trim_end_matches('_').to_string()
+    let mut s = s.trim_end_matches('_').to_string();
+    if lossy {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(raw.as_bytes());
+        s.push('-');
+        for b in &d[..4] {
+            s.push_str(&format!("{b:02x}"));
+        }
+    }
+    s
 }
 
 /// Makes a folder of nuage's readable by its owner only (the cache holds copies of the
@@ -1086,5 +1097,30 @@ mod tests {
         let n = account_dir_name(Some("jean.dupont@ac-besancon.fr"), &u);
         assert!(!n.contains('/') && !n.contains(' '), "{n}");
         assert!(n.starts_with("jean.dupont@ac-besancon.fr@cloud-aca.ac-besancon.fr"));
+        let name = |s: &str| account_dir_name(Some("u"), &reqwest::Url::parse(s).expect("url"));
+        // Plain addresses keep their readable name.
+        assert_eq!(name("https://h/"), "u@h");
+        assert_eq!(
+            name("http://127.0.0.1:8080/remote.php/dav/files/u/"),
+            "u@127.0.0.1_8080_remote.php_dav_files_u"
+        );
+        // Folders that the readable form would mix up get their own.
+        let apart = [
+            "https://h/dav/a b/",
+            "https://h/dav/a_b/",
+            "https://h/dav/a/b/",
+            "https://h/dav/%C3%89l%C3%A8ves/",
+            "https://h/dav/%C3%A8l%C3%A9ves/",
+            "https://h/index.php/apps/files/?dir=/Cours",
+            "https://h/index.php/apps/files/?dir=/Devoirs",
+            &format!("https://h/{}/x/", "d".repeat(120)),
+            &format!("https://h/{}/y/", "d".repeat(120)),
+        ];
+        let names: std::collections::BTreeSet<String> = apart.iter().map(|u| name(u)).collect();
+        assert_eq!(names.len(), apart.len(), "{names:?}");
+        assert!(
+            names.iter().all(|n| n.len() <= 109 && !n.contains('/')),
+            "{names:?}"
+        );
     }
 }

@@ -37,6 +37,56 @@ pub struct Endpoint {
     pub user_id: Option<String>,
 }
 
+/// What an address copied from a browser's address bar on one of Nextcloud's web pages points
+/// at (`https://host/sub/index.php/apps/files/?dir=/Cours&fileid=42`, `.../apps/files/files/42
+/// ?dir=/Cours`, `.../login`, `.../f/42`, `.../s/<token>`): the server's base address and the
+/// folder the Files app showed. Only a guess from the path: [`discover`] takes it when that
+/// base answers as a Nextcloud.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebPage {
+    /// The server's base address (`https://host/sub`).
+    pub base: Url,
+    /// The folder shown, below the user's root, without leading or trailing `/`.
+    pub folder: Option<String>,
+    /// A public share link (`/s/<token>`): not an account's files.
+    pub public_share: bool,
+}
+
+/// Reads `url` as the address of a Nextcloud web page, see [`WebPage`].
+pub fn web_page(url: &Url) -> Option<WebPage> {
+    let segs: Vec<&str> = url.path().split('/').collect();
+    let at = (1..segs.len()).find(|&i| {
+        let next = segs.get(i + 1).is_some_and(|n| !n.is_empty());
+        match segs[i] {
+            "index.php" | "login" => true,
+            "apps" | "f" | "s" => next,
+            _ => false,
+        }
+    })?;
+    if segs[..at].contains(&"remote.php") {
+        return None;
+    }
+    let page = if segs[at] == "index.php" {
+        &segs[at + 1..]
+    } else {
+        &segs[at..]
+    };
+    let mut base = url.clone();
+    base.set_path(&segs[..at].join("/"));
+    base.set_query(None);
+    base.set_fragment(None);
+    let folder = url
+        .query_pairs()
+        .find(|(k, _)| k == "dir")
+        .map(|(_, v)| v.trim_matches('/').to_string())
+        .filter(|f| !f.is_empty() && !f.split('/').any(|s| s == ".." || s == "."));
+    Some(WebPage {
+        base,
+        folder,
+        public_share: page.first() == Some(&"s"),
+    })
+}
+
 /// Splits `https://host/sub/remote.php/...` into the base `https://host/sub`.
 fn base_of_dav_url(url: &Url) -> Option<Url> {
     let path = url.path();
@@ -1054,8 +1104,29 @@ pub async fn discover(
     login: Option<&str>,
     password: Option<&Secret>,
 ) -> Result<Endpoint, DavError> {
-    // One request tells where the server answers and whether it is a Nextcloud.
-    let (settled, st) = probe(http, url).await?;
+    // An address copied from a browser on one of Nextcloud's web pages: when the part before
+    // the page is a Nextcloud, that server is mounted, and the folder the page showed.
+    let mut found = None;
+    if let Some(page) = web_page(url).filter(|_| base_of_dav_url(url).is_none()) {
+        if let Ok((base, Some(st))) = probe(http, &page.base).await {
+            if page.public_share {
+                return Err(DavError::Config(format!(
+                    "{url} is a public share link: nuage mounts an account's files; give the \
+                     server address {base} with your login (--user)"
+                )));
+            }
+            tracing::info!(asked = %url, server = %base, folder = ?page.folder, "a web page's address: mounting its server's files");
+            found = Some((base, Some(st), page.folder));
+        }
+    }
+    // Else one request tells where the server answers and whether it is a Nextcloud.
+    let (settled, st, folder) = match found {
+        Some(f) => f,
+        None => {
+            let (settled, st) = probe(http, url).await?;
+            (settled, st, None)
+        }
+    };
     let url = &settled;
     if let Some(base) = base_of_dav_url(url) {
         return Ok(Endpoint {
@@ -1075,9 +1146,17 @@ pub async fn discover(
                 ));
             };
             let id = user_id(http, url, login, pw).await?;
+            let mut below = String::new();
+            for seg in folder.iter().flat_map(|f| f.split('/')) {
+                below.push_str(&super::path::encode_segment(seg));
+                below.push('/');
+            }
             let dav_root = join(
                 url,
-                &format!("remote.php/dav/files/{}/", super::path::encode_segment(&id)),
+                &format!(
+                    "remote.php/dav/files/{}/{below}",
+                    super::path::encode_segment(&id)
+                ),
             )?;
             Ok(Endpoint {
                 dav_root,
@@ -1121,6 +1200,46 @@ mod tests {
         assert_eq!(c.chunk_parallel, Some(5));
         let old = Capabilities::from_json(&serde_json::json!({"dav": {"chunking": "1.0"}}));
         assert_eq!((old.chunk_max_size, old.chunk_parallel), (None, None));
+    }
+
+    #[test]
+    fn web_page_addresses() {
+        let page = |s: &str| web_page(&Url::parse(s).expect("url"));
+        let p = page("https://cloud-aca.ac-besancon.fr/index.php/apps/files/?dir=/Mes%20cours/2026%C3%A9&fileid=42")
+            .expect("files app");
+        assert_eq!(p.base.as_str(), "https://cloud-aca.ac-besancon.fr/");
+        assert_eq!(p.folder.as_deref(), Some("Mes cours/2026é"));
+        assert!(!p.public_share);
+        let p = page("https://h/nc/apps/files/files/42?dir=/Cours/&openfile=true").expect("pretty");
+        assert_eq!(p.base.as_str(), "https://h/nc");
+        assert_eq!(p.folder.as_deref(), Some("Cours"));
+        let p = page("https://h/index.php/apps/files/?dir=/").expect("root");
+        assert_eq!((p.base.as_str(), p.folder), ("https://h/", None));
+        assert_eq!(
+            page("https://h/login").expect("login").base.as_str(),
+            "https://h/"
+        );
+        assert_eq!(
+            page("https://h/nc/f/42").expect("file").base.as_str(),
+            "https://h/nc"
+        );
+        assert!(page("https://h/s/AbCd1234").expect("share").public_share);
+        assert!(
+            page("https://h/nc/index.php/s/AbCd1234")
+                .expect("share")
+                .public_share
+        );
+        // Not web pages: a server address, DAV URLs, folders merely named so.
+        assert_eq!(page("https://h/nc/"), None);
+        assert_eq!(page("https://h/remote.php/dav/files/u/apps/x/"), None);
+        assert_eq!(page("https://h/dav/apps/"), None);
+        // A `..` in `dir` is no folder below the root.
+        assert_eq!(
+            page("https://h/apps/files/?dir=/a/../..")
+                .expect("page")
+                .folder,
+            None
+        );
     }
 
     #[test]

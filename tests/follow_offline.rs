@@ -1573,3 +1573,139 @@ fn behind_a_gateway_whose_server_is_down_cached_files_stay_readable() {
         "{said}"
     );
 }
+
+/// Behind a captive portal (a hotel's Wi-Fi answering every request `200 OK` with its own
+/// page): the mount takes it for a server out of reach, never for the server's answer. The
+/// folders keep their last listing, cached files read, a file never read fails (it does not
+/// read as the portal's page), saves wait in the journal and reach the server once the
+/// portal lets traffic through, with nothing else changed there.
+#[test]
+fn behind_a_captive_portal_the_mount_works_offline_and_loses_nothing() {
+    let cloud = Cloud::start();
+    let files = cloud.files();
+    std::fs::create_dir(files.join("cours")).expect("mkdir");
+    std::fs::write(files.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
+    std::fs::write(files.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+    std::fs::write(files.join("cours/jamais lu.txt"), b"pas en cache").expect("seed");
+    let (relay, m, _cache) = behind_relay(&cloud, "1", &["--upload-delay", "0.2"]);
+    let all_there = |m: &Mount, when: &str| {
+        let mut listed = names(&m.path("cours"));
+        // The save made behind the portal, once made.
+        listed.retain(|n| n != "notes.txt");
+        assert_eq!(listed, ["film.bin", "jamais lu.txt", "plan.txt"], "{when}");
+        let film = read(&m.path("cours/film.bin"));
+        assert!(film == Some(pattern(3 << 20, 4)), "film.bin {when}");
+        let plan = read(&m.path("cours/plan.txt"));
+        assert_eq!(plan.as_deref(), Some(&b"plan du cours\n"[..]), "{when}");
+    };
+    all_there(&m, "before the portal");
+    relay.set(RelayMode::Portal);
+    // A file never read, at once (its attributes still fresh: straight to a GET), and after
+    // the lifetimes: an error, never the portal's page.
+    for when in ["at once", "later"] {
+        let never = std::fs::read(m.path("cours/jamais lu.txt"));
+        assert!(
+            never.is_err(),
+            "a file never read read {when} as {:?}",
+            never.map(|b| String::from_utf8_lossy(&b).into_owned())
+        );
+        std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
+    }
+    all_there(&m, "behind the portal");
+    std::fs::write(m.path("cours/notes.txt"), b"pendant le portail").expect("save");
+    assert_eq!(
+        read(&m.path("cours/notes.txt")).expect("read back"),
+        b"pendant le portail"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(m.pending() >= 1, "the save waits in the journal");
+    assert!(!files.join("cours/notes.txt").exists());
+    // Mounted again behind the portal (at login, on the train): it starts offline with
+    // what its cache holds, the save still waiting.
+    let said = m.unmount_now();
+    assert!(said.contains("cours/notes.txt"), "{said}");
+    let m = Mount::new(MountSpec::new(&relay.url()).cache(_cache.path()).args(&[
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+        "--upload-delay",
+        "0.2",
+    ]));
+    all_there(&m, "mounted again behind the portal");
+    assert!(m.path("cours/notes.txt").exists());
+    assert_eq!(
+        read(&m.path("cours/notes.txt")).expect("the save, mounted again"),
+        b"pendant le portail"
+    );
+    relay.set(RelayMode::Through);
+    wait_server(&files, "cours/notes.txt", b"pendant le portail");
+    m.wait_drained();
+    // Nothing of the page was kept for the file.
+    assert_eq!(
+        read(&m.path("cours/jamais lu.txt")).as_deref(),
+        Some(&b"pas en cache"[..])
+    );
+    assert_eq!(
+        names(&files.join("cours")),
+        ["film.bin", "jamais lu.txt", "notes.txt", "plan.txt"]
+    );
+    assert_eq!(
+        std::fs::read(files.join("cours/plan.txt")).expect("server"),
+        b"plan du cours\n"
+    );
+    m.unmount();
+}
+
+/// Over TLS, a network's login page answers with a certificate of its own (here another
+/// server's, which the mount does not trust): a certificate that fails once the mount is
+/// up counts as the server out of reach, as a portal's page does over plain HTTP. Nothing
+/// is sent to the other server; saves wait and reach the server once it is back.
+#[test]
+fn behind_a_login_page_with_a_certificate_of_its_own_the_mount_works_offline() {
+    let apache = Apache::start_opts(true);
+    let other = Apache::start_opts(true);
+    let d = apache.data();
+    std::fs::create_dir(d.join("cours")).expect("mkdir");
+    std::fs::write(d.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
+    std::fs::write(d.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+    apache.fix_owner();
+    let relay = Relay::start(apache.port);
+    let cert = apache.dir.path().join("cert.pem");
+    let m = Mount::new(
+        MountSpec::new(&format!("https://127.0.0.1:{}/dav/", relay.port))
+            .args(FAST)
+            .args(&["--ca-cert", cert.to_str().expect("utf-8 path")]),
+    );
+    let all_there = |when: &str| {
+        assert_eq!(names(&m.path("cours")), ["film.bin", "plan.txt"], "{when}");
+        let film = read(&m.path("cours/film.bin"));
+        assert!(film == Some(pattern(3 << 20, 4)), "film.bin {when}");
+        let plan = read(&m.path("cours/plan.txt"));
+        assert_eq!(plan.as_deref(), Some(&b"plan du cours\n"[..]), "{when}");
+    };
+    all_there("before the login page");
+    relay.set(RelayMode::Elsewhere(other.port));
+    std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
+    all_there("behind the login page");
+    std::fs::write(m.path("cours/notes.txt"), b"dans le train").expect("save");
+    assert_eq!(
+        read(&m.path("cours/notes.txt")).expect("read back"),
+        b"dans le train"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(m.pending() >= 1, "the save waits in the journal");
+    relay.set(RelayMode::Through);
+    wait_server(&d, "cours/notes.txt", b"dans le train");
+    m.wait_drained();
+    assert_eq!(
+        names(&d.join("cours")),
+        ["film.bin", "notes.txt", "plan.txt"]
+    );
+    let log = std::fs::read_to_string(other.dir.path().join("access.log")).unwrap_or_default();
+    assert!(
+        log.trim().is_empty(),
+        "the other server got requests: {log}"
+    );
+    m.unmount();
+}

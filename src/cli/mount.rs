@@ -538,15 +538,17 @@ pub(super) fn run_mount(
                 ep
             }
             // Out of reach: a cache that mounted this URL before knows where the files are.
-            Err(e @ (webdav::DavError::Connect(_) | webdav::DavError::Timeout(_))) => {
-                match remembered_endpoint(&cache_dir) {
-                    Some(ep) => {
-                        tracing::warn!(error = %e, "server out of reach: starting offline from the cache");
-                        ep
-                    }
-                    None => bail!("{what}: {e}"),
+            Err(
+                e @ (webdav::DavError::Connect(_)
+                | webdav::DavError::Timeout(_)
+                | webdav::DavError::NotTheServer(_)),
+            ) => match remembered_endpoint(&cache_dir) {
+                Some(ep) => {
+                    tracing::warn!(error = %e, "server out of reach: starting offline from the cache");
+                    ep
                 }
-            }
+                None => bail!("{what}: {e}"),
+            },
             Err(e) => bail!("{what}: {e}"),
         },
     };

@@ -3066,13 +3066,16 @@ impl Vfs {
 }
 
 /// True when an error means the server is out of reach (down, unreachable, in maintenance,
-/// or refusing our login) rather than saying something about the file.
+/// behind a network's login page, whose certificate fails, or refusing our login) rather
+/// than saying something about the file.
 fn cut_off(e: &DavError) -> bool {
     matches!(
         e,
         DavError::Connect(_)
             | DavError::Timeout(_)
             | DavError::Unavailable(_)
+            | DavError::NotTheServer(_)
+            | DavError::Tls(_)
             | DavError::Unauthorized
     )
 }

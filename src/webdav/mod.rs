@@ -339,6 +339,11 @@ pub enum DavError {
     /// A body that does not make sense (not XML, wrong Content-Range...).
     #[error("the server answered nonsense: {0}")]
     BadResponse(String),
+    /// A web page answered a WebDAV request in the server's place: a network's login page
+    /// (a hotel's or a train's Wi-Fi, a "captive portal"), a proxy's page, or an address
+    /// that is no WebDAV folder. Counts as the server out of reach.
+    #[error("{0}")]
+    NotTheServer(String),
     /// Bad configuration (URL, certificate file).
     #[error("{0}")]
     Config(String),
@@ -353,6 +358,7 @@ impl DavError {
                 | DavError::Timeout(_)
                 | DavError::Locked(_)
                 | DavError::Unavailable(_)
+                | DavError::NotTheServer(_)
                 | DavError::TooManyRequests
         ) || matches!(self, DavError::Status { status, .. } if *status >= 500)
     }
@@ -367,9 +373,13 @@ impl DavError {
             src = s.source();
         }
         let lower = chain.to_lowercase();
-        if ["certificate", "tls", "handshake", "unknownissuer"]
-            .iter()
-            .any(|w| lower.contains(w))
+        // A connection that broke (rustls says a peer closed it "without sending TLS
+        // close_notify") is no TLS failure.
+        let broke = lower.contains("close_notify") || lower.contains("unexpected eof");
+        if !broke
+            && ["certificate", "tls", "handshake", "unknownissuer"]
+                .iter()
+                .any(|w| lower.contains(w))
         {
             let hint = if lower.contains("causedasendentity") {
                 "the server's certificate is marked as a certificate authority (CA:TRUE, what `openssl req -x509` makes by default), which TLS refuses as a server's own certificate: give the server one with CA:FALSE (or use --insecure for a test server)"
@@ -423,7 +433,7 @@ impl DavError {
 impl From<DavError> for Error {
     fn from(e: DavError) -> Self {
         let kind = match &e {
-            DavError::Connect(_) => ErrorKind::Offline,
+            DavError::Connect(_) | DavError::NotTheServer(_) => ErrorKind::Offline,
             DavError::Timeout(_) => ErrorKind::TimedOut,
             DavError::Tls(_) => ErrorKind::Io,
             DavError::Unauthorized | DavError::AppPasswordRequired => ErrorKind::PermissionDenied,
@@ -485,6 +495,26 @@ pub struct Resent;
 /// before the answer came.
 pub(crate) fn only_reads(method: &reqwest::Method) -> bool {
     matches!(method.as_str(), "GET" | "HEAD" | "PROPFIND")
+}
+
+/// Whether `resp` is a web page given as `200 OK` (`text/html`): what a network's login page
+/// answers to everything, and no WebDAV server to `PROPFIND`, `MKCOL`, `MOVE`... (Apache
+/// sends a page with its `201 Created`: only a `200` counts.)
+pub(crate) fn is_web_page(resp: &reqwest::Response) -> bool {
+    resp.status() == StatusCode::OK
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+}
+
+/// The error for a web page that answered `method` to `what` in the server's place.
+pub(crate) fn not_the_server(method: &str, what: &str) -> DavError {
+    DavError::NotTheServer(format!(
+        "{method} {what} was answered with a web page, not by a WebDAV server: not a WebDAV \
+         folder, or a network login page (Wi-Fi) answers in the server's place"
+    ))
 }
 
 /// Whether `resp` answers a request sent twice ([`Resent`]).
@@ -830,7 +860,12 @@ impl DavClient {
     /// A request could not be sent or was not answered: when the server does not answer
     /// anything else either, it is out of reach.
     async fn transport_failed(&self, e: &DavError) {
-        if matches!(e, DavError::Connect(_) | DavError::Timeout(_)) {
+        // A TLS failure with a server that had a valid certificate: most often a network's
+        // login page answering in its place (a hotel's Wi-Fi): out of reach, as it is.
+        if matches!(
+            e,
+            DavError::Connect(_) | DavError::Timeout(_) | DavError::Tls(_)
+        ) {
             self.check_reach().await;
         }
     }
@@ -983,6 +1018,7 @@ impl DavClient {
                 "PROPPATCH" | "MOVE" | "DELETE" | "MKCOL"
             );
         let spare = if resendable { req.try_clone() } else { None };
+        let method = req.method().as_str().to_string();
         // An upload's answer comes after its body: not watched (its time says nothing).
         let watched = !matches!(req.method().as_str(), "PUT" | "POST");
         let Some(mut res) = self.unless_unreachable(http.execute(req), watched).await else {
@@ -1006,6 +1042,18 @@ impl DavClient {
             }
         }
         match res {
+            // A web page answering a WebDAV method: someone else answers (a network's login
+            // page): out of reach until the server itself answers again. (`GET` may give a
+            // web page, `PUT` and `POST` answers are checked by what they must carry.)
+            Ok(r)
+                if is_web_page(&r)
+                    && !matches!(method.as_str(), "GET" | "HEAD" | "PUT" | "POST") =>
+            {
+                let e = not_the_server(&method, r.url().path());
+                self.reach.went_offline(&e);
+                self.renew_connections();
+                Err(e)
+            }
             Ok(r) => Ok(r),
             Err(e) => {
                 let e = DavError::from_reqwest(&e, self.root.as_str());
@@ -1057,7 +1105,8 @@ impl DavClient {
             return false;
         };
         self.auth.authorize(&mut req);
-        self.fresh.execute(req).await.is_ok()
+        // A web page in the server's place (a network's login page) is no answer of it.
+        matches!(self.fresh.execute(req).await, Ok(r) if !is_web_page(&r))
     }
 
     /// Asks the server for the root folder even while it is known to be out of reach (then
@@ -1071,7 +1120,8 @@ impl DavClient {
             .header(header::CONTENT_TYPE, "application/xml; charset=utf-8")
             .timeout(self.request_timeout.min(Duration::from_secs(10)))
             .body(xml::PROPFIND_BODY);
-        let http = if self.reach.is_online() {
+        let online = self.reach.is_online();
+        let http = if online {
             self.http()
         } else {
             self.fresh.clone()
@@ -1080,6 +1130,11 @@ impl DavClient {
         let status = resp.status();
         if status != StatusCode::MULTI_STATUS {
             return Err(DavError::from_status(status, &method, "/"));
+        }
+        if !online {
+            // The connections kept from before may lead elsewhere (to a network's login
+            // page that answered in the server's place): new requests open new ones.
+            self.renew_connections();
         }
         self.reach.back_online();
         let body = resp
@@ -1379,6 +1434,19 @@ impl DavClient {
                 })
             }
             StatusCode::OK => {
+                // A web page that no file server sent (neither an etag nor a modification
+                // time): a network's login page answering in the server's place, whose bytes
+                // must not pass for the file's.
+                let h = resp.headers();
+                if is_web_page(&resp)
+                    && !h.contains_key(header::ETAG)
+                    && !h.contains_key(header::LAST_MODIFIED)
+                {
+                    let e = not_the_server("GET", &what);
+                    self.reach.went_offline(&e);
+                    self.renew_connections();
+                    return Err(e);
+                }
                 if let Some((now, was)) = other_size(resp.content_length(), size) {
                     return Err(changed(now, was));
                 }

@@ -140,7 +140,13 @@ pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerS
 
 /// One anonymous `GET` of `url/status.php`, following redirects: the address the server
 /// answers at ([`settled_base`]) and what its status says ([`status`]).
-async fn probe(http: &reqwest::Client, url: &Url) -> Result<(Url, Option<ServerStatus>), DavError> {
+/// What `status.php` at `url` tells: where the server answers (after redirects), its status
+/// when it is a Nextcloud, and whether a web page answered instead (a network's login page
+/// answers every address so; so does a server with a page for every address).
+async fn probe(
+    http: &reqwest::Client,
+    url: &Url,
+) -> Result<(Url, Option<ServerStatus>, bool), DavError> {
     let asked = join(url, "status.php")?;
     let resp = send(http.get(asked.clone()), url.as_str()).await?;
     let last = resp.url();
@@ -156,8 +162,9 @@ async fn probe(http: &reqwest::Client, url: &Url) -> Result<(Url, Option<ServerS
         _ => url.clone(),
     };
     if resp.status() != StatusCode::OK {
-        return Ok((settled, None));
+        return Ok((settled, None, false));
     }
+    let page = super::is_web_page(&resp);
     let body = resp
         .bytes()
         .await
@@ -165,7 +172,28 @@ async fn probe(http: &reqwest::Client, url: &Url) -> Result<(Url, Option<ServerS
     let st = serde_json::from_slice::<ServerStatus>(&body)
         .ok()
         .filter(|s| s.installed || s.maintenance || !s.versionstring.is_empty());
-    Ok((settled, st))
+    Ok((settled, st, page))
+}
+
+/// Whether `url` answers `PROPFIND` as a WebDAV server would (a multi-status, or a refusal
+/// to a stranger), for an address whose `status.php` was a web page: a WebDAV server with a
+/// page for every address, or a network's login page answering in the server's place
+/// ([`DavError::NotTheServer`]). Asked without the password: such a page must not get it.
+async fn answers_as_dav(http: &reqwest::Client, url: &Url) -> Result<(), DavError> {
+    let method = Method::from_bytes(b"PROPFIND").map_err(|e| DavError::Config(e.to_string()))?;
+    let rb = http
+        .request(method, url.clone())
+        .header("Depth", "0")
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/xml; charset=utf-8",
+        )
+        .body(super::xml::PROPFIND_BODY);
+    let resp = send(rb, url.as_str()).await?;
+    if super::is_web_page(&resp) {
+        return Err(super::not_the_server("PROPFIND", url.as_str()));
+    }
+    Ok(())
 }
 
 /// An authenticated OCS GET (§1.4): `OCS-APIRequest: true`, JSON, bounded time.
@@ -1108,7 +1136,7 @@ pub async fn discover(
     // the page is a Nextcloud, that server is mounted, and the folder the page showed.
     let mut found = None;
     if let Some(page) = web_page(url).filter(|_| base_of_dav_url(url).is_none()) {
-        if let Ok((base, Some(st))) = probe(http, &page.base).await {
+        if let Ok((base, Some(st), _)) = probe(http, &page.base).await {
             if page.public_share {
                 return Err(DavError::Config(format!(
                     "{url} is a public share link: nuage mounts an account's files; give the \
@@ -1123,7 +1151,10 @@ pub async fn discover(
     let (settled, st, folder) = match found {
         Some(f) => f,
         None => {
-            let (settled, st) = probe(http, url).await?;
+            let (settled, st, page) = probe(http, url).await?;
+            if st.is_none() && page && base_of_dav_url(&settled).is_none() {
+                answers_as_dav(http, &settled).await?;
+            }
             (settled, st, None)
         }
     };

@@ -1482,7 +1482,21 @@ pub enum RelayMode {
     /// [`RelayMode::LoseAnswer`] for the next success (2xx) answering a request with this
     /// method: the server did it.
     LoseAnswerTo(&'static str),
+    /// A captive portal (a hotel's or a train's Wi-Fi before its terms are accepted): every
+    /// request on a new connection is answered `200 OK` with a web page (chunked, without
+    /// etag or date), by the relay, and the connections open before are closed. The server
+    /// hears nothing.
+    Portal,
+    /// New connections go to this other port (another server answers in the server's place,
+    /// as a network's login page answers a TLS connection with its own certificate), and the
+    /// connections open before are closed.
+    Elsewhere(u16),
 }
+
+/// What [`RelayMode::Portal`] answers to every request.
+pub const PORTAL_PAGE: &str = "<!DOCTYPE html><html><head><title>Wi-Fi</title></head>\
+<body><form action=\"/accept\"><p>Accept the terms to use the Internet.</p>\
+<button>OK</button></form></body></html>";
 
 /// A TCP relay on 127.0.0.1 in front of a server, whose traffic a test can stop or slow down
 /// without the server knowing. Its threads end within 0.1 s of its drop.
@@ -1644,7 +1658,12 @@ fn relay_connection(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", backend)) else {
+    let (target, elsewhere) = match relay_mode(mode) {
+        RelayMode::Portal => return portal_answers(client, mode, stop),
+        RelayMode::Elsewhere(port) => (port, true),
+        _ => (backend, false),
+    };
+    let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
         return;
     };
     let tick = Some(Duration::from_millis(100));
@@ -1659,7 +1678,15 @@ fn relay_connection(
     let method = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let meth = method.clone();
     let up = std::thread::spawn(move || {
-        relay_pump(c2, s2, &m, &st, (born, &strand), (true, conn, &cut, &meth))
+        relay_pump(
+            c2,
+            s2,
+            &m,
+            &st,
+            (born, &strand),
+            (true, conn, &cut, &meth),
+            elsewhere,
+        )
     });
     relay_pump(
         server,
@@ -1668,11 +1695,69 @@ fn relay_connection(
         stop,
         (born, strands),
         (false, conn, cuts, &method),
+        elsewhere,
     );
     let _ = up.join();
 }
 
-/// Copies `from` to `to` as the mode says, until either side closes or the relay stops.
+/// Answers every request on `client` with [`PORTAL_PAGE`] (its body, when it has one, read
+/// and dropped) until the program closes the connection, 5 s pass idle, or the portal is
+/// gone (the connection is closed then).
+fn portal_answers(
+    mut client: std::net::TcpStream,
+    mode: &std::sync::Mutex<RelayMode>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::Read;
+    let _ = client.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut idle_since = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst)
+        && idle_since.elapsed() < Duration::from_secs(5)
+        && relay_mode(mode) == RelayMode::Portal
+    {
+        match client.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                idle_since = Instant::now();
+                pending.extend_from_slice(&buf[..n]);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+        // Each whole request (head, and a body of Content-Length bytes) gets the page.
+        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            let body: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if pending.len() < end + 4 + body {
+                break;
+            }
+            pending.drain(..end + 4 + body);
+            // Sent in chunks, as made on the fly: no length tells it apart from a file.
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{PORTAL_PAGE}\r\n0\r\n\r\n",
+                PORTAL_PAGE.len()
+            );
+            if client.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Copies `from` to `to` as the mode says, until either side closes or the relay stops (a
+/// connection to the server ends when [`RelayMode::Elsewhere`] begins, one to the other
+/// server when it ends).
 fn relay_pump(
     mut from: std::net::TcpStream,
     mut to: std::net::TcpStream,
@@ -1685,6 +1770,7 @@ fn relay_pump(
         &std::sync::atomic::AtomicU64,
         &std::sync::atomic::AtomicU64,
     ),
+    elsewhere: bool,
 ) {
     // When this direction breaks, once the mode is Breaking.
     let mut ends: Option<Instant> = None;
@@ -1699,7 +1785,11 @@ fn relay_pump(
     let mut last = Instant::now() - Duration::from_secs(1);
     loop {
         let m = relay_mode(mode);
-        if stop.load(std::sync::atomic::Ordering::SeqCst) || (lost && m != RelayMode::Silent) {
+        if stop.load(std::sync::atomic::Ordering::SeqCst)
+            || (lost && m != RelayMode::Silent)
+            || m == RelayMode::Portal
+            || (matches!(m, RelayMode::Elsewhere(_)) != elsewhere)
+        {
             return close(&from, &to);
         }
         let broken = match m {

@@ -80,6 +80,9 @@ pub struct Status {
     /// Unix time since which the server is out of reach.
     #[serde(default)]
     pub offline_since: Option<u64>,
+    /// What took it out of reach (the error that did).
+    #[serde(default)]
+    pub offline_reason: Option<String>,
     /// Pinned paths and their download progress.
     #[serde(default)]
     pub pins: Vec<crate::vfs::PinProgress>,

@@ -1620,6 +1620,12 @@ fn behind_a_captive_portal_the_mount_works_offline_and_loses_nothing() {
     std::thread::sleep(Duration::from_millis(1000));
     assert!(m.pending() >= 1, "the save waits in the journal");
     assert!(!files.join("cours/notes.txt").exists());
+    // `nuage status` says why the mount is offline.
+    let out = nuage_ok(&["status", &m.mp.to_string_lossy()]);
+    assert!(
+        out.contains("OFFLINE since") && out.contains("network login page"),
+        "{out}"
+    );
     // Mounted again behind the portal (at login, on the train): it starts offline with
     // what its cache holds, the save still waiting.
     let said = m.unmount_now();

@@ -873,6 +873,7 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
             .unwrap_or(0),
         auth_error: info.auth_error(),
         online: offline_since.is_none(),
+        offline_reason: vfs.reach().offline_reason(),
         offline_since: offline_since.map(|t| {
             t.duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

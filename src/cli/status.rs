@@ -205,9 +205,13 @@ pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
     match (st.online, st.offline_since) {
         (true, _) => println!("server: online"),
         (false, Some(t)) => println!(
-            "server: OFFLINE since {} ({} ago); cached files stay readable, changes wait in the journal",
+            "server: OFFLINE since {} ({} ago{}); cached files stay readable, changes wait in the journal",
             crate::status::utc(t),
-            crate::status::ago(t)
+            crate::status::ago(t),
+            st.offline_reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ),
         (false, None) => println!("server: OFFLINE"),
     }

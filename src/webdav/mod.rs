@@ -226,6 +226,8 @@ impl AuthGate {
 #[derive(Debug, Default)]
 pub struct Reach {
     offline_since: std::sync::Mutex<Option<SystemTime>>,
+    /// What took the server out of reach, for `nuage status`.
+    offline_why: std::sync::Mutex<Option<String>>,
     changed: tokio::sync::Notify,
     /// The server is being asked whether it answers at all ([`DavClient::check_reach`]).
     checking: std::sync::atomic::AtomicBool,
@@ -239,6 +241,14 @@ impl Reach {
     /// Since when the server is out of reach; `None` while it answers.
     pub fn offline_since(&self) -> Option<SystemTime> {
         *self.offline_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What took the server out of reach (the error that did), while it is.
+    pub fn offline_reason(&self) -> Option<String> {
+        self.offline_why
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// True while the server answers.
@@ -263,6 +273,7 @@ impl Reach {
         if g.is_none() {
             *g = Some(SystemTime::now());
             drop(g);
+            *self.offline_why.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
             tracing::warn!(error = %why, "server out of reach: working offline from the cache; changes wait in the journal");
             self.changed.notify_waiters();
         }
@@ -272,6 +283,7 @@ impl Reach {
         let mut g = self.offline_since.lock().unwrap_or_else(|p| p.into_inner());
         if g.take().is_some() {
             drop(g);
+            *self.offline_why.lock().unwrap_or_else(|p| p.into_inner()) = None;
             tracing::info!("server reachable again: back online");
             self.changed.notify_waiters();
         }

@@ -413,6 +413,34 @@ fn a_cache_folder_used_by_another_mount_is_refused() {
     m2.unmount();
 }
 
+/// A cache folder holds one folder's files and the changes waiting for it: mounting another
+/// folder on it is refused (its pending changes would go up into that folder), the folder
+/// it holds still mounts on it, whatever address reaches it.
+#[test]
+fn a_cache_folder_of_another_folder_is_refused() {
+    let cloud = Cloud::start();
+    std::fs::create_dir(cloud.files().join("Cours")).expect("mkdir");
+    std::fs::write(cloud.files().join("Cours/plan.txt"), b"plan").expect("seed");
+    let t = tempfile::tempdir().expect("tmp");
+    let cache = t.path().join("cache");
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(&cache));
+    assert!(m.path("Cours/plan.txt").exists());
+    m.unmount();
+    let (_t2, mp) = mountpoint();
+    let cours = format!("{}/remote.php/dav/files/{USER_ID}/Cours/", cloud.url());
+    let (err, code) = mount_with_cache(&cours, &mp, &cache);
+    assert_failed(&err, code, &mp, "holds the files of");
+    assert!(err.contains("another --cache-dir"), "{err}");
+    // The account's root, by its DAV address this time: the same folder, mounted.
+    let root = format!("{}/remote.php/dav/files/{USER_ID}/", cloud.url());
+    let m = Mount::new(MountSpec::new(&root).cache(&cache).at(&mp));
+    assert_eq!(
+        std::fs::read(m.path("Cours/plan.txt")).expect("read"),
+        b"plan"
+    );
+    m.unmount();
+}
+
 #[test]
 fn unmounting_a_folder_where_nothing_is_mounted_says_so() {
     let (_t, mp) = mountpoint();

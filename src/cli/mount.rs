@@ -515,6 +515,8 @@ pub(super) fn run_mount(
         (None, _) => None,
     };
     let what = format!("cannot mount {}", url);
+    // The folder this cache held until now, if it held one.
+    let earlier = remembered_endpoint(&cache_dir);
     let endpoint = match &plan.account {
         // A saved account knows its user id: no discovery round trips.
         Some((_, acc)) => webdav::nextcloud::Endpoint {
@@ -533,10 +535,7 @@ pub(super) fn run_mount(
             plan.user.as_deref(),
             plan.password.as_ref(),
         )) {
-            Ok(ep) => {
-                remember_endpoint(&cache_dir, &ep);
-                ep
-            }
+            Ok(ep) => ep,
             // Out of reach: a cache that mounted this URL before knows where the files are.
             Err(
                 e @ (webdav::DavError::Connect(_)
@@ -552,6 +551,17 @@ pub(super) fn run_mount(
             Err(e) => bail!("{what}: {e}"),
         },
     };
+    if let Some(old) = earlier.filter(|old| cache_identity(old) != cache_identity(&endpoint)) {
+        bail!(
+            "{what}: the cache folder {} holds the files of {} (another folder than {}): \
+             sharing it would mix their files, and send changes waiting for one into the \
+             other; give another --cache-dir",
+            cache_dir.display(),
+            old.dav_root,
+            endpoint.dav_root
+        );
+    }
+    remember_endpoint(&cache_dir, &endpoint);
     tracing::info!(root = %endpoint.dav_root, nextcloud = endpoint.nextcloud_base.is_some(), "server found");
     let mut dav = DavClient::new(http.clone(), endpoint.dav_root.clone(), creds, &plan.dav);
     if endpoint.nextcloud_base.is_some() {
@@ -756,6 +766,23 @@ pub(super) fn run_mount(
     }
     tracing::info!(mountpoint = %mountpoint.display(), "unmounted");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Which folder of which account a cache holds, whatever address reaches it (a server that
+/// moved to another address keeps its cache): the Nextcloud user and the folder below its
+/// root, or the WebDAV folder's path.
+fn cache_identity(ep: &webdav::nextcloud::Endpoint) -> String {
+    let root = &ep.dav_root;
+    match (
+        webdav::nextcloud::user_id_in(root),
+        webdav::nextcloud::root_in_user_root(root),
+    ) {
+        (Some(uid), Some(below)) => format!("nextcloud {uid}/{below}"),
+        _ => format!(
+            "webdav {}",
+            webdav::path::decode(root.path()).trim_matches('/')
+        ),
+    }
 }
 
 /// Remembers where a URL's files are, for a later start while the server is out of reach.

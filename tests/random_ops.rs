@@ -393,6 +393,63 @@ fn apache_random_operations_through_connections_that_keep_breaking() {
     );
 }
 
+/// Random operations on Apache through a network that delivers everything in pieces of 1
+/// to 64 bytes (requests, answer heads, listings, file bodies cut at every place): every
+/// result is the local folder's and the server ends with its tree.
+#[test]
+fn apache_random_operations_through_a_network_of_small_pieces() {
+    let apache = Apache::start();
+    through_small_pieces(
+        apache.port,
+        "/dav/",
+        &apache.data(),
+        op_count(1_500),
+        seed(),
+    );
+}
+
+/// The same against the Nextcloud test server (its properties, bulk uploads, JSON answers).
+#[test]
+fn random_operations_through_a_network_of_small_pieces() {
+    let cloud = Cloud::start();
+    through_small_pieces(cloud.port(), "/", &cloud.files(), op_count(1_500), seed());
+}
+
+fn through_small_pieces(port: u16, path: &str, files: &Path, count: usize, seed: u64) {
+    eprintln!("random operations through a slicing relay: {count} ops, NUAGE_RANDOM_SEED={seed}");
+    // A file of several blocks, read whole and in ranges: bodies of ranged answers in pieces.
+    let film = pattern((3 << 20) + 4321, seed);
+    std::fs::write(files.join("film.bin"), &film).expect("seed");
+    let relay = Relay::start(port);
+    relay.set(RelayMode::Sliced { seed });
+    let m = Mount::new(MountSpec::new(&format!("{}{path}", relay.url())).args(&[
+        "--upload-delay",
+        "0",
+        "--attr-ttl",
+        "1",
+        "--dir-ttl",
+        "1",
+    ]));
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(m.path("film.bin")).expect("open");
+        for (off, len) in [(2 << 20, 4096), ((1 << 20) - 10, 20), (100, 70_000)] {
+            let mut got = vec![0u8; len];
+            f.read_exact_at(&mut got, off as u64).expect("ranged read");
+            assert!(got == film[off..off + len], "bytes at {off}");
+        }
+        assert!(
+            std::fs::read(m.path("film.bin")).expect("read") == film,
+            "whole file"
+        );
+    }
+    std::fs::remove_file(m.path("film.bin")).expect("delete through the mount");
+    assert!(!files.join("film.bin").exists());
+    let expected = mount_matches_a_local_folder(files, &m, count, seed);
+    server_matches(files, &m, seed, &expected);
+    m.unmount();
+}
+
 /// Random operations through connections that keep breaking, the mount killed (`kill -9`)
 /// halfway with what it had not sent yet (file contents, renames, deletions and folders that
 /// met a broken connection), then mounted again on the same cache: it shows at once what the

@@ -1487,6 +1487,10 @@ pub enum RelayMode {
     /// etag or date), by the relay, and the connections open before are closed. The server
     /// hears nothing.
     Portal,
+    /// Both ways, but what passes is cut into pieces of 1 to 64 bytes sent apart (sizes
+    /// from `seed`), as a network of small packets would deliver it: every parser meets
+    /// requests, answers and bodies cut at every place.
+    Sliced { seed: u64 },
     /// New connections go to this other port (another server answers in the server's place,
     /// as a network's login page answers a TLS connection with its own certificate), and the
     /// connections open before are closed.
@@ -1585,6 +1589,15 @@ fn relay_lifetimes(seed: u64, conn: u64, span_ms: u64) -> (Duration, Duration, u
     let mut ms = || Duration::from_millis(20 + next() % span_ms.saturating_sub(20).max(1));
     let (up, down) = (ms(), ms());
     (up, down, next() % 1000)
+}
+
+/// The length (1 to 64 bytes) of piece number `piece` of connection `conn` under
+/// [`RelayMode::Sliced`].
+fn slice_len(seed: u64, conn: u64, piece: u64) -> usize {
+    let mut z = (seed ^ conn.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_add(piece);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    1 + ((z ^ (z >> 31)) % 64) as usize
 }
 
 impl Drop for Relay {
@@ -1839,6 +1852,23 @@ fn relay_pump(
                     let _ = to.write_all(&buf[..n * share as usize / 1000]);
                     cuts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     return close(&from, &to);
+                }
+                if let RelayMode::Sliced { seed } = relay_mode(mode) {
+                    let _ = to.set_nodelay(true);
+                    let mut rest = &buf[..n];
+                    let mut piece = 0u64;
+                    while !rest.is_empty() {
+                        piece += 1;
+                        let len = slice_len(seed, conn, piece).min(rest.len());
+                        if to.write_all(&rest[..len]).is_err() {
+                            return close(&from, &to);
+                        }
+                        rest = &rest[len..];
+                        if piece.is_multiple_of(8) {
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    }
+                    continue;
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     return close(&from, &to);

@@ -139,10 +139,9 @@ pub async fn status(http: &reqwest::Client, base: &Url) -> Result<Option<ServerS
 }
 
 /// One anonymous `GET` of `url/status.php`, following redirects: the address the server
-/// answers at ([`settled_base`]) and what its status says ([`status`]).
-/// What `status.php` at `url` tells: where the server answers (after redirects), its status
-/// when it is a Nextcloud, and whether a web page answered instead (a network's login page
-/// answers every address so; so does a server with a page for every address).
+/// answers at ([`settled_base`]), what its status says when it is a Nextcloud ([`status`]),
+/// and whether a web page answered instead (a network's login page answers every address
+/// so; so does a server with a page for every address).
 async fn probe(
     http: &reqwest::Client,
     url: &Url,

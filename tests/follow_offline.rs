@@ -1535,6 +1535,25 @@ fn connections_that_lead_nowhere_are_left_for_new_ones() {
     m.unmount();
 }
 
+/// A folder `cours` in `d` with a small file and a 3 MiB one.
+fn seed_course(d: &Path) {
+    std::fs::create_dir(d.join("cours")).expect("mkdir");
+    std::fs::write(d.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
+    std::fs::write(d.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+}
+
+/// The folder `cours` lists `listed` (and `notes.txt` once saved) and both files of
+/// [`seed_course`] read their bytes (`when` names the moment in a failure).
+fn course_there(m: &Mount, when: &str, listed: &[&str]) {
+    let mut names = names(&m.path("cours"));
+    names.retain(|n| n != "notes.txt");
+    assert_eq!(names, listed, "{when}");
+    let film = read(&m.path("cours/film.bin"));
+    assert!(film == Some(pattern(3 << 20, 4)), "film.bin {when}");
+    let plan = read(&m.path("cours/plan.txt"));
+    assert_eq!(plan.as_deref(), Some(&b"plan du cours\n"[..]), "{when}");
+}
+
 /// Institutions put a gateway (a reverse proxy) in front of their cloud; when the server
 /// behind it is down, the gateway answers `502 Bad Gateway` (or `504`). For the mount that
 /// is a server out of reach, not a broken one: cached folders list, cached files read, and
@@ -1542,25 +1561,15 @@ fn connections_that_lead_nowhere_are_left_for_new_ones() {
 #[test]
 fn behind_a_gateway_whose_server_is_down_cached_files_stay_readable() {
     let mut apache = Apache::start();
-    let d = apache.data();
-    std::fs::create_dir(d.join("cours")).expect("mkdir");
-    std::fs::write(d.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
-    std::fs::write(d.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+    seed_course(&apache.data());
     apache.fix_owner();
     let gateway = WebDavServer::nginx_gateway(apache.port);
     let m = Mount::new(MountSpec::new(&gateway.url()).args(FAST));
-    // The folder lists and both files read (`when` names the moment in a failure).
-    let all_there = |when: &str| {
-        assert_eq!(names(&m.path("cours")), ["film.bin", "plan.txt"], "{when}");
-        let film = read(&m.path("cours/film.bin"));
-        assert!(film == Some(pattern(3 << 20, 4)), "film.bin {when}");
-        let plan = read(&m.path("cours/plan.txt"));
-        assert_eq!(plan.as_deref(), Some(&b"plan du cours\n"[..]), "{when}");
-    };
-    all_there("before the outage");
+    let listed = ["film.bin", "plan.txt"];
+    course_there(&m, "before the outage", &listed);
     apache.stop();
     std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
-    all_there("behind a 502");
+    course_there(&m, "behind a 502", &listed);
     std::fs::write(m.path("cours/notes.txt"), b"pendant la panne").expect("save behind a 502");
     assert_eq!(
         read(&m.path("cours/notes.txt")).expect("read back"),
@@ -1583,20 +1592,11 @@ fn behind_a_gateway_whose_server_is_down_cached_files_stay_readable() {
 fn behind_a_captive_portal_the_mount_works_offline_and_loses_nothing() {
     let cloud = Cloud::start();
     let files = cloud.files();
-    std::fs::create_dir(files.join("cours")).expect("mkdir");
-    std::fs::write(files.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
-    std::fs::write(files.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+    seed_course(&files);
     std::fs::write(files.join("cours/jamais lu.txt"), b"pas en cache").expect("seed");
     let (relay, m, _cache) = behind_relay(&cloud, "1", &["--upload-delay", "0.2"]);
     let all_there = |m: &Mount, when: &str| {
-        let mut listed = names(&m.path("cours"));
-        // The save made behind the portal, once made.
-        listed.retain(|n| n != "notes.txt");
-        assert_eq!(listed, ["film.bin", "jamais lu.txt", "plan.txt"], "{when}");
-        let film = read(&m.path("cours/film.bin"));
-        assert!(film == Some(pattern(3 << 20, 4)), "film.bin {when}");
-        let plan = read(&m.path("cours/plan.txt"));
-        assert_eq!(plan.as_deref(), Some(&b"plan du cours\n"[..]), "{when}");
+        course_there(m, when, &["film.bin", "jamais lu.txt", "plan.txt"]);
     };
     all_there(&m, "before the portal");
     relay.set(RelayMode::Portal);
@@ -1672,9 +1672,7 @@ fn behind_a_login_page_with_a_certificate_of_its_own_the_mount_works_offline() {
     let apache = Apache::start_opts(true);
     let other = Apache::start_opts(true);
     let d = apache.data();
-    std::fs::create_dir(d.join("cours")).expect("mkdir");
-    std::fs::write(d.join("cours/plan.txt"), b"plan du cours\n").expect("seed");
-    std::fs::write(d.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
+    seed_course(&d);
     apache.fix_owner();
     let relay = Relay::start(apache.port);
     let cert = apache.dir.path().join("cert.pem");
@@ -1683,17 +1681,11 @@ fn behind_a_login_page_with_a_certificate_of_its_own_the_mount_works_offline() {
             .args(FAST)
             .args(&["--ca-cert", cert.to_str().expect("utf-8 path")]),
     );
-    let all_there = |when: &str| {
-        assert_eq!(names(&m.path("cours")), ["film.bin", "plan.txt"], "{when}");
-        let film = read(&m.path("cours/film.bin"));
-        assert!(film == Some(pattern(3 << 20, 4)), "film.bin {when}");
-        let plan = read(&m.path("cours/plan.txt"));
-        assert_eq!(plan.as_deref(), Some(&b"plan du cours\n"[..]), "{when}");
-    };
-    all_there("before the login page");
+    let listed = ["film.bin", "plan.txt"];
+    course_there(&m, "before the login page", &listed);
     relay.set(RelayMode::Elsewhere(other.port));
     std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
-    all_there("behind the login page");
+    course_there(&m, "behind the login page", &listed);
     std::fs::write(m.path("cours/notes.txt"), b"dans le train").expect("save");
     assert_eq!(
         read(&m.path("cours/notes.txt")).expect("read back"),

@@ -342,6 +342,12 @@ fn random_operations_match_a_local_folder_and_the_server() {
     m.unmount();
 }
 
+/// A mount of `url` that uploads each file as soon as it is closed (many more requests to
+/// disturb), its lifetimes 1 s.
+fn uploading_at_once(url: &str) -> MountSpec {
+    MountSpec::new(url).args(&["--upload-delay", "0", "--attr-ttl", "1", "--dir-ttl", "1"])
+}
+
 /// Random operations on a mount of the server listening on `port` (its WebDAV root at
 /// `path`, its files in folder `files`) through a relay that breaks every connection 20 to
 /// 300 ms after it opens, also while the uploads go on: every result is the local folder's,
@@ -349,15 +355,7 @@ fn random_operations_match_a_local_folder_and_the_server() {
 fn through_a_breaking_relay(port: u16, path: &str, files: &Path, count: usize, seed: u64) {
     eprintln!("random operations through a breaking relay: {count} ops, NUAGE_RANDOM_SEED={seed}");
     let relay = Relay::start(port);
-    // Each file goes up as soon as it is closed: many more requests to cut.
-    let m = Mount::new(MountSpec::new(&format!("{}{path}", relay.url())).args(&[
-        "--upload-delay",
-        "0",
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-    ]));
+    let m = Mount::new(uploading_at_once(&format!("{}{path}", relay.url())));
     relay.set(RelayMode::Breaking { seed, span_ms: 300 });
     let expected = mount_matches_a_local_folder(files, &m, count, seed);
     server_matches(files, &m, seed, &expected);
@@ -422,14 +420,7 @@ fn through_small_pieces(port: u16, path: &str, files: &Path, count: usize, seed:
     std::fs::write(files.join("film.bin"), &film).expect("seed");
     let relay = Relay::start(port);
     relay.set(RelayMode::Sliced { seed });
-    let m = Mount::new(MountSpec::new(&format!("{}{path}", relay.url())).args(&[
-        "--upload-delay",
-        "0",
-        "--attr-ttl",
-        "1",
-        "--dir-ttl",
-        "1",
-    ]));
+    let m = Mount::new(uploading_at_once(&format!("{}{path}", relay.url())));
     {
         use std::os::unix::fs::FileExt;
         let f = std::fs::File::open(m.path("film.bin")).expect("open");

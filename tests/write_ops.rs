@@ -832,6 +832,44 @@ fn uploads_survive_a_server_outage() {
     m.unmount();
 }
 
+/// A server that lost part of a chunk it acknowledged refuses the assembly (400: the sizes do
+/// not add up): the upload starts again with a new session at once (that session would be
+/// refused again), and the file arrives whole.
+#[test]
+fn a_chunked_upload_whose_assembly_is_refused_starts_again() {
+    let cloud = Cloud::start();
+    let data = pattern(25 << 20, 9);
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    cloud
+        .server
+        .knobs()
+        .truncate_next_chunks
+        .store(1, Ordering::SeqCst);
+    std::fs::write(m.path("film.mp4"), &data).expect("write");
+    let stats = cloud.server.stats().clone();
+    // Within the backoff of a second attempt (2 s), not the ten minutes of a refusal.
+    assert!(
+        wait_until(Duration::from_secs(30), || server_file_is(
+            &cloud.files(),
+            "film.mp4",
+            &data
+        )),
+        "the file never arrived whole ({} assemblies)",
+        stats.chunk_assemblies.load(Ordering::SeqCst)
+    );
+    m.wait_drained();
+    assert_eq!(stats.chunk_assemblies.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        cloud
+            .server
+            .knobs()
+            .truncate_next_chunks
+            .load(Ordering::SeqCst),
+        0
+    );
+    m.unmount();
+}
+
 #[test]
 fn large_files_use_chunked_upload_and_resume_after_a_kill() {
     let cloud = Cloud::start();

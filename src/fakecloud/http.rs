@@ -200,6 +200,9 @@ pub struct Knobs {
     /// Answer every PUT with 200 and a web page (with its own etag), storing nothing: a proxy
     /// or network portal answering in the server's place.
     pub swallow_puts: AtomicBool,
+    /// Keep only half of the next chunks of chunked uploads (answered 201 all the same): a
+    /// storage that lost data; the assembly then answers 400 (§5.2, sizes do not add up).
+    pub truncate_next_chunks: AtomicU32,
 }
 
 /// Counts a request in a number of requests being answered, and the most seen at once,
@@ -1994,6 +1997,15 @@ impl Uploads {
                         }
                         None => break,
                     }
+                }
+                if self
+                    .shared
+                    .knobs
+                    .truncate_next_chunks
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    data.truncate(data.len() / 2);
                 }
                 match std::fs::write(&target, &data) {
                     Ok(()) => {

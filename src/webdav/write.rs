@@ -517,11 +517,15 @@ impl DavClient {
         }
         let resp = self.send(rb).await?;
         let st = resp.status();
-        if st == StatusCode::NOT_FOUND && super::was_resent(&resp) {
-            // The session is gone: most likely assembled by the first request, whose answer
-            // was lost. The caller looks at what the server holds.
+        let refusal = matches!(st.as_u16(), 401 | 403 | 412 | 413);
+        if st.is_client_error() && !refusal && super::was_resent(&resp) {
+            // Sent again after its connection broke: the first request may have assembled
+            // the file (the session is gone: 404), or may be assembling it still (the
+            // session half gone or locked: 400, 409, 423). The caller looks at what the
+            // server holds.
             return Err(DavError::Connect(format!(
-                "{dest}: the answer to the assembly of its upload was lost"
+                "{dest}: the answer to the assembly of its upload was lost (then HTTP {})",
+                st.as_u16()
             )));
         }
         if !st.is_success() {

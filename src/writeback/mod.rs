@@ -2541,11 +2541,20 @@ impl WriteBack {
                 opts.if_match.as_deref(),
             )
             .await;
-        if res.is_ok() || matches!(res, Err(DavError::PreconditionFailed(_))) {
+        // A refused assembly (400: the chunks the server holds do not add up) would be
+        // refused again from the same session: the next attempt starts a new one.
+        let refused = matches!(res, Err(DavError::Status { status: 400, .. }));
+        if res.is_ok() || refused || matches!(res, Err(DavError::PreconditionFailed(_))) {
             let _ = lock(&self.journal).delete_session(d.id);
             if res.is_err() {
                 let _ = self.dav.chunk_abort(&session.upload_id).await;
             }
+        }
+        if refused {
+            return Err(UploadError::Dav(DavError::BadResponse(format!(
+                "the server refused to assemble the upload of {} (HTTP 400); it starts again",
+                snap.path
+            ))));
         }
         Ok(res?)
     }

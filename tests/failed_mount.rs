@@ -162,6 +162,14 @@ fn tls_certificate_is_verified() {
         b"tls ok"
     );
     m.unmount();
+    // The server's name without a scheme means https://.
+    let bare = apache.url().trim_start_matches("https://").to_string();
+    let m = Mount::new(MountSpec::new(&bare).args(&["--ca-cert", &cert.to_string_lossy()]));
+    assert_eq!(
+        std::fs::read(m.path("secret.txt")).expect("read"),
+        b"tls ok"
+    );
+    m.unmount();
     // A self-signed certificate that says it is an authority: trusted or not, refused, and
     // the message says why.
     let ca = Apache::start_tls_ca_certificate();

@@ -39,6 +39,19 @@ pub(super) fn is_daemon_child() -> bool {
     std::env::var_os(DAEMON_CHILD_ENV).is_some()
 }
 
+/// `https://` + `target` when `target` is a server's name without its scheme
+/// (`cloud.example.org`, `cloud.example.org/nextcloud`): a dot, no `@` (saved accounts are
+/// named `login@server`), no space.
+fn bare_server_address(target: &str) -> Option<String> {
+    let t = target.trim();
+    if t.contains("://") || t.contains('@') || t.contains(char::is_whitespace) || !t.contains('.') {
+        return None;
+    }
+    let u = reqwest::Url::parse(&format!("https://{t}")).ok()?;
+    u.host_str()?;
+    Some(u.to_string())
+}
+
 /// The saved account named by `target`, when it is not a URL.
 fn account_of(target: &str) -> anyhow::Result<Option<(AccountStore, Account)>> {
     if target.contains("://") {
@@ -60,7 +73,17 @@ pub(super) fn mount_command(platform: &dyn Platform, mut a: MountArgs) -> anyhow
         // Before any prompt for a password.
         super::reject_url_credentials(&u)?;
     }
-    let account = account_of(&a.url)?;
+    let account = match account_of(&a.url) {
+        Ok(account) => account,
+        Err(e) => match bare_server_address(&a.url) {
+            // `cloud-aca.ac-besancon.fr`, as the academy's guide writes it: https:// is meant.
+            Some(u) => {
+                a.url = u;
+                None
+            }
+            None => return Err(e),
+        },
+    };
     if let Some((store, acc)) = &account {
         a.url = acc.server.clone();
         a.user = Some(acc.login.clone());
@@ -1117,6 +1140,26 @@ mod tests {
         assert!(orphan.to_string().contains("does not exist"), "{orphan}");
         for not_a_drive in ["NN:", "1:", "N", "N:x"] {
             assert_eq!(drive_letter(Path::new(not_a_drive)), None, "{not_a_drive}");
+        }
+    }
+
+    #[test]
+    fn server_names_without_scheme_mean_https() {
+        assert_eq!(
+            bare_server_address("cloud-aca.ac-besancon.fr").as_deref(),
+            Some("https://cloud-aca.ac-besancon.fr/")
+        );
+        assert_eq!(
+            bare_server_address(" h.example.org:8443/nc ").as_deref(),
+            Some("https://h.example.org:8443/nc")
+        );
+        for not in [
+            "prenom.nom@cloud-aca.ac-besancon.fr",
+            "work",
+            "http://h.org",
+            "a b.org",
+        ] {
+            assert_eq!(bare_server_address(not), None, "{not}");
         }
     }
 

@@ -853,14 +853,14 @@ pub struct Mount {
 }
 
 /// The `nuage` binary under test. Its own folders (mount registrations, its log, default
-/// cache folders) go under `target/tmp`, not into the cache folder of the user running the
-/// tests; a test that sets `XDG_CACHE_HOME` or `HOME` itself overrides this.
+/// cache folders, saved accounts) go under `target/tmp`, not into the folders of the user
+/// running the tests; a test that sets `XDG_CACHE_HOME`, `XDG_CONFIG_HOME` or `HOME`
+/// itself overrides this.
 pub fn nuage() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nuage"));
-    c.env(
-        "XDG_CACHE_HOME",
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache"),
-    );
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    c.env("XDG_CACHE_HOME", tmp.join("xdg-cache"))
+        .env("XDG_CONFIG_HOME", tmp.join("xdg-config"));
     c
 }
 

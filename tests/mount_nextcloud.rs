@@ -1336,22 +1336,74 @@ fn an_address_copied_from_the_files_app_mounts_the_folder_it_showed() {
     std::fs::write(m.path("devoir.txt"), b"rendu").expect("write");
     wait_server(&shown, "devoir.txt", b"rendu");
     m.unmount();
+}
 
-    // A public share link is not an account's files: one clear line, nothing mounted.
+/// A folder shared by a public link (`.../s/<token>`, as a colleague sends it) mounts from
+/// the link alone, through the server's public WebDAV (§1.1): its files read, nothing else
+/// of the account shows, and it is read-only as the link. A link with a password wants it
+/// (`--password-file` or `NUAGE_PASSWORD`, no login).
+#[test]
+fn a_folder_shared_by_a_public_link_mounts_from_the_link() {
+    let cloud = Cloud::start();
+    std::fs::create_dir_all(cloud.files().join("Sortie/photos")).expect("mkdir");
+    std::fs::write(cloud.files().join("Sortie/programme.txt"), b"programme").expect("seed");
+    let photo = pattern(300_000, 3);
+    std::fs::write(cloud.files().join("Sortie/photos/1.jpg"), &photo).expect("seed");
+    std::fs::write(cloud.files().join("privé.txt"), b"x").expect("seed");
+    let m = Mount::new(MountSpec::new(&cloud.url()));
+    let folder = m.path("Sortie");
+    let (ok, open_link, err) = share(&[folder.as_os_str()], "");
+    assert!(ok, "{err}");
+    let (ok, guarded, err) = share(
+        &[folder.as_os_str(), "--password".as_ref()],
+        "mot de passe\n",
+    );
+    assert!(ok, "{err}");
+    m.unmount();
+
+    let mut spec = MountSpec::new(open_link.trim());
+    (spec.user, spec.password) = (None, None);
+    let link = Mount::new(spec);
+    let mut listed = names_in_dir(&link.mp);
+    listed.sort();
+    assert_eq!(listed, ["photos", "programme.txt"]);
+    assert_eq!(
+        std::fs::read(link.path("programme.txt")).expect("read"),
+        b"programme"
+    );
+    assert!(std::fs::read(link.path("photos/1.jpg")).expect("read") == photo);
+    let e = std::fs::write(link.path("ajout.txt"), b"x").expect_err("read-only link");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EROFS)),
+        "{e}"
+    );
+    link.unmount();
+
+    // With a password: refused without it (one line, nothing mounted), mounted with it.
     let tmp = tempfile::tempdir().expect("tmp");
     let mp = tmp.path().join("mnt");
     std::fs::create_dir(&mp).expect("mkdir");
     let _guard = unmount_on_drop(&mp);
-    let (err, code) = failed_mount(
-        &format!("{}/s/AbCdEf123", cloud.url()),
-        &mp,
-        Some(USER),
-        Some(PASSWORD),
-        &[],
-    );
+    let (err, code) = failed_mount(guarded.trim(), &mp, None, None, &[]);
     assert_ne!(code, 0);
-    assert!(err.contains("public share link"), "{err}");
+    assert!(err.contains("protected by a password"), "{err}");
     assert!(!is_mounted(&mp));
+    let (err, code) = failed_mount(guarded.trim(), &mp, None, Some("pas le bon"), &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("password is not this one"), "{err}");
+    assert!(
+        !err.contains("pas le bon"),
+        "the password was printed: {err}"
+    );
+    assert!(!is_mounted(&mp));
+    let mut spec = MountSpec::new(guarded.trim());
+    (spec.user, spec.password) = (None, Some("mot de passe".into()));
+    let link = Mount::new(spec);
+    assert_eq!(
+        std::fs::read(link.path("programme.txt")).expect("read"),
+        b"programme"
+    );
+    link.unmount();
 }
 
 #[test]

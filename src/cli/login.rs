@@ -109,7 +109,7 @@ pub(super) fn login_command(a: LoginArgs) -> anyhow::Result<ExitCode> {
     let mut base = server_url(&a.server)?;
     // An address copied from a browser on one of the server's pages: its server.
     if let Some(page) = nextcloud::web_page(&base) {
-        if page.public_share {
+        if page.share_token.is_some() {
             anyhow::bail!(
                 "{base} is a public share link, not a server address: give the server address {} to sign in",
                 page.base

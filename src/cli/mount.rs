@@ -535,6 +535,15 @@ pub(super) fn run_mount(
         (Some(u), None) => {
             bail!("no password for {u}: use --password-file FILE or set NUAGE_PASSWORD")
         }
+        // A folder shared by a public link with a password: the password alone (§1.1).
+        (None, Some(p))
+            if webdav::nextcloud::web_page(&url).is_some_and(|w| w.share_token.is_some()) =>
+        {
+            Some(Credentials {
+                user: "anonymous".into(),
+                password: p.clone(),
+            })
+        }
         (None, _) => None,
     };
     let what = format!("cannot mount {}", url);
@@ -657,9 +666,21 @@ pub(super) fn run_mount(
         chunk_parallel: caps.chunk_parallel.map_or(3, |n| n.clamp(1, 4) as usize),
         identity: endpoint.dav_root.to_string(),
     };
+    let public_link = webdav::nextcloud::web_page(&url).is_some_and(|w| w.share_token.is_some());
     let vfs = rt
         .block_on(Vfs::new(dav, cache, cfg, wb_cfg, chunking))
-        .map_err(|e| anyhow!("{what}: {e}"))?;
+        .map_err(|e| match gate.is_refused() {
+            // A public link's password is all it asks for.
+            true if public_link => {
+                let how = if plan.password.is_some() {
+                    "the link's password is not this one"
+                } else {
+                    "the link is protected by a password: give it with --password-file FILE or NUAGE_PASSWORD"
+                };
+                anyhow!("{what}: {how}")
+            }
+            _ => anyhow!("{what}: {e}"),
+        })?;
     // The account's services beside WebDAV: public links, trash bin, versions, activity. Set
     // (and the mount registered for `nuage status`) before the mount appears, so that a
     // command run as soon as it answers finds everything.

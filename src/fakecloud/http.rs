@@ -835,6 +835,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
             None => resp(StatusCode::NOT_FOUND, "not found"),
         };
     }
+    if let Some(rest) = path.strip_prefix("/public.php/dav/files/") {
+        let rest = rest.to_string();
+        return public_link(&shared, req, &rest).await;
+    }
     if path.starts_with("/remote.php/") {
         // Sabre authenticates before it resolves the path.
         if shared.knobs.maintenance.load(Ordering::Relaxed) {
@@ -927,6 +931,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
     let dav = Dav {
         shared: shared.clone(),
         prefix,
+        link: None,
     };
     let writes = matches!(
         method.as_str(),
@@ -1334,6 +1339,59 @@ fn dir_etag(p: &Path) -> String {
 struct Dav {
     shared: Arc<Shared>,
     prefix: String,
+    /// For a public link's WebDAV (`/public.php/dav/files/<token>`, §1.1): the shared
+    /// folder's path below the user's root. Its links are read-only here.
+    link: Option<Vec<String>>,
+}
+
+/// A public link's WebDAV (`BASE/public.php/dav/files/<token>/...`, §1.1): the shared
+/// folder, read-only (the links this server makes are); a link with a password wants it as
+/// Basic authentication (user `anonymous`).
+async fn public_link(shared: &Arc<Shared>, req: Request<Incoming>, rest: &str) -> Resp {
+    let (token, inner) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some((path, password)) = shared.link(token) else {
+        return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such share");
+    };
+    if let Some(want) = password {
+        let given = header(req.headers(), "authorization")
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .ok()
+            })
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+        let pw = given
+            .as_deref()
+            .and_then(|g| g.split_once(':'))
+            .map(|(_, p)| p);
+        if pw != Some(want.as_str()) {
+            return unauthorized(&Auth::Failed);
+        }
+    }
+    let Some(rel) = decode_rel(&format!("/{inner}")) else {
+        return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "invalid path");
+    };
+    let dav = Dav {
+        shared: shared.clone(),
+        prefix: format!("/public.php/dav/files/{token}"),
+        link: Some(
+            path.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+    };
+    match req.method().as_str() {
+        "PROPFIND" => dav.propfind(&req, &rel),
+        "GET" => dav.get(&req, &rel, true).await,
+        "HEAD" => dav.get(&req, &rel, false).await,
+        _ => sabre_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "this share is read-only",
+        ),
+    }
 }
 
 impl Dav {
@@ -1348,7 +1406,10 @@ impl Dav {
     }
 
     fn local(&self, rel: &[String]) -> PathBuf {
-        self.shared.local(rel)
+        match &self.link {
+            Some(base) => self.shared.local(&[base.as_slice(), rel].concat()),
+            None => self.shared.local(rel),
+        }
     }
 
     fn href(&self, rel: &[String], dir: bool) -> String {
@@ -1396,7 +1457,11 @@ impl Dav {
                 m.len()
             ));
         }
-        let perms = self.shared.dav_permissions(rel, m.is_dir());
+        let perms = match &self.link {
+            // Read-only link.
+            Some(_) => "G".to_string(),
+            None => self.shared.dav_permissions(rel, m.is_dir()),
+        };
         props.push_str(&format!(
             "<oc:fileid>{}</oc:fileid><oc:id>{:08}ocfake</oc:id><oc:permissions>{perms}</oc:permissions><oc:size>{size}</oc:size>",
             m.ino(),

@@ -48,8 +48,8 @@ pub struct WebPage {
     pub base: Url,
     /// The folder shown, below the user's root, without leading or trailing `/`.
     pub folder: Option<String>,
-    /// A public share link (`/s/<token>`): not an account's files.
-    pub public_share: bool,
+    /// A public share link's token (`/s/<token>`): a folder shared by link, not an account.
+    pub share_token: Option<String>,
 }
 
 /// Reads `url` as the address of a Nextcloud web page, see [`WebPage`].
@@ -83,7 +83,10 @@ pub fn web_page(url: &Url) -> Option<WebPage> {
     Some(WebPage {
         base,
         folder,
-        public_share: page.first() == Some(&"s"),
+        share_token: match page {
+            ["s", token, ..] => Some(super::path::decode(token)),
+            _ => None,
+        },
     })
 }
 
@@ -1136,11 +1139,20 @@ pub async fn discover(
     let mut found = None;
     if let Some(page) = web_page(url).filter(|_| base_of_dav_url(url).is_none()) {
         if let Ok((base, Some(st), _)) = probe(http, &page.base).await {
-            if page.public_share {
-                return Err(DavError::Config(format!(
-                    "{url} is a public share link: nuage mounts an account's files; give the \
-                     server address {base} with your login (--user)"
-                )));
+            if let Some(token) = &page.share_token {
+                // A folder shared by a public link: its own WebDAV, no account (§1.1).
+                tracing::info!(asked = %url, server = %base, "a public link: mounting the folder it shares");
+                return Ok(Endpoint {
+                    dav_root: join(
+                        &base,
+                        &format!(
+                            "public.php/dav/files/{}/",
+                            super::path::encode_segment(token)
+                        ),
+                    )?,
+                    nextcloud_base: None,
+                    user_id: None,
+                });
             }
             tracing::info!(asked = %url, server = %base, folder = ?page.folder, "a web page's address: mounting its server's files");
             found = Some((base, Some(st), page.folder));
@@ -1239,7 +1251,7 @@ mod tests {
             .expect("files app");
         assert_eq!(p.base.as_str(), "https://cloud-aca.ac-besancon.fr/");
         assert_eq!(p.folder.as_deref(), Some("Mes cours/2026é"));
-        assert!(!p.public_share);
+        assert_eq!(p.share_token, None);
         let p = page("https://h/nc/apps/files/files/42?dir=/Cours/&openfile=true").expect("pretty");
         assert_eq!(p.base.as_str(), "https://h/nc");
         assert_eq!(p.folder.as_deref(), Some("Cours"));
@@ -1253,11 +1265,11 @@ mod tests {
             page("https://h/nc/f/42").expect("file").base.as_str(),
             "https://h/nc"
         );
-        assert!(page("https://h/s/AbCd1234").expect("share").public_share);
-        assert!(
-            page("https://h/nc/index.php/s/AbCd1234")
-                .expect("share")
-                .public_share
+        let share = |s: &str| page(s).and_then(|p| p.share_token);
+        assert_eq!(share("https://h/s/AbCd1234").as_deref(), Some("AbCd1234"));
+        assert_eq!(
+            share("https://h/nc/index.php/s/AbCd1234/download").as_deref(),
+            Some("AbCd1234")
         );
         // Not web pages: a server address, DAV URLs, folders merely named so.
         assert_eq!(page("https://h/nc/"), None);

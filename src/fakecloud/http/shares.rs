@@ -323,6 +323,18 @@ impl Shared {
             .collect()
     }
 
+    /// The public link with `token`: the path it shares (relative to the user's root) and
+    /// its password, if one protects it.
+    pub(crate) fn link(&self, token: &str) -> Option<(String, Option<String>)> {
+        self.shares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .all
+            .iter()
+            .find(|s| s.with.is_none() && s.token == token)
+            .map(|s| (s.path.clone(), s.password.clone()))
+    }
+
     /// The public links of `path`: token, expiry date, whether a password protects it.
     pub(crate) fn links_of(&self, path: &str) -> Vec<(String, Option<String>, bool)> {
         self.shares_at(path)

@@ -1593,17 +1593,24 @@ fn behind_a_captive_portal_the_mount_works_offline_and_loses_nothing() {
     let cloud = Cloud::start();
     let files = cloud.files();
     seed_course(&files);
-    std::fs::write(files.join("cours/jamais lu.txt"), b"pas en cache").expect("seed");
+    // Alone in its folder, which is listed but where nothing is read: never fetched ahead.
+    std::fs::create_dir(files.join("cours/archives")).expect("mkdir");
+    std::fs::write(files.join("cours/archives/jamais lu.txt"), b"pas en cache").expect("seed");
     let (relay, m, _cache) = behind_relay(&cloud, "1", &["--upload-delay", "0.2"]);
     let all_there = |m: &Mount, when: &str| {
-        course_there(m, when, &["film.bin", "jamais lu.txt", "plan.txt"]);
+        course_there(m, when, &["archives", "film.bin", "plan.txt"]);
+        assert_eq!(
+            names(&m.path("cours/archives")),
+            ["jamais lu.txt"],
+            "{when}"
+        );
     };
     all_there(&m, "before the portal");
     relay.set(RelayMode::Portal);
     // A file never read, at once (its attributes still fresh: straight to a GET), and after
     // the lifetimes: an error, never the portal's page.
     for when in ["at once", "later"] {
-        let never = std::fs::read(m.path("cours/jamais lu.txt"));
+        let never = std::fs::read(m.path("cours/archives/jamais lu.txt"));
         assert!(
             never.is_err(),
             "a file never read read {when} as {:?}",
@@ -1649,12 +1656,12 @@ fn behind_a_captive_portal_the_mount_works_offline_and_loses_nothing() {
     m.wait_drained();
     // Nothing of the page was kept for the file.
     assert_eq!(
-        read(&m.path("cours/jamais lu.txt")).as_deref(),
+        read(&m.path("cours/archives/jamais lu.txt")).as_deref(),
         Some(&b"pas en cache"[..])
     );
     assert_eq!(
         names(&files.join("cours")),
-        ["film.bin", "jamais lu.txt", "notes.txt", "plan.txt"]
+        ["archives", "film.bin", "notes.txt", "plan.txt"]
     );
     assert_eq!(
         std::fs::read(files.join("cours/plan.txt")).expect("server"),

@@ -960,7 +960,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
         return r;
     }
     let r = match method.as_str() {
-        "PROPFIND" => dav.propfind(&req, &rel),
+        "PROPFIND" => dav.propfind(req, &rel).await,
         "GET" => dav.get(&req, &rel, true).await,
         "HEAD" => dav.get(&req, &rel, false).await,
         "PUT" => {
@@ -1383,7 +1383,7 @@ async fn public_link(shared: &Arc<Shared>, req: Request<Incoming>, rest: &str) -
         ),
     };
     match req.method().as_str() {
-        "PROPFIND" => dav.propfind(&req, &rel),
+        "PROPFIND" => dav.propfind(req, &rel).await,
         "GET" => dav.get(&req, &rel, true).await,
         "HEAD" => dav.get(&req, &rel, false).await,
         _ => sabre_error(
@@ -1483,8 +1483,17 @@ impl Dav {
         )
     }
 
-    fn propfind(&self, req: &Request<Incoming>, rel: &[String]) -> Resp {
-        let depth = header(req.headers(), "depth")
+    /// Answers a `PROPFIND` once its body is read (as Sabre does, to know the properties
+    /// asked for): answering first and closing a connection with a body still arriving
+    /// would reset it, losing the answer on its way.
+    async fn propfind(&self, req: Request<Incoming>, rel: &[String]) -> Resp {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        if body.collect().await.is_err() {
+            return sabre_error(StatusCode::BAD_REQUEST, "BadRequest", "body");
+        }
+        let req = &parts;
+        let depth = header(&req.headers, "depth")
             .unwrap_or("1")
             .to_ascii_lowercase();
         let p = self.local(rel);

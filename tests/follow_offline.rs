@@ -1542,6 +1542,15 @@ fn seed_course(d: &Path) {
     std::fs::write(d.join("cours/film.bin"), pattern(3 << 20, 4)).expect("seed");
 }
 
+/// `cours/notes.txt` saved with `bytes` while the server is out of reach: it reads back and
+/// waits in the journal.
+fn save_waits(m: &Mount, bytes: &[u8]) {
+    std::fs::write(m.path("cours/notes.txt"), bytes).expect("save");
+    assert_eq!(read(&m.path("cours/notes.txt")).expect("read back"), bytes);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(m.pending() >= 1, "the save waits in the journal");
+}
+
 /// The folder `cours` lists `listed` (and `notes.txt` once saved) and both files of
 /// [`seed_course`] read their bytes (`when` names the moment in a failure).
 fn course_there(m: &Mount, when: &str, listed: &[&str]) {
@@ -1619,13 +1628,7 @@ fn behind_a_captive_portal_the_mount_works_offline_and_loses_nothing() {
         std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
     }
     all_there(&m, "behind the portal");
-    std::fs::write(m.path("cours/notes.txt"), b"pendant le portail").expect("save");
-    assert_eq!(
-        read(&m.path("cours/notes.txt")).expect("read back"),
-        b"pendant le portail"
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(m.pending() >= 1, "the save waits in the journal");
+    save_waits(&m, b"pendant le portail");
     assert!(!files.join("cours/notes.txt").exists());
     // `nuage status` says why the mount is offline.
     let out = nuage_ok(&["status", &m.mp.to_string_lossy()]);
@@ -1693,13 +1696,7 @@ fn behind_a_login_page_with_a_certificate_of_its_own_the_mount_works_offline() {
     relay.set(RelayMode::Elsewhere(other.port));
     std::thread::sleep(Duration::from_millis(1100)); // TTLs expire: the server is asked
     course_there(&m, "behind the login page", &listed);
-    std::fs::write(m.path("cours/notes.txt"), b"dans le train").expect("save");
-    assert_eq!(
-        read(&m.path("cours/notes.txt")).expect("read back"),
-        b"dans le train"
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    assert!(m.pending() >= 1, "the save waits in the journal");
+    save_waits(&m, b"dans le train");
     relay.set(RelayMode::Through);
     wait_server(&d, "cours/notes.txt", b"dans le train");
     m.wait_drained();

@@ -624,19 +624,19 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The login and password of a Basic `Authorization` header.
+fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
+    let raw = header(h, "authorization")?.strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let (u, p) = raw.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
 fn authorized(shared: &Shared, h: &HeaderMap) -> Auth {
-    let creds = header(h, "authorization")
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
-        .map(|raw| String::from_utf8_lossy(&raw).into_owned());
-    let (user, pw) = match creds.as_deref().and_then(|r| r.split_once(':')) {
-        Some((u, p)) => (u.to_string(), p.to_string()),
-        None => (String::new(), String::new()),
-    };
+    let (user, pw) = basic_credentials(h).unwrap_or_default();
     let res = shared.accounts().check(
         &user,
         &pw,
@@ -1353,19 +1353,8 @@ async fn public_link(shared: &Arc<Shared>, req: Request<Incoming>, rest: &str) -
         return sabre_error(StatusCode::NOT_FOUND, "NotFound", "no such share");
     };
     if let Some(want) = password {
-        let given = header(req.headers(), "authorization")
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b64| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .ok()
-            })
-            .map(|raw| String::from_utf8_lossy(&raw).into_owned());
-        let pw = given
-            .as_deref()
-            .and_then(|g| g.split_once(':'))
-            .map(|(_, p)| p);
-        if pw != Some(want.as_str()) {
+        let given = basic_credentials(req.headers()).map(|(_, p)| p);
+        if given.as_deref() != Some(want.as_str()) {
             return unauthorized(&Auth::Failed);
         }
     }

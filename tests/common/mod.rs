@@ -1823,6 +1823,12 @@ fn relay_pump(
                 if strands.load(std::sync::atomic::Ordering::SeqCst) > born {
                     continue;
                 }
+                // What came in while the portal or the other server took over (the mode
+                // changed during this read) passes no more.
+                let now = relay_mode(mode);
+                if now == RelayMode::Portal || matches!(now, RelayMode::Elsewhere(_)) != elsewhere {
+                    return close(&from, &to);
+                }
                 match relay_mode(mode) {
                     RelayMode::Silent => {
                         lost = true;

@@ -535,15 +535,6 @@ pub(super) fn run_mount(
         (Some(u), None) => {
             bail!("no password for {u}: use --password-file FILE or set NUAGE_PASSWORD")
         }
-        // A folder shared by a public link with a password: the password alone (§1.1).
-        (None, Some(p))
-            if webdav::nextcloud::web_page(&url).is_some_and(|w| w.share_token.is_some()) =>
-        {
-            Some(Credentials {
-                user: "anonymous".into(),
-                password: p.clone(),
-            })
-        }
         (None, _) => None,
     };
     let what = format!("cannot mount {}", url);
@@ -595,6 +586,15 @@ pub(super) fn run_mount(
     }
     remember_endpoint(&cache_dir, &endpoint);
     tracing::info!(root = %endpoint.dav_root, nextcloud = endpoint.nextcloud_base.is_some(), "server found");
+    // A folder shared by a public link: its password alone, as the login `anonymous` (§1.1).
+    let public_link = webdav::nextcloud::is_public_link(&endpoint.dav_root);
+    let creds = match (creds, &plan.password) {
+        (None, Some(p)) if public_link => Some(Credentials {
+            user: "anonymous".into(),
+            password: p.clone(),
+        }),
+        (creds, _) => creds,
+    };
     let mut dav = DavClient::new(http.clone(), endpoint.dav_root.clone(), creds, &plan.dav);
     if endpoint.nextcloud_base.is_some() {
         dav = dav.with_trusted_conditions().with_basic_auth();
@@ -666,7 +666,6 @@ pub(super) fn run_mount(
         chunk_parallel: caps.chunk_parallel.map_or(3, |n| n.clamp(1, 4) as usize),
         identity: endpoint.dav_root.to_string(),
     };
-    let public_link = webdav::nextcloud::web_page(&url).is_some_and(|w| w.share_token.is_some());
     let vfs = rt
         .block_on(Vfs::new(dav, cache, cfg, wb_cfg, chunking))
         .map_err(|e| match gate.is_refused() {

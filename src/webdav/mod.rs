@@ -1030,7 +1030,7 @@ impl DavClient {
                 "PROPPATCH" | "MOVE" | "DELETE" | "MKCOL"
             );
         let spare = if resendable { req.try_clone() } else { None };
-        let method = req.method().as_str().to_string();
+        let method = req.method().clone();
         // An upload's answer comes after its body: not watched (its time says nothing).
         let watched = !matches!(req.method().as_str(), "PUT" | "POST");
         let Some(mut res) = self.unless_unreachable(http.execute(req), watched).await else {
@@ -1061,7 +1061,7 @@ impl DavClient {
                 if is_web_page(&r)
                     && !matches!(method.as_str(), "GET" | "HEAD" | "PUT" | "POST") =>
             {
-                let e = not_the_server(&method, r.url().path());
+                let e = not_the_server(method.as_str(), r.url().path());
                 self.reach.went_offline(&e);
                 self.renew_connections();
                 Err(e)

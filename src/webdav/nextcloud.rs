@@ -90,6 +90,14 @@ pub fn web_page(url: &Url) -> Option<WebPage> {
     })
 }
 
+/// Where a public link's folder is served, below the base (§1.1), followed by its token.
+const PUBLIC_LINK_DAV: &str = "public.php/dav/files/";
+
+/// Whether `dav_root` is the folder of a public link (`BASE/public.php/dav/files/<token>/`).
+pub fn is_public_link(dav_root: &Url) -> bool {
+    dav_root.path().contains(&format!("/{PUBLIC_LINK_DAV}"))
+}
+
 /// Splits `https://host/sub/remote.php/...` into the base `https://host/sub`.
 fn base_of_dav_url(url: &Url) -> Option<Url> {
     let path = url.path();
@@ -1145,10 +1153,7 @@ pub async fn discover(
                 return Ok(Endpoint {
                     dav_root: join(
                         &base,
-                        &format!(
-                            "public.php/dav/files/{}/",
-                            super::path::encode_segment(token)
-                        ),
+                        &format!("{PUBLIC_LINK_DAV}{}/", super::path::encode_segment(token)),
                     )?,
                     nextcloud_base: None,
                     user_id: None,

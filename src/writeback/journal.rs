@@ -181,8 +181,10 @@ impl Journal {
     /// Forgets a row and its chunk session.
     pub fn delete(&self, id: i64) -> rusqlite::Result<()> {
         let tx = self.db.unchecked_transaction()?;
-        tx.execute("DELETE FROM dirty WHERE id=?1", params![id])?;
-        tx.execute("DELETE FROM chunk_sessions WHERE dirty_id=?1", params![id])?;
+        tx.prepare_cached("DELETE FROM dirty WHERE id=?1")?
+            .execute(params![id])?;
+        tx.prepare_cached("DELETE FROM chunk_sessions WHERE dirty_id=?1")?
+            .execute(params![id])?;
         tx.commit()
     }
 
@@ -190,6 +192,7 @@ impl Journal {
     /// synced write or [`Journal::sync`] (within a second) makes it durable. A power cut in
     /// between only means the upload is made again.
     pub fn forget_uploaded(&self, id: i64) -> rusqlite::Result<()> {
+        // (Not a cached statement: this pragma takes effect when it is compiled.)
         self.db.pragma_update(None, "synchronous", "NORMAL")?;
         let res = self.delete(id);
         self.db.pragma_update(None, "synchronous", "FULL")?;

@@ -458,6 +458,9 @@ pub struct WriteBack {
     files: Mutex<HashMap<RemotePath, Arc<DirtyFile>>>,
     next_id: AtomicU64,
     wake: Notify,
+    /// Bounds the looks at the server that confirm uploads answered without an etag (made
+    /// after their upload slot is given back).
+    confirming: tokio::sync::Semaphore,
     listener: Mutex<Option<Listener>>,
     chunking: bool,
     /// Cleared when the server turns out not to accept bulk uploads after all.
@@ -667,6 +670,7 @@ impl WriteBack {
             .map_err(|e| io("cannot read the journal", e))?
             .into_iter()
             .collect();
+        let parallel = cfg.parallel.max(1);
         let wb = WriteBack {
             cfg,
             dav,
@@ -675,6 +679,7 @@ impl WriteBack {
             files: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(max as u64 + 1),
             wake: Notify::new(),
+            confirming: tokio::sync::Semaphore::new(parallel),
             listener: Mutex::new(None),
             chunking,
             bulk: std::sync::atomic::AtomicBool::new(true),
@@ -2065,9 +2070,10 @@ impl WriteBack {
                 lock(&d.st).uploading = true;
                 let me = self.clone();
                 tokio::spawn(async move {
-                    me.upload(&d).await;
+                    let mut slot = Some(permit);
+                    me.upload(&d, &mut slot).await;
                     lock(&d.st).uploading = false;
-                    drop((permit, large));
+                    drop((slot, large));
                     me.wake.notify_one();
                 });
             }
@@ -2262,7 +2268,13 @@ impl WriteBack {
     }
 
     /// Uploads one file and applies the outcome.
-    async fn upload(&self, d: &Arc<DirtyFile>) {
+    /// Uploads `d`; its upload slot `slot` is given back as soon as the server answered,
+    /// before a look at the server that may confirm the answer.
+    async fn upload(
+        &self,
+        d: &Arc<DirtyFile>,
+        slot: &mut Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let _g = d.upload_lock.lock().await;
         let snap = {
             let files = lock(&self.files);
@@ -2293,7 +2305,14 @@ impl WriteBack {
             }
         }
         match res {
-            Ok(put) => self.uploaded(d, &snap, put.etag, put.fileid).await,
+            Ok(put) => {
+                if put.etag.is_none() && slot.take().is_some() {
+                    // Its confirmation is one more request and a round trip: the next
+                    // upload goes meanwhile.
+                    self.wake.notify_one();
+                }
+                self.uploaded(d, &snap, put.etag, put.fileid).await
+            }
             Err(UploadError::Dav(DavError::PreconditionFailed(m))) => {
                 if let Some(etag) = self.identical_on_server(d, &snap).await {
                     // Already there, byte for byte: an upload whose confirmation was lost (a
@@ -2696,7 +2715,10 @@ impl WriteBack {
             // An answer without an etag: the server must then list the file as sent before
             // the journal lets it go. A proxy or portal answering 200 in the server's place
             // (or an answer lost with the listing) keeps it, to be sent again.
-            None => match self.server_entry(&snap.path).await {
+            None => match {
+                let _slot = self.confirming.acquire().await;
+                self.server_entry(&snap.path).await
+            } {
                 Some(e) if !e.is_dir && e.size == snap.size => match e.etag {
                     Some(tag) => (Some(tag), None),
                     None => (None, Some(e.mtime)),

@@ -2607,6 +2607,13 @@ impl WriteBack {
             .next()
     }
 
+    /// [`Self::server_entry`] for the confirmation of an upload, at most
+    /// [`WriteBackConfig::parallel`] at once.
+    async fn confirming_entry(&self, p: &RemotePath) -> Option<crate::webdav::Entry> {
+        let _slot = self.confirming.acquire().await;
+        self.server_entry(p).await
+    }
+
     /// The server's etag of `snap.path` when it already holds exactly this upload: same size,
     /// same modification time (sent as `X-OC-Mtime`), and not the version it was based on.
     async fn already_assembled(&self, snap: &DirtyState) -> Option<Option<String>> {
@@ -2715,10 +2722,7 @@ impl WriteBack {
             // An answer without an etag: the server must then list the file as sent before
             // the journal lets it go. A proxy or portal answering 200 in the server's place
             // (or an answer lost with the listing) keeps it, to be sent again.
-            None => match {
-                let _slot = self.confirming.acquire().await;
-                self.server_entry(&snap.path).await
-            } {
+            None => match self.confirming_entry(&snap.path).await {
                 Some(e) if !e.is_dir && e.size == snap.size => match e.etag {
                     Some(tag) => (Some(tag), None),
                     None => (None, Some(e.mtime)),

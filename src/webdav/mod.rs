@@ -396,7 +396,7 @@ impl DavError {
             let hint = if lower.contains("causedasendentity") {
                 "the server's certificate is marked as a certificate authority (CA:TRUE, what `openssl req -x509` makes by default), which TLS refuses as a server's own certificate: give the server one with CA:FALSE (or use --insecure for a test server)"
             } else if lower.contains("unknownissuer") {
-                "the certificate is not signed by a trusted authority (to trust a private authority, give it with --ca-cert FILE)"
+                "the certificate is not signed by an authority this system trusts (to trust a private authority, add it to the system's certificates or give it with --ca-cert FILE)"
             } else if lower.contains("notvalidforname") {
                 "the certificate was issued for another name than the one in the URL"
             } else if lower.contains("expired") {

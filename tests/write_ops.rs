@@ -762,6 +762,71 @@ fn status_right_after_a_save_shows_it_waiting() {
     m.kill9();
 }
 
+/// `nuage status` without a mount point: this mount's line (other tests' mounts may be
+/// listed too).
+fn status_line_of(mp: &std::path::Path) -> (Option<String>, String) {
+    let out = run_bounded(
+        {
+            let mut c = nuage();
+            c.arg("status");
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "nuage status failed: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let start = format!("{}: ", mp.display());
+    (
+        text.lines()
+            .find(|l| l.starts_with(&start))
+            .map(str::to_string),
+        text,
+    )
+}
+
+#[test]
+fn status_lists_the_mounts_and_a_stopped_one_whose_changes_wait() {
+    let cloud = Cloud::start();
+    let cache = tempfile::tempdir().expect("tmp");
+    let spec = |delay: &str| {
+        MountSpec::new(&cloud.url())
+            .cache(cache.path())
+            .args(&["--upload-delay", delay])
+    };
+    let m = Mount::new(spec("30"));
+    let mp = m.mp.clone();
+    std::fs::write(m.path("lesson.odt"), b"draft").expect("write");
+    let (line, text) = status_line_of(&mp);
+    let line = line.unwrap_or_else(|| panic!("the mount is not listed:\n{text}"));
+    assert!(
+        line.contains("online") && line.contains("1 change waiting"),
+        "{line}"
+    );
+    // Killed right after one more save, before the uploads: listed as stopped, both changes
+    // counted (read from its journal: its last snapshot is older than the second save).
+    std::fs::write(m.path("notes.txt"), b"to do").expect("write");
+    m.kill9();
+    let (line, text) = status_line_of(&mp);
+    let line = line.unwrap_or_else(|| panic!("the stopped mount is not listed:\n{text}"));
+    assert!(
+        line.contains("STOPPED") && line.contains("2 changes waiting"),
+        "{line}"
+    );
+    assert!(text.contains("go up when it is mounted again"), "{text}");
+    // Mounted again with its cache (elsewhere): the change goes up, and the stopped mount's
+    // line is gone (its cache belongs to the new mount).
+    let again = Mount::new(spec("0"));
+    again.wait_drained();
+    assert!(server_file_is(&cloud.files(), "lesson.odt", b"draft"));
+    assert!(server_file_is(&cloud.files(), "notes.txt", b"to do"));
+    let (line, _) = status_line_of(&mp);
+    assert!(line.is_none(), "{line:?}");
+    let (line, text) = status_line_of(&again.mp);
+    let line = line.unwrap_or_else(|| panic!("the new mount is not listed:\n{text}"));
+    assert!(line.contains("no change waiting"), "{line}");
+    again.unmount();
+}
+
 #[test]
 fn unmount_right_after_a_save_waits_for_its_upload() {
     let cloud = Cloud::start();

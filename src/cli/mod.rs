@@ -356,8 +356,9 @@ pub struct UnmountArgs {
 /// `nuage status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// The mount point.
-    pub mountpoint: PathBuf,
+    /// The mount point; without it, one line for each mount of this user (and each stopped
+    /// mount whose changes still wait in its journal).
+    pub mountpoint: Option<PathBuf>,
     /// Print JSON (with at least `pending_uploads`).
     #[arg(long)]
     pub json: bool,

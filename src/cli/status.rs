@@ -185,8 +185,122 @@ fn print_activities(items: Vec<(serde_json::Value, Option<PathBuf>)>) {
     }
 }
 
+/// The mounts registered in `base`: their mount points and registrations.
+fn registered_mounts(base: &Path) -> Vec<(PathBuf, Registration)> {
+    let Ok(dir) = std::fs::read_dir(base.join("mounts")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(PathBuf, Registration)> = dir
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let mp = mountpoint_of_registry(&path)?;
+            Some((mp, read_json::<Registration>(&path).ok()?))
+        })
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// The mount point a registry file is named after (see [`registry_path`]).
+fn mountpoint_of_registry(file: &Path) -> Option<PathBuf> {
+    let hex = file.file_name()?.to_str()?.strip_suffix(".json")?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// `nuage status` without a mount point: a line for each running mount, and for each
+/// stopped one whose journal still holds changes (they go up at its next mount).
+fn all_mounts(json: bool) -> anyhow::Result<ExitCode> {
+    let base = super::mount::cache_base()?;
+    let mut shown = Vec::new();
+    for (mp, reg) in registered_mounts(&base) {
+        let Ok(st) = current_snapshot(&reg) else {
+            continue;
+        };
+        if st.pid != reg.pid {
+            // Its cache folder was mounted again since, elsewhere: that registration shows it.
+            continue;
+        }
+        let running = pid_alive(st.pid);
+        let snapshot_waiting = st.pending_uploads
+            + st.pending_folders.len()
+            + st.pending_deletes.len()
+            + st.pending_renames.len()
+            + st.pending_folder_deletes.len();
+        // A stopped mount's journal is read itself: its last snapshot may be older than
+        // the last change (a mount killed right after a save).
+        let waiting = if running {
+            snapshot_waiting
+        } else {
+            crate::writeback::journal::Journal::waiting_in(&reg.cache_dir)
+                .unwrap_or(snapshot_waiting)
+        };
+        if running || waiting > 0 {
+            shown.push((mp, st, running, waiting));
+        }
+    }
+    if json {
+        let list: Vec<serde_json::Value> = shown
+            .into_iter()
+            .map(|(_, st, running, waiting)| {
+                let mut v = serde_json::to_value(&st).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("running".into(), running.into());
+                    o.insert("changes_waiting".into(), waiting.into());
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if shown.is_empty() {
+        println!("no nuage mount is running");
+    }
+    let stopped = shown.iter().any(|(_, _, running, _)| !running);
+    for (mp, st, running, waiting) in shown {
+        let state = if !running {
+            "STOPPED".to_string()
+        } else if st.auth_error.is_some() {
+            "LOGIN REFUSED".to_string()
+        } else if st.online {
+            "online".to_string()
+        } else {
+            match st.offline_since {
+                Some(t) => format!("OFFLINE for {}", crate::status::ago(t)),
+                None => "OFFLINE".to_string(),
+            }
+        };
+        let changes = match waiting {
+            0 => "no change waiting".to_string(),
+            1 => "1 change waiting".to_string(),
+            n => format!("{n} changes waiting"),
+        };
+        println!(
+            "{}: {} ({state}, {changes}, cache {} of {})",
+            mp.display(),
+            st.url,
+            human(st.cache.bytes),
+            human(st.cache.limit)
+        );
+    }
+    if stopped {
+        println!("the changes of a STOPPED mount go up when it is mounted again (same address and cache folder)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn status_command(a: StatusArgs) -> anyhow::Result<ExitCode> {
-    let (mp, reg) = find(&a.mountpoint)?;
+    let Some(mountpoint) = &a.mountpoint else {
+        return all_mounts(a.json);
+    };
+    let (mp, reg) = find(mountpoint)?;
     let st = current_snapshot(&reg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
@@ -793,8 +907,19 @@ pub(super) fn cache_clean_command(mountpoint: &Path) -> anyhow::Result<ExitCode>
 
 #[cfg(test)]
 mod tests {
-    use super::{local_path, short_time};
+    use super::{local_path, mountpoint_of_registry, short_time};
     use std::path::Path;
+
+    #[test]
+    fn registry_files_name_their_mount_point() {
+        for mp in ["/home/prof/Nextcloud", "/mnt/Été 2026", "Z:"] {
+            let file = crate::status::registry_path(Path::new("/base"), Path::new(mp));
+            assert_eq!(mountpoint_of_registry(&file).as_deref(), Some(Path::new(mp)));
+        }
+        assert_eq!(mountpoint_of_registry(Path::new("/base/mounts/abc.json")), None);
+        assert_eq!(mountpoint_of_registry(Path::new("/base/mounts/zz.json")), None);
+        assert_eq!(mountpoint_of_registry(Path::new("/base/mounts/2f.tmp")), None);
+    }
 
     #[test]
     fn activity_paths_map_into_the_mounted_folder_only() {

@@ -148,6 +148,23 @@ impl Journal {
         rows.collect()
     }
 
+    /// How many changes wait in the journal in `dir` (files to upload, folders to make or
+    /// remove, deletes, renames), read by another process (`nuage status`) without writing.
+    pub fn waiting_in(dir: &Path) -> rusqlite::Result<usize> {
+        let db = Connection::open_with_flags(
+            dir.join("journal.sqlite"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.query_row(
+            "SELECT (SELECT COUNT(*) FROM dirty) + (SELECT COUNT(*) FROM folders)
+                  + (SELECT COUNT(*) FROM deletes) + (SELECT COUNT(*) FROM moves)
+                  + (SELECT COUNT(*) FROM rmdirs)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n.max(0) as usize)
+    }
+
     /// The largest row id in use.
     pub fn max_id(&self) -> rusqlite::Result<i64> {
         self.db

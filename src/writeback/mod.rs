@@ -2267,9 +2267,8 @@ impl WriteBack {
         drop(guards);
     }
 
-    /// Uploads one file and applies the outcome.
-    /// Uploads `d`; its upload slot `slot` is given back as soon as the server answered,
-    /// before a look at the server that may confirm the answer.
+    /// Uploads one file and applies the outcome. Its upload slot `slot` is given back as
+    /// soon as the server answered, before a look at the server that may confirm the answer.
     async fn upload(
         &self,
         d: &Arc<DirtyFile>,

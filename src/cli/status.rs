@@ -914,11 +914,23 @@ mod tests {
     fn registry_files_name_their_mount_point() {
         for mp in ["/home/prof/Nextcloud", "/mnt/Été 2026", "Z:"] {
             let file = crate::status::registry_path(Path::new("/base"), Path::new(mp));
-            assert_eq!(mountpoint_of_registry(&file).as_deref(), Some(Path::new(mp)));
+            assert_eq!(
+                mountpoint_of_registry(&file).as_deref(),
+                Some(Path::new(mp))
+            );
         }
-        assert_eq!(mountpoint_of_registry(Path::new("/base/mounts/abc.json")), None);
-        assert_eq!(mountpoint_of_registry(Path::new("/base/mounts/zz.json")), None);
-        assert_eq!(mountpoint_of_registry(Path::new("/base/mounts/2f.tmp")), None);
+        assert_eq!(
+            mountpoint_of_registry(Path::new("/base/mounts/abc.json")),
+            None
+        );
+        assert_eq!(
+            mountpoint_of_registry(Path::new("/base/mounts/zz.json")),
+            None
+        );
+        assert_eq!(
+            mountpoint_of_registry(Path::new("/base/mounts/2f.tmp")),
+            None
+        );
     }
 
     #[test]

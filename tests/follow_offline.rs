@@ -32,23 +32,6 @@ fn state(p: &Path) -> String {
     getxattr(p, "user.nuage.status").unwrap_or_else(|| "<none>".into())
 }
 
-fn nuage_ok(args: &[&str]) -> String {
-    let out = run_bounded(
-        {
-            let mut c = nuage();
-            c.args(args);
-            c
-        },
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "nuage {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Waits (bounded) until `cond` holds; answers the time it took.
 fn time_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();

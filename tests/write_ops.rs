@@ -765,16 +765,7 @@ fn status_right_after_a_save_shows_it_waiting() {
 /// `nuage status` without a mount point: this mount's line (other tests' mounts may be
 /// listed too).
 fn status_line_of(mp: &std::path::Path) -> (Option<String>, String) {
-    let out = run_bounded(
-        {
-            let mut c = nuage();
-            c.arg("status");
-            c
-        },
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "nuage status failed: {out:?}");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = nuage_ok(&["status"]);
     let start = format!("{}: ", mp.display());
     (
         text.lines()

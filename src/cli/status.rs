@@ -42,11 +42,22 @@ fn snapshot(reg: &Registration) -> anyhow::Result<Status> {
 /// 2 s) for one taken after this command started, and a change made just before it (a file
 /// saved) is in it. A snapshot of a daemon that is gone is shown as it is.
 fn current_snapshot(reg: &Registration) -> anyhow::Result<Status> {
+    let (since, deadline) = snapshot_wait();
+    snapshot_after(reg, since, deadline)
+}
+
+/// Now (Unix milliseconds), and how long to wait for snapshots taken after it.
+fn snapshot_wait() -> (u64, Instant) {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let deadline = Instant::now() + Duration::from_secs(2);
+    (since, Instant::now() + Duration::from_secs(2))
+}
+
+/// The mount's first snapshot taken after `since`, or its latest at `deadline` (or once its
+/// daemon is gone).
+fn snapshot_after(reg: &Registration, since: u64, deadline: Instant) -> anyhow::Result<Status> {
     loop {
         let st = snapshot(reg)?;
         if st.updated_ms > since || !pid_alive(st.pid) || Instant::now() >= deadline {
@@ -219,8 +230,10 @@ fn mountpoint_of_registry(file: &Path) -> Option<PathBuf> {
 fn all_mounts(json: bool) -> anyhow::Result<ExitCode> {
     let base = super::mount::cache_base()?;
     let mut shown = Vec::new();
+    // One wait for all: each running mount writes a snapshot twice a second.
+    let (since, deadline) = snapshot_wait();
     for (mp, reg) in registered_mounts(&base) {
-        let Ok(st) = current_snapshot(&reg) else {
+        let Ok(st) = snapshot_after(&reg, since, deadline) else {
             continue;
         };
         if st.pid != reg.pid {

@@ -1214,6 +1214,24 @@ pub fn mount_daemon(
     )
 }
 
+/// Runs `nuage ARGS` (bounded to 60 s), asserts that it succeeded and answers its output.
+pub fn nuage_ok(args: &[&str]) -> String {
+    let out = run_bounded(
+        {
+            let mut c = nuage();
+            c.args(args);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "nuage {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs a command with a time bound; kills it when the bound passes.
 pub fn run_bounded(cmd: Command, limit: Duration) -> std::process::Output {
     run_bounded_input(cmd, None, limit)

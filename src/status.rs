@@ -131,11 +131,10 @@ pub fn registry_path(base: &Path, mountpoint: &Path) -> PathBuf {
     base.join("mounts").join(format!("{key}.json"))
 }
 
-/// Writes `v` as JSON atomically (temporary file, then rename).
+/// Writes `v` as JSON atomically (temporary file, then rename), into a folder that exists:
+/// a mount's last snapshot, written as it ends, must not make its cache folder again after it
+/// was removed.
 pub fn write_json<T: Serialize>(path: &Path, v: &T) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let tmp = path.with_extension("tmp");
     let data = serde_json::to_vec_pretty(v).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, data)?;
@@ -211,6 +210,11 @@ mod tests {
             pid,
             cache_dir: dir.path().join("cache"),
         };
+        // Writing makes no folder: the last snapshot of a mount whose cache folder was
+        // removed must not bring it back.
+        assert!(super::write_json(&reg, &entry(200)).is_err());
+        assert!(!dir.path().join("mounts").exists());
+        std::fs::create_dir(dir.path().join("mounts")).expect("mkdir");
         super::write_json(&reg, &entry(200)).expect("write");
         // The daemon that mounted here before (pid 100) ends after the new one registered.
         super::unregister(&reg, 100);

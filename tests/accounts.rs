@@ -768,7 +768,24 @@ fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
         std::fs::read_to_string(mp.join("cours.txt")).expect("read"),
         "cours"
     );
-    nuage_unmount(cfg.path(), &mp);
+    // In the same session: `nuage unmount` finds the mount's registration there and waits
+    // until the daemon has ended, before this test removes its folders.
+    let mut c = nuage_in(cfg.path());
+    session(&mut c);
+    assert_succeeded(&run_bounded(
+        {
+            c.arg("unmount").arg(&mp);
+            c
+        },
+        Duration::from_secs(60),
+    ));
+    let registered = std::fs::read_dir(home.path().join("cache/nuage/mounts"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        registered, 0,
+        "the daemon ended and took its registration away"
+    );
 
     let (ok, out, _) = autostart(&["--list".as_ref()]);
     assert!(ok);

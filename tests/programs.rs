@@ -215,12 +215,27 @@ struct Office {
     child: std::process::Child,
     port: u16,
     _profile: tempfile::TempDir,
+    /// LibreOffice's pipes in `/tmp` before it started: it leaves its own there when killed.
+    pipes_before: Vec<std::ffi::OsString>,
+}
+
+/// LibreOffice's single-instance pipes (`/tmp/OSL_PIPE_<uid>_SingleOfficeIPC_<hash>`).
+fn office_pipes() -> Vec<std::ffi::OsString> {
+    std::fs::read_dir("/tmp")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().starts_with("OSL_PIPE_"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Office {
     fn start() -> Office {
         use std::os::unix::process::CommandExt;
         let profile = tempfile::tempdir().expect("tmp");
+        let pipes_before = office_pipes();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -241,6 +256,7 @@ impl Office {
             child,
             port,
             _profile: profile,
+            pipes_before,
         }
     }
 }
@@ -252,6 +268,11 @@ impl Drop for Office {
             libc::killpg(self.child.id() as i32, libc::SIGKILL);
         }
         let _ = self.child.wait();
+        for p in office_pipes() {
+            if !self.pipes_before.contains(&p) {
+                let _ = std::fs::remove_file(Path::new("/tmp").join(p));
+            }
+        }
     }
 }
 

@@ -717,7 +717,11 @@ pub(super) fn run_mount(
         pid: std::process::id(),
         cache_dir: cache_dir.clone(),
     };
-    if let Err(e) = crate::status::write_json(&reg_path, &reg) {
+    let registered = match reg_path.parent() {
+        Some(dir) => std::fs::create_dir_all(dir),
+        None => Ok(()),
+    };
+    if let Err(e) = registered.and_then(|()| crate::status::write_json(&reg_path, &reg)) {
         tracing::warn!(error = %e, "cannot register the mount for nuage status");
     }
     let registered = Registered(reg_path);

@@ -1807,3 +1807,43 @@ fn large_files_arrive_whole_through_connections_that_keep_breaking() {
     assert_eq!(names, ["film-0.mp4", "film-1.mp4", "film-2.mp4"]);
     m.unmount();
 }
+
+/// Someone cleans up the cache folder under a live mount (`rm -rf ~/.cache/nuage`): what is
+/// on the server still reads, a new save is refused (`EIO`, nothing is promised that could
+/// not be kept) with a log line that says what happened and what to do, the mount does not
+/// make the folder again behind the user's back, and the next mount works as usual.
+#[test]
+fn a_cache_folder_removed_under_the_mount_refuses_new_saves_clearly() {
+    let cloud = Cloud::start();
+    let srv = cloud.files();
+    std::fs::write(srv.join("cours.txt"), b"sur le serveur").expect("seed");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cache = tmp.path().join("cache");
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST).cache(&cache));
+    assert!(m.path("cours.txt").exists());
+    std::fs::remove_dir_all(&cache).expect("rm -rf the cache");
+    assert_eq!(
+        std::fs::read(m.path("cours.txt")).expect("read"),
+        b"sur le serveur"
+    );
+    let e = std::fs::write(m.path("nouveau.txt"), b"x").expect_err("a save without a journal");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert!(
+        wait_until(Duration::from_secs(5), || m
+            .log_text()
+            .contains("was removed while mounted (unmount and mount again)")),
+        "{}",
+        m.log_text()
+    );
+    // Its snapshots (every second) do not bring the folder back.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        !cache.exists(),
+        "the mount made its removed cache folder again"
+    );
+    m.unmount();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST).cache(&cache));
+    std::fs::write(m.path("nouveau.txt"), b"x").expect("save after a new mount");
+    wait_server(&srv, "nouveau.txt", b"x");
+    m.unmount();
+}

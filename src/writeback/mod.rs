@@ -1310,7 +1310,20 @@ impl WriteBack {
             .create(true)
             .truncate(true)
             .open(&data_path)
-            .map_err(|e| io("cannot create a local file in the cache", e))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound && !self.cfg.dir.exists() {
+                    // Someone cleaned up the cache folder under a live mount: nothing new
+                    // can be kept safely until the mount makes its journal again.
+                    return io(
+                        &format!(
+                            "the cache folder {} was removed while mounted (unmount and mount again)",
+                            self.cfg.dir.display()
+                        ),
+                        e,
+                    );
+                }
+                io("cannot create a local file in the cache", e)
+            })?;
         // Only a size to give: ext4 takes a truncation to 0, even of an empty file, as a file
         // being rewritten and writes it out at its close (`auto_da_alloc`), a disk write per
         // new file for nothing (a small file's content is in its journal row).

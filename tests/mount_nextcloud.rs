@@ -1522,3 +1522,54 @@ fn reading_a_folders_files_in_turn_fetches_the_next_ones_ahead() {
     cloud.server.knobs().fail_next.store(0, Ordering::SeqCst);
     m.unmount();
 }
+
+/// Nextcloud's session cookies go back to it (nextcloud-protocol.md §14.3): once a session is
+/// open the server lets the mount's requests in by it, without checking the app password on
+/// each one (its costliest step on a real server). Uploads, a bulk `POST` among them (whose
+/// CSRF check logs the session out), still arrive, and so does what is read.
+#[test]
+fn session_cookies_spare_the_server_a_password_check_per_request() {
+    let cloud = Cloud::start();
+    for i in 0..20 {
+        let d = cloud.files().join(format!("classe {i}"));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("notes.txt"), format!("notes {i}")).expect("w");
+    }
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    let st = cloud.server.stats();
+    let checks_before = st.credential_checks.load(Ordering::SeqCst);
+    let by_session_before = st.session_requests.load(Ordering::SeqCst);
+    for i in 0..20 {
+        let d = m.path(&format!("classe {i}"));
+        assert_eq!(std::fs::read_dir(&d).expect("ls").count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(d.join("notes.txt")).expect("read"),
+            format!("notes {i}")
+        );
+    }
+    let checks = st.credential_checks.load(Ordering::SeqCst) - checks_before;
+    let by_session = st.session_requests.load(Ordering::SeqCst) - by_session_before;
+    assert!(
+        by_session >= 20,
+        "only {by_session} requests came in by their session ({checks} password checks)"
+    );
+    assert!(
+        checks <= 2,
+        "{checks} password checks for 20 folders listed and read ({by_session} by session)"
+    );
+    for i in 0..5 {
+        std::fs::write(
+            m.path(&format!("classe {i}/devoir.txt")),
+            format!("devoir {i}"),
+        )
+        .expect("save");
+    }
+    for i in 0..5 {
+        wait_server(
+            &cloud.files(),
+            &format!("classe {i}/devoir.txt"),
+            format!("devoir {i}").as_bytes(),
+        );
+    }
+    m.unmount();
+}

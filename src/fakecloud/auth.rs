@@ -12,6 +12,10 @@
 //!   password, a new app password is created) and `apptoken` (§7.3, an existing app password
 //!   is handed over). Flows expire after `flow_lifetime` (1200 s).
 //! - `GET /ocs/v2.php/core/getapppassword` and `DELETE /ocs/v2.php/core/apppassword` (§7.5).
+//! - Sessions (§14.3): a DAV request whose Basic login succeeds opens one and gets its
+//!   cookies; later requests with the session cookie are let in without checking
+//!   credentials, except a `POST` (its CSRF check logs the session out). Revoking an app
+//!   password ends the sessions opened with it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -48,6 +52,9 @@ pub(super) struct Accounts {
     app_passwords: HashMap<String, String>,
     failures: u32,
     flows: HashMap<String, Flow>,
+    /// Sessions opened by a DAV request's Basic login (§14.3), with the app password they
+    /// were opened with (`None`: the account password).
+    sessions: HashMap<String, Option<String>>,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -89,6 +96,7 @@ impl Accounts {
             app_passwords: it.map(|p| (p.clone(), "initial".to_string())).collect(),
             failures: 0,
             flows: HashMap::new(),
+            sessions: HashMap::new(),
         }
     }
 
@@ -139,9 +147,33 @@ impl Accounts {
         t
     }
 
-    /// Revokes an app password; false when it did not exist.
+    /// Revokes an app password; false when it did not exist. The sessions opened with it
+    /// end with it (the reference allows them a short while more; this server takes none).
     pub(super) fn revoke(&mut self, app_password: &str) -> bool {
+        self.sessions
+            .retain(|_, p| p.as_deref() != Some(app_password));
         self.app_passwords.remove(app_password).is_some()
+    }
+
+    /// Opens a session for a successful Basic login; answers its id.
+    pub(super) fn open_session(&mut self, auth: &Auth) -> String {
+        let id = token(26);
+        let app = match auth {
+            Auth::App(p) => Some(p.clone()),
+            _ => None,
+        };
+        self.sessions.insert(id.clone(), app);
+        id
+    }
+
+    /// Whether `id` names a live session.
+    pub(super) fn session(&self, id: &str) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    /// Ends a session (a logout).
+    pub(super) fn end_session(&mut self, id: &str) {
+        self.sessions.remove(id);
     }
 
     /// Live app passwords with their client names.

@@ -137,6 +137,10 @@ pub struct Stats {
     pub methods: Mutex<HashMap<String, u64>>,
     /// Requests that failed authentication.
     pub unauthorized: AtomicU64,
+    /// DAV requests whose Basic credentials were checked (no live session cookie).
+    pub credential_checks: AtomicU64,
+    /// DAV requests let in by their session cookie alone.
+    pub session_requests: AtomicU64,
     /// Chunks received by chunked uploads.
     pub chunk_puts: AtomicU64,
     /// Chunk PUTs being received right now.
@@ -803,7 +807,73 @@ async fn login_flow(shared: &Shared, req: Request<Incoming>, path: &str) -> Opti
     None
 }
 
+/// The cookie naming a session (Nextcloud names it `oc` and its instance id).
+const SESSION_COOKIE: &str = "ocfakeinstance";
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(hyper::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Authenticates a DAV request (§14.3): a live session cookie lets it in without checking
+/// credentials, except for a `POST`, whose CSRF check a session fails (the session is
+/// logged out and the credentials are checked instead); otherwise the Basic credentials
+/// are checked and, when right, a session is opened: its id is answered, for the
+/// `Set-Cookie` of the answer.
+fn dav_authorized(
+    shared: &Shared,
+    h: &HeaderMap,
+    method: &hyper::Method,
+) -> (Auth, Option<String>) {
+    if let Some(id) = cookie(h, SESSION_COOKIE) {
+        let mut accounts = shared.accounts();
+        if accounts.session(id) {
+            if method != hyper::Method::POST {
+                shared
+                    .stats
+                    .session_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                return (Auth::Account, None);
+            }
+            accounts.end_session(id);
+        }
+    }
+    shared
+        .stats
+        .credential_checks
+        .fetch_add(1, Ordering::Relaxed);
+    let a = authorized(shared, h);
+    let session = is_ok(&a).then(|| shared.accounts().open_session(&a));
+    (a, session)
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
+    let mut session = None;
+    let mut r = route(shared, req, &mut session).await;
+    if let Some(id) = session {
+        // As Nextcloud's: the session id and a passphrase, for the whole server.
+        for c in [
+            format!("{SESSION_COOKIE}={id}; path=/; HttpOnly; SameSite=Lax"),
+            format!(
+                "oc_sessionPassphrase={}; path=/; HttpOnly; SameSite=Lax",
+                super::auth::token(40)
+            ),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                r.headers_mut().append(hyper::header::SET_COOKIE, v);
+            }
+        }
+    }
+    r
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>, session: &mut Option<String>) -> Resp {
     let method = req.method().clone();
     if let Ok(mut m) = shared.stats.methods.lock() {
         *m.entry(method.to_string()).or_default() += 1;
@@ -848,10 +918,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Resp {
                 "System is in maintenance mode.",
             );
         }
-        let a = authorized(&shared, req.headers());
+        let (a, opened) = dav_authorized(&shared, req.headers(), &method);
         if !is_ok(&a) {
             return unauthorized(&a);
         }
+        *session = opened;
     }
     if path == "/remote.php/dav/bulk" {
         return if shared.cfg.bulk_upload && method == hyper::Method::POST {

@@ -630,11 +630,50 @@ impl Default for DavConfig {
 
 /// Builds the shared HTTP client (rustls, verified TLS unless `insecure`).
 pub fn http_client(cfg: &DavConfig) -> Result<reqwest::Client, DavError> {
-    client_keeping(cfg, 32)
+    client_keeping(cfg, 32, None)
 }
 
-/// An HTTP client as [`http_client`] that keeps up to `idle` connections per host.
-fn client_keeping(cfg: &DavConfig, idle: usize) -> Result<reqwest::Client, DavError> {
+/// The session cookies one account's server sets (nextcloud-protocol.md §14.3): sent back,
+/// they spare Nextcloud the check of the app password on every request, its costliest step.
+/// Every request still carries the credentials, so a session the server ended or refuses
+/// costs nothing but that check; a refusal (401) forgets them all.
+#[derive(Default)]
+struct SessionCookies(std::sync::RwLock<std::sync::Arc<reqwest::cookie::Jar>>);
+
+impl SessionCookies {
+    fn jar(&self) -> std::sync::Arc<reqwest::cookie::Jar> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn forget(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    }
+}
+
+impl reqwest::cookie::CookieStore for SessionCookies {
+    fn set_cookies(&self, headers: &mut dyn Iterator<Item = &header::HeaderValue>, url: &Url) {
+        self.jar().set_cookies(headers, url)
+    }
+
+    fn cookies(&self, url: &Url) -> Option<header::HeaderValue> {
+        self.jar().cookies(url)
+    }
+}
+
+impl std::fmt::Debug for SessionCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the cookies themselves: they are as good as a password while they live.
+        f.write_str("SessionCookies")
+    }
+}
+
+/// An HTTP client as [`http_client`] that keeps up to `idle` connections per host, and
+/// keeps the session cookies in `cookies` when given.
+fn client_keeping(
+    cfg: &DavConfig,
+    idle: usize,
+    cookies: Option<std::sync::Arc<SessionCookies>>,
+) -> Result<reqwest::Client, DavError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .user_agent(concat!("nuage/", env!("CARGO_PKG_VERSION")))
@@ -642,6 +681,9 @@ fn client_keeping(cfg: &DavConfig, idle: usize) -> Result<reqwest::Client, DavEr
         .read_timeout(cfg.read_timeout)
         .pool_max_idle_per_host(idle)
         .tcp_nodelay(true);
+    if let Some(c) = cookies {
+        b = b.cookie_provider(c);
+    }
     if cfg.insecure {
         b = b.danger_accept_invalid_certs(true);
     }
@@ -691,6 +733,8 @@ pub struct DavClient {
     raw: Option<std::sync::Arc<rawget::RawGets>>,
     /// Listings ask for `d:displayname` too (the server left hrefs out).
     names: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// This account's session cookies, kept across renewed connections.
+    cookies: std::sync::Arc<SessionCookies>,
 }
 
 impl DavClient {
@@ -708,8 +752,11 @@ impl DavClient {
         let root_path = path::decode(root.path());
         let raw = rawget::RawGets::for_root(&root, cfg.connect_timeout, cfg.read_timeout)
             .map(std::sync::Arc::new);
-        // Built as `http` was, from the same settings.
-        let fresh = client_keeping(cfg, 0).unwrap_or_else(|_| http.clone());
+        // Built as `http` was, from the same settings; requests keep this account's session
+        // cookies, the questions whether the server answers do not.
+        let fresh = client_keeping(cfg, 0, None).unwrap_or_else(|_| http.clone());
+        let cookies = std::sync::Arc::new(SessionCookies::default());
+        let http = client_keeping(cfg, 32, Some(cookies.clone())).unwrap_or(http);
         DavClient {
             http: std::sync::Arc::new(std::sync::RwLock::new(http)),
             settings: cfg.clone(),
@@ -726,6 +773,7 @@ impl DavClient {
             conditions: Default::default(),
             raw,
             names: Default::default(),
+            cookies,
         }
     }
 
@@ -959,7 +1007,7 @@ impl DavClient {
 
     /// Drops every kept-alive connection (those of requests under way end with them).
     fn renew_connections(&self) {
-        if let Ok(c) = http_client(&self.settings) {
+        if let Ok(c) = client_keeping(&self.settings, 32, Some(self.cookies.clone())) {
             *self.http.write().unwrap_or_else(|p| p.into_inner()) = c;
             tracing::debug!("kept-alive connections dropped: new requests open new ones");
         }
@@ -1000,6 +1048,8 @@ impl DavClient {
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
+            // Whatever session there was is not worth keeping (§14.3).
+            self.cookies.forget();
             match (self.auth.challenged(resp.headers(), &sent), spare) {
                 (Challenged::Retry, Some(again)) => req = again,
                 (Challenged::Retry, None) => return Ok(resp),
@@ -1370,7 +1420,14 @@ impl DavClient {
                 .auth
                 .authorization("GET", &target, false)
                 .map(|(v, _)| v);
-            let asked = raw.get(&target, (start, len, size), etag, auth.as_deref());
+            let cookies = reqwest::cookie::CookieStore::cookies(&*self.cookies, &url);
+            let cookies = cookies.as_ref().and_then(|v| v.to_str().ok());
+            let asked = raw.get(
+                &target,
+                (start, len, size),
+                etag,
+                (auth.as_deref(), cookies),
+            );
             let Some(answer) = self.unless_unreachable(asked, true).await else {
                 return Err(DavError::Timeout(self.root.to_string()));
             };
@@ -1707,6 +1764,29 @@ fn other_size(answered: Option<u64>, expected: Option<u64>) -> Option<(u64, u64)
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn session_cookies_are_kept_per_server_and_forgotten_at_once() {
+        use reqwest::cookie::CookieStore;
+        let c = SessionCookies::default();
+        let url = Url::parse("https://cloud.example.org/remote.php/dav/files/u/").expect("url");
+        let set = [
+            header::HeaderValue::from_static("ocabc=s3ss10n; path=/; HttpOnly"),
+            header::HeaderValue::from_static("oc_sessionPassphrase=p4ss; path=/; HttpOnly"),
+        ];
+        c.set_cookies(&mut set.iter(), &url);
+        let sent = c.cookies(&url).expect("cookies sent back");
+        let sent = sent.to_str().expect("ascii");
+        assert!(sent.contains("ocabc=s3ss10n") && sent.contains("oc_sessionPassphrase=p4ss"));
+        let other = Url::parse("https://elsewhere.example.org/").expect("url");
+        assert!(c.cookies(&other).is_none(), "sent to another server");
+        assert!(
+            !format!("{c:?}").contains("s3ss10n"),
+            "a session in a log line"
+        );
+        c.forget();
+        assert!(c.cookies(&url).is_none());
+    }
     #[test]
     fn a_json_answer_cut_short_is_a_broken_connection_not_nonsense() {
         let rt = tokio::runtime::Builder::new_current_thread()

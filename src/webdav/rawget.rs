@@ -142,13 +142,13 @@ impl RawGets {
     }
 
     /// Sends `GET target` for `len` bytes at `start` (with `If-Match: etag` and the given
-    /// `Authorization`) and reads the response head.
+    /// `Authorization` and `Cookie`) and reads the response head.
     pub(crate) async fn get(
         self: &std::sync::Arc<Self>,
         target: &str,
         (start, len, size): (u64, u64, Option<u64>),
         etag: Option<&str>,
-        authorization: Option<&str>,
+        (authorization, cookie): (Option<&str>, Option<&str>),
     ) -> Result<Answer, RawError> {
         let mut req = format!(
             "GET {target} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nuage/{}\r\nAccept: */*\r\n\
@@ -163,6 +163,9 @@ impl RawGets {
         }
         if let Some(a) = authorization {
             req.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        if let Some(c) = cookie {
+            req.push_str(&format!("Cookie: {c}\r\n"));
         }
         req.push_str("\r\n");
         // A reused connection may have been closed by the server meanwhile, or lead nowhere:

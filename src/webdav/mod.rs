@@ -738,7 +738,9 @@ pub struct DavClient {
 }
 
 impl DavClient {
-    /// A client for the collection at `root` (a trailing `/` is added if missing).
+    /// A client for the collection at `root` (a trailing `/` is added if missing). Its
+    /// requests go through a client built from `cfg` with a cookie store of its own (one
+    /// per account, §14.3); `http` only stands in when that cannot be built.
     pub fn new(
         http: reqwest::Client,
         mut root: Url,
@@ -1764,7 +1766,6 @@ fn other_size(answered: Option<u64>, expected: Option<u64>) -> Option<(u64, u64)
 
 #[cfg(test)]
 mod tests {
-
     #[test]
     fn session_cookies_are_kept_per_server_and_forgotten_at_once() {
         use reqwest::cookie::CookieStore;
@@ -1787,6 +1788,7 @@ mod tests {
         c.forget();
         assert!(c.cookies(&url).is_none());
     }
+
     #[test]
     fn a_json_answer_cut_short_is_a_broken_connection_not_nonsense() {
         let rt = tokio::runtime::Builder::new_current_thread()

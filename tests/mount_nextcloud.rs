@@ -1525,8 +1525,8 @@ fn reading_a_folders_files_in_turn_fetches_the_next_ones_ahead() {
 
 /// Nextcloud's session cookies go back to it (nextcloud-protocol.md §14.3): once a session is
 /// open the server lets the mount's requests in by it, without checking the app password on
-/// each one (its costliest step on a real server). Uploads, a bulk `POST` among them (whose
-/// CSRF check logs the session out), still arrive, and so does what is read.
+/// each one (its costliest step on a real server). Uploads still arrive (new small files may
+/// go up in one bulk `POST`, whose CSRF check logs the session out), and so does what is read.
 #[test]
 fn session_cookies_spare_the_server_a_password_check_per_request() {
     let cloud = Cloud::start();

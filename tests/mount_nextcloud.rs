@@ -1573,3 +1573,43 @@ fn session_cookies_spare_the_server_a_password_check_per_request() {
     }
     m.unmount();
 }
+
+/// A server that refuses its own session cookies (401 "CSRF check not passed.", as Nextcloud
+/// answers a session it does not take, §7.6): the refusal is not taken for a revoked app
+/// password. The request goes once more without cookies, and once that works no cookie is
+/// kept any more: the mount reads and saves on the credentials alone.
+#[test]
+fn a_server_refusing_its_session_cookies_is_not_taken_for_a_wrong_password() {
+    let cloud = Cloud::start();
+    std::fs::create_dir_all(cloud.files().join("docs")).expect("mkdir");
+    std::fs::write(cloud.files().join("docs/a.txt"), b"bonjour").expect("w");
+    cloud
+        .server
+        .knobs()
+        .refuse_sessions
+        .store(true, Ordering::SeqCst);
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    for _ in 0..3 {
+        assert_eq!(std::fs::read_dir(m.path("docs")).expect("ls").count(), 1);
+        assert_eq!(
+            std::fs::read(m.path("docs/a.txt")).expect("read"),
+            b"bonjour"
+        );
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    std::fs::write(m.path("docs/b.txt"), b"enregistre").expect("save");
+    wait_server(&cloud.files(), "docs/b.txt", b"enregistre");
+    assert!(m.status()["auth_error"].is_null(), "{}", m.status());
+    let refused = cloud.server.stats().unauthorized.load(Ordering::SeqCst);
+    assert!(
+        (1..=4).contains(&refused),
+        "{refused} requests refused: the session should have been tried, then left"
+    );
+    assert!(
+        m.log_text()
+            .contains("the server refuses its own session cookies"),
+        "{}",
+        m.log_text()
+    );
+    m.unmount();
+}

@@ -35,6 +35,8 @@ pub(super) enum Auth {
     PasswordForbidden,
     /// Too many failures from this client.
     Throttled,
+    /// A session cookie the server would not take (its CSRF check failed, §7.6).
+    CsrfFailed,
 }
 
 struct Flow {

@@ -207,6 +207,9 @@ pub struct Knobs {
     /// Keep only half of the next chunks of chunked uploads (answered 201 all the same): a
     /// storage that lost data; the assembly then answers 400 (§5.2, sizes do not add up).
     pub truncate_next_chunks: AtomicU32,
+    /// Answer 401 ("CSRF check not passed.", §7.6) to every DAV request that carries a
+    /// session cookie: a server behind something that takes sessions for a browser's.
+    pub refuse_sessions: AtomicBool,
 }
 
 /// Counts a request in a number of requests being answered, and the most seen at once,
@@ -668,6 +671,12 @@ fn unauthorized(auth: &Auth) -> Resp {
             "Cannot authenticate over ajax calls",
             Some("password login forbidden"),
         ),
+        Auth::CsrfFailed => (
+            StatusCode::UNAUTHORIZED,
+            "NotAuthenticated",
+            "CSRF check not passed.",
+            None,
+        ),
         _ => (
             StatusCode::UNAUTHORIZED,
             "NotAuthenticated",
@@ -832,6 +841,10 @@ fn dav_authorized(
     method: &hyper::Method,
 ) -> (Auth, Option<String>) {
     if let Some(id) = cookie(h, SESSION_COOKIE) {
+        if shared.knobs.refuse_sessions.load(Ordering::Relaxed) {
+            shared.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return (Auth::CsrfFailed, None);
+        }
         let mut accounts = shared.accounts();
         if accounts.session(id) {
             if method != hyper::Method::POST {

@@ -635,24 +635,45 @@ pub fn http_client(cfg: &DavConfig) -> Result<reqwest::Client, DavError> {
 
 /// The session cookies one account's server sets (nextcloud-protocol.md §14.3): sent back,
 /// they spare Nextcloud the check of the app password on every request, its costliest step.
-/// Every request still carries the credentials, so a session the server ended or refuses
-/// costs nothing but that check; a refusal (401) forgets them all.
+/// Every request still carries the credentials, so a session the server ended costs
+/// nothing but that check. A refusal (401) forgets them all, and a request refused with a
+/// session goes once more without any cookie: when it then passes, the server refuses its
+/// own sessions, and none are kept any more.
 #[derive(Default)]
-struct SessionCookies(std::sync::RwLock<std::sync::Arc<reqwest::cookie::Jar>>);
+struct SessionCookies {
+    jar: std::sync::RwLock<std::sync::Arc<reqwest::cookie::Jar>>,
+    /// The server refused its own sessions: none is kept any more.
+    off: std::sync::atomic::AtomicBool,
+}
 
 impl SessionCookies {
     fn jar(&self) -> std::sync::Arc<reqwest::cookie::Jar> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.jar.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn forget(&self) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Default::default();
+        *self.jar.write().unwrap_or_else(|p| p.into_inner()) = Default::default();
+    }
+
+    /// Whether a request to `url` carries cookies now.
+    fn held(&self, url: &Url) -> bool {
+        reqwest::cookie::CookieStore::cookies(self, url).is_some()
+    }
+
+    /// Keeps no cookie (`off`) or keeps them again.
+    fn keep(&self, on: bool) {
+        self.off.store(!on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            self.forget();
+        }
     }
 }
 
 impl reqwest::cookie::CookieStore for SessionCookies {
     fn set_cookies(&self, headers: &mut dyn Iterator<Item = &header::HeaderValue>, url: &Url) {
-        self.jar().set_cookies(headers, url)
+        if !self.off.load(std::sync::atomic::Ordering::Relaxed) {
+            self.jar().set_cookies(headers, url)
+        }
     }
 
     fn cookies(&self, url: &Url) -> Option<header::HeaderValue> {
@@ -1042,19 +1063,39 @@ impl DavClient {
         // A server asking for another scheme (or for a new nonce) gets the request once
         // more, when its body can be sent again; a streamed one cannot: its caller retries.
         let mut first = true;
+        let mut without_session = false;
         loop {
             let sent = self.auth.authorize(&mut req);
             let spare = if first { req.try_clone() } else { None };
             first = false;
+            let with_session = self.cookies.held(req.url());
             let resp = self.execute(req, http).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
+                if without_session {
+                    tracing::info!(
+                        "the server refuses its own session cookies: none are kept any more"
+                    );
+                }
                 return Ok(resp);
             }
             // Whatever session there was is not worth keeping (§14.3).
             self.cookies.forget();
+            if without_session {
+                // Refused without a session too: the credentials were refused, not the
+                // session; sessions are kept again for when new ones come.
+                self.cookies.keep(true);
+            }
             match (self.auth.challenged(resp.headers(), &sent), spare) {
                 (Challenged::Retry, Some(again)) => req = again,
                 (Challenged::Retry, None) => return Ok(resp),
+                // The session may be what the server refused, not the credentials: once
+                // more with no cookie at all (none is kept meanwhile, also from the answers
+                // to other requests).
+                (Challenged::Refused, Some(again)) if with_session => {
+                    self.cookies.keep(false);
+                    without_session = true;
+                    req = again;
+                }
                 (Challenged::Refused, _) => {
                     self.auth.refuse();
                     return Ok(resp);

@@ -168,9 +168,10 @@ impl Accounts {
         id
     }
 
-    /// Whether `id` names a live session.
-    pub(super) fn session(&self, id: &str) -> bool {
-        self.sessions.contains_key(id)
+    /// Who the live session `id` was opened as (`None`: no such session).
+    pub(super) fn session(&self, id: &str) -> Option<Auth> {
+        let app = self.sessions.get(id)?;
+        Some(app.clone().map_or(Auth::Account, Auth::App))
     }
 
     /// Ends a session (a logout).

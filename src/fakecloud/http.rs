@@ -846,13 +846,13 @@ fn dav_authorized(
             return (Auth::CsrfFailed, None);
         }
         let mut accounts = shared.accounts();
-        if accounts.session(id) {
+        if let Some(who) = accounts.session(id) {
             if method != hyper::Method::POST {
                 shared
                     .stats
                     .session_requests
                     .fetch_add(1, Ordering::Relaxed);
-                return (Auth::Account, None);
+                return (who, None);
             }
             accounts.end_session(id);
         }

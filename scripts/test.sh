@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need (FUSE 3, Apache with mod_dav, nginx with its
-# WebDAV modules, lighttpd with mod_webdav, rclone, chezdav, htpasswd, openssl, attr, LibreOffice,
-# gnome-keyring) with apt-get
-# and WsgiDAV with pip (into target/test-wsgidav) when missing, then runs cargo test.
+# WebDAV modules, lighttpd with mod_webdav, rclone, chezdav, PHP with SabreDAV, htpasswd,
+# openssl, attr, LibreOffice, gnome-keyring) with apt-get and WsgiDAV with pip (into
+# target/test-wsgidav) when missing, then runs cargo test.
 # Needs root (or sudo) for apt-get and for FUSE mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,9 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /usr/bin/rclone ] || need+=(rclone)
 # GNOME's phodav WebDAV server (Digest authentication, ISO 8601 dates).
 [ -x /usr/bin/chezdav ] || need+=(chezdav)
+# SabreDAV (the PHP library Nextcloud's WebDAV is built on), run by PHP's built-in server.
+[ -x /usr/bin/php ] || need+=(php-cli)
+[ -e /usr/share/php/Sabre/autoload.php ] || need+=(php-sabre-dav)
 # LibreOffice (without its desktop parts) and its Python bridge: a test saves documents with it.
 command -v soffice >/dev/null 2>&1 || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/python3/dist-packages/uno.py ] || need+=(python3-uno)

@@ -1,7 +1,7 @@
 //! Real FUSE mounts against more WebDAV servers nobody here wrote: lighttpd's `mod_webdav`
 //! (its listings carry etags; it keeps properties and locks in its own SQLite database) and
 //! `rclone serve webdav` (Go's `x/net/webdav`), WsgiDAV (Python), and GNOME's phodav
-//! (`chezdav`, Digest authentication).
+//! (`chezdav`, Digest authentication), and SabreDAV (PHP).
 
 mod common;
 
@@ -131,4 +131,16 @@ fn wsgidav_listing_reads_writes_and_renames() {
 #[test]
 fn wsgidav_change_on_the_server_is_seen_after_the_lifetimes() {
     change_on_the_server_is_seen(&WebDavServer::wsgidav());
+}
+
+/// SabreDAV (PHP), a seventh server nobody here wrote, the library Nextcloud's WebDAV is
+/// built on (Debian's version 1.8): the same round.
+#[test]
+fn sabredav_listing_reads_writes_and_renames() {
+    round_of_operations(&WebDavServer::sabredav(), b"hello sabredav");
+}
+
+#[test]
+fn sabredav_change_on_the_server_is_seen_after_the_lifetimes() {
+    change_on_the_server_is_seen(&WebDavServer::sabredav());
 }

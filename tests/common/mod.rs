@@ -440,6 +440,9 @@ Alias /dav {d}/data
     }
 }
 
+/// Where Debian's `php-sabre-dav` puts SabreDAV's class loader.
+const SABRE_AUTOLOAD: &str = "/usr/share/php/Sabre/autoload.php";
+
 /// A password file (`htpasswd`, MD5) holding USER with PASSWORD.
 fn write_htpasswd(file: &Path) {
     let mut hp = Command::new("htpasswd")
@@ -761,6 +764,55 @@ webdav.sqlite-db-name = "{d}/lock/webdav.db"
             .arg(&cfg)
             .arg(d.join("wsgidav.log"));
         Self::spawn(dir, port, cmd, "/", "wsgidav.log")
+    }
+
+    /// SabreDAV 1.8 (PHP, Debian's `php-sabre-dav`: the library Nextcloud's WebDAV is built
+    /// on, in an older version) serving `/dav/` from PHP's built-in server, one request at a
+    /// time: Basic authentication, its `FSExt` file tree (etags from the content, dead
+    /// properties in `.sabredav` files it hides), the locks plugin.
+    pub fn sabredav() -> WebDavServer {
+        assert!(
+            Path::new("/usr/bin/php").exists() && Path::new(SABRE_AUTOLOAD).exists(),
+            "PHP or SabreDAV is missing: run scripts/test.sh, which installs them"
+        );
+        let dir = server_folder(&["data", "locks"]);
+        let d = dir.path();
+        let port = free_port();
+        // The credentials reach the script through its environment (no quoting to get right).
+        let script = r#"<?php
+require_once 'AUTOLOAD';
+class Pw extends \Sabre\DAV\Auth\Backend\AbstractBasic {
+    protected function validateUserPass($u, $p) {
+        return $u === getenv('NUAGE_TEST_USER') && $p === getenv('NUAGE_TEST_PASSWORD');
+    }
+}
+$server = new \Sabre\DAV\Server(new \Sabre\DAV\FSExt\Directory(__DIR__ . '/data'));
+$server->setBaseUri('/dav/');
+$server->addPlugin(new \Sabre\DAV\Auth\Plugin(new Pw(), 'nuage test'));
+$locks = new \Sabre\DAV\Locks\Backend\File(__DIR__ . '/locks/locksdb');
+$server->addPlugin(new \Sabre\DAV\Locks\Plugin($locks));
+$server->exec();
+"#;
+        std::fs::write(
+            d.join("server.php"),
+            script.replace("AUTOLOAD", SABRE_AUTOLOAD),
+        )
+        .expect("write the SabreDAV script");
+        // Its messages go to a log file; `exec` keeps the server's pid the child's. Without
+        // PHP_CLI_SERVER_WORKERS it is one process (its workers would outlive a SIGTERM).
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            "exec /usr/bin/php -S \"127.0.0.1:$0\" \"$1\" >\"$2\" 2>&1",
+        ])
+        .arg(port.to_string())
+        .arg(d.join("server.php"))
+        .arg(d.join("php.log"))
+        .env("NUAGE_TEST_USER", USER)
+        .env("NUAGE_TEST_PASSWORD", PASSWORD)
+        .env_remove("PHP_CLI_SERVER_WORKERS")
+        .current_dir(d);
+        Self::spawn(dir, port, cmd, "/dav/", "php.log")
     }
 
     pub fn data(&self) -> PathBuf {

@@ -210,9 +210,9 @@ impl AuthGate {
                 .and_then(|c| c.as_ref().map(|c| c.user.clone()))
                 .unwrap_or_default();
             tracing::error!(
-                "the server refused the login of {user:?} (HTTP 401): the app password was revoked \
-                 or changed; nothing more is sent until you sign in again (nuage login), pending \
-                 changes stay in the journal"
+                "the server refused the login of {user:?} (HTTP 401: a wrong password, or an app \
+                 password revoked or changed); nothing more is sent with it, pending changes stay \
+                 in the journal"
             );
         }
     }

@@ -471,3 +471,64 @@ fn unmounting_a_folder_where_nothing_is_mounted_says_so() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("nothing is mounted on"), "{err}");
 }
+
+/// A cache whose databases were damaged (a disk failure, a file overwritten by mistake): a
+/// damaged block index or folder store is set aside (kept for a look, as `.damaged`) and the
+/// mount works, downloading again what it needs; a damaged write-back journal, which may be
+/// the only record of changes not yet on the server, is never replaced: the mount is refused
+/// in one line saying where their bytes are, and the journal stays as it was.
+#[test]
+fn damaged_cache_databases_are_set_aside_but_a_damaged_journal_is_refused() {
+    let cloud = Cloud::start();
+    let want = pattern(3 << 20, 5);
+    std::fs::write(cloud.files().join("cours.bin"), &want).expect("seed");
+    let t = tempfile::tempdir().expect("tmp");
+    let cache = t.path().join("cache");
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(&cache));
+    assert_eq!(std::fs::read(m.path("cours.bin")).expect("read"), want);
+    m.unmount();
+
+    let garbage = pattern(64 << 10, 9);
+    for db in ["index.sqlite", "meta.sqlite"] {
+        std::fs::write(cache.join(db), &garbage).expect("damage");
+        // Without its write-ahead log either (its pages would stand in for the damaged ones).
+        for side in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(cache.join(format!("{db}{side}")));
+        }
+    }
+    let m = Mount::new(MountSpec::new(&cloud.url()).cache(&cache));
+    assert_eq!(std::fs::read(m.path("cours.bin")).expect("read"), want);
+    for db in ["index.sqlite", "meta.sqlite"] {
+        assert_eq!(
+            std::fs::read(cache.join(format!("{db}.damaged"))).expect("set aside"),
+            garbage,
+            "{db} is set aside as it was"
+        );
+    }
+    std::fs::write(m.path("notes.txt"), b"conseil de classe").expect("write");
+    m.wait_drained();
+    assert!(server_file_is(
+        &cloud.files(),
+        "notes.txt",
+        b"conseil de classe"
+    ));
+    m.unmount();
+
+    std::fs::write(cache.join("journal.sqlite"), &garbage).expect("damage");
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(cache.join(format!("journal.sqlite{side}")));
+    }
+    let (_t2, mp) = mountpoint();
+    let (err, code) = mount_with_cache(&cloud.url(), &mp, &cache);
+    assert_failed(&err, code, &mp, "journal");
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(
+        err.contains(&cache.join("dirty").display().to_string()),
+        "says where the unsent bytes are: {err}"
+    );
+    assert_eq!(
+        std::fs::read(cache.join("journal.sqlite")).expect("journal"),
+        garbage,
+        "the journal is left as it was"
+    );
+}

@@ -54,6 +54,40 @@ impl Hot {
     }
 }
 
+/// Whether an SQLite error says the database file itself is damaged (not a database, or
+/// corrupt), as opposed to a disk, permission or locking failure that leaves the file as it is.
+pub fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// Moves a damaged SQLite database `x.sqlite` (and its `-wal` and `-shm` files) aside as
+/// `x.sqlite.damaged` (replacing an earlier one), so that a new one can be made in its place
+/// and the old one can still be looked at. Returns the new name.
+pub fn set_aside(db: &Path) -> std::io::Result<PathBuf> {
+    let mut aside = db.as_os_str().to_owned();
+    aside.push(".damaged");
+    let aside = PathBuf::from(aside);
+    for suffix in ["-wal", "-shm"] {
+        let with = |p: &Path| {
+            let mut s = p.as_os_str().to_owned();
+            s.push(suffix);
+            PathBuf::from(s)
+        };
+        match std::fs::rename(with(db), with(&aside)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // None beside the damaged file: no older one may pass for its own.
+                let _ = std::fs::remove_file(with(&aside));
+            }
+            r => r?,
+        }
+    }
+    std::fs::rename(db, &aside)?;
+    Ok(aside)
+}
+
 /// Errors of the block store.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -310,7 +344,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl BlockCache {
     /// Opens (or creates) the cache in `dir`, keeping at most `limit` bytes of blocks.
+    ///
+    /// A damaged index (a crash of the disk, a file overwritten) is set aside as
+    /// `index.sqlite.damaged` and the cache starts empty: its blocks are only copies of what
+    /// the server holds, and without the index none of them can be trusted (they go).
     pub fn open(dir: &Path, block_size: u64, limit: u64) -> Result<Self, CacheError> {
+        match Self::open_index(dir, block_size, limit) {
+            Err(CacheError::Db(e)) if is_damaged(&e) => {
+                let db = dir.join("index.sqlite");
+                let aside = set_aside(&db).map_err(io_err(&db))?;
+                tracing::warn!(
+                    "the cache index {} was damaged ({e}): set aside as {}, the cache starts \
+                     empty (what it held is downloaded again when read)",
+                    db.display(),
+                    aside.display()
+                );
+                Self::open_index(dir, block_size, limit)
+            }
+            r => r,
+        }
+    }
+
+    fn open_index(dir: &Path, block_size: u64, limit: u64) -> Result<Self, CacheError> {
         let blocks_dir = dir.join("blocks");
         std::fs::create_dir_all(&blocks_dir).map_err(io_err(&blocks_dir))?;
         let db_path = dir.join("index.sqlite");
@@ -1288,6 +1343,34 @@ fn punch_hole(_f: &File, _off: u64, _len: u64) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_index_is_set_aside_and_the_cache_starts_empty() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let c = BlockCache::open(d.path(), 4096, 1 << 20).expect("open");
+            let v = c.version("id", "\"e1\"").expect("version");
+            c.insert(key(v, 0), &[7u8; 4096]).expect("put");
+            c.flush().expect("flush");
+        }
+        let db = d.path().join("index.sqlite");
+        std::fs::write(&db, b"not a database, not at all").expect("damage");
+        // A log left from an earlier damaged index must not pass for this one's.
+        std::fs::write(d.path().join("index.sqlite.damaged-shm"), b"older").expect("old shm");
+        let c = BlockCache::open(d.path(), 4096, 1 << 20).expect("opens afresh");
+        assert_eq!(c.usage().blocks, 0);
+        let aside = |n: &str| std::fs::read(d.path().join(n)).ok();
+        assert_eq!(
+            aside("index.sqlite.damaged").as_deref(),
+            Some(&b"not a database, not at all"[..])
+        );
+        assert_eq!(aside("index.sqlite.damaged-shm"), None);
+        // Its data files went with it.
+        let files = std::fs::read_dir(d.path().join("blocks"))
+            .expect("blocks")
+            .count();
+        assert_eq!(files, 0);
+    }
 
     fn key(v: VersionId, i: u64) -> BlockKey {
         BlockKey {

@@ -462,7 +462,7 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             match e.downcast_ref::<login::LoginFailure>() {
                 Some(f) => ExitCode::from(f.code),
                 None => ExitCode::FAILURE,
@@ -485,6 +485,23 @@ fn quiet_broken_pipe() {
 #[cfg(not(unix))]
 fn quiet_broken_pipe() {}
 
+/// An error and its causes on one line, each cause after a `: `, leaving out a cause whose
+/// text the line already holds (errors that print their source in their own message).
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +514,22 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5X").is_err());
+    }
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        // An error that prints its source in its own message, as thiserror's `{0}` does.
+        #[derive(Debug, thiserror::Error)]
+        #[error("cache index error: {0}")]
+        struct Wraps(#[source] std::io::Error);
+        let e = anyhow::Error::new(Wraps(io)).context("cannot open the cache in /c");
+        assert_eq!(
+            one_line(&e),
+            "cannot open the cache in /c: cache index error: disk on fire"
+        );
+        let plain = anyhow::anyhow!("first\nline").context("outer");
+        assert_eq!(one_line(&plain), "outer: first line");
     }
 
     #[test]

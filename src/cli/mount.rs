@@ -134,7 +134,7 @@ pub(super) fn mount_command(platform: &dyn Platform, mut a: MountArgs) -> anyhow
 pub(super) fn report(res: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
     if is_daemon_child() {
         if let Err(e) = &res {
-            let line = format!("{e:#}").replace('\n', " ");
+            let line = super::one_line(e);
             let mut out = std::io::stdout();
             let _ = writeln!(out, "ERROR {line}");
             let _ = out.flush();

@@ -88,7 +88,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl MetaStore {
     /// Opens (or creates) `meta.sqlite` in `dir`.
+    ///
+    /// A damaged store is set aside as `meta.sqlite.damaged` and a new one made: what it
+    /// kept (listings for offline use, pins, modification times a server cannot store,
+    /// execute bits, the activity seen) is lost, which the log says, but the mount goes on.
     pub fn open(dir: &Path) -> rusqlite::Result<MetaStore> {
+        match Self::open_db(dir) {
+            Err(e) if crate::cache::is_damaged(&e) => {
+                let db = dir.join("meta.sqlite");
+                let aside = crate::cache::set_aside(&db)
+                    .map_err(|io| rusqlite::Error::ToSqlConversionFailure(Box::new(io)))?;
+                tracing::warn!(
+                    "the folder store {} was damaged ({e}): set aside as {}; listings kept for \
+                     offline use, offline pins (pin your folders again), kept modification \
+                     times and execute bits are lost",
+                    db.display(),
+                    aside.display()
+                );
+                Self::open_db(dir)
+            }
+            r => r,
+        }
+    }
+
+    fn open_db(dir: &Path) -> rusqlite::Result<MetaStore> {
         let db = Connection::open(dir.join("meta.sqlite"))?;
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "NORMAL")?;

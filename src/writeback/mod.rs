@@ -42,7 +42,7 @@ use journal::{ChunkSession, Journal, Row};
 use ranges::RangeSet;
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -134,6 +134,25 @@ fn io(what: &str, e: impl std::fmt::Display) -> Error {
         ErrorKind::Io
     };
     Error::new(kind, format!("{what}: {e}"))
+}
+
+/// A journal that cannot be opened or read. A damaged one is never set aside or made anew
+/// (it may hold the only record of changes not yet on the server): the mount refuses, saying
+/// where it is and what to do.
+fn journal_err(dir: &Path, what: &str, e: rusqlite::Error) -> Error {
+    if crate::cache::is_damaged(&e) {
+        return Error::new(
+            ErrorKind::Io,
+            format!(
+                "the write-back journal {} is damaged ({e}); it may list changes not yet on the \
+                 server, whose bytes are in {}: copy them somewhere safe, then move the journal \
+                 away to mount without them",
+                dir.join("journal.sqlite").display(),
+                dir.join("dirty").display()
+            ),
+        );
+    }
+    io(&format!("cannot {what} the journal"), e)
 }
 
 /// Write-back settings.
@@ -615,7 +634,7 @@ impl WriteBack {
         let dirty_dir = cfg.dir.join("dirty");
         std::fs::create_dir_all(&dirty_dir)
             .map_err(|e| io("cannot create the journal folder", e))?;
-        let journal = Journal::open(&cfg.dir).map_err(|e| io("cannot open the journal", e))?;
+        let journal = Journal::open(&cfg.dir).map_err(|e| journal_err(&cfg.dir, "open", e))?;
         let conflict_copies = journal
             .conflicts()
             .unwrap_or_default()
@@ -624,18 +643,18 @@ impl WriteBack {
             .collect();
         let rows = journal
             .rows()
-            .map_err(|e| io("cannot read the journal", e))?;
+            .map_err(|e| journal_err(&cfg.dir, "read", e))?;
         let max = journal
             .max_id()
-            .map_err(|e| io("cannot read the journal", e))?;
+            .map_err(|e| journal_err(&cfg.dir, "read", e))?;
         let folders = journal
             .folders()
-            .map_err(|e| io("cannot read the journal", e))?
+            .map_err(|e| journal_err(&cfg.dir, "read", e))?
             .into_iter()
             .collect();
         let deletes = journal
             .deletes()
-            .map_err(|e| io("cannot read the journal", e))?
+            .map_err(|e| journal_err(&cfg.dir, "read", e))?
             .into_iter()
             .map(|(p, etag, size, mtime)| {
                 let base = Base {
@@ -650,7 +669,7 @@ impl WriteBack {
             .collect();
         let moves: Vec<PendingMove> = journal
             .moves()
-            .map_err(|e| io("cannot read the journal", e))?
+            .map_err(|e| journal_err(&cfg.dir, "read", e))?
             .into_iter()
             .map(|(from, to, etag, size, mtime, is_dir)| PendingMove {
                 from,
@@ -667,7 +686,7 @@ impl WriteBack {
         fetcher.set_redirects(redirects_of(&moves));
         let rmdirs = journal
             .rmdirs()
-            .map_err(|e| io("cannot read the journal", e))?
+            .map_err(|e| journal_err(&cfg.dir, "read", e))?
             .into_iter()
             .collect();
         let parallel = cfg.parallel.max(1);

@@ -33,10 +33,11 @@ command -v git >/dev/null 2>&1 || need+=(git)
 command -v soffice >/dev/null 2>&1 || need+=(libreoffice-writer-nogui)
 [ -e /usr/lib/python3/dist-packages/uno.py ] || need+=(python3-uno)
 # A desktop keyring (GNOME's Secret Service) on a private session bus: a test saves an app
-# password there.
+# password there; another watches the desktop notifications sent on such a bus.
 command -v gnome-keyring-daemon >/dev/null 2>&1 || need+=(gnome-keyring)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus-daemon)
 command -v dbus-send >/dev/null 2>&1 || need+=(dbus-bin)
+command -v dbus-monitor >/dev/null 2>&1 || need+=(dbus-bin)
 command -v secret-tool >/dev/null 2>&1 || need+=(libsecret-tools)
 # A Python virtual environment for WsgiDAV (below).
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

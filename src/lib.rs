@@ -10,6 +10,7 @@
 //! cli      clap commands; mounts through the `cli::Platform` trait the binary injects
 //! auth     saved accounts: settings file, app passwords in the keyring or a 0600 file
 //! poll     follows the server: root-etag polling, notify_push, probes while offline
+//! notify   desktop notifications: conflicts, quota full, a login refused
 //! vfs      the API adapters call: lookup, getattr, readdir, open, read, write, xattrs, pins
 //! meta     inode table and directory cache; meta.sqlite remembers listings and pins
 //! fetch    read path: cache hit or ranged GET, read-ahead, request deduplication
@@ -33,6 +34,7 @@ pub mod error;
 pub mod fakecloud;
 pub mod fetch;
 pub mod meta;
+pub mod notify;
 pub mod poll;
 pub mod status;
 pub mod vfs;

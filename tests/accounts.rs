@@ -801,9 +801,9 @@ fn autostart_mounts_a_saved_account_at_login_from_a_desktop_entry() {
 /// A private D-Bus session with GNOME's keyring answering the Secret Service on it, as in a
 /// desktop session; both processes end with it.
 struct DesktopKeyring {
-    bus: std::process::Child,
     keyring: std::process::Child,
-    address: String,
+    /// Ended after the keyring (fields drop in order).
+    bus: SessionBus,
     _home: tempfile::TempDir,
 }
 
@@ -825,31 +825,11 @@ impl DesktopKeyring {
             );
         }
         let home = tempfile::tempdir().expect("tmp");
-        let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon");
-        let out = bus.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let address = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map(|l| l.trim().to_string())
-            .unwrap_or_default();
-        if address.is_empty() {
-            end_child(&mut bus);
-            panic!("dbus-daemon gave no address");
-        }
+        let bus = SessionBus::start();
         // The login keyring is made (and unlocked) with the password given on stdin.
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--foreground", "--unlock", "--components=secrets"])
-            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
             .env("HOME", home.path())
             .env_remove("XDG_DATA_HOME")
             .env_remove("XDG_RUNTIME_DIR")
@@ -862,9 +842,8 @@ impl DesktopKeyring {
             let _ = i.write_all(b"keyring-test-password\n");
         }
         let k = DesktopKeyring {
-            bus,
             keyring,
-            address,
+            bus,
             _home: home,
         };
         let answers = wait_until(Duration::from_secs(15), || {
@@ -888,7 +867,7 @@ impl DesktopKeyring {
     /// `program` run inside the session.
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
-        c.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+        c.env("DBUS_SESSION_BUS_ADDRESS", &self.bus.address);
         c
     }
 
@@ -907,7 +886,6 @@ impl DesktopKeyring {
 impl Drop for DesktopKeyring {
     fn drop(&mut self) {
         end_child(&mut self.keyring);
-        end_child(&mut self.bus);
     }
 }
 
@@ -920,7 +898,7 @@ fn in_a_desktop_session_the_app_password_lives_in_the_keyring() {
     let nuage_desktop = || {
         let mut c = nuage();
         c.env("NUAGE_CONFIG_DIR", cfg.path())
-            .env("DBUS_SESSION_BUS_ADDRESS", &k.address)
+            .env("DBUS_SESSION_BUS_ADDRESS", &k.bus.address)
             .env_remove("NUAGE_KEYRING");
         c
     };
@@ -954,7 +932,7 @@ fn in_a_desktop_session_the_app_password_lives_in_the_keyring() {
     let spec = spec
         .env("NUAGE_CONFIG_DIR", cfg.path().to_str().expect("utf-8 path"))
         .env("NUAGE_KEYRING", "on")
-        .env("DBUS_SESSION_BUS_ADDRESS", &k.address);
+        .env("DBUS_SESSION_BUS_ADDRESS", &k.bus.address);
     let m = Mount::new(spec);
     assert_eq!(
         std::fs::read_to_string(m.path("hello.txt")).expect("read"),

@@ -732,6 +732,8 @@ pub(super) fn run_mount(
         gate,
         account: plan.account.clone(),
         root_in_account: webdav::nextcloud::root_in_user_root(&endpoint.dav_root),
+        alerts: Default::default(),
+        desktop: crate::notify::Desktop::of_session(),
     };
     write_snapshot(&vfs, &info);
     let opts = PlatformMountOptions {
@@ -874,6 +876,9 @@ struct SnapshotInfo {
     gate: Arc<webdav::AuthGate>,
     account: Option<(AccountStore, Account)>,
     root_in_account: Option<String>,
+    /// What the snapshots before told the desktop.
+    alerts: std::sync::Mutex<crate::notify::Alerts>,
+    desktop: Option<crate::notify::Desktop>,
 }
 
 impl SnapshotInfo {
@@ -958,6 +963,29 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
     };
     if let Err(e) = crate::status::write_json(&info.dir.join("status.json"), &st) {
         tracing::debug!(error = %e, "cannot write the status snapshot");
+    }
+    let told = info
+        .alerts
+        .lock()
+        .map(|mut a| a.after(&st))
+        .unwrap_or_default();
+    if let (Some(desktop), false) = (info.desktop, told.is_empty()) {
+        // A D-Bus call may take seconds: never on the mount's own threads.
+        let shown = std::thread::Builder::new()
+            .name("nuage-notify".into())
+            .spawn(move || {
+                for a in told {
+                    match desktop.show(&a) {
+                        Ok(()) => {
+                            tracing::info!(summary = %a.summary, "desktop notification shown")
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot show a desktop notification"),
+                    }
+                }
+            });
+        if let Err(e) = shown {
+            tracing::debug!(error = %e, "cannot start the notification thread");
+        }
     }
 }
 

@@ -461,6 +461,9 @@ pub struct PendingInfo {
     pub last_error: Option<String>,
     /// Being uploaded now.
     pub uploading: bool,
+    /// The server refused its last upload for quota (507).
+    #[serde(default)]
+    pub out_of_quota: bool,
 }
 
 type Listener = Box<dyn Fn(Event) + Send + Sync>;
@@ -1923,6 +1926,7 @@ impl WriteBack {
                     attempts: st.attempts,
                     last_error: st.last_error.clone(),
                     uploading: st.uploading,
+                    out_of_quota: st.quota_error,
                 })
             })
             .collect();

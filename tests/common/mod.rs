@@ -440,6 +440,46 @@ Alias /dav {d}/data
     }
 }
 
+/// A private D-Bus session bus, as a desktop session has one; ended on drop.
+pub struct SessionBus {
+    child: Child,
+    /// Its address, for `DBUS_SESSION_BUS_ADDRESS`.
+    pub address: String,
+}
+
+impl SessionBus {
+    pub fn start() -> SessionBus {
+        let mut child = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (run scripts/test.sh, which installs it)");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            let _ = tx.send(line);
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default();
+        if address.is_empty() {
+            end_child(&mut child);
+            panic!("dbus-daemon gave no address");
+        }
+        SessionBus { child, address }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        end_child(&mut self.child);
+    }
+}
+
 /// Where Debian's `php-sabre-dav` puts SabreDAV's class loader.
 const SABRE_AUTOLOAD: &str = "/usr/share/php/Sabre/autoload.php";
 
@@ -912,7 +952,10 @@ pub fn nuage() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_nuage"));
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     c.env("XDG_CACHE_HOME", tmp.join("xdg-cache"))
-        .env("XDG_CONFIG_HOME", tmp.join("xdg-config"));
+        .env("XDG_CONFIG_HOME", tmp.join("xdg-config"))
+        // Never the desktop session of whoever runs the tests (its keyring, its
+        // notifications): a test that wants a session starts its own.
+        .env_remove("DBUS_SESSION_BUS_ADDRESS");
     c
 }
 

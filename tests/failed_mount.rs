@@ -210,6 +210,26 @@ fn mount_point_missing_not_a_folder_or_busy() {
     std::fs::write(&file, b"").expect("w");
     let (err, code) = failed_mount(&cloud.url(), &file, Some(USER), Some(PASSWORD), &[]);
     assert_failed(&err, code, &file, "not a folder");
+    // A folder holding files (the wrong folder typed, ~/Documents for ~/cloud): they would
+    // vanish from view while mounted. Refused unless asked for.
+    let full = t.path().join("Documents");
+    std::fs::create_dir(&full).expect("mkdir");
+    std::fs::write(full.join("mes notes.txt"), b"precious").expect("w");
+    let (err, code) = failed_mount(&cloud.url(), &full, Some(USER), Some(PASSWORD), &[]);
+    assert_failed(&err, code, &full, "not empty");
+    assert!(err.contains("--allow-non-empty"), "{err}");
+    assert!(err.contains("mes notes.txt"), "names what it holds: {err}");
+    let m = Mount::new(
+        MountSpec::new(&cloud.url())
+            .at(&full)
+            .args(&["--allow-non-empty"]),
+    );
+    assert!(!m.path("mes notes.txt").exists(), "the mount is what shows");
+    m.unmount();
+    assert_eq!(
+        std::fs::read(full.join("mes notes.txt")).expect("back"),
+        b"precious"
+    );
 
     let m = Mount::new(MountSpec::new(&cloud.url()));
     let (err, code) = failed_mount(&cloud.url(), &m.mp, Some(USER), Some(PASSWORD), &[]);

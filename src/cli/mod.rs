@@ -306,6 +306,9 @@ pub struct CommonMountArgs {
     /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
+    /// Mount on a folder that holds files (they are hidden, not lost, while mounted).
+    #[arg(long)]
+    pub allow_non_empty: bool,
     /// Write the log to this file (daemon default: <cache dir>/../nuage.log).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,

@@ -321,7 +321,11 @@ fn make_private(dir: &Path) {
     }
 }
 
-fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBuf> {
+fn check_mountpoint(
+    platform: &dyn Platform,
+    mp: &Path,
+    allow_non_empty: bool,
+) -> anyhow::Result<PathBuf> {
     if platform.mounts_on() == super::MountTarget::DriveOrNewFolder {
         return check_drive_or_new_folder(platform, mp);
     }
@@ -361,6 +365,22 @@ fn check_mountpoint(platform: &dyn Platform, mp: &Path) -> anyhow::Result<PathBu
             abs.display(),
             abs.display()
         );
+    }
+    // Files in the folder would be hidden while mounted: someone who typed the wrong folder
+    // (~/Documents for ~/cloud) would see their own files vanish.
+    if !allow_non_empty {
+        let first = std::fs::read_dir(&abs)
+            .with_context(|| format!("cannot read the mount point {}", abs.display()))?
+            .flatten()
+            .next();
+        if let Some(e) = first {
+            bail!(
+                "mount point {} is not empty (it holds {:?}...): its files would be hidden while \
+                 mounted; choose an empty folder, or add --allow-non-empty",
+                abs.display(),
+                e.file_name()
+            );
+        }
     }
     Ok(abs)
 }
@@ -511,7 +531,7 @@ pub(super) fn run_mount(
         }
     }
     init_logging(&plan.common, default_log);
-    let mountpoint = check_mountpoint(platform, &plan.mountpoint)?;
+    let mountpoint = check_mountpoint(platform, &plan.mountpoint, plan.common.allow_non_empty)?;
     if resolved(&cache_dir).starts_with(&mountpoint) {
         bail!(
             "the cache folder {} is inside the mount point {}: nuage would keep its cache in \
@@ -1174,21 +1194,25 @@ mod tests {
     #[test]
     fn drive_letters_and_new_folders_are_windows_mount_points() {
         assert_eq!(
-            check_mountpoint(&Drives, Path::new("n:")).expect("n:"),
+            check_mountpoint(&Drives, Path::new("n:"), false).expect("n:"),
             PathBuf::from("N:")
         );
         assert_eq!(
-            check_mountpoint(&Drives, Path::new("N:\\")).expect("N:\\"),
+            check_mountpoint(&Drives, Path::new("N:\\"), false).expect("N:\\"),
             PathBuf::from("N:")
         );
-        let busy = check_mountpoint(&Drives, Path::new("m:")).expect_err("in use");
+        let busy = check_mountpoint(&Drives, Path::new("m:"), false).expect_err("in use");
         assert!(busy.to_string().contains("already in use"), "{busy}");
         let tmp = tempfile::tempdir().expect("tmp");
         let new = tmp.path().join("Nextcloud");
-        assert_eq!(check_mountpoint(&Drives, &new).expect("new folder"), new);
-        let exists = check_mountpoint(&Drives, tmp.path()).expect_err("exists");
+        assert_eq!(
+            check_mountpoint(&Drives, &new, false).expect("new folder"),
+            new
+        );
+        let exists = check_mountpoint(&Drives, tmp.path(), false).expect_err("exists");
         assert!(exists.to_string().contains("exists already"), "{exists}");
-        let orphan = check_mountpoint(&Drives, &tmp.path().join("no/such")).expect_err("no parent");
+        let orphan =
+            check_mountpoint(&Drives, &tmp.path().join("no/such"), false).expect_err("no parent");
         assert!(orphan.to_string().contains("does not exist"), "{orphan}");
         for not_a_drive in ["NN:", "1:", "N", "N:x"] {
             assert_eq!(drive_letter(Path::new(not_a_drive)), None, "{not_a_drive}");

@@ -408,6 +408,8 @@ fn a_cache_folder_inside_the_mount_point_is_refused() {
     let (err, code) = mount_with_cache(&cloud.url(), &mp, &inside);
     assert_failed(&err, code, &mp, "inside the mount point");
     assert!(!inside.exists(), "made a folder under the mount point");
+    let left: Vec<_> = std::fs::read_dir(&mp).expect("ls").flatten().collect();
+    assert!(left.is_empty(), "left in the mount point: {left:?}");
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&mp, &link).expect("symlink");
     let (err, code) = mount_with_cache(&cloud.url(), &mp, &link.join("nuage/cache"));

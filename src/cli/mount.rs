@@ -518,8 +518,13 @@ pub(super) fn run_mount(
         Some(d) => d.clone(),
         None => cache_base()?.join(account_dir_name(plan.user.as_deref(), &url)),
     };
+    // Never inside the mount point (a cache folder given there is refused below): a file
+    // made there would be hidden by the mount, and make the folder not empty.
     let default_log = if is_daemon_child() {
-        cache_dir.parent().map(|p| p.join("nuage.log"))
+        cache_dir
+            .parent()
+            .map(|p| p.join("nuage.log"))
+            .filter(|log| !resolved(log).starts_with(resolved(&plan.mountpoint)))
     } else {
         None
     };

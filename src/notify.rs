@@ -1,6 +1,6 @@
 //! Desktop notifications for what a person must know without looking at `nuage status`: a
-//! conflict (both copies kept), an account out of quota (saves wait on this computer), a
-//! login the server refuses.
+//! conflict (both copies kept), an account out of quota (saves wait on this computer), a file
+//! the server refuses (its name, place or size), a login the server refuses.
 //!
 //! The mount hands each status snapshot to [`Alerts::after`], which compares it with the one
 //! before and says what is new; [`Desktop`] shows it through the session's notification
@@ -27,6 +27,8 @@ pub struct Alerts {
     /// Conflicted copies already told (or there before the mount started).
     conflicts: HashSet<String>,
     out_of_quota: bool,
+    /// Uploads the server refused for what they are, already told.
+    refused_files: HashSet<String>,
     refused: bool,
 }
 
@@ -72,6 +74,36 @@ impl Alerts {
             });
         }
         self.out_of_quota = waiting > 0;
+        let refused: Vec<_> = st.uploads.iter().filter(|u| u.refused).collect();
+        let new: Vec<_> = refused
+            .iter()
+            .filter(|u| !self.refused_files.contains(&u.path))
+            .collect();
+        if let Some(first) = new.first() {
+            let why = first
+                .last_error
+                .as_deref()
+                .unwrap_or("refused by the server");
+            let body = match new.len() {
+                1 => format!(
+                    "{} cannot be saved to the server: {why}. It stays on this computer \
+                     (nuage status {})",
+                    in_mount(&st.mountpoint, &first.path),
+                    st.mountpoint
+                ),
+                n => format!(
+                    "{n} files cannot be saved to the server, {} among them: {why}. They stay \
+                     on this computer (nuage status {})",
+                    in_mount(&st.mountpoint, &first.path),
+                    st.mountpoint
+                ),
+            };
+            out.push(Alert {
+                summary: "nuage: a file cannot be saved".into(),
+                body,
+            });
+        }
+        self.refused_files = refused.iter().map(|u| u.path.clone()).collect();
         match &st.auth_error {
             Some(why) if !self.refused => out.push(Alert {
                 summary: "nuage: sign in again".into(),
@@ -187,6 +219,15 @@ mod tests {
             last_error: None,
             uploading: false,
             out_of_quota,
+            refused: false,
+        }
+    }
+
+    fn refused(path: &str) -> PendingInfo {
+        PendingInfo {
+            refused: true,
+            last_error: Some("HTTP 413: too large for the server".into()),
+            ..upload(path, false)
         }
     }
 
@@ -238,6 +279,33 @@ mod tests {
         assert_eq!(told.len(), 1);
         assert_eq!(told[0].summary, "nuage: sign in again");
         assert_eq!(a.after(&st), vec![]);
+    }
+
+    #[test]
+    fn files_the_server_refuses_are_told_once_while_refused() {
+        let mut a = Alerts::default();
+        let mut st = status();
+        st.uploads = vec![refused("/Vidéos/film.mkv")];
+        let told = a.after(&st);
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].summary, "nuage: a file cannot be saved");
+        assert_eq!(
+            told[0].body,
+            "/home/prof/cloud/Vidéos/film.mkv cannot be saved to the server: HTTP 413: too \
+             large for the server. It stays on this computer (nuage status /home/prof/cloud)"
+        );
+        assert_eq!(a.after(&st), vec![]);
+        st.uploads.push(refused("/a.bin"));
+        st.uploads.push(refused("/b.bin"));
+        let told = a.after(&st);
+        assert!(
+            told[0].body.starts_with("2 files cannot be saved"),
+            "{told:?}"
+        );
+        st.uploads.clear();
+        assert_eq!(a.after(&st), vec![]);
+        st.uploads = vec![refused("/a.bin")];
+        assert_eq!(a.after(&st).len(), 1, "refused again after it was not");
     }
 
     #[test]

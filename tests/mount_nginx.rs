@@ -158,7 +158,13 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
     // nginx's default configuration takes request bodies up to 1 MiB.
     let n = WebDavServer::nginx_limited("1m");
     let d = n.data();
-    let m = Mount::new(MountSpec::new(&n.url()).args(FAST));
+    // In a desktop session, where the refusal is also told as a notification.
+    let watch = NotificationWatch::start();
+    let m = Mount::new(
+        MountSpec::new(&n.url())
+            .args(FAST)
+            .env("DBUS_SESSION_BUS_ADDRESS", &watch.bus.address),
+    );
     let big = pattern(3 << 20, 9);
     std::fs::write(m.path("film.bin"), &big).expect("a save is local first");
     std::fs::write(m.path("note.txt"), b"small enough").expect("save");
@@ -173,7 +179,19 @@ fn nginx_upload_size_limit_is_reported_and_not_hammered() {
     let st = m.status();
     assert_eq!(st["pending_uploads"], 1, "{st}");
     assert_eq!(st["uploads"][0]["attempts"], 1, "{st}");
+    assert_eq!(st["uploads"][0]["refused"], true, "{st}");
     assert!(!d.join("film.bin").exists());
+    assert!(
+        watch.wait_for("nuage: a file cannot be saved"),
+        "no notification; the bus saw:\n{}",
+        watch.seen()
+    );
+    let seen = watch.seen();
+    assert!(
+        seen.contains(&m.path("film.bin").display().to_string()) && seen.contains("413"),
+        "names the file and why: {seen}"
+    );
+    assert_eq!(watch.count(), 1, "told once: {seen}");
     assert_eq!(
         std::fs::read(m.path("film.bin")).expect("still readable"),
         big

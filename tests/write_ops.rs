@@ -1854,43 +1854,19 @@ fn a_cache_folder_removed_under_the_mount_refuses_new_saves_clearly() {
 /// service receives it.
 #[test]
 fn the_desktop_is_told_once_of_a_full_cloud_and_of_a_conflict() {
-    let bus = SessionBus::start();
-    let t = tempfile::tempdir().expect("tmp");
-    let seen = t.path().join("monitor.txt");
-    struct Ends(std::process::Child);
-    impl Drop for Ends {
-        fn drop(&mut self) {
-            end_child(&mut self.0);
-        }
-    }
-    let _monitor = Ends(
-        std::process::Command::new("dbus-monitor")
-            .arg("--address")
-            .arg(&bus.address)
-            .arg("interface='org.freedesktop.Notifications'")
-            .stdout(std::fs::File::create(&seen).expect("monitor output"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dbus-monitor (run scripts/test.sh, which installs it)"),
-    );
-    let told = || std::fs::read_to_string(&seen).unwrap_or_default();
-    assert!(
-        wait_until(Duration::from_secs(10), || told().contains("NameAcquired")),
-        "dbus-monitor never joined the bus"
-    );
-
+    let watch = NotificationWatch::start();
+    let told = || watch.seen();
     let cloud = Cloud::start_with(Some(1 << 20));
     let srv = cloud.files();
     std::fs::write(srv.join("report.odt"), b"original").expect("w");
     let m = Mount::new(
         MountSpec::new(&cloud.url())
             .args(&["--upload-delay", "1", "--attr-ttl", "1", "--dir-ttl", "1"])
-            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address),
+            .env("DBUS_SESSION_BUS_ADDRESS", &watch.bus.address),
     );
     std::fs::write(m.path("too-big.bin"), pattern(2 << 20, 3)).expect("write lands locally");
     assert!(
-        wait_until(Duration::from_secs(20), || told()
-            .contains("string \"nuage: the cloud is full\"")),
+        watch.wait_for("nuage: the cloud is full"),
         "no notification of the quota; the bus saw:\n{}",
         told()
     );
@@ -1905,8 +1881,7 @@ fn the_desktop_is_told_once_of_a_full_cloud_and_of_a_conflict() {
     std::fs::write(srv.join("report.odt"), b"theirs, newer").expect("w");
     let ours = m.path("report.odt").display().to_string();
     assert!(
-        wait_until(Duration::from_secs(20), || told()
-            .contains("string \"nuage: both copies kept\"")),
+        watch.wait_for("nuage: both copies kept"),
         "no notification of the conflict; the bus saw:\n{}",
         told()
     );
@@ -1915,7 +1890,6 @@ fn the_desktop_is_told_once_of_a_full_cloud_and_of_a_conflict() {
 
     // Told once each, though the quota refusal goes on.
     std::thread::sleep(Duration::from_secs(3));
-    let all = told();
-    assert_eq!(all.matches("member=Notify").count(), 2, "{all}");
+    assert_eq!(watch.count(), 2, "{}", told());
     m.kill9();
 }

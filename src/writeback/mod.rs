@@ -296,6 +296,9 @@ pub struct DirtyState {
     pub last_error: Option<String>,
     /// The server refused the last upload for quota (507).
     pub quota_error: bool,
+    /// The server refused the last upload for what it is (its name or place, its size):
+    /// sending it again as it is will not help.
+    pub refused: bool,
     next_attempt: Option<Instant>,
     uploading: bool,
     /// Upload it alone, with its conditions, not in bulk: a file of that name appeared on the
@@ -464,6 +467,10 @@ pub struct PendingInfo {
     /// The server refused its last upload for quota (507).
     #[serde(default)]
     pub out_of_quota: bool,
+    /// The server refused its last upload for what it is (name, place, size): it waits for
+    /// someone to act.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 type Listener = Box<dyn Fn(Event) + Send + Sync>;
@@ -779,6 +786,7 @@ impl WriteBack {
                     attempts: 0,
                     last_error: None,
                     quota_error: false,
+                    refused: false,
                     next_attempt: Some(now),
                     uploading: false,
                     one_by_one: false,
@@ -1385,6 +1393,7 @@ impl WriteBack {
             attempts: 0,
             last_error: None,
             quota_error: false,
+            refused: false,
             next_attempt: None,
             uploading: false,
             one_by_one: false,
@@ -1429,6 +1438,7 @@ impl WriteBack {
             attempts: 0,
             last_error: None,
             quota_error: false,
+            refused: false,
             next_attempt: None,
             uploading: false,
             one_by_one: false,
@@ -1927,6 +1937,7 @@ impl WriteBack {
                     last_error: st.last_error.clone(),
                     uploading: st.uploading,
                     out_of_quota: st.quota_error,
+                    refused: st.refused,
                 })
             })
             .collect();
@@ -2812,6 +2823,7 @@ impl WriteBack {
             st.attempts = 0;
             st.last_error = None;
             st.quota_error = false;
+            st.refused = false;
             if st.generation == snap.generation && st.open_writers == 0 {
                 if files.get(&snap.path).map(|x| x.id == d.id).unwrap_or(false) {
                     files.remove(&snap.path);
@@ -2889,6 +2901,14 @@ impl WriteBack {
         let mut st = lock(&d.st);
         st.attempts += 1;
         let backoff = Duration::from_secs((1u64 << st.attempts.min(6)).min(60));
+        st.refused = matches!(
+            e,
+            UploadError::Dav(
+                DavError::Forbidden(_)
+                    | DavError::Status { status: 400, .. }
+                    | DavError::TooLarge(_)
+            )
+        );
         let (msg, wait) = match &e {
             UploadError::Dav(DavError::InsufficientStorage) => {
                 st.quota_error = true;

@@ -480,6 +480,67 @@ impl Drop for SessionBus {
     }
 }
 
+/// A private session bus with `dbus-monitor` recording the desktop notifications sent on it
+/// (as the freedesktop notification service receives them); both end on drop.
+pub struct NotificationWatch {
+    monitor: Child,
+    seen: PathBuf,
+    _dir: tempfile::TempDir,
+    /// Ended after the monitor (fields drop in order).
+    pub bus: SessionBus,
+}
+
+impl NotificationWatch {
+    pub fn start() -> NotificationWatch {
+        let bus = SessionBus::start();
+        let dir = tempfile::tempdir().expect("tmp");
+        let seen = dir.path().join("monitor.txt");
+        let monitor = Command::new("dbus-monitor")
+            .arg("--address")
+            .arg(&bus.address)
+            .arg("interface='org.freedesktop.Notifications'")
+            .stdout(std::fs::File::create(&seen).expect("monitor output"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-monitor (run scripts/test.sh, which installs it)");
+        let w = NotificationWatch {
+            monitor,
+            seen,
+            _dir: dir,
+            bus,
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || w
+                .seen()
+                .contains("NameAcquired")),
+            "dbus-monitor never joined the bus"
+        );
+        w
+    }
+
+    /// What the monitor recorded so far.
+    pub fn seen(&self) -> String {
+        std::fs::read_to_string(&self.seen).unwrap_or_default()
+    }
+
+    /// Waits (bounded) for a notification whose title is `summary`.
+    pub fn wait_for(&self, summary: &str) -> bool {
+        let line = format!("string \"{summary}\"");
+        wait_until(Duration::from_secs(20), || self.seen().contains(&line))
+    }
+
+    /// How many notifications were sent.
+    pub fn count(&self) -> usize {
+        self.seen().matches("member=Notify").count()
+    }
+}
+
+impl Drop for NotificationWatch {
+    fn drop(&mut self) {
+        end_child(&mut self.monitor);
+    }
+}
+
 /// Where Debian's `php-sabre-dav` puts SabreDAV's class loader.
 const SABRE_AUTOLOAD: &str = "/usr/share/php/Sabre/autoload.php";
 

@@ -1,6 +1,7 @@
 //! Desktop notifications for what a person must know without looking at `nuage status`: a
 //! conflict (both copies kept), an account out of quota (saves wait on this computer), a file
-//! the server refuses (its name, place or size), a login the server refuses.
+//! the server refuses (its name, place or size), a login the server refuses; and a mount that
+//! fails with no terminal to print its error to (`cli` tells that one itself).
 //!
 //! The mount hands each status snapshot to [`Alerts::after`], which compares it with the one
 //! before and says what is new; [`Desktop`] shows it through the session's notification

@@ -554,3 +554,43 @@ fn damaged_cache_databases_are_set_aside_but_a_damaged_journal_is_refused() {
         "the journal is left as it was"
     );
 }
+
+/// A mount started with nobody to read its error (at login from an autostart entry: no
+/// terminal) tells the desktop why it failed, in a notification.
+#[test]
+fn a_mount_failing_without_a_terminal_tells_the_desktop() {
+    let cloud = Cloud::start();
+    let watch = NotificationWatch::start();
+    let (t, mp) = mountpoint();
+    let pw = t.path().join("pw");
+    std::fs::write(&pw, "not-the-app-password").expect("pw");
+    let mut cmd = nuage();
+    cmd.arg("mount")
+        .arg(cloud.url())
+        .arg(&mp)
+        .arg("--daemon")
+        .arg("--cache-dir")
+        .arg(t.path().join("cache"))
+        .arg("--user")
+        .arg(USER)
+        .arg("--password-file")
+        .arg(&pw)
+        .env("DBUS_SESSION_BUS_ADDRESS", &watch.bus.address)
+        .stdin(std::process::Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert!(!is_mounted(&mp));
+    let title = format!("nuage: {} is not mounted", mp.display());
+    assert!(
+        watch.wait_for(&title),
+        "no notification; the bus saw:\n{}",
+        watch.seen()
+    );
+    assert!(
+        watch.seen().contains("refused the login"),
+        "{}",
+        watch.seen()
+    );
+    assert!(!watch.seen().contains("not-the-app-password"));
+    assert_eq!(watch.count(), 1, "{}", watch.seen());
+}

@@ -444,7 +444,10 @@ pub fn run(platform: &dyn Platform) -> ExitCode {
         quiet_broken_pipe();
     }
     let res = match cli.cmd {
-        Command::Mount(a) => mount::mount_command(platform, a),
+        Command::Mount(a) => {
+            let mp = a.mountpoint.clone();
+            mount::mount_command(platform, a).inspect_err(|e| tell_desktop_mount_failed(&mp, e))
+        }
         Command::Demo(a) => demo::demo_command(platform, a),
         Command::Unmount(a) => status::unmount_command(platform, a),
         Command::Status(a) => status::status_command(a),
@@ -487,6 +490,25 @@ fn quiet_broken_pipe() {
 
 #[cfg(not(unix))]
 fn quiet_broken_pipe() {}
+
+/// A mount that fails with nobody to read its error (started at login from an autostart entry,
+/// or by a script: no terminal) tells the desktop, when there is one; the background process
+/// of `--daemon` leaves that to the command that started it.
+fn tell_desktop_mount_failed(mountpoint: &Path, e: &anyhow::Error) {
+    use std::io::IsTerminal;
+    if mount::is_daemon_child() || std::io::stderr().is_terminal() {
+        return;
+    }
+    if let Some(desktop) = crate::notify::Desktop::of_session() {
+        let alert = crate::notify::Alert {
+            summary: format!("nuage: {} is not mounted", mountpoint.display()),
+            body: one_line(e),
+        };
+        if let Err(why) = desktop.show(&alert) {
+            tracing::debug!(error = %why, "cannot show a desktop notification");
+        }
+    }
+}
 
 /// An error and its causes on one line, each cause after a `: `, leaving out a cause whose
 /// text the line already holds (errors that print their source in their own message).

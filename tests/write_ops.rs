@@ -1893,3 +1893,43 @@ fn the_desktop_is_told_once_of_a_full_cloud_and_of_a_conflict() {
     assert_eq!(watch.count(), 2, "{}", told());
     m.kill9();
 }
+
+/// A server in maintenance that says when to come back (`Retry-After`, as Nextcloud's main
+/// entry point and gateways send, nextcloud-protocol.md §14.5): a save is not sent again
+/// before then (it would be after 2 s otherwise), and arrives once the server is back.
+#[test]
+fn a_server_asking_to_be_left_alone_a_while_is() {
+    let cloud = Cloud::start();
+    let knobs = cloud.server.knobs();
+    let stats = cloud.server.stats().clone();
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    knobs.maintenance_retry_after.store(6, Ordering::SeqCst);
+    knobs.maintenance.store(true, Ordering::SeqCst);
+    let sends = || stats.count("PUT") + stats.count("POST");
+    let before = sends();
+    std::fs::write(m.path("bulletin.odt"), b"notes du trimestre").expect("write");
+    assert!(
+        wait_until(Duration::from_secs(10), || sends() > before),
+        "the save was never tried"
+    );
+    let refused_at = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        sends(),
+        before + 1,
+        "sent again before the 6 s the server asked for"
+    );
+    knobs.maintenance.store(false, Ordering::SeqCst);
+    m.wait_drained();
+    assert!(server_file_is(
+        &cloud.files(),
+        "bulletin.odt",
+        b"notes du trimestre"
+    ));
+    assert!(
+        refused_at.elapsed() >= Duration::from_secs(5),
+        "sent again after {:?}",
+        refused_at.elapsed()
+    );
+    m.unmount();
+}

@@ -184,6 +184,9 @@ pub struct Knobs {
     pub cut_next_gets: AtomicU32,
     /// Answer every DAV request with 503 and `status.php` with maintenance.
     pub maintenance: AtomicBool,
+    /// Seconds asked in a `Retry-After` header of those 503 answers (0: none), as
+    /// Nextcloud's main entry point and many gateways send (nextcloud-protocol.md §14.5).
+    pub maintenance_retry_after: AtomicU64,
     /// Delay before answering each DAV request, in milliseconds.
     pub delay_ms: AtomicU64,
     /// Two-factor authentication enforced: the account password is refused (§7.1).
@@ -925,11 +928,19 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, session: &mut Option
     if path.starts_with("/remote.php/") {
         // Sabre authenticates before it resolves the path.
         if shared.knobs.maintenance.load(Ordering::Relaxed) {
-            return sabre_error(
+            let mut r = sabre_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
                 "System is in maintenance mode.",
             );
+            match shared.knobs.maintenance_retry_after.load(Ordering::Relaxed) {
+                0 => {}
+                secs => {
+                    r.headers_mut()
+                        .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
+            return r;
         }
         let (a, opened) = dav_authorized(&shared, req.headers(), &method);
         if !is_ok(&a) {

@@ -19,7 +19,7 @@ pub use write::{strong_etag, BulkItem, PutOptions, PutResult};
 use crate::error::{Error, ErrorKind};
 use reqwest::{header, Method, StatusCode, Url};
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A password or app password. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -756,6 +756,26 @@ pub struct DavClient {
     names: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// This account's session cookies, kept across renewed connections.
     cookies: std::sync::Arc<SessionCookies>,
+    /// Until when the server asked not to be sent work (a 503 or 429 with `Retry-After`).
+    not_before: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// The longest wait a `Retry-After` is taken for (a longer one is asked again then).
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(15 * 60);
+
+/// How long a `Retry-After` value asks to wait (nextcloud-protocol.md §14.5): seconds, or an
+/// HTTP date; `None` when it is neither, and zero for a date already past. Capped at
+/// [`RETRY_AFTER_MAX`].
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(d.min(RETRY_AFTER_MAX))
 }
 
 impl DavClient {
@@ -797,6 +817,38 @@ impl DavClient {
             raw,
             names: Default::default(),
             cookies,
+            not_before: Default::default(),
+        }
+    }
+
+    /// How much longer the server asked not to be sent work (the `Retry-After` of its last
+    /// 503 or 429), if it did.
+    pub fn asked_to_wait(&self) -> Option<Duration> {
+        let until = (*self.not_before.lock().ok()?)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Remembers the wait a 503 or 429 answer asks for.
+    fn note_retry_after(&self, resp: &reqwest::Response) {
+        if !matches!(resp.status().as_u16(), 429 | 503) {
+            return;
+        }
+        let Some(wait) = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, SystemTime::now()))
+        else {
+            return;
+        };
+        tracing::info!(
+            seconds = wait.as_secs(),
+            "the server asks not to be sent work for a while (Retry-After)"
+        );
+        if let Ok(mut nb) = self.not_before.lock() {
+            *nb = Some(Instant::now() + wait);
         }
     }
 
@@ -1070,6 +1122,7 @@ impl DavClient {
             first = false;
             let with_session = self.cookies.held(req.url());
             let resp = self.execute(req, http).await?;
+            self.note_retry_after(&resp);
             if resp.status() != StatusCode::UNAUTHORIZED {
                 if without_session {
                     tracing::info!(
@@ -1953,6 +2006,20 @@ mod tests {
             c.url(&RemotePath::new("a b/#"), false).as_str(),
             "http://127.0.0.1:1/remote.php/dav/files/al%20ice/a%20b/%23"
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        assert_eq!(retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(90)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("86400", now), Some(RETRY_AFTER_MAX));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
     }
 
     #[test]

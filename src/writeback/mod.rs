@@ -2036,7 +2036,17 @@ impl WriteBack {
                 free
             };
             let moves = self.has_moves();
-            let pending = if want > 0 { self.all() } else { Vec::new() };
+            // The server asked to be left alone for a while (503 or 429 with `Retry-After`,
+            // nextcloud-protocol.md §14.5): nothing is sent before then.
+            let held = self.dav.asked_to_wait();
+            if let Some(w) = held {
+                next = Some(next.map_or(now + w, |n| n.max(now + w)));
+            }
+            let pending = if want > 0 && held.is_none() {
+                self.all()
+            } else {
+                Vec::new()
+            };
             for d in pending {
                 if due.len() >= want {
                     break;
@@ -2923,6 +2933,11 @@ impl WriteBack {
             UploadError::BaseChanged => (e.to_string(), Duration::from_secs(300)),
             // Only the server's configuration changes that: ask again now and then.
             UploadError::Dav(DavError::TooLarge(_)) => (e.to_string(), Duration::from_secs(600)),
+            // No sooner than the server asked for (`Retry-After`).
+            UploadError::Dav(DavError::Unavailable(_) | DavError::TooManyRequests) => (
+                e.to_string(),
+                backoff.max(self.dav.asked_to_wait().unwrap_or_default()),
+            ),
             _ => (e.to_string(), backoff),
         };
         tracing::warn!(path = %st.path, attempts = st.attempts, retry_in = ?wait, error = %msg, "upload failed; kept in the journal");

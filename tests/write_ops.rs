@@ -1933,3 +1933,26 @@ fn a_server_asking_to_be_left_alone_a_while_is() {
     );
     m.unmount();
 }
+
+/// A proxy in front of the server that refuses large request bodies (413 and an HTML page;
+/// nginx's default limit is 1 MiB, nextcloud-protocol.md §14.4): saves go up in smaller
+/// chunks instead of waiting for the server's configuration to change.
+#[test]
+fn saves_a_proxy_refuses_as_too_large_go_up_in_smaller_chunks() {
+    let cloud = Cloud::start();
+    cloud
+        .server
+        .knobs()
+        .max_body
+        .store(3 << 20, Ordering::SeqCst);
+    let m = Mount::new(MountSpec::new(&cloud.url()).args(FAST));
+    // Chunked (10 MiB chunks), and one PUT: both refused at first.
+    let big = pattern(12 << 20, 4);
+    let mid = pattern(5 << 20, 6);
+    std::fs::write(m.path("film.mkv"), &big).expect("write");
+    std::fs::write(m.path("diaporama.odp"), &mid).expect("write");
+    m.wait_drained();
+    assert!(server_file_is(&cloud.files(), "film.mkv", &big));
+    assert!(server_file_is(&cloud.files(), "diaporama.odp", &mid));
+    m.unmount();
+}

@@ -184,6 +184,9 @@ pub struct Knobs {
     pub cut_next_gets: AtomicU32,
     /// Answer every DAV request with 503 and `status.php` with maintenance.
     pub maintenance: AtomicBool,
+    /// Refuse request bodies larger than this many bytes with 413 and an HTML page, as a
+    /// proxy in front of the server does (nginx's `client_max_body_size`, §14.4); 0: none.
+    pub max_body: AtomicU64,
     /// Seconds asked in a `Retry-After` header of those 503 answers (0: none), as
     /// Nextcloud's main entry point and many gateways send (nextcloud-protocol.md §14.5).
     pub maintenance_retry_after: AtomicU64,
@@ -896,6 +899,25 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, session: &mut Option
     }
     let path = req.uri().path().to_string();
     tracing::debug!(%method, %path, "fake cloud request");
+    let max_body = shared.knobs.max_body.load(Ordering::Relaxed);
+    let length = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if max_body > 0 && length.is_some_and(|l| l > max_body) {
+        let mut r = resp(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "<html><head><title>413 Request Entity Too Large</title></head><body>\
+             <center><h1>413 Request Entity Too Large</h1></center></body></html>"
+                .to_string(),
+        );
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html"),
+        );
+        return r;
+    }
     if path == "/status.php" {
         let maint = shared.knobs.maintenance.load(Ordering::Relaxed);
         return json(

@@ -103,6 +103,10 @@ const IDENTICAL_CHECK_MAX: u64 = 256 << 20;
 /// Files up to this size are made durable by their journal row alone (the content is in it).
 const INLINE_MAX: u64 = 64 << 10;
 
+/// The smallest chunk uploads go in after 413s (Nextcloud on an object store wants 5 MiB
+/// or more; elsewhere any size goes).
+const MIN_CHUNK: u64 = 1 << 20;
+
 /// A small file's whole content, when all of it is local: saved in its journal row, so that one
 /// sync of the journal makes both the row and the data durable.
 fn inline_content(d: &DirtyFile, st: &DirtyState) -> Option<Vec<u8>> {
@@ -492,6 +496,9 @@ pub struct WriteBack {
     confirming: tokio::sync::Semaphore,
     listener: Mutex<Option<Listener>>,
     chunking: bool,
+    /// The smallest request body the server (or a proxy in front of it) refused as too
+    /// large (413); `u64::MAX` while none was. Uploads then go in chunks below it.
+    refused_body: AtomicU64,
     /// Cleared when the server turns out not to accept bulk uploads after all.
     bulk: std::sync::atomic::AtomicBool,
     /// Where conflicted copies went (the journal's list, kept in memory for file states).
@@ -711,6 +718,7 @@ impl WriteBack {
             confirming: tokio::sync::Semaphore::new(parallel),
             listener: Mutex::new(None),
             chunking,
+            refused_body: AtomicU64::new(u64::MAX),
             bulk: std::sync::atomic::AtomicBool::new(true),
             conflict_copies: Mutex::new(conflict_copies),
             last_write: Mutex::new(Instant::now()),
@@ -2469,7 +2477,9 @@ impl WriteBack {
             create_only: snap.base.is_none(),
             mtime: Some(snap.mtime),
         };
-        let chunked = self.chunking && snap.size > self.cfg.chunk_threshold;
+        let chunked = self.chunking
+            && (snap.size > self.cfg.chunk_threshold
+                || snap.size >= self.refused_body.load(Ordering::Relaxed));
         let put = if chunked {
             self.upload_chunked(d, snap, &opts).await?
         } else {
@@ -2482,9 +2492,43 @@ impl WriteBack {
                     &opts,
                     d.sent.clone(),
                 )
-                .await?
+                .await
+                .inspect_err(|e| {
+                    if matches!(e, DavError::TooLarge(_)) {
+                        self.body_refused(snap.size);
+                    }
+                })?
         };
         Ok(put)
+    }
+
+    /// The size of chunks for a new chunked upload: the configured one, below any request
+    /// body refused as too large (half of it, nextcloud-protocol.md §5.5: reduce on 413).
+    fn chunk_size(&self) -> u64 {
+        let refused = self.refused_body.load(Ordering::Relaxed);
+        match refused {
+            u64::MAX => self.cfg.chunk_size,
+            r => self.cfg.chunk_size.min((r / 2) & !0xffff).max(MIN_CHUNK),
+        }
+    }
+
+    /// A request body of `size` bytes was refused as too large (413): later uploads go in
+    /// chunks below it, where the server takes chunked uploads.
+    fn body_refused(&self, size: u64) {
+        let before = self.refused_body.fetch_min(size, Ordering::Relaxed);
+        if size < before && self.chunking {
+            tracing::info!(
+                refused = size,
+                chunk = self.chunk_size(),
+                "the server (or a proxy before it) refuses request bodies this large: uploads go in smaller chunks"
+            );
+        }
+    }
+
+    /// Whether a 413 can be got round by smaller chunks: the server takes chunked uploads and
+    /// the refused size is still above the smallest chunk.
+    fn smaller_chunks_may_pass(&self) -> bool {
+        self.chunking && self.refused_body.load(Ordering::Relaxed) > MIN_CHUNK
     }
 
     async fn fill_from_base(
@@ -2530,14 +2574,21 @@ impl WriteBack {
         let gen = snap.generation as i64;
         let saved = lock(&self.journal).session(d.id).ok().flatten();
         let mut session = match saved {
-            Some(s) if s.total == total && s.generation == gen => s,
+            // A session whose chunks were refused as too large starts over in smaller ones.
+            Some(s)
+                if s.total == total
+                    && s.generation == gen
+                    && s.chunk_size < self.refused_body.load(Ordering::Relaxed) =>
+            {
+                s
+            }
             other => {
                 if let Some(old) = other {
                     let _ = self.dav.chunk_abort(&old.upload_id).await;
                 }
                 ChunkSession {
                     upload_id: upload_id_for(d.id),
-                    chunk_size: self.cfg.chunk_size,
+                    chunk_size: self.chunk_size(),
                     total,
                     generation: gen,
                 }
@@ -2599,6 +2650,11 @@ impl WriteBack {
                         sent,
                     )
                     .await
+                    .inspect_err(|e| {
+                        if matches!(e, DavError::TooLarge(_)) {
+                            self.body_refused(len);
+                        }
+                    })
             }
         }));
         let puts = futures_util::StreamExt::buffer_unordered(puts, self.cfg.chunk_parallel.max(1));
@@ -2931,6 +2987,14 @@ impl WriteBack {
                 Duration::from_secs(600),
             ),
             UploadError::BaseChanged => (e.to_string(), Duration::from_secs(300)),
+            // Smaller chunks, at once, where the server takes them.
+            UploadError::Dav(DavError::TooLarge(_)) if self.smaller_chunks_may_pass() => {
+                st.refused = false;
+                (
+                    format!("{e} (sent again in smaller chunks)"),
+                    Duration::from_secs(1),
+                )
+            }
             // Only the server's configuration changes that: ask again now and then.
             UploadError::Dav(DavError::TooLarge(_)) => (e.to_string(), Duration::from_secs(600)),
             // No sooner than the server asked for (`Retry-After`).

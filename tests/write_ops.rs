@@ -1951,8 +1951,21 @@ fn saves_a_proxy_refuses_as_too_large_go_up_in_smaller_chunks() {
     let mid = pattern(5 << 20, 6);
     std::fs::write(m.path("film.mkv"), &big).expect("write");
     std::fs::write(m.path("diaporama.odp"), &mid).expect("write");
+    // Small new files, sent together in a bulk request larger than the limit.
+    std::fs::create_dir(m.path("photos")).expect("mkdir");
+    let photo = |i: u8| pattern(200 << 10, u64::from(i));
+    for i in 0..30u8 {
+        std::fs::write(m.path(&format!("photos/{i}.jpg")), photo(i)).expect("write");
+    }
     m.wait_drained();
     assert!(server_file_is(&cloud.files(), "film.mkv", &big));
     assert!(server_file_is(&cloud.files(), "diaporama.odp", &mid));
+    for i in 0..30u8 {
+        assert!(server_file_is(
+            &cloud.files(),
+            &format!("photos/{i}.jpg"),
+            &photo(i)
+        ));
+    }
     m.unmount();
 }

@@ -906,6 +906,17 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, session: &mut Option
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if max_body > 0 && length.is_some_and(|l| l > max_body) {
+        // Read and dropped first, as nginx's lingering close does, so that the client sees
+        // the answer rather than a connection reset in the middle of its body.
+        {
+            use http_body_util::BodyExt;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        }
         let mut r = resp(
             StatusCode::PAYLOAD_TOO_LARGE,
             "<html><head><title>413 Request Entity Too Large</title></head><body>\

@@ -2298,11 +2298,15 @@ impl WriteBack {
                     }
                 }
             }
-            Err(DavError::NotFound(_))
-            | Err(DavError::Status {
-                status: 405 | 501, ..
-            }) => {
-                tracing::info!("the server does not take bulk uploads: sending files one by one");
+            Err(e @ DavError::NotFound(_))
+            | Err(
+                e @ (DavError::Status {
+                    status: 405 | 501, ..
+                }
+                | DavError::TooLarge(_)),
+            ) => {
+                // 413: a proxy's body limit in front of the server.
+                tracing::info!(error = %e, "the server does not take bulk uploads: sending files one by one");
                 self.bulk.store(false, Ordering::Relaxed);
                 for (d, _, _) in &items {
                     lock(&d.st).next_attempt = Some(Instant::now());

@@ -840,7 +840,11 @@ fn quota_refusal_keeps_the_data_and_fsync_reports_it() {
     let data = pattern(2 << 20, 3);
     std::fs::write(m.path("too-big.bin"), &data).expect("write lands locally");
     let refused = wait_until(Duration::from_secs(20), || {
-        m.status().to_string().contains("quota")
+        let st = m.status();
+        st["uploads"][0]["out_of_quota"] == true
+            && st["uploads"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("quota"))
     });
     assert!(refused, "the 507 must be reported in the status");
     assert!(!srv.join("too-big.bin").exists());

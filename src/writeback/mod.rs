@@ -3001,11 +3001,6 @@ impl WriteBack {
             }
             // Only the server's configuration changes that: ask again now and then.
             UploadError::Dav(DavError::TooLarge(_)) => (e.to_string(), Duration::from_secs(600)),
-            // No sooner than the server asked for (`Retry-After`).
-            UploadError::Dav(DavError::Unavailable(_) | DavError::TooManyRequests) => (
-                e.to_string(),
-                backoff.max(self.dav.asked_to_wait().unwrap_or_default()),
-            ),
             _ => (e.to_string(), backoff),
         };
         tracing::warn!(path = %st.path, attempts = st.attempts, retry_in = ?wait, error = %msg, "upload failed; kept in the journal");

@@ -88,6 +88,30 @@ pub fn set_aside(db: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
+/// Opens a database with `open`; when that finds the file `db` damaged, sets it aside
+/// ([`set_aside`]), logs what starting afresh loses (`lost`), and opens a new one. For the
+/// databases whose content can be lost (never the write-back journal).
+pub fn open_or_start_afresh<T, E: std::fmt::Display>(
+    db: &Path,
+    lost: &str,
+    damaged: impl Fn(&E) -> bool,
+    io: impl FnOnce(std::io::Error) -> E,
+    open: impl Fn() -> Result<T, E>,
+) -> Result<T, E> {
+    match open() {
+        Err(e) if damaged(&e) => {
+            let aside = set_aside(db).map_err(io)?;
+            tracing::warn!(
+                "{} was damaged ({e}): set aside as {}; {lost}",
+                db.display(),
+                aside.display()
+            );
+            open()
+        }
+        r => r,
+    }
+}
+
 /// Errors of the block store.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -349,20 +373,14 @@ impl BlockCache {
     /// `index.sqlite.damaged` and the cache starts empty: its blocks are only copies of what
     /// the server holds, and without the index none of them can be trusted (they go).
     pub fn open(dir: &Path, block_size: u64, limit: u64) -> Result<Self, CacheError> {
-        match Self::open_index(dir, block_size, limit) {
-            Err(CacheError::Db(e)) if is_damaged(&e) => {
-                let db = dir.join("index.sqlite");
-                let aside = set_aside(&db).map_err(io_err(&db))?;
-                tracing::warn!(
-                    "the cache index {} was damaged ({e}): set aside as {}, the cache starts \
-                     empty (what it held is downloaded again when read)",
-                    db.display(),
-                    aside.display()
-                );
-                Self::open_index(dir, block_size, limit)
-            }
-            r => r,
-        }
+        let db = dir.join("index.sqlite");
+        open_or_start_afresh(
+            &db,
+            "the cache starts empty (what it held is downloaded again when read)",
+            |e| matches!(e, CacheError::Db(e) if is_damaged(e)),
+            io_err(&db),
+            || Self::open_index(dir, block_size, limit),
+        )
     }
 
     fn open_index(dir: &Path, block_size: u64, limit: u64) -> Result<Self, CacheError> {

@@ -93,22 +93,14 @@ impl MetaStore {
     /// kept (listings for offline use, pins, modification times a server cannot store,
     /// execute bits, the activity seen) is lost, which the log says, but the mount goes on.
     pub fn open(dir: &Path) -> rusqlite::Result<MetaStore> {
-        match Self::open_db(dir) {
-            Err(e) if crate::cache::is_damaged(&e) => {
-                let db = dir.join("meta.sqlite");
-                let aside = crate::cache::set_aside(&db)
-                    .map_err(|io| rusqlite::Error::ToSqlConversionFailure(Box::new(io)))?;
-                tracing::warn!(
-                    "the folder store {} was damaged ({e}): set aside as {}; listings kept for \
-                     offline use, offline pins (pin your folders again), kept modification \
-                     times and execute bits are lost",
-                    db.display(),
-                    aside.display()
-                );
-                Self::open_db(dir)
-            }
-            r => r,
-        }
+        crate::cache::open_or_start_afresh(
+            &dir.join("meta.sqlite"),
+            "listings kept for offline use, offline pins (pin your folders again), kept \
+             modification times and execute bits are lost",
+            crate::cache::is_damaged,
+            |io| rusqlite::Error::ToSqlConversionFailure(Box::new(io)),
+            || Self::open_db(dir),
+        )
     }
 
     fn open_db(dir: &Path) -> rusqlite::Result<MetaStore> {

@@ -135,9 +135,28 @@ impl Desktop {
         None
     }
 
-    /// Shows `a` (a blocking call of at most a few seconds: call it off async threads).
-    pub fn show(&self, a: &Alert) -> Result<(), String> {
-        show(a)
+    /// Shows `alerts`, logging each outcome (a blocking D-Bus call of at most a few seconds
+    /// each: call it off the mount's threads, see [`Desktop::show_in_background`]).
+    pub fn show(&self, alerts: &[Alert]) {
+        for a in alerts {
+            match show(a) {
+                Ok(()) => tracing::info!(summary = %a.summary, "desktop notification shown"),
+                Err(e) => tracing::debug!(error = %e, "cannot show a desktop notification"),
+            }
+        }
+    }
+
+    /// [`Desktop::show`] on a thread of its own.
+    pub fn show_in_background(self, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
+        let started = std::thread::Builder::new()
+            .name("nuage-notify".into())
+            .spawn(move || self.show(&alerts));
+        if let Err(e) = started {
+            tracing::debug!(error = %e, "cannot start the notification thread");
+        }
     }
 }
 

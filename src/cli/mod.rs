@@ -500,13 +500,10 @@ fn tell_desktop_mount_failed(mountpoint: &Path, e: &anyhow::Error) {
         return;
     }
     if let Some(desktop) = crate::notify::Desktop::of_session() {
-        let alert = crate::notify::Alert {
+        desktop.show(&[crate::notify::Alert {
             summary: format!("nuage: {} is not mounted", mountpoint.display()),
             body: one_line(e),
-        };
-        if let Err(why) = desktop.show(&alert) {
-            tracing::debug!(error = %why, "cannot show a desktop notification");
-        }
+        }]);
     }
 }
 

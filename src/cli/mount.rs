@@ -989,28 +989,9 @@ fn write_snapshot(vfs: &Vfs, info: &SnapshotInfo) {
     if let Err(e) = crate::status::write_json(&info.dir.join("status.json"), &st) {
         tracing::debug!(error = %e, "cannot write the status snapshot");
     }
-    let told = info
-        .alerts
-        .lock()
-        .map(|mut a| a.after(&st))
-        .unwrap_or_default();
-    if let (Some(desktop), false) = (info.desktop, told.is_empty()) {
-        // A D-Bus call may take seconds: never on the mount's own threads.
-        let shown = std::thread::Builder::new()
-            .name("nuage-notify".into())
-            .spawn(move || {
-                for a in told {
-                    match desktop.show(&a) {
-                        Ok(()) => {
-                            tracing::info!(summary = %a.summary, "desktop notification shown")
-                        }
-                        Err(e) => tracing::debug!(error = %e, "cannot show a desktop notification"),
-                    }
-                }
-            });
-        if let Err(e) = shown {
-            tracing::debug!(error = %e, "cannot start the notification thread");
-        }
+    if let Some(desktop) = info.desktop {
+        let told = info.alerts.lock().map(|mut a| a.after(&st));
+        desktop.show_in_background(told.unwrap_or_default());
     }
 }
 

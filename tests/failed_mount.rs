@@ -561,22 +561,16 @@ fn damaged_cache_databases_are_set_aside_but_a_damaged_journal_is_refused() {
 fn a_mount_failing_without_a_terminal_tells_the_desktop() {
     let cloud = Cloud::start();
     let watch = NotificationWatch::start();
-    let (t, mp) = mountpoint();
-    let pw = t.path().join("pw");
-    std::fs::write(&pw, "not-the-app-password").expect("pw");
-    let mut cmd = nuage();
-    cmd.arg("mount")
-        .arg(cloud.url())
-        .arg(&mp)
-        .arg("--daemon")
-        .arg("--cache-dir")
-        .arg(t.path().join("cache"))
-        .arg("--user")
-        .arg(USER)
-        .arg("--password-file")
-        .arg(&pw)
-        .env("DBUS_SESSION_BUS_ADDRESS", &watch.bus.address)
-        .stdin(std::process::Stdio::null());
+    let (_t, mp) = mountpoint();
+    let (mut cmd, _tmp) = mount_daemon_command(
+        &cloud.url(),
+        &mp,
+        Some(USER),
+        Some("not-the-app-password"),
+        None,
+        &[],
+    );
+    cmd.env("DBUS_SESSION_BUS_ADDRESS", &watch.bus.address);
     let out = run_bounded(cmd, Duration::from_secs(60));
     assert!(!out.status.success());
     assert!(!is_mounted(&mp));

@@ -1346,6 +1346,24 @@ pub fn mount_daemon(
     cache: Option<&Path>,
     extra: &[&str],
 ) -> (String, i32) {
+    let (cmd, _tmp) = mount_daemon_command(url, mp, user, password, cache, extra);
+    let out = run_bounded(cmd, Duration::from_secs(60));
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// The command [`mount_daemon`] runs, and the folder of its password file (and cache when
+/// none is given), to keep until it has run.
+pub fn mount_daemon_command(
+    url: &str,
+    mp: &Path,
+    user: Option<&str>,
+    password: Option<&str>,
+    cache: Option<&Path>,
+    extra: &[&str],
+) -> (Command, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut cmd = nuage();
     cmd.arg("mount")
@@ -1363,11 +1381,7 @@ pub fn mount_daemon(
         cmd.arg("--password-file").arg(pf);
     }
     cmd.args(extra).stdin(Stdio::null());
-    let out = run_bounded(cmd, Duration::from_secs(60));
-    (
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
+    (cmd, tmp)
 }
 
 /// Runs `nuage ARGS` (bounded to 60 s), asserts that it succeeded and answers its output.
